@@ -1,1 +1,25 @@
+//! Runbase's domain: the types every other crate speaks (runs, accounts, keys, money), the
+//! table of public error codes, the model catalogue with its schemas and prices, the traits that
+//! storage, providers and rate limiters implement, and the service functions that the HTTP API,
+//! the CLI and the worker all call.
+//!
+//! Nothing here knows about HTTP frameworks or database drivers.
 
+pub mod account;
+pub mod auth;
+pub mod catalog;
+pub mod error;
+pub mod files;
+pub mod ids;
+pub mod ip;
+pub mod money;
+pub mod provider;
+pub mod ratelimit;
+pub mod run;
+pub mod schema;
+pub mod service;
+pub mod store;
+pub mod time;
+
+pub use error::{ApiError, ErrorCode};
+pub use money::Millicents;

@@ -1,0 +1,306 @@
+//! The model catalogue: which models exist, what input they take, what they cost and which
+//! provider runs them. Loaded from TOML: the built-in default, then any `--catalog` files, whose
+//! models add to or replace the default ones by id.
+
+use crate::money::Millicents;
+use crate::schema::InputSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The catalogue that ships in the binary.
+pub const DEFAULT_CATALOG: &str = include_str!("../catalog/default.toml");
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogFile {
+    #[serde(default, rename = "model")]
+    models: Vec<ModelSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelSpec {
+    id: String,
+    name: String,
+    #[serde(default)]
+    description: String,
+    category: String,
+    /// Which adapter runs it (`builtin`, ...).
+    provider: String,
+    /// The adapter's own name for the model, when it differs from the id.
+    upstream: Option<String>,
+    #[serde(default = "default_timeout")]
+    timeout_secs: u64,
+    price: PriceSpec,
+    input_schema: Value,
+    output_schema: Value,
+}
+
+fn default_timeout() -> u64 {
+    600
+}
+
+/// A model's price: a base amount, optionally chosen by the value of one input field and/or
+/// multiplied by a numeric input field (e.g. seconds of video).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PriceSpec {
+    /// Base price in cents; up to three decimals (kept exactly as millicents).
+    pub cents: f64,
+    /// Price by the value of a string input field, replacing `cents` for those values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<PriceBy>,
+    /// An integer input field the price is multiplied by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PriceBy {
+    pub field: String,
+    pub cents: BTreeMap<String, f64>,
+}
+
+fn cents_to_millicents(cents: f64) -> Result<Millicents, String> {
+    let m = cents * 1000.0;
+    if !m.is_finite() || m < 0.0 || (m - m.round()).abs() > 1e-6 || m > 1e15 {
+        return Err(format!("price {cents} is not a non-negative amount of cents with at most three decimals"));
+    }
+    Ok(Millicents(m.round() as i64))
+}
+
+/// A [`PriceSpec`] checked and converted to millicents.
+#[derive(Debug, Clone)]
+pub struct Price {
+    spec: PriceSpec,
+    base: Millicents,
+    by: Option<(String, HashMap<String, Millicents>)>,
+    per: Option<String>,
+}
+
+impl Price {
+    fn from_spec(spec: PriceSpec) -> Result<Self, String> {
+        let base = cents_to_millicents(spec.cents)?;
+        let by = match &spec.by {
+            None => None,
+            Some(b) => {
+                let mut m = HashMap::new();
+                for (k, v) in &b.cents {
+                    m.insert(k.clone(), cents_to_millicents(*v)?);
+                }
+                Some((b.field.clone(), m))
+            }
+        };
+        Ok(Price { base, by, per: spec.per.clone(), spec })
+    }
+
+    pub fn spec(&self) -> &PriceSpec {
+        &self.spec
+    }
+
+    /// The price of one run with this (validated, defaulted) input.
+    pub fn for_input(&self, input: &Value) -> Result<Millicents, String> {
+        let mut price = self.base;
+        if let Some((field, table)) = &self.by {
+            if let Some(p) = input.get(field).and_then(Value::as_str).and_then(|v| table.get(v)) {
+                price = *p;
+            }
+        }
+        if let Some(field) = &self.per {
+            let units = input
+                .get(field)
+                .and_then(Value::as_i64)
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| format!("input.{field}: must be a non-negative integer (the price depends on it)"))?;
+            price = price.checked_mul(units).ok_or_else(|| format!("input.{field}: too large"))?;
+        }
+        Ok(price)
+    }
+}
+
+/// One model of the catalogue.
+#[derive(Debug)]
+pub struct Model {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub category: String,
+    pub provider: String,
+    pub upstream: String,
+    pub timeout: Duration,
+    pub price: Price,
+    pub input_schema: InputSchema,
+    pub output_schema: Value,
+}
+
+impl Model {
+    /// The public description of the model (the API's model object).
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "id": self.id,
+            "name": self.name,
+            "description": self.description,
+            "category": self.category,
+            "price": self.price.spec(),
+            "input_schema": self.input_schema.raw(),
+            "output_schema": self.output_schema,
+        })
+    }
+}
+
+/// All models, by id, in catalogue order.
+#[derive(Debug, Default, Clone)]
+pub struct Catalog {
+    models: Vec<Arc<Model>>,
+    index: HashMap<String, usize>,
+}
+
+impl Catalog {
+    /// The built-in default catalogue.
+    pub fn builtin() -> Result<Self, String> {
+        let mut c = Catalog::default();
+        c.merge_toml(DEFAULT_CATALOG).map_err(|e| format!("built-in catalogue: {e}"))?;
+        Ok(c)
+    }
+
+    /// Adds the models of a TOML document, replacing any with the same id.
+    pub fn merge_toml(&mut self, text: &str) -> Result<(), String> {
+        let file: CatalogFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        for spec in file.models {
+            let id = spec.id.clone();
+            let model = Self::build(spec).map_err(|e| format!("model {id}: {e}"))?;
+            self.insert(model);
+        }
+        Ok(())
+    }
+
+    fn build(spec: ModelSpec) -> Result<Model, String> {
+        let valid_id = spec.id.split_once('/').is_some_and(|(p, n)| {
+            let ok = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            ok(p) && ok(n)
+        });
+        if !valid_id {
+            return Err("an id must look like provider/name".into());
+        }
+        Ok(Model {
+            upstream: spec.upstream.unwrap_or_else(|| spec.id.clone()),
+            id: spec.id,
+            name: spec.name,
+            description: spec.description,
+            category: spec.category,
+            provider: spec.provider,
+            timeout: Duration::from_secs(spec.timeout_secs.max(1)),
+            price: Price::from_spec(spec.price)?,
+            input_schema: InputSchema::compile(spec.input_schema)?,
+            output_schema: spec.output_schema,
+        })
+    }
+
+    fn insert(&mut self, model: Model) {
+        let model = Arc::new(model);
+        match self.index.get(&model.id) {
+            Some(&i) => self.models[i] = model,
+            None => {
+                self.index.insert(model.id.clone(), self.models.len());
+                self.models.push(model);
+            }
+        }
+    }
+
+    /// Keeps only the models `keep` accepts (e.g. those whose provider is configured).
+    pub fn retain(&mut self, mut keep: impl FnMut(&Model) -> bool) {
+        self.models.retain(|m| keep(m));
+        self.index = self.models.iter().enumerate().map(|(i, m)| (m.id.clone(), i)).collect();
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Arc<Model>> {
+        self.index.get(id).map(|&i| &self.models[i])
+    }
+
+    pub fn models(&self) -> &[Arc<Model>] {
+        &self.models
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_builtin_catalogue_loads() {
+        let c = Catalog::builtin().unwrap();
+        let echo = c.get("runbase/echo").unwrap();
+        assert_eq!(echo.price.for_input(&json!({"text": "hi"})).unwrap(), Millicents(1000));
+        assert!(c.get("runbase/placeholder-image").is_some());
+    }
+
+    #[test]
+    fn prices_by_field_and_per_unit() {
+        let mut c = Catalog::default();
+        c.merge_toml(
+            r#"
+            [[model]]
+            id = "acme/video"
+            name = "Video"
+            category = "text to video"
+            provider = "builtin"
+            price = { cents = 10, per = "duration", by = { field = "resolution", cents = { "4K" = 25.5 } } }
+            input_schema = { type = "object", properties = { duration = { type = "integer" } } }
+            output_schema = { type = "object" }
+            "#,
+        )
+        .unwrap();
+        let m = c.get("acme/video").unwrap();
+        assert_eq!(m.price.for_input(&json!({"duration": 5})).unwrap(), Millicents(50_000));
+        assert_eq!(m.price.for_input(&json!({"duration": 2, "resolution": "4K"})).unwrap(), Millicents(51_000));
+        assert!(m.price.for_input(&json!({})).is_err());
+    }
+
+    #[test]
+    fn later_files_replace_models_by_id() {
+        let mut c = Catalog::builtin().unwrap();
+        let n = c.models().len();
+        c.merge_toml(
+            r#"
+            [[model]]
+            id = "runbase/echo"
+            name = "Echo, dearer"
+            category = "text to text"
+            provider = "builtin"
+            upstream = "echo"
+            price = { cents = 0.25 }
+            input_schema = { type = "object" }
+            output_schema = { type = "object" }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.models().len(), n);
+        assert_eq!(c.get("runbase/echo").unwrap().price.for_input(&json!({})).unwrap(), Millicents(250));
+    }
+
+    #[test]
+    fn bad_entries_are_refused_with_the_reason() {
+        let mut c = Catalog::default();
+        let err = c
+            .merge_toml(
+                r#"
+                [[model]]
+                id = "noslash"
+                name = "x"
+                category = "x"
+                provider = "builtin"
+                price = { cents = 1 }
+                input_schema = { type = "object" }
+                output_schema = {}
+                "#,
+            )
+            .unwrap_err();
+        assert!(err.contains("provider/name"), "{err}");
+        assert!(c.merge_toml("[[model]]\nid = 1").is_err());
+    }
+}

@@ -1,0 +1,98 @@
+//! Identifiers and secrets: opaque prefixed ids, API keys and their hashes.
+
+use rand::RngExt;
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+
+/// `len` random characters from `[0-9a-z]`, from the operating system's CSPRNG-seeded generator.
+pub fn random_token(len: usize) -> String {
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// A new run id: `run_` and 24 random base-36 characters (about 124 bits), which also makes the
+/// output file URLs under it unguessable.
+pub fn new_run_id() -> String {
+    format!("run_{}", random_token(24))
+}
+
+pub fn new_account_id() -> String {
+    format!("acct_{}", random_token(16))
+}
+
+pub fn new_key_id() -> String {
+    format!("key_{}", random_token(16))
+}
+
+/// A freshly generated API key: the secret (shown once) and what is stored of it.
+pub struct NewKeySecret {
+    pub secret: ApiKeySecret,
+    pub hash: KeyHash,
+    /// The first characters, safe to show in listings (`sk-ab12cd34`).
+    pub prefix: String,
+}
+
+/// Generates a key: `sk-` followed by 40 base-36 characters (about 206 bits of randomness);
+/// `test` keys are `sk-test-...`.
+pub fn generate_api_key(test: bool) -> NewKeySecret {
+    let body = random_token(40);
+    let secret = if test { format!("sk-test-{body}") } else { format!("sk-{body}") };
+    let prefix_len = if test { 16 } else { 11 };
+    let prefix = secret[..prefix_len].to_owned();
+    let hash = KeyHash::of(&secret);
+    NewKeySecret { secret: ApiKeySecret(secret), hash, prefix }
+}
+
+/// The secret API key. Its `Debug` is redacted so it cannot leak into logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKeySecret(pub String);
+
+impl ApiKeySecret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ApiKeySecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKeySecret(<redacted>)")
+    }
+}
+
+/// SHA-256 of a key, hex encoded: what the store keeps and looks keys up by. Keys carry enough
+/// randomness that a fast unsalted hash is the right tool (as for session tokens).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KeyHash(pub String);
+
+impl KeyHash {
+    pub fn of(secret: &str) -> Self {
+        KeyHash(hex::encode(Sha256::digest(secret.as_bytes())))
+    }
+
+    /// Constant-time comparison, for confirming a row found by hash.
+    pub fn ct_eq(&self, other: &KeyHash) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.as_bytes().ct_eq(other.0.as_bytes()).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_have_the_documented_shape() {
+        let k = generate_api_key(false);
+        assert!(k.secret.expose().starts_with("sk-"));
+        assert_eq!(k.secret.expose().len(), 43);
+        assert!(k.secret.expose().starts_with(&k.prefix));
+        assert_eq!(KeyHash::of(k.secret.expose()), k.hash);
+        assert!(generate_api_key(true).secret.expose().starts_with("sk-test-"));
+        assert_ne!(generate_api_key(false).secret, generate_api_key(false).secret);
+        assert_eq!(format!("{:?}", k.secret), "ApiKeySecret(<redacted>)");
+    }
+}

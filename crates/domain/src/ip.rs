@@ -1,0 +1,101 @@
+//! Per-key IP allowlists: up to ten entries, each an IPv4 or IPv6 address or a CIDR block.
+
+use ipnet::IpNet;
+use std::net::IpAddr;
+
+/// The most entries a key's allowlist may hold.
+pub const MAX_ALLOWLIST_ENTRIES: usize = 10;
+
+/// An allowlist; empty allows every address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IpAllowlist(Vec<IpNet>);
+
+impl IpAllowlist {
+    /// Parses entries such as `127.0.0.1`, `10.0.0.0/8`, `::1`, `2001:db8::/32`.
+    pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<Self, String> {
+        if entries.len() > MAX_ALLOWLIST_ENTRIES {
+            return Err(format!(
+                "at most {MAX_ALLOWLIST_ENTRIES} IP addresses are allowed per key, got {}",
+                entries.len()
+            ));
+        }
+        let mut nets = Vec::with_capacity(entries.len());
+        for e in entries {
+            let e = e.as_ref().trim();
+            let net = match e.parse::<IpNet>() {
+                Ok(n) => n.trunc(),
+                Err(_) => match e.parse::<IpAddr>() {
+                    Ok(ip) => IpNet::from(ip),
+                    Err(_) => return Err(format!("\"{e}\" is not an IP address or CIDR block")),
+                },
+            };
+            if !nets.contains(&net) {
+                nets.push(net);
+            }
+        }
+        Ok(IpAllowlist(nets))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `ip` may use the key. IPv4-mapped IPv6 addresses match IPv4 entries.
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        if self.0.is_empty() {
+            return true;
+        }
+        let ip = canonical(ip);
+        self.0.iter().any(|n| n.contains(&ip))
+    }
+
+    /// The entries as strings (single addresses without a `/32` or `/128`).
+    pub fn to_strings(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .map(|n| if n.prefix_len() == n.max_prefix_len() { n.addr().to_string() } else { n.to_string() })
+            .collect()
+    }
+}
+
+/// `::ffff:a.b.c.d` as `a.b.c.d`, so a dual-stack listener matches IPv4 entries.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn empty_allows_all() {
+        assert!(IpAllowlist::default().allows(ip("203.0.113.9")));
+    }
+
+    #[test]
+    fn addresses_and_blocks() {
+        let l = IpAllowlist::parse(&["10.1.2.3", "127.0.0.0/8", "2001:db8::/32"]).unwrap();
+        assert!(l.allows(ip("10.1.2.3")));
+        assert!(!l.allows(ip("10.1.2.4")));
+        assert!(l.allows(ip("127.4.5.6")));
+        assert!(l.allows(ip("::ffff:127.0.0.1")));
+        assert!(l.allows(ip("2001:db8::1")));
+        assert!(!l.allows(ip("::1")));
+        assert_eq!(l.to_strings(), ["10.1.2.3", "127.0.0.0/8", "2001:db8::/32"]);
+    }
+
+    #[test]
+    fn rejects_garbage_and_too_many() {
+        assert!(IpAllowlist::parse(&["nope"]).is_err());
+        assert!(IpAllowlist::parse(&["10.0.0.0/33"]).is_err());
+        let eleven: Vec<String> = (0..11).map(|i| format!("10.0.0.{i}")).collect();
+        assert!(IpAllowlist::parse(&eleven).is_err());
+    }
+}

@@ -1,0 +1,96 @@
+//! Money. Every amount is an integer number of millicents (1/1000 of a cent) so that prices that
+//! are a fraction of a cent are kept exactly; the API shows cents.
+
+use serde::{Serialize, Serializer};
+use std::fmt;
+use std::ops::{Add, Neg, Sub};
+
+/// An amount of money in millicents (1 cent = 1000 millicents). Signed so that ledger entries
+/// can be debits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Millicents(pub i64);
+
+impl Millicents {
+    pub const ZERO: Millicents = Millicents(0);
+    pub const PER_CENT: i64 = 1000;
+
+    /// Whole cents to millicents; `None` on overflow.
+    pub fn from_cents(cents: i64) -> Option<Self> {
+        cents.checked_mul(Self::PER_CENT).map(Millicents)
+    }
+
+    pub fn checked_add(self, other: Self) -> Option<Self> {
+        self.0.checked_add(other.0).map(Millicents)
+    }
+
+    pub fn checked_mul(self, factor: i64) -> Option<Self> {
+        self.0.checked_mul(factor).map(Millicents)
+    }
+
+    /// The amount in cents, exact: an integer when it is a whole number of cents, otherwise a
+    /// decimal with up to three places (display only; arithmetic never leaves millicents).
+    pub fn cents_json(self) -> serde_json::Value {
+        if self.0 % Self::PER_CENT == 0 {
+            serde_json::Value::from(self.0 / Self::PER_CENT)
+        } else {
+            // A value with at most three decimals prints back exactly from its nearest f64.
+            serde_json::Value::from(self.0 as f64 / Self::PER_CENT as f64)
+        }
+    }
+}
+
+impl fmt::Display for Millicents {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sign = if self.0 < 0 { "-" } else { "" };
+        let abs = self.0.unsigned_abs();
+        let (cents, milli) = (abs / 1000, abs % 1000);
+        if milli == 0 {
+            write!(f, "{sign}{cents}¢")
+        } else {
+            let frac = format!("{milli:03}");
+            write!(f, "{sign}{cents}.{}¢", frac.trim_end_matches('0'))
+        }
+    }
+}
+
+impl Serialize for Millicents {
+    /// Serialized as cents (see [`Millicents::cents_json`]).
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.cents_json().serialize(s)
+    }
+}
+
+impl Add for Millicents {
+    type Output = Millicents;
+    fn add(self, o: Self) -> Self {
+        Millicents(self.0 + o.0)
+    }
+}
+
+impl Sub for Millicents {
+    type Output = Millicents;
+    fn sub(self, o: Self) -> Self {
+        Millicents(self.0 - o.0)
+    }
+}
+
+impl Neg for Millicents {
+    type Output = Millicents;
+    fn neg(self) -> Self {
+        Millicents(-self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cents_are_shown_exactly() {
+        assert_eq!(Millicents(2000).cents_json(), serde_json::json!(2));
+        assert_eq!(Millicents(500).cents_json().to_string(), "0.5");
+        assert_eq!(Millicents(1_234_567_891).cents_json().to_string(), "1234567.891");
+        assert_eq!(Millicents(-1500).to_string(), "-1.5¢");
+        assert_eq!(Millicents(3000).to_string(), "3¢");
+    }
+}

@@ -1,0 +1,93 @@
+//! Runs: one request to execute a model, and its lifecycle.
+
+use crate::money::Millicents;
+use crate::time::Timestamp;
+use serde::Serialize;
+use serde_json::Value;
+
+/// Where a run is in its lifecycle: `pending` (queued) → `processing` (at the provider) →
+/// `succeeded` or `failed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Pending,
+    Processing,
+    Succeeded,
+    Failed,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Pending => "pending",
+            RunStatus::Processing => "processing",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => RunStatus::Pending,
+            "processing" => RunStatus::Processing,
+            "succeeded" => RunStatus::Succeeded,
+            "failed" => RunStatus::Failed,
+            _ => return None,
+        })
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, RunStatus::Succeeded | RunStatus::Failed)
+    }
+}
+
+/// Why a run failed, as shown to the client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunError {
+    pub message: String,
+    pub code: String,
+}
+
+/// A run as stored and as returned by the API (the JSON field names are the contract).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Run {
+    pub id: String,
+    pub model: String,
+    pub status: RunStatus,
+    /// The input as submitted, after schema defaults were applied.
+    pub input: Value,
+    /// `{"urls": [...], ...}` once succeeded.
+    pub output: Option<Value>,
+    pub error: Option<RunError>,
+    #[serde(rename = "cost_cents")]
+    pub cost: Millicents,
+    pub created_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub completed_at: Option<Timestamp>,
+    #[serde(skip)]
+    pub account_id: String,
+    #[serde(skip)]
+    pub key_id: String,
+    /// How many times a worker has started this run (restarts re-queue it).
+    #[serde(skip)]
+    pub attempts: u32,
+}
+
+/// How a run ended, as reported by the worker.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunOutcome {
+    Succeeded { output: Value },
+    Failed { error: RunError },
+}
+
+/// Everything the store needs to create a run atomically with its charge and its job.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub id: String,
+    pub account_id: String,
+    pub key_id: String,
+    pub model: String,
+    pub input: Value,
+    pub price: Millicents,
+    pub created_at: Timestamp,
+}

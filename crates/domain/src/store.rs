@@ -1,0 +1,102 @@
+//! The storage contract. One implementation per database (SQLite first); every money rule that
+//! must hold under concurrency (quota, spend limit, balance, ledger) is enforced inside
+//! [`Store::create_run`] and [`Store::finish_run`], atomically with the writes they guard.
+
+use crate::account::{Account, ApiKey, KeySettings, KeyUpdate, LedgerEntry};
+use crate::ids::KeyHash;
+use crate::money::Millicents;
+use crate::run::{NewRun, Run, RunOutcome};
+use crate::time::Timestamp;
+use async_trait::async_trait;
+use std::sync::Arc;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule was broken (e.g. the email is taken); the message is safe to show.
+    #[error("{0}")]
+    Conflict(String),
+    /// The thing to change does not exist; the message is safe to show.
+    #[error("{0}")]
+    NotFound(String),
+    /// The database failed; internal detail, to be logged, never shown.
+    #[error("storage backend: {0}")]
+    Backend(String),
+}
+
+/// Why [`Store::create_run`] refused to create a run. Each maps to one public error code.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateRunError {
+    #[error("key is no longer usable")]
+    KeyNotUsable,
+    #[error("usage quota exhausted")]
+    QuotaExhausted,
+    #[error("spend limit would be exceeded")]
+    SpendLimit,
+    #[error("insufficient balance")]
+    InsufficientBalance,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Persistent state of Runbase.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // --- accounts and ledger -------------------------------------------------------------
+    async fn create_account(&self, email: &str, now: Timestamp) -> Result<Account, StoreError>;
+    async fn account_by_email(&self, email: &str) -> Result<Option<Account>, StoreError>;
+    async fn account(&self, id: &str) -> Result<Option<Account>, StoreError>;
+    /// Adds (or with a negative amount, removes) credit; writes the ledger entry.
+    async fn add_credits(
+        &self,
+        account_id: &str,
+        amount: Millicents,
+        memo: &str,
+        now: Timestamp,
+    ) -> Result<LedgerEntry, StoreError>;
+    /// Newest first; `before` is an entry id for paging.
+    async fn ledger(&self, account_id: &str, limit: u32, before: Option<i64>) -> Result<Vec<LedgerEntry>, StoreError>;
+
+    // --- API keys ------------------------------------------------------------------------
+    async fn create_key(
+        &self,
+        account_id: &str,
+        id: &str,
+        hash: &KeyHash,
+        prefix: &str,
+        settings: &KeySettings,
+        now: Timestamp,
+    ) -> Result<ApiKey, StoreError>;
+    /// The hot-path lookup; returns deleted keys too (the caller decides), never a stale copy.
+    async fn key_by_hash(&self, hash: &KeyHash) -> Result<Option<ApiKey>, StoreError>;
+    async fn key_by_id(&self, id: &str) -> Result<Option<ApiKey>, StoreError>;
+    /// The account's keys that are not deleted, newest first.
+    async fn list_keys(&self, account_id: &str) -> Result<Vec<ApiKey>, StoreError>;
+    async fn update_key(&self, id: &str, update: &KeyUpdate) -> Result<ApiKey, StoreError>;
+    /// Soft delete: the key stops working at once; its runs and ledger lines keep their history.
+    async fn delete_key(&self, id: &str, now: Timestamp) -> Result<(), StoreError>;
+
+    // --- runs and their queue ------------------------------------------------------------
+    /// In one transaction: re-checks the key (usable, quota, spend limit) and the balance,
+    /// charges the price (ledger entry), inserts the run and enqueues its job.
+    async fn create_run(&self, run: NewRun) -> Result<Run, CreateRunError>;
+    /// The run if it belongs to `account_id`.
+    async fn get_run(&self, account_id: &str, run_id: &str) -> Result<Option<Run>, StoreError>;
+    /// The account's runs, newest first, after the run `starting_after` when given.
+    async fn list_runs(
+        &self,
+        account_id: &str,
+        limit: u32,
+        starting_after: Option<&str>,
+    ) -> Result<Vec<Run>, StoreError>;
+    /// Claims up to `max` queued runs for a worker, marking them `processing`.
+    async fn claim_runs(&self, max: u32, now: Timestamp) -> Result<Vec<Run>, StoreError>;
+    /// Ends a `processing` run; a failure refunds its full cost in the same transaction.
+    /// Finishing a run that is not `processing` changes nothing (idempotent).
+    async fn finish_run(&self, run_id: &str, outcome: RunOutcome, now: Timestamp) -> Result<(), StoreError>;
+    /// At start-up: runs left `processing` by a crash go back to the queue, or fail with a
+    /// refund once they have been started `max_attempts` times. Returns (requeued, failed).
+    async fn recover_interrupted(&self, max_attempts: u32, now: Timestamp) -> Result<(u64, u64), StoreError>;
+    /// Signalled whenever new runs are queued, so the worker need not poll.
+    fn queue_signal(&self) -> Arc<tokio::sync::Notify>;
+}

@@ -1,0 +1,55 @@
+//! Timestamps: microseconds since the Unix epoch in storage, RFC 3339 UTC on the wire.
+
+use serde::{Serialize, Serializer};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// A point in time with microsecond precision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    pub fn now() -> Self {
+        let now = OffsetDateTime::now_utc();
+        Timestamp((now.unix_timestamp_nanos() / 1000) as i64)
+    }
+
+    pub fn micros(self) -> i64 {
+        self.0
+    }
+
+    /// Parses an RFC 3339 timestamp (any offset).
+    pub fn parse_rfc3339(s: &str) -> Result<Self, String> {
+        OffsetDateTime::parse(s, &Rfc3339)
+            .map(|t| Timestamp((t.unix_timestamp_nanos() / 1000) as i64))
+            .map_err(|e| format!("not an RFC 3339 timestamp ({e})"))
+    }
+
+    pub fn to_rfc3339(self) -> String {
+        let nanos = i128::from(self.0) * 1000;
+        OffsetDateTime::from_unix_timestamp_nanos(nanos)
+            .ok()
+            .and_then(|t| t.format(&Rfc3339).ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_rfc3339())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_rfc3339() {
+        let t = Timestamp::parse_rfc3339("2026-11-25T05:39:22.123456Z").unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-11-25T05:39:22.123456Z");
+        let t = Timestamp::parse_rfc3339("2026-11-25T06:00:00+01:00").unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-11-25T05:00:00Z");
+        assert!(Timestamp::parse_rfc3339("yesterday").is_err());
+    }
+}
