@@ -1,1 +1,60 @@
-fn main() {}
+//! `runbase`: parses the command line, loads configuration, and hands over to `serve` or to an
+//! administrative command.
+
+mod admin;
+mod cli;
+mod config;
+mod serve;
+
+use clap::Parser;
+use cli::{Cli, Command};
+use config::{Config, FlagOverrides};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut flags = FlagOverrides {
+        data_dir: cli.global.data_dir.clone(),
+        database_url: cli.global.database_url.clone(),
+        ..FlagOverrides::default()
+    };
+    if let Command::Serve(args) = &cli.command {
+        flags.listen = args.listen.clone();
+        flags.public_url = args.public_url.clone();
+        if !args.catalog.is_empty() {
+            flags.catalog = Some(args.catalog.clone());
+        }
+    }
+    let (config, warnings) = match Config::load(cli.global.config.clone(), flags) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(_) => serve::run(config, warnings).await,
+            other => {
+                for w in &warnings {
+                    eprintln!("warning: {w}");
+                }
+                admin::run(&config, other).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,166 @@
+//! The in-process worker: claims queued runs from the store, calls the model's provider, stores
+//! output files, and finishes the run (a failure refunds it, in the store's transaction).
 
+use runbase_domain::catalog::Catalog;
+use runbase_domain::files::FileStore;
+use runbase_domain::provider::{ProviderError, ProviderOutput, RunRequest};
+use runbase_domain::run::{Run, RunError, RunOutcome};
+use runbase_domain::store::Store;
+use runbase_domain::time::Timestamp;
+use runbase_providers::Providers;
+use serde_json::Value;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
+
+/// Worker settings.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// How many runs execute at once.
+    pub concurrency: usize,
+    /// How often to look for runs queued by other processes when nothing signals.
+    pub poll_interval: Duration,
+    /// Base of output file URLs, e.g. `http://127.0.0.1:8080`.
+    pub public_url: String,
+    /// How long in-flight runs get to finish at shutdown.
+    pub shutdown_grace: Duration,
+}
+
+/// Everything a worker needs.
+#[derive(Clone)]
+pub struct Worker {
+    pub store: Arc<dyn Store>,
+    pub catalog: Arc<Catalog>,
+    pub providers: Providers,
+    pub files: Arc<dyn FileStore>,
+    pub config: WorkerConfig,
+}
+
+impl Worker {
+    /// Claims and executes runs until `shutdown` resolves, then waits up to the grace period
+    /// for runs in flight (any still running are re-queued at the next start).
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
+        let signal = self.store.queue_signal();
+        tokio::pin!(shutdown);
+        loop {
+            let first = tokio::select! {
+                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                _ = &mut shutdown => break,
+            };
+            let want = 1 + slots.available_permits() as u32;
+            let runs = match self.store.claim_runs(want, Timestamp::now()).await {
+                Ok(runs) => runs,
+                Err(e) => {
+                    tracing::error!(error = %e, "claiming runs failed");
+                    Vec::new()
+                }
+            };
+            if runs.is_empty() {
+                drop(first);
+                tokio::select! {
+                    _ = signal.notified() => {}
+                    _ = tokio::time::sleep(self.config.poll_interval) => {}
+                    _ = &mut shutdown => break,
+                }
+                continue;
+            }
+            let mut first = Some(first);
+            for run in runs {
+                let permit = match first.take() {
+                    Some(p) => p,
+                    None => match slots.clone().acquire_owned().await {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
+                };
+                tokio::spawn(self.clone().execute(run, permit));
+            }
+        }
+        let all = self.config.concurrency.max(1) as u32;
+        let _ = tokio::time::timeout(self.config.shutdown_grace, slots.acquire_many(all)).await;
+    }
+
+    async fn execute(self, run: Run, permit: OwnedSemaphorePermit) {
+        let span = tracing::info_span!("run.execute", run.id = %run.id, run.model = %run.model);
+        self.execute_in_span(run, permit).instrument(span).await
+    }
+
+    async fn execute_in_span(self, run: Run, _permit: OwnedSemaphorePermit) {
+        let started = std::time::Instant::now();
+        let outcome = match self.call_provider(&run).await {
+            Ok(out) => match self.store_output(&run, out).await {
+                Ok(output) => RunOutcome::Succeeded { output },
+                Err(error) => RunOutcome::Failed { error },
+            },
+            Err(e) => RunOutcome::Failed { error: RunError { message: e.message, code: e.code } },
+        };
+        let ok = matches!(outcome, RunOutcome::Succeeded { .. });
+        self.finish(&run.id, outcome).await;
+        tracing::info!(succeeded = ok, duration_ms = started.elapsed().as_millis() as u64, "run finished");
+    }
+
+    async fn call_provider(&self, run: &Run) -> Result<ProviderOutput, ProviderError> {
+        let model = self
+            .catalog
+            .get(&run.model)
+            .cloned()
+            .ok_or_else(|| ProviderError::new("model_unavailable", format!("model {} is no longer offered", run.model)))?;
+        let provider = self
+            .providers
+            .for_model(&model)
+            .ok_or_else(|| ProviderError::new("model_unavailable", format!("no provider is configured for {}", run.model)))?;
+        let timeout = model.timeout;
+        let (id, input) = (run.id.clone(), run.input.clone());
+        // A task of its own, so a panicking adapter fails the run instead of leaving it stuck.
+        let task = tokio::spawn(async move {
+            let req = RunRequest { run_id: &id, model: &model, input: &input };
+            tokio::time::timeout(timeout, provider.run(req)).await
+        });
+        match task.await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_elapsed)) => {
+                Err(ProviderError::new("timeout", format!("the model did not finish within {} s", timeout.as_secs())))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "provider task failed");
+                Err(ProviderError::new("internal_error", "the model's adapter failed unexpectedly"))
+            }
+        }
+    }
+
+    /// Saves the provider's files and builds `output` (`urls` plus the provider's fields).
+    async fn store_output(&self, run: &Run, out: ProviderOutput) -> Result<Value, RunError> {
+        let mut urls = Vec::with_capacity(out.files.len());
+        for f in out.files {
+            let path = format!("{}/{}", run.id, f.name);
+            self.files.put(&path, &f.content_type, f.bytes).await.map_err(|e| {
+                tracing::error!(error = %e, "storing an output file failed");
+                RunError { message: "the output could not be stored".into(), code: "storage_error".into() }
+            })?;
+            urls.push(Value::String(format!("{}/files/{path}", self.config.public_url.trim_end_matches('/'))));
+        }
+        let mut output = out.fields;
+        output.insert("urls".into(), Value::Array(urls));
+        Ok(Value::Object(output))
+    }
+
+    /// Records the outcome, retrying while the store is unavailable: a run must not be left
+    /// `processing` because one write failed.
+    async fn finish(&self, run_id: &str, outcome: RunOutcome) {
+        let mut delay = Duration::from_millis(50);
+        for attempt in 1..=10 {
+            match self.store.finish_run(run_id, outcome.clone(), Timestamp::now()).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::error!(error = %e, attempt, "recording a run's outcome failed");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        tracing::error!("giving up on recording the outcome; the run is re-queued at the next start");
+    }
+}

@@ -1,0 +1,46 @@
+//! The JSON error envelope: `{"error": {"message": "...", "code": "..."}}`.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use runbase_domain::{ApiError, ErrorCode};
+
+/// An [`ApiError`] on its way out.
+#[derive(Debug)]
+pub struct HttpError(pub ApiError);
+
+impl From<ApiError> for HttpError {
+    fn from(e: ApiError) -> Self {
+        HttpError(e)
+    }
+}
+
+impl From<ErrorCode> for HttpError {
+    fn from(c: ErrorCode) -> Self {
+        HttpError(c.into())
+    }
+}
+
+/// The envelope's bytes for `e`.
+pub fn envelope(e: &ApiError) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Body<'a> {
+        error: Inner<'a>,
+    }
+    #[derive(serde::Serialize)]
+    struct Inner<'a> {
+        message: &'a str,
+        code: &'a str,
+    }
+    let body = Body { error: Inner { message: &e.message, code: e.code.as_str() } };
+    serde_json::to_vec(&body)
+        .unwrap_or_else(|_| br#"{"error":{"message":"internal error","code":"internal_error"}}"#.to_vec())
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = (status, envelope(&self.0)).into_response();
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp
+    }
+}

@@ -1,0 +1,46 @@
+//! `GET /api/v1/account`: the balance, and the calling key's spend, limits and rate-limit
+//! state, so a client can check before it submits.
+
+use super::api_key::{authenticate, peer};
+use crate::error::HttpError;
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::State;
+use axum::http::{Extensions, HeaderMap};
+use runbase_domain::service::internal;
+use runbase_domain::time::Timestamp;
+use serde_json::{Value, json};
+
+pub async fn get(State(state): State<AppState>, ext: Extensions, headers: HeaderMap) -> Result<Json<Value>, HttpError> {
+    let key = authenticate(&state, &headers, peer(&ext)).await?;
+    let account = state
+        .store
+        .account(&key.account_id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| HttpError::from(runbase_domain::ErrorCode::Internal))?;
+    let rate = state.runs_limiter.peek(&key.id).await;
+    Ok(Json(json!({
+        "id": account.id,
+        "email": account.email,
+        "balance_cents": account.balance,
+        "key": {
+            "id": key.id,
+            "name": key.name,
+            "prefix": key.prefix,
+            "status": key.status(Timestamp::now()),
+            "test": key.test,
+            "spent_cents": key.spent,
+            "spend_limit_cents": key.spend_limit,
+            "quota": key.quota,
+            "quota_used": key.runs_created,
+            "expires_at": key.expires_at,
+            "allow_ips": key.allow_ips.to_strings(),
+            "rate_limit": {
+                "limit": rate.limit,
+                "remaining": rate.remaining,
+                "reset_seconds": rate.reset_secs(),
+            },
+        },
+    })))
+}

@@ -1,0 +1,26 @@
+//! `GET /files/{run_id}/{name}`: run outputs. URLs are unguessable (the run id carries ~124
+//! random bits), so like the providers' own output URLs they need no key.
+
+use crate::error::HttpError;
+use crate::state::AppState;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use runbase_domain::ErrorCode;
+
+pub async fn get(State(state): State<AppState>, Path((run_id, name)): Path<(String, String)>) -> Result<Response, HttpError> {
+    let path = format!("{run_id}/{name}");
+    if !run_id.starts_with("run_") || !runbase_domain::files::is_safe_path(&path) {
+        return Err(ErrorCode::NotFound.into());
+    }
+    let file = state.files.get(&path).await.map_err(|e| {
+        tracing::error!(error = %e, "reading an output file failed");
+        HttpError::from(ErrorCode::Internal)
+    })?;
+    let file = file.ok_or(ErrorCode::NotFound)?;
+    let mut resp = file.bytes.into_response();
+    let ct = HeaderValue::from_str(&file.content_type).unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    resp.headers_mut().insert(header::CONTENT_TYPE, ct);
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
+    Ok(resp)
+}

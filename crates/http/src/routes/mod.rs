@@ -1,0 +1,57 @@
+//! The route table.
+
+mod account;
+mod api_key;
+mod files;
+mod health;
+mod models;
+mod runs;
+
+use crate::error::HttpError;
+use crate::state::AppState;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::Request;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use runbase_domain::ErrorCode;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+pub fn router(state: AppState) -> Router {
+    let max_body = if state.config.max_body_bytes == 0 { 1 << 20 } else { state.config.max_body_bytes };
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/api/v1/runs", get(runs::list).post(runs::create))
+        .route("/api/v1/runs/{id}", get(runs::get))
+        .route("/api/v1/models", get(models::list))
+        .route("/api/v1/models/{provider}/{name}", get(models::get))
+        .route("/api/v1/account", get(account::get))
+        .route("/files/{run_id}/{name}", get(files::get))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                let route = req
+                    .extensions()
+                    .get::<axum::extract::MatchedPath>()
+                    .map_or("unmatched", |p| p.as_str())
+                    .to_owned();
+                tracing::debug_span!("http.request", http.method = %req.method(), http.route = %route)
+            }),
+        )
+        .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| -> Response {
+            tracing::error!("a request handler panicked");
+            HttpError::from(ErrorCode::Internal).into_response()
+        }))
+        .with_state(state)
+}
+
+async fn not_found() -> HttpError {
+    ErrorCode::NotFound.into()
+}
+
+async fn method_not_allowed() -> HttpError {
+    ErrorCode::MethodNotAllowed.into()
+}

@@ -1,0 +1,75 @@
+//! `POST /api/v1/runs`, `GET /api/v1/runs/{id}`, `GET /api/v1/runs`.
+
+use super::api_key::{authenticate, authorize_runs, peer, with_rate_headers};
+use crate::error::HttpError;
+use crate::state::AppState;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{Extensions, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use runbase_domain::{ApiError, ErrorCode, service};
+use runbase_domain::run::Run;
+use serde::{Deserialize, Serialize};
+
+/// A page of runs, newest first.
+#[derive(Serialize)]
+struct RunList<'a> {
+    data: &'a [Run],
+    has_more: bool,
+}
+
+pub async fn create(State(state): State<AppState>, ext: Extensions, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+    let (key, rate) = match authorize_runs(&state, &headers, peer(&ext)).await {
+        Ok(ok) => ok,
+        Err(resp) => return resp,
+    };
+    let result = async {
+        service::check_quota(&key)?;
+        let body = body.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::from(ErrorCode::PayloadTooLarge)
+            } else {
+                ApiError::new(ErrorCode::InvalidJson, "The request body could not be read")
+            }
+        })?;
+        service::create_run(state.store.as_ref(), &state.catalog, &key, &body).await
+    }
+    .await;
+    match result {
+        Ok(run) => with_rate_headers((StatusCode::CREATED, Json(run)), &rate),
+        Err(e) => with_rate_headers(HttpError(e), &rate),
+    }
+}
+
+pub async fn get(State(state): State<AppState>, ext: Extensions, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let (key, rate) = match authorize_runs(&state, &headers, peer(&ext)).await {
+        Ok(ok) => ok,
+        Err(resp) => return resp,
+    };
+    match service::get_run(state.store.as_ref(), &key, &id).await {
+        Ok(run) => with_rate_headers(Json(run), &rate),
+        Err(e) => with_rate_headers(HttpError(e), &rate),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    limit: Option<u32>,
+    starting_after: Option<String>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    ext: Extensions,
+    headers: HeaderMap,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Response, HttpError> {
+    let key = authenticate(&state, &headers, peer(&ext)).await?;
+    let Query(params) = params.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, format!("Invalid query: {}", e.body_text())))?;
+    let (runs, has_more) =
+        service::list_runs(state.store.as_ref(), &key, params.limit, params.starting_after.as_deref()).await?;
+    Ok(Json(RunList { data: &runs, has_more }).into_response())
+}

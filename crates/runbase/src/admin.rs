@@ -1,0 +1,159 @@
+//! Administrative commands: accounts, keys and credits, on the same database as a running
+//! server. They call the same service functions as the API and the dashboard.
+
+use crate::cli::{AccountsCommand, Command, CreditsCommand, KeyCreateArgs, KeyUpdateArgs, KeysCommand};
+use crate::config::Config;
+use crate::serve::open_store;
+use anyhow::Context;
+use runbase_domain::account::{ApiKey, KeySettings, KeyUpdate};
+use runbase_domain::ip::IpAllowlist;
+use runbase_domain::money::Millicents;
+use runbase_domain::service;
+use runbase_domain::store::Store;
+use runbase_domain::time::Timestamp;
+
+pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
+    let store = open_store(config)?;
+    let store: &dyn Store = &store;
+    match command {
+        Command::Serve(_) => unreachable!("serve is handled by main"),
+        Command::Accounts(AccountsCommand::Create { email }) => {
+            let account = service::create_account(store, &email).await?;
+            println!("{}", account.id);
+            eprintln!("created account {} ({})", account.email, account.id);
+        }
+        Command::Keys(cmd) => keys(store, cmd).await?,
+        Command::Credits(CreditsCommand::Add { account, cents, memo }) => {
+            let account = service::account_by_email(store, &account).await?;
+            let entry = service::add_credits(store, &account, cents, &memo).await?;
+            println!("balance {} (added {})", entry.balance_after, entry.amount);
+        }
+        Command::Credits(CreditsCommand::Show { account, limit }) => {
+            let account = service::account_by_email(store, &account).await?;
+            println!("account {} ({})", account.email, account.id);
+            println!("balance {}", account.balance);
+            let entries = store.ledger(&account.id, limit.clamp(1, 1000), None).await?;
+            println!("{:<8} {:<27} {:<11} {:>12} {:>14}  {}", "ENTRY", "WHEN", "KIND", "AMOUNT", "BALANCE", "RUN / MEMO");
+            for e in entries {
+                println!(
+                    "{:<8} {:<27} {:<11} {:>12} {:>14}  {}",
+                    e.id,
+                    e.created_at.to_rfc3339(),
+                    e.kind.as_str(),
+                    e.amount.to_string(),
+                    e.balance_after.to_string(),
+                    e.run_id.as_deref().map_or(e.memo.clone(), |r| format!("{r} {}", e.memo)),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn cents(n: i64, what: &str) -> anyhow::Result<Millicents> {
+    if n < 0 {
+        anyhow::bail!("{what} cannot be negative");
+    }
+    Millicents::from_cents(n).with_context(|| format!("{what} is too large"))
+}
+
+fn allowlist(entries: &[String]) -> anyhow::Result<IpAllowlist> {
+    IpAllowlist::parse(entries).map_err(|e| anyhow::anyhow!("--allow-ip: {e}"))
+}
+
+fn timestamp(s: &str) -> anyhow::Result<Timestamp> {
+    Timestamp::parse_rfc3339(s).map_err(|e| anyhow::anyhow!("--expires-at: {e}"))
+}
+
+fn describe(k: &ApiKey) -> String {
+    let now = Timestamp::now();
+    let limit = k.spend_limit.map_or("none".to_owned(), |l| l.to_string());
+    let quota = k.quota.map_or("none".to_owned(), |q| q.to_string());
+    format!(
+        "{}  {:<16} {:<9} {:<14} spent {} / limit {}  runs {} / quota {}  ips [{}]  expires {}  last used {}",
+        k.id,
+        k.prefix,
+        k.status(now),
+        k.name,
+        k.spent,
+        limit,
+        k.runs_created,
+        quota,
+        k.allow_ips.to_strings().join(", "),
+        k.expires_at.map_or("never".to_owned(), |t| t.to_rfc3339()),
+        k.last_used_at.map_or("never".to_owned(), |t| t.to_rfc3339()),
+    )
+}
+
+async fn keys(store: &dyn Store, cmd: KeysCommand) -> anyhow::Result<()> {
+    match cmd {
+        KeysCommand::Create(KeyCreateArgs { account, name, spend_limit_cents, allow_ip, expires_at, quota, test }) => {
+            let account = service::account_by_email(store, &account).await?;
+            let settings = KeySettings {
+                name,
+                spend_limit: spend_limit_cents.map(|c| cents(c, "--spend-limit-cents")).transpose()?,
+                allow_ips: allowlist(&allow_ip)?,
+                expires_at: expires_at.as_deref().map(timestamp).transpose()?,
+                quota,
+                test,
+            };
+            let (key, secret) = service::create_key(store, &account, settings).await?;
+            // The key alone on stdout, so scripts can capture it; everything else on stderr.
+            println!("{}", secret.expose());
+            eprintln!("created key {} for {}; it is shown only once", key.id, account.email);
+        }
+        KeysCommand::List { account } => {
+            let account = service::account_by_email(store, &account).await?;
+            for k in store.list_keys(&account.id).await? {
+                println!("{}", describe(&k));
+            }
+        }
+        KeysCommand::Update(args) => {
+            let KeyUpdateArgs {
+                key,
+                name,
+                spend_limit_cents,
+                no_spend_limit,
+                allow_ip,
+                clear_allow_ips,
+                expires_at,
+                no_expiry,
+                quota,
+                no_quota,
+            } = args;
+            let update = KeyUpdate {
+                name,
+                spend_limit: if no_spend_limit {
+                    Some(None)
+                } else {
+                    spend_limit_cents.map(|c| cents(c, "--spend-limit-cents").map(Some)).transpose()?
+                },
+                allow_ips: if clear_allow_ips {
+                    Some(IpAllowlist::default())
+                } else if allow_ip.is_empty() {
+                    None
+                } else {
+                    Some(allowlist(&allow_ip)?)
+                },
+                expires_at: if no_expiry { Some(None) } else { expires_at.as_deref().map(timestamp).transpose()?.map(Some) },
+                quota: if no_quota { Some(None) } else { quota.map(Some) },
+                disabled: None,
+            };
+            let k = service::update_key(store, &key, &update).await?;
+            println!("{}", describe(&k));
+        }
+        KeysCommand::Disable { key } => {
+            let k = service::update_key(store, &key, &KeyUpdate { disabled: Some(true), ..Default::default() }).await?;
+            println!("{}", describe(&k));
+        }
+        KeysCommand::Enable { key } => {
+            let k = service::update_key(store, &key, &KeyUpdate { disabled: Some(false), ..Default::default() }).await?;
+            println!("{}", describe(&k));
+        }
+        KeysCommand::Delete { key } => {
+            let k = service::delete_key(store, &key).await?;
+            println!("deleted {}", k.id);
+        }
+    }
+    Ok(())
+}

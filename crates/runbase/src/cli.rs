@@ -1,0 +1,152 @@
+//! The command line.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "runbase", version, about = "One HTTP API in front of many AI models")]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Data directory (database and files) [env: RUNBASE_DATA_DIR] [default: ./runbase-data]
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL, e.g. sqlite:///var/lib/runbase/runbase.db [env: RUNBASE_DATABASE_URL]
+    #[arg(long, global = true)]
+    pub database_url: Option<String>,
+    /// Configuration file (TOML) [env: RUNBASE_CONFIG]
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the API and the worker
+    Serve(ServeArgs),
+    /// Manage accounts
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
+    /// Manage API keys
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Manage credit balances
+    #[command(subcommand)]
+    Credits(CreditsCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on [env: RUNBASE_LISTEN] [default: 127.0.0.1:8080]
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Base URL clients use to reach this server (for output file URLs) [env: RUNBASE_PUBLIC_URL]
+    #[arg(long)]
+    pub public_url: Option<String>,
+    /// A catalogue file whose models add to or replace the built-in ones (repeatable)
+    #[arg(long)]
+    pub catalog: Vec<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountsCommand {
+    /// Create an account
+    Create { email: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print it (shown only this once)
+    Create(KeyCreateArgs),
+    /// List an account's keys
+    List {
+        #[arg(long)]
+        account: String,
+    },
+    /// Change a key's settings
+    Update(KeyUpdateArgs),
+    /// Disable a key (by id or full key); it answers 401 until enabled again
+    Disable { key: String },
+    /// Enable a disabled key
+    Enable { key: String },
+    /// Delete a key for good
+    Delete { key: String },
+}
+
+#[derive(Debug, Args)]
+pub struct KeyCreateArgs {
+    /// The account's email
+    #[arg(long)]
+    pub account: String,
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Lifetime spend cap in cents
+    #[arg(long)]
+    pub spend_limit_cents: Option<i64>,
+    /// An allowed client IP or CIDR block (repeatable, at most 10)
+    #[arg(long = "allow-ip")]
+    pub allow_ip: Vec<String>,
+    /// When the key stops working (RFC 3339)
+    #[arg(long)]
+    pub expires_at: Option<String>,
+    /// How many runs the key may create
+    #[arg(long)]
+    pub quota: Option<u64>,
+    /// A test key (`sk-test-...`): runs are simulated and never charged
+    #[arg(long)]
+    pub test: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyUpdateArgs {
+    /// The key's id or the full key
+    pub key: String,
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long, conflicts_with = "no_spend_limit")]
+    pub spend_limit_cents: Option<i64>,
+    /// Remove the spend limit
+    #[arg(long)]
+    pub no_spend_limit: bool,
+    /// Replace the allowlist with these entries (repeatable)
+    #[arg(long = "allow-ip", conflicts_with = "clear_allow_ips")]
+    pub allow_ip: Vec<String>,
+    /// Empty the allowlist (allow every address)
+    #[arg(long)]
+    pub clear_allow_ips: bool,
+    #[arg(long, conflicts_with = "no_expiry")]
+    pub expires_at: Option<String>,
+    #[arg(long)]
+    pub no_expiry: bool,
+    #[arg(long, conflicts_with = "no_quota")]
+    pub quota: Option<u64>,
+    #[arg(long)]
+    pub no_quota: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CreditsCommand {
+    /// Add credits to an account's balance
+    Add {
+        #[arg(long)]
+        account: String,
+        /// Whole cents to add
+        #[arg(long)]
+        cents: i64,
+        #[arg(long, default_value = "credits added by an operator")]
+        memo: String,
+    },
+    /// Show the balance and the ledger
+    Show {
+        #[arg(long)]
+        account: String,
+        /// Ledger entries to show
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+}

@@ -1,0 +1,162 @@
+//! Configuration, in layers: built-in defaults, then a TOML file (`--config` / `RUNBASE_CONFIG`),
+//! then `RUNBASE_*` environment variables (`__` separates nested keys, e.g.
+//! `RUNBASE_RATE_LIMITS__RUNS__REQUESTS=100`), then command-line flags. Unknown keys in the file
+//! are an error; unknown `RUNBASE_*` variables are a warning.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address the API and dashboard listen on.
+    pub listen: String,
+    /// Where the embedded database and output files live.
+    pub data_dir: PathBuf,
+    /// A database URL (`sqlite:///path/to/runbase.db`); the default is `runbase.db` in `data_dir`.
+    pub database_url: Option<String>,
+    /// The address clients reach this server at, for output URLs; defaults to the listen address.
+    pub public_url: Option<String>,
+    /// Catalogue files added to (or replacing models of) the built-in catalogue.
+    pub catalog: Vec<PathBuf>,
+    /// Proxies (addresses or CIDR blocks) whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<String>,
+    /// `full` (fsync each commit batch; survives power loss) or `normal` (survives a crash of
+    /// Runbase, not of the machine).
+    pub durability: String,
+    pub rate_limits: RateLimits,
+    pub worker: WorkerSettings,
+    /// Log filter (tracing's `EnvFilter` syntax); `RUST_LOG` wins when set.
+    pub log: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimits {
+    /// Per API key, for `POST /api/v1/runs` and `GET /api/v1/runs/{id}` together.
+    pub runs: Limit,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limit {
+    pub requests: u32,
+    pub window_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// Runs executed at once.
+    pub concurrency: usize,
+    /// How often to look for queued runs when nothing signals, in milliseconds.
+    pub poll_interval_ms: u64,
+    /// Times a run may be started before a restart fails it (with a refund) instead of retrying.
+    pub max_attempts: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./runbase-data"),
+            database_url: None,
+            public_url: None,
+            catalog: Vec::new(),
+            trusted_proxies: Vec::new(),
+            durability: "full".into(),
+            rate_limits: RateLimits { runs: Limit { requests: 20, window_secs: 10 } },
+            worker: WorkerSettings { concurrency: 64, poll_interval_ms: 1000, max_attempts: 3 },
+            log: "info".into(),
+        }
+    }
+}
+
+/// Values given as flags; `None` leaves the lower layers' value.
+#[derive(Debug, Default, Serialize)]
+pub struct FlagOverrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catalog: Option<Vec<PathBuf>>,
+}
+
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "database_url",
+    "public_url",
+    "catalog",
+    "trusted_proxies",
+    "durability",
+    "rate_limits",
+    "worker",
+    "log",
+];
+
+impl Config {
+    /// Loads the layers; returns the configuration and the warnings to log once logging is up.
+    pub fn load(file: Option<PathBuf>, flags: FlagOverrides) -> Result<(Config, Vec<String>), String> {
+        let mut warnings = Vec::new();
+        for (name, _) in std::env::vars() {
+            if let Some(rest) = name.strip_prefix("RUNBASE_") {
+                let top = rest.split("__").next().unwrap_or("").to_ascii_lowercase();
+                if top != "config" && !TOP_LEVEL_KEYS.contains(&top.as_str()) {
+                    warnings.push(format!("ignoring unknown environment variable {name}"));
+                }
+            }
+        }
+        let file = file.or_else(|| std::env::var_os("RUNBASE_CONFIG").map(PathBuf::from));
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = &file {
+            if !path.exists() {
+                return Err(format!("configuration file {} does not exist", path.display()));
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        let env = Env::prefixed("RUNBASE_")
+            .split("__")
+            .filter(|k| TOP_LEVEL_KEYS.contains(&k.as_str().split('.').next().unwrap_or("")));
+        let fig = fig.merge(env).merge(Serialized::defaults(flags));
+        let config: Config = fig.extract().map_err(|e| format!("configuration: {e}"))?;
+        config.check()?;
+        Ok((config, warnings))
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.rate_limits.runs.requests == 0 || self.rate_limits.runs.window_secs == 0 {
+            return Err("rate_limits.runs: requests and window_secs must be positive".into());
+        }
+        if !matches!(self.durability.as_str(), "full" | "normal") {
+            return Err(format!("durability: must be \"full\" or \"normal\", not {:?}", self.durability));
+        }
+        Ok(())
+    }
+
+    /// The SQLite file: from `database_url` when given, else `runbase.db` in the data directory.
+    pub fn sqlite_path(&self) -> Result<PathBuf, String> {
+        match &self.database_url {
+            None => Ok(self.data_dir.join("runbase.db")),
+            Some(url) => {
+                if let Some(p) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+                    if p.is_empty() {
+                        return Err("database_url: sqlite: needs a file path".into());
+                    }
+                    Ok(PathBuf::from(p))
+                } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                    Err("database_url: PostgreSQL is not supported by this build yet; use sqlite:PATH or leave it unset".into())
+                } else {
+                    Err(format!("database_url: unsupported scheme in {url:?} (expected sqlite:PATH)"))
+                }
+            }
+        }
+    }
+}

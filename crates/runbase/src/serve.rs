@@ -1,0 +1,160 @@
+//! `runbase serve`: the API, the worker and (later) the dashboard in one process.
+
+use crate::config::Config;
+use anyhow::{Context, bail};
+use runbase_domain::catalog::Catalog;
+use runbase_domain::ratelimit::{RateLimit, SlidingWindowLimiter};
+use runbase_domain::store::Store;
+use runbase_domain::time::Timestamp;
+use runbase_files::LocalFiles;
+use runbase_http::{AppState, HttpConfig};
+use runbase_providers::Providers;
+use runbase_store_sqlite::{Durability, SqliteStore};
+use runbase_worker::{Worker, WorkerConfig};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing_subscriber::EnvFilter;
+
+/// Opens the configured store (used by `serve` and every admin command).
+pub fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
+    let path = config.sqlite_path().map_err(anyhow::Error::msg)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let durability = if config.durability == "normal" { Durability::Normal } else { Durability::Full };
+    SqliteStore::open(&path, durability).with_context(|| format!("opening the database {}", path.display()))
+}
+
+/// The built-in catalogue plus configured files, less the models no provider here can run.
+pub fn load_catalog(config: &Config, providers: &Providers) -> anyhow::Result<Catalog> {
+    let mut catalog = Catalog::builtin().map_err(anyhow::Error::msg)?;
+    for file in &config.catalog {
+        let text = std::fs::read_to_string(file).with_context(|| format!("reading catalogue {}", file.display()))?;
+        catalog.merge_toml(&text).map_err(|e| anyhow::anyhow!("catalogue {}: {e}", file.display()))?;
+    }
+    let mut unavailable = Vec::new();
+    catalog.retain(|m| {
+        let ok = providers.can_run(m);
+        if !ok {
+            unavailable.push(m.id.clone());
+        }
+        ok
+    });
+    for id in unavailable {
+        tracing::warn!(model.id = %id, "model not offered: its provider is not configured");
+    }
+    Ok(catalog)
+}
+
+pub async fn run(config: Config, warnings: Vec<String>) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let store: Arc<dyn Store> = Arc::new(open_store(&config)?);
+    let (requeued, failed) = store
+        .recover_interrupted(config.worker.max_attempts, Timestamp::now())
+        .await
+        .context("recovering runs interrupted by the last stop")?;
+    if requeued + failed > 0 {
+        tracing::warn!(requeued, failed, "recovered runs interrupted by the last stop");
+    }
+
+    let providers = Providers::builtin_only();
+    let catalog = Arc::new(load_catalog(&config, &providers)?);
+    let files = Arc::new(LocalFiles::new(config.data_dir.join("files")));
+    let trusted_proxies = config
+        .trusted_proxies
+        .iter()
+        .map(|p| {
+            p.parse::<ipnet::IpNet>()
+                .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| anyhow::anyhow!("trusted_proxies: {p:?} is not an IP address or CIDR block"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let limits = config.rate_limits.runs;
+    let state = AppState {
+        store: store.clone(),
+        catalog: catalog.clone(),
+        files: files.clone(),
+        runs_limiter: Arc::new(SlidingWindowLimiter::new(RateLimit {
+            requests: limits.requests,
+            window: Duration::from_secs(limits.window_secs),
+        })),
+        config: Arc::new(HttpConfig { trusted_proxies, max_body_bytes: 1 << 20 }),
+    };
+
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let public_url = match &config.public_url {
+        Some(u) => u.trim_end_matches('/').to_owned(),
+        None => format!("http://{addr}"),
+    };
+    if !public_url.starts_with("http://") && !public_url.starts_with("https://") {
+        bail!("public_url must start with http:// or https://");
+    }
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let worker = Worker {
+        store: store.clone(),
+        catalog,
+        providers,
+        files,
+        config: WorkerConfig {
+            concurrency: config.worker.concurrency,
+            poll_interval: Duration::from_millis(config.worker.poll_interval_ms.max(10)),
+            public_url: public_url.clone(),
+            shutdown_grace: Duration::from_secs(10),
+        },
+    };
+    let mut worker_stop = stop_rx.clone();
+    let worker_task = tokio::spawn(worker.run(async move {
+        let _ = worker_stop.wait_for(|s| *s).await;
+    }));
+
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), "runbase is ready");
+    // The one line on stdout: scripts and tests read the address from it.
+    println!("Runbase listening on http://{addr}");
+
+    let mut http_stop = stop_rx.clone();
+    let server = runbase_http::serve(listener, runbase_http::router(state), async move {
+        let _ = http_stop.wait_for(|s| *s).await;
+    });
+    let server = tokio::spawn(server);
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    let _ = worker_task.await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

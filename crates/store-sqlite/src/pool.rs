@@ -1,0 +1,118 @@
+//! Opening the database: the writer thread and the read pool.
+
+use crate::migrations;
+use crate::writer::{self, Completion, Op};
+use runbase_domain::store::StoreError;
+use rusqlite::{Connection, OpenFlags};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{Notify, oneshot};
+
+/// How hard a commit tries to reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous=FULL`: a commit survives power loss (one fsync per batch).
+    #[default]
+    Full,
+    /// `synchronous=NORMAL`: a commit survives a crash of Runbase but may be lost with the
+    /// machine's power.
+    Normal,
+}
+
+/// Runbase's store on one SQLite file.
+pub struct SqliteStore {
+    writer: Sender<Op>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+    pub(crate) queue_signal: Arc<Notify>,
+}
+
+pub(crate) fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn open_conn(path: &Path, durability: Durability) -> rusqlite::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", match durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    })?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    pub fn open(path: &Path, durability: Durability) -> Result<Self, StoreError> {
+        let mut conn = open_conn(path, durability).map_err(backend)?;
+        migrations::migrate(&mut conn).map_err(|e| backend(format!("migrating {}: {e}", path.display())))?;
+        let readers = (0..4)
+            .map(|_| open_conn(path, durability).map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(backend)?;
+        let (tx, rx) = mpsc::channel::<Op>();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer::run(conn, rx))
+            .map_err(backend)?;
+        Ok(Self { writer: tx, readers, next_reader: AtomicUsize::new(0), queue_signal: Arc::new(Notify::new()) })
+    }
+
+    /// Runs `f` in the writer's next batch transaction, inside its own savepoint (rolled back if
+    /// `f` fails), and resolves once the batch is committed.
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<Result<T, StoreError>>();
+        let op: Op = Box::new(move |conn: &Connection| -> Completion {
+            let result = savepoint(conn, f);
+            Box::new(move |committed: Result<(), String>| {
+                let answer = match (result, committed) {
+                    (Ok(v), Ok(())) => Ok(v),
+                    (Err(e), _) => Err(backend(e)),
+                    (Ok(_), Err(e)) => Err(backend(e)),
+                };
+                let _ = tx.send(answer);
+            })
+        });
+        self.writer.send(op).map_err(|_| backend("the sqlite writer has stopped"))?;
+        rx.await.map_err(|_| backend("the sqlite writer dropped the request"))?
+    }
+
+    /// Runs a read on one of the pooled connections. Reads are short primary-key or index
+    /// lookups (microseconds), so they run on the calling thread rather than paying a hop to a
+    /// blocking pool.
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let n = self.readers.len();
+        let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
+        for i in 0..n {
+            if let Ok(conn) = self.readers[(start + i) % n].try_lock() {
+                return f(&conn).map_err(backend);
+            }
+        }
+        let conn = self.readers[start % n].lock().map_err(|_| backend("a reader connection was poisoned"))?;
+        f(&conn).map_err(backend)
+    }
+}
+
+fn savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    conn.execute_batch("SAVEPOINT op")?;
+    match f(conn) {
+        Ok(v) => {
+            conn.execute_batch("RELEASE op")?;
+            Ok(v)
+        }
+        Err(e) => {
+            conn.execute_batch("ROLLBACK TO op; RELEASE op")?;
+            Err(e)
+        }
+    }
+}

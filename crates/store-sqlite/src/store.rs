@@ -1,0 +1,428 @@
+//! `Store` for SQLite: the queries. Writes run on the writer thread (see `pool.rs`), so each
+//! read-check-write sequence below is atomic with respect to every other write.
+
+use crate::pool::{SqliteStore, backend};
+use crate::rows::{self, ACCOUNT_COLS, KEY_COLS, LEDGER_COLS, RUN_COLS};
+use async_trait::async_trait;
+use runbase_domain::account::{Account, ApiKey, KeySettings, KeyUpdate, LedgerEntry, LedgerKind};
+use runbase_domain::ids::{self, KeyHash};
+use runbase_domain::money::Millicents;
+use runbase_domain::run::{NewRun, Run, RunError, RunOutcome, RunStatus};
+use runbase_domain::store::{CreateRunError, Store, StoreError};
+use runbase_domain::time::Timestamp;
+use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
+use std::sync::Arc;
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation)
+}
+
+/// Changes an account's balance by `amount` and appends the ledger row that explains it.
+#[expect(clippy::too_many_arguments, reason = "one column per argument of the ledger row")]
+fn append_ledger(
+    conn: &Connection,
+    account_id: &str,
+    kind: LedgerKind,
+    amount: Millicents,
+    run_id: Option<&str>,
+    key_id: Option<&str>,
+    memo: &str,
+    now: Timestamp,
+) -> rusqlite::Result<LedgerEntry> {
+    let balance_after: i64 = conn
+        .prepare_cached("UPDATE accounts SET balance_millicents = balance_millicents + ?2 WHERE id = ?1 RETURNING balance_millicents")?
+        .query_row(params![account_id, amount.0], |r| r.get(0))?;
+    let id: i64 = conn
+        .prepare_cached(
+            "INSERT INTO ledger (account_id, kind, amount_millicents, balance_after_millicents, run_id, key_id, memo, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
+        )?
+        .query_row(params![account_id, kind.as_str(), amount.0, balance_after, run_id, key_id, memo, now.0], |r| r.get(0))?;
+    Ok(LedgerEntry {
+        id,
+        account_id: account_id.to_owned(),
+        kind,
+        amount,
+        balance_after: Millicents(balance_after),
+        run_id: run_id.map(str::to_owned),
+        key_id: key_id.map(str::to_owned),
+        memo: memo.to_owned(),
+        created_at: now,
+    })
+}
+
+fn key_by_id(conn: &Connection, id: &str) -> rusqlite::Result<Option<ApiKey>> {
+    conn.prepare_cached(&format!("SELECT {KEY_COLS} FROM api_keys WHERE id = ?1"))?.query_row([id], rows::api_key).optional()
+}
+
+fn create_run_tx(conn: &Connection, run: &NewRun) -> rusqlite::Result<Result<Run, CreateRunError>> {
+    let Some(key) = key_by_id(conn, &run.key_id)? else {
+        return Ok(Err(CreateRunError::KeyNotUsable));
+    };
+    if !key.is_usable(run.created_at) || key.account_id != run.account_id {
+        return Ok(Err(CreateRunError::KeyNotUsable));
+    }
+    if key.quota_exhausted() {
+        return Ok(Err(CreateRunError::QuotaExhausted));
+    }
+    if key.would_pass_spend_limit(run.price) {
+        return Ok(Err(CreateRunError::SpendLimit));
+    }
+    let balance: i64 = conn
+        .prepare_cached("SELECT balance_millicents FROM accounts WHERE id = ?1")?
+        .query_row([&run.account_id], |r| r.get(0))?;
+    if balance < run.price.0 {
+        return Ok(Err(CreateRunError::InsufficientBalance));
+    }
+    conn.prepare_cached(
+        "UPDATE api_keys SET spent_millicents = spent_millicents + ?2, runs_created = runs_created + 1, last_used_at = ?3
+         WHERE id = ?1",
+    )?
+    .execute(params![run.key_id, run.price.0, run.created_at.0])?;
+    let input = run.input.to_string();
+    let seq: i64 = conn
+        .prepare_cached(
+            "INSERT INTO runs (id, account_id, key_id, model, status, input, cost_millicents, created_at)
+             VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7) RETURNING seq",
+        )?
+        .query_row(
+            params![run.id, run.account_id, run.key_id, run.model, input, run.price.0, run.created_at.0],
+            |r| r.get(0),
+        )?;
+    conn.prepare_cached("INSERT INTO jobs (run_seq) VALUES (?1)")?.execute([seq])?;
+    if run.price > Millicents::ZERO {
+        append_ledger(
+            conn,
+            &run.account_id,
+            LedgerKind::RunCharge,
+            -run.price,
+            Some(&run.id),
+            Some(&run.key_id),
+            &run.model,
+            run.created_at,
+        )?;
+    }
+    Ok(Ok(Run {
+        id: run.id.clone(),
+        model: run.model.clone(),
+        status: RunStatus::Pending,
+        input: run.input.clone(),
+        output: None,
+        error: None,
+        cost: run.price,
+        created_at: run.created_at,
+        started_at: None,
+        completed_at: None,
+        account_id: run.account_id.clone(),
+        key_id: run.key_id.clone(),
+        attempts: 0,
+    }))
+}
+
+/// Ends a `processing` run; refunds a failure. A run in any other state is left alone.
+fn finish_tx(conn: &Connection, run_id: &str, outcome: &RunOutcome, now: Timestamp) -> rusqlite::Result<()> {
+    let row: Option<(i64, String, i64, String, String, String)> = conn
+        .prepare_cached("SELECT seq, status, cost_millicents, account_id, key_id, model FROM runs WHERE id = ?1")?
+        .query_row([run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+        .optional()?;
+    let Some((seq, status, cost, account_id, key_id, model)) = row else { return Ok(()) };
+    if status != RunStatus::Processing.as_str() {
+        return Ok(());
+    }
+    match outcome {
+        RunOutcome::Succeeded { output } => {
+            conn.prepare_cached("UPDATE runs SET status = 'succeeded', output = ?2, completed_at = ?3 WHERE seq = ?1")?
+                .execute(params![seq, output.to_string(), now.0])?;
+        }
+        RunOutcome::Failed { error } => {
+            conn.prepare_cached(
+                "UPDATE runs SET status = 'failed', error_message = ?2, error_code = ?3, completed_at = ?4 WHERE seq = ?1",
+            )?
+            .execute(params![seq, error.message, error.code, now.0])?;
+            if cost > 0 {
+                append_ledger(
+                    conn,
+                    &account_id,
+                    LedgerKind::RunRefund,
+                    Millicents(cost),
+                    Some(run_id),
+                    Some(&key_id),
+                    &model,
+                    now,
+                )?;
+                conn.prepare_cached("UPDATE api_keys SET spent_millicents = spent_millicents - ?2 WHERE id = ?1")?
+                    .execute(params![key_id, cost])?;
+            }
+        }
+    }
+    conn.prepare_cached("DELETE FROM jobs WHERE run_seq = ?1")?.execute([seq])?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_account(&self, email: &str, now: Timestamp) -> Result<Account, StoreError> {
+        let account = Account { id: ids::new_account_id(), email: email.to_owned(), balance: Millicents::ZERO, created_at: now };
+        let row = account.clone();
+        let inserted = self
+            .write(move |conn| {
+                match conn.execute(
+                    "INSERT INTO accounts (id, email, created_at) VALUES (?1, ?2, ?3)",
+                    params![row.id, row.email, row.created_at.0],
+                ) {
+                    Ok(_) => Ok(true),
+                    Err(e) if is_unique_violation(&e) => Ok(false),
+                    Err(e) => Err(e),
+                }
+            })
+            .await?;
+        if !inserted {
+            return Err(StoreError::Conflict(format!("an account with email {email} already exists")));
+        }
+        Ok(account)
+    }
+
+    async fn account_by_email(&self, email: &str) -> Result<Option<Account>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(&format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE email = ?1"))?
+                .query_row([email], rows::account)
+                .optional()
+        })
+    }
+
+    async fn account(&self, id: &str) -> Result<Option<Account>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(&format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id = ?1"))?
+                .query_row([id], rows::account)
+                .optional()
+        })
+    }
+
+    async fn add_credits(
+        &self,
+        account_id: &str,
+        amount: Millicents,
+        memo: &str,
+        now: Timestamp,
+    ) -> Result<LedgerEntry, StoreError> {
+        let (account_id, memo) = (account_id.to_owned(), memo.to_owned());
+        self.write(move |c| append_ledger(c, &account_id, LedgerKind::Topup, amount, None, None, &memo, now)).await
+    }
+
+    async fn ledger(&self, account_id: &str, limit: u32, before: Option<i64>) -> Result<Vec<LedgerEntry>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {LEDGER_COLS} FROM ledger WHERE account_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
+            ))?
+            .query_map(params![account_id, before.unwrap_or(i64::MAX), limit], rows::ledger)?
+            .collect()
+        })
+    }
+
+    async fn create_key(
+        &self,
+        account_id: &str,
+        id: &str,
+        hash: &KeyHash,
+        prefix: &str,
+        settings: &KeySettings,
+        now: Timestamp,
+    ) -> Result<ApiKey, StoreError> {
+        let ips = serde_json::to_string(&settings.allow_ips.to_strings()).map_err(backend)?;
+        let (account_id, id, hash, prefix, s) =
+            (account_id.to_owned(), id.to_owned(), hash.0.clone(), prefix.to_owned(), settings.clone());
+        let id2 = id.clone();
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO api_keys (id, account_id, name, prefix, hash, test, expires_at, allow_ips,
+                     spend_limit_millicents, quota, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    id,
+                    account_id,
+                    s.name.unwrap_or_default(),
+                    prefix,
+                    hash,
+                    s.test,
+                    s.expires_at.map(|t| t.0),
+                    ips,
+                    s.spend_limit.map(|m| m.0),
+                    s.quota.map(|q| q.min(i64::MAX as u64) as i64),
+                    now.0
+                ],
+            )
+        })
+        .await?;
+        self.key_by_id(&id2).await?.ok_or_else(|| backend("key vanished after insert"))
+    }
+
+    async fn key_by_hash(&self, hash: &KeyHash) -> Result<Option<ApiKey>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(&format!("SELECT {KEY_COLS} FROM api_keys WHERE hash = ?1"))?
+                .query_row([&hash.0], rows::api_key)
+                .optional()
+        })
+    }
+
+    async fn key_by_id(&self, id: &str) -> Result<Option<ApiKey>, StoreError> {
+        self.read(|c| key_by_id(c, id))
+    }
+
+    async fn list_keys(&self, account_id: &str) -> Result<Vec<ApiKey>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {KEY_COLS} FROM api_keys WHERE account_id = ?1 AND deleted_at IS NULL ORDER BY created_at DESC, id"
+            ))?
+            .query_map([account_id], rows::api_key)?
+            .collect()
+        })
+    }
+
+    async fn update_key(&self, id: &str, update: &KeyUpdate) -> Result<ApiKey, StoreError> {
+        let ips = match &update.allow_ips {
+            Some(l) => Some(serde_json::to_string(&l.to_strings()).map_err(backend)?),
+            None => None,
+        };
+        let (id, u) = (id.to_owned(), update.clone());
+        let updated = self
+            .write(move |c| {
+                let exists: bool = c
+                    .query_row("SELECT 1 FROM api_keys WHERE id = ?1 AND deleted_at IS NULL", [&id], |_| Ok(()))
+                    .optional()?
+                    .is_some();
+                if !exists {
+                    return Ok(None);
+                }
+                if let Some(name) = &u.name {
+                    c.execute("UPDATE api_keys SET name = ?2 WHERE id = ?1", params![id, name])?;
+                }
+                if let Some(limit) = u.spend_limit {
+                    c.execute("UPDATE api_keys SET spend_limit_millicents = ?2 WHERE id = ?1", params![id, limit.map(|m| m.0)])?;
+                }
+                if let Some(ips) = &ips {
+                    c.execute("UPDATE api_keys SET allow_ips = ?2 WHERE id = ?1", params![id, ips])?;
+                }
+                if let Some(exp) = u.expires_at {
+                    c.execute("UPDATE api_keys SET expires_at = ?2 WHERE id = ?1", params![id, exp.map(|t| t.0)])?;
+                }
+                if let Some(q) = u.quota {
+                    c.execute(
+                        "UPDATE api_keys SET quota = ?2 WHERE id = ?1",
+                        params![id, q.map(|q| q.min(i64::MAX as u64) as i64)],
+                    )?;
+                }
+                if let Some(d) = u.disabled {
+                    c.execute("UPDATE api_keys SET disabled = ?2 WHERE id = ?1", params![id, d])?;
+                }
+                key_by_id(c, &id)
+            })
+            .await?;
+        updated.ok_or_else(|| StoreError::NotFound("no such key".into()))
+    }
+
+    async fn delete_key(&self, id: &str, now: Timestamp) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        let n = self
+            .write(move |c| {
+                c.execute("UPDATE api_keys SET deleted_at = ?2 WHERE id = ?1 AND deleted_at IS NULL", params![id, now.0])
+            })
+            .await?;
+        if n == 0 {
+            return Err(StoreError::NotFound("no such key".into()));
+        }
+        Ok(())
+    }
+
+    async fn create_run(&self, run: NewRun) -> Result<Run, CreateRunError> {
+        let created = self.write(move |c| create_run_tx(c, &run)).await??;
+        self.queue_signal.notify_one();
+        Ok(created)
+    }
+
+    async fn get_run(&self, account_id: &str, run_id: &str) -> Result<Option<Run>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(&format!("SELECT {RUN_COLS} FROM runs WHERE id = ?1 AND account_id = ?2"))?
+                .query_row([run_id, account_id], rows::run)
+                .optional()
+        })
+    }
+
+    async fn list_runs(&self, account_id: &str, limit: u32, starting_after: Option<&str>) -> Result<Vec<Run>, StoreError> {
+        self.read(|c| match starting_after {
+            None => c
+                .prepare_cached(&format!("SELECT {RUN_COLS} FROM runs WHERE account_id = ?1 ORDER BY seq DESC LIMIT ?2"))?
+                .query_map(params![account_id, limit], rows::run)?
+                .collect(),
+            Some(after) => c
+                .prepare_cached(&format!(
+                    "SELECT {RUN_COLS} FROM runs WHERE account_id = ?1
+                       AND seq < (SELECT seq FROM runs WHERE id = ?2 AND account_id = ?1)
+                     ORDER BY seq DESC LIMIT ?3"
+                ))?
+                .query_map(params![account_id, after, limit], rows::run)?
+                .collect(),
+        })
+    }
+
+    async fn claim_runs(&self, max: u32, now: Timestamp) -> Result<Vec<Run>, StoreError> {
+        self.write(move |c| {
+            let seqs: Vec<i64> = c
+                .prepare_cached("SELECT run_seq FROM jobs WHERE claimed_at IS NULL ORDER BY run_seq LIMIT ?1")?
+                .query_map([max], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut runs = Vec::with_capacity(seqs.len());
+            for seq in seqs {
+                c.prepare_cached("UPDATE jobs SET claimed_at = ?2 WHERE run_seq = ?1")?.execute(params![seq, now.0])?;
+                let run = c
+                    .prepare_cached(&format!(
+                        "UPDATE runs SET status = 'processing', started_at = ?2, attempts = attempts + 1
+                         WHERE seq = ?1 RETURNING {RUN_COLS}"
+                    ))?
+                    .query_row(params![seq, now.0], rows::run)?;
+                runs.push(run);
+            }
+            Ok(runs)
+        })
+        .await
+    }
+
+    async fn finish_run(&self, run_id: &str, outcome: RunOutcome, now: Timestamp) -> Result<(), StoreError> {
+        let run_id = run_id.to_owned();
+        self.write(move |c| finish_tx(c, &run_id, &outcome, now)).await
+    }
+
+    async fn recover_interrupted(&self, max_attempts: u32, now: Timestamp) -> Result<(u64, u64), StoreError> {
+        let recovered = self
+            .write(move |c| {
+                let claimed: Vec<(i64, String, i64)> = c
+                    .prepare("SELECT r.seq, r.id, r.attempts FROM jobs j JOIN runs r ON r.seq = j.run_seq WHERE j.claimed_at IS NOT NULL")?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect::<Result<_, _>>()?;
+                let (mut requeued, mut failed) = (0, 0);
+                for (seq, id, attempts) in claimed {
+                    if attempts >= i64::from(max_attempts) {
+                        let error = RunError {
+                            message: format!("The run was interrupted {attempts} times by a server restart and was not retried again"),
+                            code: "interrupted".into(),
+                        };
+                        finish_tx(c, &id, &RunOutcome::Failed { error }, now)?;
+                        failed += 1;
+                    } else {
+                        c.execute("UPDATE runs SET status = 'pending', started_at = NULL WHERE seq = ?1", [seq])?;
+                        c.execute("UPDATE jobs SET claimed_at = NULL WHERE run_seq = ?1", [seq])?;
+                        requeued += 1;
+                    }
+                }
+                Ok((requeued, failed))
+            })
+            .await?;
+        if recovered.0 > 0 {
+            self.queue_signal.notify_one();
+        }
+        Ok(recovered)
+    }
+
+    fn queue_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.queue_signal.clone()
+    }
+}
