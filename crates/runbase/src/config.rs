@@ -124,7 +124,7 @@ impl Config {
         }
         let env = Env::prefixed("RUNBASE_")
             .split("__")
-            .filter(|k| TOP_LEVEL_KEYS.contains(&k.as_str().split('.').next().unwrap_or("")));
+            .filter(|k| TOP_LEVEL_KEYS.contains(&k.as_str().split('.').next().unwrap_or("").to_ascii_lowercase().as_str()));
         let fig = fig.merge(env).merge(Serialized::defaults(flags));
         let config: Config = fig.extract().map_err(|e| format!("configuration: {e}"))?;
         config.check()?;

@@ -1,0 +1,241 @@
+//! Black-box test harness: starts the real `runbase` binary on port 0 with a fresh data
+//! directory, bootstraps with the real CLI, and talks HTTP to it.
+
+#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_runbase");
+
+/// A running server; killed when dropped.
+pub struct Server {
+    pub url: String,
+    pub dir: PathBuf,
+    child: Child,
+    env: Vec<(String, String)>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+/// Settings for test servers that would otherwise trip over the default rate limit.
+pub fn relaxed() -> Vec<(&'static str, &'static str)> {
+    vec![("RUNBASE_RATE_LIMITS__RUNS__REQUESTS", "1000000")]
+}
+
+impl Server {
+    /// A server with the defaults and a raised rate limit (most tests poll a lot).
+    pub fn start() -> Server {
+        Self::start_with(&relaxed())
+    }
+
+    pub fn start_with(env: &[(&str, &str)]) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut s = Self::spawn(&dir, &env);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    fn spawn(dir: &Path, env: &[(String, String)]) -> Server {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("server.log")).expect("log file");
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .env_remove("RUST_LOG")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log);
+        let mut child = cmd.spawn().expect("spawn runbase");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read stdout");
+        let url = match line.trim().strip_prefix("Runbase listening on ") {
+            Some(u) => u.to_owned(),
+            None => {
+                let _ = child.kill();
+                let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+                panic!("server did not start: {line:?}\n{log}");
+            }
+        };
+        let server = Server { url, dir: dir.to_path_buf(), child, env: env.to_vec(), _tmp: None };
+        server.wait_healthy();
+        server
+    }
+
+    fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = reqwest::blocking_get(&format!("{}/health", self.url)) {
+                if r == 200 {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "server never became healthy");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the process at once (no graceful shutdown), like a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts a new server on the same data directory (after [`Server::kill`]).
+    pub fn restart(mut self) -> Server {
+        self.kill();
+        let tmp = self._tmp.take();
+        let mut s = Self::spawn(&self.dir, &self.env);
+        s._tmp = tmp;
+        s
+    }
+
+    /// Runs `runbase <args> --data-dir <dir>`; panics unless it succeeds; returns stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = self.cli_raw(args);
+        assert!(out.status.success(), "runbase {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("utf-8")
+    }
+
+    pub fn cli_raw(&self, args: &[&str]) -> std::process::Output {
+        Command::new(BIN).args(args).arg("--data-dir").arg(&self.dir).env_remove("RUST_LOG").output().expect("run cli")
+    }
+
+    /// A new account with `cents` of credit and one key; returns the key.
+    pub fn account(&self, email: &str, cents: i64) -> String {
+        self.cli(&["accounts", "create", email]);
+        if cents > 0 {
+            self.cli(&["credits", "add", "--account", email, "--cents", &cents.to_string()]);
+        }
+        self.key(email, &[])
+    }
+
+    /// Another key for an existing account, with extra `keys create` flags.
+    pub fn key(&self, email: &str, extra: &[&str]) -> String {
+        let mut args = vec!["keys", "create", "--account", email];
+        args.extend_from_slice(extra);
+        let out = self.cli(&args);
+        let key = out.trim().to_owned();
+        assert!(key.starts_with("sk-") && !key.contains('\n'), "key line: {out:?}");
+        key
+    }
+
+    pub fn client(&self) -> Client {
+        Client { http: reqwest::Client::new(), base: self.url.clone() }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A thin HTTP client for the API.
+#[derive(Clone)]
+pub struct Client {
+    pub http: reqwest::Client,
+    pub base: String,
+}
+
+/// Status, headers and parsed JSON body of a response.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts the error envelope with this status and code.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status, status, "body: {}", self.body);
+        assert_eq!(self.body["error"]["code"], code, "body: {}", self.body);
+        assert!(self.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "body: {}", self.body);
+        assert_eq!(self.body.as_object().map(|o| o.len()), Some(1), "only `error` in the envelope: {}", self.body);
+    }
+}
+
+impl Client {
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Resp {
+        let r = req.send().await.expect("request");
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let bytes = r.bytes().await.expect("body");
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| panic!("not JSON ({status}): {}", String::from_utf8_lossy(&bytes)));
+        Resp { status, headers, body }
+    }
+
+    pub async fn post_raw(&self, key: Option<&str>, path: &str, body: &str) -> Resp {
+        let mut req = self.http.post(format!("{}{path}", self.base)).header("content-type", "application/json").body(body.to_owned());
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        self.send(req).await
+    }
+
+    pub async fn create(&self, key: &str, body: Value) -> Resp {
+        self.post_raw(Some(key), "/api/v1/runs", &body.to_string()).await
+    }
+
+    pub async fn get(&self, key: Option<&str>, path: &str) -> Resp {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        self.send(req).await
+    }
+
+    pub async fn run(&self, key: &str, id: &str) -> Resp {
+        self.get(Some(key), &format!("/api/v1/runs/{id}")).await
+    }
+
+    /// Polls a run until it is terminal; returns it.
+    pub async fn wait(&self, key: &str, id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = self.run(key, id).await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            let status = r.body["status"].as_str().unwrap_or_default().to_owned();
+            if status == "succeeded" || status == "failed" {
+                return r.body;
+            }
+            assert!(Instant::now() < deadline, "run {id} stuck in {status}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn balance(&self, key: &str) -> Value {
+        let r = self.get(Some(key), "/api/v1/account").await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.body["balance_cents"].clone()
+    }
+}
+
+/// Minimal blocking GET for readiness polling, without pulling in a second HTTP client.
+mod reqwest {
+    pub use ::reqwest::*;
+
+    pub fn blocking_get(url: &str) -> std::io::Result<u16> {
+        use std::io::{Read, Write};
+        let rest = url.strip_prefix("http://").ok_or_else(|| std::io::Error::other("not http"))?;
+        let (host, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+        let mut s = std::net::TcpStream::connect(host)?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(2)))?;
+        write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf)?;
+        buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| std::io::Error::other("bad response"))
+    }
+}
