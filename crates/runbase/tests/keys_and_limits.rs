@@ -1,0 +1,246 @@
+//! Key states, IP allowlists, spend limits, quotas and rate limits, over HTTP, with changes
+//! made by the CLI while the server runs.
+
+mod common;
+use common::Server;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+fn echo() -> Value {
+    json!({"model": "runbase/echo", "input": {"text": "hi"}})
+}
+
+fn key_id(s: &Server, email: &str, prefix: &str) -> String {
+    let list = s.cli(&["keys", "list", "--account", email]);
+    list.lines()
+        .find(|l| l.contains(prefix))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no key {prefix} in {list}"))
+        .to_owned()
+}
+
+#[tokio::test]
+async fn disabled_deleted_and_expired_keys_are_refused_at_once() {
+    let s = Server::start();
+    let key = s.account("states@example.com", 100);
+    let c = s.client();
+    assert_eq!(c.create(&key, echo()).await.status, 201);
+
+    // Disable by the full key, then enable by id: each takes effect on the very next request.
+    s.cli(&["keys", "disable", &key]);
+    c.create(&key, echo()).await.assert_error(401, "invalid_api_key");
+    c.get(Some(&key), "/api/v1/runs").await.assert_error(401, "invalid_api_key");
+    let id = key_id(&s, "states@example.com", &key[..11]);
+    assert!(s.cli(&["keys", "list", "--account", "states@example.com"]).contains("disabled"));
+    s.cli(&["keys", "enable", &id]);
+    assert_eq!(c.create(&key, echo()).await.status, 201);
+
+    // Deleted.
+    s.cli(&["keys", "delete", &id]);
+    c.create(&key, echo()).await.assert_error(401, "invalid_api_key");
+    let out = s.cli_raw(&["keys", "enable", &id]);
+    assert!(!out.status.success(), "a deleted key cannot be re-enabled");
+
+    // Expired already, and expiring while in use.
+    let past = s.key("states@example.com", &["--expires-at", "2020-01-01T00:00:00Z"]);
+    c.create(&past, echo()).await.assert_error(401, "invalid_api_key");
+    let soon = (time_in(Duration::from_secs(2))).to_string();
+    let short = s.key("states@example.com", &["--expires-at", &soon]);
+    assert_eq!(c.create(&short, echo()).await.status, 201);
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    c.create(&short, echo()).await.assert_error(401, "invalid_api_key");
+    // An expiry can be lifted.
+    s.cli(&["keys", "update", &short, "--no-expiry"]);
+    assert_eq!(c.create(&short, echo()).await.status, 201);
+}
+
+/// RFC 3339 for now + `d`, computed without a date library: the server parses it.
+fn time_in(d: Duration) -> String {
+    let t = std::time::SystemTime::now() + d;
+    let secs = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[tokio::test]
+async fn ip_allowlist() {
+    let s = Server::start();
+    s.account("ips@example.com", 100);
+    let c = s.client();
+    let key = s.key("ips@example.com", &["--allow-ip", "10.1.2.3", "--allow-ip", "2001:db8::/32"]);
+    let r = c.create(&key, echo()).await;
+    r.assert_error(403, "ip_not_allowed");
+    c.get(Some(&key), "/api/v1/runs/run_x").await.assert_error(403, "ip_not_allowed");
+
+    // A spoofed X-Forwarded-For from an untrusted peer is ignored.
+    let spoofed = c
+        .send(
+            c.http
+                .post(format!("{}/api/v1/runs", c.base))
+                .bearer_auth(&key)
+                .header("x-forwarded-for", "10.1.2.3")
+                .body(echo().to_string()),
+        )
+        .await;
+    spoofed.assert_error(403, "ip_not_allowed");
+
+    // With 127.0.0.1 listed, then with a CIDR block containing it.
+    s.cli(&["keys", "update", &key, "--allow-ip", "10.1.2.3", "--allow-ip", "127.0.0.1"]);
+    assert_eq!(c.create(&key, echo()).await.status, 201);
+    s.cli(&["keys", "update", &key, "--allow-ip", "127.0.0.0/8"]);
+    assert_eq!(c.create(&key, echo()).await.status, 201);
+    s.cli(&["keys", "update", &key, "--allow-ip", "192.168.0.0/16"]);
+    c.create(&key, echo()).await.assert_error(403, "ip_not_allowed");
+    s.cli(&["keys", "update", &key, "--clear-allow-ips"]);
+    assert_eq!(c.create(&key, echo()).await.status, 201);
+
+    // More than ten entries, or garbage, is refused by the CLI.
+    let mut args = vec!["keys", "update", &key];
+    let ips: Vec<String> = (0..11).map(|i| format!("10.0.0.{i}")).collect();
+    for ip in &ips {
+        args.extend(["--allow-ip", ip.as_str()]);
+    }
+    assert!(!s.cli_raw(&args).status.success());
+    assert!(!s.cli_raw(&["keys", "update", &key, "--allow-ip", "not-an-ip"]).status.success());
+}
+
+#[tokio::test]
+async fn forwarded_for_is_honoured_only_from_trusted_proxies() {
+    let s = Server::start_with(&[
+        ("RUNBASE_TRUSTED_PROXIES", "[\"127.0.0.1\"]"),
+        ("RUNBASE_RATE_LIMITS__RUNS__REQUESTS", "100000"),
+    ]);
+    s.account("proxy@example.com", 100);
+    let c = s.client();
+    let key = s.key("proxy@example.com", &["--allow-ip", "203.0.113.7"]);
+    let via = |xff: &'static str| {
+        let (c, key) = (c.clone(), key.clone());
+        async move {
+            c.send(
+                c.http
+                    .post(format!("{}/api/v1/runs", c.base))
+                    .bearer_auth(&key)
+                    .header("x-forwarded-for", xff)
+                    .body(echo().to_string()),
+            )
+            .await
+        }
+    };
+    assert_eq!(via("203.0.113.7").await.status, 201);
+    // The client cannot prepend its own entry: the proxy appends the real address last.
+    via("203.0.113.7, 198.51.100.1").await.assert_error(403, "ip_not_allowed");
+    c.create(&key, echo()).await.assert_error(403, "ip_not_allowed");
+}
+
+#[tokio::test]
+async fn spend_limit_is_never_exceeded_and_refunds_give_it_back() {
+    let s = Server::start();
+    s.account("spend@example.com", 100);
+    let c = s.client();
+    let key = s.key("spend@example.com", &["--spend-limit-cents", "3"]);
+    let img = json!({"model": "runbase/placeholder-image", "input": {"prompt": "x"}});
+    assert_eq!(c.create(&key, img.clone()).await.status, 201); // spent 2
+    // 2 + 2 would pass 3: refused even though 1 cent of the limit is left.
+    c.create(&key, img.clone()).await.assert_error(403, "api_key_spend_limit_exceeded");
+    assert_eq!(c.create(&key, echo()).await.status, 201); // spent 3
+    c.create(&key, echo()).await.assert_error(403, "api_key_spend_limit_exceeded");
+    // invalid_input is reported before the spend limit.
+    c.create(&key, json!({"model": "runbase/echo", "input": {}})).await.assert_error(400, "invalid_input");
+
+    // Raising the limit takes effect on the next request.
+    s.cli(&["keys", "update", &key, "--spend-limit-cents", "4"]);
+    let failing = c.create(&key, json!({"model": "runbase/echo", "input": {"text": "x", "fail": "no"}})).await;
+    assert_eq!(failing.status, 201); // spent 4
+    c.create(&key, echo()).await.assert_error(403, "api_key_spend_limit_exceeded");
+    // The failed run's refund gives the spend back.
+    c.wait(&key, failing.body["id"].as_str().unwrap()).await;
+    assert_eq!(c.create(&key, echo()).await.status, 201);
+    let acct = c.get(Some(&key), "/api/v1/account").await;
+    assert_eq!(acct.body["key"]["spent_cents"], 4);
+    assert_eq!(acct.body["key"]["spend_limit_cents"], 4);
+    // The spend limit comes before the balance: a poor account with a spent key says 403.
+    s.cli(&["accounts", "create", "broke@example.com"]);
+    let broke = s.key("broke@example.com", &["--spend-limit-cents", "0"]);
+    c.create(&broke, echo()).await.assert_error(403, "api_key_spend_limit_exceeded");
+    s.cli(&["keys", "update", &broke, "--no-spend-limit"]);
+    c.create(&broke, echo()).await.assert_error(402, "insufficient_balance");
+}
+
+#[tokio::test]
+async fn usage_quota() {
+    let s = Server::start();
+    s.account("quota@example.com", 100);
+    let c = s.client();
+    let key = s.key("quota@example.com", &["--quota", "2"]);
+    assert_eq!(c.create(&key, echo()).await.status, 201);
+    assert_eq!(c.create(&key, echo()).await.status, 201);
+    c.create(&key, echo()).await.assert_error(429, "USAGE_EXCEEDED");
+    // USAGE_EXCEEDED comes before body checks.
+    c.post_raw(Some(&key), "/api/v1/runs", "{bad json").await.assert_error(429, "USAGE_EXCEEDED");
+    // Reading runs still works.
+    assert_eq!(c.get(Some(&key), "/api/v1/runs").await.status, 200);
+    s.cli(&["keys", "update", &key, "--quota", "3"]);
+    assert_eq!(c.create(&key, echo()).await.status, 201);
+    c.create(&key, echo()).await.assert_error(429, "USAGE_EXCEEDED");
+}
+
+#[tokio::test]
+async fn rate_limit_counts_creates_and_gets_together() {
+    let s = Server::start_with(&[]);
+    let key = s.account("rate@example.com", 100);
+    let other = s.key("rate@example.com", &["--name", "other"]);
+    let c = s.client();
+    let first = c.create(&key, echo()).await;
+    assert_eq!(first.status, 201);
+    assert_eq!(first.header("ratelimit-limit"), Some("20"));
+    assert_eq!(first.header("ratelimit-remaining"), Some("19"));
+    let id = first.body["id"].as_str().unwrap().to_owned();
+    for i in 2..=20 {
+        let r = if i % 2 == 0 { c.run(&key, &id).await } else { c.create(&key, echo()).await };
+        assert!(r.status == 200 || r.status == 201, "request {i}: {}", r.body);
+        assert_eq!(r.header("ratelimit-remaining"), Some((20 - i).to_string().as_str()), "request {i}");
+        let reset: u64 = r.header("ratelimit-reset").unwrap().parse().unwrap();
+        assert!((1..=10).contains(&reset));
+    }
+    let r = c.run(&key, &id).await;
+    r.assert_error(429, "RATE_LIMITED");
+    assert_eq!(r.body["error"]["message"], "Rate limit exceeded");
+    assert_eq!(r.header("ratelimit-remaining"), Some("0"));
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=10).contains(&retry), "{retry}");
+    c.create(&key, echo()).await.assert_error(429, "RATE_LIMITED");
+    // Errors after the rate-limit step still count and carry the headers...
+    // ...and the limit is per key: another key of the same account is unaffected.
+    assert_eq!(c.create(&other, echo()).await.status, 201);
+    // Listing and the account endpoint are not counted.
+    assert_eq!(c.get(Some(&key), "/api/v1/runs").await.status, 200);
+    let acct = c.get(Some(&key), "/api/v1/account").await;
+    assert_eq!(acct.body["key"]["rate_limit"]["remaining"], 0);
+    // Invalid keys are refused before the limiter (they are 401, not 429).
+    c.create("sk-unknown", echo()).await.assert_error(401, "invalid_api_key");
+}
+
+#[tokio::test]
+async fn rate_limit_comes_before_usage_quota_and_after_ip() {
+    let s = Server::start_with(&[("RUNBASE_RATE_LIMITS__RUNS__REQUESTS", "2")]);
+    s.account("order@example.com", 100);
+    let c = s.client();
+    let key = s.key("order@example.com", &["--quota", "1"]);
+    assert_eq!(c.create(&key, echo()).await.status, 201);
+    c.create(&key, echo()).await.assert_error(429, "USAGE_EXCEEDED");
+    c.create(&key, echo()).await.assert_error(429, "RATE_LIMITED");
+    let walled = s.key("order@example.com", &["--allow-ip", "10.0.0.1"]);
+    for _ in 0..3 {
+        c.create(&walled, echo()).await.assert_error(403, "ip_not_allowed");
+    }
+}
