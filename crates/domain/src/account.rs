@@ -66,7 +66,10 @@ impl ApiKey {
     pub fn would_pass_spend_limit(&self, price: Millicents) -> bool {
         match self.spend_limit {
             None => false,
-            Some(limit) => self.spent.checked_add(price).is_none_or(|total| total > limit),
+            Some(limit) => self
+                .spent
+                .checked_add(price)
+                .is_none_or(|total| total > limit),
         }
     }
 }

@@ -20,7 +20,11 @@ pub fn bearer_key(header: Option<&str>) -> Result<&str, ApiError> {
 
 /// Steps 1 and 2 of the check order: a well-formed header naming a usable key. Reads the key's
 /// current row, so a disabled, expired or deleted key fails on the very next request.
-pub async fn authenticate(store: &dyn Store, header: Option<&str>, now: Timestamp) -> Result<ApiKey, ApiError> {
+pub async fn authenticate(
+    store: &dyn Store,
+    header: Option<&str>,
+    now: Timestamp,
+) -> Result<ApiKey, ApiError> {
     let token = bearer_key(header)?;
     if token.len() > 200 {
         return Err(ErrorCode::InvalidApiKey.into());
@@ -43,7 +47,10 @@ pub fn check_ip(key: &ApiKey, client: IpAddr) -> Result<(), ApiError> {
     } else {
         Err(ApiError::new(
             ErrorCode::IpNotAllowed,
-            format!("Your IP address ({}) is not in this API key's allowed list", crate::ip::canonical(client)),
+            format!(
+                "Your IP address ({}) is not in this API key's allowed list",
+                crate::ip::canonical(client)
+            ),
         ))
     }
 }
@@ -56,8 +63,19 @@ mod tests {
     fn bearer_header_forms() {
         assert_eq!(bearer_key(Some("Bearer sk-abc")).unwrap(), "sk-abc");
         assert_eq!(bearer_key(Some("bearer  sk-abc ")).unwrap(), "sk-abc");
-        for bad in [None, Some(""), Some("sk-abc"), Some("Basic sk-abc"), Some("Bearer abc"), Some("Bearer")] {
-            assert_eq!(bearer_key(bad).unwrap_err().code, ErrorCode::MissingApiKey, "{bad:?}");
+        for bad in [
+            None,
+            Some(""),
+            Some("sk-abc"),
+            Some("Basic sk-abc"),
+            Some("Bearer abc"),
+            Some("Bearer"),
+        ] {
+            assert_eq!(
+                bearer_key(bad).unwrap_err().code,
+                ErrorCode::MissingApiKey,
+                "{bad:?}"
+            );
         }
     }
 }

@@ -68,7 +68,9 @@ pub struct PriceBy {
 fn cents_to_millicents(cents: f64) -> Result<Millicents, String> {
     let m = cents * 1000.0;
     if !m.is_finite() || m < 0.0 || (m - m.round()).abs() > 1e-6 || m > 1e15 {
-        return Err(format!("price {cents} is not a non-negative amount of cents with at most three decimals"));
+        return Err(format!(
+            "price {cents} is not a non-negative amount of cents with at most three decimals"
+        ));
     }
     Ok(Millicents(m.round() as i64))
 }
@@ -95,7 +97,12 @@ impl Price {
                 Some((b.field.clone(), m))
             }
         };
-        Ok(Price { base, by, per: spec.per.clone(), spec })
+        Ok(Price {
+            base,
+            by,
+            per: spec.per.clone(),
+            spec,
+        })
     }
 
     pub fn spec(&self) -> &PriceSpec {
@@ -106,7 +113,11 @@ impl Price {
     pub fn for_input(&self, input: &Value) -> Result<Millicents, String> {
         let mut price = self.base;
         if let Some((field, table)) = &self.by {
-            if let Some(p) = input.get(field).and_then(Value::as_str).and_then(|v| table.get(v)) {
+            if let Some(p) = input
+                .get(field)
+                .and_then(Value::as_str)
+                .and_then(|v| table.get(v))
+            {
                 price = *p;
             }
         }
@@ -115,8 +126,14 @@ impl Price {
                 .get(field)
                 .and_then(Value::as_i64)
                 .filter(|n| *n >= 0)
-                .ok_or_else(|| format!("input.{field}: must be a non-negative integer (the price depends on it)"))?;
-            price = price.checked_mul(units).ok_or_else(|| format!("input.{field}: too large"))?;
+                .ok_or_else(|| {
+                    format!(
+                        "input.{field}: must be a non-negative integer (the price depends on it)"
+                    )
+                })?;
+            price = price
+                .checked_mul(units)
+                .ok_or_else(|| format!("input.{field}: too large"))?;
         }
         Ok(price)
     }
@@ -163,7 +180,8 @@ impl Catalog {
     /// The built-in default catalogue.
     pub fn builtin() -> Result<Self, String> {
         let mut c = Catalog::default();
-        c.merge_toml(DEFAULT_CATALOG).map_err(|e| format!("built-in catalogue: {e}"))?;
+        c.merge_toml(DEFAULT_CATALOG)
+            .map_err(|e| format!("built-in catalogue: {e}"))?;
         Ok(c)
     }
 
@@ -180,7 +198,11 @@ impl Catalog {
 
     fn build(spec: ModelSpec) -> Result<Model, String> {
         let valid_id = spec.id.split_once('/').is_some_and(|(p, n)| {
-            let ok = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            let ok = |s: &str| {
+                !s.is_empty()
+                    && s.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            };
             ok(p) && ok(n)
         });
         if !valid_id {
@@ -214,7 +236,12 @@ impl Catalog {
     /// Keeps only the models `keep` accepts (e.g. those whose provider is configured).
     pub fn retain(&mut self, mut keep: impl FnMut(&Model) -> bool) {
         self.models.retain(|m| keep(m));
-        self.index = self.models.iter().enumerate().map(|(i, m)| (m.id.clone(), i)).collect();
+        self.index = self
+            .models
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.id.clone(), i))
+            .collect();
     }
 
     pub fn get(&self, id: &str) -> Option<&Arc<Model>> {
@@ -235,7 +262,10 @@ mod tests {
     fn the_builtin_catalogue_loads() {
         let c = Catalog::builtin().unwrap();
         let echo = c.get("runbase/echo").unwrap();
-        assert_eq!(echo.price.for_input(&json!({"text": "hi"})).unwrap(), Millicents(1000));
+        assert_eq!(
+            echo.price.for_input(&json!({"text": "hi"})).unwrap(),
+            Millicents(1000)
+        );
         assert!(c.get("runbase/placeholder-image").is_some());
     }
 
@@ -256,8 +286,16 @@ mod tests {
         )
         .unwrap();
         let m = c.get("acme/video").unwrap();
-        assert_eq!(m.price.for_input(&json!({"duration": 5})).unwrap(), Millicents(50_000));
-        assert_eq!(m.price.for_input(&json!({"duration": 2, "resolution": "4K"})).unwrap(), Millicents(51_000));
+        assert_eq!(
+            m.price.for_input(&json!({"duration": 5})).unwrap(),
+            Millicents(50_000)
+        );
+        assert_eq!(
+            m.price
+                .for_input(&json!({"duration": 2, "resolution": "4K"}))
+                .unwrap(),
+            Millicents(51_000)
+        );
         assert!(m.price.for_input(&json!({})).is_err());
     }
 
@@ -280,7 +318,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.models().len(), n);
-        assert_eq!(c.get("runbase/echo").unwrap().price.for_input(&json!({})).unwrap(), Millicents(250));
+        assert_eq!(
+            c.get("runbase/echo")
+                .unwrap()
+                .price
+                .for_input(&json!({}))
+                .unwrap(),
+            Millicents(250)
+        );
     }
 
     #[test]

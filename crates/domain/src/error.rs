@@ -81,7 +81,10 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
+        Self {
+            code,
+            message: message.into(),
+        }
     }
 
     /// The 500 error: the internal cause must already have been logged by the caller.
@@ -92,7 +95,10 @@ impl ApiError {
 
 impl From<ErrorCode> for ApiError {
     fn from(code: ErrorCode) -> Self {
-        Self { code, message: code.default_message().to_owned() }
+        Self {
+            code,
+            message: code.default_message().to_owned(),
+        }
     }
 }
 

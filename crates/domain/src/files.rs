@@ -15,7 +15,12 @@ pub struct FileStoreError(pub String);
 /// Where run outputs live. Paths are relative, `/`-separated, made of safe characters.
 #[async_trait]
 pub trait FileStore: Send + Sync + 'static {
-    async fn put(&self, path: &str, content_type: &str, bytes: Vec<u8>) -> Result<(), FileStoreError>;
+    async fn put(
+        &self,
+        path: &str,
+        content_type: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(), FileStoreError>;
     async fn get(&self, path: &str) -> Result<Option<StoredFile>, FileStoreError>;
 }
 
@@ -27,7 +32,9 @@ pub fn is_safe_path(path: &str) -> bool {
             !seg.is_empty()
                 && seg != "."
                 && seg != ".."
-                && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
         })
 }
 

@@ -40,11 +40,19 @@ pub struct NewKeySecret {
 /// `test` keys are `sk-test-...`.
 pub fn generate_api_key(test: bool) -> NewKeySecret {
     let body = random_token(40);
-    let secret = if test { format!("sk-test-{body}") } else { format!("sk-{body}") };
+    let secret = if test {
+        format!("sk-test-{body}")
+    } else {
+        format!("sk-{body}")
+    };
     let prefix_len = if test { 16 } else { 11 };
     let prefix = secret[..prefix_len].to_owned();
     let hash = KeyHash::of(&secret);
-    NewKeySecret { secret: ApiKeySecret(secret), hash, prefix }
+    NewKeySecret {
+        secret: ApiKeySecret(secret),
+        hash,
+        prefix,
+    }
 }
 
 /// The secret API key. Its `Debug` is redacted so it cannot leak into logs.
@@ -91,8 +99,16 @@ mod tests {
         assert_eq!(k.secret.expose().len(), 43);
         assert!(k.secret.expose().starts_with(&k.prefix));
         assert_eq!(KeyHash::of(k.secret.expose()), k.hash);
-        assert!(generate_api_key(true).secret.expose().starts_with("sk-test-"));
-        assert_ne!(generate_api_key(false).secret, generate_api_key(false).secret);
+        assert!(
+            generate_api_key(true)
+                .secret
+                .expose()
+                .starts_with("sk-test-")
+        );
+        assert_ne!(
+            generate_api_key(false).secret,
+            generate_api_key(false).secret
+        );
         assert_eq!(format!("{:?}", k.secret), "ApiKeySecret(<redacted>)");
     }
 }

@@ -53,7 +53,13 @@ impl IpAllowlist {
     pub fn to_strings(&self) -> Vec<String> {
         self.0
             .iter()
-            .map(|n| if n.prefix_len() == n.max_prefix_len() { n.addr().to_string() } else { n.to_string() })
+            .map(|n| {
+                if n.prefix_len() == n.max_prefix_len() {
+                    n.addr().to_string()
+                } else {
+                    n.to_string()
+                }
+            })
             .collect()
     }
 }

@@ -89,7 +89,10 @@ mod tests {
     fn cents_are_shown_exactly() {
         assert_eq!(Millicents(2000).cents_json(), serde_json::json!(2));
         assert_eq!(Millicents(500).cents_json().to_string(), "0.5");
-        assert_eq!(Millicents(1_234_567_891).cents_json().to_string(), "1234567.891");
+        assert_eq!(
+            Millicents(1_234_567_891).cents_json().to_string(),
+            "1234567.891"
+        );
         assert_eq!(Millicents(-1500).to_string(), "-1.5¢");
         assert_eq!(Millicents(3000).to_string(), "3¢");
     }

@@ -53,14 +53,20 @@ pub struct SlidingWindowLimiter {
 
 impl SlidingWindowLimiter {
     pub fn new(limit: RateLimit) -> Self {
-        Self { limit, log: DashMap::new() }
+        Self {
+            limit,
+            log: DashMap::new(),
+        }
     }
 
     fn decide(&self, key: &str, now: Instant, count: bool) -> RateDecision {
         let RateLimit { requests, window } = self.limit;
         let mut entry = self.log.entry(key.to_owned()).or_default();
         let times = entry.value_mut();
-        while times.front().is_some_and(|t| now.duration_since(*t) >= window) {
+        while times
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= window)
+        {
             times.pop_front();
         }
         let allowed = (times.len() as u32) < requests;
@@ -68,8 +74,15 @@ impl SlidingWindowLimiter {
             times.push_back(now);
         }
         let used = times.len() as u32;
-        let reset_after = times.front().map_or(Duration::ZERO, |t| (*t + window).saturating_duration_since(now));
-        RateDecision { allowed, limit: requests, remaining: requests.saturating_sub(used), reset_after }
+        let reset_after = times.front().map_or(Duration::ZERO, |t| {
+            (*t + window).saturating_duration_since(now)
+        });
+        RateDecision {
+            allowed,
+            limit: requests,
+            remaining: requests.saturating_sub(used),
+            reset_after,
+        }
     }
 
     /// Checks at an explicit instant (tests drive time with this).
@@ -94,7 +107,10 @@ mod tests {
     use super::*;
 
     fn limiter() -> SlidingWindowLimiter {
-        SlidingWindowLimiter::new(RateLimit { requests: 20, window: Duration::from_secs(10) })
+        SlidingWindowLimiter::new(RateLimit {
+            requests: 20,
+            window: Duration::from_secs(10),
+        })
     }
 
     #[test]
@@ -130,7 +146,10 @@ mod tests {
 
     #[test]
     fn refused_requests_are_not_counted() {
-        let l = SlidingWindowLimiter::new(RateLimit { requests: 1, window: Duration::from_secs(10) });
+        let l = SlidingWindowLimiter::new(RateLimit {
+            requests: 1,
+            window: Duration::from_secs(10),
+        });
         let t0 = Instant::now();
         assert!(l.check_at("k", t0).allowed);
         for s in 1..10 {

@@ -12,7 +12,9 @@ pub struct InputSchema {
 
 impl std::fmt::Debug for InputSchema {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InputSchema").field("raw", &self.raw).finish_non_exhaustive()
+        f.debug_struct("InputSchema")
+            .field("raw", &self.raw)
+            .finish_non_exhaustive()
     }
 }
 
@@ -96,7 +98,14 @@ fn describe(e: &jsonschema::ValidationError<'_>) -> String {
     let path = field_path(e.instance_path().as_str());
     match e.kind() {
         ValidationErrorKind::Required { property } => {
-            format!("{}: is required", field_path(&format!("{}/{}", e.instance_path().as_str(), show(property))))
+            format!(
+                "{}: is required",
+                field_path(&format!(
+                    "{}/{}",
+                    e.instance_path().as_str(),
+                    show(property)
+                ))
+            )
         }
         ValidationErrorKind::Enum { options } => {
             let list = options
@@ -108,30 +117,51 @@ fn describe(e: &jsonschema::ValidationError<'_>) -> String {
         ValidationErrorKind::Type { kind } => {
             let expected = match kind {
                 TypeKind::Single(t) => a_type(&t.to_string()),
-                TypeKind::Multiple(set) => {
-                    set.iter().map(|t| a_type(&t.to_string())).collect::<Vec<_>>().join(" or ")
-                }
+                TypeKind::Multiple(set) => set
+                    .iter()
+                    .map(|t| a_type(&t.to_string()))
+                    .collect::<Vec<_>>()
+                    .join(" or "),
             };
             format!("{path}: must be {expected}")
         }
         ValidationErrorKind::Minimum { limit } => format!("{path}: must be at least {limit}"),
         ValidationErrorKind::Maximum { limit } => format!("{path}: must be at most {limit}"),
-        ValidationErrorKind::ExclusiveMinimum { limit } => format!("{path}: must be greater than {limit}"),
-        ValidationErrorKind::ExclusiveMaximum { limit } => format!("{path}: must be less than {limit}"),
-        ValidationErrorKind::MinLength { limit } => {
-            format!("{path}: must be at least {limit} character{} long", if *limit == 1 { "" } else { "s" })
+        ValidationErrorKind::ExclusiveMinimum { limit } => {
+            format!("{path}: must be greater than {limit}")
         }
-        ValidationErrorKind::MaxLength { limit } => format!("{path}: must be at most {limit} characters long"),
-        ValidationErrorKind::MinItems { limit } => format!("{path}: must have at least {limit} items"),
-        ValidationErrorKind::MaxItems { limit } => format!("{path}: must have at most {limit} items"),
+        ValidationErrorKind::ExclusiveMaximum { limit } => {
+            format!("{path}: must be less than {limit}")
+        }
+        ValidationErrorKind::MinLength { limit } => {
+            format!(
+                "{path}: must be at least {limit} character{} long",
+                if *limit == 1 { "" } else { "s" }
+            )
+        }
+        ValidationErrorKind::MaxLength { limit } => {
+            format!("{path}: must be at most {limit} characters long")
+        }
+        ValidationErrorKind::MinItems { limit } => {
+            format!("{path}: must have at least {limit} items")
+        }
+        ValidationErrorKind::MaxItems { limit } => {
+            format!("{path}: must have at most {limit} items")
+        }
         ValidationErrorKind::AdditionalProperties { unexpected } => {
-            let fields: Vec<String> =
-                unexpected.iter().map(|u| field_path(&format!("{}/{u}", e.instance_path().as_str()))).collect();
+            let fields: Vec<String> = unexpected
+                .iter()
+                .map(|u| field_path(&format!("{}/{u}", e.instance_path().as_str())))
+                .collect();
             format!("{}: not a field of this model's input", fields.join(", "))
         }
-        ValidationErrorKind::Pattern { pattern } => format!("{path}: must match the pattern {pattern}"),
+        ValidationErrorKind::Pattern { pattern } => {
+            format!("{path}: must match the pattern {pattern}")
+        }
         ValidationErrorKind::Format { format } => format!("{path}: must be a valid {format}"),
-        ValidationErrorKind::Constant { expected_value } => format!("{path}: must be {}", show(expected_value)),
+        ValidationErrorKind::Constant { expected_value } => {
+            format!("{path}: must be {}", show(expected_value))
+        }
         _ => format!("{path}: {e}"),
     }
 }
@@ -162,7 +192,10 @@ mod tests {
         let mut m = json!({"prompt": "x"}).as_object().unwrap().clone();
         s.apply_defaults(&mut m);
         assert_eq!(m["aspect_ratio"], "1:1");
-        let mut m = json!({"prompt": "x", "aspect_ratio": "16:9"}).as_object().unwrap().clone();
+        let mut m = json!({"prompt": "x", "aspect_ratio": "16:9"})
+            .as_object()
+            .unwrap()
+            .clone();
         s.apply_defaults(&mut m);
         assert_eq!(m["aspect_ratio"], "16:9");
     }
@@ -170,22 +203,31 @@ mod tests {
     #[test]
     fn messages_name_the_field_and_the_expectation() {
         let s = schema();
-        assert_eq!(s.validate(&json!({})).unwrap_err(), "input.prompt: is required");
         assert_eq!(
-            s.validate(&json!({"prompt": "x", "aspect_ratio": "2:1"})).unwrap_err(),
+            s.validate(&json!({})).unwrap_err(),
+            "input.prompt: is required"
+        );
+        assert_eq!(
+            s.validate(&json!({"prompt": "x", "aspect_ratio": "2:1"}))
+                .unwrap_err(),
             "input.aspect_ratio: must be one of 1:1, 16:9"
         );
-        assert_eq!(s.validate(&json!({"prompt": 3})).unwrap_err(), "input.prompt: must be a string");
+        assert_eq!(
+            s.validate(&json!({"prompt": 3})).unwrap_err(),
+            "input.prompt: must be a string"
+        );
         assert_eq!(
             s.validate(&json!({"prompt": "x", "steps": 0})).unwrap_err(),
             "input.steps: must be at least 1"
         );
         assert_eq!(
-            s.validate(&json!({"prompt": "x", "image_urls": [1]})).unwrap_err(),
+            s.validate(&json!({"prompt": "x", "image_urls": [1]}))
+                .unwrap_err(),
             "input.image_urls[0]: must be a string"
         );
         assert_eq!(
-            s.validate(&json!({"prompt": "x", "colour": 1})).unwrap_err(),
+            s.validate(&json!({"prompt": "x", "colour": 1}))
+                .unwrap_err(),
             "input.colour: not a field of this model's input"
         );
         assert!(s.validate(&json!({"prompt": "x", "steps": 50})).is_ok());
@@ -194,6 +236,9 @@ mod tests {
     #[test]
     fn a_schema_must_describe_an_object() {
         assert!(InputSchema::compile(json!({"type": "string"})).is_err());
-        assert!(InputSchema::compile(json!({"type": "object", "properties": {"a": {"type": 5}}})).is_err());
+        assert!(
+            InputSchema::compile(json!({"type": "object", "properties": {"a": {"type": 5}}}))
+                .is_err()
+        );
     }
 }

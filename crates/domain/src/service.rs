@@ -36,10 +36,16 @@ pub struct ValidRunRequest {
 /// defaults applied). Also prices the run.
 pub fn parse_run_request(catalog: &Catalog, body: &[u8]) -> Result<ValidRunRequest, ApiError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(ErrorCode::InvalidJson, format!("Request body is not valid JSON: {e}"))
+        ApiError::new(
+            ErrorCode::InvalidJson,
+            format!("Request body is not valid JSON: {e}"),
+        )
     })?;
     let Value::Object(mut body) = value else {
-        return Err(ApiError::new(ErrorCode::InvalidJson, "Request body must be a JSON object"));
+        return Err(ApiError::new(
+            ErrorCode::InvalidJson,
+            "Request body must be a JSON object",
+        ));
     };
     let model_id = match body.get("model") {
         Some(Value::String(s)) => s.clone(),
@@ -52,14 +58,26 @@ pub fn parse_run_request(catalog: &Catalog, body: &[u8]) -> Result<ValidRunReque
     let model = catalog.get(&model_id).ok_or_else(|| {
         ApiError::new(
             ErrorCode::ModelNotFound,
-            format!("Model \"{model_id}\" doesn't match any available model; see GET /api/v1/models"),
+            format!(
+                "Model \"{model_id}\" doesn't match any available model; see GET /api/v1/models"
+            ),
         )
     })?;
     model.input_schema.apply_defaults(&mut input);
     let input = Value::Object(input);
-    model.input_schema.validate(&input).map_err(|m| ApiError::new(ErrorCode::InvalidInput, m))?;
-    let price = model.price.for_input(&input).map_err(|m| ApiError::new(ErrorCode::InvalidInput, m))?;
-    Ok(ValidRunRequest { model: model.clone(), input, price })
+    model
+        .input_schema
+        .validate(&input)
+        .map_err(|m| ApiError::new(ErrorCode::InvalidInput, m))?;
+    let price = model
+        .price
+        .for_input(&input)
+        .map_err(|m| ApiError::new(ErrorCode::InvalidInput, m))?;
+    Ok(ValidRunRequest {
+        model: model.clone(),
+        input,
+        price,
+    })
 }
 
 /// Step 5, before the body is read: the key's quota.
@@ -71,14 +89,23 @@ pub fn check_quota(key: &ApiKey) -> Result<(), ApiError> {
 }
 
 /// Steps 5–12 for an authenticated key: validates, then charges and enqueues atomically.
-pub async fn create_run(store: &dyn Store, catalog: &Catalog, key: &ApiKey, body: &[u8]) -> Result<Run, ApiError> {
+pub async fn create_run(
+    store: &dyn Store,
+    catalog: &Catalog,
+    key: &ApiKey,
+    body: &[u8],
+) -> Result<Run, ApiError> {
     check_quota(key)?;
     let req = parse_run_request(catalog, body)?;
     // Step 11 early on the snapshot (the store re-checks it atomically).
     if key.would_pass_spend_limit(req.price) {
         return Err(ErrorCode::SpendLimitExceeded.into());
     }
-    let price = if key.test { Millicents::ZERO } else { req.price };
+    let price = if key.test {
+        Millicents::ZERO
+    } else {
+        req.price
+    };
     let new = NewRun {
         id: ids::new_run_id(),
         account_id: key.account_id.clone(),
@@ -102,7 +129,11 @@ pub async fn get_run(store: &dyn Store, key: &ApiKey, run_id: &str) -> Result<Ru
     if !run_id.starts_with("run_") || run_id.len() > 64 {
         return Err(ErrorCode::RunNotFound.into());
     }
-    store.get_run(&key.account_id, run_id).await.map_err(internal)?.ok_or_else(|| ErrorCode::RunNotFound.into())
+    store
+        .get_run(&key.account_id, run_id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| ErrorCode::RunNotFound.into())
 }
 
 /// Page bounds of `GET /api/v1/runs`.
@@ -118,14 +149,28 @@ pub async fn list_runs(
 ) -> Result<(Vec<Run>, bool), ApiError> {
     let limit = limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::new(ErrorCode::InvalidRequest, format!("limit: must be between 1 and {MAX_PAGE}")));
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("limit: must be between 1 and {MAX_PAGE}"),
+        ));
     }
     if let Some(after) = starting_after {
-        if store.get_run(&key.account_id, after).await.map_err(internal)?.is_none() {
-            return Err(ApiError::new(ErrorCode::RunNotFound, format!("starting_after: no run {after} for your account")));
+        if store
+            .get_run(&key.account_id, after)
+            .await
+            .map_err(internal)?
+            .is_none()
+        {
+            return Err(ApiError::new(
+                ErrorCode::RunNotFound,
+                format!("starting_after: no run {after} for your account"),
+            ));
         }
     }
-    let mut runs = store.list_runs(&key.account_id, limit + 1, starting_after).await.map_err(internal)?;
+    let mut runs = store
+        .list_runs(&key.account_id, limit + 1, starting_after)
+        .await
+        .map_err(internal)?;
     let has_more = runs.len() > limit as usize;
     runs.truncate(limit as usize);
     Ok((runs, has_more))
@@ -147,10 +192,14 @@ pub enum AdminError {
 fn normalize_email(email: &str) -> Result<String, AdminError> {
     let email = email.trim().to_lowercase();
     let valid = email.len() <= 254
-        && email.split_once('@').is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.') && !d.ends_with('.'))
+        && email.split_once('@').is_some_and(|(l, d)| {
+            !l.is_empty() && d.contains('.') && !d.starts_with('.') && !d.ends_with('.')
+        })
         && !email.chars().any(char::is_whitespace);
     if !valid {
-        return Err(AdminError::Invalid(format!("\"{email}\" is not an email address")));
+        return Err(AdminError::Invalid(format!(
+            "\"{email}\" is not an email address"
+        )));
     }
     Ok(email)
 }
@@ -162,7 +211,10 @@ pub async fn create_account(store: &dyn Store, email: &str) -> Result<Account, A
 
 pub async fn account_by_email(store: &dyn Store, email: &str) -> Result<Account, AdminError> {
     let email = normalize_email(email)?;
-    store.account_by_email(&email).await?.ok_or_else(|| AdminError::NotFound(format!("no account {email}")))
+    store
+        .account_by_email(&email)
+        .await?
+        .ok_or_else(|| AdminError::NotFound(format!("no account {email}")))
 }
 
 /// Creates a key; returns it with its secret, which is never available again.
@@ -172,16 +224,32 @@ pub async fn create_key(
     mut settings: KeySettings,
 ) -> Result<(ApiKey, ids::ApiKeySecret), AdminError> {
     if settings.spend_limit.is_some_and(|l| l < Millicents::ZERO) {
-        return Err(AdminError::Invalid("the spend limit cannot be negative".into()));
+        return Err(AdminError::Invalid(
+            "the spend limit cannot be negative".into(),
+        ));
     }
-    let name = settings.name.take().map(|n| n.trim().to_owned()).filter(|n| !n.is_empty());
+    let name = settings
+        .name
+        .take()
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty());
     if name.as_ref().is_some_and(|n| n.chars().count() > 100) {
-        return Err(AdminError::Invalid("a key name is at most 100 characters".into()));
+        return Err(AdminError::Invalid(
+            "a key name is at most 100 characters".into(),
+        ));
     }
     settings.name = Some(name.unwrap_or_else(|| "default".to_owned()));
     let secret = ids::generate_api_key(settings.test);
-    let key =
-        store.create_key(&account.id, &ids::new_key_id(), &secret.hash, &secret.prefix, &settings, Timestamp::now()).await?;
+    let key = store
+        .create_key(
+            &account.id,
+            &ids::new_key_id(),
+            &secret.hash,
+            &secret.prefix,
+            &settings,
+            Timestamp::now(),
+        )
+        .await?;
     Ok((key, secret.secret))
 }
 
@@ -192,16 +260,29 @@ pub async fn find_key(store: &dyn Store, id_or_secret: &str) -> Result<ApiKey, A
     } else {
         store.key_by_id(id_or_secret).await?
     };
-    found
-        .filter(|k| k.deleted_at.is_none())
-        .ok_or_else(|| AdminError::NotFound(format!("no key {}", if id_or_secret.starts_with("sk-") { "with that secret" } else { id_or_secret })))
+    found.filter(|k| k.deleted_at.is_none()).ok_or_else(|| {
+        AdminError::NotFound(format!(
+            "no key {}",
+            if id_or_secret.starts_with("sk-") {
+                "with that secret"
+            } else {
+                id_or_secret
+            }
+        ))
+    })
 }
 
-pub async fn update_key(store: &dyn Store, id_or_secret: &str, update: &KeyUpdate) -> Result<ApiKey, AdminError> {
+pub async fn update_key(
+    store: &dyn Store,
+    id_or_secret: &str,
+    update: &KeyUpdate,
+) -> Result<ApiKey, AdminError> {
     let key = find_key(store, id_or_secret).await?;
     if let Some(Some(limit)) = update.spend_limit {
         if limit < Millicents::ZERO {
-            return Err(AdminError::Invalid("the spend limit cannot be negative".into()));
+            return Err(AdminError::Invalid(
+                "the spend limit cannot be negative".into(),
+            ));
         }
     }
     Ok(store.update_key(&key.id, update).await?)
@@ -214,10 +295,20 @@ pub async fn delete_key(store: &dyn Store, id_or_secret: &str) -> Result<ApiKey,
 }
 
 /// Adds credits to an account (a top-up ledger entry).
-pub async fn add_credits(store: &dyn Store, account: &Account, cents: i64, memo: &str) -> Result<LedgerEntry, AdminError> {
+pub async fn add_credits(
+    store: &dyn Store,
+    account: &Account,
+    cents: i64,
+    memo: &str,
+) -> Result<LedgerEntry, AdminError> {
     if cents <= 0 {
-        return Err(AdminError::Invalid("--cents must be a positive whole number of cents".into()));
+        return Err(AdminError::Invalid(
+            "--cents must be a positive whole number of cents".into(),
+        ));
     }
-    let amount = Millicents::from_cents(cents).ok_or_else(|| AdminError::Invalid("amount too large".into()))?;
-    Ok(store.add_credits(&account.id, amount, memo, Timestamp::now()).await?)
+    let amount = Millicents::from_cents(cents)
+        .ok_or_else(|| AdminError::Invalid("amount too large".into()))?;
+    Ok(store
+        .add_credits(&account.id, amount, memo, Timestamp::now())
+        .await?)
 }

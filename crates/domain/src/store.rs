@@ -55,7 +55,12 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<LedgerEntry, StoreError>;
     /// Newest first; `before` is an entry id for paging.
-    async fn ledger(&self, account_id: &str, limit: u32, before: Option<i64>) -> Result<Vec<LedgerEntry>, StoreError>;
+    async fn ledger(
+        &self,
+        account_id: &str,
+        limit: u32,
+        before: Option<i64>,
+    ) -> Result<Vec<LedgerEntry>, StoreError>;
 
     // --- API keys ------------------------------------------------------------------------
     async fn create_key(
@@ -93,10 +98,19 @@ pub trait Store: Send + Sync + 'static {
     async fn claim_runs(&self, max: u32, now: Timestamp) -> Result<Vec<Run>, StoreError>;
     /// Ends a `processing` run; a failure refunds its full cost in the same transaction.
     /// Finishing a run that is not `processing` changes nothing (idempotent).
-    async fn finish_run(&self, run_id: &str, outcome: RunOutcome, now: Timestamp) -> Result<(), StoreError>;
+    async fn finish_run(
+        &self,
+        run_id: &str,
+        outcome: RunOutcome,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
     /// At start-up: runs left `processing` by a crash go back to the queue, or fail with a
     /// refund once they have been started `max_attempts` times. Returns (requeued, failed).
-    async fn recover_interrupted(&self, max_attempts: u32, now: Timestamp) -> Result<(u64, u64), StoreError>;
+    async fn recover_interrupted(
+        &self,
+        max_attempts: u32,
+        now: Timestamp,
+    ) -> Result<(u64, u64), StoreError>;
     /// Signalled whenever new runs are queued, so the worker need not poll.
     fn queue_signal(&self) -> Arc<tokio::sync::Notify>;
 }

@@ -24,7 +24,11 @@ impl LocalFiles {
 
 /// The content type for a file name's extension.
 pub fn content_type_for(path: &str) -> &'static str {
-    match Path::new(path).extension().and_then(|e| e.to_str()).unwrap_or("") {
+    match Path::new(path)
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+    {
         "png" => "image/png",
         "jpg" | "jpeg" => "image/jpeg",
         "webp" => "image/webp",
@@ -41,7 +45,12 @@ pub fn content_type_for(path: &str) -> &'static str {
 
 #[async_trait]
 impl FileStore for LocalFiles {
-    async fn put(&self, path: &str, _content_type: &str, bytes: Vec<u8>) -> Result<(), FileStoreError> {
+    async fn put(
+        &self,
+        path: &str,
+        _content_type: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(), FileStoreError> {
         let full = self.resolve(path)?;
         let err = |e: std::io::Error| FileStoreError(format!("{}: {e}", full.display()));
         if let Some(parent) = full.parent() {
@@ -55,9 +64,14 @@ impl FileStore for LocalFiles {
     }
 
     async fn get(&self, path: &str) -> Result<Option<StoredFile>, FileStoreError> {
-        let Ok(full) = self.resolve(path) else { return Ok(None) };
+        let Ok(full) = self.resolve(path) else {
+            return Ok(None);
+        };
         match tokio::fs::read(&full).await {
-            Ok(bytes) => Ok(Some(StoredFile { content_type: content_type_for(path).to_owned(), bytes })),
+            Ok(bytes) => Ok(Some(StoredFile {
+                content_type: content_type_for(path).to_owned(),
+                bytes,
+            })),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(FileStoreError(format!("{}: {e}", full.display()))),
         }
@@ -72,7 +86,10 @@ mod tests {
     async fn put_then_get() {
         let dir = tempfile::tempdir().unwrap();
         let files = LocalFiles::new(dir.path());
-        files.put("run_x/out.png", "image/png", vec![1, 2, 3]).await.unwrap();
+        files
+            .put("run_x/out.png", "image/png", vec![1, 2, 3])
+            .await
+            .unwrap();
         let f = files.get("run_x/out.png").await.unwrap().unwrap();
         assert_eq!(f.bytes, [1, 2, 3]);
         assert_eq!(f.content_type, "image/png");

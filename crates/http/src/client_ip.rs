@@ -47,14 +47,25 @@ mod tests {
 
     #[test]
     fn untrusted_peers_cannot_spoof() {
-        let ip = client_ip(Some("127.0.0.1".parse().unwrap()), &headers("10.9.9.9"), &[]);
+        let ip = client_ip(
+            Some("127.0.0.1".parse().unwrap()),
+            &headers("10.9.9.9"),
+            &[],
+        );
         assert_eq!(ip, Some("127.0.0.1".parse().unwrap()));
     }
 
     #[test]
     fn trusted_proxies_pass_the_client_on() {
-        let trusted: Vec<IpNet> = vec!["127.0.0.1/32".parse().unwrap(), "10.0.0.0/8".parse().unwrap()];
-        let ip = client_ip(Some("127.0.0.1".parse().unwrap()), &headers("1.2.3.4, 203.0.113.7, 10.0.0.2"), &trusted);
+        let trusted: Vec<IpNet> = vec![
+            "127.0.0.1/32".parse().unwrap(),
+            "10.0.0.0/8".parse().unwrap(),
+        ];
+        let ip = client_ip(
+            Some("127.0.0.1".parse().unwrap()),
+            &headers("1.2.3.4, 203.0.113.7, 10.0.0.2"),
+            &trusted,
+        );
         assert_eq!(ip, Some("203.0.113.7".parse().unwrap()));
     }
 }

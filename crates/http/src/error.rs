@@ -31,16 +31,26 @@ pub fn envelope(e: &ApiError) -> Vec<u8> {
         message: &'a str,
         code: &'a str,
     }
-    let body = Body { error: Inner { message: &e.message, code: e.code.as_str() } };
-    serde_json::to_vec(&body)
-        .unwrap_or_else(|_| br#"{"error":{"message":"internal error","code":"internal_error"}}"#.to_vec())
+    let body = Body {
+        error: Inner {
+            message: &e.message,
+            code: e.code.as_str(),
+        },
+    };
+    serde_json::to_vec(&body).unwrap_or_else(|_| {
+        br#"{"error":{"message":"internal error","code":"internal_error"}}"#.to_vec()
+    })
 }
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(self.0.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut resp = (status, envelope(&self.0)).into_response();
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         resp
     }
 }

@@ -19,7 +19,10 @@ impl Provider for Builtin {
         match req.model.upstream.as_str() {
             "echo" => echo(req.input).await,
             "placeholder-image" => placeholder_image(req.input).await,
-            other => Err(ProviderError::new("unknown_model", format!("the built-in provider has no model {other}"))),
+            other => Err(ProviderError::new(
+                "unknown_model",
+                format!("the built-in provider has no model {other}"),
+            )),
         }
     }
 }
@@ -33,21 +36,41 @@ async fn echo(input: &Value) -> Result<ProviderOutput, ProviderError> {
         return Err(ProviderError::new("model_error", message));
     }
     let mut out = ProviderOutput::default();
-    out.fields.insert("text".into(), input.get("text").cloned().unwrap_or(Value::String(String::new())));
+    out.fields.insert(
+        "text".into(),
+        input
+            .get("text")
+            .cloned()
+            .unwrap_or(Value::String(String::new())),
+    );
     Ok(out)
 }
 
 async fn placeholder_image(input: &Value) -> Result<ProviderOutput, ProviderError> {
-    let prompt = input.get("prompt").and_then(Value::as_str).unwrap_or_default().to_owned();
-    let ratio = input.get("aspect_ratio").and_then(Value::as_str).unwrap_or("1:1");
-    let (w, h) = placeholder::dimensions(ratio)
-        .ok_or_else(|| ProviderError::new("invalid_input", format!("unsupported aspect ratio {ratio}")))?;
+    let prompt = input
+        .get("prompt")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let ratio = input
+        .get("aspect_ratio")
+        .and_then(Value::as_str)
+        .unwrap_or("1:1");
+    let (w, h) = placeholder::dimensions(ratio).ok_or_else(|| {
+        ProviderError::new("invalid_input", format!("unsupported aspect ratio {ratio}"))
+    })?;
     // PNG encoding is CPU work: keep it off the async worker threads.
     let bytes = tokio::task::spawn_blocking(move || placeholder::render(&prompt, w, h))
         .await
         .map_err(|e| ProviderError::new("model_error", format!("the image renderer stopped: {e}")))?
-        .map_err(|e| ProviderError::new("model_error", format!("could not encode the image: {e}")))?;
+        .map_err(|e| {
+            ProviderError::new("model_error", format!("could not encode the image: {e}"))
+        })?;
     let mut out = ProviderOutput::default();
-    out.files.push(OutputFile { name: "output.png".into(), content_type: "image/png".into(), bytes });
+    out.files.push(OutputFile {
+        name: "output.png".into(),
+        content_type: "image/png".into(),
+        bytes,
+    });
     Ok(out)
 }

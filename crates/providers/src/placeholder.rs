@@ -53,10 +53,19 @@ mod tests {
 
     #[test]
     fn dimensions_keep_the_exact_ratio() {
-        for (r, (a, b)) in [("1:1", (1, 1)), ("16:9", (16, 9)), ("21:9", (21, 9)), ("2:3", (2, 3)), ("9:16", (9, 16))] {
+        for (r, (a, b)) in [
+            ("1:1", (1, 1)),
+            ("16:9", (16, 9)),
+            ("21:9", (21, 9)),
+            ("2:3", (2, 3)),
+            ("9:16", (9, 16)),
+        ] {
             let (w, h) = dimensions(r).unwrap();
             assert_eq!(w * b, h * a, "{r}");
-            assert!(w.max(h) <= LONG_SIDE && w.max(h) > LONG_SIDE - 30, "{r}: {w}x{h}");
+            assert!(
+                w.max(h) <= LONG_SIDE && w.max(h) > LONG_SIDE - 30,
+                "{r}: {w}x{h}"
+            );
         }
         assert!(dimensions("0:1").is_none());
         assert!(dimensions("x").is_none());
@@ -67,7 +76,9 @@ mod tests {
         let a = render("a red fox", 64, 36).unwrap();
         assert_eq!(a, render("a red fox", 64, 36).unwrap());
         assert_ne!(a, render("a blue fox", 64, 36).unwrap());
-        let dec = png::Decoder::new(std::io::Cursor::new(a)).read_info().unwrap();
+        let dec = png::Decoder::new(std::io::Cursor::new(a))
+            .read_info()
+            .unwrap();
         assert_eq!((dec.info().width, dec.info().height), (64, 36));
     }
 }

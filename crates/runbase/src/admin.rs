@@ -1,7 +1,9 @@
 //! Administrative commands: accounts, keys and credits, on the same database as a running
 //! server. They call the same service functions as the API and the dashboard.
 
-use crate::cli::{AccountsCommand, Command, CreditsCommand, KeyCreateArgs, KeyUpdateArgs, KeysCommand};
+use crate::cli::{
+    AccountsCommand, Command, CreditsCommand, KeyCreateArgs, KeyUpdateArgs, KeysCommand,
+};
 use crate::config::Config;
 use crate::serve::open_store;
 use anyhow::Context;
@@ -23,17 +25,38 @@ pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
             eprintln!("created account {} ({})", account.email, account.id);
         }
         Command::Keys(cmd) => keys(store, cmd).await?,
-        Command::Credits(CreditsCommand::Add { account, cents, memo }) => {
+        Command::Credits(CreditsCommand::Add {
+            account,
+            cents,
+            memo,
+        }) => {
             let account = service::account_by_email(store, &account).await?;
             let entry = service::add_credits(store, &account, cents, &memo).await?;
             println!("balance {} (added {})", entry.balance_after, entry.amount);
         }
-        Command::Credits(CreditsCommand::Show { account, limit }) => {
+        Command::Credits(CreditsCommand::Show {
+            account,
+            limit,
+            json,
+        }) => {
             let account = service::account_by_email(store, &account).await?;
+            if json {
+                let entries = store
+                    .ledger(&account.id, limit.clamp(1, 100_000), None)
+                    .await?;
+                let out = serde_json::json!({"account": account, "balance_cents": account.balance, "ledger": entries});
+                println!("{}", serde_json::to_string_pretty(&out)?);
+                return Ok(());
+            }
             println!("account {} ({})", account.email, account.id);
             println!("balance {}", account.balance);
-            let entries = store.ledger(&account.id, limit.clamp(1, 1000), None).await?;
-            println!("{:<8} {:<27} {:<11} {:>12} {:>14}  {}", "ENTRY", "WHEN", "KIND", "AMOUNT", "BALANCE", "RUN / MEMO");
+            let entries = store
+                .ledger(&account.id, limit.clamp(1, 1000), None)
+                .await?;
+            println!(
+                "{:<8} {:<27} {:<11} {:>12} {:>14}  {}",
+                "ENTRY", "WHEN", "KIND", "AMOUNT", "BALANCE", "RUN / MEMO"
+            );
             for e in entries {
                 println!(
                     "{:<8} {:<27} {:<11} {:>12} {:>14}  {}",
@@ -42,7 +65,9 @@ pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
                     e.kind.as_str(),
                     e.amount.to_string(),
                     e.balance_after.to_string(),
-                    e.run_id.as_deref().map_or(e.memo.clone(), |r| format!("{r} {}", e.memo)),
+                    e.run_id
+                        .as_deref()
+                        .map_or(e.memo.clone(), |r| format!("{r} {}", e.memo)),
                 );
             }
         }
@@ -81,17 +106,28 @@ fn describe(k: &ApiKey) -> String {
         quota,
         k.allow_ips.to_strings().join(", "),
         k.expires_at.map_or("never".to_owned(), |t| t.to_rfc3339()),
-        k.last_used_at.map_or("never".to_owned(), |t| t.to_rfc3339()),
+        k.last_used_at
+            .map_or("never".to_owned(), |t| t.to_rfc3339()),
     )
 }
 
 async fn keys(store: &dyn Store, cmd: KeysCommand) -> anyhow::Result<()> {
     match cmd {
-        KeysCommand::Create(KeyCreateArgs { account, name, spend_limit_cents, allow_ip, expires_at, quota, test }) => {
+        KeysCommand::Create(KeyCreateArgs {
+            account,
+            name,
+            spend_limit_cents,
+            allow_ip,
+            expires_at,
+            quota,
+            test,
+        }) => {
             let account = service::account_by_email(store, &account).await?;
             let settings = KeySettings {
                 name,
-                spend_limit: spend_limit_cents.map(|c| cents(c, "--spend-limit-cents")).transpose()?,
+                spend_limit: spend_limit_cents
+                    .map(|c| cents(c, "--spend-limit-cents"))
+                    .transpose()?,
                 allow_ips: allowlist(&allow_ip)?,
                 expires_at: expires_at.as_deref().map(timestamp).transpose()?,
                 quota,
@@ -100,7 +136,10 @@ async fn keys(store: &dyn Store, cmd: KeysCommand) -> anyhow::Result<()> {
             let (key, secret) = service::create_key(store, &account, settings).await?;
             // The key alone on stdout, so scripts can capture it; everything else on stderr.
             println!("{}", secret.expose());
-            eprintln!("created key {} for {}; it is shown only once", key.id, account.email);
+            eprintln!(
+                "created key {} for {}; it is shown only once",
+                key.id, account.email
+            );
         }
         KeysCommand::List { account } => {
             let account = service::account_by_email(store, &account).await?;
@@ -126,7 +165,9 @@ async fn keys(store: &dyn Store, cmd: KeysCommand) -> anyhow::Result<()> {
                 spend_limit: if no_spend_limit {
                     Some(None)
                 } else {
-                    spend_limit_cents.map(|c| cents(c, "--spend-limit-cents").map(Some)).transpose()?
+                    spend_limit_cents
+                        .map(|c| cents(c, "--spend-limit-cents").map(Some))
+                        .transpose()?
                 },
                 allow_ips: if clear_allow_ips {
                     Some(IpAllowlist::default())
@@ -135,19 +176,43 @@ async fn keys(store: &dyn Store, cmd: KeysCommand) -> anyhow::Result<()> {
                 } else {
                     Some(allowlist(&allow_ip)?)
                 },
-                expires_at: if no_expiry { Some(None) } else { expires_at.as_deref().map(timestamp).transpose()?.map(Some) },
-                quota: if no_quota { Some(None) } else { quota.map(Some) },
+                expires_at: if no_expiry {
+                    Some(None)
+                } else {
+                    expires_at.as_deref().map(timestamp).transpose()?.map(Some)
+                },
+                quota: if no_quota {
+                    Some(None)
+                } else {
+                    quota.map(Some)
+                },
                 disabled: None,
             };
             let k = service::update_key(store, &key, &update).await?;
             println!("{}", describe(&k));
         }
         KeysCommand::Disable { key } => {
-            let k = service::update_key(store, &key, &KeyUpdate { disabled: Some(true), ..Default::default() }).await?;
+            let k = service::update_key(
+                store,
+                &key,
+                &KeyUpdate {
+                    disabled: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await?;
             println!("{}", describe(&k));
         }
         KeysCommand::Enable { key } => {
-            let k = service::update_key(store, &key, &KeyUpdate { disabled: Some(false), ..Default::default() }).await?;
+            let k = service::update_key(
+                store,
+                &key,
+                &KeyUpdate {
+                    disabled: Some(false),
+                    ..Default::default()
+                },
+            )
+            .await?;
             println!("{}", describe(&k));
         }
         KeysCommand::Delete { key } => {

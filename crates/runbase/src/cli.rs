@@ -4,7 +4,11 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "runbase", version, about = "One HTTP API in front of many AI models")]
+#[command(
+    name = "runbase",
+    version,
+    about = "One HTTP API in front of many AI models"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -148,5 +152,8 @@ pub enum CreditsCommand {
         /// Ledger entries to show
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Print JSON (`balance_cents` and `ledger`) instead of a table
+        #[arg(long)]
+        json: bool,
     },
 }

@@ -67,8 +67,17 @@ impl Default for Config {
             catalog: Vec::new(),
             trusted_proxies: Vec::new(),
             durability: "full".into(),
-            rate_limits: RateLimits { runs: Limit { requests: 20, window_secs: 10 } },
-            worker: WorkerSettings { concurrency: 64, poll_interval_ms: 1000, max_attempts: 3 },
+            rate_limits: RateLimits {
+                runs: Limit {
+                    requests: 20,
+                    window_secs: 10,
+                },
+            },
+            worker: WorkerSettings {
+                concurrency: 64,
+                poll_interval_ms: 1000,
+                max_attempts: 3,
+            },
             log: "info".into(),
         }
     }
@@ -104,7 +113,10 @@ const TOP_LEVEL_KEYS: &[&str] = &[
 
 impl Config {
     /// Loads the layers; returns the configuration and the warnings to log once logging is up.
-    pub fn load(file: Option<PathBuf>, flags: FlagOverrides) -> Result<(Config, Vec<String>), String> {
+    pub fn load(
+        file: Option<PathBuf>,
+        flags: FlagOverrides,
+    ) -> Result<(Config, Vec<String>), String> {
         let mut warnings = Vec::new();
         for (name, _) in std::env::vars() {
             if let Some(rest) = name.strip_prefix("RUNBASE_") {
@@ -118,13 +130,23 @@ impl Config {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = &file {
             if !path.exists() {
-                return Err(format!("configuration file {} does not exist", path.display()));
+                return Err(format!(
+                    "configuration file {} does not exist",
+                    path.display()
+                ));
             }
             fig = fig.merge(Toml::file(path));
         }
-        let env = Env::prefixed("RUNBASE_")
-            .split("__")
-            .filter(|k| TOP_LEVEL_KEYS.contains(&k.as_str().split('.').next().unwrap_or("").to_ascii_lowercase().as_str()));
+        let env = Env::prefixed("RUNBASE_").split("__").filter(|k| {
+            TOP_LEVEL_KEYS.contains(
+                &k.as_str()
+                    .split('.')
+                    .next()
+                    .unwrap_or("")
+                    .to_ascii_lowercase()
+                    .as_str(),
+            )
+        });
         let fig = fig.merge(env).merge(Serialized::defaults(flags));
         let config: Config = fig.extract().map_err(|e| format!("configuration: {e}"))?;
         config.check()?;
@@ -136,7 +158,10 @@ impl Config {
             return Err("rate_limits.runs: requests and window_secs must be positive".into());
         }
         if !matches!(self.durability.as_str(), "full" | "normal") {
-            return Err(format!("durability: must be \"full\" or \"normal\", not {:?}", self.durability));
+            return Err(format!(
+                "durability: must be \"full\" or \"normal\", not {:?}",
+                self.durability
+            ));
         }
         Ok(())
     }
@@ -146,7 +171,10 @@ impl Config {
         match &self.database_url {
             None => Ok(self.data_dir.join("runbase.db")),
             Some(url) => {
-                if let Some(p) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+                if let Some(p) = url
+                    .strip_prefix("sqlite://")
+                    .or_else(|| url.strip_prefix("sqlite:"))
+                {
                     if p.is_empty() {
                         return Err("database_url: sqlite: needs a file path".into());
                     }
@@ -154,7 +182,9 @@ impl Config {
                 } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
                     Err("database_url: PostgreSQL is not supported by this build yet; use sqlite:PATH or leave it unset".into())
                 } else {
-                    Err(format!("database_url: unsupported scheme in {url:?} (expected sqlite:PATH)"))
+                    Err(format!(
+                        "database_url: unsupported scheme in {url:?} (expected sqlite:PATH)"
+                    ))
                 }
             }
         }

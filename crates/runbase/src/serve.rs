@@ -21,16 +21,24 @@ pub fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let durability = if config.durability == "normal" { Durability::Normal } else { Durability::Full };
-    SqliteStore::open(&path, durability).with_context(|| format!("opening the database {}", path.display()))
+    let durability = if config.durability == "normal" {
+        Durability::Normal
+    } else {
+        Durability::Full
+    };
+    SqliteStore::open(&path, durability)
+        .with_context(|| format!("opening the database {}", path.display()))
 }
 
 /// The built-in catalogue plus configured files, less the models no provider here can run.
 pub fn load_catalog(config: &Config, providers: &Providers) -> anyhow::Result<Catalog> {
     let mut catalog = Catalog::builtin().map_err(anyhow::Error::msg)?;
     for file in &config.catalog {
-        let text = std::fs::read_to_string(file).with_context(|| format!("reading catalogue {}", file.display()))?;
-        catalog.merge_toml(&text).map_err(|e| anyhow::anyhow!("catalogue {}: {e}", file.display()))?;
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading catalogue {}", file.display()))?;
+        catalog
+            .merge_toml(&text)
+            .map_err(|e| anyhow::anyhow!("catalogue {}: {e}", file.display()))?;
     }
     let mut unavailable = Vec::new();
     catalog.retain(|m| {
@@ -58,14 +66,19 @@ pub async fn run(config: Config, warnings: Vec<String>) -> anyhow::Result<()> {
         tracing::warn!("{w}");
     }
 
-    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
     let store: Arc<dyn Store> = Arc::new(open_store(&config)?);
     let (requeued, failed) = store
         .recover_interrupted(config.worker.max_attempts, Timestamp::now())
         .await
         .context("recovering runs interrupted by the last stop")?;
     if requeued + failed > 0 {
-        tracing::warn!(requeued, failed, "recovered runs interrupted by the last stop");
+        tracing::warn!(
+            requeued,
+            failed,
+            "recovered runs interrupted by the last stop"
+        );
     }
 
     let providers = Providers::builtin_only();
@@ -77,7 +90,9 @@ pub async fn run(config: Config, warnings: Vec<String>) -> anyhow::Result<()> {
         .map(|p| {
             p.parse::<ipnet::IpNet>()
                 .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                .map_err(|_| anyhow::anyhow!("trusted_proxies: {p:?} is not an IP address or CIDR block"))
+                .map_err(|_| {
+                    anyhow::anyhow!("trusted_proxies: {p:?} is not an IP address or CIDR block")
+                })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let limits = config.rate_limits.runs;
@@ -89,7 +104,10 @@ pub async fn run(config: Config, warnings: Vec<String>) -> anyhow::Result<()> {
             requests: limits.requests,
             window: Duration::from_secs(limits.window_secs),
         })),
-        config: Arc::new(HttpConfig { trusted_proxies, max_body_bytes: 1 << 20 }),
+        config: Arc::new(HttpConfig {
+            trusted_proxies,
+            max_body_bytes: 1 << 20,
+        }),
     };
 
     let listener = tokio::net::TcpListener::bind(&config.listen)
@@ -143,13 +161,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

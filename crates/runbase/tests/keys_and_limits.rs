@@ -28,27 +28,43 @@ async fn disabled_deleted_and_expired_keys_are_refused_at_once() {
 
     // Disable by the full key, then enable by id: each takes effect on the very next request.
     s.cli(&["keys", "disable", &key]);
-    c.create(&key, echo()).await.assert_error(401, "invalid_api_key");
-    c.get(Some(&key), "/api/v1/runs").await.assert_error(401, "invalid_api_key");
+    c.create(&key, echo())
+        .await
+        .assert_error(401, "invalid_api_key");
+    c.get(Some(&key), "/api/v1/runs")
+        .await
+        .assert_error(401, "invalid_api_key");
     let id = key_id(&s, "states@example.com", &key[..11]);
-    assert!(s.cli(&["keys", "list", "--account", "states@example.com"]).contains("disabled"));
+    assert!(
+        s.cli(&["keys", "list", "--account", "states@example.com"])
+            .contains("disabled")
+    );
     s.cli(&["keys", "enable", &id]);
     assert_eq!(c.create(&key, echo()).await.status, 201);
 
     // Deleted.
     s.cli(&["keys", "delete", &id]);
-    c.create(&key, echo()).await.assert_error(401, "invalid_api_key");
+    c.create(&key, echo())
+        .await
+        .assert_error(401, "invalid_api_key");
     let out = s.cli_raw(&["keys", "enable", &id]);
     assert!(!out.status.success(), "a deleted key cannot be re-enabled");
 
     // Expired already, and expiring while in use.
-    let past = s.key("states@example.com", &["--expires-at", "2020-01-01T00:00:00Z"]);
-    c.create(&past, echo()).await.assert_error(401, "invalid_api_key");
+    let past = s.key(
+        "states@example.com",
+        &["--expires-at", "2020-01-01T00:00:00Z"],
+    );
+    c.create(&past, echo())
+        .await
+        .assert_error(401, "invalid_api_key");
     let soon = (time_in(Duration::from_secs(2))).to_string();
     let short = s.key("states@example.com", &["--expires-at", &soon]);
     assert_eq!(c.create(&short, echo()).await.status, 201);
     tokio::time::sleep(Duration::from_millis(2200)).await;
-    c.create(&short, echo()).await.assert_error(401, "invalid_api_key");
+    c.create(&short, echo())
+        .await
+        .assert_error(401, "invalid_api_key");
     // An expiry can be lifted.
     s.cli(&["keys", "update", &short, "--no-expiry"]);
     assert_eq!(c.create(&short, echo()).await.status, 201);
@@ -69,7 +85,12 @@ fn time_in(d: Duration) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[tokio::test]
@@ -77,10 +98,15 @@ async fn ip_allowlist() {
     let s = Server::start();
     s.account("ips@example.com", 100);
     let c = s.client();
-    let key = s.key("ips@example.com", &["--allow-ip", "10.1.2.3", "--allow-ip", "2001:db8::/32"]);
+    let key = s.key(
+        "ips@example.com",
+        &["--allow-ip", "10.1.2.3", "--allow-ip", "2001:db8::/32"],
+    );
     let r = c.create(&key, echo()).await;
     r.assert_error(403, "ip_not_allowed");
-    c.get(Some(&key), "/api/v1/runs/run_x").await.assert_error(403, "ip_not_allowed");
+    c.get(Some(&key), "/api/v1/runs/run_x")
+        .await
+        .assert_error(403, "ip_not_allowed");
 
     // A spoofed X-Forwarded-For from an untrusted peer is ignored.
     let spoofed = c
@@ -95,12 +121,22 @@ async fn ip_allowlist() {
     spoofed.assert_error(403, "ip_not_allowed");
 
     // With 127.0.0.1 listed, then with a CIDR block containing it.
-    s.cli(&["keys", "update", &key, "--allow-ip", "10.1.2.3", "--allow-ip", "127.0.0.1"]);
+    s.cli(&[
+        "keys",
+        "update",
+        &key,
+        "--allow-ip",
+        "10.1.2.3",
+        "--allow-ip",
+        "127.0.0.1",
+    ]);
     assert_eq!(c.create(&key, echo()).await.status, 201);
     s.cli(&["keys", "update", &key, "--allow-ip", "127.0.0.0/8"]);
     assert_eq!(c.create(&key, echo()).await.status, 201);
     s.cli(&["keys", "update", &key, "--allow-ip", "192.168.0.0/16"]);
-    c.create(&key, echo()).await.assert_error(403, "ip_not_allowed");
+    c.create(&key, echo())
+        .await
+        .assert_error(403, "ip_not_allowed");
     s.cli(&["keys", "update", &key, "--clear-allow-ips"]);
     assert_eq!(c.create(&key, echo()).await.status, 201);
 
@@ -111,7 +147,11 @@ async fn ip_allowlist() {
         args.extend(["--allow-ip", ip.as_str()]);
     }
     assert!(!s.cli_raw(&args).status.success());
-    assert!(!s.cli_raw(&["keys", "update", &key, "--allow-ip", "not-an-ip"]).status.success());
+    assert!(
+        !s.cli_raw(&["keys", "update", &key, "--allow-ip", "not-an-ip"])
+            .status
+            .success()
+    );
 }
 
 #[tokio::test]
@@ -138,8 +178,12 @@ async fn forwarded_for_is_honoured_only_from_trusted_proxies() {
     };
     assert_eq!(via("203.0.113.7").await.status, 201);
     // The client cannot prepend its own entry: the proxy appends the real address last.
-    via("203.0.113.7, 198.51.100.1").await.assert_error(403, "ip_not_allowed");
-    c.create(&key, echo()).await.assert_error(403, "ip_not_allowed");
+    via("203.0.113.7, 198.51.100.1")
+        .await
+        .assert_error(403, "ip_not_allowed");
+    c.create(&key, echo())
+        .await
+        .assert_error(403, "ip_not_allowed");
 }
 
 #[tokio::test]
@@ -151,17 +195,30 @@ async fn spend_limit_is_never_exceeded_and_refunds_give_it_back() {
     let img = json!({"model": "runbase/placeholder-image", "input": {"prompt": "x"}});
     assert_eq!(c.create(&key, img.clone()).await.status, 201); // spent 2
     // 2 + 2 would pass 3: refused even though 1 cent of the limit is left.
-    c.create(&key, img.clone()).await.assert_error(403, "api_key_spend_limit_exceeded");
+    c.create(&key, img.clone())
+        .await
+        .assert_error(403, "api_key_spend_limit_exceeded");
     assert_eq!(c.create(&key, echo()).await.status, 201); // spent 3
-    c.create(&key, echo()).await.assert_error(403, "api_key_spend_limit_exceeded");
+    c.create(&key, echo())
+        .await
+        .assert_error(403, "api_key_spend_limit_exceeded");
     // invalid_input is reported before the spend limit.
-    c.create(&key, json!({"model": "runbase/echo", "input": {}})).await.assert_error(400, "invalid_input");
+    c.create(&key, json!({"model": "runbase/echo", "input": {}}))
+        .await
+        .assert_error(400, "invalid_input");
 
     // Raising the limit takes effect on the next request.
     s.cli(&["keys", "update", &key, "--spend-limit-cents", "4"]);
-    let failing = c.create(&key, json!({"model": "runbase/echo", "input": {"text": "x", "fail": "no"}})).await;
+    let failing = c
+        .create(
+            &key,
+            json!({"model": "runbase/echo", "input": {"text": "x", "fail": "no"}}),
+        )
+        .await;
     assert_eq!(failing.status, 201); // spent 4
-    c.create(&key, echo()).await.assert_error(403, "api_key_spend_limit_exceeded");
+    c.create(&key, echo())
+        .await
+        .assert_error(403, "api_key_spend_limit_exceeded");
     // The failed run's refund gives the spend back.
     c.wait(&key, failing.body["id"].as_str().unwrap()).await;
     assert_eq!(c.create(&key, echo()).await.status, 201);
@@ -171,9 +228,13 @@ async fn spend_limit_is_never_exceeded_and_refunds_give_it_back() {
     // The spend limit comes before the balance: a poor account with a spent key says 403.
     s.cli(&["accounts", "create", "broke@example.com"]);
     let broke = s.key("broke@example.com", &["--spend-limit-cents", "0"]);
-    c.create(&broke, echo()).await.assert_error(403, "api_key_spend_limit_exceeded");
+    c.create(&broke, echo())
+        .await
+        .assert_error(403, "api_key_spend_limit_exceeded");
     s.cli(&["keys", "update", &broke, "--no-spend-limit"]);
-    c.create(&broke, echo()).await.assert_error(402, "insufficient_balance");
+    c.create(&broke, echo())
+        .await
+        .assert_error(402, "insufficient_balance");
 }
 
 #[tokio::test]
@@ -184,14 +245,20 @@ async fn usage_quota() {
     let key = s.key("quota@example.com", &["--quota", "2"]);
     assert_eq!(c.create(&key, echo()).await.status, 201);
     assert_eq!(c.create(&key, echo()).await.status, 201);
-    c.create(&key, echo()).await.assert_error(429, "USAGE_EXCEEDED");
+    c.create(&key, echo())
+        .await
+        .assert_error(429, "USAGE_EXCEEDED");
     // USAGE_EXCEEDED comes before body checks.
-    c.post_raw(Some(&key), "/api/v1/runs", "{bad json").await.assert_error(429, "USAGE_EXCEEDED");
+    c.post_raw(Some(&key), "/api/v1/runs", "{bad json")
+        .await
+        .assert_error(429, "USAGE_EXCEEDED");
     // Reading runs still works.
     assert_eq!(c.get(Some(&key), "/api/v1/runs").await.status, 200);
     s.cli(&["keys", "update", &key, "--quota", "3"]);
     assert_eq!(c.create(&key, echo()).await.status, 201);
-    c.create(&key, echo()).await.assert_error(429, "USAGE_EXCEEDED");
+    c.create(&key, echo())
+        .await
+        .assert_error(429, "USAGE_EXCEEDED");
 }
 
 #[tokio::test]
@@ -206,9 +273,21 @@ async fn rate_limit_counts_creates_and_gets_together() {
     assert_eq!(first.header("ratelimit-remaining"), Some("19"));
     let id = first.body["id"].as_str().unwrap().to_owned();
     for i in 2..=20 {
-        let r = if i % 2 == 0 { c.run(&key, &id).await } else { c.create(&key, echo()).await };
-        assert!(r.status == 200 || r.status == 201, "request {i}: {}", r.body);
-        assert_eq!(r.header("ratelimit-remaining"), Some((20 - i).to_string().as_str()), "request {i}");
+        let r = if i % 2 == 0 {
+            c.run(&key, &id).await
+        } else {
+            c.create(&key, echo()).await
+        };
+        assert!(
+            r.status == 200 || r.status == 201,
+            "request {i}: {}",
+            r.body
+        );
+        assert_eq!(
+            r.header("ratelimit-remaining"),
+            Some((20 - i).to_string().as_str()),
+            "request {i}"
+        );
         let reset: u64 = r.header("ratelimit-reset").unwrap().parse().unwrap();
         assert!((1..=10).contains(&reset));
     }
@@ -218,7 +297,9 @@ async fn rate_limit_counts_creates_and_gets_together() {
     assert_eq!(r.header("ratelimit-remaining"), Some("0"));
     let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!((1..=10).contains(&retry), "{retry}");
-    c.create(&key, echo()).await.assert_error(429, "RATE_LIMITED");
+    c.create(&key, echo())
+        .await
+        .assert_error(429, "RATE_LIMITED");
     // Errors after the rate-limit step still count and carry the headers...
     // ...and the limit is per key: another key of the same account is unaffected.
     assert_eq!(c.create(&other, echo()).await.status, 201);
@@ -227,7 +308,9 @@ async fn rate_limit_counts_creates_and_gets_together() {
     let acct = c.get(Some(&key), "/api/v1/account").await;
     assert_eq!(acct.body["key"]["rate_limit"]["remaining"], 0);
     // Invalid keys are refused before the limiter (they are 401, not 429).
-    c.create("sk-unknown", echo()).await.assert_error(401, "invalid_api_key");
+    c.create("sk-unknown", echo())
+        .await
+        .assert_error(401, "invalid_api_key");
 }
 
 #[tokio::test]
@@ -237,10 +320,16 @@ async fn rate_limit_comes_before_usage_quota_and_after_ip() {
     let c = s.client();
     let key = s.key("order@example.com", &["--quota", "1"]);
     assert_eq!(c.create(&key, echo()).await.status, 201);
-    c.create(&key, echo()).await.assert_error(429, "USAGE_EXCEEDED");
-    c.create(&key, echo()).await.assert_error(429, "RATE_LIMITED");
+    c.create(&key, echo())
+        .await
+        .assert_error(429, "USAGE_EXCEEDED");
+    c.create(&key, echo())
+        .await
+        .assert_error(429, "RATE_LIMITED");
     let walled = s.key("order@example.com", &["--allow-ip", "10.0.0.1"]);
     for _ in 0..3 {
-        c.create(&walled, echo()).await.assert_error(403, "ip_not_allowed");
+        c.create(&walled, echo())
+            .await
+            .assert_error(403, "ip_not_allowed");
     }
 }

@@ -10,7 +10,12 @@ async fn a_run_interrupted_by_a_crash_completes_after_restart() {
     let s = Server::start();
     let key = s.account("crash@example.com", 10);
     let c = s.client();
-    let r = c.create(&key, json!({"model": "runbase/echo", "input": {"text": "survivor", "delay_ms": 3000}})).await;
+    let r = c
+        .create(
+            &key,
+            json!({"model": "runbase/echo", "input": {"text": "survivor", "delay_ms": 3000}}),
+        )
+        .await;
     assert_eq!(r.status, 201);
     let id = r.body["id"].as_str().unwrap().to_owned();
     // Wait until a worker holds it, then crash.
@@ -36,10 +41,18 @@ async fn a_run_interrupted_by_a_crash_completes_after_restart() {
 #[tokio::test]
 async fn a_run_interrupted_too_often_fails_with_a_refund() {
     // One attempt allowed: the first restart fails the run instead of retrying it.
-    let s = Server::start_with(&[("RUNBASE_WORKER__MAX_ATTEMPTS", "1"), ("RUNBASE_RATE_LIMITS__RUNS__REQUESTS", "100000")]);
+    let s = Server::start_with(&[
+        ("RUNBASE_WORKER__MAX_ATTEMPTS", "1"),
+        ("RUNBASE_RATE_LIMITS__RUNS__REQUESTS", "100000"),
+    ]);
     let key = s.account("crash2@example.com", 10);
     let c = s.client();
-    let r = c.create(&key, json!({"model": "runbase/echo", "input": {"text": "x", "delay_ms": 5000}})).await;
+    let r = c
+        .create(
+            &key,
+            json!({"model": "runbase/echo", "input": {"text": "x", "delay_ms": 5000}}),
+        )
+        .await;
     let id = r.body["id"].as_str().unwrap().to_owned();
     let deadline = Instant::now() + Duration::from_secs(10);
     while c.run(&key, &id).await.body["status"] != "processing" {
@@ -57,13 +70,29 @@ async fn a_run_interrupted_too_often_fails_with_a_refund() {
 #[tokio::test]
 async fn queued_runs_survive_a_restart() {
     // A worker with one slot: the second run is still pending when the server dies.
-    let env = [("RUNBASE_WORKER__CONCURRENCY", "1"), ("RUNBASE_RATE_LIMITS__RUNS__REQUESTS", "100000")];
+    let env = [
+        ("RUNBASE_WORKER__CONCURRENCY", "1"),
+        ("RUNBASE_RATE_LIMITS__RUNS__REQUESTS", "100000"),
+    ];
     let s = Server::start_with(&env);
     let key = s.account("queue@example.com", 10);
     let c = s.client();
-    let a = c.create(&key, json!({"model": "runbase/echo", "input": {"text": "a", "delay_ms": 2000}})).await;
-    let b = c.create(&key, json!({"model": "runbase/echo", "input": {"text": "b"}})).await;
-    let (a, b) = (a.body["id"].as_str().unwrap().to_owned(), b.body["id"].as_str().unwrap().to_owned());
+    let a = c
+        .create(
+            &key,
+            json!({"model": "runbase/echo", "input": {"text": "a", "delay_ms": 2000}}),
+        )
+        .await;
+    let b = c
+        .create(
+            &key,
+            json!({"model": "runbase/echo", "input": {"text": "b"}}),
+        )
+        .await;
+    let (a, b) = (
+        a.body["id"].as_str().unwrap().to_owned(),
+        b.body["id"].as_str().unwrap().to_owned(),
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(c.run(&key, &b).await.body["status"], "pending");
     let s = s.restart();

@@ -6,7 +6,8 @@ use serde_json::{Value, json};
 use std::time::Duration;
 
 fn is_rfc3339(v: &Value) -> bool {
-    v.as_str().is_some_and(|s| s.ends_with('Z') && s.contains('T') && s.len() >= 20)
+    v.as_str()
+        .is_some_and(|s| s.ends_with('Z') && s.contains('T') && s.len() >= 20)
 }
 
 #[tokio::test]
@@ -17,8 +18,24 @@ async fn create_poll_and_read_an_image() {
     let r = c.create(&key, json!({"model": "runbase/placeholder-image", "input": {"prompt": "a red fox", "aspect_ratio": "16:9"}})).await;
     assert_eq!(r.status, 201, "{}", r.body);
     let run = &r.body;
-    let keys: Vec<&str> = run.as_object().unwrap().keys().map(String::as_str).collect();
-    let mut expected = vec!["id", "model", "status", "input", "output", "error", "cost_cents", "created_at", "started_at", "completed_at"];
+    let keys: Vec<&str> = run
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut expected = vec![
+        "id",
+        "model",
+        "status",
+        "input",
+        "output",
+        "error",
+        "cost_cents",
+        "created_at",
+        "started_at",
+        "completed_at",
+    ];
     expected.sort();
     let mut got = keys.clone();
     got.sort();
@@ -26,7 +43,10 @@ async fn create_poll_and_read_an_image() {
     assert!(run["id"].as_str().unwrap().starts_with("run_"));
     assert_eq!(run["model"], "runbase/placeholder-image");
     assert_eq!(run["status"], "pending");
-    assert_eq!(run["input"], json!({"prompt": "a red fox", "aspect_ratio": "16:9"}));
+    assert_eq!(
+        run["input"],
+        json!({"prompt": "a red fox", "aspect_ratio": "16:9"})
+    );
     assert_eq!(run["output"], Value::Null);
     assert_eq!(run["error"], Value::Null);
     assert_eq!(run["cost_cents"], 2);
@@ -59,7 +79,12 @@ async fn create_poll_and_read_an_image() {
     // Deterministic: the same prompt gives the same bytes.
     let again = c.create(&key, json!({"model": "runbase/placeholder-image", "input": {"prompt": "a red fox", "aspect_ratio": "16:9"}})).await;
     let again = c.wait(&key, again.body["id"].as_str().unwrap()).await;
-    let bytes2 = reqwest::get(again["output"]["urls"][0].as_str().unwrap()).await.unwrap().bytes().await.unwrap();
+    let bytes2 = reqwest::get(again["output"]["urls"][0].as_str().unwrap())
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     assert_eq!(bytes, bytes2);
     // Unknown files are 404 in the envelope.
     let r = c.get(None, &format!("/files/{id}/nothing.png")).await;
@@ -71,14 +96,34 @@ async fn defaults_are_applied_and_stored() {
     let s = Server::start();
     let key = s.account("defaults@example.com", 100);
     let c = s.client();
-    let r = c.create(&key, json!({"model": "runbase/placeholder-image", "input": {"prompt": "square"}})).await;
-    assert_eq!(r.body["input"], json!({"prompt": "square", "aspect_ratio": "1:1"}));
+    let r = c
+        .create(
+            &key,
+            json!({"model": "runbase/placeholder-image", "input": {"prompt": "square"}}),
+        )
+        .await;
+    assert_eq!(
+        r.body["input"],
+        json!({"prompt": "square", "aspect_ratio": "1:1"})
+    );
     let done = c.wait(&key, r.body["id"].as_str().unwrap()).await;
     assert_eq!(done["input"]["aspect_ratio"], "1:1");
-    let bytes = reqwest::get(done["output"]["urls"][0].as_str().unwrap()).await.unwrap().bytes().await.unwrap();
-    let reader = png::Decoder::new(std::io::Cursor::new(bytes.to_vec())).read_info().unwrap();
+    let bytes = reqwest::get(done["output"]["urls"][0].as_str().unwrap())
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let reader = png::Decoder::new(std::io::Cursor::new(bytes.to_vec()))
+        .read_info()
+        .unwrap();
     assert_eq!(reader.info().width, reader.info().height);
-    let r = c.create(&key, json!({"model": "runbase/echo", "input": {"text": "x"}})).await;
+    let r = c
+        .create(
+            &key,
+            json!({"model": "runbase/echo", "input": {"text": "x"}}),
+        )
+        .await;
     assert_eq!(r.body["input"], json!({"text": "x", "delay_ms": 0}));
 }
 
@@ -87,7 +132,12 @@ async fn lifecycle_passes_through_processing() {
     let s = Server::start();
     let key = s.account("slow@example.com", 100);
     let c = s.client();
-    let r = c.create(&key, json!({"model": "runbase/echo", "input": {"text": "slow", "delay_ms": 1500}})).await;
+    let r = c
+        .create(
+            &key,
+            json!({"model": "runbase/echo", "input": {"text": "slow", "delay_ms": 1500}}),
+        )
+        .await;
     assert_eq!(r.body["status"], "pending");
     let id = r.body["id"].as_str().unwrap().to_owned();
     let mut seen = vec!["pending".to_owned()];
@@ -117,12 +167,20 @@ async fn a_failed_run_is_refunded_in_full() {
     let s = Server::start();
     let key = s.account("fail@example.com", 10);
     let c = s.client();
-    let r = c.create(&key, json!({"model": "runbase/echo", "input": {"text": "x", "fail": "the model exploded"}})).await;
+    let r = c
+        .create(
+            &key,
+            json!({"model": "runbase/echo", "input": {"text": "x", "fail": "the model exploded"}}),
+        )
+        .await;
     assert_eq!(r.status, 201);
     assert_eq!(r.body["cost_cents"], 1);
     let done = c.wait(&key, r.body["id"].as_str().unwrap()).await;
     assert_eq!(done["status"], "failed");
-    assert_eq!(done["error"], json!({"message": "the model exploded", "code": "model_error"}));
+    assert_eq!(
+        done["error"],
+        json!({"message": "the model exploded", "code": "model_error"})
+    );
     assert_eq!(done["output"], Value::Null);
     assert!(is_rfc3339(&done["completed_at"]));
     assert_eq!(c.balance(&key).await, json!(10));
@@ -130,7 +188,11 @@ async fn a_failed_run_is_refunded_in_full() {
     // The ledger shows the top-up, the charge and the refund, and sums to the balance.
     let ledger = s.cli(&["credits", "show", "--account", "fail@example.com"]);
     assert!(ledger.contains("balance 10¢"), "{ledger}");
-    let kinds: Vec<&str> = ledger.lines().skip(3).filter_map(|l| l.split_whitespace().nth(2)).collect();
+    let kinds: Vec<&str> = ledger
+        .lines()
+        .skip(3)
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
     assert_eq!(kinds, ["run_refund", "run_charge", "topup"], "{ledger}");
 }
 
@@ -141,25 +203,53 @@ async fn pagination_newest_first() {
     let c = s.client();
     let mut ids = Vec::new();
     for i in 0..25 {
-        let r = c.create(&key, json!({"model": "runbase/echo", "input": {"text": format!("n{i}")}})).await;
+        let r = c
+            .create(
+                &key,
+                json!({"model": "runbase/echo", "input": {"text": format!("n{i}")}}),
+            )
+            .await;
         ids.push(r.body["id"].as_str().unwrap().to_owned());
     }
     ids.reverse();
     let page1 = c.get(Some(&key), "/api/v1/runs").await;
     assert_eq!(page1.status, 200);
-    let got: Vec<&str> = page1.body["data"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
-    assert_eq!(got, ids[..20].iter().map(String::as_str).collect::<Vec<_>>());
+    let got: Vec<&str> = page1.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        ids[..20].iter().map(String::as_str).collect::<Vec<_>>()
+    );
     assert_eq!(page1.body["has_more"], true);
-    let page2 = c.get(Some(&key), &format!("/api/v1/runs?limit=20&starting_after={}", ids[19])).await;
-    let got: Vec<&str> = page2.body["data"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
-    assert_eq!(got, ids[20..].iter().map(String::as_str).collect::<Vec<_>>());
+    let page2 = c
+        .get(
+            Some(&key),
+            &format!("/api/v1/runs?limit=20&starting_after={}", ids[19]),
+        )
+        .await;
+    let got: Vec<&str> = page2.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        ids[20..].iter().map(String::as_str).collect::<Vec<_>>()
+    );
     assert_eq!(page2.body["has_more"], false);
     let small = c.get(Some(&key), "/api/v1/runs?limit=1").await;
     assert_eq!(small.body["data"].as_array().unwrap().len(), 1);
     assert_eq!(small.body["has_more"], true);
     let max = c.get(Some(&key), "/api/v1/runs?limit=100").await;
     assert_eq!(max.body["data"].as_array().unwrap().len(), 25);
-    c.get(Some(&key), "/api/v1/runs?starting_after=run_unknown").await.assert_error(404, "run_not_found");
+    c.get(Some(&key), "/api/v1/runs?starting_after=run_unknown")
+        .await
+        .assert_error(404, "run_not_found");
 }
 
 #[tokio::test]
@@ -168,11 +258,29 @@ async fn models_are_listed_with_schemas_and_prices() {
     let c = s.client();
     let list = c.get(None, "/api/v1/models").await;
     assert_eq!(list.status, 200);
-    let ids: Vec<&str> = list.body["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
-    assert!(ids.contains(&"runbase/echo") && ids.contains(&"runbase/placeholder-image"), "{ids:?}");
-    let m = c.get(None, "/api/v1/models/runbase/placeholder-image").await;
+    let ids: Vec<&str> = list.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&"runbase/echo") && ids.contains(&"runbase/placeholder-image"),
+        "{ids:?}"
+    );
+    let m = c
+        .get(None, "/api/v1/models/runbase/placeholder-image")
+        .await;
     assert_eq!(m.status, 200);
-    for field in ["id", "name", "description", "category", "input_schema", "output_schema", "price"] {
+    for field in [
+        "id",
+        "name",
+        "description",
+        "category",
+        "input_schema",
+        "output_schema",
+        "price",
+    ] {
         assert!(!m.body[field].is_null(), "{field} missing: {}", m.body);
     }
     assert_eq!(m.body["category"], "text to image");

@@ -34,14 +34,20 @@ pub(crate) fn backend(e: impl std::fmt::Display) -> StoreError {
 }
 
 fn open_conn(path: &Path, durability: Durability) -> rusqlite::Result<Connection> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", match durability {
-        Durability::Full => "FULL",
-        Durability::Normal => "NORMAL",
-    })?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        match durability {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        },
+    )?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
@@ -51,7 +57,8 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
     pub fn open(path: &Path, durability: Durability) -> Result<Self, StoreError> {
         let mut conn = open_conn(path, durability).map_err(backend)?;
-        migrations::migrate(&mut conn).map_err(|e| backend(format!("migrating {}: {e}", path.display())))?;
+        migrations::migrate(&mut conn)
+            .map_err(|e| backend(format!("migrating {}: {e}", path.display())))?;
         let readers = (0..4)
             .map(|_| open_conn(path, durability).map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()
@@ -61,7 +68,12 @@ impl SqliteStore {
             .name("sqlite-writer".into())
             .spawn(move || writer::run(conn, rx))
             .map_err(backend)?;
-        Ok(Self { writer: tx, readers, next_reader: AtomicUsize::new(0), queue_signal: Arc::new(Notify::new()) })
+        Ok(Self {
+            writer: tx,
+            readers,
+            next_reader: AtomicUsize::new(0),
+            queue_signal: Arc::new(Notify::new()),
+        })
     }
 
     /// Runs `f` in the writer's next batch transaction, inside its own savepoint (rolled back if
@@ -83,14 +95,20 @@ impl SqliteStore {
                 let _ = tx.send(answer);
             })
         });
-        self.writer.send(op).map_err(|_| backend("the sqlite writer has stopped"))?;
-        rx.await.map_err(|_| backend("the sqlite writer dropped the request"))?
+        self.writer
+            .send(op)
+            .map_err(|_| backend("the sqlite writer has stopped"))?;
+        rx.await
+            .map_err(|_| backend("the sqlite writer dropped the request"))?
     }
 
     /// Runs a read on one of the pooled connections. Reads are short primary-key or index
     /// lookups (microseconds), so they run on the calling thread rather than paying a hop to a
     /// blocking pool.
-    pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+    pub(crate) fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
         let n = self.readers.len();
         let start = self.next_reader.fetch_add(1, Ordering::Relaxed);
         for i in 0..n {
@@ -98,12 +116,17 @@ impl SqliteStore {
                 return f(&conn).map_err(backend);
             }
         }
-        let conn = self.readers[start % n].lock().map_err(|_| backend("a reader connection was poisoned"))?;
+        let conn = self.readers[start % n]
+            .lock()
+            .map_err(|_| backend("a reader connection was poisoned"))?;
         f(&conn).map_err(backend)
     }
 }
 
-fn savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+fn savepoint<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
     conn.execute_batch("SAVEPOINT op")?;
     match f(conn) {
         Ok(v) => {

@@ -66,10 +66,17 @@ pub fn run(r: &Row<'_>) -> rusqlite::Result<Run> {
     Ok(Run {
         id: r.get(0)?,
         model: r.get(1)?,
-        status: RunStatus::parse(&status).ok_or_else(|| bad(2, format!("unknown status {status}")))?,
+        status: RunStatus::parse(&status)
+            .ok_or_else(|| bad(2, format!("unknown status {status}")))?,
         input: serde_json::from_str(&input).map_err(|e| bad(3, e.to_string()))?,
-        output: output.map(|o| serde_json::from_str(&o)).transpose().map_err(|e| bad(4, e.to_string()))?,
-        error: error_message.map(|message| RunError { message, code: error_code.unwrap_or_default() }),
+        output: output
+            .map(|o| serde_json::from_str(&o))
+            .transpose()
+            .map_err(|e| bad(4, e.to_string()))?,
+        error: error_message.map(|message| RunError {
+            message,
+            code: error_code.unwrap_or_default(),
+        }),
         cost: Millicents(r.get(7)?),
         created_at: Timestamp(r.get(8)?),
         started_at: ts(r.get(9)?),
@@ -80,15 +87,15 @@ pub fn run(r: &Row<'_>) -> rusqlite::Result<Run> {
     })
 }
 
-pub const LEDGER_COLS: &str =
-    "id, account_id, kind, amount_millicents, balance_after_millicents, run_id, key_id, memo, created_at";
+pub const LEDGER_COLS: &str = "id, account_id, kind, amount_millicents, balance_after_millicents, run_id, key_id, memo, created_at";
 
 pub fn ledger(r: &Row<'_>) -> rusqlite::Result<LedgerEntry> {
     let kind: String = r.get(2)?;
     Ok(LedgerEntry {
         id: r.get(0)?,
         account_id: r.get(1)?,
-        kind: LedgerKind::parse(&kind).ok_or_else(|| bad(2, format!("unknown ledger kind {kind}")))?,
+        kind: LedgerKind::parse(&kind)
+            .ok_or_else(|| bad(2, format!("unknown ledger kind {kind}")))?,
         amount: Millicents(r.get(3)?),
         balance_after: Millicents(r.get(4)?),
         run_id: r.get(5)?,

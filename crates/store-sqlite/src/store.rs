@@ -18,7 +18,10 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
 }
 
 /// Changes an account's balance by `amount` and appends the ledger row that explains it.
-#[expect(clippy::too_many_arguments, reason = "one column per argument of the ledger row")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one column per argument of the ledger row"
+)]
 fn append_ledger(
     conn: &Connection,
     account_id: &str,
@@ -52,7 +55,9 @@ fn append_ledger(
 }
 
 fn key_by_id(conn: &Connection, id: &str) -> rusqlite::Result<Option<ApiKey>> {
-    conn.prepare_cached(&format!("SELECT {KEY_COLS} FROM api_keys WHERE id = ?1"))?.query_row([id], rows::api_key).optional()
+    conn.prepare_cached(&format!("SELECT {KEY_COLS} FROM api_keys WHERE id = ?1"))?
+        .query_row([id], rows::api_key)
+        .optional()
 }
 
 fn create_run_tx(conn: &Connection, run: &NewRun) -> rusqlite::Result<Result<Run, CreateRunError>> {
@@ -89,7 +94,8 @@ fn create_run_tx(conn: &Connection, run: &NewRun) -> rusqlite::Result<Result<Run
             params![run.id, run.account_id, run.key_id, run.model, input, run.price.0, run.created_at.0],
             |r| r.get(0),
         )?;
-    conn.prepare_cached("INSERT INTO jobs (run_seq) VALUES (?1)")?.execute([seq])?;
+    conn.prepare_cached("INSERT INTO jobs (run_seq) VALUES (?1)")?
+        .execute([seq])?;
     if run.price > Millicents::ZERO {
         append_ledger(
             conn,
@@ -120,12 +126,19 @@ fn create_run_tx(conn: &Connection, run: &NewRun) -> rusqlite::Result<Result<Run
 }
 
 /// Ends a `processing` run; refunds a failure. A run in any other state is left alone.
-fn finish_tx(conn: &Connection, run_id: &str, outcome: &RunOutcome, now: Timestamp) -> rusqlite::Result<()> {
+fn finish_tx(
+    conn: &Connection,
+    run_id: &str,
+    outcome: &RunOutcome,
+    now: Timestamp,
+) -> rusqlite::Result<()> {
     let row: Option<(i64, String, i64, String, String, String)> = conn
         .prepare_cached("SELECT seq, status, cost_millicents, account_id, key_id, model FROM runs WHERE id = ?1")?
         .query_row([run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
         .optional()?;
-    let Some((seq, status, cost, account_id, key_id, model)) = row else { return Ok(()) };
+    let Some((seq, status, cost, account_id, key_id, model)) = row else {
+        return Ok(());
+    };
     if status != RunStatus::Processing.as_str() {
         return Ok(());
     }
@@ -150,19 +163,27 @@ fn finish_tx(conn: &Connection, run_id: &str, outcome: &RunOutcome, now: Timesta
                     &model,
                     now,
                 )?;
-                conn.prepare_cached("UPDATE api_keys SET spent_millicents = spent_millicents - ?2 WHERE id = ?1")?
-                    .execute(params![key_id, cost])?;
+                conn.prepare_cached(
+                    "UPDATE api_keys SET spent_millicents = spent_millicents - ?2 WHERE id = ?1",
+                )?
+                .execute(params![key_id, cost])?;
             }
         }
     }
-    conn.prepare_cached("DELETE FROM jobs WHERE run_seq = ?1")?.execute([seq])?;
+    conn.prepare_cached("DELETE FROM jobs WHERE run_seq = ?1")?
+        .execute([seq])?;
     Ok(())
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_account(&self, email: &str, now: Timestamp) -> Result<Account, StoreError> {
-        let account = Account { id: ids::new_account_id(), email: email.to_owned(), balance: Millicents::ZERO, created_at: now };
+        let account = Account {
+            id: ids::new_account_id(),
+            email: email.to_owned(),
+            balance: Millicents::ZERO,
+            created_at: now,
+        };
         let row = account.clone();
         let inserted = self
             .write(move |conn| {
@@ -177,24 +198,30 @@ impl Store for SqliteStore {
             })
             .await?;
         if !inserted {
-            return Err(StoreError::Conflict(format!("an account with email {email} already exists")));
+            return Err(StoreError::Conflict(format!(
+                "an account with email {email} already exists"
+            )));
         }
         Ok(account)
     }
 
     async fn account_by_email(&self, email: &str) -> Result<Option<Account>, StoreError> {
         self.read(|c| {
-            c.prepare_cached(&format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE email = ?1"))?
-                .query_row([email], rows::account)
-                .optional()
+            c.prepare_cached(&format!(
+                "SELECT {ACCOUNT_COLS} FROM accounts WHERE email = ?1"
+            ))?
+            .query_row([email], rows::account)
+            .optional()
         })
     }
 
     async fn account(&self, id: &str) -> Result<Option<Account>, StoreError> {
         self.read(|c| {
-            c.prepare_cached(&format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id = ?1"))?
-                .query_row([id], rows::account)
-                .optional()
+            c.prepare_cached(&format!(
+                "SELECT {ACCOUNT_COLS} FROM accounts WHERE id = ?1"
+            ))?
+            .query_row([id], rows::account)
+            .optional()
         })
     }
 
@@ -206,10 +233,27 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<LedgerEntry, StoreError> {
         let (account_id, memo) = (account_id.to_owned(), memo.to_owned());
-        self.write(move |c| append_ledger(c, &account_id, LedgerKind::Topup, amount, None, None, &memo, now)).await
+        self.write(move |c| {
+            append_ledger(
+                c,
+                &account_id,
+                LedgerKind::Topup,
+                amount,
+                None,
+                None,
+                &memo,
+                now,
+            )
+        })
+        .await
     }
 
-    async fn ledger(&self, account_id: &str, limit: u32, before: Option<i64>) -> Result<Vec<LedgerEntry>, StoreError> {
+    async fn ledger(
+        &self,
+        account_id: &str,
+        limit: u32,
+        before: Option<i64>,
+    ) -> Result<Vec<LedgerEntry>, StoreError> {
         self.read(|c| {
             c.prepare_cached(&format!(
                 "SELECT {LEDGER_COLS} FROM ledger WHERE account_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
@@ -229,8 +273,13 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<ApiKey, StoreError> {
         let ips = serde_json::to_string(&settings.allow_ips.to_strings()).map_err(backend)?;
-        let (account_id, id, hash, prefix, s) =
-            (account_id.to_owned(), id.to_owned(), hash.0.clone(), prefix.to_owned(), settings.clone());
+        let (account_id, id, hash, prefix, s) = (
+            account_id.to_owned(),
+            id.to_owned(),
+            hash.0.clone(),
+            prefix.to_owned(),
+            settings.clone(),
+        );
         let id2 = id.clone();
         self.write(move |c| {
             c.execute(
@@ -253,7 +302,9 @@ impl Store for SqliteStore {
             )
         })
         .await?;
-        self.key_by_id(&id2).await?.ok_or_else(|| backend("key vanished after insert"))
+        self.key_by_id(&id2)
+            .await?
+            .ok_or_else(|| backend("key vanished after insert"))
     }
 
     async fn key_by_hash(&self, hash: &KeyHash) -> Result<Option<ApiKey>, StoreError> {
@@ -287,23 +338,39 @@ impl Store for SqliteStore {
         let updated = self
             .write(move |c| {
                 let exists: bool = c
-                    .query_row("SELECT 1 FROM api_keys WHERE id = ?1 AND deleted_at IS NULL", [&id], |_| Ok(()))
+                    .query_row(
+                        "SELECT 1 FROM api_keys WHERE id = ?1 AND deleted_at IS NULL",
+                        [&id],
+                        |_| Ok(()),
+                    )
                     .optional()?
                     .is_some();
                 if !exists {
                     return Ok(None);
                 }
                 if let Some(name) = &u.name {
-                    c.execute("UPDATE api_keys SET name = ?2 WHERE id = ?1", params![id, name])?;
+                    c.execute(
+                        "UPDATE api_keys SET name = ?2 WHERE id = ?1",
+                        params![id, name],
+                    )?;
                 }
                 if let Some(limit) = u.spend_limit {
-                    c.execute("UPDATE api_keys SET spend_limit_millicents = ?2 WHERE id = ?1", params![id, limit.map(|m| m.0)])?;
+                    c.execute(
+                        "UPDATE api_keys SET spend_limit_millicents = ?2 WHERE id = ?1",
+                        params![id, limit.map(|m| m.0)],
+                    )?;
                 }
                 if let Some(ips) = &ips {
-                    c.execute("UPDATE api_keys SET allow_ips = ?2 WHERE id = ?1", params![id, ips])?;
+                    c.execute(
+                        "UPDATE api_keys SET allow_ips = ?2 WHERE id = ?1",
+                        params![id, ips],
+                    )?;
                 }
                 if let Some(exp) = u.expires_at {
-                    c.execute("UPDATE api_keys SET expires_at = ?2 WHERE id = ?1", params![id, exp.map(|t| t.0)])?;
+                    c.execute(
+                        "UPDATE api_keys SET expires_at = ?2 WHERE id = ?1",
+                        params![id, exp.map(|t| t.0)],
+                    )?;
                 }
                 if let Some(q) = u.quota {
                     c.execute(
@@ -312,7 +379,10 @@ impl Store for SqliteStore {
                     )?;
                 }
                 if let Some(d) = u.disabled {
-                    c.execute("UPDATE api_keys SET disabled = ?2 WHERE id = ?1", params![id, d])?;
+                    c.execute(
+                        "UPDATE api_keys SET disabled = ?2 WHERE id = ?1",
+                        params![id, d],
+                    )?;
                 }
                 key_by_id(c, &id)
             })
@@ -324,7 +394,10 @@ impl Store for SqliteStore {
         let id = id.to_owned();
         let n = self
             .write(move |c| {
-                c.execute("UPDATE api_keys SET deleted_at = ?2 WHERE id = ?1 AND deleted_at IS NULL", params![id, now.0])
+                c.execute(
+                    "UPDATE api_keys SET deleted_at = ?2 WHERE id = ?1 AND deleted_at IS NULL",
+                    params![id, now.0],
+                )
             })
             .await?;
         if n == 0 {
@@ -341,16 +414,25 @@ impl Store for SqliteStore {
 
     async fn get_run(&self, account_id: &str, run_id: &str) -> Result<Option<Run>, StoreError> {
         self.read(|c| {
-            c.prepare_cached(&format!("SELECT {RUN_COLS} FROM runs WHERE id = ?1 AND account_id = ?2"))?
-                .query_row([run_id, account_id], rows::run)
-                .optional()
+            c.prepare_cached(&format!(
+                "SELECT {RUN_COLS} FROM runs WHERE id = ?1 AND account_id = ?2"
+            ))?
+            .query_row([run_id, account_id], rows::run)
+            .optional()
         })
     }
 
-    async fn list_runs(&self, account_id: &str, limit: u32, starting_after: Option<&str>) -> Result<Vec<Run>, StoreError> {
+    async fn list_runs(
+        &self,
+        account_id: &str,
+        limit: u32,
+        starting_after: Option<&str>,
+    ) -> Result<Vec<Run>, StoreError> {
         self.read(|c| match starting_after {
             None => c
-                .prepare_cached(&format!("SELECT {RUN_COLS} FROM runs WHERE account_id = ?1 ORDER BY seq DESC LIMIT ?2"))?
+                .prepare_cached(&format!(
+                    "SELECT {RUN_COLS} FROM runs WHERE account_id = ?1 ORDER BY seq DESC LIMIT ?2"
+                ))?
                 .query_map(params![account_id, limit], rows::run)?
                 .collect(),
             Some(after) => c
@@ -386,12 +468,22 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn finish_run(&self, run_id: &str, outcome: RunOutcome, now: Timestamp) -> Result<(), StoreError> {
+    async fn finish_run(
+        &self,
+        run_id: &str,
+        outcome: RunOutcome,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
         let run_id = run_id.to_owned();
-        self.write(move |c| finish_tx(c, &run_id, &outcome, now)).await
+        self.write(move |c| finish_tx(c, &run_id, &outcome, now))
+            .await
     }
 
-    async fn recover_interrupted(&self, max_attempts: u32, now: Timestamp) -> Result<(u64, u64), StoreError> {
+    async fn recover_interrupted(
+        &self,
+        max_attempts: u32,
+        now: Timestamp,
+    ) -> Result<(u64, u64), StoreError> {
         let recovered = self
             .write(move |c| {
                 let claimed: Vec<(i64, String, i64)> = c

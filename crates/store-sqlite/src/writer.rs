@@ -31,7 +31,9 @@ pub fn run(conn: Connection, rx: Receiver<Op>) {
             continue;
         }
         let completions: Vec<Completion> = batch.into_iter().map(|op| op(&conn)).collect();
-        let outcome = conn.execute_batch("COMMIT").map_err(|e| format!("commit: {e}"));
+        let outcome = conn
+            .execute_batch("COMMIT")
+            .map_err(|e| format!("commit: {e}"));
         if outcome.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
         }
@@ -40,4 +42,3 @@ pub fn run(conn: Connection, rx: Receiver<Op>) {
         }
     }
 }
-

@@ -95,38 +95,58 @@ impl Worker {
                 Ok(output) => RunOutcome::Succeeded { output },
                 Err(error) => RunOutcome::Failed { error },
             },
-            Err(e) => RunOutcome::Failed { error: RunError { message: e.message, code: e.code } },
+            Err(e) => RunOutcome::Failed {
+                error: RunError {
+                    message: e.message,
+                    code: e.code,
+                },
+            },
         };
         let ok = matches!(outcome, RunOutcome::Succeeded { .. });
         self.finish(&run.id, outcome).await;
-        tracing::info!(succeeded = ok, duration_ms = started.elapsed().as_millis() as u64, "run finished");
+        tracing::info!(
+            succeeded = ok,
+            duration_ms = started.elapsed().as_millis() as u64,
+            "run finished"
+        );
     }
 
     async fn call_provider(&self, run: &Run) -> Result<ProviderOutput, ProviderError> {
-        let model = self
-            .catalog
-            .get(&run.model)
-            .cloned()
-            .ok_or_else(|| ProviderError::new("model_unavailable", format!("model {} is no longer offered", run.model)))?;
-        let provider = self
-            .providers
-            .for_model(&model)
-            .ok_or_else(|| ProviderError::new("model_unavailable", format!("no provider is configured for {}", run.model)))?;
+        let model = self.catalog.get(&run.model).cloned().ok_or_else(|| {
+            ProviderError::new(
+                "model_unavailable",
+                format!("model {} is no longer offered", run.model),
+            )
+        })?;
+        let provider = self.providers.for_model(&model).ok_or_else(|| {
+            ProviderError::new(
+                "model_unavailable",
+                format!("no provider is configured for {}", run.model),
+            )
+        })?;
         let timeout = model.timeout;
         let (id, input) = (run.id.clone(), run.input.clone());
         // A task of its own, so a panicking adapter fails the run instead of leaving it stuck.
         let task = tokio::spawn(async move {
-            let req = RunRequest { run_id: &id, model: &model, input: &input };
+            let req = RunRequest {
+                run_id: &id,
+                model: &model,
+                input: &input,
+            };
             tokio::time::timeout(timeout, provider.run(req)).await
         });
         match task.await {
             Ok(Ok(result)) => result,
-            Ok(Err(_elapsed)) => {
-                Err(ProviderError::new("timeout", format!("the model did not finish within {} s", timeout.as_secs())))
-            }
+            Ok(Err(_elapsed)) => Err(ProviderError::new(
+                "timeout",
+                format!("the model did not finish within {} s", timeout.as_secs()),
+            )),
             Err(e) => {
                 tracing::error!(error = %e, "provider task failed");
-                Err(ProviderError::new("internal_error", "the model's adapter failed unexpectedly"))
+                Err(ProviderError::new(
+                    "internal_error",
+                    "the model's adapter failed unexpectedly",
+                ))
             }
         }
     }
@@ -136,11 +156,20 @@ impl Worker {
         let mut urls = Vec::with_capacity(out.files.len());
         for f in out.files {
             let path = format!("{}/{}", run.id, f.name);
-            self.files.put(&path, &f.content_type, f.bytes).await.map_err(|e| {
-                tracing::error!(error = %e, "storing an output file failed");
-                RunError { message: "the output could not be stored".into(), code: "storage_error".into() }
-            })?;
-            urls.push(Value::String(format!("{}/files/{path}", self.config.public_url.trim_end_matches('/'))));
+            self.files
+                .put(&path, &f.content_type, f.bytes)
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "storing an output file failed");
+                    RunError {
+                        message: "the output could not be stored".into(),
+                        code: "storage_error".into(),
+                    }
+                })?;
+            urls.push(Value::String(format!(
+                "{}/files/{path}",
+                self.config.public_url.trim_end_matches('/')
+            )));
         }
         let mut output = out.fields;
         output.insert("urls".into(), Value::Array(urls));
@@ -152,7 +181,11 @@ impl Worker {
     async fn finish(&self, run_id: &str, outcome: RunOutcome) {
         let mut delay = Duration::from_millis(50);
         for attempt in 1..=10 {
-            match self.store.finish_run(run_id, outcome.clone(), Timestamp::now()).await {
+            match self
+                .store
+                .finish_run(run_id, outcome.clone(), Timestamp::now())
+                .await
+            {
                 Ok(()) => return,
                 Err(e) => {
                     tracing::error!(error = %e, attempt, "recording a run's outcome failed");
@@ -161,6 +194,8 @@ impl Worker {
                 }
             }
         }
-        tracing::error!("giving up on recording the outcome; the run is re-queued at the next start");
+        tracing::error!(
+            "giving up on recording the outcome; the run is re-queued at the next start"
+        );
     }
 }

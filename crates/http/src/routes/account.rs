@@ -11,7 +11,11 @@ use runbase_domain::service::internal;
 use runbase_domain::time::Timestamp;
 use serde_json::{Value, json};
 
-pub async fn get(State(state): State<AppState>, ext: Extensions, headers: HeaderMap) -> Result<Json<Value>, HttpError> {
+pub async fn get(
+    State(state): State<AppState>,
+    ext: Extensions,
+    headers: HeaderMap,
+) -> Result<Json<Value>, HttpError> {
     let key = authenticate(&state, &headers, peer(&ext)).await?;
     let account = state
         .store

@@ -15,16 +15,28 @@ use std::net::SocketAddr;
 
 /// The socket peer, when the server was started with connection info.
 pub fn peer(extensions: &axum::http::Extensions) -> Option<std::net::IpAddr> {
-    extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
 }
 
 /// Steps 1–3: header, key, IP allowlist.
-pub async fn authenticate(state: &AppState, headers: &HeaderMap, peer: Option<std::net::IpAddr>) -> Result<ApiKey, ApiError> {
-    let header = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+pub async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: Option<std::net::IpAddr>,
+) -> Result<ApiKey, ApiError> {
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     let key = auth::authenticate(state.store.as_ref(), header, Timestamp::now()).await?;
     if !key.allow_ips.is_empty() {
-        let ip = client_ip(peer, headers, &state.config.trusted_proxies)
-            .ok_or_else(|| ApiError::new(ErrorCode::IpNotAllowed, "Your IP address could not be determined"))?;
+        let ip = client_ip(peer, headers, &state.config.trusted_proxies).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::IpNotAllowed,
+                "Your IP address could not be determined",
+            )
+        })?;
         auth::check_ip(&key, ip)?;
     }
     Ok(key)
@@ -32,13 +44,22 @@ pub async fn authenticate(state: &AppState, headers: &HeaderMap, peer: Option<st
 
 /// Steps 1–4 for the runs endpoints: authenticated and within the key's rate limit. The
 /// decision is returned so that every response can carry the limit state.
-pub async fn authorize_runs(state: &AppState, req_headers: &HeaderMap, peer: Option<std::net::IpAddr>) -> Result<(ApiKey, RateDecision), Response> {
-    let key = authenticate(state, req_headers, peer).await.map_err(|e| HttpError(e).into_response())?;
+pub async fn authorize_runs(
+    state: &AppState,
+    req_headers: &HeaderMap,
+    peer: Option<std::net::IpAddr>,
+) -> Result<(ApiKey, RateDecision), Response> {
+    let key = authenticate(state, req_headers, peer)
+        .await
+        .map_err(|e| HttpError(e).into_response())?;
     let decision = state.runs_limiter.check(&key.id).await;
     if !decision.allowed {
         let mut resp = HttpError::from(ErrorCode::RateLimited).into_response();
         add_rate_headers(resp.headers_mut(), &decision);
-        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(decision.reset_secs().max(1)));
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(decision.reset_secs().max(1)),
+        );
         return Err(resp);
     }
     Ok((key, decision))
@@ -57,4 +78,3 @@ pub fn with_rate_headers(resp: impl IntoResponse, d: &RateDecision) -> Response 
     add_rate_headers(resp.headers_mut(), d);
     resp
 }
-

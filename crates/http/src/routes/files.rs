@@ -8,7 +8,10 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use runbase_domain::ErrorCode;
 
-pub async fn get(State(state): State<AppState>, Path((run_id, name)): Path<(String, String)>) -> Result<Response, HttpError> {
+pub async fn get(
+    State(state): State<AppState>,
+    Path((run_id, name)): Path<(String, String)>,
+) -> Result<Response, HttpError> {
     let path = format!("{run_id}/{name}");
     if !run_id.starts_with("run_") || !runbase_domain::files::is_safe_path(&path) {
         return Err(ErrorCode::NotFound.into());
@@ -19,8 +22,12 @@ pub async fn get(State(state): State<AppState>, Path((run_id, name)): Path<(Stri
     })?;
     let file = file.ok_or(ErrorCode::NotFound)?;
     let mut resp = file.bytes.into_response();
-    let ct = HeaderValue::from_str(&file.content_type).unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    let ct = HeaderValue::from_str(&file.content_type)
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
     resp.headers_mut().insert(header::CONTENT_TYPE, ct);
-    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=31536000, immutable"),
+    );
     Ok(resp)
 }

@@ -19,7 +19,11 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 pub fn router(state: AppState) -> Router {
-    let max_body = if state.config.max_body_bytes == 0 { 1 << 20 } else { state.config.max_body_bytes };
+    let max_body = if state.config.max_body_bytes == 0 {
+        1 << 20
+    } else {
+        state.config.max_body_bytes
+    };
     Router::new()
         .route("/health", get(health::health))
         .route("/api/v1/runs", get(runs::list).post(runs::create))

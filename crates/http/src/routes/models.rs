@@ -12,7 +12,10 @@ pub async fn list(State(state): State<AppState>) -> Json<Value> {
     Json(json!({ "data": data }))
 }
 
-pub async fn get(State(state): State<AppState>, Path((provider, name)): Path<(String, String)>) -> Result<Json<Value>, HttpError> {
+pub async fn get(
+    State(state): State<AppState>,
+    Path((provider, name)): Path<(String, String)>,
+) -> Result<Json<Value>, HttpError> {
     let id = format!("{provider}/{name}");
     let model = state
         .catalog

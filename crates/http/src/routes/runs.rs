@@ -9,8 +9,8 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use runbase_domain::{ApiError, ErrorCode, service};
 use runbase_domain::run::Run;
+use runbase_domain::{ApiError, ErrorCode, service};
 use serde::{Deserialize, Serialize};
 
 /// A page of runs, newest first.
@@ -20,7 +20,12 @@ struct RunList<'a> {
     has_more: bool,
 }
 
-pub async fn create(State(state): State<AppState>, ext: Extensions, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+pub async fn create(
+    State(state): State<AppState>,
+    ext: Extensions,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let (key, rate) = match authorize_runs(&state, &headers, peer(&ext)).await {
         Ok(ok) => ok,
         Err(resp) => return resp,
@@ -43,7 +48,12 @@ pub async fn create(State(state): State<AppState>, ext: Extensions, headers: Hea
     }
 }
 
-pub async fn get(State(state): State<AppState>, ext: Extensions, headers: HeaderMap, Path(id): Path<String>) -> Response {
+pub async fn get(
+    State(state): State<AppState>,
+    ext: Extensions,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
     let (key, rate) = match authorize_runs(&state, &headers, peer(&ext)).await {
         Ok(ok) => ok,
         Err(resp) => return resp,
@@ -68,8 +78,22 @@ pub async fn list(
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Response, HttpError> {
     let key = authenticate(&state, &headers, peer(&ext)).await?;
-    let Query(params) = params.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, format!("Invalid query: {}", e.body_text())))?;
-    let (runs, has_more) =
-        service::list_runs(state.store.as_ref(), &key, params.limit, params.starting_after.as_deref()).await?;
-    Ok(Json(RunList { data: &runs, has_more }).into_response())
+    let Query(params) = params.map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("Invalid query: {}", e.body_text()),
+        )
+    })?;
+    let (runs, has_more) = service::list_runs(
+        state.store.as_ref(),
+        &key,
+        params.limit,
+        params.starting_after.as_deref(),
+    )
+    .await?;
+    Ok(Json(RunList {
+        data: &runs,
+        has_more,
+    })
+    .into_response())
 }

@@ -1,7 +1,10 @@
 //! Black-box test harness: starts the real `runbase` binary on port 0 with a fresh data
 //! directory, bootstraps with the real CLI, and talks HTTP to it.
 
-#![allow(dead_code, reason = "each test binary uses a different part of the harness")]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different part of the harness"
+)]
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -34,14 +37,21 @@ impl Server {
     pub fn start_with(env: &[(&str, &str)]) -> Server {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_path_buf();
-        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let mut s = Self::spawn(&dir, &env);
         s._tmp = Some(tmp);
         s
     }
 
     fn spawn(dir: &Path, env: &[(String, String)]) -> Server {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("server.log")).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("server.log"))
+            .expect("log file");
         let mut cmd = Command::new(BIN);
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
@@ -53,7 +63,9 @@ impl Server {
         let mut child = cmd.spawn().expect("spawn runbase");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read stdout");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read stdout");
         let url = match line.trim().strip_prefix("Runbase listening on ") {
             Some(u) => u.to_owned(),
             None => {
@@ -62,7 +74,13 @@ impl Server {
                 panic!("server did not start: {line:?}\n{log}");
             }
         };
-        let server = Server { url, dir: dir.to_path_buf(), child, env: env.to_vec(), _tmp: None };
+        let server = Server {
+            url,
+            dir: dir.to_path_buf(),
+            child,
+            env: env.to_vec(),
+            _tmp: None,
+        };
         server.wait_healthy();
         server
     }
@@ -98,19 +116,36 @@ impl Server {
     /// Runs `runbase <args> --data-dir <dir>`; panics unless it succeeds; returns stdout.
     pub fn cli(&self, args: &[&str]) -> String {
         let out = self.cli_raw(args);
-        assert!(out.status.success(), "runbase {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "runbase {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).expect("utf-8")
     }
 
     pub fn cli_raw(&self, args: &[&str]) -> std::process::Output {
-        Command::new(BIN).args(args).arg("--data-dir").arg(&self.dir).env_remove("RUST_LOG").output().expect("run cli")
+        Command::new(BIN)
+            .args(args)
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run cli")
     }
 
     /// A new account with `cents` of credit and one key; returns the key.
     pub fn account(&self, email: &str, cents: i64) -> String {
         self.cli(&["accounts", "create", email]);
         if cents > 0 {
-            self.cli(&["credits", "add", "--account", email, "--cents", &cents.to_string()]);
+            self.cli(&[
+                "credits",
+                "add",
+                "--account",
+                email,
+                "--cents",
+                &cents.to_string(),
+            ]);
         }
         self.key(email, &[])
     }
@@ -121,12 +156,18 @@ impl Server {
         args.extend_from_slice(extra);
         let out = self.cli(&args);
         let key = out.trim().to_owned();
-        assert!(key.starts_with("sk-") && !key.contains('\n'), "key line: {out:?}");
+        assert!(
+            key.starts_with("sk-") && !key.contains('\n'),
+            "key line: {out:?}"
+        );
         key
     }
 
     pub fn client(&self) -> Client {
-        Client { http: reqwest::Client::new(), base: self.url.clone() }
+        Client {
+            http: reqwest::Client::new(),
+            base: self.url.clone(),
+        }
     }
 }
 
@@ -161,8 +202,19 @@ impl Resp {
     pub fn assert_error(&self, status: u16, code: &str) {
         assert_eq!(self.status, status, "body: {}", self.body);
         assert_eq!(self.body["error"]["code"], code, "body: {}", self.body);
-        assert!(self.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "body: {}", self.body);
-        assert_eq!(self.body.as_object().map(|o| o.len()), Some(1), "only `error` in the envelope: {}", self.body);
+        assert!(
+            self.body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "body: {}",
+            self.body
+        );
+        assert_eq!(
+            self.body.as_object().map(|o| o.len()),
+            Some(1),
+            "only `error` in the envelope: {}",
+            self.body
+        );
     }
 }
 
@@ -174,11 +226,19 @@ impl Client {
         let bytes = r.bytes().await.expect("body");
         let body = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| panic!("not JSON ({status}): {}", String::from_utf8_lossy(&bytes)));
-        Resp { status, headers, body }
+        Resp {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub async fn post_raw(&self, key: Option<&str>, path: &str, body: &str) -> Resp {
-        let mut req = self.http.post(format!("{}{path}", self.base)).header("content-type", "application/json").body(body.to_owned());
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body.to_owned());
         if let Some(k) = key {
             req = req.bearer_auth(k);
         }
@@ -186,7 +246,8 @@ impl Client {
     }
 
     pub async fn create(&self, key: &str, body: Value) -> Resp {
-        self.post_raw(Some(key), "/api/v1/runs", &body.to_string()).await
+        self.post_raw(Some(key), "/api/v1/runs", &body.to_string())
+            .await
     }
 
     pub async fn get(&self, key: Option<&str>, path: &str) -> Resp {
@@ -229,13 +290,23 @@ mod reqwest {
 
     pub fn blocking_get(url: &str) -> std::io::Result<u16> {
         use std::io::{Read, Write};
-        let rest = url.strip_prefix("http://").ok_or_else(|| std::io::Error::other("not http"))?;
-        let (host, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| std::io::Error::other("not http"))?;
+        let (host, path) = rest
+            .split_once('/')
+            .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
         let mut s = std::net::TcpStream::connect(host)?;
         s.set_read_timeout(Some(std::time::Duration::from_secs(2)))?;
-        write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )?;
         let mut buf = String::new();
         s.read_to_string(&mut buf)?;
-        buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| std::io::Error::other("bad response"))
+        buf.split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| std::io::Error::other("bad response"))
     }
 }
