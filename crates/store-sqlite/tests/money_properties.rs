@@ -1,0 +1,308 @@
+//! Property tests of the money rules in the SQLite store: random sequences (and concurrent
+//! batches) of run creation, claiming, success, failure and top-ups never take a balance below
+//! zero, never pass a key's spend limit or quota, and always leave a ledger that sums to the
+//! balance.
+
+use proptest::prelude::*;
+use runbase_domain::account::{ApiKey, KeySettings, LedgerKind};
+use runbase_domain::ids::{self, KeyHash};
+use runbase_domain::money::Millicents;
+use runbase_domain::run::{NewRun, RunError, RunOutcome};
+use runbase_domain::store::{CreateRunError, Store};
+use runbase_domain::time::Timestamp;
+use runbase_store_sqlite::{Durability, SqliteStore};
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Create { key: usize, price: i64 },
+    Claim { n: u32 },
+    Finish { pick: usize, fail: bool },
+    TopUp { cents: i64 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..3usize, 0..4000i64).prop_map(|(key, price)| Op::Create { key, price }),
+        2 => (1..4u32).prop_map(|n| Op::Claim { n }),
+        3 => (0..64usize, any::<bool>()).prop_map(|(pick, fail)| Op::Finish { pick, fail }),
+        1 => (1..20i64).prop_map(|cents| Op::TopUp { cents }),
+    ]
+}
+
+struct Fixture {
+    store: Arc<SqliteStore>,
+    account: String,
+    keys: Vec<ApiKey>,
+    _dir: tempfile::TempDir,
+}
+
+async fn fixture(initial_cents: i64, limit_cents: i64, quota: u64) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("t.db"), Durability::Normal).unwrap());
+    let now = Timestamp::now();
+    let account = store.create_account("p@example.com", now).await.unwrap();
+    if initial_cents > 0 {
+        store
+            .add_credits(
+                &account.id,
+                Millicents::from_cents(initial_cents).unwrap(),
+                "seed",
+                now,
+            )
+            .await
+            .unwrap();
+    }
+    let settings = [
+        KeySettings {
+            name: Some("free".into()),
+            ..Default::default()
+        },
+        KeySettings {
+            name: Some("limited".into()),
+            spend_limit: Millicents::from_cents(limit_cents),
+            ..Default::default()
+        },
+        KeySettings {
+            name: Some("quota".into()),
+            quota: Some(quota),
+            ..Default::default()
+        },
+    ];
+    let mut keys = Vec::new();
+    for s in settings {
+        let secret = ids::generate_api_key(false);
+        keys.push(
+            store
+                .create_key(
+                    &account.id,
+                    &ids::new_key_id(),
+                    &secret.hash,
+                    &secret.prefix,
+                    &s,
+                    now,
+                )
+                .await
+                .unwrap(),
+        );
+    }
+    Fixture {
+        store,
+        account: account.id,
+        keys,
+        _dir: dir,
+    }
+}
+
+fn new_run(f: &Fixture, key: usize, price: i64) -> NewRun {
+    NewRun {
+        id: ids::new_run_id(),
+        account_id: f.account.clone(),
+        key_id: f.keys[key].id.clone(),
+        model: "runbase/echo".into(),
+        input: json!({"text": "p"}),
+        price: Millicents(price),
+        created_at: Timestamp::now(),
+    }
+}
+
+/// The invariants that hold whatever happened.
+async fn check_invariants(f: &Fixture) {
+    let account = f.store.account(&f.account).await.unwrap().unwrap();
+    assert!(account.balance >= Millicents::ZERO);
+    let ledger = f.store.ledger(&f.account, 1_000_000, None).await.unwrap();
+    let sum: i64 = ledger.iter().map(|e| e.amount.0).sum();
+    assert_eq!(sum, account.balance.0, "the ledger sums to the balance");
+    let mut net_by_key: HashMap<String, i64> = HashMap::new();
+    for e in &ledger {
+        match e.kind {
+            LedgerKind::RunCharge | LedgerKind::RunRefund => {
+                *net_by_key.entry(e.key_id.clone().unwrap()).or_default() -= e.amount.0;
+            }
+            LedgerKind::Topup => {}
+        }
+    }
+    for k in &f.keys {
+        let k = f.store.key_by_id(&k.id).await.unwrap().unwrap();
+        assert_eq!(
+            k.spent.0,
+            net_by_key.get(&k.id).copied().unwrap_or(0),
+            "key spend = its charges less refunds"
+        );
+        if let Some(limit) = k.spend_limit {
+            assert!(k.spent <= limit, "spend {} past limit {}", k.spent, limit);
+        }
+        if let Some(q) = k.quota {
+            assert!(k.runs_created <= q);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+
+    /// Sequential operations against a reference model of the rules: every outcome is exactly
+    /// the one the rules predict.
+    #[test]
+    fn sequential_operations_follow_the_rules(
+        initial in 0..30i64, limit in 0..30i64, quota in 0..6u64,
+        ops in proptest::collection::vec(op(), 1..60),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let f = fixture(initial, limit, quota).await;
+            let mut balance = initial * 1000;
+            let mut spent = [0i64; 3];
+            let mut created = [0u64; 3];
+            let mut pending: Vec<(String, usize, i64)> = Vec::new();
+            let mut processing: Vec<(String, usize, i64)> = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Create { key, price } => {
+                        let expected = if key == 2 && created[2] >= quota {
+                            Err("quota")
+                        } else if key == 1 && spent[1] + price > limit * 1000 {
+                            Err("spend")
+                        } else if balance < price {
+                            Err("balance")
+                        } else {
+                            Ok(())
+                        };
+                        let run = new_run(&f, key, price);
+                        let id = run.id.clone();
+                        let got = f.store.create_run(run).await;
+                        match (&expected, &got) {
+                            (Ok(()), Ok(r)) => {
+                                assert_eq!(r.cost.0, price);
+                                balance -= price;
+                                spent[key] += price;
+                                created[key] += 1;
+                                pending.push((id, key, price));
+                            }
+                            (Err("quota"), Err(CreateRunError::QuotaExhausted))
+                            | (Err("spend"), Err(CreateRunError::SpendLimit))
+                            | (Err("balance"), Err(CreateRunError::InsufficientBalance)) => {}
+                            other => panic!("expected {expected:?}, got {other:?}"),
+                        }
+                    }
+                    Op::Claim { n } => {
+                        let claimed = f.store.claim_runs(n, Timestamp::now()).await.unwrap();
+                        let take = (n as usize).min(pending.len());
+                        assert_eq!(claimed.len(), take);
+                        for (c, p) in claimed.iter().zip(pending.drain(..take)) {
+                            assert_eq!(c.id, p.0, "claimed in creation order");
+                            processing.push(p);
+                        }
+                    }
+                    Op::Finish { pick, fail } => {
+                        if processing.is_empty() {
+                            // Finishing a run that is not processing changes nothing.
+                            if let Some((id, _, _)) = pending.first() {
+                                let outcome = RunOutcome::Failed { error: RunError { message: "x".into(), code: "x".into() } };
+                                f.store.finish_run(id, outcome, Timestamp::now()).await.unwrap();
+                            }
+                        } else {
+                            let (id, key, price) = processing.remove(pick % processing.len());
+                            let outcome = if fail {
+                                balance += price;
+                                spent[key] -= price;
+                                RunOutcome::Failed { error: RunError { message: "boom".into(), code: "model_error".into() } }
+                            } else {
+                                RunOutcome::Succeeded { output: json!({"urls": []}) }
+                            };
+                            f.store.finish_run(&id, outcome.clone(), Timestamp::now()).await.unwrap();
+                            // Finishing twice changes nothing (no double refund).
+                            f.store.finish_run(&id, outcome, Timestamp::now()).await.unwrap();
+                        }
+                    }
+                    Op::TopUp { cents } => {
+                        f.store.add_credits(&f.account, Millicents::from_cents(cents).unwrap(), "top-up", Timestamp::now()).await.unwrap();
+                        balance += cents * 1000;
+                    }
+                }
+                let account = f.store.account(&f.account).await.unwrap().unwrap();
+                assert_eq!(account.balance.0, balance);
+                for (i, k) in f.keys.iter().enumerate() {
+                    let k = f.store.key_by_id(&k.id).await.unwrap().unwrap();
+                    assert_eq!(k.spent.0, spent[i]);
+                    assert_eq!(k.runs_created, created[i]);
+                }
+                check_invariants(&f).await;
+            }
+        });
+    }
+
+    /// The same operations fired concurrently in batches: whatever the interleaving, the
+    /// invariants hold.
+    #[test]
+    fn concurrent_batches_keep_the_invariants(
+        initial in 0..40i64, limit in 0..30i64, quota in 0..10u64,
+        batches in proptest::collection::vec(proptest::collection::vec(op(), 1..40), 1..5),
+    ) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
+        rt.block_on(async {
+            let f = Arc::new(fixture(initial, limit, quota).await);
+            let claimed: Arc<tokio::sync::Mutex<Vec<String>>> = Arc::default();
+            for batch in batches {
+                let mut tasks = Vec::new();
+                for op in batch {
+                    let (f, claimed) = (f.clone(), claimed.clone());
+                    tasks.push(tokio::spawn(async move {
+                        match op {
+                            Op::Create { key, price } => {
+                                let _ = f.store.create_run(new_run(&f, key, price)).await;
+                            }
+                            Op::Claim { n } => {
+                                let runs = f.store.claim_runs(n, Timestamp::now()).await.unwrap();
+                                claimed.lock().await.extend(runs.into_iter().map(|r| r.id));
+                            }
+                            Op::Finish { pick, fail } => {
+                                let id = {
+                                    let c = claimed.lock().await;
+                                    if c.is_empty() { return; }
+                                    c[pick % c.len()].clone()
+                                };
+                                let outcome = if fail {
+                                    RunOutcome::Failed { error: RunError { message: "boom".into(), code: "model_error".into() } }
+                                } else {
+                                    RunOutcome::Succeeded { output: json!({"urls": []}) }
+                                };
+                                f.store.finish_run(&id, outcome, Timestamp::now()).await.unwrap();
+                            }
+                            Op::TopUp { cents } => {
+                                f.store.add_credits(&f.account, Millicents::from_cents(cents).unwrap(), "top-up", Timestamp::now()).await.unwrap();
+                            }
+                        }
+                    }));
+                }
+                for t in tasks {
+                    t.await.unwrap();
+                }
+                check_invariants(&f).await;
+            }
+        });
+    }
+}
+
+#[test]
+fn key_hash_lookup_finds_the_key() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let f = fixture(1, 1, 1).await;
+        let k = &f.keys[0];
+        let found = f.store.key_by_hash(&k.hash).await.unwrap().unwrap();
+        assert_eq!(found.id, k.id);
+        assert!(
+            f.store
+                .key_by_hash(&KeyHash::of("sk-nope"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    });
+}
