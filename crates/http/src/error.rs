@@ -51,6 +51,12 @@ impl IntoResponse for HttpError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if self.0.code == ErrorCode::PayloadTooLarge {
+            // The unread rest of the body makes the connection unusable: tell the client not to
+            // send its next request on it.
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         resp
     }
 }
