@@ -48,12 +48,11 @@ CREATE TABLE runs (
 ) STRICT;
 CREATE INDEX runs_by_account ON runs (account_id, seq DESC);
 
--- The queue: one row per run that is not finished, written in the run's transaction and
--- deleted in the transaction that finishes it.
-CREATE TABLE jobs (
-    run_seq    INTEGER PRIMARY KEY REFERENCES runs (seq),
-    claimed_at INTEGER
-) STRICT;
+-- The queue is the runs table itself: a run is its own job, enqueued by the INSERT that creates
+-- it. This partial index holds only the runs waiting for a worker, so claiming stays cheap however
+-- many finished runs the table holds; `processing` runs found at start-up were interrupted.
+CREATE INDEX runs_queued ON runs (seq) WHERE status = 'pending';
+CREATE INDEX runs_in_flight ON runs (seq) WHERE status = 'processing';
 
 -- Every change of a balance, append-only.
 CREATE TABLE ledger (

@@ -35,14 +35,42 @@ fn append_ledger(
     let balance_after: i64 = conn
         .prepare_cached("UPDATE accounts SET balance_millicents = balance_millicents + ?2 WHERE id = ?1 RETURNING balance_millicents")?
         .query_row(params![account_id, amount.0], |r| r.get(0))?;
-    let id: i64 = conn
-        .prepare_cached(
-            "INSERT INTO ledger (account_id, kind, amount_millicents, balance_after_millicents, run_id, key_id, memo, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
-        )?
-        .query_row(params![account_id, kind.as_str(), amount.0, balance_after, run_id, key_id, memo, now.0], |r| r.get(0))?;
+    insert_ledger_row(
+        conn,
+        account_id,
+        kind,
+        amount,
+        balance_after,
+        run_id,
+        key_id,
+        memo,
+        now,
+    )
+}
+
+/// Appends a ledger row for a balance change already applied (`balance_after` is the result).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one column per argument of the ledger row"
+)]
+fn insert_ledger_row(
+    conn: &Connection,
+    account_id: &str,
+    kind: LedgerKind,
+    amount: Millicents,
+    balance_after: i64,
+    run_id: Option<&str>,
+    key_id: Option<&str>,
+    memo: &str,
+    now: Timestamp,
+) -> rusqlite::Result<LedgerEntry> {
+    conn.prepare_cached(
+        "INSERT INTO ledger (account_id, kind, amount_millicents, balance_after_millicents, run_id, key_id, memo, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![account_id, kind.as_str(), amount.0, balance_after, run_id, key_id, memo, now.0])?;
     Ok(LedgerEntry {
-        id,
+        id: conn.last_insert_rowid(),
         account_id: account_id.to_owned(),
         kind,
         amount,
@@ -60,6 +88,8 @@ fn key_by_id(conn: &Connection, id: &str) -> rusqlite::Result<Option<ApiKey>> {
         .optional()
 }
 
+/// Admits a run: re-checks the key, its quota and spend limit, debits the balance, and inserts
+/// the run (which queues it) and its ledger row.
 fn create_run_tx(conn: &Connection, run: &NewRun) -> rusqlite::Result<Result<Run, CreateRunError>> {
     let Some(key) = key_by_id(conn, &run.key_id)? else {
         return Ok(Err(CreateRunError::KeyNotUsable));
@@ -73,35 +103,35 @@ fn create_run_tx(conn: &Connection, run: &NewRun) -> rusqlite::Result<Result<Run
     if key.would_pass_spend_limit(run.price) {
         return Ok(Err(CreateRunError::SpendLimit));
     }
-    let balance: i64 = conn
-        .prepare_cached("SELECT balance_millicents FROM accounts WHERE id = ?1")?
-        .query_row([&run.account_id], |r| r.get(0))?;
-    if balance < run.price.0 {
+    // The balance check and the debit in one statement: no row means the balance is too low.
+    let balance_after: Option<i64> = conn
+        .prepare_cached(
+            "UPDATE accounts SET balance_millicents = balance_millicents - ?2
+             WHERE id = ?1 AND balance_millicents >= ?2 RETURNING balance_millicents",
+        )?
+        .query_row(params![run.account_id, run.price.0], |r| r.get(0))
+        .optional()?;
+    let Some(balance_after) = balance_after else {
         return Ok(Err(CreateRunError::InsufficientBalance));
-    }
+    };
     conn.prepare_cached(
         "UPDATE api_keys SET spent_millicents = spent_millicents + ?2, runs_created = runs_created + 1, last_used_at = ?3
          WHERE id = ?1",
     )?
     .execute(params![run.key_id, run.price.0, run.created_at.0])?;
-    let input = run.input.to_string();
-    let seq: i64 = conn
-        .prepare_cached(
-            "INSERT INTO runs (id, account_id, key_id, model, status, input, cost_millicents, created_at)
-             VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7) RETURNING seq",
-        )?
-        .query_row(
-            params![run.id, run.account_id, run.key_id, run.model, input, run.price.0, run.created_at.0],
-            |r| r.get(0),
-        )?;
-    conn.prepare_cached("INSERT INTO jobs (run_seq) VALUES (?1)")?
-        .execute([seq])?;
+    // Inserting a `pending` run is what enqueues it.
+    conn.prepare_cached(
+        "INSERT INTO runs (id, account_id, key_id, model, status, input, cost_millicents, created_at)
+         VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7)",
+    )?
+    .execute(params![run.id, run.account_id, run.key_id, run.model, run.input.to_string(), run.price.0, run.created_at.0])?;
     if run.price > Millicents::ZERO {
-        append_ledger(
+        insert_ledger_row(
             conn,
             &run.account_id,
             LedgerKind::RunCharge,
             -run.price,
+            balance_after,
             Some(&run.id),
             Some(&run.key_id),
             &run.model,
@@ -125,34 +155,34 @@ fn create_run_tx(conn: &Connection, run: &NewRun) -> rusqlite::Result<Result<Run
     }))
 }
 
-/// Ends a `processing` run; refunds a failure. A run in any other state is left alone.
+/// Ends a `processing` run; refunds a failure. A run in any other state is left alone, so
+/// finishing twice never refunds twice.
 fn finish_tx(
     conn: &Connection,
     run_id: &str,
     outcome: &RunOutcome,
     now: Timestamp,
 ) -> rusqlite::Result<()> {
-    let row: Option<(i64, String, i64, String, String, String)> = conn
-        .prepare_cached("SELECT seq, status, cost_millicents, account_id, key_id, model FROM runs WHERE id = ?1")?
-        .query_row([run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
-        .optional()?;
-    let Some((seq, status, cost, account_id, key_id, model)) = row else {
-        return Ok(());
-    };
-    if status != RunStatus::Processing.as_str() {
-        return Ok(());
-    }
     match outcome {
         RunOutcome::Succeeded { output } => {
-            conn.prepare_cached("UPDATE runs SET status = 'succeeded', output = ?2, completed_at = ?3 WHERE seq = ?1")?
-                .execute(params![seq, output.to_string(), now.0])?;
+            conn.prepare_cached(
+                "UPDATE runs SET status = 'succeeded', output = ?2, completed_at = ?3
+                 WHERE id = ?1 AND status = 'processing'",
+            )?
+            .execute(params![run_id, output.to_string(), now.0])?;
         }
         RunOutcome::Failed { error } => {
-            conn.prepare_cached(
-                "UPDATE runs SET status = 'failed', error_message = ?2, error_code = ?3, completed_at = ?4 WHERE seq = ?1",
-            )?
-            .execute(params![seq, error.message, error.code, now.0])?;
-            if cost > 0 {
+            let charged: Option<(i64, String, String, String)> = conn
+                .prepare_cached(
+                    "UPDATE runs SET status = 'failed', error_message = ?2, error_code = ?3, completed_at = ?4
+                     WHERE id = ?1 AND status = 'processing'
+                     RETURNING cost_millicents, account_id, key_id, model",
+                )?
+                .query_row(params![run_id, error.message, error.code, now.0], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
+                .optional()?;
+            if let Some((cost, account_id, key_id, model)) = charged.filter(|c| c.0 > 0) {
                 append_ledger(
                     conn,
                     &account_id,
@@ -170,8 +200,6 @@ fn finish_tx(
             }
         }
     }
-    conn.prepare_cached("DELETE FROM jobs WHERE run_seq = ?1")?
-        .execute([seq])?;
     Ok(())
 }
 
@@ -448,22 +476,18 @@ impl Store for SqliteStore {
 
     async fn claim_runs(&self, max: u32, now: Timestamp) -> Result<Vec<Run>, StoreError> {
         self.write(move |c| {
-            let seqs: Vec<i64> = c
-                .prepare_cached("SELECT run_seq FROM jobs WHERE claimed_at IS NULL ORDER BY run_seq LIMIT ?1")?
-                .query_map([max], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            let mut runs = Vec::with_capacity(seqs.len());
-            for seq in seqs {
-                c.prepare_cached("UPDATE jobs SET claimed_at = ?2 WHERE run_seq = ?1")?.execute(params![seq, now.0])?;
-                let run = c
-                    .prepare_cached(&format!(
-                        "UPDATE runs SET status = 'processing', started_at = ?2, attempts = attempts + 1
-                         WHERE seq = ?1 RETURNING {RUN_COLS}"
-                    ))?
-                    .query_row(params![seq, now.0], rows::run)?;
-                runs.push(run);
-            }
-            Ok(runs)
+            c.prepare_cached(&format!(
+                "UPDATE runs SET status = 'processing', started_at = ?2, attempts = attempts + 1
+                 WHERE seq IN (SELECT seq FROM runs WHERE status = 'pending' ORDER BY seq LIMIT ?1)
+                 RETURNING {RUN_COLS}"
+            ))?
+            .query_map(params![max, now.0], rows::run)?
+            .collect::<Result<Vec<_>, _>>()
+            .map(|mut runs| {
+                // RETURNING gives no order guarantee; hand runs out oldest first.
+                runs.sort_by_key(|r| r.created_at);
+                runs
+            })
         })
         .await
     }
@@ -486,12 +510,12 @@ impl Store for SqliteStore {
     ) -> Result<(u64, u64), StoreError> {
         let recovered = self
             .write(move |c| {
-                let claimed: Vec<(i64, String, i64)> = c
-                    .prepare("SELECT r.seq, r.id, r.attempts FROM jobs j JOIN runs r ON r.seq = j.run_seq WHERE j.claimed_at IS NOT NULL")?
-                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                let interrupted: Vec<(String, i64)> = c
+                    .prepare("SELECT id, attempts FROM runs WHERE status = 'processing'")?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
                     .collect::<Result<_, _>>()?;
                 let (mut requeued, mut failed) = (0, 0);
-                for (seq, id, attempts) in claimed {
+                for (id, attempts) in interrupted {
                     if attempts >= i64::from(max_attempts) {
                         let error = RunError {
                             message: format!("The run was interrupted {attempts} times by a server restart and was not retried again"),
@@ -500,8 +524,7 @@ impl Store for SqliteStore {
                         finish_tx(c, &id, &RunOutcome::Failed { error }, now)?;
                         failed += 1;
                     } else {
-                        c.execute("UPDATE runs SET status = 'pending', started_at = NULL WHERE seq = ?1", [seq])?;
-                        c.execute("UPDATE jobs SET claimed_at = NULL WHERE run_seq = ?1", [seq])?;
+                        c.execute("UPDATE runs SET status = 'pending', started_at = NULL WHERE id = ?1", [&id])?;
                         requeued += 1;
                     }
                 }
