@@ -40,6 +40,16 @@ pub async fn authenticate(
     }
 }
 
+/// How stale `last_used_at` may get before a request refreshes it. Keeps the hot path free of a
+/// write per request while the dashboard still shows when a key was last used, to the minute.
+pub const LAST_USED_RESOLUTION_MICROS: i64 = 60_000_000;
+
+/// Whether this use of the key should be recorded (see [`LAST_USED_RESOLUTION_MICROS`]).
+pub fn should_touch(key: &ApiKey, now: Timestamp) -> bool {
+    key.last_used_at
+        .is_none_or(|t| now.0 - t.0 >= LAST_USED_RESOLUTION_MICROS)
+}
+
 /// Step 3: the client address against the key's allowlist.
 pub fn check_ip(key: &ApiKey, client: IpAddr) -> Result<(), ApiError> {
     if key.allow_ips.allows(client) {

@@ -78,6 +78,8 @@ pub trait Store: Send + Sync + 'static {
     /// The account's keys that are not deleted, newest first.
     async fn list_keys(&self, account_id: &str) -> Result<Vec<ApiKey>, StoreError>;
     async fn update_key(&self, id: &str, update: &KeyUpdate) -> Result<ApiKey, StoreError>;
+    /// Records that the key was used at `now`.
+    async fn touch_key(&self, id: &str, now: Timestamp) -> Result<(), StoreError>;
     /// Soft delete: the key stops working at once; its runs and ledger lines keep their history.
     async fn delete_key(&self, id: &str, now: Timestamp) -> Result<(), StoreError>;
 

@@ -60,3 +60,26 @@ impl IntoResponse for HttpError {
         resp
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runbase_domain::service::internal;
+    use runbase_domain::store::StoreError;
+
+    #[test]
+    fn a_500_carries_no_internal_detail() {
+        let e = internal(StoreError::Backend("disk I/O error at /secret/path".into()));
+        let resp = HttpError(e.clone()).into_response();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body: serde_json::Value = serde_json::from_slice(&envelope(&e)).unwrap();
+        assert_eq!(body["error"]["code"], "internal_error");
+        assert!(!body.to_string().contains("secret"));
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("support@runbase.net")
+        );
+    }
+}

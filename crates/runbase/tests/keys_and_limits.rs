@@ -333,3 +333,26 @@ async fn rate_limit_comes_before_usage_quota_and_after_ip() {
             .assert_error(403, "ip_not_allowed");
     }
 }
+
+#[tokio::test]
+async fn last_used_is_recorded_for_any_authenticated_request() {
+    let s = Server::start();
+    let key = s.account("used@example.com", 0);
+    assert!(
+        s.cli(&["keys", "list", "--account", "used@example.com"])
+            .contains("last used never")
+    );
+    let c = s.client();
+    assert_eq!(c.get(Some(&key), "/api/v1/runs").await.status, 200);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while s
+        .cli(&["keys", "list", "--account", "used@example.com"])
+        .contains("last used never")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "last use never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -418,6 +418,16 @@ impl Store for SqliteStore {
         updated.ok_or_else(|| StoreError::NotFound("no such key".into()))
     }
 
+    async fn touch_key(&self, id: &str, now: Timestamp) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.write(move |c| {
+            c.prepare_cached("UPDATE api_keys SET last_used_at = max(coalesce(last_used_at, 0), ?2) WHERE id = ?1")?
+                .execute(params![id, now.0])
+                .map(|_| ())
+        })
+        .await
+    }
+
     async fn delete_key(&self, id: &str, now: Timestamp) -> Result<(), StoreError> {
         let id = id.to_owned();
         let n = self

@@ -29,7 +29,17 @@ pub async fn authenticate(
     let header = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let key = auth::authenticate(state.store.as_ref(), header, Timestamp::now()).await?;
+    let now = Timestamp::now();
+    let key = auth::authenticate(state.store.as_ref(), header, now).await?;
+    if auth::should_touch(&key, now) {
+        // Off the request's path: a lost touch only makes "last used" a minute staler.
+        let (store, id) = (state.store.clone(), key.id.clone());
+        tokio::spawn(async move {
+            if let Err(e) = store.touch_key(&id, now).await {
+                tracing::warn!(error = %e, key.id = %id, "recording a key's last use failed");
+            }
+        });
+    }
     if !key.allow_ips.is_empty() {
         let ip = client_ip(peer, headers, &state.config.trusted_proxies).ok_or_else(|| {
             ApiError::new(

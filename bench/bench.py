@@ -1,0 +1,301 @@
+#!/usr/bin/env python3
+"""Drives the Runbase load benchmarks with wrk on 127.0.0.1 and prints a Markdown table.
+
+Called by bench/run.sh after it has built the release binaries; see BENCHMARKS.md. Every load
+is bounded in time and targets only 127.0.0.1. Standard library only.
+"""
+
+import argparse
+import json
+import os
+import re
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+class Proc:
+    """A server process whose first stdout line names its address."""
+
+    def __init__(self, argv, env=None, prefix="listening on "):
+        self.p = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            text=True,
+        )
+        line = self.p.stdout.readline()
+        m = re.search(r"(http://[0-9.:]+)", line)
+        if not m or prefix.lower() not in line.lower():
+            self.stop()
+            raise RuntimeError(f"{argv[0]} did not start: {line!r}")
+        self.url = m.group(1)
+
+    def rss_kb(self, field="VmRSS"):
+        with open(f"/proc/{self.p.pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+        return 0
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.terminate()
+            try:
+                self.p.wait(10)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+
+
+def wait_health(url):
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except Exception:
+            time.sleep(0.05)
+    raise RuntimeError("server never became healthy")
+
+
+def cli(binary, data_dir, *args):
+    out = subprocess.run(
+        [binary, *args, "--data-dir", data_dir], capture_output=True, text=True, check=True
+    )
+    return out.stdout.strip()
+
+
+def parse_ms(s):
+    m = re.match(r"([0-9.]+)(us|ms|s)", s)
+    v, unit = float(m.group(1)), m.group(2)
+    return v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
+
+
+def wrk(url, conns, secs, script=None, threads=2):
+    argv = ["wrk", f"-t{min(threads, conns)}", f"-c{conns}", f"-d{secs}s", "--latency", "--timeout", "5s"]
+    if script:
+        argv += ["-s", script]
+    argv.append(url)
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
+    p50 = parse_ms(re.search(r"\s50%\s+(\S+)", out).group(1))
+    p99 = parse_ms(re.search(r"\s99%\s+(\S+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "rps": rps,
+        "p50": p50,
+        "p99": p99,
+        "total": total,
+        "non2xx": int(non2xx.group(1)) if non2xx else 0,
+        "socket_errors": errors.group(1).strip() if errors else "",
+    }
+
+
+def lua(path, method, body=None, keys=(), headers=None, paths=None):
+    """A wrk script rotating through keys (and request paths)."""
+    hdr = {"Content-Type": "application/json", **(headers or {})}
+    lines = [
+        "local keys = {" + ",".join(json.dumps(k) for k in keys) + "}",
+        "local paths = {" + ",".join(json.dumps(p) for p in (paths or [])) + "}",
+        f"local body = {json.dumps(body) if body else 'nil'}",
+        "local i = 0",
+        "request = function()",
+        "  i = i + 1",
+        "  local h = {" + ",".join(f"[{json.dumps(k)}]={json.dumps(v)}" for k, v in hdr.items()) + "}",
+        "  if #keys > 0 then h['Authorization'] = 'Bearer ' .. keys[(i % #keys) + 1] end",
+        "  local p = '/api/v1/runs'",
+        "  if #paths > 0 then p = paths[(i % #paths) + 1] end",
+        f"  return wrk.format({json.dumps(method)}, p, h, body)",
+        "end",
+    ]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def start_runbase(binary, data_dir, env):
+    proc = Proc(
+        [binary, "serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir],
+        env={"RUNBASE_LOG": "warn", **env},
+        prefix="Runbase listening on",
+    )
+    wait_health(proc.url)
+    return proc
+
+
+def queue_drained(db):
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        (n,) = con.execute("SELECT count(*) FROM runs WHERE status IN ('pending','processing')").fetchone()
+        return n == 0
+    finally:
+        con.close()
+
+
+def run_times(db, since_us):
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return con.execute(
+            "SELECT created_at, started_at, completed_at FROM runs WHERE created_at >= ? AND completed_at IS NOT NULL",
+            (since_us,),
+        ).fetchall()
+    finally:
+        con.close()
+
+
+def pct(values, q):
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--ceilings", required=True, help="directory with the hello and sqlite-insert binaries")
+    ap.add_argument("--quick", action="store_true", help="1 s per scenario at c8 only: a smoke test")
+    ap.add_argument("--durability", default="full")
+    ap.add_argument("--peer", default="", help="command that starts the peer gateway (bench/peer/start.sh)")
+    args = ap.parse_args()
+
+    secs = 1 if args.quick else 10
+    conns = [8] if args.quick else [1, 8, 64]
+    rows = []
+    tmp = tempfile.mkdtemp(prefix="runbase-bench-")
+    data = os.path.join(tmp, "data")
+    db = os.path.join(data, "runbase.db")
+
+    def row(name, c, r, extra=""):
+        rows.append((name, c, r["rps"], r["p50"], r["p99"], r["non2xx"], r["socket_errors"], extra))
+        log(f"{name:<40} c{c:<3} {r['rps']:>10.0f} req/s  p50 {r['p50']:.3f} ms  p99 {r['p99']:.3f} ms  non2xx {r['non2xx']}")
+
+    # --- Runbase, rate limit out of the way -----------------------------------------------
+    env = {"RUNBASE_RATE_LIMITS__RUNS__REQUESTS": "1000000000", "RUNBASE_DURABILITY": args.durability}
+    rb = start_runbase(args.bin, data, env)
+    time.sleep(0.5)
+    idle_rss = rb.rss_kb()
+    cli(args.bin, data, "accounts", "create", "bench@example.com")
+    cli(args.bin, data, "credits", "add", "--account", "bench@example.com", "--cents", "1000000000")
+    keys = [cli(args.bin, data, "keys", "create", "--account", "bench@example.com") for _ in range(64 if not args.quick else 4)]
+    body = json.dumps({"model": "runbase/echo", "input": {"text": "hello"}})
+    create_lua = lua(os.path.join(tmp, "create.lua"), "POST", body, keys)
+
+    # Pickup latency at light load: c1 creates, then created -> processing from the store.
+    since = int(time.time() * 1e6)
+    r = wrk(rb.url, 1, min(secs, 3), create_lua, threads=1)
+    row("POST /api/v1/runs (accepted)", 1, r)
+    while not queue_drained(db):
+        time.sleep(0.1)
+    times = run_times(db, since)
+    pickup = [(s - c) / 1000 for c, s, _ in times]
+    pickup_line = f"created→processing at c1: p50 {pct(pickup, 0.5):.3f} ms, p99 {pct(pickup, 0.99):.3f} ms over {len(pickup)} runs"
+    log(pickup_line)
+
+    lifecycle_line = ""
+    for c in conns:
+        if c == 1:
+            continue
+        since = int(time.time() * 1e6)
+        r = wrk(rb.url, c, secs, create_lua)
+        row("POST /api/v1/runs (accepted)", c, r)
+        t0 = time.time()
+        while not queue_drained(db):
+            time.sleep(0.05)
+        times = run_times(db, since)
+        if times:
+            span = (max(t[2] for t in times) - min(t[0] for t in times)) / 1e6
+            lifecycle_line = (
+                f"full lifecycle after the c{c} burst: {len(times)} runs created and completed in {span:.1f} s "
+                f"= {len(times) / span:.0f} runs/s (queue drained {time.time() - t0:.1f} s after the load stopped)"
+            )
+            log(lifecycle_line)
+
+    bad_lua = lua(os.path.join(tmp, "bad.lua"), "POST", body, ["sk-not-a-real-key"])
+    for c in conns:
+        row("POST /api/v1/runs (401 invalid_api_key)", c, wrk(rb.url, c, secs, bad_lua))
+
+    req = urllib.request.Request(
+        rb.url + "/api/v1/runs", data=body.encode(), method="POST",
+        headers={"Authorization": "Bearer " + keys[0], "Content-Type": "application/json"},
+    )
+    run_id = json.load(urllib.request.urlopen(req))["id"]
+    get_lua = lua(os.path.join(tmp, "get.lua"), "GET", None, keys[:1], paths=[f"/api/v1/runs/{run_id}"])
+    for c in conns:
+        row("GET /api/v1/runs/{id}", c, wrk(rb.url, c, secs, get_lua))
+    peak_rss = rb.rss_kb("VmHWM")
+    rb.stop()
+
+    # --- Runbase with the default rate limit: 429s ------------------------------------------
+    data429 = os.path.join(tmp, "data429")
+    rb = start_runbase(args.bin, data429, {"RUNBASE_DURABILITY": args.durability})
+    cli(args.bin, data429, "accounts", "create", "limited@example.com")
+    key = cli(args.bin, data429, "keys", "create", "--account", "limited@example.com")
+    limited_lua = lua(os.path.join(tmp, "limited.lua"), "POST", body, [key])
+    for c in conns:
+        row("POST /api/v1/runs (429 RATE_LIMITED)", c, wrk(rb.url, c, secs, limited_lua))
+    rb.stop()
+
+    # --- Ceilings -----------------------------------------------------------------------------
+    hello = Proc([os.path.join(args.ceilings, "hello"), "127.0.0.1:0"])
+    for c in conns:
+        row("ceiling: axum hello", c, wrk(hello.url + "/", c, secs))
+    hello.stop()
+    ins = Proc([os.path.join(args.ceilings, "sqlite-insert"), "127.0.0.1:0", os.path.join(tmp, "ceiling.db"), args.durability])
+    ins_lua = os.path.join(tmp, "ins.lua")
+    with open(ins_lua, "w") as f:
+        f.write('wrk.method = "POST"\nwrk.body = \'{"text":"hello"}\'\n')
+    for c in conns:
+        row("ceiling: axum + 1 SQLite insert (group commit)", c, wrk(ins.url + "/", c, secs, ins_lua))
+    ins.stop()
+
+    # --- Peer gateway ----------------------------------------------------------------------
+    if args.peer:
+        peer_rows(args.peer, conns, secs, tmp, row)
+
+    print(f"Machine: {os.cpu_count()} cores; durability={args.durability}; {secs} s per scenario; wrk -t2 on 127.0.0.1.\n")
+    print("| scenario | c | req/s | p50 ms | p99 ms | non-2xx | socket errors |")
+    print("|---|---|---|---|---|---|---|")
+    for name, c, rps, p50, p99, non2xx, sock, _ in rows:
+        print(f"| {name} | {c} | {rps:,.0f} | {p50:.3f} | {p99:.3f} | {non2xx} | {sock or '-'} |")
+    print()
+    print(f"- {pickup_line}")
+    if lifecycle_line:
+        print(f"- {lifecycle_line}")
+    print(f"- Runbase RSS: idle {idle_rss / 1024:.1f} MiB, peak {peak_rss / 1024:.1f} MiB")
+
+
+def peer_rows(start_cmd, conns, secs, tmp, row):
+    """Starts the peer with its start script, which prints `URL ACCEPT_KEY LIMITED_KEY MODEL`."""
+    p = subprocess.Popen(start_cmd, shell=True, stdout=subprocess.PIPE, text=True)
+    line = p.stdout.readline().split()
+    try:
+        url, accept_key, limited_key, model = line[:4]
+        body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hello"}]})
+        for name, key in (("peer: chat completion (accepted)", accept_key), ("peer: bad key (401)", "sk-wrong"),
+                          ("peer: rate-limited key (429)", limited_key)):
+            script = lua(os.path.join(tmp, "peer.lua"), "POST", body, [key], paths=["/v1/chat/completions"])
+            for c in conns:
+                row(name, c, wrk(url, c, secs, script))
+    finally:
+        p.terminate()
+        p.wait(10)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Builds release binaries and runs the load benchmarks on 127.0.0.1 (see BENCHMARKS.md).
+#   bench/run.sh            full run: c1, c8, c64, 10 s per scenario (about 4 minutes of load)
+#   bench/run.sh --quick    smoke run: c8, 1 s per scenario (CI runs this so the script keeps working)
+# Extra arguments go to bench.py (e.g. --durability normal).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v wrk >/dev/null; then
+  apt-get install -y -qq wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk; }
+fi
+
+cargo build --release --locked -p runbase
+CARGO_TARGET_DIR="$PWD/target/bench-ceilings" cargo build --release --manifest-path bench/ceilings/Cargo.toml
+
+peer=()
+if [ -x bench/peer/start.sh ] && [ "${1:-}" != "--quick" ]; then
+  peer=(--peer "bench/peer/start.sh")
+fi
+
+exec python3 bench/bench.py --bin target/release/runbase --ceilings target/bench-ceilings/release "${peer[@]}" "$@"
