@@ -11,6 +11,11 @@ use cli::{Cli, Command};
 use config::{Config, FlagOverrides};
 use std::process::ExitCode;
 
+/// mimalloc rather than glibc's malloc: the request path allocates many small, short-lived
+/// buffers across threads, where glibc's arenas showed up in profiles (see BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut flags = FlagOverrides {

@@ -10,6 +10,9 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, oneshot};
 
+const WRITER_CACHE_KIB: i64 = 32 * 1024;
+const READER_CACHE_KIB: i64 = 8 * 1024;
+
 /// How hard a commit tries to reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
@@ -33,7 +36,7 @@ pub(crate) fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
-fn open_conn(path: &Path, durability: Durability) -> rusqlite::Result<Connection> {
+fn open_conn(path: &Path, durability: Durability, cache_kib: i64) -> rusqlite::Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -49,6 +52,12 @@ fn open_conn(path: &Path, durability: Durability) -> rusqlite::Result<Connection
         },
     )?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Page cache (the default is 2 MiB): the writer's hot pages of runs, keys, accounts and the
+    // ledger's indexes stay in memory instead of being re-read after each commit.
+    conn.pragma_update(None, "cache_size", -cache_kib)?;
+    // Checkpoint the WAL every ~16 MiB of pages rather than every ~4 MiB: fewer, larger
+    // checkpoints on the writer thread.
+    conn.pragma_update(None, "wal_autocheckpoint", 4096)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
@@ -56,11 +65,11 @@ fn open_conn(path: &Path, durability: Durability) -> rusqlite::Result<Connection
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
     pub fn open(path: &Path, durability: Durability) -> Result<Self, StoreError> {
-        let mut conn = open_conn(path, durability).map_err(backend)?;
+        let mut conn = open_conn(path, durability, WRITER_CACHE_KIB).map_err(backend)?;
         migrations::migrate(&mut conn)
             .map_err(|e| backend(format!("migrating {}: {e}", path.display())))?;
         let readers = (0..4)
-            .map(|_| open_conn(path, durability).map(Mutex::new))
+            .map(|_| open_conn(path, durability, READER_CACHE_KIB).map(Mutex::new))
             .collect::<Result<Vec<_>, _>>()
             .map_err(backend)?;
         let (tx, rx) = mpsc::channel::<Op>();
