@@ -92,9 +92,27 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
+        self.submit(true, f).await
+    }
+
+    /// Like [`SqliteStore::write`] for a closure that executes exactly one data-changing
+    /// statement: a single statement is atomic on its own, so it needs no savepoint.
+    pub(crate) async fn write_one<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        self.submit(false, f).await
+    }
+
+    async fn submit<T, F>(&self, guarded: bool, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel::<Result<T, StoreError>>();
         let op: Op = Box::new(move |conn: &Connection| -> Completion {
-            let result = savepoint(conn, f);
+            let result = if guarded { savepoint(conn, f) } else { f(conn) };
             Box::new(move |committed: Result<(), String>| {
                 let answer = match (result, committed) {
                     (Ok(v), Ok(())) => Ok(v),

@@ -420,7 +420,7 @@ impl Store for SqliteStore {
 
     async fn touch_key(&self, id: &str, now: Timestamp) -> Result<(), StoreError> {
         let id = id.to_owned();
-        self.write(move |c| {
+        self.write_one(move |c| {
             c.prepare_cached("UPDATE api_keys SET last_used_at = max(coalesce(last_used_at, 0), ?2) WHERE id = ?1")?
                 .execute(params![id, now.0])
                 .map(|_| ())
@@ -485,7 +485,7 @@ impl Store for SqliteStore {
     }
 
     async fn claim_runs(&self, max: u32, now: Timestamp) -> Result<Vec<Run>, StoreError> {
-        self.write(move |c| {
+        self.write_one(move |c| {
             c.prepare_cached(&format!(
                 "UPDATE runs SET status = 'processing', started_at = ?2, attempts = attempts + 1
                  WHERE seq IN (SELECT seq FROM runs WHERE status = 'pending' ORDER BY seq LIMIT ?1)
