@@ -52,6 +52,9 @@ fn open_conn(path: &Path, durability: Durability, cache_kib: i64) -> rusqlite::R
         },
     )?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Savepoint sub-journals in memory: on disk they cost a pwrite per page a savepoint touches
+    // (12% of the writer's time in a profile).
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     // Page cache (the default is 2 MiB): the writer's hot pages of runs, keys, accounts and the
     // ledger's indexes stay in memory instead of being re-read after each commit.
     conn.pragma_update(None, "cache_size", -cache_kib)?;
