@@ -191,34 +191,22 @@ async fn keys(store: &dyn Store, cmd: KeysCommand) -> anyhow::Result<()> {
             let k = service::update_key(store, &key, &update).await?;
             println!("{}", describe(&k));
         }
-        KeysCommand::Disable { key } => {
-            let k = service::update_key(
-                store,
-                &key,
-                &KeyUpdate {
-                    disabled: Some(true),
-                    ..Default::default()
-                },
-            )
-            .await?;
-            println!("{}", describe(&k));
-        }
-        KeysCommand::Enable { key } => {
-            let k = service::update_key(
-                store,
-                &key,
-                &KeyUpdate {
-                    disabled: Some(false),
-                    ..Default::default()
-                },
-            )
-            .await?;
-            println!("{}", describe(&k));
-        }
+        KeysCommand::Disable { key } => set_disabled(store, &key, true).await?,
+        KeysCommand::Enable { key } => set_disabled(store, &key, false).await?,
         KeysCommand::Delete { key } => {
             let k = service::delete_key(store, &key).await?;
             println!("deleted {}", k.id);
         }
     }
+    Ok(())
+}
+
+async fn set_disabled(store: &dyn Store, key: &str, disabled: bool) -> anyhow::Result<()> {
+    let update = KeyUpdate {
+        disabled: Some(disabled),
+        ..Default::default()
+    };
+    let k = service::update_key(store, key, &update).await?;
+    println!("{}", describe(&k));
     Ok(())
 }

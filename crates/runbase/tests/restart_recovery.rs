@@ -3,7 +3,7 @@
 mod common;
 use common::Server;
 use serde_json::json;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[tokio::test]
 async fn a_run_interrupted_by_a_crash_completes_after_restart() {
@@ -19,11 +19,7 @@ async fn a_run_interrupted_by_a_crash_completes_after_restart() {
     assert_eq!(r.status, 201);
     let id = r.body["id"].as_str().unwrap().to_owned();
     // Wait until a worker holds it, then crash.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while c.run(&key, &id).await.body["status"] != "processing" {
-        assert!(Instant::now() < deadline, "never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    c.wait_for_status(&key, &id, "processing").await;
     assert_eq!(c.balance(&key).await, json!(9));
 
     let s = s.restart();
@@ -54,11 +50,7 @@ async fn a_run_interrupted_too_often_fails_with_a_refund() {
         )
         .await;
     let id = r.body["id"].as_str().unwrap().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while c.run(&key, &id).await.body["status"] != "processing" {
-        assert!(Instant::now() < deadline, "never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    c.wait_for_status(&key, &id, "processing").await;
     let s = s.restart();
     let c = s.client();
     let done = c.wait(&key, &id).await;

@@ -79,12 +79,9 @@ async fn create_poll_and_read_an_image() {
     // Deterministic: the same prompt gives the same bytes.
     let again = c.create(&key, json!({"model": "runbase/placeholder-image", "input": {"prompt": "a red fox", "aspect_ratio": "16:9"}})).await;
     let again = c.wait(&key, again.body["id"].as_str().unwrap()).await;
-    let bytes2 = reqwest::get(again["output"]["urls"][0].as_str().unwrap())
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let bytes2 = c
+        .download(again["output"]["urls"][0].as_str().unwrap())
+        .await;
     assert_eq!(bytes, bytes2);
     // Unknown files are 404 in the envelope.
     let r = c.get(None, &format!("/files/{id}/nothing.png")).await;
@@ -108,12 +105,9 @@ async fn defaults_are_applied_and_stored() {
     );
     let done = c.wait(&key, r.body["id"].as_str().unwrap()).await;
     assert_eq!(done["input"]["aspect_ratio"], "1:1");
-    let bytes = reqwest::get(done["output"]["urls"][0].as_str().unwrap())
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let bytes = c
+        .download(done["output"]["urls"][0].as_str().unwrap())
+        .await;
     let reader = png::Decoder::new(std::io::Cursor::new(bytes.to_vec()))
         .read_info()
         .unwrap();

@@ -277,6 +277,22 @@ impl Client {
         }
     }
 
+    /// Polls a run until it reaches `status` (e.g. `processing`).
+    pub async fn wait_for_status(&self, key: &str, id: &str, status: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.run(key, id).await.body["status"] != status {
+            assert!(Instant::now() < deadline, "run {id} never reached {status}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The bytes behind an output URL.
+    pub async fn download(&self, url: &str) -> Vec<u8> {
+        let r = self.http.get(url).send().await.expect("download");
+        assert_eq!(r.status(), 200, "{url}");
+        r.bytes().await.expect("body").to_vec()
+    }
+
     pub async fn balance(&self, key: &str) -> Value {
         let r = self.get(Some(key), "/api/v1/account").await;
         assert_eq!(r.status, 200, "{}", r.body);
