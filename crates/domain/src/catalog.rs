@@ -112,14 +112,13 @@ impl Price {
     /// The price of one run with this (validated, defaulted) input.
     pub fn for_input(&self, input: &Value) -> Result<Millicents, String> {
         let mut price = self.base;
-        if let Some((field, table)) = &self.by {
-            if let Some(p) = input
+        if let Some((field, table)) = &self.by
+            && let Some(p) = input
                 .get(field)
                 .and_then(Value::as_str)
                 .and_then(|v| table.get(v))
-            {
-                price = *p;
-            }
+        {
+            price = *p;
         }
         if let Some(field) = &self.per {
             let units = input

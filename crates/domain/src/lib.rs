@@ -5,6 +5,8 @@
 //!
 //! Nothing here knows about HTTP frameworks or database drivers.
 
+#![cfg_attr(test, allow(clippy::unwrap_used, reason = "tests may unwrap"))]
+
 pub mod account;
 pub mod auth;
 pub mod catalog;

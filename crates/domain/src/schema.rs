@@ -39,10 +39,10 @@ impl InputSchema {
     pub fn apply_defaults(&self, input: &mut Map<String, Value>) {
         if let Some(props) = self.raw.get("properties").and_then(Value::as_object) {
             for (name, prop) in props {
-                if let Some(default) = prop.get("default") {
-                    if !input.contains_key(name) {
-                        input.insert(name.clone(), default.clone());
-                    }
+                if let Some(default) = prop.get("default")
+                    && !input.contains_key(name)
+                {
+                    input.insert(name.clone(), default.clone());
                 }
             }
         }

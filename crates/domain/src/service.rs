@@ -154,18 +154,17 @@ pub async fn list_runs(
             format!("limit: must be between 1 and {MAX_PAGE}"),
         ));
     }
-    if let Some(after) = starting_after {
-        if store
+    if let Some(after) = starting_after
+        && store
             .get_run(&key.account_id, after)
             .await
             .map_err(internal)?
             .is_none()
-        {
-            return Err(ApiError::new(
-                ErrorCode::RunNotFound,
-                format!("starting_after: no run {after} for your account"),
-            ));
-        }
+    {
+        return Err(ApiError::new(
+            ErrorCode::RunNotFound,
+            format!("starting_after: no run {after} for your account"),
+        ));
     }
     let mut runs = store
         .list_runs(&key.account_id, limit + 1, starting_after)
@@ -278,12 +277,12 @@ pub async fn update_key(
     update: &KeyUpdate,
 ) -> Result<ApiKey, AdminError> {
     let key = find_key(store, id_or_secret).await?;
-    if let Some(Some(limit)) = update.spend_limit {
-        if limit < Millicents::ZERO {
-            return Err(AdminError::Invalid(
-                "the spend limit cannot be negative".into(),
-            ));
-        }
+    if let Some(Some(limit)) = update.spend_limit
+        && limit < Millicents::ZERO
+    {
+        return Err(AdminError::Invalid(
+            "the spend limit cannot be negative".into(),
+        ));
     }
     Ok(store.update_key(&key.id, update).await?)
 }

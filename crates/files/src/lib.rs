@@ -1,5 +1,7 @@
 //! Local-disk file storage for run outputs: files under `<data dir>/files/`.
 
+#![cfg_attr(test, allow(clippy::unwrap_used, reason = "tests may unwrap"))]
+
 use async_trait::async_trait;
 use runbase_domain::files::{FileStore, FileStoreError, StoredFile, is_safe_path};
 use std::path::{Path, PathBuf};

@@ -5,6 +5,8 @@
 //! function of `runbase_domain::service`, and wraps the result. Errors leave through
 //! [`error::HttpError`], always in the JSON envelope.
 
+#![cfg_attr(test, allow(clippy::unwrap_used, reason = "tests may unwrap"))]
+
 pub mod client_ip;
 pub mod error;
 mod routes;

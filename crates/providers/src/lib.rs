@@ -1,6 +1,8 @@
 //! Provider adapters: where a run meets a model. The worker asks [`Providers`] for the adapter
 //! of a model's `provider` and calls [`runbase_domain::provider::Provider::run`].
 
+#![cfg_attr(test, allow(clippy::unwrap_used, reason = "tests may unwrap"))]
+
 mod builtin;
 mod placeholder;
 

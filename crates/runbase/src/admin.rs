@@ -54,8 +54,8 @@ pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
                 .ledger(&account.id, limit.clamp(1, 1000), None)
                 .await?;
             println!(
-                "{:<8} {:<27} {:<11} {:>12} {:>14}  {}",
-                "ENTRY", "WHEN", "KIND", "AMOUNT", "BALANCE", "RUN / MEMO"
+                "{:<8} {:<27} {:<11} {:>12} {:>14}  RUN / MEMO",
+                "ENTRY", "WHEN", "KIND", "AMOUNT", "BALANCE"
             );
             for e in entries {
                 println!(

@@ -1,6 +1,8 @@
 //! Every error code of the reference, with its status and envelope, and the check order of
 //! `POST /api/v1/runs`.
 
+#![allow(clippy::unwrap_used, reason = "tests may unwrap")]
+
 mod common;
 use common::Server;
 use serde_json::json;

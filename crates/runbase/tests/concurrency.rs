@@ -2,6 +2,8 @@
 //! balance below zero, never pass a key's spend limit or quota, and leave a ledger that sums to
 //! the balance.
 
+#![allow(clippy::unwrap_used, reason = "tests may unwrap")]
+
 mod common;
 use common::{Client, Server};
 use serde_json::{Value, json};

@@ -1,6 +1,8 @@
 //! Key states, IP allowlists, spend limits, quotas and rate limits, over HTTP, with changes
 //! made by the CLI while the server runs.
 
+#![allow(clippy::unwrap_used, reason = "tests may unwrap")]
+
 mod common;
 use common::Server;
 use serde_json::{Value, json};

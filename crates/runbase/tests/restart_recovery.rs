@@ -1,5 +1,7 @@
 //! A server killed mid-run loses no run and no cent: at the next start the run completes.
 
+#![allow(clippy::unwrap_used, reason = "tests may unwrap")]
+
 mod common;
 use common::Server;
 use serde_json::json;

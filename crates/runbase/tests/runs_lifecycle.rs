@@ -1,5 +1,7 @@
 //! The run lifecycle over HTTP: creation, polling, outputs, money, pagination, models.
 
+#![allow(clippy::unwrap_used, reason = "tests may unwrap")]
+
 mod common;
 use common::Server;
 use serde_json::{Value, json};

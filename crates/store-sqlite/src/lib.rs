@@ -6,6 +6,8 @@
 //! requests. Reads use a small pool of connections in WAL mode and see the last commit, so a key
 //! disabled from the CLI (another process) fails on the very next request.
 
+#![cfg_attr(test, allow(clippy::unwrap_used, reason = "tests may unwrap"))]
+
 mod migrations;
 mod pool;
 mod rows;

@@ -3,6 +3,8 @@
 //! zero, never pass a key's spend limit or quota, and always leave a ledger that sums to the
 //! balance.
 
+#![allow(clippy::unwrap_used, reason = "tests may unwrap")]
+
 use proptest::prelude::*;
 use runbase_domain::account::{ApiKey, KeySettings, LedgerKind};
 use runbase_domain::ids::{self, KeyHash};

@@ -1,6 +1,8 @@
 //! The in-process worker: claims queued runs from the store, calls the model's provider, stores
 //! output files, and finishes the run (a failure refunds it, in the store's transaction).
 
+#![cfg_attr(test, allow(clippy::unwrap_used, reason = "tests may unwrap"))]
+
 use runbase_domain::catalog::Catalog;
 use runbase_domain::files::FileStore;
 use runbase_domain::provider::{ProviderError, ProviderOutput, RunRequest};

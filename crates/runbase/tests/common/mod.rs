@@ -88,10 +88,10 @@ impl Server {
     fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(r) = reqwest::blocking_get(&format!("{}/health", self.url)) {
-                if r == 200 {
-                    return;
-                }
+            if let Ok(r) = reqwest::blocking_get(&format!("{}/health", self.url))
+                && r == 200
+            {
+                return;
             }
             assert!(Instant::now() < deadline, "server never became healthy");
             std::thread::sleep(Duration::from_millis(20));
