@@ -1,0 +1,175 @@
+//! Configuration layers and catalogue files, through the real binary.
+
+#![allow(clippy::unwrap_used, reason = "tests may unwrap")]
+
+mod common;
+use common::{BIN, Server};
+use serde_json::json;
+use std::process::Command;
+
+const EXTRA_CATALOG: &str = r#"
+[[model]]
+id = "acme/cheap-echo"
+name = "Cheap Echo"
+description = "The echo model at a quarter of a cent."
+category = "text to text"
+provider = "builtin"
+upstream = "echo"
+price = { cents = 0.25 }
+input_schema = { type = "object", required = ["text"], properties = { text = { type = "string" } } }
+output_schema = { type = "object" }
+
+[[model]]
+id = "runbase/echo"
+name = "Echo (repriced)"
+category = "text to text"
+provider = "builtin"
+upstream = "echo"
+price = { cents = 3 }
+input_schema = { type = "object", required = ["text"], properties = { text = { type = "string" } } }
+output_schema = { type = "object" }
+
+[[model]]
+id = "nowhere/unconfigured"
+name = "Needs a provider this install does not have"
+category = "text to image"
+provider = "replicate"
+price = { cents = 1 }
+input_schema = { type = "object" }
+output_schema = { type = "object" }
+"#;
+
+#[tokio::test]
+async fn a_catalogue_file_adds_and_replaces_models() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("extra.toml");
+    std::fs::write(&file, EXTRA_CATALOG).unwrap();
+    let list = format!("[\"{}\"]", file.display());
+    let s = Server::start_with(&[
+        ("RUNBASE_CATALOG", list.as_str()),
+        ("RUNBASE_RATE_LIMITS__RUNS__REQUESTS", "1000"),
+    ]);
+    let key = s.account("cat@example.com", 10);
+    let c = s.client();
+
+    let models = c.get(None, "/api/v1/models").await;
+    let ids: Vec<&str> = models.body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&"acme/cheap-echo"), "{ids:?}");
+    assert!(
+        !ids.contains(&"nowhere/unconfigured"),
+        "a model without a configured provider is not offered"
+    );
+    c.create(&key, json!({"model": "nowhere/unconfigured", "input": {}}))
+        .await
+        .assert_error(400, "model_not_found");
+
+    // A fraction of a cent is charged exactly, and shown as a decimal.
+    let r = c
+        .create(
+            &key,
+            json!({"model": "acme/cheap-echo", "input": {"text": "a"}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["cost_cents"], 0.25);
+    assert_eq!(c.balance(&key).await, 9.75);
+    let done = c.wait(&key, r.body["id"].as_str().unwrap()).await;
+    assert_eq!(done["output"]["text"], "a");
+    // The replaced model has the new price.
+    let r = c
+        .create(
+            &key,
+            json!({"model": "runbase/echo", "input": {"text": "b"}}),
+        )
+        .await;
+    assert_eq!(r.body["cost_cents"], 3);
+    assert_eq!(c.balance(&key).await, 6.75);
+}
+
+fn serve_fails(env: &[(&str, &str)], args: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "serve should refuse to start");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn bad_configuration_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[[model]]\nid = \"broken\"\n").unwrap();
+    let err = serve_fails(&[], &["--catalog", bad.to_str().unwrap()]);
+    assert!(err.contains("bad.toml"), "{err}");
+
+    let conf = dir.path().join("runbase.toml");
+    std::fs::write(&conf, "listen = \"127.0.0.1:0\"\nno_such_setting = 1\n").unwrap();
+    let err = serve_fails(&[], &["--config", conf.to_str().unwrap()]);
+    assert!(err.contains("no_such_setting"), "{err}");
+
+    let err = serve_fails(
+        &[("RUNBASE_DATABASE_URL", "postgres://localhost/runbase")],
+        &[],
+    );
+    assert!(err.contains("PostgreSQL"), "{err}");
+    let err = serve_fails(&[("RUNBASE_DURABILITY", "sometimes")], &[]);
+    assert!(err.contains("durability"), "{err}");
+}
+
+#[tokio::test]
+async fn a_config_file_and_sqlite_url_are_honoured_and_unknown_variables_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("elsewhere.db");
+    let conf = dir.path().join("runbase.toml");
+    std::fs::write(
+        &conf,
+        "[rate_limits.runs]\nrequests = 3\nwindow_secs = 60\n",
+    )
+    .unwrap();
+    let url = format!("sqlite://{}", db.display());
+    let s = Server::start_with(&[
+        ("RUNBASE_CONFIG", conf.to_str().unwrap()),
+        ("RUNBASE_DATABASE_URL", url.as_str()),
+        ("RUNBASE_NOT_A_SETTING", "1"),
+    ]);
+    // The CLI must be pointed at the same database.
+    let out = Command::new(BIN)
+        .args([
+            "accounts",
+            "create",
+            "conf@example.com",
+            "--database-url",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(db.exists());
+    let out = Command::new(BIN)
+        .args([
+            "keys",
+            "create",
+            "--account",
+            "conf@example.com",
+            "--database-url",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let c = s.client();
+    let r = c.get(Some(&key), "/api/v1/runs/run_x").await;
+    assert_eq!(r.header("ratelimit-limit"), Some("3"));
+    let log = std::fs::read_to_string(s.dir.join("server.log")).unwrap();
+    assert!(log.contains("RUNBASE_NOT_A_SETTING"), "{log}");
+}
