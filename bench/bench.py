@@ -172,6 +172,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="1 s per scenario at c8 only: a smoke test")
     ap.add_argument("--durability", default="full")
     ap.add_argument("--peer", default="", help="command that starts the peer gateway (bench/peer/start.sh)")
+    ap.add_argument("--scale", default="", help="comma-separated store sizes (e.g. 1000000,10000000): only measure GET and create with that many runs already stored")
     args = ap.parse_args()
 
     secs = 1 if args.quick else 10
@@ -184,6 +185,12 @@ def main():
     def row(name, c, r, extra=""):
         rows.append((name, c, r["rps"], r["p50"], r["p99"], r["non2xx"], r["socket_errors"], extra))
         log(f"{name:<40} c{c:<3} {r['rps']:>10.0f} req/s  p50 {r['p50']:.3f} ms  p99 {r['p99']:.3f} ms  non2xx {r['non2xx']}")
+
+    if args.scale:
+        for n in [int(x) for x in args.scale.split(",")]:
+            scale_rows(args, n, tmp, secs, row)
+        print_table(rows, secs, args.durability)
+        return
 
     # --- Runbase, rate limit out of the way -----------------------------------------------
     env = {"RUNBASE_RATE_LIMITS__RUNS__REQUESTS": "1000000000", "RUNBASE_DURABILITY": args.durability}
@@ -268,16 +275,48 @@ def main():
     if args.peer:
         peer_rows(args.peer, conns, secs, tmp, row)
 
-    print(f"Machine: {os.cpu_count()} cores; durability={args.durability}; {secs} s per scenario; wrk -t2 on 127.0.0.1.\n")
+    print_table(rows, secs, args.durability)
+    print(f"- {pickup_line}")
+    if lifecycle_line:
+        print(f"- {lifecycle_line}")
+    print(f"- Runbase RSS: idle {idle_rss / 1024:.1f} MiB, peak {peak_rss / 1024:.1f} MiB")
+
+
+def print_table(rows, secs, durability):
+    print(f"Machine: {os.cpu_count()} cores; durability={durability}; {secs} s per scenario; wrk -t2 on 127.0.0.1.\n")
     print("| scenario | c | req/s | p50 ms | p99 ms | non-2xx | socket errors |")
     print("|---|---|---|---|---|---|---|")
     for name, c, rps, p50, p99, non2xx, sock, _ in rows:
         print(f"| {name} | {c} | {rps:,.0f} | {p50:.3f} | {p99:.3f} | {non2xx} | {sock or '-'} |")
     print()
-    print(f"- {pickup_line}")
-    if lifecycle_line:
-        print(f"- {lifecycle_line}")
-    print(f"- Runbase RSS: idle {idle_rss / 1024:.1f} MiB, peak {peak_rss / 1024:.1f} MiB")
+
+
+def scale_rows(args, n, tmp, secs, row):
+    """GET and create with `n` finished runs already in the store (bench/load_runs.py)."""
+    data = os.path.join(tmp, f"scale{n}")
+    cli(args.bin, data, "accounts", "create", "scale@example.com")
+    cli(args.bin, data, "credits", "add", "--account", "scale@example.com", "--cents", "1000000000")
+    keys = [cli(args.bin, data, "keys", "create", "--account", "scale@example.com") for _ in range(64)]
+    t0 = time.time()
+    old_run = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "bench", "load_runs.py"), data, "scale@example.com", str(n)],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    log(f"loaded {n} runs in {time.time() - t0:.0f} s; db {os.path.getsize(os.path.join(data, 'runbase.db')) / 2**20:.0f} MiB")
+    rb = start_runbase(args.bin, data, {"RUNBASE_RATE_LIMITS__RUNS__REQUESTS": "1000000000", "RUNBASE_DURABILITY": args.durability})
+    try:
+        get_lua = lua(os.path.join(tmp, "sget.lua"), "GET", None, keys[:1], paths=[f"/api/v1/runs/{old_run}"])
+        for c in (1, 64):
+            row(f"GET /api/v1/runs/{{id}} with {n:,} runs stored", c, wrk(rb.url, c, secs, get_lua))
+        body = json.dumps({"model": "runbase/echo", "input": {"text": "hello"}})
+        create_lua = lua(os.path.join(tmp, "screate.lua"), "POST", body, keys)
+        for c in (1, 64):
+            row(f"POST /api/v1/runs with {n:,} runs stored", c, wrk(rb.url, c, secs, create_lua))
+        list_lua = lua(os.path.join(tmp, "slist.lua"), "GET", None, keys[:1], paths=["/api/v1/runs?limit=20"])
+        row(f"GET /api/v1/runs?limit=20 with {n:,} runs stored", 64, wrk(rb.url, 64, secs, list_lua))
+    finally:
+        rb.stop()
+    subprocess.run(["rm", "-rf", data], check=False)
 
 
 def peer_rows(start_cmd, conns, secs, tmp, row):

@@ -2,6 +2,9 @@
 # Builds release binaries and runs the load benchmarks on 127.0.0.1 (see BENCHMARKS.md).
 #   bench/run.sh            full run: c1, c8, c64, 10 s per scenario (about 4 minutes of load)
 #   bench/run.sh --quick    smoke run: c8, 1 s per scenario (CI runs this so the script keeps working)
+#   bench/run.sh --scale 1000000,10000000
+#                           GET, list and create with that many finished runs preloaded
+#                           (bench/load_runs.py); 10M takes several minutes and a few GiB of disk
 # Extra arguments go to bench.py (e.g. --durability normal).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +17,7 @@ cargo build --release --locked -p runbase
 CARGO_TARGET_DIR="$PWD/target/bench-ceilings" cargo build --release --manifest-path bench/ceilings/Cargo.toml
 
 peer=()
-if [ -x bench/peer/start.sh ] && [ "${1:-}" != "--quick" ]; then
+if [ -x bench/peer/start.sh ] && [ -x "$HOME/.cargo/bin/crabllm" ] && [ "$#" -eq 0 ]; then
   peer=(--peer "bench/peer/start.sh")
 fi
 
