@@ -62,14 +62,18 @@ impl ApiKey {
         self.quota.is_some_and(|q| self.runs_created >= q)
     }
 
-    /// Whether charging `price` would take the key past its spend limit.
+    /// Whether the key may not pay `price`: its spend has already reached the limit (then even a
+    /// free run is refused, as the spec says), or `price` would take it past the limit.
     pub fn would_pass_spend_limit(&self, price: Millicents) -> bool {
         match self.spend_limit {
             None => false,
-            Some(limit) => self
-                .spent
-                .checked_add(price)
-                .is_none_or(|total| total > limit),
+            Some(limit) => {
+                self.spent >= limit
+                    || self
+                        .spent
+                        .checked_add(price)
+                        .is_none_or(|total| total > limit)
+            }
         }
     }
 }

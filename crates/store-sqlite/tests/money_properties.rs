@@ -165,7 +165,7 @@ proptest! {
                     Op::Create { key, price } => {
                         let expected = if key == 2 && created[2] >= quota {
                             Err("quota")
-                        } else if key == 1 && spent[1] + price > limit * 1000 {
+                        } else if key == 1 && (spent[1] >= limit * 1000 || spent[1] + price > limit * 1000) {
                             Err("spend")
                         } else if balance < price {
                             Err("balance")
