@@ -28,15 +28,46 @@ struct ModelSpec {
     #[serde(default)]
     description: String,
     category: String,
-    /// Which adapter runs it (`builtin`, ...).
+    /// Which adapter runs it (`builtin`, `cog`, `replicate`, `fal`, `openai`, `gemini`, ...).
     provider: String,
     /// The adapter's own name for the model, when it differs from the id.
     upstream: Option<String>,
+    /// Adapter-specific settings of this route (e.g. `endpoint` for `openai`).
+    #[serde(default)]
+    options: Option<toml::Table>,
+    /// Routes tried in order when the first one fails with a transient error.
+    #[serde(default)]
+    fallback: Vec<RouteSpec>,
     #[serde(default = "default_timeout")]
     timeout_secs: u64,
     price: PriceSpec,
     input_schema: Value,
     output_schema: Value,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteSpec {
+    provider: String,
+    upstream: Option<String>,
+    #[serde(default)]
+    options: Option<toml::Table>,
+}
+
+/// One way to run a model: an adapter, the upstream's name for the model, and options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub provider: String,
+    pub upstream: String,
+    /// Adapter-specific settings (a JSON object, empty when none).
+    pub options: Value,
+}
+
+impl Route {
+    /// A string option, when set.
+    pub fn option(&self, name: &str) -> Option<&str> {
+        self.options.get(name).and_then(Value::as_str)
+    }
 }
 
 fn default_timeout() -> u64 {
@@ -145,8 +176,10 @@ pub struct Model {
     pub name: String,
     pub description: String,
     pub category: String,
-    pub provider: String,
-    pub upstream: String,
+    /// The routes this server can use, in order of preference; empty when none of the model's
+    /// providers is configured, which makes the model unavailable (test keys can still run it,
+    /// through the simulator).
+    pub routes: Vec<Route>,
     pub timeout: Duration,
     pub price: Price,
     pub input_schema: InputSchema,
@@ -154,6 +187,11 @@ pub struct Model {
 }
 
 impl Model {
+    /// Whether live (non-test) keys can run it here.
+    pub fn is_available(&self) -> bool {
+        !self.routes.is_empty()
+    }
+
     /// The public description of the model (the API's model object).
     pub fn to_json(&self) -> Value {
         serde_json::json!({
@@ -161,6 +199,7 @@ impl Model {
             "name": self.name,
             "description": self.description,
             "category": self.category,
+            "available": self.is_available(),
             "price": self.price.spec(),
             "input_schema": self.input_schema.raw(),
             "output_schema": self.output_schema,
@@ -207,13 +246,27 @@ impl Catalog {
         if !valid_id {
             return Err("an id must look like provider/name".into());
         }
+        let route = |provider: String, upstream: Option<String>, options: Option<toml::Table>| {
+            let options = match options {
+                None => Value::Object(Default::default()),
+                Some(t) => serde_json::to_value(t).map_err(|e| e.to_string())?,
+            };
+            Ok::<_, String>(Route {
+                upstream: upstream.unwrap_or_else(|| spec.id.clone()),
+                provider,
+                options,
+            })
+        };
+        let mut routes = vec![route(spec.provider, spec.upstream, spec.options)?];
+        for f in spec.fallback {
+            routes.push(route(f.provider, f.upstream, f.options)?);
+        }
         Ok(Model {
-            upstream: spec.upstream.unwrap_or_else(|| spec.id.clone()),
             id: spec.id,
             name: spec.name,
             description: spec.description,
             category: spec.category,
-            provider: spec.provider,
+            routes,
             timeout: Duration::from_secs(spec.timeout_secs.max(1)),
             price: Price::from_spec(spec.price)?,
             input_schema: InputSchema::compile(spec.input_schema)?,
@@ -232,15 +285,18 @@ impl Catalog {
         }
     }
 
-    /// Keeps only the models `keep` accepts (e.g. those whose provider is configured).
-    pub fn retain(&mut self, mut keep: impl FnMut(&Model) -> bool) {
-        self.models.retain(|m| keep(m));
-        self.index = self
-            .models
-            .iter()
-            .enumerate()
-            .map(|(i, m)| (m.id.clone(), i))
-            .collect();
+    /// Keeps only the routes `usable` accepts (those whose provider is configured); a model
+    /// left with none stays listed but unavailable. Call before sharing the catalogue.
+    pub fn restrict_routes(
+        &mut self,
+        mut usable: impl FnMut(&Route) -> bool,
+    ) -> Result<(), String> {
+        for m in &mut self.models {
+            let m = Arc::get_mut(m)
+                .ok_or("the catalogue is already shared; restrict its routes before")?;
+            m.routes.retain(&mut usable);
+        }
+        Ok(())
     }
 
     pub fn get(&self, id: &str) -> Option<&Arc<Model>> {

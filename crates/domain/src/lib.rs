@@ -13,6 +13,7 @@ pub mod catalog;
 pub mod error;
 pub mod files;
 pub mod ids;
+pub mod inflight;
 pub mod ip;
 pub mod money;
 pub mod provider;

@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 /// Where a run is in its lifecycle: `pending` (queued) → `processing` (at the provider) →
-/// `succeeded` or `failed`.
+/// `succeeded` or `failed`; a `pending` or `processing` run can also be `canceled`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
@@ -14,6 +14,7 @@ pub enum RunStatus {
     Processing,
     Succeeded,
     Failed,
+    Canceled,
 }
 
 impl RunStatus {
@@ -23,6 +24,7 @@ impl RunStatus {
             RunStatus::Processing => "processing",
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
+            RunStatus::Canceled => "canceled",
         }
     }
 
@@ -32,12 +34,16 @@ impl RunStatus {
             "processing" => RunStatus::Processing,
             "succeeded" => RunStatus::Succeeded,
             "failed" => RunStatus::Failed,
+            "canceled" => RunStatus::Canceled,
             _ => return None,
         })
     }
 
     pub fn is_terminal(self) -> bool {
-        matches!(self, RunStatus::Succeeded | RunStatus::Failed)
+        matches!(
+            self,
+            RunStatus::Succeeded | RunStatus::Failed | RunStatus::Canceled
+        )
     }
 }
 
@@ -71,6 +77,9 @@ pub struct Run {
     /// How many times a worker has started this run (restarts re-queue it).
     #[serde(skip)]
     pub attempts: u32,
+    /// Created with a test key: executed by the simulator, never charged.
+    #[serde(skip)]
+    pub test: bool,
 }
 
 /// How a run ended, as reported by the worker.
@@ -90,4 +99,6 @@ pub struct NewRun {
     pub input: Value,
     pub price: Millicents,
     pub created_at: Timestamp,
+    /// Created with a test key (simulated, free).
+    pub test: bool,
 }

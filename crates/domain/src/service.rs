@@ -32,9 +32,14 @@ pub struct ValidRunRequest {
     pub price: Millicents,
 }
 
-/// Steps 6–10: JSON, `model`, `input`, the model exists, the input matches its schema (with
-/// defaults applied). Also prices the run.
-pub fn parse_run_request(catalog: &Catalog, body: &[u8]) -> Result<ValidRunRequest, ApiError> {
+/// Steps 6–10: JSON, `model`, `input`, the model exists (and, unless `test`, can run here: a
+/// model whose providers have no credentials is only offered to test keys, whose runs are
+/// simulated), the input matches its schema (with defaults applied). Also prices the run.
+pub fn parse_run_request(
+    catalog: &Catalog,
+    body: &[u8],
+    test: bool,
+) -> Result<ValidRunRequest, ApiError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::new(
             ErrorCode::InvalidJson,
@@ -63,6 +68,15 @@ pub fn parse_run_request(catalog: &Catalog, body: &[u8]) -> Result<ValidRunReque
             ),
         )
     })?;
+    if !test && !model.is_available() {
+        return Err(ApiError::new(
+            ErrorCode::ModelNotFound,
+            format!(
+                "Model \"{model_id}\" is not available on this server: no provider for it is configured \
+                 (test keys can still run it, simulated); see GET /api/v1/models"
+            ),
+        ));
+    }
     model.input_schema.apply_defaults(&mut input);
     let input = Value::Object(input);
     model
@@ -96,7 +110,7 @@ pub async fn create_run(
     body: &[u8],
 ) -> Result<Run, ApiError> {
     check_quota(key)?;
-    let req = parse_run_request(catalog, body)?;
+    let req = parse_run_request(catalog, body, key.test)?;
     // Step 11 early on the snapshot (the store re-checks it atomically).
     if key.would_pass_spend_limit(req.price) {
         return Err(ErrorCode::SpendLimitExceeded.into());
@@ -114,6 +128,7 @@ pub async fn create_run(
         input: req.input,
         price,
         created_at: Timestamp::now(),
+        test: key.test,
     };
     store.create_run(new).await.map_err(|e| match e {
         CreateRunError::KeyNotUsable => ErrorCode::InvalidApiKey.into(),
@@ -131,6 +146,19 @@ pub async fn get_run(store: &dyn Store, key: &ApiKey, run_id: &str) -> Result<Ru
     }
     store
         .get_run(&key.account_id, run_id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| ErrorCode::RunNotFound.into())
+}
+
+/// Cancels a run of the key's account that has not finished, with a full refund; a finished
+/// run is returned as it is. Other accounts' runs are `run_not_found`.
+pub async fn cancel_run(store: &dyn Store, key: &ApiKey, run_id: &str) -> Result<Run, ApiError> {
+    if !run_id.starts_with("run_") || run_id.len() > 64 {
+        return Err(ErrorCode::RunNotFound.into());
+    }
+    store
+        .cancel_run(&key.account_id, run_id, Timestamp::now())
         .await
         .map_err(internal)?
         .ok_or_else(|| ErrorCode::RunNotFound.into())

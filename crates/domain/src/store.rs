@@ -106,6 +106,15 @@ pub trait Store: Send + Sync + 'static {
         outcome: RunOutcome,
         now: Timestamp,
     ) -> Result<(), StoreError>;
+    /// Cancels a `pending` or `processing` run of `account_id`, refunding its full cost in the
+    /// same transaction. Returns the run as it now is (a finished run is returned unchanged),
+    /// or `None` when the account has no such run.
+    async fn cancel_run(
+        &self,
+        account_id: &str,
+        run_id: &str,
+        now: Timestamp,
+    ) -> Result<Option<Run>, StoreError>;
     /// At start-up: runs left `processing` by a crash go back to the queue, or fail with a
     /// refund once they have been started `max_attempts` times. Returns (requeued, failed).
     async fn recover_interrupted(

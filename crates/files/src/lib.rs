@@ -1,6 +1,76 @@
-//! Local-disk file storage for run outputs: files under `<data dir>/files/`.
+//! Output file storage: local files under `<data dir>/files/` (the default), or an
+//! S3-compatible bucket ([`S3Files`]). [`StorageConfig`] is the `[storage]` section of the
+//! configuration and [`open`] builds the configured store.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, reason = "tests may unwrap"))]
+
+mod s3;
+
+pub use s3::{S3Files, S3Settings};
+
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// The `[storage]` section: `kind = "local"` (files in the data directory) or `kind = "s3"`
+/// with `bucket` and, for servers other than AWS, `endpoint`. Credentials may also come from
+/// the usual `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` variables.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_access_key: Option<String>,
+    pub prefix: String,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            kind: "local".into(),
+            bucket: None,
+            endpoint: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
+            prefix: String::new(),
+        }
+    }
+}
+
+/// Builds the configured store; `data_dir` holds local files.
+pub fn open(config: &StorageConfig, data_dir: &Path) -> Result<Arc<dyn FileStore>, String> {
+    match config.kind.as_str() {
+        "local" => Ok(Arc::new(LocalFiles::new(data_dir.join("files")))),
+        "s3" => {
+            let bucket = config
+                .bucket
+                .clone()
+                .filter(|b| !b.is_empty())
+                .ok_or("storage: kind = \"s3\" needs a bucket")?;
+            let s3 = S3Files::new(&S3Settings {
+                bucket,
+                endpoint: config.endpoint.clone(),
+                region: config.region.clone(),
+                access_key_id: config.access_key_id.clone(),
+                secret_access_key: config.secret_access_key.clone(),
+                prefix: config.prefix.clone(),
+            })
+            .map_err(|e| e.0)?;
+            Ok(Arc::new(s3))
+        }
+        other => Err(format!(
+            "storage.kind: must be \"local\" or \"s3\", not {other:?}"
+        )),
+    }
+}
 
 use async_trait::async_trait;
 use runbase_domain::files::{FileStore, FileStoreError, StoredFile, is_safe_path};

@@ -3,6 +3,7 @@
 use ipnet::IpNet;
 use runbase_domain::catalog::Catalog;
 use runbase_domain::files::FileStore;
+use runbase_domain::inflight::InFlight;
 use runbase_domain::ratelimit::RateLimiter;
 use runbase_domain::store::Store;
 use std::sync::Arc;
@@ -24,5 +25,7 @@ pub struct AppState {
     pub files: Arc<dyn FileStore>,
     /// Per-key limiter of the runs endpoints (create and get, counted together).
     pub runs_limiter: Arc<dyn RateLimiter>,
+    /// The runs the in-process worker is executing (to stop one that is canceled).
+    pub inflight: InFlight,
     pub config: Arc<HttpConfig>,
 }

@@ -2,7 +2,9 @@
 
 use crate::placeholder;
 use async_trait::async_trait;
-use runbase_domain::provider::{OutputFile, Provider, ProviderError, ProviderOutput, RunRequest};
+use runbase_domain::provider::{
+    FileData, OutputFile, Provider, ProviderError, ProviderOutput, RunRequest, Submitted,
+};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -15,15 +17,18 @@ pub(crate) fn knows(upstream: &str) -> bool {
 
 #[async_trait]
 impl Provider for Builtin {
-    async fn run(&self, req: RunRequest<'_>) -> Result<ProviderOutput, ProviderError> {
-        match req.model.upstream.as_str() {
-            "echo" => echo(req.input).await,
-            "placeholder-image" => placeholder_image(req.input).await,
-            other => Err(ProviderError::new(
-                "unknown_model",
-                format!("the built-in provider has no model {other}"),
-            )),
-        }
+    async fn submit(&self, req: &RunRequest<'_>) -> Result<Submitted, ProviderError> {
+        let out = match req.route.upstream.as_str() {
+            "echo" => echo(req.input).await?,
+            "placeholder-image" => placeholder_image(req.input).await?,
+            other => {
+                return Err(ProviderError::new(
+                    "unknown_model",
+                    format!("the built-in provider has no model {other}"),
+                ));
+            }
+        };
+        Ok(Submitted::Done(out))
     }
 }
 
@@ -70,7 +75,7 @@ async fn placeholder_image(input: &Value) -> Result<ProviderOutput, ProviderErro
     out.files.push(OutputFile {
         name: "output.png".into(),
         content_type: "image/png".into(),
-        bytes,
+        data: FileData::Bytes(bytes),
     });
     Ok(out)
 }

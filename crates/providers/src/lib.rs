@@ -1,42 +1,301 @@
-//! Provider adapters: where a run meets a model. The worker asks [`Providers`] for the adapter
-//! of a model's `provider` and calls [`runbase_domain::provider::Provider::run`].
+//! Provider adapters: where a run meets a model. The worker calls [`Providers::execute`]; the
+//! driver (`driver.rs`) picks the model's route, calls the adapter (`submit`, `poll`,
+//! `cancel`), retries, falls back, times out, and copies the output files.
+//!
+//! Adapters, by the `provider` name the catalogue uses:
+//! - `builtin`: models inside Runbase (`echo`, `placeholder-image`);
+//! - `cog`: any Cog model server (route option `url`);
+//! - `replicate`, `fal`, `openai`, `gemini`: the upstream APIs, offered only with credentials;
+//! - any name under `providers.openai_compatible`: an OpenAI-compatible server (vLLM, Ollama...);
+//! - `simulator`: test mode, used for every run of a test key.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, reason = "tests may unwrap"))]
 
 mod builtin;
+mod cog;
+mod driver;
+mod fal;
+mod gemini;
+pub mod http;
+mod openai;
+mod output;
 mod placeholder;
+mod replicate;
+mod simulator;
 
-pub use builtin::Builtin;
+pub use driver::{Execution, ReadyFile, ReadyOutput, RetryPolicy};
 
-use runbase_domain::catalog::Model;
+use runbase_domain::catalog::Route;
 use runbase_domain::provider::Provider;
-use std::collections::HashMap;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// A credential: never printed, never logged.
+#[derive(Clone, Deserialize, Serialize, PartialEq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("\"[redacted]\"")
+    }
+}
+
+/// Credentials and address of one upstream API.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSettings {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<Secret>,
+    /// Where the API is; the provider's public address when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+}
+
+/// Retries of transient upstream errors.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetrySettings {
+    pub max_retries: u32,
+    pub base_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        let d = RetryPolicy::default();
+        Self {
+            max_retries: d.max_retries,
+            base_backoff_ms: d.base_backoff.as_millis() as u64,
+            max_backoff_ms: d.max_backoff.as_millis() as u64,
+        }
+    }
+}
+
+/// The `[providers]` section of the configuration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProvidersConfig {
+    /// Replicate; the token may also come from `REPLICATE_API_TOKEN`.
+    pub replicate: ApiSettings,
+    /// fal; the key may also come from `FAL_KEY`.
+    pub fal: ApiSettings,
+    /// OpenAI; the key may also come from `OPENAI_API_KEY`.
+    pub openai: ApiSettings,
+    /// Google's Gemini API; the key may also come from `GEMINI_API_KEY` or `GOOGLE_API_KEY`.
+    pub gemini: ApiSettings,
+    /// OpenAI-compatible servers by the provider name the catalogue uses for them; each needs
+    /// a `base_url` (e.g. `http://127.0.0.1:11434/v1` for Ollama), the key is optional.
+    pub openai_compatible: BTreeMap<String, ApiSettings>,
+    pub retry: RetrySettings,
+    /// Pause between polls of a started upstream job, in milliseconds.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for ProvidersConfig {
+    fn default() -> Self {
+        Self {
+            replicate: ApiSettings::default(),
+            fal: ApiSettings::default(),
+            openai: ApiSettings::default(),
+            gemini: ApiSettings::default(),
+            openai_compatible: BTreeMap::new(),
+            retry: RetrySettings::default(),
+            poll_interval_ms: 1000,
+        }
+    }
+}
+
+/// Provider names with an adapter of their own.
+const RESERVED: &[&str] = &[
+    "builtin",
+    "cog",
+    "replicate",
+    "fal",
+    "openai",
+    "gemini",
+    "simulator",
+];
 
 /// The configured adapters, by the provider name the catalogue uses.
 #[derive(Clone)]
 pub struct Providers {
     by_name: HashMap<String, Arc<dyn Provider>>,
+    simulator: Arc<dyn Provider>,
+    client: reqwest::Client,
+    retry: RetryPolicy,
 }
 
 impl Providers {
-    /// The adapters that need no configuration: `builtin`.
+    /// Only the adapters that need nothing: `builtin` and `cog`.
     pub fn builtin_only() -> Self {
+        Self::from_config(&ProvidersConfig::default(), |_| None).unwrap_or_else(|_| {
+            // The default configuration has nothing that can be wrong; keep a usable registry.
+            let client = http::client();
+            Self {
+                by_name: HashMap::from([(
+                    "builtin".to_owned(),
+                    Arc::new(builtin::Builtin) as Arc<dyn Provider>,
+                )]),
+                simulator: Arc::new(simulator::Simulator),
+                client,
+                retry: RetryPolicy::default(),
+            }
+        })
+    }
+
+    /// Builds the adapters the configuration (or `env`, for the usual credential variables)
+    /// has credentials for. Returns the registry, or what is wrong with the configuration.
+    pub fn from_config(
+        config: &ProvidersConfig,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, String> {
+        let client = http::client();
+        let poll = Duration::from_millis(config.poll_interval_ms.max(10));
+        let key = |s: &ApiSettings, vars: &[&str]| {
+            s.api_key
+                .clone()
+                .filter(|k| !k.expose().trim().is_empty())
+                .or_else(|| {
+                    vars.iter()
+                        .find_map(|v| env(v))
+                        .filter(|k| !k.trim().is_empty())
+                        .map(Secret::new)
+                })
+        };
+        let base = |s: &ApiSettings, default: &str| -> Result<String, String> {
+            let url = s.base_url.clone().unwrap_or_else(|| default.to_owned());
+            check_url(&url)?;
+            Ok(url.trim_end_matches('/').to_owned())
+        };
         let mut by_name: HashMap<String, Arc<dyn Provider>> = HashMap::new();
-        by_name.insert("builtin".into(), Arc::new(Builtin));
-        Self { by_name }
+        by_name.insert("builtin".into(), Arc::new(builtin::Builtin));
+        by_name.insert(
+            "cog".into(),
+            Arc::new(cog::Cog {
+                client: client.clone(),
+            }),
+        );
+        if let Some(token) = key(&config.replicate, &["REPLICATE_API_TOKEN"]) {
+            by_name.insert(
+                "replicate".into(),
+                Arc::new(replicate::Replicate {
+                    base_url: base(&config.replicate, "https://api.replicate.com")?,
+                    api_token: token,
+                    client: client.clone(),
+                    poll_interval: poll,
+                }),
+            );
+        }
+        if let Some(k) = key(&config.fal, &["FAL_KEY"]) {
+            by_name.insert(
+                "fal".into(),
+                Arc::new(fal::Fal {
+                    base_url: base(&config.fal, "https://queue.fal.run")?,
+                    api_key: k,
+                    client: client.clone(),
+                    poll_interval: poll,
+                }),
+            );
+        }
+        if let Some(k) = key(&config.openai, &["OPENAI_API_KEY"]) {
+            by_name.insert(
+                "openai".into(),
+                Arc::new(openai::OpenAi {
+                    name: "OpenAI".into(),
+                    base_url: base(&config.openai, "https://api.openai.com/v1")?,
+                    api_key: Some(k),
+                    client: client.clone(),
+                }),
+            );
+        }
+        if let Some(k) = key(&config.gemini, &["GEMINI_API_KEY", "GOOGLE_API_KEY"]) {
+            by_name.insert(
+                "gemini".into(),
+                Arc::new(gemini::Gemini {
+                    base_url: base(
+                        &config.gemini,
+                        "https://generativelanguage.googleapis.com/v1beta",
+                    )?,
+                    api_key: k,
+                    client: client.clone(),
+                }),
+            );
+        }
+        for (name, s) in &config.openai_compatible {
+            if RESERVED.contains(&name.as_str()) {
+                return Err(format!(
+                    "providers.openai_compatible.{name}: \"{name}\" is the name of a built-in adapter; choose another"
+                ));
+            }
+            let Some(url) = &s.base_url else {
+                return Err(format!(
+                    "providers.openai_compatible.{name}: base_url is required"
+                ));
+            };
+            check_url(url).map_err(|e| format!("providers.openai_compatible.{name}: {e}"))?;
+            by_name.insert(
+                name.clone(),
+                Arc::new(openai::OpenAi {
+                    name: name.clone(),
+                    base_url: url.trim_end_matches('/').to_owned(),
+                    api_key: s.api_key.clone(),
+                    client: client.clone(),
+                }),
+            );
+        }
+        Ok(Self {
+            by_name,
+            simulator: Arc::new(simulator::Simulator),
+            client,
+            retry: RetryPolicy {
+                max_retries: config.retry.max_retries,
+                base_backoff: Duration::from_millis(config.retry.base_backoff_ms),
+                max_backoff: Duration::from_millis(config.retry.max_backoff_ms.max(1)),
+                ..RetryPolicy::default()
+            },
+        })
     }
 
-    /// The adapter that runs `model`, if its provider is configured.
-    pub fn for_model(&self, model: &Model) -> Option<Arc<dyn Provider>> {
-        self.by_name.get(&model.provider).cloned()
+    fn adapter(&self, provider: &str) -> Option<Arc<dyn Provider>> {
+        self.by_name.get(provider).cloned()
     }
 
-    /// Whether `model` can run here (its provider is configured and knows the model).
-    pub fn can_run(&self, model: &Model) -> bool {
-        match model.provider.as_str() {
-            "builtin" => builtin::knows(&model.upstream),
+    /// Whether a route can be used here: its adapter is configured (and, for `builtin`, knows
+    /// the model; for `cog`, the route names the server).
+    pub fn can_route(&self, route: &Route) -> bool {
+        match route.provider.as_str() {
+            "builtin" => builtin::knows(&route.upstream),
+            "cog" => route.option("url").is_some_and(|u| check_url(u).is_ok()),
+            "simulator" => false,
             other => self.by_name.contains_key(other),
         }
+    }
+
+    /// The configured provider names, sorted (for the start-up log).
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.by_name.keys().cloned().collect();
+        names.sort();
+        names
+    }
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    if url.starts_with("http://") || url.starts_with("https://") {
+        Ok(())
+    } else {
+        Err(format!("{url:?} is not an http:// or https:// URL"))
     }
 }

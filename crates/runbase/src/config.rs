@@ -5,6 +5,8 @@
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use runbase_files::StorageConfig;
+use runbase_providers::ProvidersConfig;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -28,6 +30,10 @@ pub struct Config {
     pub durability: String,
     pub rate_limits: RateLimits,
     pub worker: WorkerSettings,
+    /// Upstream providers: credentials, addresses, retries.
+    pub providers: ProvidersConfig,
+    /// Where output files are kept: local files (the default) or an S3-compatible bucket.
+    pub storage: StorageConfig,
     /// Log filter (tracing's `EnvFilter` syntax); `RUST_LOG` wins when set.
     pub log: String,
 }
@@ -78,6 +84,8 @@ impl Default for Config {
                 poll_interval_ms: 1000,
                 max_attempts: 3,
             },
+            providers: ProvidersConfig::default(),
+            storage: StorageConfig::default(),
             log: "info".into(),
         }
     }
@@ -108,6 +116,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "durability",
     "rate_limits",
     "worker",
+    "providers",
+    "storage",
     "log",
 ];
 

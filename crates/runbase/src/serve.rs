@@ -3,10 +3,10 @@
 use crate::config::Config;
 use anyhow::{Context, bail};
 use runbase_domain::catalog::Catalog;
+use runbase_domain::inflight::InFlight;
 use runbase_domain::ratelimit::{RateLimit, SlidingWindowLimiter};
 use runbase_domain::store::Store;
 use runbase_domain::time::Timestamp;
-use runbase_files::LocalFiles;
 use runbase_http::{AppState, HttpConfig};
 use runbase_providers::Providers;
 use runbase_store_sqlite::{Durability, SqliteStore};
@@ -30,7 +30,8 @@ pub fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
         .with_context(|| format!("opening the database {}", path.display()))
 }
 
-/// The built-in catalogue plus configured files, less the models no provider here can run.
+/// The built-in catalogue plus configured files. Routes whose provider is not configured here
+/// are dropped; a model left with none stays listed as unavailable (test keys can run it).
 pub fn load_catalog(config: &Config, providers: &Providers) -> anyhow::Result<Catalog> {
     let mut catalog = Catalog::builtin().map_err(anyhow::Error::msg)?;
     for file in &config.catalog {
@@ -40,16 +41,20 @@ pub fn load_catalog(config: &Config, providers: &Providers) -> anyhow::Result<Ca
             .merge_toml(&text)
             .map_err(|e| anyhow::anyhow!("catalogue {}: {e}", file.display()))?;
     }
-    let mut unavailable = Vec::new();
-    catalog.retain(|m| {
-        let ok = providers.can_run(m);
-        if !ok {
-            unavailable.push(m.id.clone());
-        }
-        ok
-    });
-    for id in unavailable {
-        tracing::warn!(model.id = %id, "model not offered: its provider is not configured");
+    catalog
+        .restrict_routes(|r| providers.can_route(r))
+        .map_err(anyhow::Error::msg)?;
+    let unavailable: Vec<&str> = catalog
+        .models()
+        .iter()
+        .filter(|m| !m.is_available())
+        .map(|m| m.id.as_str())
+        .collect();
+    if !unavailable.is_empty() {
+        tracing::info!(
+            models = %unavailable.join(", "),
+            "models without a configured provider are offered to test keys only"
+        );
     }
     Ok(catalog)
 }
@@ -81,9 +86,13 @@ pub async fn run(config: Config, warnings: Vec<String>) -> anyhow::Result<()> {
         );
     }
 
-    let providers = Providers::builtin_only();
+    let providers = Providers::from_config(&config.providers, |var| std::env::var(var).ok())
+        .map_err(anyhow::Error::msg)?;
+    tracing::info!(providers = %providers.names().join(", "), "providers configured");
     let catalog = Arc::new(load_catalog(&config, &providers)?);
-    let files = Arc::new(LocalFiles::new(config.data_dir.join("files")));
+    let files =
+        runbase_files::open(&config.storage, &config.data_dir).map_err(anyhow::Error::msg)?;
+    let inflight = InFlight::default();
     let trusted_proxies = config
         .trusted_proxies
         .iter()
@@ -104,6 +113,7 @@ pub async fn run(config: Config, warnings: Vec<String>) -> anyhow::Result<()> {
             requests: limits.requests,
             window: Duration::from_secs(limits.window_secs),
         })),
+        inflight: inflight.clone(),
         config: Arc::new(HttpConfig {
             trusted_proxies,
             max_body_bytes: 1 << 20,
@@ -128,6 +138,7 @@ pub async fn run(config: Config, warnings: Vec<String>) -> anyhow::Result<()> {
         catalog,
         providers,
         files,
+        inflight,
         config: WorkerConfig {
             concurrency: config.worker.concurrency,
             poll_interval: Duration::from_millis(config.worker.poll_interval_ms.max(10)),

@@ -60,10 +60,20 @@ async fn a_catalogue_file_adds_and_replaces_models() {
         .map(|m| m["id"].as_str().unwrap())
         .collect();
     assert!(ids.contains(&"acme/cheap-echo"), "{ids:?}");
-    assert!(
-        !ids.contains(&"nowhere/unconfigured"),
-        "a model without a configured provider is not offered"
+    let availability = |id: &str| {
+        models.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == id)
+            .map(|m| m["available"].clone())
+    };
+    assert_eq!(
+        availability("nowhere/unconfigured"),
+        Some(json!(false)),
+        "a model without a configured provider is listed as unavailable"
     );
+    assert_eq!(availability("acme/cheap-echo"), Some(json!(true)));
     c.create(&key, json!({"model": "nowhere/unconfigured", "input": {}}))
         .await
         .assert_error(400, "model_not_found");

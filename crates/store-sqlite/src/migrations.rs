@@ -3,7 +3,10 @@
 
 use rusqlite::Connection;
 
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_cancel_and_test_runs.sql"),
+];
 
 /// Applies the migrations this database has not seen yet, each in its own transaction.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -55,7 +55,7 @@ pub fn api_key(r: &Row<'_>) -> rusqlite::Result<ApiKey> {
 }
 
 pub const RUN_COLS: &str = "id, model, status, input, output, error_message, error_code, cost_millicents, \
-     created_at, started_at, completed_at, account_id, key_id, attempts";
+     created_at, started_at, completed_at, account_id, key_id, attempts, test";
 
 pub fn run(r: &Row<'_>) -> rusqlite::Result<Run> {
     let status: String = r.get(2)?;
@@ -84,6 +84,7 @@ pub fn run(r: &Row<'_>) -> rusqlite::Result<Run> {
         account_id: r.get(11)?,
         key_id: r.get(12)?,
         attempts: r.get::<_, i64>(13)?.max(0) as u32,
+        test: r.get(14)?,
     })
 }
 

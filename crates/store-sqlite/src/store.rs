@@ -121,10 +121,10 @@ fn create_run_tx(conn: &Connection, run: &NewRun) -> rusqlite::Result<Result<Run
     .execute(params![run.key_id, run.price.0, run.created_at.0])?;
     // Inserting a `pending` run is what enqueues it.
     conn.prepare_cached(
-        "INSERT INTO runs (id, account_id, key_id, model, status, input, cost_millicents, created_at)
-         VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7)",
+        "INSERT INTO runs (id, account_id, key_id, model, status, input, cost_millicents, created_at, test)
+         VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7, ?8)",
     )?
-    .execute(params![run.id, run.account_id, run.key_id, run.model, run.input.to_string(), run.price.0, run.created_at.0])?;
+    .execute(params![run.id, run.account_id, run.key_id, run.model, run.input.to_string(), run.price.0, run.created_at.0, run.test])?;
     if run.price > Millicents::ZERO {
         insert_ledger_row(
             conn,
@@ -152,6 +152,7 @@ fn create_run_tx(conn: &Connection, run: &NewRun) -> rusqlite::Result<Result<Run
         account_id: run.account_id.clone(),
         key_id: run.key_id.clone(),
         attempts: 0,
+        test: run.test,
     }))
 }
 
@@ -182,25 +183,67 @@ fn finish_tx(
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                 })
                 .optional()?;
-            if let Some((cost, account_id, key_id, model)) = charged.filter(|c| c.0 > 0) {
-                append_ledger(
-                    conn,
-                    &account_id,
-                    LedgerKind::RunRefund,
-                    Millicents(cost),
-                    Some(run_id),
-                    Some(&key_id),
-                    &model,
-                    now,
-                )?;
-                conn.prepare_cached(
-                    "UPDATE api_keys SET spent_millicents = spent_millicents - ?2 WHERE id = ?1",
-                )?
-                .execute(params![key_id, cost])?;
+            if let Some(charged) = charged {
+                refund(conn, run_id, charged, now)?;
             }
         }
     }
     Ok(())
+}
+
+/// Gives a run's cost back to the account and to the key's spend (a ledger entry). Called only
+/// in the transaction that moved the run to `failed` or `canceled`, which happens once.
+fn refund(
+    conn: &Connection,
+    run_id: &str,
+    (cost, account_id, key_id, model): (i64, String, String, String),
+    now: Timestamp,
+) -> rusqlite::Result<()> {
+    if cost <= 0 {
+        return Ok(());
+    }
+    append_ledger(
+        conn,
+        &account_id,
+        LedgerKind::RunRefund,
+        Millicents(cost),
+        Some(run_id),
+        Some(&key_id),
+        &model,
+        now,
+    )?;
+    conn.prepare_cached(
+        "UPDATE api_keys SET spent_millicents = spent_millicents - ?2 WHERE id = ?1",
+    )?
+    .execute(params![key_id, cost])?;
+    Ok(())
+}
+
+/// Cancels a run that has not finished; refunds it. A finished run is left as it is.
+fn cancel_tx(
+    conn: &Connection,
+    account_id: &str,
+    run_id: &str,
+    now: Timestamp,
+) -> rusqlite::Result<Option<Run>> {
+    let charged: Option<(i64, String, String, String)> = conn
+        .prepare_cached(
+            "UPDATE runs SET status = 'canceled', error_message = 'The run was canceled', error_code = 'canceled', completed_at = ?3
+             WHERE id = ?1 AND account_id = ?2 AND status IN ('pending', 'processing')
+             RETURNING cost_millicents, account_id, key_id, model",
+        )?
+        .query_row(params![run_id, account_id, now.0], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()?;
+    if let Some(charged) = charged {
+        refund(conn, run_id, charged, now)?;
+    }
+    conn.prepare_cached(&format!(
+        "SELECT {RUN_COLS} FROM runs WHERE id = ?1 AND account_id = ?2"
+    ))?
+    .query_row([run_id, account_id], rows::run)
+    .optional()
 }
 
 #[async_trait]
@@ -510,6 +553,17 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let run_id = run_id.to_owned();
         self.write(move |c| finish_tx(c, &run_id, &outcome, now))
+            .await
+    }
+
+    async fn cancel_run(
+        &self,
+        account_id: &str,
+        run_id: &str,
+        now: Timestamp,
+    ) -> Result<Option<Run>, StoreError> {
+        let (account_id, run_id) = (account_id.to_owned(), run_id.to_owned());
+        self.write(move |c| cancel_tx(c, &account_id, &run_id, now))
             .await
     }
 

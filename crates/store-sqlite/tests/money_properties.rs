@@ -107,6 +107,7 @@ fn new_run(f: &Fixture, key: usize, price: i64) -> NewRun {
         input: json!({"text": "p"}),
         price: Millicents(price),
         created_at: Timestamp::now(),
+        test: false,
     }
 }
 

@@ -5,11 +5,12 @@
 
 use runbase_domain::catalog::Catalog;
 use runbase_domain::files::FileStore;
-use runbase_domain::provider::{ProviderError, ProviderOutput, RunRequest};
+use runbase_domain::inflight::InFlight;
+use runbase_domain::provider::ProviderError;
 use runbase_domain::run::{Run, RunError, RunOutcome};
 use runbase_domain::store::Store;
 use runbase_domain::time::Timestamp;
-use runbase_providers::Providers;
+use runbase_providers::{Execution, Providers, ReadyOutput};
 use serde_json::Value;
 use std::future::Future;
 use std::sync::Arc;
@@ -37,6 +38,8 @@ pub struct Worker {
     pub catalog: Arc<Catalog>,
     pub providers: Providers,
     pub files: Arc<dyn FileStore>,
+    /// Where the API's cancel endpoint reaches the runs executing here.
+    pub inflight: InFlight,
     pub config: WorkerConfig,
 }
 
@@ -92,18 +95,25 @@ impl Worker {
 
     async fn execute_in_span(self, run: Run, _permit: OwnedSemaphorePermit) {
         let started = std::time::Instant::now();
-        let outcome = match self.call_provider(&run).await {
-            Ok(out) => match self.store_output(&run, out).await {
+        let registration = self.inflight.register(&run.id);
+        let outcome = match self.call_provider(&run, &registration.signal).await {
+            Execution::Succeeded(out) => match self.store_output(&run, out).await {
                 Ok(output) => RunOutcome::Succeeded { output },
                 Err(error) => RunOutcome::Failed { error },
             },
-            Err(e) => RunOutcome::Failed {
+            Execution::Failed(e) => RunOutcome::Failed {
                 error: RunError {
                     message: e.message,
                     code: e.code,
                 },
             },
+            Execution::Canceled => {
+                // The cancel endpoint already moved the run to `canceled` and refunded it.
+                tracing::info!("run canceled while executing");
+                return;
+            }
         };
+        drop(registration);
         let ok = matches!(outcome, RunOutcome::Succeeded { .. });
         self.finish(&run.id, outcome).await;
         tracing::info!(
@@ -113,48 +123,50 @@ impl Worker {
         );
     }
 
-    async fn call_provider(&self, run: &Run) -> Result<ProviderOutput, ProviderError> {
-        let model = self.catalog.get(&run.model).cloned().ok_or_else(|| {
-            ProviderError::new(
+    async fn call_provider(&self, run: &Run, cancel: &tokio::sync::Notify) -> Execution {
+        let Some(model) = self.catalog.get(&run.model).cloned() else {
+            return Execution::Failed(ProviderError::new(
                 "model_unavailable",
-                format!("model {} is no longer offered", run.model),
-            )
-        })?;
-        let provider = self.providers.for_model(&model).ok_or_else(|| {
-            ProviderError::new(
-                "model_unavailable",
-                format!("no provider is configured for {}", run.model),
-            )
-        })?;
-        let timeout = model.timeout;
-        let (id, input) = (run.id.clone(), run.input.clone());
+                format!("Model {} is no longer offered", run.model),
+            ));
+        };
+        let (providers, id, input, test) = (
+            self.providers.clone(),
+            run.id.clone(),
+            run.input.clone(),
+            run.test,
+        );
         // A task of its own, so a panicking adapter fails the run instead of leaving it stuck.
-        let task = tokio::spawn(async move {
-            let req = RunRequest {
-                run_id: &id,
-                model: &model,
-                input: &input,
-            };
-            tokio::time::timeout(timeout, provider.run(req)).await
+        // The cancel signal is forwarded into the task.
+        let inner = Arc::new(tokio::sync::Notify::new());
+        let task = tokio::spawn({
+            let inner = inner.clone();
+            async move { providers.execute(&id, &model, &input, test, &inner).await }
         });
-        match task.await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_elapsed)) => Err(ProviderError::new(
-                "timeout",
-                format!("the model did not finish within {} s", timeout.as_secs()),
-            )),
+        let abort = task.abort_handle();
+        tokio::pin!(task);
+        let joined = tokio::select! {
+            j = &mut task => j,
+            _ = cancel.notified() => {
+                inner.notify_one();
+                (&mut task).await
+            }
+        };
+        drop(abort);
+        match joined {
+            Ok(execution) => execution,
             Err(e) => {
                 tracing::error!(error = %e, "provider task failed");
-                Err(ProviderError::new(
+                Execution::Failed(ProviderError::new(
                     "internal_error",
-                    "the model's adapter failed unexpectedly",
+                    "The model's adapter failed unexpectedly",
                 ))
             }
         }
     }
 
-    /// Saves the provider's files and builds `output` (`urls` plus the provider's fields).
-    async fn store_output(&self, run: &Run, out: ProviderOutput) -> Result<Value, RunError> {
+    /// Saves the files and builds `output` (`urls` plus the provider's fields).
+    async fn store_output(&self, run: &Run, out: ReadyOutput) -> Result<Value, RunError> {
         let mut urls = Vec::with_capacity(out.files.len());
         for f in out.files {
             let path = format!("{}/{}", run.id, f.name);

@@ -13,7 +13,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Request;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use runbase_domain::ErrorCode;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
@@ -28,6 +28,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/api/v1/runs", get(runs::list).post(runs::create))
         .route("/api/v1/runs/{id}", get(runs::get))
+        .route("/api/v1/runs/{id}/cancel", post(runs::cancel))
         .route("/api/v1/models", get(models::list))
         .route("/api/v1/models/{provider}/{name}", get(models::get))
         .route("/api/v1/account", get(account::get))

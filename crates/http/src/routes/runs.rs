@@ -1,4 +1,5 @@
-//! `POST /api/v1/runs`, `GET /api/v1/runs/{id}`, `GET /api/v1/runs`.
+//! `POST /api/v1/runs`, `GET /api/v1/runs/{id}`, `POST /api/v1/runs/{id}/cancel`,
+//! `GET /api/v1/runs`.
 
 use super::api_key::{authenticate, authorize_runs, peer, with_rate_headers};
 use crate::error::HttpError;
@@ -60,6 +61,28 @@ pub async fn get(
     };
     match service::get_run(state.store.as_ref(), &key, &id).await {
         Ok(run) => with_rate_headers(Json(run), &rate),
+        Err(e) => with_rate_headers(HttpError(e), &rate),
+    }
+}
+
+/// Cancels a `pending` or `processing` run (full refund) and answers the run; a finished run
+/// is answered unchanged. Counted by the runs rate limit like create and get.
+pub async fn cancel(
+    State(state): State<AppState>,
+    ext: Extensions,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let (key, rate) = match authorize_runs(&state, &headers, peer(&ext)).await {
+        Ok(ok) => ok,
+        Err(resp) => return resp,
+    };
+    match service::cancel_run(state.store.as_ref(), &key, &id).await {
+        Ok(run) => {
+            // Stop the provider call if the run is executing in this process.
+            state.inflight.cancel(&run.id);
+            with_rate_headers(Json(run), &rate)
+        }
         Err(e) => with_rate_headers(HttpError(e), &rate),
     }
 }

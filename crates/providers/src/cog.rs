@@ -1,0 +1,124 @@
+//! Cog model servers (the protocol Replicate's models speak): a model packaged with Cog serves
+//! `PUT /predictions/{id}`, `POST /predictions/{id}/cancel` and `GET /health-check`. The route
+//! option `url` says where the server is; the run id is the prediction id, so a run can be
+//! cancelled even while its request is in flight, and a repeated request is idempotent.
+//!
+//! The prediction is requested synchronously (the answer comes when the model is done); the
+//! driver's timeout and cancel wrap it. Without an upload URL, Cog returns file outputs as
+//! `data:` URIs, which the driver decodes into Runbase's storage.
+
+use crate::http;
+use crate::output::from_model_value;
+use async_trait::async_trait;
+use reqwest::StatusCode;
+use runbase_domain::provider::{Job, Provider, ProviderError, RunRequest, Submitted};
+use serde_json::{Value, json};
+
+pub struct Cog {
+    pub client: reqwest::Client,
+}
+
+const NAME: &str = "the Cog server";
+
+fn server(req: &RunRequest<'_>) -> Result<String, ProviderError> {
+    req.route
+        .option("url")
+        .map(|u| u.trim_end_matches('/').to_owned())
+        .ok_or_else(|| {
+            ProviderError::new(
+                "model_unavailable",
+                format!("the catalogue gives no Cog server url for {}", req.model.id),
+            )
+        })
+}
+
+#[async_trait]
+impl Provider for Cog {
+    async fn submit(&self, req: &RunRequest<'_>) -> Result<Submitted, ProviderError> {
+        let url = format!("{}/predictions/{}", server(req)?, req.run_id);
+        let body = json!({ "id": req.run_id, "input": req.input });
+        let resp = self
+            .client
+            .put(url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| http::transport_error(NAME, e))?;
+        let status = resp.status();
+        if status == StatusCode::CONFLICT {
+            // The server runs one prediction at a time and is busy: try again shortly.
+            return Err(ProviderError::transient(
+                "upstream_busy",
+                "The Cog server is busy with another prediction",
+            ));
+        }
+        if !status.is_success() {
+            let body = resp.bytes().await.unwrap_or_default();
+            return Err(http::status_error(NAME, status, &body));
+        }
+        let v = http::read_json(NAME, resp).await?;
+        read_prediction(&v).map(Submitted::Done)
+    }
+
+    async fn cancel(&self, req: &RunRequest<'_>, _job: Option<&Job>) -> Result<(), ProviderError> {
+        let url = format!("{}/predictions/{}/cancel", server(req)?, req.run_id);
+        match http::send(NAME, self.client.post(url)).await {
+            Ok(_) => Ok(()),
+            // 404: it already finished (or never started); nothing to stop.
+            Err(e) if e.code == "upstream_rejected" => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn read_prediction(v: &Value) -> Result<runbase_domain::provider::ProviderOutput, ProviderError> {
+    let status = v
+        .get("status")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ProviderError::garbage(NAME, "the prediction has no status"))?;
+    match status {
+        "succeeded" => {
+            let out = from_model_value(v.get("output").unwrap_or(&Value::Null));
+            if out.files.is_empty() && out.fields.is_empty() {
+                return Err(ProviderError::new(
+                    "no_output",
+                    "The model returned no output",
+                ));
+            }
+            Ok(out)
+        }
+        "failed" => {
+            let why = v
+                .get("error")
+                .and_then(Value::as_str)
+                .map(http::truncate)
+                .unwrap_or_else(|| "no reason given".into());
+            Err(ProviderError::new(
+                "model_error",
+                format!("The model failed: {why}"),
+            ))
+        }
+        "canceled" => Err(ProviderError::new(
+            "upstream_canceled",
+            "The prediction was canceled by the Cog server",
+        )),
+        other => Err(ProviderError::garbage(
+            NAME,
+            format!("unexpected status {other:?}"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn predictions_are_read() {
+        let out = read_prediction(&json!({"status": "succeeded", "output": "hi"})).unwrap();
+        assert_eq!(out.fields["text"], "hi");
+        let e = read_prediction(&json!({"status": "failed", "error": "boom"})).unwrap_err();
+        assert!(e.message.contains("boom"));
+        assert!(read_prediction(&json!({"output": 1})).is_err());
+    }
+}

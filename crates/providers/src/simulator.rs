@@ -1,0 +1,247 @@
+//! Test mode: runs of test keys (`sk-test-...`) never reach a provider. The simulator answers
+//! for any catalogue model with output shaped by the model's output schema: real placeholder
+//! files for media (a PNG at the requested aspect ratio, a short MP4, a WAV tone) and
+//! placeholder values for the other fields. It is free and needs no credentials, so the
+//! documented examples work on a fresh install.
+
+use crate::placeholder;
+use async_trait::async_trait;
+use runbase_domain::catalog::Route;
+use runbase_domain::provider::{
+    FileData, OutputFile, Provider, ProviderError, ProviderOutput, RunRequest, Submitted,
+};
+use serde_json::{Map, Value};
+
+/// A 2-second 160×90 H.264 test pattern, made once with
+/// `ffmpeg -f lavfi -i testsrc=size=160x90:rate=8:duration=2 -c:v libx264 -pix_fmt yuv420p
+/// -profile:v baseline -crf 40 -movflags +faststart placeholder.mp4`.
+const PLACEHOLDER_MP4: &[u8] = include_bytes!("../assets/placeholder.mp4");
+
+pub struct Simulator;
+
+/// The route test runs take.
+pub fn route() -> Route {
+    Route {
+        provider: "simulator".into(),
+        upstream: "simulator".into(),
+        options: Value::Object(Map::new()),
+    }
+}
+
+/// What kind of file a model makes, from its category.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Media {
+    Image,
+    Video,
+    Audio,
+    None,
+}
+
+fn media_of(category: &str) -> Media {
+    let produced = category.rsplit(" to ").next().unwrap_or(category);
+    if produced.contains("video") {
+        Media::Video
+    } else if produced.contains("image") || category == "image editing" {
+        Media::Image
+    } else if produced.contains("audio")
+        || produced.contains("speech")
+        || produced.contains("music")
+    {
+        Media::Audio
+    } else {
+        Media::None
+    }
+}
+
+/// `w:h` from the input: `aspect_ratio`, or a `size` like `1536x1024`; square otherwise.
+fn ratio_of(input: &Value) -> (u32, u32) {
+    if let Some(r) = input.get("aspect_ratio").and_then(Value::as_str)
+        && let Some(d) = placeholder::dimensions(r)
+    {
+        return d;
+    }
+    if let Some((w, h)) = input
+        .get("size")
+        .and_then(Value::as_str)
+        .and_then(|s| s.split_once('x'))
+        && let (Ok(w), Ok(h)) = (w.parse::<u32>(), h.parse::<u32>())
+        && w > 0
+        && h > 0
+    {
+        let g = gcd(w, h);
+        if let Some(d) = placeholder::dimensions(&format!("{}:{}", w / g, h / g)) {
+            return d;
+        }
+    }
+    (512, 512)
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// How many files to make: the input's `n` / `num_images` / `num_outputs`, 1 to 4.
+fn count_of(input: &Value) -> usize {
+    ["n", "num_images", "num_outputs"]
+        .iter()
+        .find_map(|f| input.get(*f).and_then(Value::as_u64))
+        .unwrap_or(1)
+        .clamp(1, 4) as usize
+}
+
+/// A one-second 440 Hz tone, 16-bit mono WAV at 8 kHz.
+fn wav_tone() -> Vec<u8> {
+    let rate: u32 = 8000;
+    let samples: Vec<i16> = (0..rate)
+        .map(|i| {
+            let t = i as f64 / f64::from(rate);
+            ((t * 440.0 * std::f64::consts::TAU).sin() * 8000.0) as i16
+        })
+        .collect();
+    let data_len = (samples.len() * 2) as u32;
+    let mut out = Vec::with_capacity(44 + data_len as usize);
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data_len).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    out.extend_from_slice(&1u16.to_le_bytes()); // mono
+    out.extend_from_slice(&rate.to_le_bytes());
+    out.extend_from_slice(&(rate * 2).to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data_len.to_le_bytes());
+    for s in samples {
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    out
+}
+
+/// A placeholder for a field of the output schema.
+fn placeholder_value(schema: &Value, model_id: &str) -> Value {
+    if let Some(v) = schema.get("default") {
+        return v.clone();
+    }
+    if let Some(first) = schema
+        .get("enum")
+        .and_then(Value::as_array)
+        .and_then(|e| e.first())
+    {
+        return first.clone();
+    }
+    match schema.get("type").and_then(Value::as_str) {
+        Some("string") => Value::String(format!("Simulated output of {model_id} (test mode)")),
+        Some("integer") | Some("number") => Value::from(0),
+        Some("boolean") => Value::Bool(false),
+        Some("array") => Value::Array(Vec::new()),
+        Some("object") => Value::Object(Map::new()),
+        _ => Value::Null,
+    }
+}
+
+#[async_trait]
+impl Provider for Simulator {
+    async fn submit(&self, req: &RunRequest<'_>) -> Result<Submitted, ProviderError> {
+        let input = req.input;
+        let model = req.model;
+        let mut out = ProviderOutput::default();
+        let n = count_of(input);
+        match media_of(&model.category) {
+            Media::Image => {
+                let (w, h) = ratio_of(input);
+                let prompt = input
+                    .get("prompt")
+                    .and_then(Value::as_str)
+                    .unwrap_or(&model.id)
+                    .to_owned();
+                for i in 0..n {
+                    let seed = format!("{prompt}#{i}");
+                    let bytes =
+                        tokio::task::spawn_blocking(move || placeholder::render(&seed, w, h))
+                            .await
+                            .map_err(|e| {
+                                ProviderError::new(
+                                    "model_error",
+                                    format!("the simulator stopped: {e}"),
+                                )
+                            })?
+                            .map_err(|e| {
+                                ProviderError::new(
+                                    "model_error",
+                                    format!("could not encode the image: {e}"),
+                                )
+                            })?;
+                    out.files.push(OutputFile {
+                        name: format!("output-{i}.png"),
+                        content_type: "image/png".into(),
+                        data: FileData::Bytes(bytes),
+                    });
+                }
+            }
+            Media::Video => out.files.push(OutputFile {
+                name: "output-0.mp4".into(),
+                content_type: "video/mp4".into(),
+                data: FileData::Bytes(PLACEHOLDER_MP4.to_vec()),
+            }),
+            Media::Audio => out.files.push(OutputFile {
+                name: "output-0.wav".into(),
+                content_type: "audio/wav".into(),
+                data: FileData::Bytes(wav_tone()),
+            }),
+            Media::None => {}
+        }
+        // Every required field of the output schema, and `text` when the schema has one.
+        let schema = &model.output_schema;
+        let props = schema.get("properties").and_then(Value::as_object);
+        let mut wanted: Vec<String> = schema
+            .get("required")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
+        if props.is_some_and(|p| p.contains_key("text")) && !wanted.iter().any(|w| w == "text") {
+            wanted.push("text".into());
+        }
+        for field in wanted.into_iter().filter(|f| f != "urls") {
+            let sub = props
+                .and_then(|p| p.get(&field))
+                .cloned()
+                .unwrap_or(Value::Null);
+            out.fields.insert(field, placeholder_value(&sub, &model.id));
+        }
+        Ok(Submitted::Done(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn media_follow_the_category() {
+        assert_eq!(media_of("text to image"), Media::Image);
+        assert_eq!(media_of("image editing"), Media::Image);
+        assert_eq!(media_of("image to video"), Media::Video);
+        assert_eq!(media_of("text to speech"), Media::Audio);
+        assert_eq!(media_of("image to text"), Media::None);
+        assert_eq!(media_of("text generation"), Media::None);
+    }
+
+    #[test]
+    fn sizes_and_ratios_shape_the_image() {
+        assert_eq!(ratio_of(&json!({"aspect_ratio": "16:9"})), (512, 288));
+        assert_eq!(ratio_of(&json!({"size": "1536x1024"})), (510, 340));
+        assert_eq!(ratio_of(&json!({"aspect_ratio": "auto"})), (512, 512));
+        assert_eq!(count_of(&json!({"n": 9})), 4);
+    }
+
+    #[test]
+    fn the_tone_is_a_wav() {
+        let w = wav_tone();
+        assert_eq!(&w[..4], b"RIFF");
+        assert_eq!(w.len(), 44 + 16000);
+    }
+}
