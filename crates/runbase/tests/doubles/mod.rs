@@ -201,7 +201,9 @@ pub async fn replicate() -> Double {
                 json!({"id": id, "status": "failed", "output": null, "error": "CUDA out of memory"})
             }
             // Stays `processing` for one poll, to exercise polling.
-            _ if polls.is_multiple_of(2) => json!({"id": id, "status": "processing", "output": null}),
+            _ if polls.is_multiple_of(2) => {
+                json!({"id": id, "status": "processing", "output": null})
+            }
             "text" => json!({"id": id, "status": "succeeded", "output": ["Hel", "lo ", "there"]}),
             _ => {
                 json!({"id": id, "status": "succeeded", "output": [format!("{}/files/out.png", c.base)]})

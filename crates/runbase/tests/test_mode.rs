@@ -1,0 +1,115 @@
+//! Test mode on a fresh install (no provider credentials): upstream models are listed but
+//! unavailable to live keys, and test keys (`sk-test-...`) run any of them through the
+//! simulator, free, with real placeholder files.
+
+#![allow(clippy::unwrap_used, reason = "tests may unwrap")]
+
+mod common;
+
+use common::Server;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn test_keys_run_any_catalogue_model_simulated_and_free() {
+    let s = Server::start();
+    let live = s.account("sim@example.com", 100);
+    let test = s.key("sim@example.com", &["--test"]);
+    assert!(test.starts_with("sk-test-"), "{test}");
+    let c = s.client();
+
+    // The models list says which models this install can run for live keys.
+    let models = c.get(None, "/api/v1/models").await;
+    let find = |id: &str| -> Value {
+        models.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} is listed"))
+    };
+    assert_eq!(find("google/nano-banana-2")["available"], false);
+    assert_eq!(find("openai/gpt-image-2")["available"], false);
+    assert_eq!(find("runbase/echo")["available"], true);
+
+    // A live key cannot reach a model whose provider has no credentials...
+    let body = json!({"model": "google/nano-banana-2", "input": {"prompt": "a lighthouse", "aspect_ratio": "16:9"}});
+    c.create(&live, body.clone())
+        .await
+        .assert_error(400, "model_not_found");
+
+    // ...a test key can: the documented example works on a fresh install.
+    let r = c.create(&test, body).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["cost_cents"], 0);
+    assert_eq!(r.body["input"]["resolution"], "1K", "defaults applied");
+    let run = c.wait(&test, r.body["id"].as_str().unwrap()).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let url = run["output"]["urls"][0].as_str().unwrap();
+    let png_bytes = c.download(url).await;
+    let dec = png::Decoder::new(std::io::Cursor::new(png_bytes))
+        .read_info()
+        .unwrap();
+    assert_eq!(
+        (dec.info().width, dec.info().height),
+        (512, 288),
+        "a real PNG at the requested 16:9"
+    );
+
+    // The schema still applies in test mode.
+    c.create(
+        &test,
+        json!({"model": "google/nano-banana-2", "input": {"aspect_ratio": "16:9"}}),
+    )
+    .await
+    .assert_error(400, "invalid_input");
+
+    // A video model gives an MP4, a language model text, an image model with `n` that many.
+    let video = c
+        .create(
+            &test,
+            json!({"model": "kwaivgi/kling-v1.6-pro", "input": {"prompt": "waves", "duration": "10"}}),
+        )
+        .await;
+    assert_eq!(video.status, 201, "{}", video.body);
+    let video = c.wait(&test, video.body["id"].as_str().unwrap()).await;
+    assert_eq!(video["status"], "succeeded", "{video}");
+    let mp4 = c
+        .download(video["output"]["urls"][0].as_str().unwrap())
+        .await;
+    assert_eq!(&mp4[4..8], b"ftyp", "an MP4 file");
+
+    let llm = c
+        .create(
+            &test,
+            json!({"model": "meta/llama-3-8b-instruct", "input": {"prompt": "hi"}}),
+        )
+        .await;
+    let llm = c.wait(&test, llm.body["id"].as_str().unwrap()).await;
+    assert_eq!(llm["status"], "succeeded", "{llm}");
+    assert!(
+        llm["output"]["text"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty())
+    );
+    assert_eq!(llm["output"]["urls"], json!([]));
+
+    let many = c
+        .create(
+            &test,
+            json!({"model": "openai/gpt-image-2", "input": {"prompt": "dice", "n": 3, "size": "1536x1024"}}),
+        )
+        .await;
+    let many = c.wait(&test, many.body["id"].as_str().unwrap()).await;
+    assert_eq!(
+        many["output"]["urls"].as_array().unwrap().len(),
+        3,
+        "{many}"
+    );
+
+    // Nothing was charged: the balance is what was added, and the ledger has only the top-up.
+    assert_eq!(c.balance(&live).await, 100);
+    let out = s.cli(&["credits", "show", "--account", "sim@example.com", "--json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ledger"].as_array().unwrap().len(), 1, "{v}");
+}
