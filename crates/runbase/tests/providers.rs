@@ -1,5 +1,5 @@
-//! The provider contract suite: the same scenarios against every upstream adapter (Replicate,
-//! fal, OpenAI images and chat, Gemini), each talking to a local double of its API over a real
+//! The provider contract suite: the same scenarios against every adapter (Replicate, fal,
+//! OpenAI images and chat, Gemini, Cog), each talking to a local double of its API over a real
 //! socket (`doubles/`). Every terminal failure must end as a `failed` run with a clear error
 //! and a full refund; the ledger must match the balance at the end.
 
@@ -42,15 +42,17 @@ struct Setup {
     fal: Double,
     openai: Double,
     gemini: Double,
+    cog: Double,
     _dir: tempfile::TempDir,
 }
 
 async fn setup() -> Setup {
-    let (replicate, fal, openai, gemini) = (
+    let (replicate, fal, openai, gemini, cog) = (
         doubles::replicate().await,
         doubles::fal().await,
         doubles::openai().await,
         doubles::gemini().await,
+        doubles::cog().await,
     );
     let mut catalog = String::new();
     catalog += &model(
@@ -94,6 +96,13 @@ async fn setup() -> Setup {
         "gemini-3.1-flash-image",
         "text to image",
         "",
+    );
+    catalog += &model(
+        "test/cog",
+        "cog",
+        "unused",
+        "text to image",
+        &format!("options = {{ url = \"{}\" }}", cog.url),
     );
     // The first route's server refuses connections; the run falls back to fal.
     catalog += &model(
@@ -140,6 +149,7 @@ async fn setup() -> Setup {
         fal,
         openai,
         gemini,
+        cog,
         _dir: dir,
     }
 }
@@ -279,6 +289,8 @@ fn ledger_matches_balance(s: &Setup) {
         "--account",
         "providers@example.com",
         "--json",
+        "--limit",
+        "100000",
     ]);
     let v: Value = serde_json::from_str(&out).unwrap();
     let sum: f64 = v["ledger"]
@@ -337,18 +349,34 @@ async fn every_adapter_keeps_the_contract() {
         },
     )
     .await;
+    contract(
+        &s,
+        "test/cog",
+        &s.cog,
+        Caps {
+            cancels_upstream: true,
+            broken_codes: &["model_error"],
+        },
+    )
+    .await;
     ledger_matches_balance(&s);
 
-    // Credentials went where they belong, in each provider's own header format.
+    // Credentials went with every request, in each provider's own header format.
     let auth = |d: &Double| d.seen.auth.lock().unwrap().clone();
-    assert!(
-        auth(&s.replicate)
-            .iter()
-            .all(|a| a == "Bearer r8_test_token")
-    );
-    assert!(auth(&s.fal).iter().all(|a| a == "Key fal-test-key"));
-    assert!(auth(&s.openai).iter().all(|a| a == "Bearer sk-openai-test"));
-    assert!(auth(&s.gemini).iter().all(|a| a == "gemini-test-key"));
+    for (d, want) in [
+        (&s.replicate, "Bearer r8_test_token"),
+        (&s.fal, "Key fal-test-key"),
+        (&s.openai, "Bearer sk-openai-test"),
+        (&s.gemini, "gemini-test-key"),
+    ] {
+        let seen = auth(d);
+        assert_eq!(
+            seen.len(),
+            d.seen.submits.load(Ordering::SeqCst),
+            "every submission carried a credential"
+        );
+        assert!(seen.iter().all(|a| a == want), "{seen:?}");
+    }
     let log = s.server.log();
     for secret in [
         "r8_test_token",

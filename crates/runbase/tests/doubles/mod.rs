@@ -467,6 +467,57 @@ pub async fn gemini() -> Double {
     serve(r, seen).await
 }
 
+// --- Cog ----------------------------------------------------------------------------------
+
+/// A Cog model server as coglet serves it: `PUT /predictions/{id}` answers when the model is
+/// done (a model failure is a 200 with `status: failed`), 409 when its one slot is busy, 503
+/// before setup finished; `POST /predictions/{id}/cancel`. Files come back as data URIs. The
+/// real server is exercised by `tests/cog.rs`; this double adds the failure modes a real
+/// predictor cannot produce on demand (503, garbage).
+pub async fn cog() -> Double {
+    async fn predict(
+        State(c): State<Ctx>,
+        Path(id): Path<String>,
+        Json(body): Json<Value>,
+    ) -> Response {
+        let prompt = body["input"]["prompt"].as_str().unwrap_or("").to_owned();
+        let n = c.seen.submitted(&prompt, &body, None);
+        if body["id"] != id.as_str() {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({"detail": "id mismatch"})),
+            )
+                .into_response();
+        }
+        match scenario(&prompt) {
+            "flaky" if n == 1 => {
+                (StatusCode::CONFLICT, Json(json!({"error": "At capacity - all prediction slots busy", "status": "failed"}))).into_response()
+            }
+            "down" => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": "Setup has not finished yet"}))).into_response(),
+            "garbage" => (StatusCode::OK, Json(json!({"id": id, "state": "done?"}))).into_response(),
+            "broken" => Json(json!({"id": id, "status": "failed", "error": "Prediction failed: Exception: out of memory", "logs": ""})).into_response(),
+            "slow" => {
+                tokio::time::sleep(Duration::from_secs(120)).await;
+                Json(json!({"id": id, "status": "succeeded", "output": "late"})).into_response()
+            }
+            _ => Json(json!({
+                "id": id, "status": "succeeded", "logs": "", "metrics": {"predict_time": 0.01},
+                "output": format!("data:image/png;base64,{}", b64(&png()))
+            }))
+            .into_response(),
+        }
+    }
+    async fn cancel(State(c): State<Ctx>, Path(_id): Path<String>) -> Response {
+        c.seen.cancels.fetch_add(1, Ordering::SeqCst);
+        Json(json!({})).into_response()
+    }
+    let seen = Arc::new(Seen::default());
+    let r = Router::new()
+        .route("/predictions/{id}", axum::routing::put(predict))
+        .route("/predictions/{id}/cancel", post(cancel));
+    serve(r, seen).await
+}
+
 /// A plain file host, for reference images sent to a provider.
 pub async fn files() -> Double {
     serve(Router::new(), Arc::new(Seen::default())).await
