@@ -4,12 +4,19 @@
 
 use dashmap::DashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
+
+/// How long a cancel of a run that is not (yet) registered is remembered: covers the moment
+/// between the worker claiming a run and registering it.
+const REMEMBER: Duration = Duration::from_secs(60);
 
 /// The cancel signals of the runs in flight, by run id.
 #[derive(Clone, Default)]
 pub struct InFlight {
     runs: Arc<DashMap<String, Arc<Notify>>>,
+    /// Cancels that found no registered run, with when they came.
+    early: Arc<DashMap<String, Instant>>,
 }
 
 /// Keeps a run registered while it executes; dropping it unregisters the run.
@@ -30,6 +37,9 @@ impl InFlight {
     pub fn register(&self, run_id: &str) -> Registration {
         let signal = Arc::new(Notify::new());
         self.runs.insert(run_id.to_owned(), signal.clone());
+        if self.early.remove(run_id).is_some() {
+            signal.notify_one();
+        }
         Registration {
             runs: self.runs.clone(),
             run_id: run_id.to_owned(),
@@ -38,15 +48,18 @@ impl InFlight {
     }
 
     /// Signals the run to stop; false when it is not executing here. The signal is kept if
-    /// the worker is not waiting yet, so it cannot be missed.
+    /// the worker is not waiting yet, and a run registered within a minute after its cancel
+    /// starts canceled, so a cancel racing the worker's claim is not lost.
     pub fn cancel(&self, run_id: &str) -> bool {
-        match self.runs.get(run_id) {
-            Some(s) => {
-                s.notify_one();
-                true
-            }
-            None => false,
+        if let Some(s) = self.runs.get(run_id) {
+            s.notify_one();
+            return true;
         }
+        let now = Instant::now();
+        self.early
+            .retain(|_, at| now.duration_since(*at) < REMEMBER);
+        self.early.insert(run_id.to_owned(), now);
+        false
     }
 
     pub fn len(&self) -> usize {
@@ -71,5 +84,13 @@ mod tests {
         drop(reg);
         assert!(!inflight.cancel("run_a"));
         assert!(inflight.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_cancel_before_the_registration_is_not_lost() {
+        let inflight = InFlight::default();
+        assert!(!inflight.cancel("run_b"));
+        let reg = inflight.register("run_b");
+        reg.signal.notified().await;
     }
 }

@@ -111,15 +111,16 @@ pub async fn create_run(
 ) -> Result<Run, ApiError> {
     check_quota(key)?;
     let req = parse_run_request(catalog, body, key.test)?;
-    // Step 11 early on the snapshot (the store re-checks it atomically).
-    if key.would_pass_spend_limit(req.price) {
-        return Err(ErrorCode::SpendLimitExceeded.into());
-    }
+    // Test runs are free (and simulated).
     let price = if key.test {
         Millicents::ZERO
     } else {
         req.price
     };
+    // Step 11 early on the snapshot (the store re-checks it atomically).
+    if key.would_pass_spend_limit(price) {
+        return Err(ErrorCode::SpendLimitExceeded.into());
+    }
     let new = NewRun {
         id: ids::new_run_id(),
         account_id: key.account_id.clone(),

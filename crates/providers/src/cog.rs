@@ -8,7 +8,7 @@
 //! `data:` URIs, which the driver decodes into Runbase's storage.
 
 use crate::http;
-use crate::output::from_model_value;
+use crate::output::{from_model_value, produces_files};
 use async_trait::async_trait;
 use reqwest::StatusCode;
 use runbase_domain::provider::{Job, Provider, ProviderError, RunRequest, Submitted};
@@ -56,8 +56,16 @@ impl Provider for Cog {
             let body = resp.bytes().await.unwrap_or_default();
             return Err(http::status_error(NAME, status, &body));
         }
+        if status == StatusCode::ACCEPTED {
+            // The server already runs a prediction with this id (an earlier attempt whose
+            // answer was lost): wait for it to finish rather than fail or run it twice.
+            return Err(ProviderError::transient(
+                "upstream_busy",
+                "The Cog server is still running this prediction",
+            ));
+        }
         let v = http::read_json(NAME, resp).await?;
-        read_prediction(&v).map(Submitted::Done)
+        read_prediction(&v, produces_files(&req.model.category)).map(Submitted::Done)
     }
 
     async fn cancel(&self, req: &RunRequest<'_>, _job: Option<&Job>) -> Result<(), ProviderError> {
@@ -71,14 +79,17 @@ impl Provider for Cog {
     }
 }
 
-fn read_prediction(v: &Value) -> Result<runbase_domain::provider::ProviderOutput, ProviderError> {
+fn read_prediction(
+    v: &Value,
+    files: bool,
+) -> Result<runbase_domain::provider::ProviderOutput, ProviderError> {
     let status = v
         .get("status")
         .and_then(Value::as_str)
         .ok_or_else(|| ProviderError::garbage(NAME, "the prediction has no status"))?;
     match status {
         "succeeded" => {
-            let out = from_model_value(v.get("output").unwrap_or(&Value::Null));
+            let out = from_model_value(v.get("output").unwrap_or(&Value::Null), files);
             if out.files.is_empty() && out.fields.is_empty() {
                 return Err(ProviderError::new(
                     "no_output",
@@ -115,10 +126,10 @@ mod tests {
 
     #[test]
     fn predictions_are_read() {
-        let out = read_prediction(&json!({"status": "succeeded", "output": "hi"})).unwrap();
+        let out = read_prediction(&json!({"status": "succeeded", "output": "hi"}), true).unwrap();
         assert_eq!(out.fields["text"], "hi");
-        let e = read_prediction(&json!({"status": "failed", "error": "boom"})).unwrap_err();
+        let e = read_prediction(&json!({"status": "failed", "error": "boom"}), true).unwrap_err();
         assert!(e.message.contains("boom"));
-        assert!(read_prediction(&json!({"output": 1})).is_err());
+        assert!(read_prediction(&json!({"output": 1}), true).is_err());
     }
 }

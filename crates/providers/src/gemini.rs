@@ -37,15 +37,14 @@ impl Gemini {
             .flatten()
             .filter_map(Value::as_str)
         {
-            let f = http::fetch(&self.client, url).await.map_err(|e| {
-                ProviderError::new(
-                    "invalid_input",
-                    format!(
-                        "A reference image could not be fetched ({url}): {}",
-                        e.message
-                    ),
-                )
-            })?;
+            let f = http::fetch_user_url(url, MAX_INLINE_BYTES)
+                .await
+                .map_err(|why| {
+                    ProviderError::new(
+                        "invalid_input",
+                        format!("A reference image could not be fetched ({url}): {why}"),
+                    )
+                })?;
             inline_total += f.bytes.len();
             if inline_total > MAX_INLINE_BYTES {
                 return Err(ProviderError::new(

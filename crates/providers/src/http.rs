@@ -138,6 +138,7 @@ pub fn truncate(text: &str) -> String {
 }
 
 /// A downloaded file.
+#[derive(Debug)]
 pub struct Fetched {
     pub bytes: Vec<u8>,
     pub content_type: Option<String>,
@@ -182,6 +183,103 @@ pub async fn fetch(client: &reqwest::Client, url: &str) -> Result<Fetched, Provi
         bytes,
         content_type,
     })
+}
+
+/// Fetches a URL a *user* supplied (a reference image), which the server must not be tricked
+/// into using against its own network: only `http(s)`, only hosts whose every address is
+/// public (no loopback, private, link-local, carrier-grade NAT or metadata addresses), the
+/// connection pinned to the checked address (no DNS rebinding), no redirects, at most
+/// `max_bytes`, 30 s in all. The host's answer is never quoted back.
+pub async fn fetch_user_url(url: &str, max_bytes: usize) -> Result<Fetched, String> {
+    let parsed = reqwest::Url::parse(url).map_err(|_| "not a valid URL".to_owned())?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err("only http and https URLs can be fetched".into());
+    }
+    let host = parsed
+        .host_str()
+        .ok_or("the URL has no host")?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = parsed.port_or_known_default().unwrap_or(443);
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .map_err(|_| "the host could not be resolved".to_owned())?
+        .collect();
+    if addrs.is_empty() || addrs.iter().any(|a| !is_public(a.ip())) {
+        return Err("the host is not on the public internet".into());
+    }
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .resolve(&host, addrs[0])
+        .build()
+        .map_err(|_| "the request could not be prepared".to_owned())?;
+    let mut resp = client
+        .get(parsed)
+        .send()
+        .await
+        .map_err(|_| "the host could not be reached".to_owned())?;
+    if !resp.status().is_success() {
+        return Err(format!(
+            "the host answered status {}",
+            resp.status().as_u16()
+        ));
+    }
+    let content_type = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut bytes = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|_| "the download was cut off".to_owned())?
+    {
+        if bytes.len() + chunk.len() > max_bytes {
+            return Err(format!("the file is larger than {} MB", max_bytes >> 20));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(Fetched {
+        bytes,
+        content_type,
+    })
+}
+
+/// Whether an address is on the public internet.
+pub fn is_public(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0)
+                || (a == 198 && (b == 18 || b == 19))
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80
+                || first == 0x2001 && v6.segments()[1] == 0x0db8)
+        }
+    }
 }
 
 fn too_large() -> ProviderError {
@@ -319,6 +417,41 @@ mod tests {
         assert!(!status_error("x", StatusCode::BAD_REQUEST, b"").is_retryable());
         let e = status_error("x", StatusCode::UNAUTHORIZED, b"{\"detail\":\"sk-secret\"}");
         assert!(!e.message.contains("sk-secret"), "{}", e.message);
+    }
+
+    #[test]
+    fn only_public_addresses_are_public() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(!is_public(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["8.8.8.8", "1.1.1.1", "2606:4700::1111"] {
+            assert!(is_public(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[tokio::test]
+    async fn user_urls_to_this_machine_are_refused() {
+        let e = fetch_user_url("http://127.0.0.1:9/x.png", 1 << 20)
+            .await
+            .unwrap_err();
+        assert!(e.contains("not on the public internet"), "{e}");
+        let e = fetch_user_url("http://localhost/x.png", 1 << 20)
+            .await
+            .unwrap_err();
+        assert!(e.contains("not on the public internet"), "{e}");
+        assert!(fetch_user_url("file:///etc/passwd", 1 << 20).await.is_err());
     }
 
     #[test]

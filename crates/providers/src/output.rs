@@ -27,14 +27,26 @@ fn data_uri_type(url: &str) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// Whether a model of this category produces files (images, video, audio) rather than text.
+/// Only such models have their string outputs read as file URLs: a language model answering
+/// with a URL (or a `data:` URI) is answering text, and Runbase must not fetch it.
+pub fn produces_files(category: &str) -> bool {
+    let produced = category.rsplit(" to ").next().unwrap_or(category);
+    category == "image editing"
+        || ["image", "video", "audio", "speech", "music", "3d"]
+            .iter()
+            .any(|m| produced.contains(m))
+}
+
 /// The output of a model server that returns "whatever the model returned" (Cog, Replicate):
 /// a file URL, a list of file URLs, a string, a list of strings (an LLM's tokens, joined), or
-/// any other JSON value (kept as `output.result`).
-pub fn from_model_value(value: &Value) -> ProviderOutput {
+/// any other JSON value (kept as `output.result`). Strings are files only when `files` says
+/// the model produces files.
+pub fn from_model_value(value: &Value, files: bool) -> ProviderOutput {
     let mut out = ProviderOutput::default();
     match value {
         Value::Null => {}
-        Value::String(s) if is_file_ref(s) => push_url(&mut out, s, None),
+        Value::String(s) if files && is_file_ref(s) => push_url(&mut out, s, None),
         Value::String(s) => {
             out.fields.insert("text".into(), Value::String(s.clone()));
         }
@@ -63,16 +75,22 @@ mod tests {
 
     #[test]
     fn model_values_become_files_or_text() {
-        let o = from_model_value(&json!("https://x/out.png"));
+        let o = from_model_value(&json!("https://x/out.png"), true);
         assert_eq!(o.files.len(), 1);
         assert_eq!(o.files[0].name, "output-0.png");
-        let o = from_model_value(&json!(["https://x/a.webp", "https://x/b.webp"]));
+        let o = from_model_value(&json!(["https://x/a.webp", "https://x/b.webp"]), true);
         assert_eq!(o.files.len(), 2);
-        let o = from_model_value(&json!(["Hel", "lo"]));
+        let o = from_model_value(&json!(["Hel", "lo"]), true);
         assert_eq!(o.fields["text"], "Hello");
-        let o = from_model_value(&json!("data:image/png;base64,AAAA"));
+        let o = from_model_value(&json!("data:image/png;base64,AAAA"), true);
         assert_eq!(o.files[0].name, "output-0.png");
-        let o = from_model_value(&json!({"score": 1}));
+        let o = from_model_value(&json!({"score": 1}), true);
+        // A language model answering with a URL answered text.
+        let o2 = from_model_value(&json!("http://169.254.169.254/latest"), false);
+        assert!(o2.files.is_empty());
+        assert_eq!(o2.fields["text"], "http://169.254.169.254/latest");
+        assert!(produces_files("text to image") && produces_files("image to video"));
+        assert!(!produces_files("text generation") && !produces_files("image to text"));
         assert_eq!(o.fields["result"], json!({"score": 1}));
     }
 }

@@ -10,7 +10,7 @@
 
 use crate::Secret;
 use crate::http;
-use crate::output::from_model_value;
+use crate::output::{from_model_value, produces_files};
 use async_trait::async_trait;
 use runbase_domain::provider::{
     Job, Progress, Provider, ProviderError, ProviderOutput, RunRequest, Submitted,
@@ -38,7 +38,7 @@ impl Replicate {
 }
 
 /// What a prediction object says.
-fn read_prediction(v: &Value) -> Result<(String, Progress), ProviderError> {
+fn read_prediction(v: &Value, files: bool) -> Result<(String, Progress), ProviderError> {
     let id = v
         .get("id")
         .and_then(Value::as_str)
@@ -50,7 +50,7 @@ fn read_prediction(v: &Value) -> Result<(String, Progress), ProviderError> {
         .ok_or_else(|| ProviderError::garbage(NAME, "the prediction has no status"))?;
     let progress = match status {
         "starting" | "processing" => Progress::Running,
-        "succeeded" => Progress::Done(read_output(v.get("output").unwrap_or(&Value::Null))?),
+        "succeeded" => Progress::Done(read_output(v.get("output").unwrap_or(&Value::Null), files)?),
         "failed" => {
             let why = v
                 .get("error")
@@ -78,8 +78,8 @@ fn read_prediction(v: &Value) -> Result<(String, Progress), ProviderError> {
     Ok((id, progress))
 }
 
-fn read_output(output: &Value) -> Result<ProviderOutput, ProviderError> {
-    let out = from_model_value(output);
+fn read_output(output: &Value, files: bool) -> Result<ProviderOutput, ProviderError> {
+    let out = from_model_value(output, files);
     if out.files.is_empty() && out.fields.is_empty() {
         return Err(ProviderError::new(
             "no_output",
@@ -104,7 +104,7 @@ impl Provider for Replicate {
             ),
         };
         let v = http::send_json(NAME, self.auth(self.client.post(url)).json(&body)).await?;
-        let (id, progress) = read_prediction(&v)?;
+        let (id, progress) = read_prediction(&v, produces_files(&req.model.category))?;
         Ok(match progress {
             Progress::Done(out) => Submitted::Done(out),
             Progress::Running => Submitted::Started(Job {
@@ -114,10 +114,10 @@ impl Provider for Replicate {
         })
     }
 
-    async fn poll(&self, _req: &RunRequest<'_>, job: &Job) -> Result<Progress, ProviderError> {
+    async fn poll(&self, req: &RunRequest<'_>, job: &Job) -> Result<Progress, ProviderError> {
         let url = self.url(&format!("predictions/{}", job.id));
         let v = http::send_json(NAME, self.auth(self.client.get(url))).await?;
-        Ok(read_prediction(&v)?.1)
+        Ok(read_prediction(&v, produces_files(&req.model.category))?.1)
     }
 
     async fn cancel(&self, _req: &RunRequest<'_>, job: Option<&Job>) -> Result<(), ProviderError> {
@@ -138,18 +138,22 @@ mod tests {
 
     #[test]
     fn prediction_states_are_read() {
-        let (id, p) = read_prediction(&json!({"id": "p1", "status": "starting"})).unwrap();
+        let (id, p) = read_prediction(&json!({"id": "p1", "status": "starting"}), true).unwrap();
         assert_eq!(id, "p1");
         assert!(matches!(p, Progress::Running));
         let (_, p) = read_prediction(
             &json!({"id": "p1", "status": "succeeded", "output": ["https://r/x.png"]}),
+            true,
         )
         .unwrap();
         assert!(matches!(p, Progress::Done(o) if o.files.len() == 1));
-        let e = read_prediction(&json!({"id": "p1", "status": "failed", "error": "CUDA OOM"}))
-            .unwrap_err();
+        let e = read_prediction(
+            &json!({"id": "p1", "status": "failed", "error": "CUDA OOM"}),
+            true,
+        )
+        .unwrap_err();
         assert!(e.message.contains("CUDA OOM") && !e.is_retryable());
-        assert!(read_prediction(&json!({"status": "succeeded"})).is_err());
-        assert!(read_prediction(&json!({"id": "p", "status": "weird"})).is_err());
+        assert!(read_prediction(&json!({"status": "succeeded"}), true).is_err());
+        assert!(read_prediction(&json!({"id": "p", "status": "weird"}), true).is_err());
     }
 }

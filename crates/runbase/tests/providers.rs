@@ -28,7 +28,7 @@ provider = "{provider}"
 upstream = "{upstream}"
 timeout_secs = 3
 price = {{ cents = {PRICE} }}
-input_schema = {{ type = "object", required = ["prompt"], properties = {{ prompt = {{ type = "string" }}, n = {{ type = "integer", minimum = 1, maximum = 4 }} }}, additionalProperties = false }}
+input_schema = {{ type = "object", required = ["prompt"], properties = {{ prompt = {{ type = "string" }}, n = {{ type = "integer", minimum = 1, maximum = 4 }}, image_urls = {{ type = "array", items = {{ type = "string" }} }} }}, additionalProperties = false }}
 output_schema = {{ type = "object", properties = {{ urls = {{ type = "array" }}, text = {{ type = "string" }} }} }}
 {extra}
 "#
@@ -432,4 +432,25 @@ async fn the_gemini_request_carries_the_image_options() {
         json!(["TEXT", "IMAGE"])
     );
     assert_eq!(s.gemini.seen.submits.load(Ordering::SeqCst), 1);
+
+    // Reference images are fetched by the server: one pointing into the server's own network
+    // is refused (and the run refunded), and Gemini never sees the request.
+    let before = c.balance(&s.key).await;
+    let r = c
+        .create(
+            &s.key,
+            json!({"model": "test/gemini", "input": {"prompt": "ok:ssrf", "image_urls": ["http://169.254.169.254/latest/meta-data"]}}),
+        )
+        .await;
+    let run = c.wait(&s.key, r.body["id"].as_str().unwrap()).await;
+    assert_failed(&run, &["invalid_input"]);
+    assert!(
+        run["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not on the public internet"),
+        "{run}"
+    );
+    assert_eq!(s.gemini.seen.submits_for("ok:ssrf"), 0);
+    assert_eq!(c.balance(&s.key).await, before);
 }

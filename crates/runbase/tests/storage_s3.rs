@@ -95,10 +95,15 @@ async fn outputs_are_stored_in_the_bucket_and_served_by_runbase() {
     // boto3 (moto's own dependency), independently of Runbase's S3 client.
     let python = std::path::Path::new(&std::env::var("RUNBASE_TEST_MOTO_SERVER").unwrap())
         .with_file_name("python");
+    let name = url.rsplit('/').next().unwrap();
+    assert!(
+        name.ends_with("-output.png") && name.len() > 20,
+        "an unguessable name: {name}"
+    );
     let script = format!(
         "import boto3,sys\n\
          s3 = boto3.client('s3', endpoint_url='{}', region_name='us-east-1', aws_access_key_id='testing', aws_secret_access_key='testing')\n\
-         o = s3.get_object(Bucket='runbase-outputs', Key='outputs/{id}/output.png')\n\
+         o = s3.get_object(Bucket='runbase-outputs', Key='outputs/{id}/{name}')\n\
          sys.stdout.write(o['ContentType'] + ' ' + str(len(o['Body'].read())))",
         s3.url
     );

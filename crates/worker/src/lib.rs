@@ -165,11 +165,15 @@ impl Worker {
         }
     }
 
-    /// Saves the files and builds `output` (`urls` plus the provider's fields).
+    /// Saves the files and builds `output` (`urls` plus the provider's fields). File names
+    /// carry a random part: the files route needs no key, so an address must be learned from
+    /// the succeeded run, not guessed (a run canceled while its files are being stored is
+    /// refunded, and its files must stay out of reach).
     async fn store_output(&self, run: &Run, out: ReadyOutput) -> Result<Value, RunError> {
         let mut urls = Vec::with_capacity(out.files.len());
+        let token = runbase_domain::ids::random_token(16);
         for f in out.files {
-            let path = format!("{}/{}", run.id, f.name);
+            let path = format!("{}/{token}-{}", run.id, f.name);
             self.files
                 .put(&path, &f.content_type, f.bytes)
                 .await

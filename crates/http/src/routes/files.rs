@@ -1,5 +1,7 @@
 //! `GET /files/{run_id}/{name}`: run outputs. URLs are unguessable (the run id carries ~124
-//! random bits), so like the providers' own output URLs they need no key.
+//! random bits and the file name a random part of its own, learned only from the succeeded
+//! run), so like the providers' own output URLs they need no key. Files are model output, not
+//! Runbase's pages: they are served sandboxed and never sniffed into something executable.
 
 use crate::error::HttpError;
 use crate::state::AppState;
@@ -25,6 +27,14 @@ pub async fn get(
     let ct = HeaderValue::from_str(&file.content_type)
         .unwrap_or(HeaderValue::from_static("application/octet-stream"));
     resp.headers_mut().insert(header::CONTENT_TYPE, ct);
+    resp.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    resp.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox; default-src 'none'; img-src 'self'; media-src 'self'"),
+    );
     resp.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=31536000, immutable"),

@@ -34,6 +34,8 @@ pub struct Seen {
     pub submits: AtomicUsize,
     pub polls: AtomicUsize,
     pub cancels: AtomicUsize,
+    /// Job ids handed out.
+    next_job: AtomicUsize,
     /// Submissions per prompt.
     pub by_prompt: Mutex<HashMap<String, usize>>,
     /// The last request body per prompt.
@@ -168,7 +170,7 @@ pub async fn replicate() -> Double {
             "down" => return unavailable(),
             _ => {}
         }
-        let id = format!("pred{}", c.seen.submits.load(Ordering::SeqCst));
+        let id = format!("pred{}", c.seen.next_job.fetch_add(1, Ordering::SeqCst));
         c.seen
             .jobs
             .lock()
@@ -245,7 +247,7 @@ pub async fn fal() -> Double {
         }
         let app: Vec<&str> = path.split('/').take(2).collect();
         let app = app.join("/");
-        let id = format!("req-{}", c.seen.submits.load(Ordering::SeqCst));
+        let id = format!("req-{}", c.seen.next_job.fetch_add(1, Ordering::SeqCst));
         c.seen
             .jobs
             .lock()
