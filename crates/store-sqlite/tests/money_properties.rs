@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use runbase_domain::account::{ApiKey, KeySettings, LedgerKind};
 use runbase_domain::ids::{self, KeyHash};
 use runbase_domain::money::Millicents;
-use runbase_domain::run::{NewRun, RunError, RunOutcome};
+use runbase_domain::run::{NewRun, RunError, RunOutcome, RunStatus};
 use runbase_domain::store::{CreateRunError, Store};
 use runbase_domain::time::Timestamp;
 use runbase_store_sqlite::{Durability, SqliteStore};
@@ -23,6 +23,7 @@ enum Op {
     Claim { n: u32 },
     Finish { pick: usize, fail: bool },
     TopUp { cents: i64 },
+    Cancel { pick: usize },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -31,6 +32,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (1..4u32).prop_map(|n| Op::Claim { n }),
         3 => (0..64usize, any::<bool>()).prop_map(|(pick, fail)| Op::Finish { pick, fail }),
         1 => (1..20i64).prop_map(|cents| Op::TopUp { cents }),
+        2 => (0..64usize).prop_map(|pick| Op::Cancel { pick }),
     ]
 }
 
@@ -118,6 +120,23 @@ async fn check_invariants(f: &Fixture) {
     let ledger = f.store.ledger(&f.account, 1_000_000, None).await.unwrap();
     let sum: i64 = ledger.iter().map(|e| e.amount.0).sum();
     assert_eq!(sum, account.balance.0, "the ledger sums to the balance");
+    // A run is refunded exactly when it ended failed or canceled (and cost something).
+    let mut refunds: HashMap<String, usize> = HashMap::new();
+    for e in ledger.iter().filter(|e| e.kind == LedgerKind::RunRefund) {
+        *refunds.entry(e.run_id.clone().unwrap()).or_default() += 1;
+    }
+    for run in f.store.list_runs(&f.account, 100_000, None).await.unwrap() {
+        let refunded = refunds.get(&run.id).copied().unwrap_or(0);
+        let should =
+            run.cost.0 > 0 && matches!(run.status, RunStatus::Failed | RunStatus::Canceled);
+        assert_eq!(
+            refunded,
+            usize::from(should),
+            "refunds of {} ({:?})",
+            run.id,
+            run.status
+        );
+    }
     let mut net_by_key: HashMap<String, i64> = HashMap::new();
     for e in &ledger {
         match e.kind {
@@ -224,6 +243,28 @@ proptest! {
                         f.store.add_credits(&f.account, Millicents::from_cents(cents).unwrap(), "top-up", Timestamp::now()).await.unwrap();
                         balance += cents * 1000;
                     }
+                    Op::Cancel { pick } => {
+                        // A pending or processing run: canceled and refunded, once.
+                        let total = pending.len() + processing.len();
+                        if total > 0 {
+                            let i = pick % total;
+                            let (id, key, price) = if i < pending.len() {
+                                pending.remove(i)
+                            } else {
+                                processing.remove(i - pending.len())
+                            };
+                            balance += price;
+                            spent[key] -= price;
+                            for _ in 0..2 {
+                                let r = f.store.cancel_run(&f.account, &id, Timestamp::now()).await.unwrap().unwrap();
+                                assert_eq!(r.status, RunStatus::Canceled);
+                            }
+                            // The worker finishing it afterwards changes nothing.
+                            f.store.finish_run(&id, RunOutcome::Succeeded { output: json!({"urls": []}) }, Timestamp::now()).await.unwrap();
+                            let r = f.store.get_run(&f.account, &id).await.unwrap().unwrap();
+                            assert_eq!(r.status, RunStatus::Canceled);
+                        }
+                    }
                 }
                 let account = f.store.account(&f.account).await.unwrap().unwrap();
                 assert_eq!(account.balance.0, balance);
@@ -276,6 +317,15 @@ proptest! {
                             }
                             Op::TopUp { cents } => {
                                 f.store.add_credits(&f.account, Millicents::from_cents(cents).unwrap(), "top-up", Timestamp::now()).await.unwrap();
+                            }
+                            Op::Cancel { pick } => {
+                                // Races the finishes of the same runs.
+                                let id = {
+                                    let c = claimed.lock().await;
+                                    if c.is_empty() { return; }
+                                    c[pick % c.len()].clone()
+                                };
+                                f.store.cancel_run(&f.account, &id, Timestamp::now()).await.unwrap();
                             }
                         }
                     }));
