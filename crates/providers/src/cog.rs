@@ -6,6 +6,11 @@
 //! The prediction is requested synchronously (the answer comes when the model is done); the
 //! driver's timeout and cancel wrap it. Without an upload URL, Cog returns file outputs as
 //! `data:` URIs, which the driver decodes into Runbase's storage.
+//!
+//! A Cog server runs as many predictions at once as it has slots (one, unless the model is
+//! async) and answers 409 to the next. So runs for one server wait their turn here: the route
+//! option `concurrency` (default 1) is how many are sent to it at once. The wait counts
+//! towards the model's timeout; a 409 that still happens (another client) is retried.
 
 use crate::http;
 use crate::output::{from_model_value, produces_files};
@@ -13,9 +18,36 @@ use async_trait::async_trait;
 use reqwest::StatusCode;
 use runbase_domain::provider::{Job, Provider, ProviderError, RunRequest, Submitted};
 use serde_json::{Value, json};
+use std::sync::Arc;
+use tokio::sync::Semaphore;
 
 pub struct Cog {
     pub client: reqwest::Client,
+    /// Free prediction slots per server URL.
+    pub slots: dashmap::DashMap<String, Arc<Semaphore>>,
+}
+
+impl Cog {
+    pub fn new(client: reqwest::Client) -> Self {
+        Self {
+            client,
+            slots: dashmap::DashMap::new(),
+        }
+    }
+
+    fn slots_of(&self, req: &RunRequest<'_>, server: &str) -> Arc<Semaphore> {
+        let n = req
+            .route
+            .options
+            .get("concurrency")
+            .and_then(Value::as_u64)
+            .unwrap_or(1)
+            .clamp(1, 1024) as usize;
+        self.slots
+            .entry(server.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(n)))
+            .clone()
+    }
 }
 
 const NAME: &str = "the Cog server";
@@ -35,7 +67,13 @@ fn server(req: &RunRequest<'_>) -> Result<String, ProviderError> {
 #[async_trait]
 impl Provider for Cog {
     async fn submit(&self, req: &RunRequest<'_>) -> Result<Submitted, ProviderError> {
-        let url = format!("{}/predictions/{}", server(req)?, req.run_id);
+        let server = server(req)?;
+        let slots = self.slots_of(req, &server);
+        let _slot = slots
+            .acquire_owned()
+            .await
+            .map_err(|_| ProviderError::new("internal_error", "the Cog slot pool closed"))?;
+        let url = format!("{server}/predictions/{}", req.run_id);
         let body = json!({ "id": req.run_id, "input": req.input });
         let resp = self
             .client

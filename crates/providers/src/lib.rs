@@ -182,12 +182,7 @@ impl Providers {
         };
         let mut by_name: HashMap<String, Arc<dyn Provider>> = HashMap::new();
         by_name.insert("builtin".into(), Arc::new(builtin::Builtin));
-        by_name.insert(
-            "cog".into(),
-            Arc::new(cog::Cog {
-                client: client.clone(),
-            }),
-        );
+        by_name.insert("cog".into(), Arc::new(cog::Cog::new(client.clone())));
         if let Some(token) = key(&config.replicate, &["REPLICATE_API_TOKEN"]) {
             by_name.insert(
                 "replicate".into(),
@@ -215,6 +210,7 @@ impl Providers {
                 "openai".into(),
                 Arc::new(openai::OpenAi {
                     name: "OpenAI".into(),
+                    official: true,
                     base_url: base(&config.openai, "https://api.openai.com/v1")?,
                     api_key: Some(k),
                     client: client.clone(),
@@ -250,6 +246,7 @@ impl Providers {
                 name.clone(),
                 Arc::new(openai::OpenAi {
                     name: name.clone(),
+                    official: false,
                     base_url: url.trim_end_matches('/').to_owned(),
                     api_key: s.api_key.clone(),
                     client: client.clone(),

@@ -19,6 +19,9 @@ use serde_json::{Map, Value, json};
 pub struct OpenAi {
     /// The name used in messages (`openai`, or the name of a compatible server).
     pub name: String,
+    /// OpenAI itself (not a compatible server): its newer models take `max_completion_tokens`
+    /// where compatible servers still take `max_tokens`.
+    pub official: bool,
     pub base_url: String,
     pub api_key: Option<Secret>,
     pub client: reqwest::Client,
@@ -108,10 +111,18 @@ impl OpenAi {
         let mut body = Map::new();
         body.insert("model".into(), Value::String(req.route.upstream.clone()));
         body.insert("messages".into(), messages);
-        for field in ["max_tokens", "temperature", "top_p", "seed"] {
+        for field in ["temperature", "top_p", "seed"] {
             if let Some(v) = input.get(field) {
                 body.insert(field.into(), v.clone());
             }
+        }
+        if let Some(v) = input.get("max_tokens") {
+            let name = if self.official {
+                "max_completion_tokens"
+            } else {
+                "max_tokens"
+            };
+            body.insert(name.into(), v.clone());
         }
         let v = http::send_json(
             &self.name,

@@ -185,7 +185,7 @@ async fn cog_models_run_fail_time_out_and_cancel() {
         run(&c, &key, "cog/image", json!({"prompt": "red"})),
         run(&c, &key, "cog/fail", json!({"prompt": "x"})),
         run(&c, &key, "cog/slow-timeout", json!({"seconds": 30})),
-        // Two runs on one single-slot server: the second is refused with 409, then retried.
+        // Two runs for one single-slot server: Runbase sends them one after the other.
         async {
             tokio::join!(
                 run(&c, &key, "cog/slow", json!({"seconds": 0.5})),

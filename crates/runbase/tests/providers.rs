@@ -102,7 +102,8 @@ async fn setup() -> Setup {
         "cog",
         "unused",
         "text to image",
-        &format!("options = {{ url = \"{}\" }}", cog.url),
+        // The double takes any number of predictions at once.
+        &format!("options = {{ url = \"{}\", concurrency = 16 }}", cog.url),
     );
     // The first route's server refuses connections; the run falls back to fal.
     catalog += &model(
