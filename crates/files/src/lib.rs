@@ -14,7 +14,7 @@ use std::sync::Arc;
 /// The `[storage]` section: `kind = "local"` (files in the data directory) or `kind = "s3"`
 /// with `bucket` and, for servers other than AWS, `endpoint`. Credentials may also come from
 /// the usual `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` variables.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
     pub kind: String,
@@ -29,6 +29,23 @@ pub struct StorageConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secret_access_key: Option<String>,
     pub prefix: String,
+}
+
+impl std::fmt::Debug for StorageConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageConfig")
+            .field("kind", &self.kind)
+            .field("bucket", &self.bucket)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "[redacted]"),
+            )
+            .field("prefix", &self.prefix)
+            .finish()
+    }
 }
 
 impl Default for StorageConfig {

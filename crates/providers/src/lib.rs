@@ -281,6 +281,25 @@ impl Providers {
         }
     }
 
+    /// Why a route cannot be used, when the reason is a mistake rather than missing
+    /// credentials: a provider name nobody knows (a typo?), or a Cog route without a `url`.
+    pub fn route_problem(&self, route: &Route) -> Option<String> {
+        match route.provider.as_str() {
+            "cog" if route.option("url").is_none_or(|u| check_url(u).is_err()) => {
+                Some("a cog route needs options.url = \"http://host:port\"".into())
+            }
+            "builtin" if !builtin::knows(&route.upstream) => Some(format!(
+                "the builtin provider has no model {:?}",
+                route.upstream
+            )),
+            p if !RESERVED.contains(&p) && !self.by_name.contains_key(p) => Some(format!(
+                "no provider is named {p:?} (built-in adapters: {}; or add [providers.openai_compatible.{p}])",
+                RESERVED.join(", ")
+            )),
+            _ => None,
+        }
+    }
+
     /// The configured provider names, sorted (for the start-up log).
     pub fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.by_name.keys().cloned().collect();

@@ -41,6 +41,13 @@ pub fn load_catalog(config: &Config, providers: &Providers) -> anyhow::Result<Ca
             .merge_toml(&text)
             .map_err(|e| anyhow::anyhow!("catalogue {}: {e}", file.display()))?;
     }
+    for m in catalog.models() {
+        for r in &m.routes {
+            if let Some(problem) = providers.route_problem(r) {
+                tracing::warn!(model.id = %m.id, "route not used: {problem}");
+            }
+        }
+    }
     catalog
         .restrict_routes(|r| providers.can_route(r))
         .map_err(anyhow::Error::msg)?;

@@ -30,6 +30,15 @@ input_schema = { type = "object", required = ["text"], properties = { text = { t
 output_schema = { type = "object" }
 
 [[model]]
+id = "nowhere/typo"
+name = "A provider name with a typo"
+category = "text to image"
+provider = "replcate"
+price = { cents = 1 }
+input_schema = { type = "object" }
+output_schema = { type = "object" }
+
+[[model]]
 id = "nowhere/unconfigured"
 name = "Needs a provider this install does not have"
 category = "text to image"
@@ -74,6 +83,15 @@ async fn a_catalogue_file_adds_and_replaces_models() {
         "a model without a configured provider is listed as unavailable"
     );
     assert_eq!(availability("acme/cheap-echo"), Some(json!(true)));
+    assert_eq!(availability("nowhere/typo"), Some(json!(false)));
+    assert!(
+        s.log().contains("no provider is named \"replcate\""),
+        "a misspelt provider is reported at start-up"
+    );
+    assert!(
+        !s.log().contains("no provider is named \"replicate\""),
+        "a known provider without credentials is not a mistake"
+    );
     c.create(&key, json!({"model": "nowhere/unconfigured", "input": {}}))
         .await
         .assert_error(400, "model_not_found");
