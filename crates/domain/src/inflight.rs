@@ -62,10 +62,6 @@ impl InFlight {
         false
     }
 
-    pub fn len(&self) -> usize {
-        self.runs.len()
-    }
-
     pub fn is_empty(&self) -> bool {
         self.runs.is_empty()
     }

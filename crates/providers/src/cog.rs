@@ -13,7 +13,7 @@
 //! towards the model's timeout; a 409 that still happens (another client) is retried.
 
 use crate::http;
-use crate::output::{from_model_value, produces_files};
+use crate::output::{from_model_value, model_failure, produces_files};
 use async_trait::async_trait;
 use reqwest::StatusCode;
 use runbase_domain::provider::{Job, Provider, ProviderError, RunRequest, Submitted};
@@ -136,17 +136,7 @@ fn read_prediction(
             }
             Ok(out)
         }
-        "failed" => {
-            let why = v
-                .get("error")
-                .and_then(Value::as_str)
-                .map(http::truncate)
-                .unwrap_or_else(|| "no reason given".into());
-            Err(ProviderError::new(
-                "model_error",
-                format!("The model failed: {why}"),
-            ))
-        }
+        "failed" => Err(model_failure(v)),
         "canceled" => Err(ProviderError::new(
             "upstream_canceled",
             "The prediction was canceled by the Cog server",

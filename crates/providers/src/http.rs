@@ -168,17 +168,11 @@ pub async fn fetch(client: &reqwest::Client, url: &str) -> Result<Fetched, Provi
         .get(reqwest::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let mut bytes = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| transport_error("the file host", e))?
-    {
-        if bytes.len() + chunk.len() > MAX_FILE_BYTES {
-            return Err(too_large());
-        }
-        bytes.extend_from_slice(&chunk);
-    }
+    let bytes = match read_capped(&mut resp, MAX_FILE_BYTES).await {
+        Ok(b) => b,
+        Err(Capped::TooLarge) => return Err(too_large()),
+        Err(Capped::Read(e)) => return Err(transport_error("the file host", e)),
+    };
     Ok(Fetched {
         bytes,
         content_type,
@@ -231,21 +225,33 @@ pub async fn fetch_user_url(url: &str, max_bytes: usize) -> Result<Fetched, Stri
         .get(reqwest::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let mut bytes = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
+    let bytes = read_capped(&mut resp, max_bytes)
         .await
-        .map_err(|_| "the download was cut off".to_owned())?
-    {
-        if bytes.len() + chunk.len() > max_bytes {
-            return Err(format!("the file is larger than {} MB", max_bytes >> 20));
-        }
-        bytes.extend_from_slice(&chunk);
-    }
+        .map_err(|e| match e {
+            Capped::TooLarge => format!("the file is larger than {} MB", max_bytes >> 20),
+            Capped::Read(_) => "the download was cut off".to_owned(),
+        })?;
     Ok(Fetched {
         bytes,
         content_type,
     })
+}
+
+enum Capped {
+    TooLarge,
+    Read(reqwest::Error),
+}
+
+/// A response body, read up to `max` bytes.
+async fn read_capped(resp: &mut Response, max: usize) -> Result<Vec<u8>, Capped> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(Capped::Read)? {
+        if bytes.len() + chunk.len() > max {
+            return Err(Capped::TooLarge);
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
 }
 
 /// Whether an address is on the public internet.

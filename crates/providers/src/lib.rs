@@ -139,23 +139,6 @@ pub struct Providers {
 }
 
 impl Providers {
-    /// Only the adapters that need nothing: `builtin` and `cog`.
-    pub fn builtin_only() -> Self {
-        Self::from_config(&ProvidersConfig::default(), |_| None).unwrap_or_else(|_| {
-            // The default configuration has nothing that can be wrong; keep a usable registry.
-            let client = http::client();
-            Self {
-                by_name: HashMap::from([(
-                    "builtin".to_owned(),
-                    Arc::new(builtin::Builtin) as Arc<dyn Provider>,
-                )]),
-                simulator: Arc::new(simulator::Simulator),
-                client,
-                retry: RetryPolicy::default(),
-            }
-        })
-    }
-
     /// Builds the adapters the configuration (or `env`, for the usual credential variables)
     /// has credentials for. Returns the registry, or what is wrong with the configuration.
     pub fn from_config(

@@ -1,8 +1,8 @@
 //! Reading provider outputs into [`ProviderOutput`]: URLs become files to copy, text becomes
 //! `output.text`.
 
-use crate::http::file_name;
-use runbase_domain::provider::{FileData, OutputFile, ProviderOutput};
+use crate::http::{file_name, truncate};
+use runbase_domain::provider::{FileData, OutputFile, ProviderError, ProviderOutput};
 use serde_json::Value;
 
 /// Whether a string is a file reference (`http(s)://` or `data:` URI) rather than text.
@@ -27,15 +27,47 @@ fn data_uri_type(url: &str) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// What kind of file a model makes, from its catalogue category (`... to image`, `... to
+/// video`, `text to speech`, ...); `None` for models that answer in text.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Media {
+    Image,
+    Video,
+    Audio,
+    None,
+}
+
+pub fn media_of(category: &str) -> Media {
+    let produced = category.rsplit(" to ").next().unwrap_or(category);
+    if produced.contains("video") {
+        Media::Video
+    } else if produced.contains("image") || category == "image editing" {
+        Media::Image
+    } else if produced.contains("audio")
+        || produced.contains("speech")
+        || produced.contains("music")
+    {
+        Media::Audio
+    } else {
+        Media::None
+    }
+}
+
 /// Whether a model of this category produces files (images, video, audio) rather than text.
 /// Only such models have their string outputs read as file URLs: a language model answering
 /// with a URL (or a `data:` URI) is answering text, and Runbase must not fetch it.
 pub fn produces_files(category: &str) -> bool {
-    let produced = category.rsplit(" to ").next().unwrap_or(category);
-    category == "image editing"
-        || ["image", "video", "audio", "speech", "music", "3d"]
-            .iter()
-            .any(|m| produced.contains(m))
+    media_of(category) != Media::None
+}
+
+/// The failure of a prediction whose status is `failed` (Cog and Replicate): its `error`.
+pub fn model_failure(prediction: &Value) -> ProviderError {
+    let why = prediction
+        .get("error")
+        .and_then(Value::as_str)
+        .map(truncate)
+        .unwrap_or_else(|| "no reason given".into());
+    ProviderError::new("model_error", format!("The model failed: {why}"))
 }
 
 /// The output of a model server that returns "whatever the model returned" (Cog, Replicate):

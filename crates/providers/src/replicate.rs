@@ -10,7 +10,7 @@
 
 use crate::Secret;
 use crate::http;
-use crate::output::{from_model_value, produces_files};
+use crate::output::{from_model_value, model_failure, produces_files};
 use async_trait::async_trait;
 use runbase_domain::provider::{
     Job, Progress, Provider, ProviderError, ProviderOutput, RunRequest, Submitted,
@@ -51,17 +51,7 @@ fn read_prediction(v: &Value, files: bool) -> Result<(String, Progress), Provide
     let progress = match status {
         "starting" | "processing" => Progress::Running,
         "succeeded" => Progress::Done(read_output(v.get("output").unwrap_or(&Value::Null), files)?),
-        "failed" => {
-            let why = v
-                .get("error")
-                .and_then(Value::as_str)
-                .map(http::truncate)
-                .unwrap_or_else(|| "no reason given".into());
-            return Err(ProviderError::new(
-                "model_error",
-                format!("The model failed: {why}"),
-            ));
-        }
+        "failed" => return Err(model_failure(v)),
         "canceled" | "aborted" => {
             return Err(ProviderError::new(
                 "upstream_canceled",

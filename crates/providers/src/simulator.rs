@@ -4,6 +4,7 @@
 //! placeholder values for the other fields. It is free and needs no credentials, so the
 //! documented examples work on a fresh install.
 
+use crate::output::{Media, media_of};
 use crate::placeholder;
 use async_trait::async_trait;
 use runbase_domain::catalog::Route;
@@ -25,31 +26,6 @@ pub fn route() -> Route {
         provider: "simulator".into(),
         upstream: "simulator".into(),
         options: Value::Object(Map::new()),
-    }
-}
-
-/// What kind of file a model makes, from its category.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Media {
-    Image,
-    Video,
-    Audio,
-    None,
-}
-
-fn media_of(category: &str) -> Media {
-    let produced = category.rsplit(" to ").next().unwrap_or(category);
-    if produced.contains("video") {
-        Media::Video
-    } else if produced.contains("image") || category == "image editing" {
-        Media::Image
-    } else if produced.contains("audio")
-        || produced.contains("speech")
-        || produced.contains("music")
-    {
-        Media::Audio
-    } else {
-        Media::None
     }
 }
 
