@@ -13,6 +13,22 @@ pub struct Account {
     #[serde(rename = "balance_cents")]
     pub balance: Millicents,
     pub created_at: Timestamp,
+    /// May grant credits to any account from the dashboard. The first account of an install is
+    /// one.
+    #[serde(skip)]
+    pub admin: bool,
+}
+
+/// What creating an account takes.
+#[derive(Debug, Clone, Default)]
+pub struct NewAccount {
+    /// Already normalized (trimmed, lower-case).
+    pub email: String,
+    /// An argon2id PHC string; `None` for accounts made by the CLI, which cannot log in until a
+    /// password is set.
+    pub password_hash: Option<String>,
+    /// Make it an administrator. The first account of an empty install is one regardless.
+    pub admin: bool,
 }
 
 /// An API key as stored (never the secret itself).
@@ -147,5 +163,8 @@ pub struct LedgerEntry {
     pub run_id: Option<String>,
     pub key_id: Option<String>,
     pub memo: String,
+    /// For credits an administrator granted: the administrator's email.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub granted_by: Option<String>,
     pub created_at: Timestamp,
 }

@@ -5,7 +5,7 @@
 use std::fmt;
 
 macro_rules! error_codes {
-    ($( $(#[$doc:meta])* $variant:ident => ($code:literal, $status:literal, $message:literal), )*) => {
+    ($( $(#[$doc:meta])* $variant:ident => ($code:literal, $status:literal, $message:literal, $fix:literal), )*) => {
         /// A public error code with its HTTP status and default message.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum ErrorCode { $( $(#[$doc])* $variant, )* }
@@ -28,48 +28,69 @@ macro_rules! error_codes {
             pub const fn default_message(self) -> &'static str {
                 match self { $(ErrorCode::$variant => $message,)* }
             }
+
+            /// What the client should do about it (the "Fix" column of the docs' error table).
+            pub const fn fix(self) -> &'static str {
+                match self { $(ErrorCode::$variant => $fix,)* }
+            }
         }
     };
 }
 
 error_codes! {
     /// The request body is not valid JSON.
-    InvalidJson => ("invalid_json", 400, "Request body is not valid JSON"),
+    InvalidJson => ("invalid_json", 400, "Request body is not valid JSON", "Check your JSON syntax"),
     /// `model` is missing or not a string.
-    MissingModel => ("missing_model", 400, "The \"model\" field is required and must be a string like \"provider/name\""),
+    MissingModel => ("missing_model", 400, "The \"model\" field is required and must be a string like \"provider/name\"", "Include \"model\": \"provider/name\" in your request body"),
     /// `input` is missing or not an object.
-    MissingInput => ("missing_input", 400, "The \"input\" field is required and must be an object"),
+    MissingInput => ("missing_input", 400, "The \"input\" field is required and must be an object", "Include \"input\": {...} in your request body"),
     /// The input does not match the model's schema.
-    InvalidInput => ("invalid_input", 400, "Input doesn't match the model's schema"),
+    InvalidInput => ("invalid_input", 400, "Input doesn't match the model's schema", "Check the model's API reference for required fields and valid values"),
     /// No such model in the catalogue.
-    ModelNotFound => ("model_not_found", 400, "The model ID doesn't match any available model"),
+    ModelNotFound => ("model_not_found", 400, "The model ID doesn't match any available model", "See the models page for valid model IDs"),
     /// A query parameter or other part of the request is malformed (not in the published
     /// reference, which only covers run creation).
-    InvalidRequest => ("invalid_request", 400, "The request is malformed"),
+    InvalidRequest => ("invalid_request", 400, "The request is malformed", "Read the message: it names the parameter and what is expected"),
     /// No usable `Authorization: Bearer sk-...` header.
-    MissingApiKey => ("missing_api_key", 401, "Missing API key: include \"Authorization: Bearer sk-...\" in your request"),
+    MissingApiKey => ("missing_api_key", 401, "Missing API key: include \"Authorization: Bearer sk-...\" in your request", "Include Authorization: Bearer sk-... in your request"),
     /// The key is unknown, disabled, deleted or expired.
-    InvalidApiKey => ("invalid_api_key", 401, "Invalid API key: the key is unknown, disabled, or expired"),
+    InvalidApiKey => ("invalid_api_key", 401, "Invalid API key: the key is unknown, disabled, or expired", "Create a new key or re-enable the existing one in Settings → API Keys"),
     /// The balance cannot pay for the run.
-    InsufficientBalance => ("insufficient_balance", 402, "Your balance is too low for this run; top up in Settings → Credits"),
+    InsufficientBalance => ("insufficient_balance", 402, "Your balance is too low for this run; top up in Settings → Credits", "Top up your balance in Settings → Credits"),
     /// The key's lifetime spend limit would be passed.
-    SpendLimitExceeded => ("api_key_spend_limit_exceeded", 403, "This API key's spend limit has been reached; raise it in Settings → API Keys"),
+    SpendLimitExceeded => ("api_key_spend_limit_exceeded", 403, "This API key's spend limit has been reached; raise it in Settings → API Keys", "Raise the spend limit in Settings → API Keys"),
     /// The client address is not in the key's allowlist.
-    IpNotAllowed => ("ip_not_allowed", 403, "Your IP address is not in this API key's allowed list"),
+    IpNotAllowed => ("ip_not_allowed", 403, "Your IP address is not in this API key's allowed list", "Add your IP to the key's allowed list, or remove the allowlist"),
     /// No such run for this account.
-    RunNotFound => ("run_not_found", 404, "No run with this ID for your account"),
+    RunNotFound => ("run_not_found", 404, "No run with this ID for your account", "Check the run ID is correct and was created with a key of your account"),
     /// No such route or resource.
-    NotFound => ("not_found", 404, "Not found"),
+    NotFound => ("not_found", 404, "Not found", "Check the URL"),
     /// The route exists but not with this method.
-    MethodNotAllowed => ("method_not_allowed", 405, "Method not allowed for this endpoint"),
+    MethodNotAllowed => ("method_not_allowed", 405, "Method not allowed for this endpoint", "Check the HTTP method in the API reference"),
     /// The body is larger than the server accepts.
-    PayloadTooLarge => ("payload_too_large", 413, "Request body is too large"),
+    PayloadTooLarge => ("payload_too_large", 413, "Request body is too large", "Send a smaller body; pass large images as URLs"),
     /// Too many requests in the current window.
-    RateLimited => ("RATE_LIMITED", 429, "Rate limit exceeded"),
+    RateLimited => ("RATE_LIMITED", 429, "Rate limit exceeded", "Wait and retry with exponential backoff (1 s, 2 s, 4 s); see rate limits"),
     /// The key's usage quota is used up.
-    UsageExceeded => ("USAGE_EXCEEDED", 429, "This API key's usage quota is exhausted"),
+    UsageExceeded => ("USAGE_EXCEEDED", 429, "This API key's usage quota is exhausted", "Contact support or create a new key"),
+    /// Email and password do not match an account (the dashboard's log-in).
+    InvalidCredentials => ("invalid_credentials", 401, "Email or password is incorrect", "Check your email and password, or sign up"),
+    /// The dashboard needs a session and there is none (or it expired).
+    NotLoggedIn => ("not_logged_in", 401, "You are not logged in", "Log in at /login"),
+    /// A form was posted without the page's CSRF token, or from another site.
+    CsrfFailed => ("csrf_failed", 403, "This form has expired or was not sent from this site", "Reload the page and submit the form again"),
+    /// Only an administrator may do this.
+    AdminOnly => ("admin_only", 403, "Only an administrator can do this", "Ask an administrator of this server"),
+    /// Signing up with an email that already has an account.
+    EmailTaken => ("email_taken", 409, "An account with this email already exists", "Log in instead, or use another email"),
+    /// A webhook whose signature does not verify (or is too old).
+    InvalidSignature => ("invalid_signature", 400, "Webhook signature verification failed", "Check the webhook signing secret configured on both sides"),
+    /// The server has no payment provider configured.
+    PaymentsUnavailable => ("payments_unavailable", 503, "Top-ups are not available on this server", "Ask an administrator to grant credits, or to configure payments"),
+    /// The payment provider failed or refused.
+    PaymentProviderError => ("payment_provider_error", 502, "The payment provider could not start the payment", "Try again in a minute"),
     /// Anything unexpected on the server's side; never carries internal detail.
-    Internal => ("internal_error", 500, "An unexpected error occurred on our side. If this persists, contact support@runbase.net."),
+    Internal => ("internal_error", 500, "An unexpected error occurred on our side. If this persists, contact support@runbase.net.", "Retry later; if this persists, contact support@runbase.net"),
 }
 
 /// An error as a client sees it: a code from the table and a human-readable message.

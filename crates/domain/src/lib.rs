@@ -16,11 +16,15 @@ pub mod ids;
 pub mod inflight;
 pub mod ip;
 pub mod money;
+pub mod password;
+pub mod payments;
 pub mod provider;
 pub mod ratelimit;
 pub mod run;
 pub mod schema;
+pub mod secret;
 pub mod service;
+pub mod sessions;
 pub mod store;
 pub mod time;
 

@@ -39,6 +39,30 @@ impl Millicents {
     }
 }
 
+/// Whole cents as dollars, e.g. `$5.00`.
+pub fn format_cents(cents: i64) -> String {
+    Millicents(cents.saturating_mul(Millicents::PER_CENT)).usd()
+}
+
+impl Millicents {
+    /// As dollars for people: `$12.30`, `-$0.04`, and a fraction of a cent kept exactly
+    /// (`$0.03925`), never rounded.
+    pub fn usd(self) -> String {
+        let sign = if self.0 < 0 { "-" } else { "" };
+        let abs = self.0.unsigned_abs();
+        // 1 dollar = 100_000 millicents.
+        let (dollars, rest) = (abs / 100_000, abs % 100_000);
+        let frac = format!("{rest:05}");
+        let frac = frac.trim_end_matches('0');
+        let frac = if frac.len() < 2 {
+            format!("{frac:0<2}")
+        } else {
+            frac.to_owned()
+        };
+        format!("{sign}${dollars}.{frac}")
+    }
+}
+
 impl fmt::Display for Millicents {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let sign = if self.0 < 0 { "-" } else { "" };
@@ -84,6 +108,15 @@ impl Neg for Millicents {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dollars_for_people() {
+        assert_eq!(Millicents(0).usd(), "$0.00");
+        assert_eq!(Millicents(1_230_000).usd(), "$12.30");
+        assert_eq!(Millicents(-4_000).usd(), "-$0.04");
+        assert_eq!(Millicents(3_925).usd(), "$0.03925");
+        assert_eq!(format_cents(500), "$5.00");
+    }
 
     #[test]
     fn cents_are_shown_exactly() {

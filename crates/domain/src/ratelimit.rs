@@ -85,6 +85,26 @@ impl SlidingWindowLimiter {
         }
     }
 
+    /// Forgets clients whose every request has left the window. Per-IP limits see clients come
+    /// and go; a periodic sweep keeps memory bounded by the clients of the last window.
+    pub fn sweep(&self) {
+        self.sweep_at(Instant::now());
+    }
+
+    fn sweep_at(&self, now: Instant) {
+        let window = self.limit.window;
+        self.log.retain(|_, times| {
+            times
+                .back()
+                .is_some_and(|t| now.duration_since(*t) < window)
+        });
+    }
+
+    /// How many clients are remembered.
+    pub fn tracked(&self) -> usize {
+        self.log.len()
+    }
+
     /// Checks at an explicit instant (tests drive time with this).
     pub fn check_at(&self, key: &str, now: Instant) -> RateDecision {
         self.decide(key, now, true)
@@ -131,6 +151,18 @@ mod tests {
         // Once the first request leaves the window, one more is admitted, and only one.
         assert!(l.check_at("k", t0 + Duration::from_secs(10)).allowed);
         assert!(!l.check_at("k", t0 + Duration::from_millis(10_100)).allowed);
+    }
+
+    #[test]
+    fn sweep_forgets_only_idle_clients() {
+        let l = limiter();
+        let t0 = Instant::now();
+        l.check_at("old", t0);
+        l.check_at("new", t0 + Duration::from_secs(8));
+        l.sweep_at(t0 + Duration::from_secs(11));
+        assert_eq!(l.tracked(), 1);
+        // The remembered client still has its request counted.
+        assert_eq!(l.check_at("new", t0 + Duration::from_secs(11)).remaining, 18);
     }
 
     #[test]

@@ -196,7 +196,12 @@ pub async fn list_runs(
         ));
     }
     let mut runs = store
-        .list_runs(&key.account_id, limit + 1, starting_after)
+        .list_runs(
+            &key.account_id,
+            &crate::store::RunFilter::default(),
+            limit + 1,
+            starting_after,
+        )
         .await
         .map_err(internal)?;
     let has_more = runs.len() > limit as usize;
@@ -217,7 +222,7 @@ pub enum AdminError {
     Store(#[from] StoreError),
 }
 
-fn normalize_email(email: &str) -> Result<String, AdminError> {
+pub(crate) fn normalize_email(email: &str) -> Result<String, AdminError> {
     let email = email.trim().to_lowercase();
     let valid = email.len() <= 254
         && email.split_once('@').is_some_and(|(l, d)| {
@@ -337,6 +342,6 @@ pub async fn add_credits(
     let amount = Millicents::from_cents(cents)
         .ok_or_else(|| AdminError::Invalid("amount too large".into()))?;
     Ok(store
-        .add_credits(&account.id, amount, memo, Timestamp::now())
+        .add_credits(&account.id, amount, memo, None, Timestamp::now())
         .await?)
 }

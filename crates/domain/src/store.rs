@@ -2,10 +2,11 @@
 //! must hold under concurrency (quota, spend limit, balance, ledger) is enforced inside
 //! [`Store::create_run`] and [`Store::finish_run`], atomically with the writes they guard.
 
-use crate::account::{Account, ApiKey, KeySettings, KeyUpdate, LedgerEntry};
+use crate::account::{Account, ApiKey, KeySettings, KeyUpdate, LedgerEntry, NewAccount};
 use crate::ids::KeyHash;
 use crate::money::Millicents;
-use crate::run::{NewRun, Run, RunOutcome};
+use crate::run::{NewRun, Run, RunOutcome, RunStatus};
+use crate::sessions::Session;
 use crate::time::Timestamp;
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -39,21 +40,106 @@ pub enum CreateRunError {
     Store(#[from] StoreError),
 }
 
+/// Which runs a listing shows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunFilter {
+    pub status: Option<RunStatus>,
+    pub model: Option<String>,
+}
+
+/// What applying a confirmed payment did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PaymentCredit {
+    /// The account was credited (this entry).
+    Credited(LedgerEntry),
+    /// The checkout had already been credited (a second delivery of its payment).
+    AlreadyCredited,
+    /// This very event was applied before (a replayed delivery).
+    DuplicateEvent,
+    /// No checkout of this provider with this id was started here (or for another account).
+    UnknownCheckout,
+}
+
 /// Persistent state of Runbase.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     // --- accounts and ledger -------------------------------------------------------------
-    async fn create_account(&self, email: &str, now: Timestamp) -> Result<Account, StoreError>;
+    /// Creates an account; the first one of an empty install is made an administrator in the
+    /// same transaction. An email already taken is a `Conflict`.
+    async fn create_account_with(
+        &self,
+        account: NewAccount,
+        now: Timestamp,
+    ) -> Result<Account, StoreError>;
+    /// An account without a password (the CLI's `accounts create`).
+    async fn create_account(&self, email: &str, now: Timestamp) -> Result<Account, StoreError> {
+        let account = NewAccount {
+            email: email.to_owned(),
+            ..NewAccount::default()
+        };
+        self.create_account_with(account, now).await
+    }
+    /// The account's argon2id PHC string, if it has a password.
+    async fn password_hash(&self, account_id: &str) -> Result<Option<String>, StoreError>;
+    /// Replaces the password and closes every session of the account except `keep_session`.
+    async fn set_password_hash(
+        &self,
+        account_id: &str,
+        phc: &str,
+        keep_session: Option<&str>,
+    ) -> Result<(), StoreError>;
     async fn account_by_email(&self, email: &str) -> Result<Option<Account>, StoreError>;
     async fn account(&self, id: &str) -> Result<Option<Account>, StoreError>;
-    /// Adds (or with a negative amount, removes) credit; writes the ledger entry.
+    /// Adds (or with a negative amount, removes) credit; writes the ledger entry, naming the
+    /// administrator who granted it, if one did.
     async fn add_credits(
         &self,
         account_id: &str,
         amount: Millicents,
         memo: &str,
+        granted_by: Option<&str>,
         now: Timestamp,
     ) -> Result<LedgerEntry, StoreError>;
+    /// The ledger lines of one run of the account (its charge and any refund), oldest first.
+    async fn run_ledger(
+        &self,
+        account_id: &str,
+        run_id: &str,
+    ) -> Result<Vec<LedgerEntry>, StoreError>;
+
+    // --- dashboard sessions --------------------------------------------------------------
+    async fn create_session(&self, session: &Session) -> Result<(), StoreError>;
+    /// The session with this token hash and its account, unless it has expired at `now`.
+    async fn session(
+        &self,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<(Session, Account)>, StoreError>;
+    async fn delete_session(&self, token_hash: &str) -> Result<(), StoreError>;
+
+    // --- payments (top-ups) --------------------------------------------------------------
+    /// Records a checkout started for `account_id`, waiting for the provider's confirmation.
+    async fn create_payment(
+        &self,
+        provider: &str,
+        checkout_id: &str,
+        account_id: &str,
+        amount: Millicents,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+    /// Applies a provider's confirmation of a checkout, in one transaction: the event is
+    /// recorded (each event id once), the payment moves from pending to paid (once), and the
+    /// account is credited `amount` with a ledger entry. `account_id`, when the event names
+    /// one, must be the account the checkout was started for.
+    async fn complete_payment(
+        &self,
+        provider: &str,
+        event_id: &str,
+        checkout_id: &str,
+        account_id: Option<&str>,
+        amount: Millicents,
+        now: Timestamp,
+    ) -> Result<PaymentCredit, StoreError>;
     /// Newest first; `before` is an entry id for paging.
     async fn ledger(
         &self,
@@ -89,10 +175,12 @@ pub trait Store: Send + Sync + 'static {
     async fn create_run(&self, run: NewRun) -> Result<Run, CreateRunError>;
     /// The run if it belongs to `account_id`.
     async fn get_run(&self, account_id: &str, run_id: &str) -> Result<Option<Run>, StoreError>;
-    /// The account's runs, newest first, after the run `starting_after` when given.
+    /// The account's runs that pass `filter`, newest first, after the run `starting_after`
+    /// when given.
     async fn list_runs(
         &self,
         account_id: &str,
+        filter: &RunFilter,
         limit: u32,
         starting_after: Option<&str>,
     ) -> Result<Vec<Run>, StoreError>;

@@ -9,10 +9,11 @@
 
 pub mod client_ip;
 pub mod error;
-mod routes;
+pub mod routes;
 pub mod state;
 
-pub use state::{AppState, HttpConfig};
+pub use routes::{api_routes, finish};
+pub use state::{AppState, HttpConfig, Limits};
 
 use axum::Router;
 use std::future::Future;

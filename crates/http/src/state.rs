@@ -4,20 +4,58 @@ use ipnet::IpNet;
 use runbase_domain::catalog::Catalog;
 use runbase_domain::files::FileStore;
 use runbase_domain::inflight::InFlight;
-use runbase_domain::ratelimit::RateLimiter;
+use runbase_domain::payments::PaymentProvider;
+use runbase_domain::ratelimit::{RateLimit, RateLimiter};
 use runbase_domain::store::Store;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// The configured rate limits, kept for the docs page (which must show what is enforced).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Per API key: the runs endpoints (create and get together).
+    pub runs: RateLimit,
+    /// Per client IP: log-in, sign-up and password change.
+    pub auth: RateLimit,
+    /// Per client IP: the dashboard's "who am I" (`GET /auth/session`).
+    pub session: RateLimit,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let per = |requests, secs| RateLimit {
+            requests,
+            window: Duration::from_secs(secs),
+        };
+        Limits {
+            runs: per(20, 10),
+            auth: per(5, 60),
+            session: per(60, 60),
+        }
+    }
+}
 
 /// HTTP-level settings.
 #[derive(Debug, Clone, Default)]
 pub struct HttpConfig {
-    /// Proxies whose `X-Forwarded-For` is believed; from anyone else the header is ignored.
+    /// Proxies whose `X-Forwarded-For` (and `X-Forwarded-Proto`) is believed; from anyone else
+    /// those headers are ignored.
     pub trusted_proxies: Vec<IpNet>,
     /// The largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    pub limits: Limits,
+    /// The address clients reach the server at (links in the dashboard, payment return URLs).
+    pub public_url: String,
 }
 
-/// Shared state of the API.
+impl HttpConfig {
+    /// Whether cookies must be `Secure`: the public address is HTTPS.
+    pub fn behind_tls(&self) -> bool {
+        self.public_url.starts_with("https://")
+    }
+}
+
+/// Shared state of the API and the dashboard.
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
@@ -25,6 +63,12 @@ pub struct AppState {
     pub files: Arc<dyn FileStore>,
     /// Per-key limiter of the runs endpoints (create and get, counted together).
     pub runs_limiter: Arc<dyn RateLimiter>,
+    /// Per-IP limiter of the auth endpoints (log-in, sign-up, password change).
+    pub auth_limiter: Arc<dyn RateLimiter>,
+    /// Per-IP limiter of the session check.
+    pub session_limiter: Arc<dyn RateLimiter>,
+    /// Top-ups; `None` when no payment provider is configured.
+    pub payments: Option<Arc<dyn PaymentProvider>>,
     /// The runs the in-process worker is executing (to stop one that is canceled).
     pub inflight: InFlight,
     pub config: Arc<HttpConfig>,

@@ -32,26 +32,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A credential: never printed, never logged.
-#[derive(Clone, Deserialize, Serialize, PartialEq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("\"[redacted]\"")
-    }
-}
+pub use runbase_domain::secret::Secret;
 
 /// Credentials and address of one upstream API.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

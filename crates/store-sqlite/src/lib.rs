@@ -8,6 +8,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, reason = "tests may unwrap"))]
 
+mod dashboard;
 mod migrations;
 mod pool;
 mod rows;

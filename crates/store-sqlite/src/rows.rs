@@ -17,7 +17,7 @@ fn ts(v: Option<i64>) -> Option<Timestamp> {
     v.map(Timestamp)
 }
 
-pub const ACCOUNT_COLS: &str = "id, email, balance_millicents, created_at";
+pub const ACCOUNT_COLS: &str = "id, email, balance_millicents, created_at, admin";
 
 pub fn account(r: &Row<'_>) -> rusqlite::Result<Account> {
     Ok(Account {
@@ -25,6 +25,7 @@ pub fn account(r: &Row<'_>) -> rusqlite::Result<Account> {
         email: r.get(1)?,
         balance: Millicents(r.get(2)?),
         created_at: Timestamp(r.get(3)?),
+        admin: r.get(4)?,
     })
 }
 
@@ -88,7 +89,7 @@ pub fn run(r: &Row<'_>) -> rusqlite::Result<Run> {
     })
 }
 
-pub const LEDGER_COLS: &str = "id, account_id, kind, amount_millicents, balance_after_millicents, run_id, key_id, memo, created_at";
+pub const LEDGER_COLS: &str = "id, account_id, kind, amount_millicents, balance_after_millicents, run_id, key_id, memo, created_at, granted_by";
 
 pub fn ledger(r: &Row<'_>) -> rusqlite::Result<LedgerEntry> {
     let kind: String = r.get(2)?;
@@ -103,5 +104,18 @@ pub fn ledger(r: &Row<'_>) -> rusqlite::Result<LedgerEntry> {
         key_id: r.get(6)?,
         memo: r.get(7)?,
         created_at: Timestamp(r.get(8)?),
+        granted_by: r.get(9)?,
+    })
+}
+
+pub const SESSION_COLS: &str = "token_hash, account_id, csrf_token, created_at, expires_at";
+
+pub fn session(r: &Row<'_>) -> rusqlite::Result<runbase_domain::sessions::Session> {
+    Ok(runbase_domain::sessions::Session {
+        token_hash: r.get(0)?,
+        account_id: r.get(1)?,
+        csrf_token: r.get(2)?,
+        created_at: Timestamp(r.get(3)?),
+        expires_at: Timestamp(r.get(4)?),
     })
 }

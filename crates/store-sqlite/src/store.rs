@@ -4,11 +4,14 @@
 use crate::pool::{SqliteStore, backend};
 use crate::rows::{self, ACCOUNT_COLS, KEY_COLS, LEDGER_COLS, RUN_COLS};
 use async_trait::async_trait;
-use runbase_domain::account::{Account, ApiKey, KeySettings, KeyUpdate, LedgerEntry, LedgerKind};
+use runbase_domain::account::{
+    Account, ApiKey, KeySettings, KeyUpdate, LedgerEntry, LedgerKind, NewAccount,
+};
 use runbase_domain::ids::{self, KeyHash};
 use runbase_domain::money::Millicents;
 use runbase_domain::run::{NewRun, Run, RunError, RunOutcome, RunStatus};
-use runbase_domain::store::{CreateRunError, Store, StoreError};
+use runbase_domain::sessions::Session;
+use runbase_domain::store::{CreateRunError, PaymentCredit, RunFilter, Store, StoreError};
 use runbase_domain::time::Timestamp;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use std::sync::Arc;
@@ -17,68 +20,59 @@ fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation)
 }
 
-/// Changes an account's balance by `amount` and appends the ledger row that explains it.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one column per argument of the ledger row"
-)]
-fn append_ledger(
-    conn: &Connection,
-    account_id: &str,
-    kind: LedgerKind,
-    amount: Millicents,
-    run_id: Option<&str>,
-    key_id: Option<&str>,
-    memo: &str,
-    now: Timestamp,
-) -> rusqlite::Result<LedgerEntry> {
+/// One ledger row to append (its balance after is computed when it is written).
+pub(crate) struct LedgerLine<'a> {
+    pub account_id: &'a str,
+    pub kind: LedgerKind,
+    /// Signed: positive adds to the balance.
+    pub amount: Millicents,
+    pub run_id: Option<&'a str>,
+    pub key_id: Option<&'a str>,
+    pub memo: &'a str,
+    pub granted_by: Option<&'a str>,
+    pub now: Timestamp,
+}
+
+/// Changes an account's balance by the line's amount and appends the line that explains it.
+pub(crate) fn append_ledger(conn: &Connection, line: LedgerLine<'_>) -> rusqlite::Result<LedgerEntry> {
     let balance_after: i64 = conn
         .prepare_cached("UPDATE accounts SET balance_millicents = balance_millicents + ?2 WHERE id = ?1 RETURNING balance_millicents")?
-        .query_row(params![account_id, amount.0], |r| r.get(0))?;
-    insert_ledger_row(
-        conn,
-        account_id,
-        kind,
-        amount,
-        balance_after,
-        run_id,
-        key_id,
-        memo,
-        now,
-    )
+        .query_row(params![line.account_id, line.amount.0], |r| r.get(0))?;
+    insert_ledger_row(conn, line, balance_after)
 }
 
 /// Appends a ledger row for a balance change already applied (`balance_after` is the result).
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one column per argument of the ledger row"
-)]
 fn insert_ledger_row(
     conn: &Connection,
-    account_id: &str,
-    kind: LedgerKind,
-    amount: Millicents,
+    line: LedgerLine<'_>,
     balance_after: i64,
-    run_id: Option<&str>,
-    key_id: Option<&str>,
-    memo: &str,
-    now: Timestamp,
 ) -> rusqlite::Result<LedgerEntry> {
     conn.prepare_cached(
-        "INSERT INTO ledger (account_id, kind, amount_millicents, balance_after_millicents, run_id, key_id, memo, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO ledger (account_id, kind, amount_millicents, balance_after_millicents, run_id, key_id, memo, created_at, granted_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
-    .execute(params![account_id, kind.as_str(), amount.0, balance_after, run_id, key_id, memo, now.0])?;
+    .execute(params![
+        line.account_id,
+        line.kind.as_str(),
+        line.amount.0,
+        balance_after,
+        line.run_id,
+        line.key_id,
+        line.memo,
+        line.now.0,
+        line.granted_by
+    ])?;
     Ok(LedgerEntry {
         id: conn.last_insert_rowid(),
-        account_id: account_id.to_owned(),
-        kind,
-        amount,
+        account_id: line.account_id.to_owned(),
+        kind: line.kind,
+        amount: line.amount,
         balance_after: Millicents(balance_after),
-        run_id: run_id.map(str::to_owned),
-        key_id: key_id.map(str::to_owned),
-        memo: memo.to_owned(),
-        created_at: now,
+        run_id: line.run_id.map(str::to_owned),
+        key_id: line.key_id.map(str::to_owned),
+        memo: line.memo.to_owned(),
+        granted_by: line.granted_by.map(str::to_owned),
+        created_at: line.now,
     })
 }
 
@@ -128,14 +122,17 @@ fn create_run_tx(conn: &Connection, run: &NewRun) -> rusqlite::Result<Result<Run
     if run.price > Millicents::ZERO {
         insert_ledger_row(
             conn,
-            &run.account_id,
-            LedgerKind::RunCharge,
-            -run.price,
+            LedgerLine {
+                account_id: &run.account_id,
+                kind: LedgerKind::RunCharge,
+                amount: -run.price,
+                run_id: Some(&run.id),
+                key_id: Some(&run.key_id),
+                memo: &run.model,
+                granted_by: None,
+                now: run.created_at,
+            },
             balance_after,
-            Some(&run.id),
-            Some(&run.key_id),
-            &run.model,
-            run.created_at,
         )?;
     }
     Ok(Ok(Run {
@@ -204,13 +201,16 @@ fn refund(
     }
     append_ledger(
         conn,
-        &account_id,
-        LedgerKind::RunRefund,
-        Millicents(cost),
-        Some(run_id),
-        Some(&key_id),
-        &model,
-        now,
+        LedgerLine {
+            account_id: &account_id,
+            kind: LedgerKind::RunRefund,
+            amount: Millicents(cost),
+            run_id: Some(run_id),
+            key_id: Some(&key_id),
+            memo: &model,
+            granted_by: None,
+            now,
+        },
     )?;
     conn.prepare_cached(
         "UPDATE api_keys SET spent_millicents = spent_millicents - ?2 WHERE id = ?1",
@@ -248,32 +248,35 @@ fn cancel_tx(
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn create_account(&self, email: &str, now: Timestamp) -> Result<Account, StoreError> {
-        let account = Account {
-            id: ids::new_account_id(),
-            email: email.to_owned(),
-            balance: Millicents::ZERO,
-            created_at: now,
-        };
-        let row = account.clone();
-        let inserted = self
+    async fn create_account_with(
+        &self,
+        new: NewAccount,
+        now: Timestamp,
+    ) -> Result<Account, StoreError> {
+        let id = ids::new_account_id();
+        let email = new.email.clone();
+        let created = self
             .write(move |conn| {
-                match conn.execute(
-                    "INSERT INTO accounts (id, email, created_at) VALUES (?1, ?2, ?3)",
-                    params![row.id, row.email, row.created_at.0],
-                ) {
-                    Ok(_) => Ok(true),
-                    Err(e) if is_unique_violation(&e) => Ok(false),
+                // The first account of an empty install is its administrator.
+                match conn
+                    .prepare_cached(&format!(
+                        "INSERT INTO accounts (id, email, created_at, password_hash, admin)
+                         VALUES (?1, ?2, ?3, ?4, ?5 OR NOT EXISTS (SELECT 1 FROM accounts))
+                         RETURNING {ACCOUNT_COLS}"
+                    ))?
+                    .query_row(
+                        params![id, new.email, now.0, new.password_hash, new.admin],
+                        rows::account,
+                    ) {
+                    Ok(a) => Ok(Some(a)),
+                    Err(e) if is_unique_violation(&e) => Ok(None),
                     Err(e) => Err(e),
                 }
             })
             .await?;
-        if !inserted {
-            return Err(StoreError::Conflict(format!(
-                "an account with email {email} already exists"
-            )));
-        }
-        Ok(account)
+        created.ok_or_else(|| {
+            StoreError::Conflict(format!("an account with email {email} already exists"))
+        })
     }
 
     async fn account_by_email(&self, email: &str) -> Result<Option<Account>, StoreError> {
@@ -301,22 +304,127 @@ impl Store for SqliteStore {
         account_id: &str,
         amount: Millicents,
         memo: &str,
+        granted_by: Option<&str>,
         now: Timestamp,
     ) -> Result<LedgerEntry, StoreError> {
         let (account_id, memo) = (account_id.to_owned(), memo.to_owned());
+        let granted_by = granted_by.map(str::to_owned);
         self.write(move |c| {
             append_ledger(
                 c,
-                &account_id,
-                LedgerKind::Topup,
-                amount,
-                None,
-                None,
-                &memo,
-                now,
+                LedgerLine {
+                    account_id: &account_id,
+                    kind: LedgerKind::Topup,
+                    amount,
+                    run_id: None,
+                    key_id: None,
+                    memo: &memo,
+                    granted_by: granted_by.as_deref(),
+                    now,
+                },
             )
         })
         .await
+    }
+
+    async fn run_ledger(
+        &self,
+        account_id: &str,
+        run_id: &str,
+    ) -> Result<Vec<LedgerEntry>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {LEDGER_COLS} FROM ledger WHERE run_id = ?1 AND account_id = ?2 ORDER BY id"
+            ))?
+            .query_map([run_id, account_id], rows::ledger)?
+            .collect()
+        })
+    }
+
+    async fn password_hash(&self, account_id: &str) -> Result<Option<String>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached("SELECT password_hash FROM accounts WHERE id = ?1")?
+                .query_row([account_id], |r| r.get::<_, Option<String>>(0))
+                .optional()
+                .map(Option::flatten)
+        })
+    }
+
+    async fn set_password_hash(
+        &self,
+        account_id: &str,
+        phc: &str,
+        keep_session: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let (account_id, phc) = (account_id.to_owned(), phc.to_owned());
+        let keep = keep_session.map(str::to_owned);
+        self.write(move |c| crate::dashboard::set_password_tx(c, &account_id, &phc, keep.as_deref()))
+            .await
+    }
+
+    async fn create_session(&self, session: &Session) -> Result<(), StoreError> {
+        let session = session.clone();
+        self.write(move |c| crate::dashboard::create_session_tx(c, &session))
+            .await
+    }
+
+    async fn session(
+        &self,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<(Session, Account)>, StoreError> {
+        self.read(|c| crate::dashboard::session(c, token_hash, now))
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> Result<(), StoreError> {
+        let token_hash = token_hash.to_owned();
+        self.write(move |c| {
+            c.execute("DELETE FROM sessions WHERE token_hash = ?1", [&token_hash])
+                .map(|_| ())
+        })
+        .await
+    }
+
+    async fn create_payment(
+        &self,
+        provider: &str,
+        checkout_id: &str,
+        account_id: &str,
+        amount: Millicents,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let (provider, checkout_id, account_id) =
+            (provider.to_owned(), checkout_id.to_owned(), account_id.to_owned());
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO payments (provider, checkout_id, account_id, amount_millicents, status, created_at)
+                 VALUES (?1, ?2, ?3, ?4, 'pending', ?5)",
+                params![provider, checkout_id, account_id, amount.0, now.0],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    async fn complete_payment(
+        &self,
+        provider: &str,
+        event_id: &str,
+        checkout_id: &str,
+        account_id: Option<&str>,
+        amount: Millicents,
+        now: Timestamp,
+    ) -> Result<PaymentCredit, StoreError> {
+        let p = crate::dashboard::Confirmation {
+            provider: provider.to_owned(),
+            event_id: event_id.to_owned(),
+            checkout_id: checkout_id.to_owned(),
+            account_id: account_id.map(str::to_owned),
+            amount,
+            now,
+        };
+        self.write(move |c| crate::dashboard::complete_payment_tx(c, &p))
+            .await
     }
 
     async fn ledger(
@@ -506,24 +614,24 @@ impl Store for SqliteStore {
     async fn list_runs(
         &self,
         account_id: &str,
+        filter: &RunFilter,
         limit: u32,
         starting_after: Option<&str>,
     ) -> Result<Vec<Run>, StoreError> {
-        self.read(|c| match starting_after {
-            None => c
-                .prepare_cached(&format!(
-                    "SELECT {RUN_COLS} FROM runs WHERE account_id = ?1 ORDER BY seq DESC LIMIT ?2"
-                ))?
-                .query_map(params![account_id, limit], rows::run)?
-                .collect(),
-            Some(after) => c
-                .prepare_cached(&format!(
-                    "SELECT {RUN_COLS} FROM runs WHERE account_id = ?1
-                       AND seq < (SELECT seq FROM runs WHERE id = ?2 AND account_id = ?1)
-                     ORDER BY seq DESC LIMIT ?3"
-                ))?
-                .query_map(params![account_id, after, limit], rows::run)?
-                .collect(),
+        let status = filter.status.map(|s| s.as_str());
+        let model = filter.model.as_deref();
+        self.read(|c| {
+            // `seq < (the cursor's seq)`, or no bound without a cursor; the optional filters
+            // compare against NULL when unset.
+            c.prepare_cached(&format!(
+                "SELECT {RUN_COLS} FROM runs WHERE account_id = ?1
+                   AND (?2 IS NULL OR status = ?2)
+                   AND (?3 IS NULL OR model = ?3)
+                   AND seq < coalesce((SELECT seq FROM runs WHERE id = ?4 AND account_id = ?1), 9223372036854775807)
+                 ORDER BY seq DESC LIMIT ?5"
+            ))?
+            .query_map(params![account_id, status, model, starting_after, limit], rows::run)?
+            .collect()
         })
     }
 

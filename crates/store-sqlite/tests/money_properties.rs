@@ -54,6 +54,7 @@ async fn fixture(initial_cents: i64, limit_cents: i64, quota: u64) -> Fixture {
                 &account.id,
                 Millicents::from_cents(initial_cents).unwrap(),
                 "seed",
+                None,
                 now,
             )
             .await
@@ -125,7 +126,7 @@ async fn check_invariants(f: &Fixture) {
     for e in ledger.iter().filter(|e| e.kind == LedgerKind::RunRefund) {
         *refunds.entry(e.run_id.clone().unwrap()).or_default() += 1;
     }
-    for run in f.store.list_runs(&f.account, 100_000, None).await.unwrap() {
+    for run in f.store.list_runs(&f.account, &Default::default(), 100_000, None).await.unwrap() {
         let refunded = refunds.get(&run.id).copied().unwrap_or(0);
         let should =
             run.cost.0 > 0 && matches!(run.status, RunStatus::Failed | RunStatus::Canceled);
@@ -240,7 +241,7 @@ proptest! {
                         }
                     }
                     Op::TopUp { cents } => {
-                        f.store.add_credits(&f.account, Millicents::from_cents(cents).unwrap(), "top-up", Timestamp::now()).await.unwrap();
+                        f.store.add_credits(&f.account, Millicents::from_cents(cents).unwrap(), "top-up", None, Timestamp::now()).await.unwrap();
                         balance += cents * 1000;
                     }
                     Op::Cancel { pick } => {
@@ -316,7 +317,7 @@ proptest! {
                                 f.store.finish_run(&id, outcome, Timestamp::now()).await.unwrap();
                             }
                             Op::TopUp { cents } => {
-                                f.store.add_credits(&f.account, Millicents::from_cents(cents).unwrap(), "top-up", Timestamp::now()).await.unwrap();
+                                f.store.add_credits(&f.account, Millicents::from_cents(cents).unwrap(), "top-up", None, Timestamp::now()).await.unwrap();
                             }
                             Op::Cancel { pick } => {
                                 // Races the finishes of the same runs.

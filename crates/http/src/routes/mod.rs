@@ -6,6 +6,7 @@ mod files;
 mod health;
 mod models;
 mod runs;
+mod webhooks;
 
 use crate::error::HttpError;
 use crate::state::AppState;
@@ -18,12 +19,8 @@ use runbase_domain::ErrorCode;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
-pub fn router(state: AppState) -> Router {
-    let max_body = if state.config.max_body_bytes == 0 {
-        1 << 20
-    } else {
-        state.config.max_body_bytes
-    };
+/// The API's routes, without fallbacks or layers (the dashboard adds its pages to them).
+pub fn api_routes() -> Router<AppState> {
     Router::new()
         .route("/health", get(health::health))
         .route("/api/v1/runs", get(runs::list).post(runs::create))
@@ -33,7 +30,23 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/models/{provider}/{name}", get(models::get))
         .route("/api/v1/account", get(account::get))
         .route("/files/{run_id}/{name}", get(files::get))
-        .fallback(not_found)
+        .route("/webhooks/{provider}", post(webhooks::receive))
+}
+
+/// The API alone, every unknown path answered with the JSON `not_found`.
+pub fn router(state: AppState) -> Router {
+    finish(api_routes().fallback(not_found), state)
+}
+
+/// Adds what every route shares: the body limit, tracing spans named after the route
+/// template, panics turned into the 500 envelope, and the 405 answer.
+pub fn finish(routes: Router<AppState>, state: AppState) -> Router {
+    let max_body = if state.config.max_body_bytes == 0 {
+        1 << 20
+    } else {
+        state.config.max_body_bytes
+    };
+    routes
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(
@@ -53,7 +66,8 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn not_found() -> HttpError {
+/// The JSON `not_found` envelope.
+pub async fn not_found() -> HttpError {
     ErrorCode::NotFound.into()
 }
 

@@ -1,0 +1,40 @@
+//! `POST /webhooks/{provider}`: payment confirmations (Stripe's `checkout.session.completed`).
+//! The raw body is what the signature covers, so it is read as bytes, never re-serialized.
+
+use crate::error::HttpError;
+use crate::state::AppState;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use runbase_domain::ErrorCode;
+use runbase_domain::payments::{self, WebhookResult};
+use runbase_domain::store::PaymentCredit;
+use serde_json::json;
+
+pub async fn receive(
+    State(state): State<AppState>,
+    Path(provider): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, HttpError> {
+    let payments = state
+        .payments
+        .as_ref()
+        .filter(|p| p.name() == provider)
+        .ok_or(ErrorCode::NotFound)?;
+    let signature = headers
+        .get(payments.signature_header())
+        .and_then(|v| v.to_str().ok());
+    let result =
+        payments::apply_webhook(state.store.as_ref(), payments.as_ref(), signature, &body).await?;
+    let outcome = match result {
+        WebhookResult::Ignored(_) => "ignored",
+        WebhookResult::Applied(PaymentCredit::Credited(_)) => "credited",
+        WebhookResult::Applied(PaymentCredit::AlreadyCredited | PaymentCredit::DuplicateEvent) => {
+            "already_credited"
+        }
+        WebhookResult::Applied(PaymentCredit::UnknownCheckout) => "unknown_checkout",
+    };
+    Ok(Json(json!({ "received": true, "outcome": outcome })))
+}
