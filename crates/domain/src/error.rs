@@ -93,6 +93,28 @@ error_codes! {
     Internal => ("internal_error", 500, "An unexpected error occurred on our side. If this persists, contact support@runbase.net.", "Retry later; if this persists, contact support@runbase.net"),
 }
 
+impl ErrorCode {
+    /// The codes of the runs API, in the order `POST /api/v1/runs` checks them (first failing
+    /// wins), then those of reading a run and the 500. The docs pages and each model's page
+    /// are generated from this list.
+    pub const RUNS_API: &'static [ErrorCode] = &[
+        ErrorCode::MissingApiKey,
+        ErrorCode::InvalidApiKey,
+        ErrorCode::IpNotAllowed,
+        ErrorCode::RateLimited,
+        ErrorCode::UsageExceeded,
+        ErrorCode::InvalidJson,
+        ErrorCode::MissingModel,
+        ErrorCode::MissingInput,
+        ErrorCode::ModelNotFound,
+        ErrorCode::InvalidInput,
+        ErrorCode::SpendLimitExceeded,
+        ErrorCode::InsufficientBalance,
+        ErrorCode::RunNotFound,
+        ErrorCode::Internal,
+    ];
+}
+
 /// An error as a client sees it: a code from the table and a human-readable message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {

@@ -2,8 +2,8 @@
 //! 19 MiB, 2 passes), stored as PHC strings so the parameters can be raised later without
 //! invalidating old hashes.
 
-use argon2::password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash};
 
 /// Shortest password accepted at sign-up and password change.
 pub const MIN_LEN: usize = 10;
@@ -13,7 +13,9 @@ pub const MAX_LEN: usize = 512;
 /// Why a new password is refused; the message is for the user.
 pub fn check_new(password: &str) -> Result<(), String> {
     if password.chars().count() < MIN_LEN {
-        return Err(format!("The password must be at least {MIN_LEN} characters long"));
+        return Err(format!(
+            "The password must be at least {MIN_LEN} characters long"
+        ));
     }
     if password.len() > MAX_LEN {
         return Err(format!("The password must be at most {MAX_LEN} bytes long"));

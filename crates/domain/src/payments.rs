@@ -130,7 +130,13 @@ pub async fn start_topup(
         ApiError::from(ErrorCode::PaymentProviderError)
     })?;
     store
-        .create_payment(provider.name(), &checkout.id, &account.id, amount, Timestamp::now())
+        .create_payment(
+            provider.name(),
+            &checkout.id,
+            &account.id,
+            amount,
+            Timestamp::now(),
+        )
         .await
         .map_err(internal)?;
     Ok(checkout)
@@ -172,7 +178,10 @@ pub async fn apply_webhook(
             currency = %paid.currency,
             "a payment in another currency than configured was not credited"
         );
-        return Ok(WebhookResult::Ignored(format!("currency {}", paid.currency)));
+        return Ok(WebhookResult::Ignored(format!(
+            "currency {}",
+            paid.currency
+        )));
     }
     let amount = Millicents::from_cents(paid.amount_cents)
         .filter(|a| *a > Millicents::ZERO)
@@ -230,7 +239,11 @@ pub async fn grant(
     let amount = Millicents::from_cents(cents)
         .ok_or_else(|| ApiError::new(ErrorCode::InvalidRequest, "amount too large"))?;
     let memo = memo.trim();
-    let memo = if memo.is_empty() { "Granted by an administrator" } else { memo };
+    let memo = if memo.is_empty() {
+        "Granted by an administrator"
+    } else {
+        memo
+    };
     if memo.chars().count() > 200 {
         return Err(ApiError::new(
             ErrorCode::InvalidRequest,

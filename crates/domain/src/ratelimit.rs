@@ -162,7 +162,10 @@ mod tests {
         l.sweep_at(t0 + Duration::from_secs(11));
         assert_eq!(l.tracked(), 1);
         // The remembered client still has its request counted.
-        assert_eq!(l.check_at("new", t0 + Duration::from_secs(11)).remaining, 18);
+        assert_eq!(
+            l.check_at("new", t0 + Duration::from_secs(11)).remaining,
+            18
+        );
     }
 
     #[test]

@@ -22,4 +22,3 @@ impl std::fmt::Debug for Secret {
         f.write_str("\"[redacted]\"")
     }
 }
-

@@ -238,8 +238,23 @@ pub(crate) fn normalize_email(email: &str) -> Result<String, AdminError> {
 }
 
 pub async fn create_account(store: &dyn Store, email: &str) -> Result<Account, AdminError> {
+    create_account_as(store, email, false).await
+}
+
+/// Creates an account without a password, an administrator when `admin` (the first account of
+/// an install is one anyway).
+pub async fn create_account_as(
+    store: &dyn Store,
+    email: &str,
+    admin: bool,
+) -> Result<Account, AdminError> {
     let email = normalize_email(email)?;
-    Ok(store.create_account(&email, Timestamp::now()).await?)
+    let new = crate::account::NewAccount {
+        email,
+        password_hash: None,
+        admin,
+    };
+    Ok(store.create_account_with(new, Timestamp::now()).await?)
 }
 
 pub async fn account_by_email(store: &dyn Store, email: &str) -> Result<Account, AdminError> {

@@ -10,19 +10,49 @@ use anyhow::Context;
 use runbase_domain::account::{ApiKey, KeySettings, KeyUpdate};
 use runbase_domain::ip::IpAllowlist;
 use runbase_domain::money::Millicents;
-use runbase_domain::service;
 use runbase_domain::store::Store;
 use runbase_domain::time::Timestamp;
+use runbase_domain::{service, sessions};
 
 pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
     let store = open_store(config)?;
     let store: &dyn Store = &store;
     match command {
         Command::Serve(_) => unreachable!("serve is handled by main"),
-        Command::Accounts(AccountsCommand::Create { email }) => {
-            let account = service::create_account(store, &email).await?;
+        Command::Accounts(AccountsCommand::Create {
+            email,
+            admin,
+            password_stdin,
+        }) => {
+            let password = if password_stdin {
+                Some(read_password()?)
+            } else {
+                None
+            };
+            let account = service::create_account_as(store, &email, admin).await?;
+            if let Some(p) = password {
+                sessions::set_password(store, &account, &p)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            }
             println!("{}", account.id);
-            eprintln!("created account {} ({})", account.email, account.id);
+            eprintln!(
+                "created account {} ({}){}",
+                account.email,
+                account.id,
+                if account.admin { ", administrator" } else { "" }
+            );
+        }
+        Command::Accounts(AccountsCommand::SetPassword { email }) => {
+            let account = service::account_by_email(store, &email).await?;
+            let password = read_password()?;
+            sessions::set_password(store, &account, &password)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            eprintln!(
+                "password set for {}; its sessions were logged out",
+                account.email
+            );
         }
         Command::Keys(cmd) => keys(store, cmd).await?,
         Command::Credits(CreditsCommand::Add {
@@ -209,4 +239,13 @@ async fn set_disabled(store: &dyn Store, key: &str, disabled: bool) -> anyhow::R
     let k = service::update_key(store, key, &update).await?;
     println!("{}", describe(&k));
     Ok(())
+}
+
+/// One line of stdin, without its line ending (never echoed or logged).
+fn read_password() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the password from stdin")?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }

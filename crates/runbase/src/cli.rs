@@ -59,8 +59,18 @@ pub struct ServeArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum AccountsCommand {
-    /// Create an account
-    Create { email: String },
+    /// Create an account (the first account of an install is an administrator)
+    Create {
+        email: String,
+        /// Make it an administrator (may grant credits in the dashboard)
+        #[arg(long)]
+        admin: bool,
+        /// Read a password for the dashboard from stdin (one line)
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set an account's dashboard password, read from stdin (one line); logs out its sessions
+    SetPassword { email: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -34,6 +34,8 @@ pub struct Config {
     pub providers: ProvidersConfig,
     /// Where output files are kept: local files (the default) or an S3-compatible bucket.
     pub storage: StorageConfig,
+    /// Top-ups through a payment provider (Stripe Checkout).
+    pub payments: PaymentsConfig,
     /// Log filter (tracing's `EnvFilter` syntax); `RUST_LOG` wins when set.
     pub log: String,
 }
@@ -43,6 +45,18 @@ pub struct Config {
 pub struct RateLimits {
     /// Per API key, for `POST /api/v1/runs` and `GET /api/v1/runs/{id}` together.
     pub runs: Limit,
+    /// Per client IP, for the dashboard's log-in, sign-up and password change.
+    pub auth: Limit,
+    /// Per client IP, for the session check (`GET /auth/session`).
+    pub session: Limit,
+}
+
+/// Payment providers for top-ups.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PaymentsConfig {
+    /// Stripe Checkout; on when a secret key is set here or in `STRIPE_SECRET_KEY`.
+    pub stripe: runbase_payments::StripeConfig,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -78,7 +92,16 @@ impl Default for Config {
                     requests: 20,
                     window_secs: 10,
                 },
+                auth: Limit {
+                    requests: 5,
+                    window_secs: 60,
+                },
+                session: Limit {
+                    requests: 60,
+                    window_secs: 60,
+                },
             },
+            payments: PaymentsConfig::default(),
             worker: WorkerSettings {
                 concurrency: 64,
                 poll_interval_ms: 1000,
@@ -118,6 +141,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "worker",
     "providers",
     "storage",
+    "payments",
     "log",
 ];
 
@@ -164,8 +188,16 @@ impl Config {
     }
 
     fn check(&self) -> Result<(), String> {
-        if self.rate_limits.runs.requests == 0 || self.rate_limits.runs.window_secs == 0 {
-            return Err("rate_limits.runs: requests and window_secs must be positive".into());
+        for (name, l) in [
+            ("runs", self.rate_limits.runs),
+            ("auth", self.rate_limits.auth),
+            ("session", self.rate_limits.session),
+        ] {
+            if l.requests == 0 || l.window_secs == 0 {
+                return Err(format!(
+                    "rate_limits.{name}: requests and window_secs must be positive"
+                ));
+            }
         }
         if !matches!(self.durability.as_str(), "full" | "normal") {
             return Err(format!(

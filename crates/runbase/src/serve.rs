@@ -1,13 +1,14 @@
-//! `runbase serve`: the API, the worker and (later) the dashboard in one process.
+//! `runbase serve`: the API, the worker and the dashboard in one process.
 
 use crate::config::Config;
 use anyhow::{Context, bail};
 use runbase_domain::catalog::Catalog;
 use runbase_domain::inflight::InFlight;
+use runbase_domain::payments::PaymentProvider;
 use runbase_domain::ratelimit::{RateLimit, SlidingWindowLimiter};
 use runbase_domain::store::Store;
 use runbase_domain::time::Timestamp;
-use runbase_http::{AppState, HttpConfig};
+use runbase_http::{AppState, HttpConfig, Limits};
 use runbase_providers::Providers;
 use runbase_store_sqlite::{Durability, SqliteStore};
 use runbase_worker::{Worker, WorkerConfig};
@@ -111,21 +112,15 @@ pub async fn run(config: Config, warnings: Vec<String>) -> anyhow::Result<()> {
                 })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let limits = config.rate_limits.runs;
-    let state = AppState {
-        store: store.clone(),
-        catalog: catalog.clone(),
-        files: files.clone(),
-        runs_limiter: Arc::new(SlidingWindowLimiter::new(RateLimit {
-            requests: limits.requests,
-            window: Duration::from_secs(limits.window_secs),
-        })),
-        inflight: inflight.clone(),
-        config: Arc::new(HttpConfig {
-            trusted_proxies,
-            max_body_bytes: 1 << 20,
-        }),
-    };
+    let payments = runbase_payments::Stripe::from_config(&config.payments.stripe, |var| {
+        std::env::var(var).ok()
+    })
+    .map_err(|e| anyhow::anyhow!("payments.stripe: {e}"))?
+    .map(|s| Arc::new(s) as Arc<dyn PaymentProvider>);
+    tracing::info!(
+        payments = payments.as_ref().map_or("off", |p| p.name()),
+        "top-ups"
+    );
 
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
@@ -138,6 +133,46 @@ pub async fn run(config: Config, warnings: Vec<String>) -> anyhow::Result<()> {
     if !public_url.starts_with("http://") && !public_url.starts_with("https://") {
         bail!("public_url must start with http:// or https://");
     }
+
+    let limit = |l: crate::config::Limit| RateLimit {
+        requests: l.requests,
+        window: Duration::from_secs(l.window_secs),
+    };
+    let limits = Limits {
+        runs: limit(config.rate_limits.runs),
+        auth: limit(config.rate_limits.auth),
+        session: limit(config.rate_limits.session),
+    };
+    let auth_limiter = Arc::new(SlidingWindowLimiter::new(limits.auth));
+    let session_limiter = Arc::new(SlidingWindowLimiter::new(limits.session));
+    // Per-IP limiters meet many clients: forget the idle ones now and then.
+    {
+        let (a, s) = (auth_limiter.clone(), session_limiter.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                a.sweep();
+                s.sweep();
+            }
+        });
+    }
+    let state = AppState {
+        store: store.clone(),
+        catalog: catalog.clone(),
+        files: files.clone(),
+        runs_limiter: Arc::new(SlidingWindowLimiter::new(limits.runs)),
+        auth_limiter,
+        session_limiter,
+        payments,
+        inflight: inflight.clone(),
+        config: Arc::new(HttpConfig {
+            trusted_proxies,
+            max_body_bytes: 1 << 20,
+            limits,
+            public_url: public_url.clone(),
+        }),
+    };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let worker = Worker {
@@ -163,7 +198,8 @@ pub async fn run(config: Config, warnings: Vec<String>) -> anyhow::Result<()> {
     println!("Runbase listening on http://{addr}");
 
     let mut http_stop = stop_rx.clone();
-    let server = runbase_http::serve(listener, runbase_http::router(state), async move {
+    // The API and the dashboard, one router.
+    let server = runbase_http::serve(listener, runbase_dashboard::router(state), async move {
         let _ = http_stop.wait_for(|s| *s).await;
     });
     let server = tokio::spawn(server);

@@ -63,7 +63,9 @@ pub fn session(
         return Ok(None);
     };
     let account = c
-        .prepare_cached(&format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id = ?1"))?
+        .prepare_cached(&format!(
+            "SELECT {ACCOUNT_COLS} FROM accounts WHERE id = ?1"
+        ))?
         .query_row([&session.account_id], rows::account)
         .optional()?;
     Ok(account.map(|a| (session, a)))

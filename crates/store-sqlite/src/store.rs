@@ -34,7 +34,10 @@ pub(crate) struct LedgerLine<'a> {
 }
 
 /// Changes an account's balance by the line's amount and appends the line that explains it.
-pub(crate) fn append_ledger(conn: &Connection, line: LedgerLine<'_>) -> rusqlite::Result<LedgerEntry> {
+pub(crate) fn append_ledger(
+    conn: &Connection,
+    line: LedgerLine<'_>,
+) -> rusqlite::Result<LedgerEntry> {
     let balance_after: i64 = conn
         .prepare_cached("UPDATE accounts SET balance_millicents = balance_millicents + ?2 WHERE id = ?1 RETURNING balance_millicents")?
         .query_row(params![line.account_id, line.amount.0], |r| r.get(0))?;
@@ -358,8 +361,10 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let (account_id, phc) = (account_id.to_owned(), phc.to_owned());
         let keep = keep_session.map(str::to_owned);
-        self.write(move |c| crate::dashboard::set_password_tx(c, &account_id, &phc, keep.as_deref()))
-            .await
+        self.write(move |c| {
+            crate::dashboard::set_password_tx(c, &account_id, &phc, keep.as_deref())
+        })
+        .await
     }
 
     async fn create_session(&self, session: &Session) -> Result<(), StoreError> {
@@ -393,8 +398,11 @@ impl Store for SqliteStore {
         amount: Millicents,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        let (provider, checkout_id, account_id) =
-            (provider.to_owned(), checkout_id.to_owned(), account_id.to_owned());
+        let (provider, checkout_id, account_id) = (
+            provider.to_owned(),
+            checkout_id.to_owned(),
+            account_id.to_owned(),
+        );
         self.write(move |c| {
             c.execute(
                 "INSERT INTO payments (provider, checkout_id, account_id, amount_millicents, status, created_at)

@@ -126,7 +126,12 @@ async fn check_invariants(f: &Fixture) {
     for e in ledger.iter().filter(|e| e.kind == LedgerKind::RunRefund) {
         *refunds.entry(e.run_id.clone().unwrap()).or_default() += 1;
     }
-    for run in f.store.list_runs(&f.account, &Default::default(), 100_000, None).await.unwrap() {
+    for run in f
+        .store
+        .list_runs(&f.account, &Default::default(), 100_000, None)
+        .await
+        .unwrap()
+    {
         let refunded = refunds.get(&run.id).copied().unwrap_or(0);
         let should =
             run.cost.0 > 0 && matches!(run.status, RunStatus::Failed | RunStatus::Canceled);

@@ -1,0 +1,157 @@
+//! The page shell (header, navigation, footer) and the small pieces every page uses.
+
+use crate::web::Viewer;
+use maud::{DOCTYPE, Markup, html};
+use runbase_domain::ApiError;
+use runbase_domain::money::Millicents;
+use runbase_domain::run::RunStatus;
+use runbase_domain::time::Timestamp;
+
+/// Where support is reached; shown on error pages.
+pub const SUPPORT_EMAIL: &str = "support@runbase.net";
+
+/// Which navigation entry a page belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nav {
+    Home,
+    Runs,
+    Models,
+    Docs,
+    Keys,
+    Credits,
+    Account,
+    None,
+}
+
+/// A whole page.
+pub fn shell(title: &str, viewer: Option<&Viewer>, nav: Nav, body: Markup) -> Markup {
+    let link = |href: &str, label: &str, this: Nav| {
+        html! {
+            a href=(href) aria-current=[(nav == this).then_some("page")] { (label) }
+        }
+    };
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Runbase" }
+                link rel="stylesheet" href="/assets/app.css";
+                script src="/assets/app.js" defer {}
+            }
+            body {
+                a.skip href="#main" { "Skip to content" }
+                header.top {
+                    a.brand href="/" { span.logo aria-hidden="true" { "◆" } " Runbase" }
+                    nav aria-label="Main" {
+                        @if viewer.is_some() {
+                            (link("/", "Dashboard", Nav::Home))
+                            (link("/runs", "Runs", Nav::Runs))
+                        }
+                        (link("/models", "Models", Nav::Models))
+                        (link("/docs/authentication", "Docs", Nav::Docs))
+                        @if viewer.is_some() {
+                            (link("/settings/api-keys", "API Keys", Nav::Keys))
+                            (link("/settings/credits", "Credits", Nav::Credits))
+                        }
+                    }
+                    div.who {
+                        @if let Some(v) = viewer {
+                            a.email href="/settings/password" aria-current=[(nav == Nav::Account).then_some("page")] title="Account settings" { (v.account.email) }
+                            form method="post" action="/logout" {
+                                (csrf_field(v))
+                                button.link type="submit" { "Log out" }
+                            }
+                        } @else {
+                            a href="/login" { "Log in" }
+                            a.button href="/signup" { "Sign up" }
+                        }
+                    }
+                }
+                main #main { (body) }
+                footer.bottom {
+                    "Runbase · "
+                    a href="/docs/error-codes" { "Error codes" }
+                    " · "
+                    a href="/docs/rate-limits" { "Rate limits" }
+                    " · Support: "
+                    a href=(format!("mailto:{SUPPORT_EMAIL}")) { (SUPPORT_EMAIL) }
+                }
+            }
+        }
+    }
+}
+
+/// The hidden field carrying the session's CSRF token; every form of a logged-in page has it.
+pub fn csrf_field(v: &Viewer) -> Markup {
+    html! { input type="hidden" name="csrf_token" value=(v.session.csrf_token); }
+}
+
+/// A message box: `kind` is `ok` or `error`.
+pub fn notice(kind: &str, text: &str) -> Markup {
+    let role = if kind == "error" { "alert" } else { "status" };
+    html! { div class=(format!("notice {kind}")) role=(role) { (text) } }
+}
+
+pub fn money(m: Millicents) -> String {
+    m.usd()
+}
+
+/// A time for people (UTC, to the minute), with the exact instant in `datetime`.
+pub fn time(t: Timestamp) -> Markup {
+    let full = t.to_rfc3339();
+    let short = full.get(..16).unwrap_or(&full).replace('T', " ");
+    html! { time datetime=(full) title=(full) { (short) " UTC" } }
+}
+
+pub fn opt_time(t: Option<Timestamp>) -> Markup {
+    match t {
+        Some(t) => time(t),
+        None => html! { span.muted { "—" } },
+    }
+}
+
+pub fn status_badge(s: RunStatus) -> Markup {
+    html! { span class=(format!("badge {}", s.as_str())) { (s.as_str()) } }
+}
+
+/// A table that scrolls sideways on narrow screens instead of widening the page.
+pub fn table(caption: &str, head: &[&str], rows: Markup) -> Markup {
+    html! {
+        div.table-wrap {
+            table {
+                caption.visually-hidden { (caption) }
+                thead { tr { @for h in head { th scope="col" { (h) } } } }
+                tbody { (rows) }
+            }
+        }
+    }
+}
+
+/// Pretty-printed JSON in a code block.
+pub fn json_block(v: &serde_json::Value) -> Markup {
+    let text = serde_json::to_string_pretty(v).unwrap_or_default();
+    html! { pre.code { code { (text) } } }
+}
+
+/// A page for an error, with what to do about it and where to get help.
+pub fn error_page(e: &ApiError) -> Markup {
+    let body = html! {
+        section.narrow {
+            h1 { (e.code.status()) " · " (e.message) }
+            p { (e.code.fix()) "." }
+            p.muted { "Error code " code { (e.code.as_str()) } ". If this keeps happening, write to "
+                a href=(format!("mailto:{SUPPORT_EMAIL}")) { (SUPPORT_EMAIL) } "." }
+            p { a href="/" { "Back to the dashboard" } }
+        }
+    };
+    shell("Error", None, Nav::None, body)
+}
+
+/// Text for a copy button's target; kept here so every copy button looks the same.
+pub fn copy_button(target_id: &str) -> Markup {
+    html! {
+        button.copy type="button" data-copy=(format!("#{target_id}")) { "Copy" }
+    }
+}

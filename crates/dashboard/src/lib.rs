@@ -1,0 +1,87 @@
+//! Runbase's web dashboard, served by the same binary as the API: sign-up and log-in,
+//! Settings → API Keys, Settings → Credits (top-ups and grants), runs, models and docs.
+//!
+//! Pages are rendered on the server with `maud` (compile-time checked, escaped by default);
+//! the stylesheet and the little script are compiled into the binary, so the dashboard needs no
+//! front-end server and no network. Every page handler calls the same domain functions as the
+//! API and the CLI; money moves only there.
+
+#![cfg_attr(test, allow(clippy::unwrap_used, reason = "tests may unwrap"))]
+
+mod assets;
+mod layout;
+mod pages;
+pub mod web;
+
+use axum::Router;
+use axum::http::{HeaderMap, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use pages::{auth, credits, docs, home, keys, models, runs};
+use runbase_domain::{ApiError, ErrorCode};
+use runbase_http::AppState;
+
+/// The pages, without the API.
+pub fn pages() -> Router<AppState> {
+    Router::new()
+        .route("/", get(home::home))
+        .route("/login", get(auth::login_page).post(auth::login))
+        .route("/signup", get(auth::signup_page).post(auth::signup))
+        .route("/logout", get(auth::logout_page).post(auth::logout))
+        .route("/auth/session", get(auth::session_check))
+        .route(
+            "/settings/password",
+            get(auth::password_form).post(auth::change_password),
+        )
+        .route("/settings/api-keys", get(keys::list).post(keys::create))
+        .route(
+            "/settings/api-keys/{id}",
+            get(keys::edit).post(keys::update),
+        )
+        .route("/settings/api-keys/{id}/disable", post(keys::disable))
+        .route("/settings/api-keys/{id}/enable", post(keys::enable))
+        .route("/settings/api-keys/{id}/delete", post(keys::delete))
+        .route("/settings/credits", get(credits::page_handler))
+        .route("/settings/credits/topup", post(credits::topup))
+        .route("/settings/credits/grant", post(credits::grant))
+        .route("/runs", get(runs::list))
+        .route("/runs/{id}", get(runs::show))
+        .route("/models", get(models::list))
+        .route("/models/{provider}/{name}", get(models::show))
+        .route(
+            "/docs",
+            get(|| async { web::see_other("/docs/authentication") }),
+        )
+        .route("/docs/authentication", get(docs::authentication))
+        .route("/docs/rate-limits", get(docs::rate_limits))
+        .route("/docs/error-codes", get(docs::error_codes))
+        .route("/docs/runs", get(docs::runs))
+        .route("/assets/{name}", get(assets::get))
+}
+
+/// The API and the dashboard together: what `runbase serve` runs.
+pub fn router(state: AppState) -> Router {
+    runbase_http::finish(
+        runbase_http::api_routes()
+            .merge(pages())
+            .fallback(not_found),
+        state,
+    )
+}
+
+/// Unknown paths: a page (with the support contact) for browsers, the JSON envelope for the
+/// API and for everyone else.
+async fn not_found(uri: Uri, headers: HeaderMap) -> Response {
+    let browser = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/html"));
+    if browser && !uri.path().starts_with("/api/") {
+        web::error_response(
+            &headers,
+            ApiError::new(ErrorCode::NotFound, "This page does not exist"),
+        )
+    } else {
+        runbase_http::routes::not_found().await.into_response()
+    }
+}

@@ -1,0 +1,385 @@
+//! Sign up, log in, log out, change the password, and the session check ("who am I").
+//!
+//! The auth endpoints (the `POST`s of log-in, sign-up and password change) are limited per
+//! client IP, and the limit is checked before anything else, the CSRF token included: every
+//! request counts, valid or not.
+
+use crate::layout::{Nav, csrf_field, notice, shell};
+use crate::web::{
+    self, ClientIp, MaybeViewer, PRE_SESSION_CSRF_COOKIE, SESSION_COOKIE, Viewer, check_csrf,
+    cookie, error_response, limit_by_ip, page, parse_form, safe_next, see_other, set_cookie,
+    tokens_match, wants_json,
+};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use maud::{Markup, html};
+use runbase_domain::sessions::{self, OpenedSession, SESSION_LIFETIME_MICROS};
+use runbase_domain::{ApiError, ErrorCode, ids, password};
+use runbase_http::AppState;
+use serde::Deserialize;
+use serde_json::json;
+
+#[derive(Deserialize, Default)]
+pub struct NextParam {
+    next: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct Credentials {
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+    csrf_token: Option<String>,
+    next: Option<String>,
+}
+
+/// Which of the two forms.
+#[derive(Clone, Copy, PartialEq)]
+enum Form {
+    Login,
+    Signup,
+}
+
+fn auth_form(form: Form, csrf: &str, email: &str, next: &str, error: Option<&str>) -> Markup {
+    let (title, action, button) = match form {
+        Form::Login => ("Log in", "/login", "Log in"),
+        Form::Signup => ("Create your account", "/signup", "Sign up"),
+    };
+    let body = html! {
+        section.auth-card {
+            h1 { (title) }
+            @if let Some(e) = error { (notice("error", e)) }
+            form method="post" action=(action) {
+                input type="hidden" name="csrf_token" value=(csrf);
+                input type="hidden" name="next" value=(next);
+                label for="email" { "Email" }
+                input #email type="email" name="email" value=(email) autocomplete="email" required autofocus;
+                label for="password" { "Password" }
+                @if form == Form::Signup {
+                    input #password type="password" name="password" autocomplete="new-password" minlength=(password::MIN_LEN) required aria-describedby="password-help";
+                    p #password-help .help { "At least " (password::MIN_LEN) " characters." }
+                } @else {
+                    input #password type="password" name="password" autocomplete="current-password" required;
+                }
+                button.primary type="submit" { (button) }
+            }
+            @if form == Form::Login {
+                p { "No account yet? " a href="/signup" { "Sign up" } }
+            } @else {
+                p { "Already have an account? " a href="/login" { "Log in" } }
+            }
+        }
+    };
+    shell(title, None, Nav::None, body)
+}
+
+/// The double-submit token of the log-in and sign-up forms: the cookie's, or a new one (set on
+/// the response).
+fn pre_session_token(headers: &HeaderMap) -> (String, bool) {
+    match cookie(headers, PRE_SESSION_CSRF_COOKIE) {
+        Some(t) if t.len() >= 20 && t.len() <= 64 => (t, false),
+        _ => (ids::random_token(32), true),
+    }
+}
+
+fn show_form(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: Form,
+    email: &str,
+    next: &str,
+    error: Option<(StatusCode, &str)>,
+) -> Response {
+    let (token, fresh) = pre_session_token(headers);
+    let mut resp = page(auth_form(form, &token, email, next, error.map(|e| e.1)));
+    if let Some((status, _)) = error {
+        *resp.status_mut() = status;
+    }
+    if fresh {
+        resp.headers_mut().append(
+            header::SET_COOKIE,
+            set_cookie(state, PRE_SESSION_CSRF_COOKIE, &token, 2 * 3600),
+        );
+    }
+    resp
+}
+
+pub async fn login_page(
+    State(state): State<AppState>,
+    MaybeViewer(viewer): MaybeViewer,
+    headers: HeaderMap,
+    Query(q): Query<NextParam>,
+) -> Response {
+    if viewer.is_some() {
+        return see_other(&safe_next(q.next.as_deref()));
+    }
+    show_form(
+        &state,
+        &headers,
+        Form::Login,
+        "",
+        &safe_next(q.next.as_deref()),
+        None,
+    )
+}
+
+pub async fn signup_page(
+    State(state): State<AppState>,
+    MaybeViewer(viewer): MaybeViewer,
+    headers: HeaderMap,
+) -> Response {
+    if viewer.is_some() {
+        return see_other("/");
+    }
+    show_form(&state, &headers, Form::Signup, "", "/", None)
+}
+
+pub async fn login(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    submit(state, ip, headers, body, Form::Login).await
+}
+
+pub async fn signup(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    submit(state, ip, headers, body, Form::Signup).await
+}
+
+async fn submit(
+    state: AppState,
+    ip: Option<std::net::IpAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+    form: Form,
+) -> Response {
+    if let Err(resp) = limit_by_ip(state.auth_limiter.as_ref(), "auth", ip, &headers).await {
+        return resp;
+    }
+    let creds: Credentials = match parse_form(&headers, &body) {
+        Ok(c) => c,
+        Err(e) => return error_response(&headers, e),
+    };
+    let expected = cookie(&headers, PRE_SESSION_CSRF_COOKIE).unwrap_or_default();
+    if !tokens_match(
+        &expected,
+        web::submitted_csrf(&headers, creds.csrf_token.as_deref()),
+    ) {
+        return error_response(&headers, ErrorCode::CsrfFailed.into());
+    }
+    let store = state.store.as_ref();
+    let opened = match form {
+        Form::Login => sessions::log_in(store, &creds.email, &creds.password).await,
+        Form::Signup => sessions::sign_up(store, &creds.email, &creds.password).await,
+    };
+    let next = safe_next(creds.next.as_deref());
+    match opened {
+        Ok(opened) => logged_in(&state, &headers, opened, &next),
+        Err(e) if wants_json(&headers) || e.code == ErrorCode::Internal => {
+            error_response(&headers, e)
+        }
+        Err(e) => {
+            let status = StatusCode::from_u16(e.code.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            show_form(
+                &state,
+                &headers,
+                form,
+                &creds.email,
+                &next,
+                Some((status, &e.message)),
+            )
+        }
+    }
+}
+
+fn logged_in(state: &AppState, headers: &HeaderMap, opened: OpenedSession, next: &str) -> Response {
+    let max_age = SESSION_LIFETIME_MICROS / 1_000_000;
+    let mut resp = if wants_json(headers) {
+        Json(json!({
+            "account": { "id": opened.account.id, "email": opened.account.email, "admin": opened.account.admin },
+            "csrf_token": opened.session.csrf_token,
+        }))
+        .into_response()
+    } else {
+        see_other(next)
+    };
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(state, SESSION_COOKIE, &opened.token, max_age),
+    );
+    resp
+}
+
+pub async fn logout_page(MaybeViewer(viewer): MaybeViewer) -> Response {
+    let Some(v) = viewer else {
+        return see_other("/login");
+    };
+    let body = html! {
+        section.auth-card {
+            h1 { "Log out" }
+            p { "You are logged in as " strong { (v.account.email) } "." }
+            form method="post" action="/logout" {
+                (csrf_field(&v))
+                button.primary type="submit" { "Log out" }
+            }
+        }
+    };
+    page(shell("Log out", Some(&v), Nav::None, body))
+}
+
+#[derive(Deserialize)]
+pub struct CsrfOnly {
+    csrf_token: Option<String>,
+}
+
+pub async fn logout(
+    State(state): State<AppState>,
+    MaybeViewer(viewer): MaybeViewer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(v) = viewer else {
+        return see_other("/login");
+    };
+    let form: CsrfOnly = match parse_form(&headers, &body) {
+        Ok(f) => f,
+        Err(e) => return error_response(&headers, e),
+    };
+    if let Err(e) = check_csrf(&headers, &v, form.csrf_token.as_deref()) {
+        return error_response(&headers, e);
+    }
+    if let Err(e) = sessions::log_out(state.store.as_ref(), &v.session).await {
+        return error_response(&headers, e);
+    }
+    let mut resp = see_other("/login");
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        set_cookie(&state, SESSION_COOKIE, "", 0),
+    );
+    resp
+}
+
+fn password_page(v: &Viewer, message: Option<Markup>) -> Markup {
+    let body = html! {
+        section.narrow {
+            h1 { "Account" }
+            p { "Logged in as " strong { (v.account.email) }
+                @if v.account.admin { " " span.badge.admin { "administrator" } } "." }
+            h2 { "Change password" }
+            @if let Some(m) = message { (m) }
+            form.stack method="post" action="/settings/password" {
+                (csrf_field(v))
+                label for="current_password" { "Current password" }
+                input #current_password type="password" name="current_password" autocomplete="current-password" required;
+                label for="new_password" { "New password" }
+                input #new_password type="password" name="new_password" autocomplete="new-password" minlength=(password::MIN_LEN) required;
+                p.help { "At least " (password::MIN_LEN) " characters. Your other sessions are logged out." }
+                button.primary type="submit" { "Change password" }
+            }
+        }
+    };
+    shell("Account", Some(v), Nav::Account, body)
+}
+
+pub async fn password_form(viewer: Viewer) -> Response {
+    page(password_page(&viewer, None))
+}
+
+#[derive(Deserialize)]
+pub struct PasswordChange {
+    csrf_token: Option<String>,
+    #[serde(default)]
+    current_password: String,
+    #[serde(default)]
+    new_password: String,
+}
+
+pub async fn change_password(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    viewer: Viewer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(resp) = limit_by_ip(state.auth_limiter.as_ref(), "auth", ip, &headers).await {
+        return resp;
+    }
+    let result: Result<(), ApiError> = async {
+        let form: PasswordChange = parse_form(&headers, &body)?;
+        check_csrf(&headers, &viewer, form.csrf_token.as_deref())?;
+        sessions::change_password(
+            state.store.as_ref(),
+            &viewer.session,
+            &form.current_password,
+            &form.new_password,
+        )
+        .await
+    }
+    .await;
+    match result {
+        Ok(()) if wants_json(&headers) => Json(json!({ "changed": true })).into_response(),
+        Ok(()) => page(password_page(
+            &viewer,
+            Some(notice(
+                "ok",
+                "Your password was changed. Other sessions were logged out.",
+            )),
+        )),
+        Err(e) if wants_json(&headers) || e.code == ErrorCode::CsrfFailed => {
+            error_response(&headers, e)
+        }
+        Err(e) => {
+            let status = StatusCode::from_u16(e.code.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            let mut resp = page(password_page(&viewer, Some(notice("error", &e.message))));
+            *resp.status_mut() = status;
+            resp
+        }
+    }
+}
+
+/// `GET /auth/session`: who is logged in, for scripts and the dashboard's own checks. Limited
+/// per client IP (the spec's "session check").
+pub async fn session_check(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    MaybeViewer(viewer): MaybeViewer,
+    headers: HeaderMap,
+) -> Response {
+    // Always JSON: this is an API endpoint whatever the caller accepts.
+    let mut json_headers = headers.clone();
+    json_headers.insert(
+        header::ACCEPT,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    let decision =
+        match limit_by_ip(state.session_limiter.as_ref(), "session", ip, &json_headers).await {
+            Ok(d) => d,
+            Err(resp) => return resp,
+        };
+    let mut resp = match viewer {
+        Some(v) => Json(json!({
+            "account": {
+                "id": v.account.id,
+                "email": v.account.email,
+                "admin": v.account.admin,
+                "balance_cents": v.account.balance,
+            },
+            "csrf_token": v.session.csrf_token,
+            "expires_at": v.session.expires_at.to_rfc3339(),
+        }))
+        .into_response(),
+        None => error_response(&json_headers, ErrorCode::NotLoggedIn.into()),
+    };
+    web::rate_headers(&mut resp, &decision);
+    resp
+}

@@ -1,0 +1,175 @@
+//! The docs pages. The error and rate-limit tables are generated from what the server enforces
+//! (`ErrorCode`, the configured limits), so the docs cannot drift from the behaviour.
+
+use crate::layout::{Nav, SUPPORT_EMAIL, shell, table};
+use crate::web::{MaybeViewer, page};
+use axum::extract::State;
+use axum::response::Response;
+use maud::{Markup, html};
+use runbase_domain::ErrorCode;
+use runbase_domain::ratelimit::RateLimit;
+use runbase_http::AppState;
+
+/// Rows for `codes`: status, code, message, fix.
+pub fn error_table(codes: &[ErrorCode]) -> Markup {
+    table(
+        "Error codes",
+        &["Status", "Code", "Meaning", "Fix"],
+        html! {
+            @for c in codes {
+                tr id=(format!("error-{}", c.as_str())) {
+                    td { (c.status()) }
+                    td { code { (c.as_str()) } }
+                    td { (c.default_message()) }
+                    td { (c.fix()) }
+                }
+            }
+        },
+    )
+}
+
+fn docs_nav(current: &str) -> Markup {
+    let pages = [
+        ("/docs/authentication", "Authentication"),
+        ("/docs/runs", "Runs"),
+        ("/docs/rate-limits", "Rate limits"),
+        ("/docs/error-codes", "Error codes"),
+    ];
+    html! {
+        nav.docs-nav aria-label="Docs" {
+            @for (href, label) in pages {
+                a href=(href) aria-current=[(href == current).then_some("page")] { (label) }
+            }
+        }
+    }
+}
+
+fn docs_page(
+    viewer: Option<&crate::web::Viewer>,
+    path: &str,
+    title: &str,
+    body: Markup,
+) -> Response {
+    page(shell(
+        title,
+        viewer,
+        Nav::Docs,
+        html! {
+            div.docs { (docs_nav(path)) article { h1 { (title) } (body) } }
+        },
+    ))
+}
+
+pub async fn authentication(
+    State(state): State<AppState>,
+    MaybeViewer(v): MaybeViewer,
+) -> Response {
+    let base = &state.config.public_url;
+    docs_page(
+        v.as_ref(),
+        "/docs/authentication",
+        "Authentication",
+        html! {
+            p { "Every API request carries an API key in the " code { "Authorization" } " header:" }
+            pre.code { code { "Authorization: Bearer sk-..." } }
+            p { "Create keys in " a href="/settings/api-keys" { "Settings → API Keys" } ". The full key is shown once, when it is created; Runbase keeps only a hash of it. An account may have many keys, e.g. one per project or environment." }
+            h2 { "What a key can carry" }
+            ul {
+                li { strong { "Disable / enable" } ": a disabled key answers " code { "401 invalid_api_key" } " until it is enabled again. An expired or deleted key answers the same." }
+                li { strong { "IP allowlist" } ": up to 10 addresses or CIDR blocks; a request from elsewhere answers " code { "403 ip_not_allowed" } ". Empty allows every address." }
+                li { strong { "Spend limit" } ": a lifetime cap in cents. A run that would take the key past it answers " code { "403 api_key_spend_limit_exceeded" } "; raise it at any time." }
+                li { strong { "Usage quota" } ": a cap on the number of runs; once used up, " code { "429 USAGE_EXCEEDED" } "." }
+                li { strong { "Test keys" } " (" code { "sk-test-..." } "): runs are simulated and never charged." }
+            }
+            h2 { "Example" }
+            pre.code { code { "curl " (base) "/api/v1/account \\\n  -H \"Authorization: Bearer $RUNBASE_API_KEY\"" } }
+            h2 { "Dashboard sessions" }
+            p { "The dashboard uses a session cookie (" code { "HttpOnly" } ", " code { "SameSite=Lax" } ", " code { "Secure" } " behind HTTPS) and a CSRF token in every form. " code { "GET /auth/session" } " answers who is logged in, as JSON." }
+        },
+    )
+}
+
+fn limit_row(scope: &str, per: &str, l: RateLimit) -> Markup {
+    html! {
+        tr { td { (scope) } td { (per) } td { (l.requests) " requests per " (l.window.as_secs()) " seconds" } }
+    }
+}
+
+pub async fn rate_limits(State(state): State<AppState>, MaybeViewer(v): MaybeViewer) -> Response {
+    let l = state.config.limits;
+    docs_page(
+        v.as_ref(),
+        "/docs/rate-limits",
+        "Rate limits",
+        html! {
+            p { "These are the limits this server enforces (its configuration, read when this page is served):" }
+            (table("Rate limits", &["Scope", "Counted per", "Limit"], html! {
+                (limit_row("Runs endpoints: POST /api/v1/runs and GET /api/v1/runs/{id}, together", "API key", l.runs))
+                (limit_row("Auth endpoints: log in, sign up, change password", "client IP", l.auth))
+                (limit_row("Session check: GET /auth/session", "client IP", l.session))
+            }))
+            p { "Every response of a limited endpoint carries the limit state:" }
+            ul {
+                li { code { "RateLimit-Limit" } ": requests allowed in the window;" }
+                li { code { "RateLimit-Remaining" } ": requests left;" }
+                li { code { "RateLimit-Reset" } ": seconds until a request slot frees up." }
+            }
+            p { "Over the limit the answer is " code { "429" } " with " code { "Retry-After" } " (seconds) and:" }
+            pre.code { code { r#"{"error":{"message":"Rate limit exceeded","code":"RATE_LIMITED"}}"# } }
+            p { "Retry with exponential backoff: wait 1 s, then 2 s, then 4 s." }
+        },
+    )
+}
+
+pub async fn error_codes(MaybeViewer(v): MaybeViewer) -> Response {
+    let others: Vec<ErrorCode> = ErrorCode::ALL
+        .iter()
+        .copied()
+        .filter(|c| !ErrorCode::RUNS_API.contains(c))
+        .collect();
+    docs_page(
+        v.as_ref(),
+        "/docs/error-codes",
+        "Error codes",
+        html! {
+            p { "Every error has the same JSON body:" }
+            pre.code { code { "{\n  \"error\": {\n    \"message\": \"Human-readable description\",\n    \"code\": \"error_code\"\n  }\n}" } }
+            h2 { "Runs API" }
+            p { code { "POST /api/v1/runs" } " checks in this order; the first failing check answers:" }
+            (error_table(ErrorCode::RUNS_API))
+            h2 { "Other endpoints and the dashboard" }
+            (error_table(&others))
+            p { "A 500 never carries internal detail. If it persists, contact " a href=(format!("mailto:{SUPPORT_EMAIL}")) { (SUPPORT_EMAIL) } "." }
+        },
+    )
+}
+
+pub async fn runs(State(state): State<AppState>, MaybeViewer(v): MaybeViewer) -> Response {
+    let base = &state.config.public_url;
+    docs_page(
+        v.as_ref(),
+        "/docs/runs",
+        "Runs",
+        html! {
+            p { "A run is one request to execute a model. All generation is asynchronous: creating a run returns at once, and you poll it." }
+            h2 { "Lifecycle" }
+            ol.lifecycle {
+                li { code { "pending" } ": created and paid, waiting for a worker;" }
+                li { code { "processing" } ": at the provider;" }
+                li { code { "succeeded" } ": " code { "output.urls" } " holds the generated files (text models also fill " code { "output.text" } ");" }
+                li { code { "failed" } ": " code { "error" } " says why, and the full cost is refunded;" }
+                li { code { "canceled" } ": canceled with " code { "POST /api/v1/runs/{id}/cancel" } " before it finished; refunded in full." }
+            }
+            h2 { "Money" }
+            p { "The price is taken from your balance when the run is created (" code { "cost_cents" } "). A failed or canceled run gives it back. Every change is a line in " a href="/settings/credits" { "Settings → Credits" } "." }
+            h2 { "Create" }
+            pre.code { code { "curl -X POST " (base) "/api/v1/runs \\\n  -H \"Authorization: Bearer $RUNBASE_API_KEY\" \\\n  -H \"Content-Type: application/json\" \\\n  -d '{\"model\": \"google/nano-banana-2\", \"input\": {\"prompt\": \"A red fox in fresh snow\"}}'" } }
+            h2 { "Poll" }
+            pre.code { code { "curl " (base) "/api/v1/runs/RUN_ID \\\n  -H \"Authorization: Bearer $RUNBASE_API_KEY\"" } }
+            p { "Poll every 1–2 seconds. Polls count towards the runs rate limit (see " a href="/docs/rate-limits" { "Rate limits" } ")." }
+            h2 { "The run object" }
+            p { "Fields, always present, " code { "null" } " until known: " code { "id" } ", " code { "model" } ", " code { "status" } ", " code { "input" } " (after defaults), " code { "output" } ", " code { "error" } ", " code { "cost_cents" } ", " code { "created_at" } ", " code { "started_at" } ", " code { "completed_at" } " (RFC 3339, UTC)." }
+            p { "Each model's input and output are described on its page under " a href="/models" { "Models" } "." }
+        },
+    )
+}

@@ -1,0 +1,434 @@
+//! Settings → API Keys: list, create (the secret shown once), edit, disable/enable, delete.
+
+use crate::layout::{self, Nav, copy_button, csrf_field, notice, opt_time, shell, table};
+use crate::web::{
+    Viewer, check_csrf, error_response, optional_number, page, parse_form, see_other,
+};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use maud::{Markup, html};
+use runbase_domain::account::{ApiKey, KeySettings, KeyUpdate};
+use runbase_domain::ip::{IpAllowlist, MAX_ALLOWLIST_ENTRIES};
+use runbase_domain::money::Millicents;
+use runbase_domain::service::{self, AdminError};
+use runbase_domain::time::Timestamp;
+use runbase_domain::{ApiError, ErrorCode};
+use runbase_http::AppState;
+use serde::Deserialize;
+
+fn admin_error(e: AdminError) -> ApiError {
+    match e {
+        AdminError::Invalid(m) => ApiError::new(ErrorCode::InvalidRequest, m),
+        AdminError::NotFound(_) => ErrorCode::NotFound.into(),
+        AdminError::Store(e) => service::internal(e),
+    }
+}
+
+fn spend(k: &ApiKey) -> Markup {
+    html! {
+        (layout::money(k.spent))
+        @if let Some(limit) = k.spend_limit { " / " (layout::money(limit)) } @else { span.muted { " / no limit" } }
+    }
+}
+
+fn quota(k: &ApiKey) -> Markup {
+    html! {
+        (k.runs_created) " runs"
+        @if let Some(q) = k.quota { " / " (q) } @else { span.muted { " / no quota" } }
+    }
+}
+
+fn key_status(k: &ApiKey, now: Timestamp) -> Markup {
+    let s = k.status(now);
+    html! { span class=(format!("badge key-{s}")) { (s) } @if k.test { " " span.badge.test { "test" } } }
+}
+
+/// The create form's fields, kept to fill the form again after an error.
+#[derive(Deserialize, Default)]
+pub struct CreateForm {
+    csrf_token: Option<String>,
+    #[serde(default)]
+    name: String,
+    spend_limit_cents: Option<String>,
+    quota: Option<String>,
+    allow_ips: Option<String>,
+    test: Option<String>,
+}
+
+fn list_page(
+    v: &Viewer,
+    keys: &[ApiKey],
+    created: Option<(&ApiKey, &str)>,
+    form: &CreateForm,
+    message: Option<Markup>,
+) -> Markup {
+    let now = Timestamp::now();
+    let rows = html! {
+        @for k in keys {
+            tr {
+                td { a href=(format!("/settings/api-keys/{}", k.id)) { (k.name) } }
+                td { code { (k.prefix) "…" } }
+                td { (layout::time(k.created_at)) }
+                td { (opt_time(k.last_used_at)) }
+                td { (spend(k)) }
+                td { (quota(k)) }
+                td { (key_status(k, now)) }
+            }
+        }
+        @if keys.is_empty() { tr { td colspan="7" { "No keys yet: create one below." } } }
+    };
+    let body = html! {
+        h1 { "API Keys" }
+        @if let Some((key, secret)) = created {
+            section.new-key role="status" aria-live="polite" {
+                h2 { "Your new key “" (key.name) "”" }
+                p { strong { "Copy it now: it is shown only this once." } " Runbase keeps only a hash of it." }
+                div.secret-row {
+                    code #new-key-secret .secret { (secret) }
+                    (copy_button("new-key-secret"))
+                }
+            }
+        }
+        @if let Some(m) = message { (m) }
+        (table("Your API keys", &["Name", "Key", "Created", "Last used", "Spend / limit", "Usage / quota", "Status"], rows))
+        section.card {
+            h2 { "Create a key" }
+            form.grid method="post" action="/settings/api-keys" {
+                (csrf_field(v))
+                div { label for="name" { "Name" }
+                    input #name name="name" maxlength="100" placeholder="e.g. production" value=(form.name); }
+                div { label for="spend_limit_cents" { "Spend limit (cents)" }
+                    input #spend_limit_cents name="spend_limit_cents" inputmode="numeric" pattern="[0-9]*" placeholder="no limit" value=[form.spend_limit_cents.as_deref()]; }
+                div { label for="quota" { "Usage quota (runs)" }
+                    input #quota name="quota" inputmode="numeric" pattern="[0-9]*" placeholder="no quota" value=[form.quota.as_deref()]; }
+                div.wide { label for="allow_ips" { "IP allowlist" }
+                    textarea #allow_ips name="allow_ips" rows="2" placeholder="empty allows every address; one per line, e.g. 203.0.113.7 or 10.0.0.0/8" aria-describedby="allow-help" { (form.allow_ips.as_deref().unwrap_or("")) }
+                    p #allow-help .help { "Up to " (MAX_ALLOWLIST_ENTRIES) " IPv4 or IPv6 addresses or CIDR blocks." } }
+                div.wide.check { input #test type="checkbox" name="test" value="1" checked[form.test.is_some()];
+                    label for="test" { "Test key (" code { "sk-test-" } "): runs are simulated and free" } }
+                div.wide { button.primary type="submit" { "Create key" } }
+            }
+        }
+    };
+    shell("API Keys", Some(v), Nav::Keys, body)
+}
+
+pub async fn list(State(state): State<AppState>, viewer: Viewer, headers: HeaderMap) -> Response {
+    match state.store.list_keys(&viewer.account.id).await {
+        Ok(keys) => page(list_page(
+            &viewer,
+            &keys,
+            None,
+            &CreateForm::default(),
+            None,
+        )),
+        Err(e) => error_response(&headers, service::internal(e)),
+    }
+}
+
+fn parse_allowlist(text: Option<&str>) -> Result<IpAllowlist, ApiError> {
+    let entries: Vec<&str> = text
+        .unwrap_or("")
+        .split(|c: char| c == '\n' || c == ',' || c.is_whitespace())
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .collect();
+    IpAllowlist::parse(&entries)
+        .map_err(|m| ApiError::new(ErrorCode::InvalidRequest, format!("IP allowlist: {m}")))
+}
+
+fn cents_limit(value: Option<&str>) -> Result<Option<Millicents>, ApiError> {
+    optional_number("Spend limit", value)?
+        .map(|c| {
+            Millicents::from_cents(c)
+                .ok_or_else(|| ApiError::new(ErrorCode::InvalidRequest, "Spend limit: too large"))
+        })
+        .transpose()
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form: CreateForm = match parse_form(&headers, &body) {
+        Ok(f) => f,
+        Err(e) => return error_response(&headers, e),
+    };
+    if let Err(e) = check_csrf(&headers, &viewer, form.csrf_token.as_deref()) {
+        return error_response(&headers, e);
+    }
+    let store = state.store.as_ref();
+    let created = async {
+        let settings = KeySettings {
+            name: Some(form.name.clone()),
+            spend_limit: cents_limit(form.spend_limit_cents.as_deref())?,
+            allow_ips: parse_allowlist(form.allow_ips.as_deref())?,
+            expires_at: None,
+            quota: optional_number("Usage quota", form.quota.as_deref())?.map(|q| q as u64),
+            test: form.test.is_some(),
+        };
+        service::create_key(store, &viewer.account, settings)
+            .await
+            .map_err(admin_error)
+    }
+    .await;
+    let keys = match store.list_keys(&viewer.account.id).await {
+        Ok(k) => k,
+        Err(e) => return error_response(&headers, service::internal(e)),
+    };
+    match created {
+        Ok((key, secret)) => page(list_page(
+            &viewer,
+            &keys,
+            Some((&key, secret.expose())),
+            &CreateForm::default(),
+            None,
+        )),
+        Err(e) => {
+            let mut resp = page(list_page(
+                &viewer,
+                &keys,
+                None,
+                &form,
+                Some(notice("error", &e.message)),
+            ));
+            *resp.status_mut() = StatusCode::BAD_REQUEST;
+            resp
+        }
+    }
+}
+
+/// The viewer's key, or 404 (another account's key is never shown, nor said to exist).
+async fn own_key(state: &AppState, viewer: &Viewer, id: &str) -> Result<ApiKey, ApiError> {
+    match state.store.key_by_id(id).await.map_err(service::internal)? {
+        Some(k) if k.account_id == viewer.account.id && k.deleted_at.is_none() => Ok(k),
+        _ => Err(ApiError::new(
+            ErrorCode::NotFound,
+            "No such API key in your account",
+        )),
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub struct Saved {
+    saved: Option<String>,
+}
+
+fn edit_page(v: &Viewer, k: &ApiKey, message: Option<Markup>) -> Markup {
+    let now = Timestamp::now();
+    let ips = k.allow_ips.to_strings().join("\n");
+    let limit_cents = k
+        .spend_limit
+        .map(|m| (m.0 / Millicents::PER_CENT).to_string());
+    let body = html! {
+        p.crumbs { a href="/settings/api-keys" { "API Keys" } " / " (k.name) }
+        h1 { "Key “" (k.name) "”" }
+        @if let Some(m) = message { (m) }
+        dl.facts {
+            dt { "Key" } dd { code { (k.prefix) "…" } }
+            dt { "Status" } dd { (key_status(k, now)) }
+            dt { "Created" } dd { (layout::time(k.created_at)) }
+            dt { "Last used" } dd { (opt_time(k.last_used_at)) }
+            dt { "Spend / limit" } dd { (spend(k)) }
+            dt { "Usage / quota" } dd { (quota(k)) }
+            dt { "Expires" } dd { (opt_time(k.expires_at)) }
+        }
+        section.card {
+            h2 { "Settings" }
+            form.grid method="post" action=(format!("/settings/api-keys/{}", k.id)) {
+                (csrf_field(v))
+                div { label for="name" { "Name" } input #name name="name" maxlength="100" value=(k.name) required; }
+                div { label for="spend_limit_cents" { "Spend limit (cents)" }
+                    input #spend_limit_cents name="spend_limit_cents" inputmode="numeric" pattern="[0-9]*" placeholder="no limit" value=[limit_cents]; }
+                div { label for="quota" { "Usage quota (runs)" }
+                    input #quota name="quota" inputmode="numeric" pattern="[0-9]*" placeholder="no quota" value=[k.quota.map(|q| q.to_string())]; }
+                div.wide { label for="allow_ips" { "IP allowlist" }
+                    textarea #allow_ips name="allow_ips" rows="3" aria-describedby="allow-help" { (ips) }
+                    p #allow-help .help { "One per line; up to " (MAX_ALLOWLIST_ENTRIES) " addresses or CIDR blocks. Empty allows every address." } }
+                div.wide { button.primary type="submit" { "Save" } }
+            }
+        }
+        section.card {
+            h2 { @if k.disabled { "Enable" } @else { "Disable" } }
+            p { @if k.disabled { "This key is disabled: every request with it is refused with 401." }
+                @else { "A disabled key is refused at once, and can be enabled again later." } }
+            form method="post" action=(format!("/settings/api-keys/{}/{}", k.id, if k.disabled { "enable" } else { "disable" })) {
+                (csrf_field(v))
+                button type="submit" { @if k.disabled { "Enable key" } @else { "Disable key" } }
+            }
+        }
+        section.card.danger {
+            h2 { "Delete" }
+            p { "Deleting is permanent: the key stops working and cannot be restored. Its runs and ledger lines stay in your history." }
+            form method="post" action=(format!("/settings/api-keys/{}/delete", k.id)) data-confirm="Delete this key for good?" {
+                (csrf_field(v))
+                div.check { input #confirm type="checkbox" name="confirm" value="yes" required;
+                    label for="confirm" { "I understand this key will stop working for good" } }
+                button.danger type="submit" { "Delete key" }
+            }
+        }
+    };
+    shell(&k.name, Some(v), Nav::Keys, body)
+}
+
+pub async fn edit(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<Saved>,
+) -> Response {
+    match own_key(&state, &viewer, &id).await {
+        Ok(k) => page(edit_page(
+            &viewer,
+            &k,
+            q.saved.map(|_| notice("ok", "Saved.")),
+        )),
+        Err(e) => error_response(&headers, e),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct UpdateForm {
+    csrf_token: Option<String>,
+    name: Option<String>,
+    spend_limit_cents: Option<String>,
+    quota: Option<String>,
+    allow_ips: Option<String>,
+    confirm: Option<String>,
+}
+
+/// Which change a post to a key makes.
+#[derive(Clone, Copy)]
+pub enum Action {
+    Save,
+    Disable,
+    Enable,
+    Delete,
+}
+
+async fn apply(
+    state: &AppState,
+    viewer: &Viewer,
+    id: &str,
+    form: &UpdateForm,
+    action: Action,
+) -> Result<String, ApiError> {
+    let key = own_key(state, viewer, id).await?;
+    let store = state.store.as_ref();
+    let update = match action {
+        Action::Save => {
+            let name = form.name.as_deref().unwrap_or("").trim().to_owned();
+            if name.is_empty() || name.chars().count() > 100 {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    "Name: 1 to 100 characters",
+                ));
+            }
+            KeyUpdate {
+                name: Some(name),
+                spend_limit: Some(cents_limit(form.spend_limit_cents.as_deref())?),
+                allow_ips: Some(parse_allowlist(form.allow_ips.as_deref())?),
+                quota: Some(
+                    optional_number("Usage quota", form.quota.as_deref())?.map(|q| q as u64),
+                ),
+                ..KeyUpdate::default()
+            }
+        }
+        Action::Disable | Action::Enable => KeyUpdate {
+            disabled: Some(matches!(action, Action::Disable)),
+            ..KeyUpdate::default()
+        },
+        Action::Delete => {
+            if form.confirm.as_deref() != Some("yes") {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    "Tick the box to confirm deleting the key",
+                ));
+            }
+            service::delete_key(store, &key.id)
+                .await
+                .map_err(admin_error)?;
+            return Ok("/settings/api-keys".to_owned());
+        }
+    };
+    service::update_key(store, &key.id, &update)
+        .await
+        .map_err(admin_error)?;
+    Ok(format!("/settings/api-keys/{}?saved=1", key.id))
+}
+
+async fn post(
+    state: AppState,
+    viewer: Viewer,
+    headers: HeaderMap,
+    id: String,
+    body: Bytes,
+    action: Action,
+) -> Response {
+    let form: UpdateForm = match parse_form(&headers, &body) {
+        Ok(f) => f,
+        Err(e) => return error_response(&headers, e),
+    };
+    if let Err(e) = check_csrf(&headers, &viewer, form.csrf_token.as_deref()) {
+        return error_response(&headers, e);
+    }
+    match apply(&state, &viewer, &id, &form, action).await {
+        Ok(to) => see_other(&to),
+        Err(e) if e.code == ErrorCode::InvalidRequest => {
+            match own_key(&state, &viewer, &id).await {
+                Ok(k) => {
+                    let mut resp = page(edit_page(&viewer, &k, Some(notice("error", &e.message))));
+                    *resp.status_mut() = StatusCode::BAD_REQUEST;
+                    resp
+                }
+                Err(e) => error_response(&headers, e),
+            }
+        }
+        Err(e) => error_response(&headers, e),
+    }
+}
+
+pub async fn update(
+    State(s): State<AppState>,
+    v: Viewer,
+    h: HeaderMap,
+    Path(id): Path<String>,
+    b: Bytes,
+) -> Response {
+    post(s, v, h, id, b, Action::Save).await
+}
+
+pub async fn disable(
+    State(s): State<AppState>,
+    v: Viewer,
+    h: HeaderMap,
+    Path(id): Path<String>,
+    b: Bytes,
+) -> Response {
+    post(s, v, h, id, b, Action::Disable).await
+}
+
+pub async fn enable(
+    State(s): State<AppState>,
+    v: Viewer,
+    h: HeaderMap,
+    Path(id): Path<String>,
+    b: Bytes,
+) -> Response {
+    post(s, v, h, id, b, Action::Enable).await
+}
+
+pub async fn delete(
+    State(s): State<AppState>,
+    v: Viewer,
+    h: HeaderMap,
+    Path(id): Path<String>,
+    b: Bytes,
+) -> Response {
+    post(s, v, h, id, b, Action::Delete).await
+}

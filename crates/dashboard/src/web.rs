@@ -1,0 +1,280 @@
+//! What every page handler needs: who is asking (the session cookie), whether they want JSON
+//! or a page, the CSRF check, the per-IP limits of the auth endpoints, cookies and responses.
+
+use crate::layout;
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::Markup;
+use runbase_domain::account::Account;
+use runbase_domain::ratelimit::{RateDecision, RateLimiter};
+use runbase_domain::sessions::{self, Session};
+use runbase_domain::{ApiError, ErrorCode};
+use runbase_http::AppState;
+use runbase_http::client_ip::client_ip;
+use runbase_http::error::HttpError;
+use serde::de::DeserializeOwned;
+use std::net::{IpAddr, SocketAddr};
+
+/// The session cookie: an opaque random token, `HttpOnly`, `SameSite=Lax`.
+pub const SESSION_COOKIE: &str = "rb_session";
+/// Before log-in there is no session to hold a CSRF token: the log-in and sign-up forms use a
+/// double-submit cookie instead (the form's hidden field must equal this cookie).
+pub const PRE_SESSION_CSRF_COOKIE: &str = "rb_csrf";
+
+/// A logged-in user: the session and its account, read fresh for every request.
+#[derive(Debug, Clone)]
+pub struct Viewer {
+    pub session: Session,
+    pub account: Account,
+}
+
+/// `Viewer` for pages that need a session: without one the browser is sent to `/login`
+/// (an API-style caller gets `401 not_logged_in`).
+impl FromRequestParts<AppState> for Viewer {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        match MaybeViewer::from_request_parts(parts, state).await?.0 {
+            Some(v) => Ok(v),
+            None if wants_json(&parts.headers) => {
+                Err(HttpError::from(ErrorCode::NotLoggedIn).into_response())
+            }
+            None => {
+                let path = parts
+                    .uri
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_owned();
+                let next = serde_urlencoded::to_string([("next", path)]).unwrap_or_default();
+                Err(Redirect::to(&format!("/login?{next}")).into_response())
+            }
+        }
+    }
+}
+
+/// The viewer, if the request carries a live session.
+pub struct MaybeViewer(pub Option<Viewer>);
+
+impl FromRequestParts<AppState> for MaybeViewer {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let Some(token) = cookie(&parts.headers, SESSION_COOKIE) else {
+            return Ok(MaybeViewer(None));
+        };
+        let found = sessions::current(state.store.as_ref(), &token)
+            .await
+            .map_err(|e| error_response(&parts.headers, e))?;
+        Ok(MaybeViewer(
+            found.map(|(session, account)| Viewer { session, account }),
+        ))
+    }
+}
+
+/// The request's client address (for the per-IP limits).
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, std::convert::Infallible> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        Ok(ClientIp(client_ip(
+            peer,
+            &parts.headers,
+            &state.config.trusted_proxies,
+        )))
+    }
+}
+
+/// Whether the caller wants JSON rather than a page: it asks for JSON and not for HTML, or it
+/// sent JSON.
+pub fn wants_json(headers: &HeaderMap) -> bool {
+    let get = |h| headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let accept = get(header::ACCEPT);
+    (accept.contains("application/json") && !accept.contains("text/html"))
+        || get(header::CONTENT_TYPE).starts_with("application/json")
+}
+
+/// A cookie's value from the request.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// A `Set-Cookie` value: `HttpOnly`, `SameSite=Lax`, `Path=/`, and `Secure` behind TLS.
+pub fn set_cookie(state: &AppState, name: &str, value: &str, max_age_secs: i64) -> HeaderValue {
+    let secure = if state.config.behind_tls() {
+        "; Secure"
+    } else {
+        ""
+    };
+    let v =
+        format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{secure}");
+    HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static("rb_invalid=1"))
+}
+
+/// Compares a submitted CSRF token with the expected one, in constant time.
+pub fn tokens_match(expected: &str, submitted: Option<&str>) -> bool {
+    use subtle::ConstantTimeEq;
+    match submitted {
+        Some(s) if !expected.is_empty() => expected.as_bytes().ct_eq(s.as_bytes()).into(),
+        _ => false,
+    }
+}
+
+/// The CSRF token a request submitted: the form field, or the `X-CSRF-Token` header.
+pub fn submitted_csrf<'a>(headers: &'a HeaderMap, field: Option<&'a str>) -> Option<&'a str> {
+    field.or_else(|| headers.get("x-csrf-token").and_then(|v| v.to_str().ok()))
+}
+
+/// Refuses a form whose CSRF token is not the session's.
+pub fn check_csrf(
+    headers: &HeaderMap,
+    viewer: &Viewer,
+    field: Option<&str>,
+) -> Result<(), ApiError> {
+    if tokens_match(&viewer.session.csrf_token, submitted_csrf(headers, field)) {
+        Ok(())
+    } else {
+        Err(ErrorCode::CsrfFailed.into())
+    }
+}
+
+/// Counts the request against a per-IP limit before anything else is looked at; over the limit
+/// it is refused with `429 RATE_LIMITED`, `Retry-After` and the `RateLimit-*` headers.
+pub async fn limit_by_ip(
+    limiter: &dyn RateLimiter,
+    scope: &str,
+    ip: Option<IpAddr>,
+    headers: &HeaderMap,
+) -> Result<RateDecision, Response> {
+    let key = format!(
+        "{scope}:{}",
+        ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
+    );
+    let decision = limiter.check(&key).await;
+    if decision.allowed {
+        return Ok(decision);
+    }
+    let mut resp = error_response(headers, ErrorCode::RateLimited.into());
+    rate_headers(&mut resp, &decision);
+    resp.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(decision.reset_secs().max(1)),
+    );
+    Err(resp)
+}
+
+pub fn rate_headers(resp: &mut Response, d: &RateDecision) {
+    let h = resp.headers_mut();
+    h.insert("ratelimit-limit", HeaderValue::from(d.limit));
+    h.insert("ratelimit-remaining", HeaderValue::from(d.remaining));
+    h.insert("ratelimit-reset", HeaderValue::from(d.reset_secs()));
+}
+
+/// An error as the caller wants it: the JSON envelope, or a page saying what went wrong, with
+/// the same status.
+pub fn error_response(headers: &HeaderMap, e: ApiError) -> Response {
+    if wants_json(headers) {
+        return HttpError(e).into_response();
+    }
+    let status = StatusCode::from_u16(e.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = page(layout::error_page(&e));
+    *resp.status_mut() = status;
+    resp
+}
+
+/// A page: HTML with the headers every page carries. Pages are per-user and may show a key
+/// once, so nothing is cached.
+pub fn page(markup: Markup) -> Response {
+    let mut resp = axum::response::Html(markup.into_string()).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; media-src 'self'; object-src 'none'; \
+             base-uri 'none'; frame-ancestors 'none'",
+        ),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    resp
+}
+
+/// `303 See Other` to `to` (after a form post).
+pub fn see_other(to: &str) -> Response {
+    Redirect::to(to).into_response()
+}
+
+/// A form body (`application/x-www-form-urlencoded`, or JSON from API-style callers).
+pub fn parse_form<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, ApiError> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/json"));
+    if json {
+        serde_json::from_slice(body).map_err(|e| {
+            ApiError::new(
+                ErrorCode::InvalidJson,
+                format!("Request body is not valid JSON: {e}"),
+            )
+        })
+    } else {
+        serde_urlencoded::from_bytes(body).map_err(|e| {
+            ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("The form could not be read: {e}"),
+            )
+        })
+    }
+}
+
+/// An optional whole number from a form field ("" is none).
+pub fn optional_number(field: &str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n >= 0)
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    format!("{field}: must be a whole number of 0 or more, not \"{v}\""),
+                )
+            }),
+    }
+}
+
+/// Where to go after log-in: a local path only (no open redirect to another site).
+pub fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_owned(),
+        _ => "/".to_owned(),
+    }
+}
