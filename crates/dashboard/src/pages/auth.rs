@@ -163,19 +163,32 @@ async fn submit(
     body: Bytes,
     form: Form,
 ) -> Response {
-    if let Err(resp) = limit_by_ip(state.auth_limiter.as_ref(), "auth", ip, &headers).await {
-        return resp;
-    }
-    let creds: Credentials = match parse_form(&headers, &body) {
-        Ok(c) => c,
-        Err(e) => return error_response(&headers, e),
+    let decision = match limit_by_ip(state.auth_limiter.as_ref(), "auth", ip, &headers).await {
+        Ok(d) => d,
+        Err(resp) => return resp,
     };
-    let expected = cookie(&headers, PRE_SESSION_CSRF_COOKIE).unwrap_or_default();
+    let mut resp = submit_checked(&state, &headers, &body, form).await;
+    web::rate_headers(&mut resp, &decision);
+    resp
+}
+
+/// Log-in or sign-up once the request is within the limit: CSRF, then the credentials.
+async fn submit_checked(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+    form: Form,
+) -> Response {
+    let creds: Credentials = match parse_form(headers, body) {
+        Ok(c) => c,
+        Err(e) => return error_response(headers, e),
+    };
+    let expected = cookie(headers, PRE_SESSION_CSRF_COOKIE).unwrap_or_default();
     if !tokens_match(
         &expected,
-        web::submitted_csrf(&headers, creds.csrf_token.as_deref()),
+        web::submitted_csrf(headers, creds.csrf_token.as_deref()),
     ) {
-        return error_response(&headers, ErrorCode::CsrfFailed.into());
+        return error_response(headers, ErrorCode::CsrfFailed.into());
     }
     let store = state.store.as_ref();
     let opened = match form {
@@ -184,15 +197,15 @@ async fn submit(
     };
     let next = safe_next(creds.next.as_deref());
     match opened {
-        Ok(opened) => logged_in(&state, &headers, opened, &next),
-        Err(e) if wants_json(&headers) || e.code == ErrorCode::Internal => {
-            error_response(&headers, e)
+        Ok(opened) => logged_in(state, headers, opened, &next),
+        Err(e) if wants_json(headers) || e.code == ErrorCode::Internal => {
+            error_response(headers, e)
         }
         Err(e) => {
             let status = StatusCode::from_u16(e.code.status()).unwrap_or(StatusCode::BAD_REQUEST);
             show_form(
-                &state,
-                &headers,
+                state,
+                headers,
                 form,
                 &creds.email,
                 &next,
@@ -311,9 +324,10 @@ pub async fn change_password(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(resp) = limit_by_ip(state.auth_limiter.as_ref(), "auth", ip, &headers).await {
-        return resp;
-    }
+    let decision = match limit_by_ip(state.auth_limiter.as_ref(), "auth", ip, &headers).await {
+        Ok(d) => d,
+        Err(resp) => return resp,
+    };
     let result: Result<(), ApiError> = async {
         let form: PasswordChange = parse_form(&headers, &body)?;
         check_csrf(&headers, &viewer, form.csrf_token.as_deref())?;
@@ -326,7 +340,7 @@ pub async fn change_password(
         .await
     }
     .await;
-    match result {
+    let mut resp = match result {
         Ok(()) if wants_json(&headers) => Json(json!({ "changed": true })).into_response(),
         Ok(()) => page(password_page(
             &viewer,
@@ -344,7 +358,9 @@ pub async fn change_password(
             *resp.status_mut() = status;
             resp
         }
-    }
+    };
+    web::rate_headers(&mut resp, &decision);
+    resp
 }
 
 /// `GET /auth/session`: who is logged in, for scripts and the dashboard's own checks. Limited

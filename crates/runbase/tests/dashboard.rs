@@ -1,0 +1,931 @@
+//! The dashboard over real HTTP, as a browser without JavaScript would use it: sessions and
+//! their cookie flags, CSRF on every form, the per-IP auth limits, account isolation, Stripe
+//! top-ups through signed webhooks (against a local double of Stripe's API), administrator
+//! grants, and docs generated from the server's own tables. The same flows in a real browser
+//! are in `e2e/` (driven by `tests/browser.rs`).
+
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+mod common;
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::post;
+use common::Server;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+const PASSWORD: &str = "correct horse battery";
+
+/// A cookie-keeping client that does not follow redirects, like a browser's network layer.
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    cookies: BTreeMap<String, String>,
+}
+
+/// A response as a test reads it.
+#[derive(Debug)]
+struct Page {
+    status: u16,
+    headers: reqwest::header::HeaderMap,
+    text: String,
+}
+
+impl Page {
+    fn location(&self) -> &str {
+        self.headers
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|_| panic!("not JSON: {}", self.text))
+    }
+
+    /// The first `name="csrf_token" value="..."` of the page.
+    fn csrf(&self) -> String {
+        let at = self
+            .text
+            .find(r#"name="csrf_token" value=""#)
+            .unwrap_or_else(|| panic!("no CSRF field in {}", self.text));
+        let rest = &self.text[at + r#"name="csrf_token" value=""#.len()..];
+        rest[..rest.find('"').unwrap()].to_owned()
+    }
+
+    fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+impl Browser {
+    fn new(server: &Server) -> Browser {
+        Browser {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            base: server.url.clone(),
+            cookies: BTreeMap::new(),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn send(&mut self, req: reqwest::RequestBuilder) -> Page {
+        let req = if self.cookies.is_empty() {
+            req
+        } else {
+            req.header("cookie", self.cookie_header())
+        };
+        let r = req.send().await.unwrap();
+        let page = Page {
+            status: r.status().as_u16(),
+            headers: r.headers().clone(),
+            text: r.text().await.unwrap(),
+        };
+        for c in page.set_cookies() {
+            let pair = c.split(';').next().unwrap();
+            let (k, v) = pair.split_once('=').unwrap();
+            if v.is_empty() || c.contains("Max-Age=0") {
+                self.cookies.remove(k);
+            } else {
+                self.cookies.insert(k.to_owned(), v.to_owned());
+            }
+        }
+        page
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        let req = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("accept", "text/html");
+        self.send(req).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        let req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("accept", "text/html")
+            .form(form);
+        self.send(req).await
+    }
+
+    /// Posts the form of the page at `page_path`, with that page's CSRF token.
+    async fn submit(&mut self, page_path: &str, action: &str, form: &[(&str, &str)]) -> Page {
+        let token = self.get(page_path).await.csrf();
+        let mut fields = form.to_vec();
+        fields.push(("csrf_token", &token));
+        self.post(action, &fields).await
+    }
+
+    async fn sign_up(&mut self, email: &str) -> Page {
+        let page = self
+            .submit(
+                "/signup",
+                "/signup",
+                &[("email", email), ("password", PASSWORD)],
+            )
+            .await;
+        assert_eq!(page.status, 303, "{}", page.text);
+        page
+    }
+
+    async fn session(&mut self) -> Value {
+        let req = self
+            .http
+            .get(format!("{}/auth/session", self.base))
+            .header("accept", "application/json");
+        self.send(req).await.json()
+    }
+}
+
+/// A double of Stripe's Checkout API: records each session it creates.
+#[derive(Default)]
+struct StripeDouble {
+    sessions: Mutex<Vec<BTreeMap<String, String>>>,
+}
+
+async fn stripe_double() -> (String, Arc<StripeDouble>) {
+    async fn create(
+        State(seen): State<Arc<StripeDouble>>,
+        headers: axum::http::HeaderMap,
+        body: String,
+    ) -> axum::Json<Value> {
+        assert_eq!(headers["authorization"], "Bearer sk_test_runbase");
+        let fields: BTreeMap<String, String> = serde_urlencoded_pairs(&body);
+        let mut sessions = seen.sessions.lock().unwrap();
+        let id = format!("cs_test_{}", sessions.len() + 1);
+        let mut fields = fields;
+        fields.insert("id".into(), id.clone());
+        sessions.push(fields);
+        axum::Json(
+            json!({ "id": id, "object": "checkout.session", "url": format!("https://checkout.stripe.test/pay/{id}") }),
+        )
+    }
+    let seen = Arc::new(StripeDouble::default());
+    let app = Router::new()
+        .route("/v1/checkout/sessions", post(create))
+        .with_state(seen.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
+fn serde_urlencoded_pairs(body: &str) -> BTreeMap<String, String> {
+    form_urlencoded::parse(body.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+const WEBHOOK_SECRET: &str = "whsec_test_runbase";
+
+fn stripe_env(api_base: &str) -> Vec<(String, String)> {
+    vec![
+        (
+            "RUNBASE_PAYMENTS__STRIPE__SECRET_KEY".into(),
+            "sk_test_runbase".into(),
+        ),
+        (
+            "RUNBASE_PAYMENTS__STRIPE__WEBHOOK_SECRET".into(),
+            WEBHOOK_SECRET.into(),
+        ),
+        ("RUNBASE_PAYMENTS__STRIPE__API_BASE".into(), api_base.into()),
+    ]
+}
+
+fn start(env: &[(String, String)]) -> Server {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Server::start_with(&env)
+}
+
+fn paid_event(event_id: &str, checkout: &str, account: &str, cents: i64) -> String {
+    json!({
+        "id": event_id,
+        "object": "event",
+        "type": "checkout.session.completed",
+        "data": { "object": {
+            "id": checkout,
+            "object": "checkout.session",
+            "payment_status": "paid",
+            "amount_total": cents,
+            "currency": "usd",
+            "client_reference_id": account,
+            "metadata": { "account_id": account },
+        }},
+    })
+    .to_string()
+}
+
+async fn deliver(server: &Server, body: &str, signature: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/webhooks/stripe", server.url))
+        .header("content-type", "application/json")
+        .header("stripe-signature", signature)
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[tokio::test]
+async fn session_cookie_flags_and_pages_that_need_a_session() {
+    let server = Server::start();
+    let mut b = Browser::new(&server);
+    // Pages that need a session send the browser to /login, remembering where it was going.
+    for path in [
+        "/",
+        "/settings/api-keys",
+        "/settings/credits",
+        "/runs",
+        "/settings/password",
+    ] {
+        let p = b.get(path).await;
+        assert_eq!(p.status, 303, "{path}");
+        assert!(
+            p.location().starts_with("/login"),
+            "{path}: {}",
+            p.location()
+        );
+    }
+    assert_eq!(
+        b.get("/runs?status=failed").await.location(),
+        "/login?next=%2Fruns%3Fstatus%3Dfailed"
+    );
+    // Public pages.
+    for path in [
+        "/login",
+        "/signup",
+        "/models",
+        "/models/google/nano-banana-2",
+        "/docs/runs",
+    ] {
+        assert_eq!(b.get(path).await.status, 200, "{path}");
+    }
+
+    let page = b.sign_up("Ada@Example.com").await;
+    assert_eq!(page.location(), "/");
+    let cookie = page
+        .set_cookies()
+        .into_iter()
+        .find(|c| c.starts_with("rb_session="))
+        .unwrap();
+    for flag in ["HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(cookie.contains(flag), "{cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "plain HTTP: {cookie}");
+    let me = b.session().await;
+    assert_eq!(me["account"]["email"], "ada@example.com");
+    assert_eq!(
+        me["account"]["admin"], true,
+        "the first account administers"
+    );
+    let home = b.get("/").await;
+    assert_eq!(home.status, 200);
+    assert!(home.text.contains("ada@example.com"));
+    assert_eq!(home.headers["cache-control"], "no-store");
+    assert!(
+        home.headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+
+    // Log out: the session is gone server-side, not just the cookie.
+    let stolen = b.cookies["rb_session"].clone();
+    let out = b.submit("/", "/logout", &[]).await;
+    assert_eq!(out.status, 303);
+    let mut thief = Browser::new(&server);
+    thief.cookies.insert("rb_session".into(), stolen);
+    assert_eq!(thief.get("/").await.location(), "/login");
+
+    // The same account logs in again; a wrong password is refused in the same words as an
+    // unknown email.
+    let wrong = b
+        .submit(
+            "/login",
+            "/login",
+            &[("email", "ada@example.com"), ("password", "nope nope nope")],
+        )
+        .await;
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.text.contains("Email or password is incorrect"));
+    let unknown = b
+        .submit(
+            "/login",
+            "/login",
+            &[("email", "who@example.com"), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(unknown.status, 401);
+    assert!(unknown.text.contains("Email or password is incorrect"));
+    let ok = b
+        .submit(
+            "/login",
+            "/login",
+            &[
+                ("email", "ADA@example.com"),
+                ("password", PASSWORD),
+                ("next", "/runs"),
+            ],
+        )
+        .await;
+    assert_eq!((ok.status, ok.location()), (303, "/runs"));
+    // No open redirect after log-in.
+    b.cookies.remove("rb_session");
+    let ok = b
+        .submit(
+            "/login",
+            "/login",
+            &[
+                ("email", "ada@example.com"),
+                ("password", PASSWORD),
+                ("next", "//evil.example/"),
+            ],
+        )
+        .await;
+    assert_eq!(ok.location(), "/");
+}
+
+#[tokio::test]
+async fn cookies_are_secure_behind_tls() {
+    let server = start(&[(
+        "RUNBASE_PUBLIC_URL".into(),
+        "https://runbase.example".into(),
+    )]);
+    let mut b = Browser::new(&server);
+    let login = b.get("/login").await;
+    assert!(
+        login.set_cookies()[0].contains("; Secure"),
+        "{:?}",
+        login.set_cookies()
+    );
+    let page = b.sign_up("tls@example.com").await;
+    let cookie = page
+        .set_cookies()
+        .into_iter()
+        .find(|c| c.starts_with("rb_session="))
+        .unwrap();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+}
+
+#[tokio::test]
+async fn every_form_needs_its_csrf_token() {
+    let server = Server::start();
+    let mut b = Browser::new(&server);
+    // Log-in and sign-up: the double-submit token must match the cookie.
+    b.get("/signup").await;
+    let p = b
+        .post(
+            "/signup",
+            &[("email", "x@example.com"), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(p.status, 403, "{}", p.text);
+    assert!(p.text.contains("csrf_failed"));
+    let p = b
+        .post(
+            "/signup",
+            &[
+                ("email", "x@example.com"),
+                ("password", PASSWORD),
+                ("csrf_token", "forged-forged-forged-forged"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 403);
+    b.sign_up("x@example.com").await;
+
+    // Logged in: a form without the session's token changes nothing.
+    let p = b.post("/settings/api-keys", &[("name", "sneaky")]).await;
+    assert_eq!(p.status, 403);
+    let keys = b.get("/settings/api-keys").await;
+    assert!(!keys.text.contains("sneaky"));
+    // The pre-session token is not the session's token either.
+    let pre = b.cookies["rb_csrf"].clone();
+    let p = b
+        .post(
+            "/settings/api-keys",
+            &[("name", "sneaky"), ("csrf_token", &pre)],
+        )
+        .await;
+    assert_eq!(p.status, 403);
+    // JSON callers get the envelope.
+    let r = reqwest::Client::new()
+        .post(format!("{}/logout", server.url))
+        .header("cookie", b.cookie_header())
+        .header("accept", "application/json")
+        .form(&[("x", "y")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "csrf_failed");
+    // With its token, the form works (and the key's secret is on that one response only).
+    let created = b
+        .submit(
+            "/settings/api-keys",
+            "/settings/api-keys",
+            &[("name", "mine")],
+        )
+        .await;
+    assert_eq!(created.status, 200);
+    assert!(created.text.contains("id=\"new-key-secret\""));
+    let again = b.get("/settings/api-keys").await;
+    assert!(again.text.contains("mine"));
+    assert!(!again.text.contains("new-key-secret"));
+}
+
+#[tokio::test]
+async fn login_attempts_are_limited_per_ip_before_anything_else() {
+    let server = Server::start();
+    let mut b = Browser::new(&server);
+    b.sign_up("rate@example.com").await; // 1 of 5
+    b.cookies.remove("rb_session");
+    // Wrong passwords, no CSRF token, garbage: every request counts.
+    b.submit(
+        "/login",
+        "/login",
+        &[
+            ("email", "rate@example.com"),
+            ("password", "wrong password!"),
+        ],
+    )
+    .await; // 2
+    b.post("/login", &[("email", "rate@example.com")]).await; // 3 (no CSRF)
+    b.post("/login", &[]).await; // 4
+    let fifth = b
+        .submit(
+            "/login",
+            "/login",
+            &[("email", "rate@example.com"), ("password", "wrong again!!")],
+        )
+        .await;
+    assert_eq!(fifth.status, 401);
+    assert_eq!(fifth.headers["ratelimit-remaining"], "0");
+    // The sixth, even with the right password and token, is refused.
+    let sixth = b
+        .submit(
+            "/login",
+            "/login",
+            &[("email", "rate@example.com"), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(sixth.status, 429, "{}", sixth.text);
+    assert!(sixth.text.contains("<html"), "a page for browsers");
+    let retry: u64 = sixth.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(sixth.headers["ratelimit-limit"], "5");
+    assert!(!b.cookies.contains_key("rb_session"));
+    // API-style callers get the envelope.
+    let r = reqwest::Client::new()
+        .post(format!("{}/login", server.url))
+        .header("accept", "application/json")
+        .json(&json!({"email": "rate@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"error": {"message": "Rate limit exceeded", "code": "RATE_LIMITED"}})
+    );
+    // Password changes share the auth limit.
+    let mut other = Browser::new(&server);
+    other.cookies = b.cookies.clone();
+    let p = other.post("/settings/password", &[]).await;
+    assert_eq!(p.status, 303, "no session: log in first");
+}
+
+#[tokio::test]
+async fn the_session_check_is_limited_to_sixty_a_minute() {
+    let server = Server::start();
+    let mut b = Browser::new(&server);
+    let mut last = None;
+    for _ in 0..60 {
+        let r = reqwest::Client::new()
+            .get(format!("{}/auth/session", server.url))
+            .send()
+            .await
+            .unwrap();
+        last = Some((
+            r.status().as_u16(),
+            r.headers()["ratelimit-remaining"].clone(),
+        ));
+    }
+    assert_eq!(last, Some((401, "0".parse().unwrap())));
+    let r = b.session().await;
+    assert_eq!(r["error"]["code"], "RATE_LIMITED", "{r}");
+}
+
+#[tokio::test]
+async fn another_accounts_keys_runs_and_ledger_are_never_visible() {
+    let server = Server::start();
+    let mut ada = Browser::new(&server);
+    ada.sign_up("ada@example.com").await;
+    server.cli(&[
+        "credits",
+        "add",
+        "--account",
+        "ada@example.com",
+        "--cents",
+        "500",
+    ]);
+    let created = ada
+        .submit(
+            "/settings/api-keys",
+            "/settings/api-keys",
+            &[("name", "ada-key")],
+        )
+        .await;
+    let secret = {
+        let at = created.text.find("id=\"new-key-secret\"").unwrap();
+        let rest = &created.text[at..];
+        let start = rest.find("sk-").unwrap();
+        rest[start..start + rest[start..].find('<').unwrap()].to_owned()
+    };
+    let key_id = {
+        let at = created.text.find("/settings/api-keys/key_").unwrap();
+        let rest = &created.text[at + "/settings/api-keys/".len()..];
+        rest[..rest.find('"').unwrap()].to_owned()
+    };
+    let api = server.client();
+    let run = api
+        .create(
+            &secret,
+            json!({"model": "runbase/placeholder-image", "input": {"prompt": "a fox"}}),
+        )
+        .await;
+    assert_eq!(run.status, 201, "{}", run.body);
+    let run_id = run.body["id"].as_str().unwrap().to_owned();
+    api.wait(&secret, &run_id).await;
+    let own = ada.get(&format!("/runs/{run_id}")).await;
+    assert_eq!(own.status, 200);
+    assert!(own.text.contains("<img"), "the image is shown inline");
+    assert!(own.text.contains("run charge"), "the run's ledger line");
+
+    let mut eve = Browser::new(&server);
+    eve.sign_up("eve@example.com").await;
+    assert_eq!(eve.session().await["account"]["admin"], false);
+    for path in [
+        format!("/runs/{run_id}"),
+        format!("/settings/api-keys/{key_id}"),
+    ] {
+        let p = eve.get(&path).await;
+        assert_eq!(p.status, 404, "{path}");
+        assert!(!p.text.contains("ada"), "{path}");
+    }
+    // Changing, disabling or deleting it is a 404 and changes nothing.
+    for action in ["", "/disable", "/delete"] {
+        let p = eve
+            .submit(
+                "/settings/credits",
+                &format!("/settings/api-keys/{key_id}{action}"),
+                &[("name", "pwned"), ("confirm", "yes")],
+            )
+            .await;
+        assert_eq!(p.status, 404, "{action}");
+    }
+    assert_eq!(
+        api.run(&secret, &run_id).await.status,
+        200,
+        "ada's key still works"
+    );
+    let credits = eve.get("/settings/credits").await;
+    assert!(!credits.text.contains(&run_id));
+    assert!(credits.text.contains("No ledger entries yet"));
+    assert!(!eve.get("/runs").await.text.contains(&run_id));
+    assert!(!eve.get("/settings/api-keys").await.text.contains("ada-key"));
+    // Eve is not an administrator: she cannot grant herself credits.
+    let p = eve
+        .submit(
+            "/settings/credits",
+            "/settings/credits/grant",
+            &[("email", "eve@example.com"), ("cents", "100000")],
+        )
+        .await;
+    assert_eq!(p.status, 403);
+    assert!(eve.get("/settings/credits").await.text.contains("$0.00"));
+}
+
+#[tokio::test]
+async fn administrators_grant_credits_in_the_ledger_with_their_name() {
+    let server = Server::start();
+    let mut admin = Browser::new(&server);
+    admin.sign_up("root@example.com").await;
+    let mut user = Browser::new(&server);
+    user.sign_up("user@example.com").await;
+    let p = admin
+        .submit(
+            "/settings/credits",
+            "/settings/credits/grant",
+            &[
+                ("email", "user@example.com"),
+                ("cents", "1234"),
+                ("memo", "welcome"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (p.status, p.location()),
+        (303, "/settings/credits?granted=1")
+    );
+    let credits = user.get("/settings/credits").await;
+    assert!(credits.text.contains("$12.34"));
+    assert!(
+        credits.text.contains("Grant by root@example.com"),
+        "{}",
+        credits.text
+    );
+    let shown = server.cli(&["credits", "show", "--account", "user@example.com", "--json"]);
+    assert!(
+        shown.contains("\"granted_by\": \"root@example.com\"")
+            || shown.contains("\"granted_by\":\"root@example.com\""),
+        "{shown}"
+    );
+    // Bad amounts are refused with a message, and nothing is credited.
+    let p = admin
+        .submit(
+            "/settings/credits",
+            "/settings/credits/grant",
+            &[("email", "user@example.com"), ("cents", "-5")],
+        )
+        .await;
+    assert_eq!(p.status, 200);
+    assert!(p.text.contains("positive number of cents"));
+    assert!(user.get("/settings/credits").await.text.contains("$12.34"));
+}
+
+#[tokio::test]
+async fn password_change_closes_other_sessions() {
+    let server = start(&[("RUNBASE_RATE_LIMITS__AUTH__REQUESTS".into(), "100".into())]);
+    let mut laptop = Browser::new(&server);
+    laptop.sign_up("pw@example.com").await;
+    let mut phone = Browser::new(&server);
+    phone
+        .submit(
+            "/login",
+            "/login",
+            &[("email", "pw@example.com"), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(phone.get("/").await.status, 200);
+    let wrong = laptop
+        .submit(
+            "/settings/password",
+            "/settings/password",
+            &[
+                ("current_password", "not it at all"),
+                ("new_password", "a brand new secret"),
+            ],
+        )
+        .await;
+    assert_eq!(wrong.status, 401);
+    let short = laptop
+        .submit(
+            "/settings/password",
+            "/settings/password",
+            &[("current_password", PASSWORD), ("new_password", "short")],
+        )
+        .await;
+    assert_eq!(short.status, 400);
+    let ok = laptop
+        .submit(
+            "/settings/password",
+            "/settings/password",
+            &[
+                ("current_password", PASSWORD),
+                ("new_password", "a brand new secret"),
+            ],
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.text);
+    assert_eq!(laptop.get("/").await.status, 200, "this session stays");
+    assert_eq!(
+        phone.get("/").await.status,
+        303,
+        "the other session is closed"
+    );
+    let old = phone
+        .submit(
+            "/login",
+            "/login",
+            &[("email", "pw@example.com"), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(old.status, 401);
+}
+
+#[tokio::test]
+async fn stripe_top_up_credits_once_per_payment() {
+    let (stripe_url, stripe) = stripe_double().await;
+    let server = start(&stripe_env(&stripe_url));
+    let mut b = Browser::new(&server);
+    b.sign_up("pay@example.com").await;
+    let account = b.session().await["account"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let p = b
+        .submit(
+            "/settings/credits",
+            "/settings/credits/topup",
+            &[("amount_cents", "2500")],
+        )
+        .await;
+    assert_eq!(p.status, 303, "{}", p.text);
+    assert_eq!(p.location(), "https://checkout.stripe.test/pay/cs_test_1");
+    let session = stripe.sessions.lock().unwrap()[0].clone();
+    assert_eq!(session["client_reference_id"], account);
+    assert_eq!(session["line_items[0][price_data][unit_amount]"], "2500");
+    assert_eq!(
+        session["success_url"],
+        format!("{}/settings/credits?topup=success", server.url)
+    );
+    // Out-of-range amounts never reach Stripe.
+    let p = b
+        .submit(
+            "/settings/credits",
+            "/settings/credits/topup",
+            &[("amount_cents", "1")],
+        )
+        .await;
+    assert_eq!(p.status, 400);
+    assert_eq!(stripe.sessions.lock().unwrap().len(), 1);
+
+    let body = paid_event("evt_1", "cs_test_1", &account, 2500);
+    let sig = runbase_payments::sign_payload(WEBHOOK_SECRET, now_unix(), body.as_bytes());
+    // Forged, tampered and stale deliveries are refused.
+    let forged = runbase_payments::sign_payload("whsec_wrong", now_unix(), body.as_bytes());
+    assert_eq!(
+        deliver(&server, &body, &forged).await.1["error"]["code"],
+        "invalid_signature"
+    );
+    let tampered = body.replace("2500", "250000");
+    assert_eq!(deliver(&server, &tampered, &sig).await.0, 400);
+    let stale = runbase_payments::sign_payload(WEBHOOK_SECRET, now_unix() - 3600, body.as_bytes());
+    assert_eq!(deliver(&server, &body, &stale).await.0, 400);
+    assert!(b.get("/settings/credits").await.text.contains("$0.00"));
+
+    let (status, out) = deliver(&server, &body, &sig).await;
+    assert_eq!(
+        (status, out["outcome"].as_str()),
+        (200, Some("credited")),
+        "{out}"
+    );
+    // Stripe delivers at least once: the same event again, and another event for the same
+    // checkout, credit nothing more.
+    assert_eq!(
+        deliver(&server, &body, &sig).await.1["outcome"],
+        "already_credited"
+    );
+    let again = paid_event("evt_2", "cs_test_1", &account, 2500);
+    let sig2 = runbase_payments::sign_payload(WEBHOOK_SECRET, now_unix(), again.as_bytes());
+    assert_eq!(
+        deliver(&server, &again, &sig2).await.1["outcome"],
+        "already_credited"
+    );
+    // A paid checkout that was never started here credits nobody.
+    let stranger = paid_event("evt_3", "cs_elsewhere", &account, 9900);
+    let sig3 = runbase_payments::sign_payload(WEBHOOK_SECRET, now_unix(), stranger.as_bytes());
+    assert_eq!(
+        deliver(&server, &stranger, &sig3).await.1["outcome"],
+        "unknown_checkout"
+    );
+
+    let credits = b.get("/settings/credits").await;
+    assert!(
+        credits.text.contains(r#"id="balance">$25.00"#),
+        "{}",
+        credits.text
+    );
+    assert!(credits.text.contains("Top-up via stripe (cs_test_1)"));
+    // The ledger explains the balance.
+    let shown: Value = serde_json::from_str(&server.cli(&[
+        "credits",
+        "show",
+        "--account",
+        "pay@example.com",
+        "--json",
+    ]))
+    .unwrap();
+    let entries = shown["ledger"].as_array().cloned().unwrap();
+    let sum: f64 = entries
+        .iter()
+        .map(|e| e["amount_cents"].as_f64().unwrap())
+        .sum();
+    assert_eq!(sum, 2500.0, "{shown}");
+}
+
+#[tokio::test]
+async fn without_payments_configured_top_up_says_so() {
+    let server = Server::start();
+    let mut b = Browser::new(&server);
+    b.sign_up("nopay@example.com").await;
+    let page = b.get("/settings/credits").await;
+    assert!(page.text.contains("Online payments are not configured"));
+    let p = b
+        .submit(
+            "/settings/credits",
+            "/settings/credits/topup",
+            &[("amount_cents", "2500")],
+        )
+        .await;
+    assert_eq!(p.status, 503);
+    let r = reqwest::Client::new()
+        .post(format!("{}/webhooks/stripe", server.url))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn docs_are_generated_from_what_the_server_enforces() {
+    let server = start(&[
+        ("RUNBASE_RATE_LIMITS__AUTH__REQUESTS".into(), "7".into()),
+        ("RUNBASE_RATE_LIMITS__RUNS__REQUESTS".into(), "33".into()),
+    ]);
+    let mut b = Browser::new(&server);
+    let limits = b.get("/docs/rate-limits").await.text;
+    assert!(limits.contains("7 requests per 60 seconds"), "{limits}");
+    assert!(limits.contains("33 requests per 10 seconds"));
+    assert!(limits.contains("60 requests per 60 seconds"));
+    let codes = b.get("/docs/error-codes").await.text;
+    for (code, status) in [
+        ("invalid_json", 400),
+        ("missing_model", 400),
+        ("missing_input", 400),
+        ("invalid_input", 400),
+        ("model_not_found", 400),
+        ("missing_api_key", 401),
+        ("invalid_api_key", 401),
+        ("insufficient_balance", 402),
+        ("api_key_spend_limit_exceeded", 403),
+        ("ip_not_allowed", 403),
+        ("RATE_LIMITED", 429),
+        ("USAGE_EXCEEDED", 429),
+        ("run_not_found", 404),
+        ("internal_error", 500),
+    ] {
+        assert!(
+            codes.contains(&format!("<td>{status}</td><td><code>{code}</code>")),
+            "{code}"
+        );
+    }
+    assert!(codes.contains("support@runbase.net"));
+    // A model page: schema tables from the schema, the curl quick start, the error table.
+    let model = b.get("/models/google/nano-banana-2").await.text;
+    for needle in [
+        "<code>aspect_ratio</code>",
+        "one of 1:1, 1:4",
+        "<code>urls</code>",
+        "/api/v1/runs",
+        "ip_not_allowed",
+        "$0.067",
+    ] {
+        assert!(model.contains(needle), "{needle}");
+    }
+    let search = b.get("/models?q=banana&category=text+to+image").await.text;
+    assert!(
+        search.contains("google/nano-banana-2") && !search.contains("meta/llama-3-8b-instruct")
+    );
+    // Unknown pages: a page with the support contact for browsers, the envelope for the API.
+    let missing = b.get("/no/such/page").await;
+    assert_eq!(missing.status, 404);
+    assert!(missing.text.contains("support@runbase.net"));
+    let api = server.client().get(None, "/api/v1/nope").await;
+    api.assert_error(404, "not_found");
+}
