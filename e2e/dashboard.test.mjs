@@ -766,7 +766,7 @@ describe('Runbase dashboard end to end', { timeout: 110_000 }, () => {
     await waitForRun(S.key.secret, run.id);
   }));
 
-  it("10. a second account sees none of the first account's runs, keys or ledger", { timeout: 30_000 }, guarded(async () => {
+  it("8. a second account sees none of the first account's runs, keys or ledger", { timeout: 30_000 }, guarded(async () => {
     assert.ok(S.key && S.firstRun, 'needs the key and run of earlier tests');
     const o = S.other;
     o.context = await newContext(DESKTOP);
@@ -871,7 +871,7 @@ describe('Runbase dashboard end to end', { timeout: 110_000 }, () => {
     assert.deepEqual(overflows, [], `pages wider than the screen:\n${overflows.join('\n')}`);
   }));
 
-  it('8. deleting the key (confirmed) makes the API refuse it with 401', { timeout: 30_000 }, guarded(async () => {
+  it('10. deleting the key (confirmed) makes the API refuse it with 401', { timeout: 30_000 }, guarded(async () => {
     const { page } = S.admin;
     await keyPage(page);
     const dialogs = [];

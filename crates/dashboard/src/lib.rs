@@ -38,9 +38,7 @@ pub fn pages() -> Router<AppState> {
             "/settings/api-keys/{id}",
             get(keys::edit).post(keys::update),
         )
-        .route("/settings/api-keys/{id}/disable", post(keys::disable))
-        .route("/settings/api-keys/{id}/enable", post(keys::enable))
-        .route("/settings/api-keys/{id}/delete", post(keys::delete))
+        .route("/settings/api-keys/{id}/{action}", post(keys::act))
         .route("/settings/credits", get(credits::page_handler))
         .route("/settings/credits/topup", post(credits::topup))
         .route("/settings/credits/grant", post(credits::grant))

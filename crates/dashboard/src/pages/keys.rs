@@ -403,32 +403,22 @@ pub async fn update(
     post(s, v, h, id, b, Action::Save).await
 }
 
-pub async fn disable(
+/// `POST /settings/api-keys/{id}/{action}`: `disable`, `enable` or `delete`.
+pub async fn act(
     State(s): State<AppState>,
     v: Viewer,
     h: HeaderMap,
-    Path(id): Path<String>,
+    Path((id, action)): Path<(String, String)>,
     b: Bytes,
 ) -> Response {
-    post(s, v, h, id, b, Action::Disable).await
-}
-
-pub async fn enable(
-    State(s): State<AppState>,
-    v: Viewer,
-    h: HeaderMap,
-    Path(id): Path<String>,
-    b: Bytes,
-) -> Response {
-    post(s, v, h, id, b, Action::Enable).await
-}
-
-pub async fn delete(
-    State(s): State<AppState>,
-    v: Viewer,
-    h: HeaderMap,
-    Path(id): Path<String>,
-    b: Bytes,
-) -> Response {
-    post(s, v, h, id, b, Action::Delete).await
+    let action = match action.as_str() {
+        "disable" => Action::Disable,
+        "enable" => Action::Enable,
+        "delete" => Action::Delete,
+        _ => {
+            let e = ApiError::new(ErrorCode::NotFound, "This page does not exist");
+            return error_response(&h, e);
+        }
+    };
+    post(s, v, h, id, b, action).await
 }

@@ -134,6 +134,19 @@ fn is_video(url: &str) -> bool {
     [".mp4", ".webm"].iter().any(|e| path.ends_with(e))
 }
 
+/// Where the page loads an output from. Output URLs are absolute on the `public_url` in force when
+/// the run finished; a file this server stores is shown by its path, so the picture appears (and
+/// passes the pages' `img-src 'self'` policy) whatever host name the browser used to get here.
+fn inline_src(url: &str) -> &str {
+    let path = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]));
+    match path {
+        Some(p) if p.starts_with("/files/") => p,
+        _ => url,
+    }
+}
+
 fn output(r: &Run) -> Markup {
     let Some(out) = &r.output else {
         return html! { p.muted { "No output yet." } };
@@ -148,8 +161,8 @@ fn output(r: &Run) -> Markup {
             div.outputs {
                 @for (i, u) in urls.iter().enumerate() {
                     figure {
-                        @if is_image(u) { a href=(u) { img src=(u) alt=(format!("Output {} of {}", i + 1, r.id)) loading="lazy"; } }
-                        @else if is_video(u) { video src=(u) controls preload="metadata" {} }
+                        @if is_image(u) { a href=(u) { img src=(inline_src(u)) alt=(format!("Output {} of {}", i + 1, r.id)) loading="lazy"; } }
+                        @else if is_video(u) { video src=(inline_src(u)) controls preload="metadata" {} }
                         figcaption { a href=(u) { "File " (i + 1) } }
                     }
                 }
@@ -213,4 +226,26 @@ pub async fn show(
         Nav::Runs,
         body,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::inline_src;
+
+    #[test]
+    fn own_files_load_by_path_and_other_urls_stay_as_they_are() {
+        assert_eq!(
+            inline_src("http://127.0.0.1:8080/files/run_abc/tok-output-0.png"),
+            "/files/run_abc/tok-output-0.png"
+        );
+        assert_eq!(
+            inline_src("https://runbase.example.com/files/run_abc/t-o.webp?x=1"),
+            "/files/run_abc/t-o.webp?x=1"
+        );
+        assert_eq!(
+            inline_src("https://cdn.example.com/images/a.png"),
+            "https://cdn.example.com/images/a.png"
+        );
+        assert_eq!(inline_src("not a url"), "not a url");
+    }
 }
