@@ -156,19 +156,62 @@ pub fn check_csrf(
     }
 }
 
-/// Counts the request against a per-IP limit before anything else is looked at; over the limit
-/// it is refused with `429 RATE_LIMITED`, `Retry-After` and the `RateLimit-*` headers.
-pub async fn limit_by_ip(
+/// The per-IP limit of the auth endpoints (log-in, sign-up, password change). As an extractor
+/// placed first among a handler's arguments it counts every request before the session, the
+/// CSRF token or the body is looked at; over the limit the request is refused with
+/// `429 RATE_LIMITED`, `Retry-After` and the `RateLimit-*` headers.
+pub struct AuthLimit(pub RateDecision);
+
+impl FromRequestParts<AppState> for AuthLimit {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let Ok(ClientIp(ip)) = ClientIp::from_request_parts(parts, state).await;
+        limit_by_ip(state.auth_limiter.as_ref(), "auth", ip, &parts.headers)
+            .await
+            .map(AuthLimit)
+    }
+}
+
+/// The per-IP limit of the session check (`GET /auth/session`), counted like [`AuthLimit`]; the
+/// endpoint is JSON, so its 429 is too, whatever the caller accepts.
+pub struct SessionCheckLimit(pub RateDecision);
+
+impl FromRequestParts<AppState> for SessionCheckLimit {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let Ok(ClientIp(ip)) = ClientIp::from_request_parts(parts, state).await;
+        let mut json = HeaderMap::new();
+        json.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        limit_by_ip(state.session_limiter.as_ref(), "session", ip, &json)
+            .await
+            .map(SessionCheckLimit)
+    }
+}
+
+/// What a per-IP limit counts against: an IPv4 address, or the /64 network of an IPv6 one (a
+/// single subscriber is given a whole /64, so its addresses cost nothing to change).
+fn limit_bucket(ip: Option<IpAddr>) -> String {
+    match ip.map(|ip| ip.to_canonical()) {
+        Some(IpAddr::V4(a)) => a.to_string(),
+        Some(IpAddr::V6(a)) => {
+            let s = a.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        None => "unknown".to_owned(),
+    }
+}
+
+async fn limit_by_ip(
     limiter: &dyn RateLimiter,
     scope: &str,
     ip: Option<IpAddr>,
     headers: &HeaderMap,
 ) -> Result<RateDecision, Response> {
-    let key = format!(
-        "{scope}:{}",
-        ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
-    );
-    let decision = limiter.check(&key).await;
+    let decision = limiter
+        .check(&format!("{scope}:{}", limit_bucket(ip)))
+        .await;
     if decision.allowed {
         return Ok(decision);
     }
@@ -271,10 +314,59 @@ pub fn optional_number(field: &str, value: Option<&str>) -> Result<Option<i64>, 
     }
 }
 
-/// Where to go after log-in: a local path only (no open redirect to another site).
+/// Where to go after log-in: a path on this site only (no open redirect). Browsers drop tabs and
+/// newlines from a URL and read `\` as `/`, so `/<tab>/evil.example` or `/\evil.example` would
+/// be another site: a path starting with one `/`, without `\`, control characters or spaces.
 pub fn safe_next(next: Option<&str>) -> String {
+    let local = |n: &str| {
+        n.starts_with('/')
+            && !n.starts_with("//")
+            && !n.contains('\\')
+            && !n.chars().any(|c| c.is_control() || c.is_whitespace())
+    };
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_owned(),
+        Some(n) if local(n) => n.to_owned(),
         _ => "/".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{limit_bucket, safe_next};
+
+    #[test]
+    fn next_stays_on_this_site() {
+        for ok in ["/", "/runs?status=failed", "/settings/api-keys/key_1"] {
+            assert_eq!(safe_next(Some(ok)), ok);
+        }
+        for off in [
+            "//evil.example/",
+            "/\\evil.example",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/ /evil.example",
+            "https://evil.example/",
+            "evil.example",
+            "",
+        ] {
+            assert_eq!(safe_next(Some(off)), "/", "{off:?}");
+        }
+        assert_eq!(safe_next(None), "/");
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64() {
+        let ip = |s: &str| Some(s.parse().unwrap());
+        assert_eq!(limit_bucket(ip("203.0.113.7")), "203.0.113.7");
+        assert_eq!(limit_bucket(ip("::ffff:203.0.113.7")), "203.0.113.7");
+        assert_eq!(
+            limit_bucket(ip("2001:db8:1:2:aaaa::1")),
+            limit_bucket(ip("2001:db8:1:2:ffff::9"))
+        );
+        assert_ne!(
+            limit_bucket(ip("2001:db8:1:2::1")),
+            limit_bucket(ip("2001:db8:1:3::1"))
+        );
+        assert_eq!(limit_bucket(None), "unknown");
     }
 }

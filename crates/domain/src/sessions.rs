@@ -58,10 +58,24 @@ async fn open(store: &dyn Store, account: Account) -> Result<OpenedSession, ApiE
     })
 }
 
-async fn hash_off_thread(password: String) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || password::hash(&password))
+/// At most this many argon2 computations at once (each holds 19 MiB and a blocking thread):
+/// a burst of log-ins from many addresses queues here instead of exhausting memory.
+const MAX_CONCURRENT_HASHES: usize = 8;
+
+/// Runs `work` on the blocking pool once a hashing slot is free.
+async fn off_thread<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    static SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_CONCURRENT_HASHES);
+    let _slot = SLOTS.acquire().await.map_err(|e| e.to_string())?;
+    tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| e.to_string())
+}
+
+async fn hash_off_thread(password: String) -> Result<String, ApiError> {
+    off_thread(move || password::hash(&password))
+        .await
         .and_then(|r| r)
         .map_err(|e| {
             tracing::error!(error = %e, "password hashing failed");
@@ -69,10 +83,13 @@ async fn hash_off_thread(password: String) -> Result<String, ApiError> {
         })
 }
 
-async fn verify_off_thread(password: String, phc: String) -> bool {
-    tokio::task::spawn_blocking(move || password::verify(&password, &phc))
-        .await
-        .unwrap_or(false)
+/// Verifies against `phc`, or against the decoy when there is none (same time either way).
+async fn verify_off_thread(password: String, phc: Option<String>) -> bool {
+    off_thread(move || {
+        password::verify(&password, phc.as_deref().unwrap_or(password::decoy_hash()))
+    })
+    .await
+    .unwrap_or(false)
 }
 
 /// Creates an account with a password and logs it in. The first account of an empty install
@@ -118,10 +135,7 @@ pub async fn log_in(
         }
         None => None,
     };
-    let phc = found
-        .as_ref()
-        .and_then(|(_, h)| h.clone())
-        .unwrap_or_else(|| password::decoy_hash().to_owned());
+    let phc = found.as_ref().and_then(|(_, h)| h.clone());
     let matches = verify_off_thread(password.to_owned(), phc).await;
     match found {
         Some((account, Some(_))) if matches => open(store, account).await,
@@ -161,8 +175,7 @@ pub async fn change_password(
     let phc = store
         .password_hash(&session.account_id)
         .await
-        .map_err(internal)?
-        .unwrap_or_else(|| password::decoy_hash().to_owned());
+        .map_err(internal)?;
     if !verify_off_thread(current_password.to_owned(), phc).await {
         return Err(ApiError::new(
             ErrorCode::InvalidCredentials,

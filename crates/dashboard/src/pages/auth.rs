@@ -6,8 +6,8 @@
 
 use crate::layout::{Nav, csrf_field, notice, shell};
 use crate::web::{
-    self, ClientIp, MaybeViewer, PRE_SESSION_CSRF_COOKIE, SESSION_COOKIE, Viewer, check_csrf,
-    cookie, error_response, limit_by_ip, page, parse_form, safe_next, see_other, set_cookie,
+    self, AuthLimit, MaybeViewer, PRE_SESSION_CSRF_COOKIE, SESSION_COOKIE, SessionCheckLimit,
+    Viewer, check_csrf, cookie, error_response, page, parse_form, safe_next, see_other, set_cookie,
     tokens_match, wants_json,
 };
 use axum::Json;
@@ -16,9 +16,11 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
+use runbase_domain::ratelimit::RateDecision;
 use runbase_domain::sessions::{self, OpenedSession, SESSION_LIFETIME_MICROS};
 use runbase_domain::{ApiError, ErrorCode, ids, password};
 use runbase_http::AppState;
+use runbase_http::error::HttpError;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -139,34 +141,30 @@ pub async fn signup_page(
 }
 
 pub async fn login(
+    AuthLimit(decision): AuthLimit,
     State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    submit(state, ip, headers, body, Form::Login).await
+    submit(state, decision, headers, body, Form::Login).await
 }
 
 pub async fn signup(
+    AuthLimit(decision): AuthLimit,
     State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    submit(state, ip, headers, body, Form::Signup).await
+    submit(state, decision, headers, body, Form::Signup).await
 }
 
 async fn submit(
     state: AppState,
-    ip: Option<std::net::IpAddr>,
+    decision: RateDecision,
     headers: HeaderMap,
     body: Bytes,
     form: Form,
 ) -> Response {
-    let decision = match limit_by_ip(state.auth_limiter.as_ref(), "auth", ip, &headers).await {
-        Ok(d) => d,
-        Err(resp) => return resp,
-    };
     let mut resp = submit_checked(&state, &headers, &body, form).await;
     web::rate_headers(&mut resp, &decision);
     resp
@@ -318,16 +316,12 @@ pub struct PasswordChange {
 }
 
 pub async fn change_password(
+    AuthLimit(decision): AuthLimit,
     State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
     viewer: Viewer,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let decision = match limit_by_ip(state.auth_limiter.as_ref(), "auth", ip, &headers).await {
-        Ok(d) => d,
-        Err(resp) => return resp,
-    };
     let result: Result<(), ApiError> = async {
         let form: PasswordChange = parse_form(&headers, &body)?;
         check_csrf(&headers, &viewer, form.csrf_token.as_deref())?;
@@ -366,22 +360,9 @@ pub async fn change_password(
 /// `GET /auth/session`: who is logged in, for scripts and the dashboard's own checks. Limited
 /// per client IP (the spec's "session check").
 pub async fn session_check(
-    State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
+    SessionCheckLimit(decision): SessionCheckLimit,
     MaybeViewer(viewer): MaybeViewer,
-    headers: HeaderMap,
 ) -> Response {
-    // Always JSON: this is an API endpoint whatever the caller accepts.
-    let mut json_headers = headers.clone();
-    json_headers.insert(
-        header::ACCEPT,
-        axum::http::HeaderValue::from_static("application/json"),
-    );
-    let decision =
-        match limit_by_ip(state.session_limiter.as_ref(), "session", ip, &json_headers).await {
-            Ok(d) => d,
-            Err(resp) => return resp,
-        };
     let mut resp = match viewer {
         Some(v) => Json(json!({
             "account": {
@@ -394,7 +375,8 @@ pub async fn session_check(
             "expires_at": v.session.expires_at.to_rfc3339(),
         }))
         .into_response(),
-        None => error_response(&json_headers, ErrorCode::NotLoggedIn.into()),
+        // Always JSON: this is an API endpoint whatever the caller accepts.
+        None => HttpError::from(ErrorCode::NotLoggedIn).into_response(),
     };
     web::rate_headers(&mut resp, &decision);
     resp
