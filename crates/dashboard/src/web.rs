@@ -73,6 +73,23 @@ impl FromRequestParts<AppState> for MaybeViewer {
     }
 }
 
+/// A page's query string, parsed into `T`; a malformed one gets a `400 invalid_request` page (or
+/// the JSON envelope) rather than the framework's plain-text rejection.
+pub struct PageQuery<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for PageQuery<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Response> {
+        serde_urlencoded::from_str(parts.uri.query().unwrap_or(""))
+            .map(PageQuery)
+            .map_err(|e| {
+                let e = ApiError::new(ErrorCode::InvalidRequest, format!("Bad query string: {e}"));
+                error_response(&parts.headers, e)
+            })
+    }
+}
+
 /// The request's client address (for the per-IP limits).
 pub struct ClientIp(pub Option<IpAddr>);
 

@@ -384,6 +384,14 @@ async fn session_cookie_flags_and_pages_that_need_a_session() {
         )
         .await;
     assert_eq!(ok.location(), "/");
+    // A malformed query string gets the error page, not the framework's plain-text rejection.
+    let bad = b.get("/settings/credits?before=abc").await;
+    assert_eq!(bad.status, 400, "{}", bad.text);
+    assert!(
+        bad.text.contains("<html") && bad.text.contains("Bad query string"),
+        "{}",
+        bad.text
+    );
 }
 
 #[tokio::test]

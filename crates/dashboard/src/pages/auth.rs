@@ -6,13 +6,13 @@
 
 use crate::layout::{Nav, csrf_field, notice, shell};
 use crate::web::{
-    self, AuthLimit, MaybeViewer, PRE_SESSION_CSRF_COOKIE, SESSION_COOKIE, SessionCheckLimit,
-    Viewer, check_csrf, cookie, error_response, page, parse_form, safe_next, see_other, set_cookie,
-    tokens_match, wants_json,
+    self, AuthLimit, MaybeViewer, PRE_SESSION_CSRF_COOKIE, PageQuery, SESSION_COOKIE,
+    SessionCheckLimit, Viewer, check_csrf, cookie, error_response, page, parse_form, safe_next,
+    see_other, set_cookie, tokens_match, wants_json,
 };
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
@@ -114,7 +114,7 @@ pub async fn login_page(
     State(state): State<AppState>,
     MaybeViewer(viewer): MaybeViewer,
     headers: HeaderMap,
-    Query(q): Query<NextParam>,
+    PageQuery(q): PageQuery<NextParam>,
 ) -> Response {
     if viewer.is_some() {
         return see_other(&safe_next(q.next.as_deref()));

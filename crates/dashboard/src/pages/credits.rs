@@ -2,9 +2,9 @@
 //! provider, and grants by administrators.
 
 use crate::layout::{self, Nav, csrf_field, notice, shell, table};
-use crate::web::{Viewer, check_csrf, error_response, page, parse_form, see_other};
+use crate::web::{PageQuery, Viewer, check_csrf, error_response, page, parse_form, see_other};
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use maud::{Markup, html};
@@ -59,7 +59,7 @@ pub async fn page_handler(
     State(state): State<AppState>,
     viewer: Viewer,
     headers: HeaderMap,
-    Query(q): Query<CreditsQuery>,
+    PageQuery(q): PageQuery<CreditsQuery>,
 ) -> Response {
     let mut message = None;
     if q.topup.as_deref() == Some("success") {

@@ -2,10 +2,10 @@
 
 use crate::layout::{self, Nav, copy_button, csrf_field, notice, opt_time, shell, table};
 use crate::web::{
-    Viewer, check_csrf, error_response, optional_number, page, parse_form, see_other,
+    PageQuery, Viewer, check_csrf, error_response, optional_number, page, parse_form, see_other,
 };
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use maud::{Markup, html};
@@ -280,7 +280,7 @@ pub async fn edit(
     viewer: Viewer,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(q): Query<Saved>,
+    PageQuery(q): PageQuery<Saved>,
 ) -> Response {
     match own_key(&state, &viewer, &id).await {
         Ok(k) => page(edit_page(

@@ -4,8 +4,8 @@
 
 use crate::layout::{Nav, copy_button, shell, table};
 use crate::pages::docs::error_table;
-use crate::web::{MaybeViewer, error_response, page};
-use axum::extract::{Path, Query, State};
+use crate::web::{MaybeViewer, PageQuery, error_response, page};
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use maud::{Markup, html};
@@ -42,7 +42,7 @@ fn price(m: &Model) -> Markup {
 pub async fn list(
     State(state): State<AppState>,
     MaybeViewer(viewer): MaybeViewer,
-    Query(q): Query<ModelsQuery>,
+    PageQuery(q): PageQuery<ModelsQuery>,
 ) -> Response {
     let needle = q.q.as_deref().unwrap_or("").trim().to_lowercase();
     let category = q.category.as_deref().unwrap_or("");
@@ -217,7 +217,7 @@ pub async fn show(
     MaybeViewer(viewer): MaybeViewer,
     headers: HeaderMap,
     Path((provider, name)): Path<(String, String)>,
-    Query(q): Query<ModelQuery>,
+    PageQuery(q): PageQuery<ModelQuery>,
 ) -> Response {
     let id = format!("{provider}/{name}");
     let Some(m) = state.catalog.get(&id) else {

@@ -2,8 +2,8 @@
 
 use crate::layout::{self, Nav, json_block, opt_time, shell, status_badge, table};
 use crate::pages::credits::ledger_rows;
-use crate::web::{Viewer, error_response, page};
-use axum::extract::{Path, Query, State};
+use crate::web::{PageQuery, Viewer, error_response, page};
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use maud::{Markup, html};
@@ -59,7 +59,7 @@ pub async fn list(
     State(state): State<AppState>,
     viewer: Viewer,
     headers: HeaderMap,
-    Query(q): Query<RunsQuery>,
+    PageQuery(q): PageQuery<RunsQuery>,
 ) -> Response {
     let status = q.status.as_deref().filter(|s| !s.is_empty());
     let model = q.model.as_deref().filter(|s| !s.is_empty());
@@ -87,13 +87,15 @@ pub async fn list(
     };
     let more = runs.len() > PAGE as usize;
     runs.truncate(PAGE as usize);
+    let filters = serde_urlencoded::to_string([
+        ("status", status.unwrap_or("")),
+        ("model", model.unwrap_or("")),
+    ])
+    .unwrap_or_default();
+    let newest = format!("/runs?{filters}");
     let next = runs.last().filter(|_| more).map(|r| {
-        serde_urlencoded::to_string([
-            ("status", status.unwrap_or("")),
-            ("model", model.unwrap_or("")),
-            ("after", r.id.as_str()),
-        ])
-        .unwrap_or_default()
+        let after = serde_urlencoded::to_string([("after", r.id.as_str())]).unwrap_or_default();
+        format!("{after}&{filters}")
     });
     let body = html! {
         h1 { "Runs" }
@@ -115,7 +117,7 @@ pub async fn list(
             @if runs.is_empty() { tr { td colspan="6" { "No runs match. Create one with the API: see " a href="/docs/runs" { "Runs" } "." } } }
         }))
         nav.pager aria-label="Run pages" {
-            @if after.is_some() { a href="/runs" { "← Newest" } }
+            @if after.is_some() { a href=(newest) { "← Newest" } }
             @if let Some(n) = next { a href=(format!("/runs?{n}")) { "Older →" } }
         }
     };
@@ -134,15 +136,21 @@ fn is_video(url: &str) -> bool {
     [".mp4", ".webm"].iter().any(|e| path.ends_with(e))
 }
 
-/// Where the page loads an output from. Output URLs are absolute on the `public_url` in force when
-/// the run finished; a file this server stores is shown by its path, so the picture appears (and
-/// passes the pages' `img-src 'self'` policy) whatever host name the browser used to get here.
-fn inline_src(url: &str) -> &str {
+/// Where the page points at an output. Output URLs are absolute on the `public_url` in force when
+/// the run finished; this run's own stored files are linked by their path instead, so they show
+/// (and pass the pages' `img-src 'self'` policy) whatever host name the browser used to get here.
+fn local_href<'a>(url: &'a str, run_id: &str) -> &'a str {
     let path = url
         .split_once("://")
         .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]));
     match path {
-        Some(p) if p.starts_with("/files/") => p,
+        Some(p)
+            if p.strip_prefix("/files/")
+                .and_then(|p| p.strip_prefix(run_id))
+                .is_some_and(|p| p.starts_with('/')) =>
+        {
+            p
+        }
         _ => url,
     }
 }
@@ -159,10 +167,10 @@ fn output(r: &Run) -> Markup {
     html! {
         @if !urls.is_empty() {
             div.outputs {
-                @for (i, u) in urls.iter().enumerate() {
+                @for (i, u) in urls.iter().map(|u| local_href(u, &r.id)).enumerate() {
                     figure {
-                        @if is_image(u) { a href=(u) { img src=(inline_src(u)) alt=(format!("Output {} of {}", i + 1, r.id)) loading="lazy"; } }
-                        @else if is_video(u) { video src=(inline_src(u)) controls preload="metadata" {} }
+                        @if is_image(u) { a href=(u) { img src=(u) alt=(format!("Output {} of {}", i + 1, r.id)) loading="lazy"; } }
+                        @else if is_video(u) { video src=(u) controls preload="metadata" {} }
                         figcaption { a href=(u) { "File " (i + 1) } }
                     }
                 }
@@ -230,22 +238,29 @@ pub async fn show(
 
 #[cfg(test)]
 mod tests {
-    use super::inline_src;
+    use super::local_href;
 
     #[test]
-    fn own_files_load_by_path_and_other_urls_stay_as_they_are() {
+    fn this_runs_files_are_linked_by_path_and_other_urls_stay_as_they_are() {
+        let run = "run_abc";
         assert_eq!(
-            inline_src("http://127.0.0.1:8080/files/run_abc/tok-output-0.png"),
+            local_href("http://127.0.0.1:8080/files/run_abc/tok-output-0.png", run),
             "/files/run_abc/tok-output-0.png"
         );
         assert_eq!(
-            inline_src("https://runbase.example.com/files/run_abc/t-o.webp?x=1"),
+            local_href(
+                "https://runbase.example.com/files/run_abc/t-o.webp?x=1",
+                run
+            ),
             "/files/run_abc/t-o.webp?x=1"
         );
-        assert_eq!(
-            inline_src("https://cdn.example.com/images/a.png"),
-            "https://cdn.example.com/images/a.png"
-        );
-        assert_eq!(inline_src("not a url"), "not a url");
+        for other in [
+            "https://cdn.example.com/images/a.png",
+            "https://x.example/files/run_other/t-o.png",
+            "https://x.example/files/run_abcd/t-o.png",
+            "not a url",
+        ] {
+            assert_eq!(local_href(other, run), other);
+        }
     }
 }
