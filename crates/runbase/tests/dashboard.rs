@@ -952,3 +952,51 @@ async fn docs_are_generated_from_what_the_server_enforces() {
     let api = server.client().get(None, "/api/v1/nope").await;
     api.assert_error(404, "not_found");
 }
+
+#[tokio::test]
+async fn a_key_save_changes_only_the_fields_it_sends() {
+    let server = Server::start();
+    let mut b = Browser::new(&server);
+    b.sign_up("partial@example.com").await;
+    let created = b
+        .submit(
+            "/settings/api-keys",
+            "/settings/api-keys",
+            &[
+                ("name", "ci"),
+                ("allow_ips", "203.0.113.7\n10.0.0.0/8"),
+                ("spend_limit_cents", "500"),
+            ],
+        )
+        .await;
+    assert_eq!(created.status, 200, "{}", created.text);
+    let at = created.text.find("href=\"/settings/api-keys/").unwrap() + 6;
+    let rest = &created.text[at..];
+    let path = rest[..rest.find('"').unwrap()].to_owned();
+
+    // Only the name: the allowlist and the spend limit stay.
+    let saved = b.submit(&path, &path, &[("name", "ci renamed")]).await;
+    assert_eq!(saved.status, 303, "{}", saved.text);
+    let page = b.get(&path).await;
+    assert!(page.text.contains("ci renamed"), "{}", page.text);
+    assert!(
+        page.text.contains("203.0.113.7\n10.0.0.0/8"),
+        "{}",
+        page.text
+    );
+    assert!(page.text.contains(r#"value="500""#), "{}", page.text);
+
+    // A field sent empty clears it.
+    let saved = b.submit(&path, &path, &[("allow_ips", "")]).await;
+    assert_eq!(saved.status, 303, "{}", saved.text);
+    let page = b.get(&path).await;
+    assert!(!page.text.contains("203.0.113.7"), "{}", page.text);
+    assert!(page.text.contains("ci renamed") && page.text.contains(r#"value="500""#));
+
+    // An empty name is refused and changes nothing.
+    let refused = b
+        .submit(&path, &path, &[("name", " "), ("allow_ips", "::1")])
+        .await;
+    assert_eq!(refused.status, 400, "{}", refused.text);
+    assert!(!b.get(&path).await.text.contains("::1"));
+}

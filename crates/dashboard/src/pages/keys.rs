@@ -321,21 +321,27 @@ async fn apply(
     let key = own_key(state, viewer, id).await?;
     let store = state.store.as_ref();
     let update = match action {
+        // A field the form leaves out stays as it is (a script may send only what it changes);
+        // a field sent empty clears it. The page's form always sends every field.
         Action::Save => {
-            let name = form.name.as_deref().unwrap_or("").trim().to_owned();
-            if name.is_empty() || name.chars().count() > 100 {
+            let name = form.name.as_deref().map(str::trim);
+            if name.is_some_and(|n| n.is_empty() || n.chars().count() > 100) {
                 return Err(ApiError::new(
                     ErrorCode::InvalidRequest,
                     "Name: 1 to 100 characters",
                 ));
             }
+            let spend = form.spend_limit_cents.as_deref();
+            let ips = form.allow_ips.as_deref();
+            let quota = form.quota.as_deref();
             KeyUpdate {
-                name: Some(name),
-                spend_limit: Some(cents_limit(form.spend_limit_cents.as_deref())?),
-                allow_ips: Some(parse_allowlist(form.allow_ips.as_deref())?),
-                quota: Some(
-                    optional_number("Usage quota", form.quota.as_deref())?.map(|q| q as u64),
-                ),
+                name: name.map(str::to_owned),
+                spend_limit: spend.map(|v| cents_limit(Some(v))).transpose()?,
+                allow_ips: ips.map(|v| parse_allowlist(Some(v))).transpose()?,
+                quota: quota
+                    .map(|v| optional_number("Usage quota", Some(v)))
+                    .transpose()?
+                    .map(|q| q.map(|q| q as u64)),
                 ..KeyUpdate::default()
             }
         }
