@@ -29,6 +29,7 @@ const HERE = dirname(fileURLToPath(import.meta.url));
 const RUNBASE_BIN = resolve(HERE, process.env.RUNBASE_BIN || '../target/debug/runbase');
 const SCREENSHOT_DIR = resolve(HERE, process.env.SCREENSHOT_DIR || '../target/screenshots');
 const CHROMIUM_BIN = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+const AXE_SOURCE = readFileSync(join(HERE, 'node_modules/axe-core/axe.min.js'), 'utf8');
 
 const STRIPE_SECRET_KEY = 'sk_test_e2e';
 const WEBHOOK_SECRET = `whsec_e2e_${randomBytes(12).toString('hex')}`;
@@ -452,6 +453,41 @@ async function settleImages(page) {
   });
 }
 
+/** Every page of the dashboard, as the screenshot and accessibility tests visit them. */
+function dashboardPages() {
+  return [
+    { name: 'login', path: '/login', auth: false },
+    { name: 'signup', path: '/signup', auth: false },
+    { name: 'dashboard', path: '/' },
+    { name: 'api-keys', path: '/settings/api-keys', createKey: true },
+    { name: 'api-key', path: `/settings/api-keys/${S.key.id}` },
+    { name: 'credits', path: '/settings/credits' },
+    { name: 'password', path: '/settings/password' },
+    { name: 'runs', path: '/runs' },
+    { name: 'run', path: `/runs/${S.firstRun.id}` },
+    { name: 'models', path: '/models' },
+    { name: 'model-nano-banana-2', path: '/models/google/nano-banana-2' },
+    { name: 'docs-authentication', path: '/docs/authentication' },
+    { name: 'docs-rate-limits', path: '/docs/rate-limits' },
+    { name: 'docs-error-codes', path: '/docs/error-codes' },
+    { name: 'docs-runs', path: '/docs/runs' },
+    { name: 'not-found', path: '/no-such-page', status: 404 },
+  ];
+}
+
+/** axe-core's serious and critical WCAG 2.1 A/AA findings on the page, one line each. */
+async function accessibilityViolations(page) {
+  await page.addScriptTag({ content: AXE_SOURCE });
+  return page.evaluate(async () => {
+    const result = await window.axe.run(document, {
+      runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] },
+    });
+    return result.violations
+      .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+      .map((v) => `${v.id} (${v.impact}): ${v.help}; at ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join(', ')}`);
+  });
+}
+
 // ---------------------------------------------------------------------------------------------
 
 describe('Runbase dashboard end to end', { timeout: 110_000 }, () => {
@@ -815,24 +851,7 @@ describe('Runbase dashboard end to end', { timeout: 110_000 }, () => {
   it('9. screenshots of every page at desktop and phone widths, none wider than the screen', { timeout: 90_000 }, guarded(async () => {
     assert.ok(S.key && S.firstRun, 'needs the key and run of earlier tests');
     const loggedIn = await S.admin.context.storageState();
-    const pages = [
-      { name: 'login', path: '/login', auth: false },
-      { name: 'signup', path: '/signup', auth: false },
-      { name: 'dashboard', path: '/' },
-      { name: 'api-keys', path: '/settings/api-keys', createKey: true },
-      { name: 'api-key', path: `/settings/api-keys/${S.key.id}` },
-      { name: 'credits', path: '/settings/credits' },
-      { name: 'password', path: '/settings/password' },
-      { name: 'runs', path: '/runs' },
-      { name: 'run', path: `/runs/${S.firstRun.id}` },
-      { name: 'models', path: '/models' },
-      { name: 'model-nano-banana-2', path: '/models/google/nano-banana-2' },
-      { name: 'docs-authentication', path: '/docs/authentication' },
-      { name: 'docs-rate-limits', path: '/docs/rate-limits' },
-      { name: 'docs-error-codes', path: '/docs/error-codes' },
-      { name: 'docs-runs', path: '/docs/runs' },
-      { name: 'not-found', path: '/no-such-page', status: 404 },
-    ];
+    const pages = dashboardPages();
     const overflows = [];
     for (const device of [DESKTOP, PHONE]) {
       const authed = await newContext(device, loggedIn);
@@ -871,7 +890,30 @@ describe('Runbase dashboard end to end', { timeout: 110_000 }, () => {
     assert.deepEqual(overflows, [], `pages wider than the screen:\n${overflows.join('\n')}`);
   }));
 
-  it('10. deleting the key (confirmed) makes the API refuse it with 401', { timeout: 30_000 }, guarded(async () => {
+  it('10. every page passes axe-core\'s WCAG 2.1 A and AA checks (nothing serious or critical)', { timeout: 60_000 }, guarded(async () => {
+    assert.ok(S.key && S.firstRun, 'needs the key and run of earlier tests');
+    // axe is injected as an inline script, which the pages' CSP forbids: this context alone
+    // bypasses it (every other test runs with the CSP in force).
+    const loggedIn = await S.admin.context.storageState();
+    const authed = await newContext({ ...DESKTOP, bypassCSP: true }, loggedIn);
+    const anon = await newContext({ ...DESKTOP, bypassCSP: true });
+    const found = [];
+    try {
+      const authedPage = await authed.newPage();
+      const anonPage = await anon.newPage();
+      for (const p of dashboardPages()) {
+        const page = p.auth === false ? anonPage : authedPage;
+        await open(page, p.path, p.status ?? 200);
+        for (const v of await accessibilityViolations(page)) found.push(`${p.path}: ${v}`);
+      }
+    } finally {
+      await authed.close();
+      await anon.close();
+    }
+    assert.deepEqual(found, [], `accessibility problems:\n${found.join('\n')}`);
+  }));
+
+  it('11. deleting the key (confirmed) makes the API refuse it with 401', { timeout: 30_000 }, guarded(async () => {
     const { page } = S.admin;
     await keyPage(page);
     const dialogs = [];

@@ -3,7 +3,7 @@
 //! this build's binary. It signs up, tops up through a signed Stripe webhook, creates a key and
 //! uses it over HTTP, sees the run and its image, and checks that disabling the key, an IP
 //! allowlist and a spend limit are enforced by the API; it saves screenshots of every page at
-//! desktop and phone widths under `target/screenshots/`.
+//! desktop and phone widths under `target/screenshots/`, and audits every page with axe-core.
 //!
 //! `scripts/test` installs the npm packages; `.ci/run` installs Chromium. Outside CI, the test
 //! is skipped (with a message) when either is missing; under `CI=true` it fails instead.
