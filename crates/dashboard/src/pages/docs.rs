@@ -105,8 +105,8 @@ pub async fn rate_limits(State(state): State<AppState>, MaybeViewer(v): MaybeVie
             p { "These are the limits this server enforces (its configuration, read when this page is served):" }
             (table("Rate limits", &["Scope", "Counted per", "Limit"], html! {
                 (limit_row("Runs endpoints: POST /api/v1/runs and GET /api/v1/runs/{id}, together", "API key", l.runs))
-                (limit_row("Auth endpoints: log in, sign up, change password", "client IP", l.auth))
-                (limit_row("Session check: GET /auth/session", "client IP", l.session))
+                (limit_row("Auth endpoints: log in, sign up, change password", "client IP (IPv6: its /64)", l.auth))
+                (limit_row("Session check: GET /auth/session", "client IP (IPv6: its /64)", l.session))
             }))
             p { "Every response of a limited endpoint carries the limit state:" }
             ul {
