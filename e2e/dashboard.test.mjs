@@ -258,6 +258,18 @@ function guarded(fn) {
   };
 }
 
+/** A response's status, its body as text, and the body as JSON when it is JSON (else null). */
+async function readAnswer(r) {
+  const text = await r.text();
+  let json = null;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    // not JSON: the text stays for the messages
+  }
+  return { status: r.status, json, text };
+}
+
 async function api(method, path, { key, body, headers = {} } = {}) {
   const h = { ...headers };
   if (key) h.authorization = `Bearer ${key}`;
@@ -268,14 +280,7 @@ async function api(method, path, { key, body, headers = {} } = {}) {
     body: body === undefined ? undefined : JSON.stringify(body),
     signal: AbortSignal.timeout(10_000),
   });
-  const text = await r.text();
-  let json = null;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    // not JSON: keep the text for the message
-  }
-  return { status: r.status, json, text };
+  return readAnswer(r);
 }
 
 /** Creates a run with the key and checks the answer's status (and error code). */
@@ -314,14 +319,7 @@ async function deliverWebhook(event, { secret = WEBHOOK_SECRET, t = Math.floor(D
     body: raw,
     signal: AbortSignal.timeout(10_000),
   });
-  const text = await r.text();
-  let json = null;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    // keep text
-  }
-  return { status: r.status, json, text };
+  return readAnswer(r);
 }
 
 function completedEvent(checkout, accountId) {

@@ -356,34 +356,23 @@ async fn session_cookie_flags_and_pages_that_need_a_session() {
         )
         .await;
     assert_eq!((ok.status, ok.location()), (303, "/runs"));
-    // No open redirect after log-in.
-    b.cookies.remove("rb_session");
-    let ok = b
-        .submit(
-            "/login",
-            "/login",
-            &[
-                ("email", "ada@example.com"),
-                ("password", PASSWORD),
-                ("next", "//evil.example/"),
-            ],
-        )
-        .await;
-    assert_eq!(ok.location(), "/");
-    // Browsers drop a tab from a URL: "/\t/evil.example" would be "//evil.example".
-    b.cookies.remove("rb_session");
-    let ok = b
-        .submit(
-            "/login",
-            "/login",
-            &[
-                ("email", "ada@example.com"),
-                ("password", PASSWORD),
-                ("next", "/\t/evil.example/"),
-            ],
-        )
-        .await;
-    assert_eq!(ok.location(), "/");
+    // No open redirect after log-in. Browsers drop a tab from a URL: "/\t/evil.example" would
+    // be "//evil.example".
+    for next in ["//evil.example/", "/\t/evil.example/"] {
+        b.cookies.remove("rb_session");
+        let ok = b
+            .submit(
+                "/login",
+                "/login",
+                &[
+                    ("email", "ada@example.com"),
+                    ("password", PASSWORD),
+                    ("next", next),
+                ],
+            )
+            .await;
+        assert_eq!(ok.location(), "/", "{next:?}");
+    }
     // A malformed query string gets the error page, not the framework's plain-text rejection.
     let bad = b.get("/settings/credits?before=abc").await;
     assert_eq!(bad.status, 400, "{}", bad.text);
