@@ -10,8 +10,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The catalogue that ships in the binary.
-pub const DEFAULT_CATALOG: &str = include_str!("../catalog/default.toml");
+/// The catalogue that ships in the binary, one file per maker (merged in this order).
+pub const DEFAULT_CATALOG: &[(&str, &str)] = &[
+    ("runbase.toml", include_str!("../catalog/runbase.toml")),
+    ("google.toml", include_str!("../catalog/google.toml")),
+    ("openai.toml", include_str!("../catalog/openai.toml")),
+    ("bytedance.toml", include_str!("../catalog/bytedance.toml")),
+    ("kling.toml", include_str!("../catalog/kling.toml")),
+    ("minimax.toml", include_str!("../catalog/minimax.toml")),
+    ("extras.toml", include_str!("../catalog/extras.toml")),
+];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,7 +35,18 @@ struct ModelSpec {
     name: String,
     #[serde(default)]
     description: String,
-    category: String,
+    /// Capability tags, several per model (`Text to image`, `Image editing`, `4K`, ...): the
+    /// models page and `GET /api/v1/models?tag=` filter by them.
+    #[serde(default)]
+    tags: Vec<String>,
+    /// The single category of catalogue files written before tags; read as one tag.
+    category: Option<String>,
+    /// Who makes the model (`Google`, `ByteDance`, ...), shown in its page's header.
+    #[serde(default)]
+    maker: String,
+    /// Example inputs for the model's page (each fills the Playground in one click).
+    #[serde(default)]
+    examples: Vec<ExampleSpec>,
     /// Which adapter runs it (`builtin`, `cog`, `replicate`, `fal`, `openai`, `gemini`, ...).
     provider: String,
     /// The adapter's own name for the model, when it differs from the id.
@@ -43,6 +62,14 @@ struct ModelSpec {
     price: PriceSpec,
     input_schema: Value,
     output_schema: Value,
+}
+
+/// An example input shown on a model's page.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExampleSpec {
+    pub title: String,
+    pub input: Value,
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,6 +167,43 @@ impl Price {
         &self.spec
     }
 
+    /// The price on the wire, in integer micro-USD like `costUsd`: `baseUsd`, and when the
+    /// price depends on the input, `byField` with `byValueUsd` (the price for each value of that
+    /// field) and `perField` (an integer field the price is multiplied by).
+    pub fn to_json(&self) -> Value {
+        let by = self.by.as_ref().map(|(field, table)| {
+            let values: serde_json::Map<String, Value> = table
+                .iter()
+                .map(|(k, v)| (k.clone(), Value::from(v.micro_usd())))
+                .collect::<BTreeMap<_, _>>()
+                .into_iter()
+                .collect();
+            (field.clone(), values)
+        });
+        serde_json::json!({
+            "baseUsd": self.base.micro_usd(),
+            "byField": by.as_ref().map(|b| &b.0),
+            "byValueUsd": by.map(|b| b.1),
+            "perField": self.per,
+        })
+    }
+
+    /// The base price, and each price of the `by` field's values (for the model pages).
+    pub fn table(&self) -> (Millicents, Option<(&str, BTreeMap<&str, Millicents>)>) {
+        let by = self.by.as_ref().map(|(field, t)| {
+            (
+                field.as_str(),
+                t.iter().map(|(k, v)| (k.as_str(), *v)).collect(),
+            )
+        });
+        (self.base, by)
+    }
+
+    /// The field the price is multiplied by, if any.
+    pub fn per_field(&self) -> Option<&str> {
+        self.per.as_deref()
+    }
+
     /// The price of one run with this (validated, defaulted) input.
     pub fn for_input(&self, input: &Value) -> Result<Millicents, String> {
         let mut price = self.base;
@@ -175,7 +239,11 @@ pub struct Model {
     pub id: String,
     pub name: String,
     pub description: String,
-    pub category: String,
+    /// Capability tags (`Text to image`, `Image to video`, `4K`, ...), several per model.
+    pub tags: Vec<String>,
+    /// Who makes it (`Google`, `OpenAI`, ...); empty when unknown.
+    pub maker: String,
+    pub examples: Vec<ExampleSpec>,
     /// The routes this server can use, in order of preference; empty when none of the model's
     /// providers is configured, which makes the model unavailable (test keys can still run it,
     /// through the simulator).
@@ -192,17 +260,24 @@ impl Model {
         !self.routes.is_empty()
     }
 
-    /// The public description of the model (the API's model object).
+    /// Whether one of its tags is `tag` (case-insensitive).
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags.iter().any(|t| t.eq_ignore_ascii_case(tag))
+    }
+
+    /// The public description of the model (the API's model object, camelCase like the run).
     pub fn to_json(&self) -> Value {
         serde_json::json!({
             "id": self.id,
             "name": self.name,
+            "maker": self.maker,
             "description": self.description,
-            "category": self.category,
+            "tags": self.tags,
             "available": self.is_available(),
-            "price": self.price.spec(),
-            "input_schema": self.input_schema.raw(),
-            "output_schema": self.output_schema,
+            "price": self.price.to_json(),
+            "inputSchema": self.input_schema.raw(),
+            "outputSchema": self.output_schema,
+            "examples": self.examples,
         })
     }
 }
@@ -218,8 +293,10 @@ impl Catalog {
     /// The built-in default catalogue.
     pub fn builtin() -> Result<Self, String> {
         let mut c = Catalog::default();
-        c.merge_toml(DEFAULT_CATALOG)
-            .map_err(|e| format!("built-in catalogue: {e}"))?;
+        for (file, text) in DEFAULT_CATALOG {
+            c.merge_toml(text)
+                .map_err(|e| format!("built-in catalogue ({file}): {e}"))?;
+        }
         Ok(c)
     }
 
@@ -257,6 +334,15 @@ impl Catalog {
                 options,
             })
         };
+        let mut tags = spec.tags;
+        if let Some(category) = spec.category {
+            if !tags.iter().any(|t| t.eq_ignore_ascii_case(&category)) {
+                tags.push(category);
+            }
+        }
+        if tags.is_empty() {
+            return Err("a model needs at least one tag (tags = [\"Text to image\", ...])".into());
+        }
         let mut routes = vec![route(spec.provider, spec.upstream, spec.options)?];
         for f in spec.fallback {
             routes.push(route(f.provider, f.upstream, f.options)?);
@@ -265,7 +351,9 @@ impl Catalog {
             id: spec.id,
             name: spec.name,
             description: spec.description,
-            category: spec.category,
+            tags,
+            maker: spec.maker,
+            examples: spec.examples,
             routes,
             timeout: Duration::from_secs(spec.timeout_secs.max(1)),
             price: Price::from_spec(spec.price)?,

@@ -27,6 +27,18 @@ impl Millicents {
         self.0.checked_mul(factor).map(Millicents)
     }
 
+    /// The amount in micro-USD (1 USD = 1,000,000), the unit of money on the wire (`costUsd`,
+    /// `balanceUsd`): exact, since one millicent is ten micro-USD. Saturates at the `i64` range.
+    pub fn micro_usd(self) -> i64 {
+        self.0.saturating_mul(10)
+    }
+
+    /// Micro-USD back to millicents, rounding a fraction of a millicent up (a price is never
+    /// rounded in the user's disfavour when it is charged, nor a limit when it is set).
+    pub fn from_micro_usd(micro: i64) -> Self {
+        Millicents(micro.div_euclid(10) + i64::from(micro.rem_euclid(10) != 0))
+    }
+
     /// The amount in cents, exact: an integer when it is a whole number of cents, otherwise a
     /// decimal with up to three places (display only; arithmetic never leaves millicents).
     pub fn cents_json(self) -> serde_json::Value {
@@ -116,6 +128,16 @@ mod tests {
         assert_eq!(Millicents(-4_000).usd(), "-$0.04");
         assert_eq!(Millicents(3_925).usd(), "$0.03925");
         assert_eq!(format_cents(500), "$5.00");
+    }
+
+    #[test]
+    fn micro_usd_is_exact() {
+        // 6 cents = 6000 millicents = 60000 micro-USD.
+        assert_eq!(Millicents(6000).micro_usd(), 60_000);
+        assert_eq!(Millicents(3_925).micro_usd(), 39_250);
+        assert_eq!(Millicents::from_micro_usd(39_250), Millicents(3_925));
+        assert_eq!(Millicents::from_micro_usd(39_251), Millicents(3_926));
+        assert_eq!(Millicents(i64::MAX).micro_usd(), i64::MAX);
     }
 
     #[test]

@@ -103,7 +103,7 @@ impl Provider for Cog {
             ));
         }
         let v = http::read_json(NAME, resp).await?;
-        read_prediction(&v, produces_files(&req.model.category)).map(Submitted::Done)
+        read_prediction(&v, produces_files(&req.model.tags)).map(Submitted::Done)
     }
 
     async fn cancel(&self, req: &RunRequest<'_>, _job: Option<&Job>) -> Result<(), ProviderError> {

@@ -113,9 +113,10 @@ fn read_result(v: &Value) -> Result<ProviderOutput, ProviderError> {
 #[async_trait]
 impl Provider for Fal {
     async fn submit(&self, req: &RunRequest<'_>) -> Result<Submitted, ProviderError> {
-        let model = &req.route.upstream;
+        let native = crate::native::fal(req)?;
+        let model = &native.path;
         let url = format!("{}/{model}", self.base());
-        let v = http::send_json(NAME, self.auth(self.client.post(url)).json(req.input)).await?;
+        let v = http::send_json(NAME, self.auth(self.client.post(url)).json(&native.body)).await?;
         let id = v
             .get("request_id")
             .and_then(Value::as_str)

@@ -156,9 +156,7 @@ fn endpoint(req: &RunRequest<'_>) -> &'static str {
     match req.route.option("endpoint") {
         Some("images") => "images",
         Some(_) => "chat",
-        None if req.model.category.contains("image") && !req.model.category.ends_with("text") => {
-            "images"
-        }
+        None if crate::output::media_of(&req.model.tags) == crate::output::Media::Image => "images",
         None => "chat",
     }
 }

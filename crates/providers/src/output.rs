@@ -27,8 +27,8 @@ fn data_uri_type(url: &str) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// What kind of file a model makes, from its catalogue category (`... to image`, `... to
-/// video`, `text to speech`, ...); `None` for models that answer in text.
+/// What kind of file a model makes, from its catalogue tags (`... to image`, `Image editing`,
+/// `... to video`, `Text to speech`, ...); `None` for models that answer in text.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Media {
     Image,
@@ -37,11 +37,30 @@ pub enum Media {
     None,
 }
 
-pub fn media_of(category: &str) -> Media {
-    let produced = category.rsplit(" to ").next().unwrap_or(category);
+pub fn media_of(tags: &[String]) -> Media {
+    let mut found = Media::None;
+    for tag in tags {
+        let tag = tag.to_ascii_lowercase();
+        let media = media_of_tag(&tag);
+        // Video wins over image (an image-to-video model is tagged with both kinds of words).
+        if media == Media::Video || found == Media::None {
+            found = media;
+        }
+    }
+    found
+}
+
+fn media_of_tag(tag: &str) -> Media {
+    let Some(produced) = tag
+        .split_once(" to ")
+        .map(|(_, p)| p)
+        .or((tag == "image editing").then_some("image"))
+    else {
+        return Media::None;
+    };
     if produced.contains("video") {
         Media::Video
-    } else if produced.contains("image") || category == "image editing" {
+    } else if produced.contains("image") {
         Media::Image
     } else if produced.contains("audio")
         || produced.contains("speech")
@@ -53,11 +72,11 @@ pub fn media_of(category: &str) -> Media {
     }
 }
 
-/// Whether a model of this category produces files (images, video, audio) rather than text.
+/// Whether a model with these tags produces files (images, video, audio) rather than text.
 /// Only such models have their string outputs read as file URLs: a language model answering
 /// with a URL (or a `data:` URI) is answering text, and Runbase must not fetch it.
-pub fn produces_files(category: &str) -> bool {
-    media_of(category) != Media::None
+pub fn produces_files(tags: &[String]) -> bool {
+    media_of(tags) != Media::None
 }
 
 /// The failure of a prediction whose status is `failed` (Cog and Replicate): its `error`.
@@ -121,8 +140,11 @@ mod tests {
         let o2 = from_model_value(&json!("http://169.254.169.254/latest"), false);
         assert!(o2.files.is_empty());
         assert_eq!(o2.fields["text"], "http://169.254.169.254/latest");
-        assert!(produces_files("text to image") && produces_files("image to video"));
-        assert!(!produces_files("text generation") && !produces_files("image to text"));
+        let tags = |t: &str| vec![t.to_owned()];
+        assert!(produces_files(&tags("text to image")) && produces_files(&tags("image to video")));
+        assert!(
+            !produces_files(&tags("text generation")) && !produces_files(&tags("image to text"))
+        );
         assert_eq!(o.fields["result"], json!({"score": 1}));
     }
 }

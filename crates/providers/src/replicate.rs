@@ -94,7 +94,7 @@ impl Provider for Replicate {
             ),
         };
         let v = http::send_json(NAME, self.auth(self.client.post(url)).json(&body)).await?;
-        let (id, progress) = read_prediction(&v, produces_files(&req.model.category))?;
+        let (id, progress) = read_prediction(&v, produces_files(&req.model.tags))?;
         Ok(match progress {
             Progress::Done(out) => Submitted::Done(out),
             Progress::Running => Submitted::Started(Job {
@@ -107,7 +107,7 @@ impl Provider for Replicate {
     async fn poll(&self, req: &RunRequest<'_>, job: &Job) -> Result<Progress, ProviderError> {
         let url = self.url(&format!("predictions/{}", job.id));
         let v = http::send_json(NAME, self.auth(self.client.get(url))).await?;
-        Ok(read_prediction(&v, produces_files(&req.model.category))?.1)
+        Ok(read_prediction(&v, produces_files(&req.model.tags))?.1)
     }
 
     async fn cancel(&self, _req: &RunRequest<'_>, job: Option<&Job>) -> Result<(), ProviderError> {

@@ -123,7 +123,7 @@ impl Provider for Simulator {
         let model = req.model;
         let mut out = ProviderOutput::default();
         let n = count_of(input);
-        match media_of(&model.category) {
+        match media_of(&model.tags) {
             Media::Image => {
                 let (w, h) = ratio_of(input);
                 let prompt = input
@@ -197,13 +197,18 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn media_follow_the_category() {
-        assert_eq!(media_of("text to image"), Media::Image);
-        assert_eq!(media_of("image editing"), Media::Image);
-        assert_eq!(media_of("image to video"), Media::Video);
-        assert_eq!(media_of("text to speech"), Media::Audio);
-        assert_eq!(media_of("image to text"), Media::None);
-        assert_eq!(media_of("text generation"), Media::None);
+    fn media_follow_the_tags() {
+        let m = |tags: &[&str]| media_of(&tags.iter().map(|t| t.to_string()).collect::<Vec<_>>());
+        assert_eq!(m(&["Text to image", "4K"]), Media::Image);
+        assert_eq!(m(&["Image editing", "Reference images"]), Media::Image);
+        assert_eq!(
+            m(&["Text to video", "Image to video", "1080p"]),
+            Media::Video
+        );
+        assert_eq!(m(&["Image to video", "Text to image"]), Media::Video);
+        assert_eq!(m(&["text to speech"]), Media::Audio);
+        assert_eq!(m(&["Image to text"]), Media::None);
+        assert_eq!(m(&["Text generation", "Multilingual"]), Media::None);
     }
 
     #[test]

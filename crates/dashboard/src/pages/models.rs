@@ -1,4 +1,4 @@
-//! The models page (search and category filter) and a page per model, like the published API
+//! The models page (search and tag filter) and a page per model, like the published API
 //! pages: overview, price, a curl quick start, input and output schema tables generated from
 //! the schemas, and the error table.
 
@@ -19,7 +19,7 @@ use serde_json::{Map, Value, json};
 #[derive(Deserialize, Default)]
 pub struct ModelsQuery {
     q: Option<String>,
-    category: Option<String>,
+    tag: Option<String>,
 }
 
 /// The price as people read it: "$0.067 per run", or by the field that chooses it.
@@ -45,24 +45,25 @@ pub async fn list(
     PageQuery(q): PageQuery<ModelsQuery>,
 ) -> Response {
     let needle = q.q.as_deref().unwrap_or("").trim().to_lowercase();
-    let category = q.category.as_deref().unwrap_or("");
-    let mut categories: Vec<&str> = state
+    let tag = q.tag.as_deref().unwrap_or("");
+    let mut tags: Vec<&str> = state
         .catalog
         .models()
         .iter()
-        .map(|m| m.category.as_str())
+        .flat_map(|m| m.tags.iter().map(String::as_str))
         .collect();
-    categories.sort_unstable();
-    categories.dedup();
+    tags.sort_unstable();
+    tags.dedup();
     let shown: Vec<_> = state
         .catalog
         .models()
         .iter()
-        .filter(|m| category.is_empty() || m.category == category)
+        .filter(|m| tag.is_empty() || m.has_tag(tag))
         .filter(|m| {
             needle.is_empty()
-                || [&m.id, &m.name, &m.description, &m.category]
-                    .iter()
+                || [&m.id, &m.name, &m.description, &m.maker]
+                    .into_iter()
+                    .chain(&m.tags)
                     .any(|f| f.to_lowercase().contains(&needle))
         })
         .collect();
@@ -70,10 +71,10 @@ pub async fn list(
         h1 { "Models" }
         form.filters method="get" action="/models" role="search" {
             div { label for="q" { "Search" } input #q type="search" name="q" value=(needle) placeholder="name, provider, task"; }
-            div { label for="category" { "Category" }
-                select #category name="category" {
-                    option value="" { "All categories" }
-                    @for c in &categories { option value=(c) selected[*c == category] { (c) } }
+            div { label for="tag" { "Tag" }
+                select #tag name="tag" {
+                    option value="" { "All tags" }
+                    @for t in &tags { option value=(t) selected[*t == tag] { (t) } }
                 } }
             button type="submit" { "Search" }
         }
@@ -81,7 +82,7 @@ pub async fn list(
         div.model-grid {
             @for m in &shown {
                 a.model-card href=(format!("/models/{}", m.id)) {
-                    span.category { (m.category) }
+                    span.category { (m.tags.join(" · ")) }
                     h2 { (m.name) }
                     code { (m.id) }
                     p { (m.description) }
@@ -258,7 +259,8 @@ pub async fn show(
         p.lead { (m.description) }
         dl.facts {
             dt { "Model ID" } dd { code { (m.id) } }
-            dt { "Category" } dd { (m.category) }
+            @if !m.maker.is_empty() { dt { "Maker" } dd { (m.maker) } }
+            dt { "Tags" } dd { (m.tags.join(", ")) }
             dt { "Price" } dd { (price(m)) }
             dt { "Available here" } dd { @if m.is_available() { "yes" } @else { "with test keys (simulated): no provider is configured for it on this server" } }
         }
