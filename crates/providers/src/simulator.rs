@@ -90,7 +90,7 @@ fn video(prompt: &str, (w, h): (u32, u32), duration_ms: u32) -> Vec<u8> {
     mp4::encode(w, h, VIDEO_FRAMES, duration_ms, |frame, x, y| {
         let t = (x + y) * 255 / span;
         let shift = frame as u32 * period / 2;
-        let band = ((x + shift) / period + y / period) % 2 == 0;
+        let band = ((x + shift) / period + y / period).is_multiple_of(2);
         std::array::from_fn(|ch| {
             let v = (u32::from(c1[ch]) * (255 - t) + u32::from(c2[ch]) * t) / 255;
             (if band { v } else { v * 7 / 8 }) as u8
