@@ -81,6 +81,7 @@ fn duration_ms_of(input: &Value) -> u32 {
 
 /// A short MP4 for `prompt` at the ratio `w:h`: the diagonal gradient between two colours of
 /// the prompt's hash, as in the placeholder images, with bands that slide from frame to frame.
+/// A `resolution` input is not followed: the frames stay small (see `mp4::frame_size`).
 fn video(prompt: &str, (w, h): (u32, u32), duration_ms: u32) -> Vec<u8> {
     let (w, h) = mp4::frame_size(w, h);
     let d = Sha256::digest(prompt.as_bytes());
