@@ -17,6 +17,7 @@ mod driver;
 mod fal;
 mod gemini;
 pub mod http;
+mod mp4;
 pub mod native;
 mod openai;
 mod output;
