@@ -256,3 +256,266 @@ fn fal_seedance(req: &RunRequest<'_>) -> Result<FalRequest, ProviderError> {
         body: Value::Object(body),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runbase_domain::catalog::Catalog;
+
+    /// `f` applied to a request for catalogue model `id` on its route number `route`.
+    fn with_req<T>(id: &str, route: usize, input: Value, f: impl Fn(&RunRequest<'_>) -> T) -> T {
+        let catalog = Catalog::builtin().unwrap();
+        let model = catalog.get(id).unwrap();
+        let req = RunRequest {
+            run_id: "run_test",
+            model,
+            route: &model.routes[route],
+            input: &input,
+        };
+        f(&req)
+    }
+
+    const MODELARK: usize = 0;
+    const FAL: usize = 1;
+
+    #[test]
+    fn seedream_on_modelark_sends_a_pixel_size_and_the_reference_images() {
+        let r = with_req(
+            "bytedance/seedream-4.5",
+            MODELARK,
+            json!({"prompt": "a fox", "aspect_ratio": "16:9", "quality": "basic"}),
+            modelark,
+        )
+        .unwrap();
+        assert_eq!(r.endpoint, ModelArkEndpoint::Images);
+        assert_eq!(
+            r.body,
+            json!({
+                "model": "seedream-4-5-251128",
+                "prompt": "a fox",
+                "size": "2848x1600",
+                "sequential_image_generation": "disabled",
+                "response_format": "url",
+                "watermark": false
+            })
+        );
+        let r = with_req(
+            "bytedance/seedream-4.5",
+            MODELARK,
+            json!({"prompt": "p", "aspect_ratio": "1:1", "quality": "high",
+                   "image_urls": ["https://a.example/1.png", "https://a.example/2.png"]}),
+            modelark,
+        )
+        .unwrap();
+        assert_eq!(r.body["size"], "4096x4096");
+        assert_eq!(
+            r.body["image"],
+            json!(["https://a.example/1.png", "https://a.example/2.png"])
+        );
+        // 5.0 Lite's high quality is its 3K class.
+        let r = with_req(
+            "bytedance/seedream-5-lite",
+            MODELARK,
+            json!({"prompt": "p", "aspect_ratio": "9:16", "quality": "high"}),
+            modelark,
+        )
+        .unwrap();
+        assert_eq!(r.body["model"], "seedream-5-0-260128");
+        assert_eq!(r.body["size"], "2304x4096");
+        assert!(r.body.get("image").is_none());
+    }
+
+    #[test]
+    fn every_seedream_ratio_and_quality_has_a_size_within_the_models_range() {
+        for (id, max_pixels) in [
+            ("bytedance/seedream-4.5", 4096 * 4096),
+            ("bytedance/seedream-5-lite", 10_404_496),
+        ] {
+            let catalog = Catalog::builtin().unwrap();
+            let schema = catalog.get(id).unwrap().input_schema.raw().clone();
+            for ratio in schema["properties"]["aspect_ratio"]["enum"].as_array().unwrap() {
+                for quality in schema["properties"]["quality"]["enum"].as_array().unwrap() {
+                    for route in [MODELARK, FAL] {
+                        let input = json!({"prompt": "p", "aspect_ratio": ratio, "quality": quality});
+                        let (w, h) = with_req(id, route, input, seedream_size).unwrap();
+                        let pixels = w * h;
+                        assert!(
+                            (2560 * 1440..=max_pixels).contains(&pixels),
+                            "{id} {ratio} {quality}: {w}x{h}"
+                        );
+                        let (rw, rh) = ratio.as_str().unwrap().split_once(':').unwrap();
+                        let (rw, rh): (f64, f64) = (rw.parse().unwrap(), rh.parse().unwrap());
+                        let off = (f64::from(w) / f64::from(h)) / (rw / rh);
+                        assert!((0.97..1.03).contains(&off), "{id} {ratio}: {w}x{h}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn seedream_on_fal_uses_the_edit_endpoint_for_reference_images() {
+        let r = with_req(
+            "bytedance/seedream-4.5",
+            FAL,
+            json!({"prompt": "a fox", "aspect_ratio": "3:4", "quality": "high"}),
+            fal,
+        )
+        .unwrap();
+        assert_eq!(r.path, "fal-ai/bytedance/seedream/v4.5/text-to-image");
+        assert_eq!(
+            r.body,
+            json!({"prompt": "a fox", "image_size": {"width": 3520, "height": 4704}, "num_images": 1, "max_images": 1})
+        );
+        let r = with_req(
+            "bytedance/seedream-5-lite",
+            FAL,
+            json!({"prompt": "p", "aspect_ratio": "1:1", "quality": "basic", "image_urls": ["https://a.example/1.png"]}),
+            fal,
+        )
+        .unwrap();
+        assert_eq!(r.path, "fal-ai/bytedance/seedream/v5/lite/edit");
+        assert_eq!(
+            r.body,
+            json!({"prompt": "p", "image_size": {"width": 2048, "height": 2048}, "num_images": 1,
+                   "max_images": 1, "image_urls": ["https://a.example/1.png"]})
+        );
+    }
+
+    #[test]
+    fn seedance_on_modelark_is_a_task_with_seconds_and_frames() {
+        let r = with_req(
+            "bytedance/seedance-1-lite",
+            MODELARK,
+            json!({"prompt": "a fox", "aspect_ratio": "16:9", "resolution": "720p", "duration": "5"}),
+            modelark,
+        )
+        .unwrap();
+        assert_eq!(r.endpoint, ModelArkEndpoint::VideoTasks);
+        assert_eq!(
+            r.body,
+            json!({
+                "model": "seedance-1-0-lite-t2v-250428",
+                "content": [{"type": "text", "text": "a fox"}],
+                "ratio": "16:9",
+                "resolution": "720p",
+                "duration": 5,
+                "watermark": false
+            })
+        );
+        // 1.0 Lite animates an image with its own image-to-video model.
+        let r = with_req(
+            "bytedance/seedance-1-lite",
+            MODELARK,
+            json!({"prompt": "p", "aspect_ratio": "1:1", "resolution": "480p", "duration": "10",
+                   "image_urls": ["https://a.example/1.png"]}),
+            modelark,
+        )
+        .unwrap();
+        assert_eq!(r.body["model"], "seedance-1-0-lite-i2v-250428");
+        assert_eq!(r.body["duration"], 10);
+        assert_eq!(
+            r.body["content"][1],
+            json!({"type": "image_url", "image_url": {"url": "https://a.example/1.png"}, "role": "first_frame"})
+        );
+        // Pro keeps its one model id, and takes a last frame.
+        let r = with_req(
+            "bytedance/seedance-1-pro",
+            MODELARK,
+            json!({"prompt": "p", "aspect_ratio": "21:9", "resolution": "1080p", "duration": "10",
+                   "image_urls": ["https://a.example/1.png", "https://a.example/2.png"]}),
+            modelark,
+        )
+        .unwrap();
+        assert_eq!(r.body["model"], "seedance-1-0-pro-250528");
+        assert_eq!(r.body["content"][1]["role"], "first_frame");
+        assert_eq!(r.body["content"][2]["role"], "last_frame");
+        assert_eq!(r.body["content"][2]["image_url"]["url"], "https://a.example/2.png");
+        // 1.5 Pro passes generate_audio, either way.
+        for audio in [true, false] {
+            let r = with_req(
+                "bytedance/seedance-1.5-pro",
+                MODELARK,
+                json!({"prompt": "p", "aspect_ratio": "9:16", "resolution": "480p", "duration": "12", "generate_audio": audio}),
+                modelark,
+            )
+            .unwrap();
+            assert_eq!(
+                r.body,
+                json!({
+                    "model": "seedance-1-5-pro-251215",
+                    "content": [{"type": "text", "text": "p"}],
+                    "ratio": "9:16",
+                    "resolution": "480p",
+                    "duration": 12,
+                    "generate_audio": audio,
+                    "watermark": false
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn seedance_on_fal_picks_the_image_to_video_endpoint_for_frames() {
+        let r = with_req(
+            "bytedance/seedance-1-pro",
+            FAL,
+            json!({"prompt": "a fox", "aspect_ratio": "4:3", "resolution": "1080p", "duration": "5"}),
+            fal,
+        )
+        .unwrap();
+        assert_eq!(r.path, "fal-ai/bytedance/seedance/v1/pro/text-to-video");
+        assert_eq!(
+            r.body,
+            json!({"prompt": "a fox", "aspect_ratio": "4:3", "resolution": "1080p", "duration": "5"})
+        );
+        let r = with_req(
+            "bytedance/seedance-1-lite",
+            FAL,
+            json!({"prompt": "p", "aspect_ratio": "16:9", "resolution": "720p", "duration": "10",
+                   "image_urls": ["https://a.example/1.png"]}),
+            fal,
+        )
+        .unwrap();
+        assert_eq!(r.path, "fal-ai/bytedance/seedance/v1/lite/image-to-video");
+        assert_eq!(
+            r.body,
+            json!({"prompt": "p", "aspect_ratio": "16:9", "resolution": "720p", "duration": "10",
+                   "image_url": "https://a.example/1.png"})
+        );
+        let r = with_req(
+            "bytedance/seedance-1.5-pro",
+            FAL,
+            json!({"prompt": "p", "aspect_ratio": "16:9", "resolution": "720p", "duration": "8", "generate_audio": true,
+                   "image_urls": ["https://a.example/1.png", "https://a.example/2.png"]}),
+            fal,
+        )
+        .unwrap();
+        assert_eq!(r.path, "fal-ai/bytedance/seedance/v1.5/pro/image-to-video");
+        assert_eq!(
+            r.body,
+            json!({"prompt": "p", "aspect_ratio": "16:9", "resolution": "720p", "duration": "8", "generate_audio": true,
+                   "image_url": "https://a.example/1.png", "end_image_url": "https://a.example/2.png"})
+        );
+    }
+
+    #[test]
+    fn unknown_values_are_refused_not_guessed() {
+        let e = with_req(
+            "bytedance/seedream-4.5",
+            MODELARK,
+            json!({"prompt": "p", "aspect_ratio": "5:4", "quality": "basic"}),
+            modelark,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, "invalid_input");
+        let e = with_req(
+            "bytedance/seedance-1-pro",
+            MODELARK,
+            json!({"prompt": "p", "duration": "five"}),
+            modelark,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, "invalid_input");
+    }
+}

@@ -132,3 +132,104 @@ pub fn fal(req: &RunRequest<'_>) -> Result<FalRequest, ProviderError> {
         body: Value::Object(body),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runbase_domain::catalog::Catalog;
+
+    fn with_req<T>(route: usize, input: Value, f: impl Fn(&RunRequest<'_>) -> T) -> T {
+        let catalog = Catalog::builtin().unwrap();
+        let model = catalog.get("kling/kling-3.0").unwrap();
+        let req = RunRequest {
+            run_id: "run_test",
+            model,
+            route: &model.routes[route],
+            input: &input,
+        };
+        f(&req)
+    }
+
+    const KLING: usize = 0;
+    const FAL: usize = 1;
+
+    #[test]
+    fn text_to_video_on_kling_takes_mode_ratio_and_seconds_as_a_string() {
+        let r = with_req(
+            KLING,
+            json!({"prompt": "a fox", "aspect_ratio": "9:16", "mode": "pro", "duration": 10}),
+            kling,
+        )
+        .unwrap();
+        assert_eq!(r.path, "/v1/videos/text2video");
+        assert_eq!(
+            r.body,
+            json!({"model_name": "kling-v3", "prompt": "a fox", "mode": "pro", "duration": "10",
+                   "sound": "off", "aspect_ratio": "9:16"})
+        );
+        for (mode, native) in [("std", "std"), ("pro", "pro"), ("4K", "4k")] {
+            let r = with_req(
+                KLING,
+                json!({"prompt": "p", "aspect_ratio": "16:9", "mode": mode, "duration": 5}),
+                kling,
+            )
+            .unwrap();
+            assert_eq!(r.body["mode"], native);
+            assert_eq!(r.body["duration"], "5");
+        }
+    }
+
+    #[test]
+    fn frames_go_to_image_to_video_without_a_ratio() {
+        let r = with_req(
+            KLING,
+            json!({"prompt": "p", "aspect_ratio": "16:9", "mode": "std", "duration": 3,
+                   "image_urls": ["https://a.example/1.png", "https://a.example/2.png"]}),
+            kling,
+        )
+        .unwrap();
+        assert_eq!(r.path, "/v1/videos/image2video");
+        assert_eq!(
+            r.body,
+            json!({"model_name": "kling-v3", "prompt": "p", "mode": "std", "duration": "3", "sound": "off",
+                   "image": "https://a.example/1.png", "image_tail": "https://a.example/2.png"})
+        );
+    }
+
+    #[test]
+    fn fal_picks_the_endpoint_by_mode_and_task() {
+        for (mode, tier) in [("std", "standard"), ("pro", "pro"), ("4K", "4k")] {
+            let r = with_req(
+                FAL,
+                json!({"prompt": "a fox", "aspect_ratio": "1:1", "mode": mode, "duration": 15}),
+                fal,
+            )
+            .unwrap();
+            assert_eq!(r.path, format!("fal-ai/kling-video/v3/{tier}/text-to-video"));
+            assert_eq!(
+                r.body,
+                json!({"prompt": "a fox", "duration": "15", "generate_audio": false, "aspect_ratio": "1:1"})
+            );
+        }
+        let r = with_req(
+            FAL,
+            json!({"prompt": "p", "aspect_ratio": "16:9", "mode": "pro", "duration": 5,
+                   "image_urls": ["https://a.example/1.png"]}),
+            fal,
+        )
+        .unwrap();
+        assert_eq!(r.path, "fal-ai/kling-video/v3/pro/image-to-video");
+        assert_eq!(
+            r.body,
+            json!({"prompt": "p", "duration": "5", "generate_audio": false, "start_image_url": "https://a.example/1.png"})
+        );
+    }
+
+    #[test]
+    fn fractional_durations_and_unknown_modes_are_refused() {
+        let e = with_req(KLING, json!({"prompt": "p", "duration": 5.5}), kling).unwrap_err();
+        assert_eq!(e.code, "invalid_input");
+        let e = with_req(FAL, json!({"prompt": "p", "mode": "8K"}), fal).unwrap_err();
+        assert_eq!(e.code, "invalid_input");
+    }
+}

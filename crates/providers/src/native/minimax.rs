@@ -56,3 +56,49 @@ pub fn fal(req: &RunRequest<'_>) -> Result<FalRequest, ProviderError> {
         body,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runbase_domain::catalog::Catalog;
+
+    fn with_req<T>(route: usize, input: Value, f: impl Fn(&RunRequest<'_>) -> T) -> T {
+        let catalog = Catalog::builtin().unwrap();
+        let model = catalog.get("hailuo/pro").unwrap();
+        let req = RunRequest {
+            run_id: "run_test",
+            model,
+            route: &model.routes[route],
+            input: &input,
+        };
+        f(&req)
+    }
+
+    #[test]
+    fn minimax_gets_the_pro_tier_and_the_first_frame() {
+        assert_eq!(
+            with_req(0, json!({"prompt": "a fox"}), minimax).unwrap(),
+            json!({"model": "MiniMax-Hailuo-2.3", "prompt": "a fox", "duration": 6,
+                   "resolution": "1080P", "prompt_optimizer": true})
+        );
+        assert_eq!(
+            with_req(0, json!({"prompt": "p", "image_urls": ["https://a.example/1.png"]}), minimax)
+                .unwrap()["first_frame_image"],
+            "https://a.example/1.png"
+        );
+    }
+
+    #[test]
+    fn fal_picks_text_or_image_to_video() {
+        let r = with_req(1, json!({"prompt": "a fox"}), fal).unwrap();
+        assert_eq!(r.path, "fal-ai/minimax/hailuo-2.3/pro/text-to-video");
+        assert_eq!(r.body, json!({"prompt": "a fox", "prompt_optimizer": true}));
+        let r = with_req(1, json!({"prompt": "p", "image_urls": ["https://a.example/1.png"]}), fal)
+            .unwrap();
+        assert_eq!(r.path, "fal-ai/minimax/hailuo-2.3/pro/image-to-video");
+        assert_eq!(
+            r.body,
+            json!({"prompt": "p", "prompt_optimizer": true, "image_url": "https://a.example/1.png"})
+        );
+    }
+}
