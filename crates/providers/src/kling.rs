@@ -146,10 +146,13 @@ impl Provider for Kling {
     }
 
     async fn poll(&self, _req: &RunRequest<'_>, job: &Job) -> Result<Progress, ProviderError> {
-        let path = match job.data.get("path").and_then(Value::as_str) {
-            Some(p @ ("/v1/videos/text2video" | "/v1/videos/image2video")) => p,
-            _ => "/v1/videos/text2video",
-        };
+        // Only the two task paths this adapter submits to are followed.
+        let path = job
+            .data
+            .get("path")
+            .and_then(Value::as_str)
+            .filter(|p| matches!(*p, "/v1/videos/text2video" | "/v1/videos/image2video"))
+            .unwrap_or("/v1/videos/text2video");
         let id: String = job
             .id
             .chars()
@@ -175,9 +178,11 @@ mod tests {
         let t = token("ak-test", "sk-test", 1_700_000_000);
         let parts: Vec<&str> = t.split('.').collect();
         assert_eq!(parts.len(), 3);
-        let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+        let header: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
         assert_eq!(header, json!({"alg": "HS256", "typ": "JWT"}));
-        let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+        let claims: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
         assert_eq!(
             claims,
             json!({"iss": "ak-test", "exp": 1_700_001_800u64, "nbf": 1_699_999_995u64})

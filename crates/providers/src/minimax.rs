@@ -62,10 +62,9 @@ fn check(v: &Value) -> Result<(), ProviderError> {
             "upstream_rate_limited",
             format!("MiniMax is rate limiting requests ({code}): {msg}"),
         ),
-        1000 | 1001 | 1013 => ProviderError::transient(
-            "upstream_error",
-            format!("MiniMax failed ({code}): {msg}"),
-        ),
+        1000 | 1001 | 1013 => {
+            ProviderError::transient("upstream_error", format!("MiniMax failed ({code}): {msg}"))
+        }
         1004 => ProviderError::new(
             "upstream_auth",
             "MiniMax refused Runbase's credentials; the operator must check them",
@@ -153,20 +152,36 @@ mod tests {
 
     #[test]
     fn base_resp_codes_map_to_retryable_or_final_errors() {
-        assert!(check(&json!({"task_id": "1", "base_resp": {"status_code": 0, "status_msg": "success"}})).is_ok());
+        assert!(
+            check(
+                &json!({"task_id": "1", "base_resp": {"status_code": 0, "status_msg": "success"}})
+            )
+            .is_ok()
+        );
         assert!(check(&json!({"task_id": "1"})).is_ok());
-        let rate = check(&json!({"base_resp": {"status_code": 1002, "status_msg": "rate limit"}})).unwrap_err();
+        let rate = check(&json!({"base_resp": {"status_code": 1002, "status_msg": "rate limit"}}))
+            .unwrap_err();
         assert!(rate.is_retryable());
-        let auth = check(&json!({"base_resp": {"status_code": 1004, "status_msg": "secret"}})).unwrap_err();
+        let auth = check(&json!({"base_resp": {"status_code": 1004, "status_msg": "secret"}}))
+            .unwrap_err();
         assert!(!auth.is_retryable() && auth.code == "upstream_auth");
-        let refused = check(&json!({"base_resp": {"status_code": 1026, "status_msg": "sensitive"}})).unwrap_err();
+        let refused =
+            check(&json!({"base_resp": {"status_code": 1026, "status_msg": "sensitive"}}))
+                .unwrap_err();
         assert!(!refused.is_retryable() && refused.message.contains("sensitive"));
-        assert!(!check(&json!({"base_resp": {"status_code": 2013, "status_msg": "bad"}})).unwrap_err().is_retryable());
+        assert!(
+            !check(&json!({"base_resp": {"status_code": 2013, "status_msg": "bad"}}))
+                .unwrap_err()
+                .is_retryable()
+        );
     }
 
     #[test]
     fn ids_stay_inside_their_query_parameter() {
         assert_eq!(clean("106916112212032&x=1"), "106916112212032x1");
-        assert_eq!(id_of(&json!({"file_id": 205258526306433u64}), "file_id").as_deref(), Some("205258526306433"));
+        assert_eq!(
+            id_of(&json!({"file_id": 205258526306433u64}), "file_id").as_deref(),
+            Some("205258526306433")
+        );
     }
 }

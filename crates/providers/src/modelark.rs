@@ -63,7 +63,9 @@ fn read_images(v: &Value) -> Result<ProviderOutput, ProviderError> {
         }
     }
     if out.files.is_empty() {
-        let why = refused.map(http::truncate).unwrap_or("no image was returned".into());
+        let why = refused
+            .map(http::truncate)
+            .unwrap_or("no image was returned".into());
         return Err(ProviderError::new(
             "model_error",
             format!("The model failed: {why}"),
@@ -189,12 +191,17 @@ mod tests {
             read_task(&json!({"id": "cgt-1", "status": "running"})),
             Ok(Progress::Running)
         ));
-        let done = read_task(&json!({"status": "succeeded", "content": {"video_url": "https://x/v.mp4"}}));
+        let done =
+            read_task(&json!({"status": "succeeded", "content": {"video_url": "https://x/v.mp4"}}));
         assert!(matches!(done, Ok(Progress::Done(o)) if o.files[0].content_type == "video/mp4"));
-        let e = read_task(&json!({"status": "failed", "error": {"code": "x", "message": "sensitive"}}))
-            .unwrap_err();
+        let e =
+            read_task(&json!({"status": "failed", "error": {"code": "x", "message": "sensitive"}}))
+                .unwrap_err();
         assert!(e.message.contains("sensitive") && !e.is_retryable());
-        assert_eq!(read_task(&json!({"status": "cancelled"})).unwrap_err().code, "upstream_canceled");
+        assert_eq!(
+            read_task(&json!({"status": "cancelled"})).unwrap_err().code,
+            "upstream_canceled"
+        );
         assert!(read_task(&json!({"status": "succeeded"})).is_err());
         assert!(read_task(&json!({"status": "odd"})).is_err());
     }

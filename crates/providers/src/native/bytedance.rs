@@ -333,10 +333,14 @@ mod tests {
         ] {
             let catalog = Catalog::builtin().unwrap();
             let schema = catalog.get(id).unwrap().input_schema.raw().clone();
-            for ratio in schema["properties"]["aspect_ratio"]["enum"].as_array().unwrap() {
+            for ratio in schema["properties"]["aspect_ratio"]["enum"]
+                .as_array()
+                .unwrap()
+            {
                 for quality in schema["properties"]["quality"]["enum"].as_array().unwrap() {
                     for route in [MODELARK, FAL] {
-                        let input = json!({"prompt": "p", "aspect_ratio": ratio, "quality": quality});
+                        let input =
+                            json!({"prompt": "p", "aspect_ratio": ratio, "quality": quality});
                         let (w, h) = with_req(id, route, input, seedream_size).unwrap();
                         let pixels = w * h;
                         assert!(
@@ -430,7 +434,10 @@ mod tests {
         assert_eq!(r.body["model"], "seedance-1-0-pro-250528");
         assert_eq!(r.body["content"][1]["role"], "first_frame");
         assert_eq!(r.body["content"][2]["role"], "last_frame");
-        assert_eq!(r.body["content"][2]["image_url"]["url"], "https://a.example/2.png");
+        assert_eq!(
+            r.body["content"][2]["image_url"]["url"],
+            "https://a.example/2.png"
+        );
         // 1.5 Pro passes generate_audio, either way.
         for audio in [true, false] {
             let r = with_req(

@@ -125,10 +125,7 @@ pub fn fal(req: &RunRequest<'_>) -> Result<FalRequest, ProviderError> {
         }
     };
     Ok(FalRequest {
-        path: format!(
-            "{}/{tier}/{task}",
-            req.route.upstream.trim_end_matches('/')
-        ),
+        path: format!("{}/{tier}/{task}", req.route.upstream.trim_end_matches('/')),
         body: Value::Object(body),
     })
 }
@@ -205,7 +202,10 @@ mod tests {
                 fal,
             )
             .unwrap();
-            assert_eq!(r.path, format!("fal-ai/kling-video/v3/{tier}/text-to-video"));
+            assert_eq!(
+                r.path,
+                format!("fal-ai/kling-video/v3/{tier}/text-to-video")
+            );
             assert_eq!(
                 r.body,
                 json!({"prompt": "a fox", "duration": "15", "generate_audio": false, "aspect_ratio": "1:1"})

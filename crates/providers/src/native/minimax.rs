@@ -82,8 +82,12 @@ mod tests {
                    "resolution": "1080P", "prompt_optimizer": true})
         );
         assert_eq!(
-            with_req(0, json!({"prompt": "p", "image_urls": ["https://a.example/1.png"]}), minimax)
-                .unwrap()["first_frame_image"],
+            with_req(
+                0,
+                json!({"prompt": "p", "image_urls": ["https://a.example/1.png"]}),
+                minimax
+            )
+            .unwrap()["first_frame_image"],
             "https://a.example/1.png"
         );
     }
@@ -93,8 +97,12 @@ mod tests {
         let r = with_req(1, json!({"prompt": "a fox"}), fal).unwrap();
         assert_eq!(r.path, "fal-ai/minimax/hailuo-2.3/pro/text-to-video");
         assert_eq!(r.body, json!({"prompt": "a fox", "prompt_optimizer": true}));
-        let r = with_req(1, json!({"prompt": "p", "image_urls": ["https://a.example/1.png"]}), fal)
-            .unwrap();
+        let r = with_req(
+            1,
+            json!({"prompt": "p", "image_urls": ["https://a.example/1.png"]}),
+            fal,
+        )
+        .unwrap();
         assert_eq!(r.path, "fal-ai/minimax/hailuo-2.3/pro/image-to-video");
         assert_eq!(
             r.body,

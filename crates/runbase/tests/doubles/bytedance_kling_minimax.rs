@@ -101,7 +101,13 @@ impl Ctx {
     }
 
     fn path_of(&self, id: &str) -> String {
-        self.log.lock().unwrap().paths.get(id).cloned().unwrap_or_default()
+        self.log
+            .lock()
+            .unwrap()
+            .paths
+            .get(id)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// (slow, canceled) for a job; `None` for an unknown id.
@@ -162,8 +168,12 @@ async fn serve(handler: Handler) -> Double {
         body: Bytes,
     ) -> Response {
         match uri.path() {
-            "/files/out.png" => return ([(header::CONTENT_TYPE, "image/png")], png()).into_response(),
-            "/files/out.mp4" => return ([(header::CONTENT_TYPE, "video/mp4")], MP4).into_response(),
+            "/files/out.png" => {
+                return ([(header::CONTENT_TYPE, "image/png")], png()).into_response();
+            }
+            "/files/out.mp4" => {
+                return ([(header::CONTENT_TYPE, "video/mp4")], MP4).into_response();
+            }
             _ => {}
         }
         let r = c.record(&method, &uri, &headers, &body);
@@ -193,7 +203,10 @@ async fn serve(handler: Handler) -> Double {
 }
 
 fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, Json(json!({"error": {"code": "NotFound", "message": "not found"}})))
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"error": {"code": "NotFound", "message": "not found"}})),
+    )
         .into_response()
 }
 
@@ -276,7 +289,9 @@ pub async fn kling() -> Double {
         match (r.method.as_str(), p.as_slice()) {
             ("POST", ["v1", "videos", "text2video" | "image2video"]) => {
                 let id = c.new_job("kt-", r);
-                answer(json!({"task_id": id, "task_status": "submitted", "created_at": 1, "updated_at": 1}))
+                answer(
+                    json!({"task_id": id, "task_status": "submitted", "created_at": 1, "updated_at": 1}),
+                )
             }
             ("GET", ["v1", "videos", "text2video" | "image2video", id]) => match c.job(id) {
                 None => (
@@ -290,7 +305,10 @@ pub async fn kling() -> Double {
                     "task_result": {"videos": [{"id": "v1", "url": c.file("out.mp4"), "duration": "5"}]}
                 })),
             },
-            _ => (StatusCode::NOT_FOUND, Json(json!({"code": 1203, "message": "no such path"})))
+            _ => (
+                StatusCode::NOT_FOUND,
+                Json(json!({"code": 1203, "message": "no such path"})),
+            )
                 .into_response(),
         }
     }
@@ -321,7 +339,9 @@ pub async fn minimax() -> Double {
                 let id = query_param(&parts, "task_id").unwrap_or_default();
                 match c.job(&id) {
                     None => ok(json!({"task_id": id, "status": "Fail"})),
-                    Some((true, _)) => ok(json!({"task_id": id, "status": "Processing", "file_id": ""})),
+                    Some((true, _)) => {
+                        ok(json!({"task_id": id, "status": "Processing", "file_id": ""}))
+                    }
                     Some((false, _)) => ok(json!({
                         "task_id": id, "status": "Success", "file_id": format!("2052585{}", id.len()),
                         "video_width": 1920, "video_height": 1080
@@ -367,7 +387,11 @@ pub async fn fal() -> Double {
             }
             ("PUT", [_, _, "requests", id, "cancel"]) => {
                 c.cancel(id);
-                (StatusCode::ACCEPTED, Json(json!({"status": "CANCELLATION_REQUESTED"}))).into_response()
+                (
+                    StatusCode::ACCEPTED,
+                    Json(json!({"status": "CANCELLATION_REQUESTED"})),
+                )
+                    .into_response()
             }
             ("POST", [owner, alias, ..]) => {
                 let id = c.new_job("req-", r);
