@@ -21,6 +21,7 @@ pub mod http;
 mod kling;
 mod minimax;
 mod modelark;
+mod mp4;
 pub mod native;
 mod openai;
 mod output;
