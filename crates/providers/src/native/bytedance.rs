@@ -28,7 +28,10 @@ pub enum ModelArkEndpoint {
 
 /// Recommended pixel sizes per size class and aspect ratio (BytePlus's Seedream size tables;
 /// every size is inside the models' pixel-count range).
-const SIZES: &[(&str, &[(&str, (u32, u32))])] = &[
+/// Aspect ratio → (width, height), for one size class.
+type SizeTable = &'static [(&'static str, (u32, u32))];
+
+const SIZES: &[(&str, SizeTable)] = &[
     (
         "2K",
         &[
