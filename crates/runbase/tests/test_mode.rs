@@ -41,7 +41,7 @@ async fn test_keys_run_any_catalogue_model_simulated_and_free() {
     // ...a test key can: the documented example works on a fresh install.
     let r = c.create(&test, body).await;
     assert_eq!(r.status, 201, "{}", r.body);
-    assert_eq!(r.body["cost_cents"], 0);
+    assert_eq!(r.body["costUsd"], 0);
     assert_eq!(r.body["input"]["resolution"], "1K", "defaults applied");
     let run = c.wait(&test, r.body["id"].as_str().unwrap()).await;
     assert_eq!(run["status"], "succeeded", "{run}");

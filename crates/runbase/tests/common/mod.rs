@@ -304,10 +304,24 @@ impl Client {
         r.bytes().await.expect("body").to_vec()
     }
 
+    /// The balance in cents (an integer when whole), from the account's `balanceUsd`.
     pub async fn balance(&self, key: &str) -> Value {
         let r = self.get(Some(key), "/api/v1/account").await;
         assert_eq!(r.status, 200, "{}", r.body);
-        r.body["balance_cents"].clone()
+        cents(&r.body["balanceUsd"])
+    }
+}
+
+/// An amount of integer micro-USD (the wire's `…Usd` fields) in cents: an integer when it is a
+/// whole number of cents, else a decimal. Panics on anything but an integer.
+pub fn cents(micro_usd: &Value) -> Value {
+    let m = micro_usd
+        .as_i64()
+        .unwrap_or_else(|| panic!("money on the wire is an integer of micro-USD: {micro_usd}"));
+    if m % 10_000 == 0 {
+        Value::from(m / 10_000)
+    } else {
+        Value::from(m as f64 / 10_000.0)
     }
 }
 
