@@ -95,7 +95,11 @@ impl OpenAi {
     }
 
     /// The images of an images API answer (base64, or URLs from compatible servers).
-    fn read_images(&self, req: &RunRequest<'_>, v: &Value) -> Result<ProviderOutput, ProviderError> {
+    fn read_images(
+        &self,
+        req: &RunRequest<'_>,
+        v: &Value,
+    ) -> Result<ProviderOutput, ProviderError> {
         let format = req
             .input
             .get("output_format")
@@ -211,7 +215,10 @@ struct EditImage {
 }
 
 /// Fetches the user's images (SSRF-safe), each at most the model's `x-max-file-mb`.
-async fn fetch_images(req: &RunRequest<'_>, urls: &[&str]) -> Result<Vec<EditImage>, ProviderError> {
+async fn fetch_images(
+    req: &RunRequest<'_>,
+    urls: &[&str],
+) -> Result<Vec<EditImage>, ProviderError> {
     let cap = req
         .model
         .input_schema

@@ -26,10 +26,19 @@ const FAL_KEY: &str = "fal-test-key";
 /// A server on the default catalogue with credentials for the given doubles only.
 fn server(gemini: Option<&Recorder>, openai: Option<&Recorder>, fal: Option<&Recorder>) -> Server {
     let mut env: Vec<(String, String)> = vec![
-        ("RUNBASE_RATE_LIMITS__RUNS__REQUESTS".into(), "100000".into()),
+        (
+            "RUNBASE_RATE_LIMITS__RUNS__REQUESTS".into(),
+            "100000".into(),
+        ),
         ("RUNBASE_PROVIDERS__RETRY__MAX_RETRIES".into(), "1".into()),
-        ("RUNBASE_PROVIDERS__RETRY__BASE_BACKOFF_MS".into(), "10".into()),
-        ("RUNBASE_PROVIDERS__RETRY__MAX_BACKOFF_MS".into(), "50".into()),
+        (
+            "RUNBASE_PROVIDERS__RETRY__BASE_BACKOFF_MS".into(),
+            "10".into(),
+        ),
+        (
+            "RUNBASE_PROVIDERS__RETRY__MAX_BACKOFF_MS".into(),
+            "50".into(),
+        ),
         ("RUNBASE_PROVIDERS__POLL_INTERVAL_MS".into(), "20".into()),
     ];
     if let Some(g) = gemini {
@@ -83,9 +92,7 @@ fn output_schema(model: &Value) -> &Value {
 
 /// Creates a run (201) and waits for it to succeed; returns the finished run.
 async fn succeed(c: &Client, key: &str, model: &str, input: Value) -> Value {
-    let r = c
-        .create(key, json!({"model": model, "input": input}))
-        .await;
+    let r = c.create(key, json!({"model": model, "input": input})).await;
     assert_eq!(r.status, 201, "{model}: {}", r.body);
     let run = c.wait(key, r.body["id"].as_str().unwrap()).await;
     assert_eq!(run["status"], "succeeded", "{model}: {run}");
@@ -140,7 +147,13 @@ async fn every_model_sends_its_first_route_the_native_request() {
     assert_eq!(output(&c, &run).await, recording::png());
 
     // Nano Banana 2's other prices: $0.06 at 1K (the default), $0.13 at 4K.
-    let run = succeed(&c, &key, "google/nano-banana-2", json!({"prompt": "nb2: 1K"})).await;
+    let run = succeed(
+        &c,
+        &key,
+        "google/nano-banana-2",
+        json!({"prompt": "nb2: 1K"}),
+    )
+    .await;
     assert_eq!(cost_micro_usd(&run), 60_000);
     assert_eq!(
         gemini.submission("nb2: 1K").body["generationConfig"]["imageConfig"],
@@ -276,7 +289,13 @@ async fn every_model_sends_its_first_route_the_native_request() {
         json!({"model": "gpt-image-1.5", "prompt": "g15: a menu", "size": "1024x1536", "quality": "high"}),
     );
     assert_eq!(cost_micro_usd(&run), 200_000);
-    let run = succeed(&c, &key, "openai/gpt-image-1.5", json!({"prompt": "g15: defaults"})).await;
+    let run = succeed(
+        &c,
+        &key,
+        "openai/gpt-image-1.5",
+        json!({"prompt": "g15: defaults"}),
+    )
+    .await;
     assert_eq!(
         openai.submission("g15: defaults").body,
         json!({"model": "gpt-image-1.5", "prompt": "g15: defaults", "size": "1024x1024", "quality": "medium"})
@@ -367,7 +386,10 @@ async fn with_only_fal_the_fallback_routes_serve_the_models() {
     );
 
     // Reference images: fal's /edit endpoints, with the URLs as given.
-    let refs = json!(["https://images.example.com/a.png", "https://images.example.com/b.jpg"]);
+    let refs = json!([
+        "https://images.example.com/a.png",
+        "https://images.example.com/b.jpg"
+    ]);
     let run = succeed(
         &c,
         &key,
@@ -504,11 +526,27 @@ async fn a_gemini_route_that_is_down_falls_back_to_fal() {
     assert_eq!(output(&c, &run).await, recording::VIDEO);
 }
 
-/// The spec's table, for this file's models: id, name, tags, and each optional field's enum
+/// A row of the spec's table: id, display name, tags, and each optional field with its enum
 /// (`None` for a field without one).
-fn spec() -> Vec<(&'static str, &'static str, Vec<&'static str>, Vec<(&'static str, Option<Vec<&'static str>>)>)> {
-    let tags_nb = vec!["Text to image", "Image editing", "Reference images", "4K", "Text rendering"];
-    let ratios_pro = vec!["1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9", "auto"];
+type SpecRow = (
+    &'static str,
+    &'static str,
+    Vec<&'static str>,
+    Vec<(&'static str, Option<Vec<&'static str>>)>,
+);
+
+/// The spec's table, for this file's models.
+fn spec() -> Vec<SpecRow> {
+    let tags_nb = vec![
+        "Text to image",
+        "Image editing",
+        "Reference images",
+        "4K",
+        "Text rendering",
+    ];
+    let ratios_pro = vec![
+        "1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9", "auto",
+    ];
     let k = vec!["1K", "2K", "4K"];
     vec![
         (
@@ -518,7 +556,10 @@ fn spec() -> Vec<(&'static str, &'static str, Vec<&'static str>, Vec<(&'static s
             vec![
                 (
                     "aspect_ratio",
-                    Some(vec!["1:1", "1:4", "1:8", "2:3", "3:2", "3:4", "4:1", "4:3", "4:5", "5:4", "8:1", "9:16", "16:9", "21:9", "auto"]),
+                    Some(vec![
+                        "1:1", "1:4", "1:8", "2:3", "3:2", "3:4", "4:1", "4:3", "4:5", "5:4",
+                        "8:1", "9:16", "16:9", "21:9", "auto",
+                    ]),
                 ),
                 ("resolution", Some(k.clone())),
                 ("image_urls", None),
@@ -544,12 +585,20 @@ fn spec() -> Vec<(&'static str, &'static str, Vec<&'static str>, Vec<(&'static s
             "openai/gpt-image-1",
             "GPT Image 1",
             vec!["Text to image", "Image editing", "Reference images"],
-            vec![("aspect_ratio", Some(vec!["1:1", "3:2", "2:3"])), ("image_urls", None)],
+            vec![
+                ("aspect_ratio", Some(vec!["1:1", "3:2", "2:3"])),
+                ("image_urls", None),
+            ],
         ),
         (
             "openai/gpt-image-1.5",
             "GPT Image 1.5",
-            vec!["Text to image", "Image editing", "Reference images", "Text rendering"],
+            vec![
+                "Text to image",
+                "Image editing",
+                "Reference images",
+                "Text rendering",
+            ],
             vec![
                 ("aspect_ratio", Some(vec!["1:1", "3:2", "2:3"])),
                 ("quality", Some(vec!["medium", "high"])),
@@ -559,11 +608,18 @@ fn spec() -> Vec<(&'static str, &'static str, Vec<&'static str>, Vec<(&'static s
         (
             "openai/gpt-image-2",
             "GPT Image 2",
-            vec!["Text to image", "Image editing", "Reference images", "Commercial use"],
+            vec![
+                "Text to image",
+                "Image editing",
+                "Reference images",
+                "Commercial use",
+            ],
             vec![
                 (
                     "aspect_ratio",
-                    Some(vec!["1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9"]),
+                    Some(vec![
+                        "1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9",
+                    ]),
                 ),
                 ("resolution", Some(k)),
                 ("image_urls", None),
@@ -572,7 +628,12 @@ fn spec() -> Vec<(&'static str, &'static str, Vec<&'static str>, Vec<(&'static s
         (
             "google/veo-3",
             "Veo 3.1 Fast",
-            vec!["Text to video", "Image to video", "Audio generation", "1080p"],
+            vec![
+                "Text to video",
+                "Image to video",
+                "Audio generation",
+                "1080p",
+            ],
             vec![
                 ("aspect_ratio", Some(vec!["16:9", "9:16"])),
                 ("resolution", Some(vec!["720p", "1080p"])),
@@ -622,11 +683,18 @@ async fn the_listing_shows_the_spec_fields_and_enums() {
                 Some(values) => {
                     assert_eq!(p["type"], "string", "{id}.{field}");
                     assert_eq!(p["enum"], json!(values), "{id}.{field}");
-                    assert!(values.contains(&p["default"].as_str().unwrap()), "{id}.{field}");
+                    assert!(
+                        values.contains(&p["default"].as_str().unwrap()),
+                        "{id}.{field}"
+                    );
                 }
                 None => {
                     assert_eq!(p["type"], "array", "{id}.{field}");
-                    assert_eq!(p["items"], json!({"type": "string", "format": "uri"}), "{id}.{field}");
+                    assert_eq!(
+                        p["items"],
+                        json!({"type": "string", "format": "uri"}),
+                        "{id}.{field}"
+                    );
                 }
             }
         }

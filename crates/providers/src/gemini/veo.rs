@@ -17,9 +17,7 @@ use serde_json::{Value, json};
 /// Starts the operation; the job's id is the operation's name.
 pub(super) async fn submit(g: &Gemini, req: &RunRequest<'_>) -> Result<Submitted, ProviderError> {
     let urls = native::google::image_urls(req.input);
-    let frames = g
-        .fetch_inline(req, &urls[..urls.len().min(2)])
-        .await?;
+    let frames = g.fetch_inline(req, &urls[..urls.len().min(2)]).await?;
     let body = native::google::veo_gemini(req.input, &frames);
     let url = format!(
         "{}/models/{}:predictLongRunning",
@@ -139,7 +137,8 @@ fn origin(url: &str) -> Option<&str> {
 
 /// The video's bytes when it is on the configured host (fetched with the key), else its URL.
 async fn download(g: &Gemini, uri: &str) -> Result<FileData, ProviderError> {
-    let ours = matches!((origin(uri), origin(g.base())), (Some(a), Some(b)) if a.eq_ignore_ascii_case(b));
+    let ours =
+        matches!((origin(uri), origin(g.base())), (Some(a), Some(b)) if a.eq_ignore_ascii_case(b));
     if !ours {
         return Ok(FileData::Url(uri.to_owned()));
     }

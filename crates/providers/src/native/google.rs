@@ -114,9 +114,11 @@ pub fn veo_fal(upstream: &str, input: &Value) -> FalRequest {
 /// and the size class.
 pub fn nano_banana_gemini(input: &Value, images: &[InlineImage]) -> Value {
     let mut parts = vec![json!({ "text": text(input, "prompt").unwrap_or("") })];
-    parts.extend(images.iter().map(|i| {
-        json!({ "inlineData": { "mimeType": i.mime_type, "data": i.base64 } })
-    }));
+    parts.extend(
+        images
+            .iter()
+            .map(|i| json!({ "inlineData": { "mimeType": i.mime_type, "data": i.base64 } })),
+    );
     let mut image_config = Map::new();
     if let Some(ratio) = text(input, "aspect_ratio").filter(|r| *r != "auto") {
         image_config.insert("aspectRatio".into(), json!(ratio));
@@ -139,7 +141,8 @@ pub fn nano_banana_gemini(input: &Value, images: &[InlineImage]) -> Value {
 /// clip's length. Requests with frames may only ask for adults (`allow_adult` is the one value
 /// the API takes for image-to-video).
 pub fn veo_gemini(input: &Value, frames: &[InlineImage]) -> Value {
-    let image = |i: &InlineImage| json!({ "bytesBase64Encoded": i.base64, "mimeType": i.mime_type });
+    let image =
+        |i: &InlineImage| json!({ "bytesBase64Encoded": i.base64, "mimeType": i.mime_type });
     let mut instance = Map::new();
     instance.insert("prompt".into(), json!(text(input, "prompt").unwrap_or("")));
     if let Some(first) = frames.first() {
@@ -203,7 +206,8 @@ mod tests {
             r.body,
             json!({"prompt": "p", "num_images": 1, "output_format": "png"})
         );
-        let input = json!({"prompt": "p", "aspect_ratio": "auto", "image_urls": ["https://x.test/a.png"]});
+        let input =
+            json!({"prompt": "p", "aspect_ratio": "auto", "image_urls": ["https://x.test/a.png"]});
         let r = nano_banana_fal("fal-ai/nano-banana", &input);
         assert_eq!(r.path, "fal-ai/nano-banana/edit");
         assert_eq!(r.body["aspect_ratio"], "auto");

@@ -158,7 +158,8 @@ async fn handle(
     };
     if c.kind == Kind::Gemini
         && rec.method == "POST"
-        && prompt_of(&rec.body).is_some_and(|p| p.starts_with("down:")) {
+        && prompt_of(&rec.body).is_some_and(|p| p.starts_with("down:"))
+    {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}})),
