@@ -188,17 +188,6 @@ impl Price {
         })
     }
 
-    /// The base price, and each price of the `by` field's values (for the model pages).
-    pub fn table(&self) -> (Millicents, Option<(&str, BTreeMap<&str, Millicents>)>) {
-        let by = self.by.as_ref().map(|(field, t)| {
-            (
-                field.as_str(),
-                t.iter().map(|(k, v)| (k.as_str(), *v)).collect(),
-            )
-        });
-        (self.base, by)
-    }
-
     /// The field the price is multiplied by, if any.
     pub fn per_field(&self) -> Option<&str> {
         self.per.as_deref()
@@ -335,10 +324,10 @@ impl Catalog {
             })
         };
         let mut tags = spec.tags;
-        if let Some(category) = spec.category {
-            if !tags.iter().any(|t| t.eq_ignore_ascii_case(&category)) {
-                tags.push(category);
-            }
+        if let Some(category) = spec.category
+            && !tags.iter().any(|t| t.eq_ignore_ascii_case(&category))
+        {
+            tags.push(category);
         }
         if tags.is_empty() {
             return Err("a model needs at least one tag (tags = [\"Text to image\", ...])".into());
