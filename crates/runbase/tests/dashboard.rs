@@ -926,7 +926,7 @@ async fn docs_are_generated_from_what_the_server_enforces() {
         "<code>urls</code>",
         "/api/v1/runs",
         "ip_not_allowed",
-        "$0.067",
+        "$0.13 (resolution 4K)",
     ] {
         assert!(model.contains(needle), "{needle}");
     }
