@@ -253,15 +253,32 @@ mod tests {
     #[test]
     fn uri_entries_must_be_web_urls() {
         let s = schema();
-        for bad in ["", "missing", "/files/x.png", "file:///etc/passwd", "data:image/png;base64,AA", "ftp://h/x", "http://", "https://a b/c"] {
+        for bad in [
+            "",
+            "missing",
+            "/files/x.png",
+            "file:///etc/passwd",
+            "data:image/png;base64,AA",
+            "ftp://h/x",
+            "http://",
+            "https://a b/c",
+        ] {
             assert_eq!(
-                s.validate(&json!({"prompt": "x", "refs": ["https://ok.example/a.png", bad]})).unwrap_err(),
+                s.validate(&json!({"prompt": "x", "refs": ["https://ok.example/a.png", bad]}))
+                    .unwrap_err(),
                 "input.refs[1]: must be an absolute http:// or https:// URL",
                 "{bad:?}"
             );
         }
-        for good in ["https://example.com/a.png", "http://127.0.0.1:8080/files/run_1/x.png?sig=1", "HTTPS://EXAMPLE.COM/A"] {
-            assert!(s.validate(&json!({"prompt": "x", "refs": [good]})).is_ok(), "{good}");
+        for good in [
+            "https://example.com/a.png",
+            "http://127.0.0.1:8080/files/run_1/x.png?sig=1",
+            "HTTPS://EXAMPLE.COM/A",
+        ] {
+            assert!(
+                s.validate(&json!({"prompt": "x", "refs": [good]})).is_ok(),
+                "{good}"
+            );
         }
     }
 

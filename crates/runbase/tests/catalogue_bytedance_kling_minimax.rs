@@ -103,12 +103,9 @@ async fn run_ok(c: &Client, key: &str, model: &str, input: Value, micro_usd: i64
     assert_eq!(cost_micro_usd(&run), micro_usd, "{model}: {run}");
 }
 
-/// The run's cost in micro-USD, whichever name the wire uses (`costUsd`, or `cost_cents`).
+/// The run's cost in micro-USD.
 fn cost_micro_usd(run: &Value) -> i64 {
-    match run.get("costUsd") {
-        Some(v) => v.as_i64().unwrap(),
-        None => (run["cost_cents"].as_f64().unwrap() * 10_000.0).round() as i64,
-    }
+    run["costUsd"].as_i64().unwrap()
 }
 
 /// The one submission `double` received for `prompt`.
@@ -175,7 +172,8 @@ async fn bytedance_models_run_on_modelark_with_mapped_requests() {
     let p = "seedance lite: the cat yawns";
     run_ok(&c, &key, "bytedance/seedance-1-lite",
         json!({"prompt": p, "aspect_ratio": "9:16", "resolution": "480p", "duration": "10", "image_urls": [IMAGE]}),
-        174_960).await;
+        // 480p: 1.75 cents a second, 10 seconds.
+        175_000).await;
     let task = submission(ark, p);
     assert_request(
         &task,
@@ -199,7 +197,8 @@ async fn bytedance_models_run_on_modelark_with_mapped_requests() {
         &key,
         "bytedance/seedance-1-pro",
         json!({"prompt": p, "aspect_ratio": "16:9"}),
-        1_224_000,
+        // 1080p: 12.24 cents a second, 5 seconds.
+        612_000,
     )
     .await;
     assert_request(
@@ -218,7 +217,8 @@ async fn bytedance_models_run_on_modelark_with_mapped_requests() {
     let p = "seedance 1.5: a street musician sings";
     run_ok(&c, &key, "bytedance/seedance-1.5-pro",
         json!({"prompt": p, "aspect_ratio": "1:1", "resolution": "720p", "duration": "8", "generate_audio": false}),
-        649_730).await;
+        // 720p without audio: 2.708 cents a second, 8 seconds.
+        216_640).await;
     assert_request(
         &submission(ark, p),
         "POST",
@@ -634,10 +634,7 @@ async fn the_listing_shows_each_model_as_the_spec_does() {
         assert_eq!(m["name"], name, "{id}");
         assert_eq!(m["tags"], json!(tags), "{id}");
         assert_eq!(m["available"], true, "{id}: its first route is configured");
-        let schema = m
-            .get("inputSchema")
-            .or_else(|| m.get("input_schema"))
-            .unwrap();
+        let schema = m.get("inputSchema").unwrap();
         assert_eq!(schema["required"], json!(["prompt"]), "{id}");
         assert_eq!(schema["additionalProperties"], false, "{id}");
         let props = schema["properties"].as_object().unwrap();
@@ -671,10 +668,7 @@ async fn the_listing_shows_each_model_as_the_spec_does() {
                 assert!(p["maxItems"].as_u64().is_some(), "{id}");
             }
         }
-        let out = m
-            .get("outputSchema")
-            .or_else(|| m.get("output_schema"))
-            .unwrap();
+        let out = m.get("outputSchema").unwrap();
         assert_eq!(
             out,
             &json!({"type": "object", "required": ["urls"],
@@ -685,10 +679,7 @@ async fn the_listing_shows_each_model_as_the_spec_does() {
     // The spec's caps for Seedream's reference images: 14, 10 MB each.
     for id in ["bytedance/seedream-4.5", "bytedance/seedream-5-lite"] {
         let m = models.iter().find(|m| m["id"] == id).unwrap();
-        let p = &m
-            .get("inputSchema")
-            .or_else(|| m.get("input_schema"))
-            .unwrap()["properties"]["image_urls"];
+        let p = &m.get("inputSchema").unwrap()["properties"]["image_urls"];
         assert_eq!(p["maxItems"], 14);
         assert_eq!(p["x-max-file-mb"], 10);
     }

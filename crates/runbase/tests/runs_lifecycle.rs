@@ -304,7 +304,7 @@ async fn models_are_listed_with_schemas_and_prices() {
     assert_eq!(m.body["tags"], json!(["Text to image"]));
     assert_eq!(
         m.body["price"],
-        json!({"baseUsd": 20_000, "byField": null, "byValueUsd": null, "perField": null})
+        json!({"baseUsd": 20_000, "byFields": null, "byValueUsd": null, "perField": null})
     );
     assert_eq!(m.body["inputSchema"]["required"], json!(["prompt"]));
     // The index filters by tag, case-insensitively; an unknown parameter is refused.
@@ -312,12 +312,18 @@ async fn models_are_listed_with_schemas_and_prices() {
     assert_eq!(videos.status, 200);
     let videos = videos.body["data"].as_array().unwrap().clone();
     assert!(!videos.is_empty());
-    assert!(videos.iter().all(|m| m["tags"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|t| t.as_str().unwrap().eq_ignore_ascii_case("text to video"))));
-    assert!(!videos.iter().any(|m| m["id"] == "runbase/placeholder-image"));
+    assert!(videos.iter().all(|m| {
+        m["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t.as_str().unwrap().eq_ignore_ascii_case("text to video"))
+    }));
+    assert!(
+        !videos
+            .iter()
+            .any(|m| m["id"] == "runbase/placeholder-image")
+    );
     c.get(None, "/api/v1/models?category=x")
         .await
         .assert_error(400, "invalid_request");

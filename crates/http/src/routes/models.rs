@@ -5,8 +5,8 @@ use crate::state::AppState;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use serde::Deserialize;
 use runbase_domain::{ApiError, ErrorCode};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 #[derive(Deserialize)]

@@ -46,6 +46,15 @@ impl Server {
         s
     }
 
+    /// A server on an existing data directory (e.g. one an earlier version wrote).
+    pub fn start_in(dir: &Path, env: &[(&str, &str)]) -> Server {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::spawn(dir, &env)
+    }
+
     fn spawn(dir: &Path, env: &[(String, String)]) -> Server {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -62,6 +71,10 @@ impl Server {
             .env_remove("OPENAI_API_KEY")
             .env_remove("GEMINI_API_KEY")
             .env_remove("GOOGLE_API_KEY")
+            .env_remove("ARK_API_KEY")
+            .env_remove("KLING_ACCESS_KEY")
+            .env_remove("KLING_SECRET_KEY")
+            .env_remove("MINIMAX_API_KEY")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
