@@ -9,6 +9,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, reason = "tests may unwrap"))]
 
 mod assets;
+mod flash;
 mod layout;
 mod pages;
 pub mod web;

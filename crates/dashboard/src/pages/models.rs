@@ -4,8 +4,8 @@
 
 use crate::layout::{Nav, copy_button, shell, table};
 use crate::pages::docs::error_table;
-use crate::web::{MaybeViewer, PageQuery, error_response, page};
-use axum::extract::{Path, State};
+use crate::web::{PagePath, MaybeViewer, PageQuery, error_response, page};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use maud::{Markup, html};
@@ -217,7 +217,7 @@ pub async fn show(
     State(state): State<AppState>,
     MaybeViewer(viewer): MaybeViewer,
     headers: HeaderMap,
-    Path((provider, name)): Path<(String, String)>,
+    PagePath((provider, name)): PagePath<(String, String)>,
     PageQuery(q): PageQuery<ModelQuery>,
 ) -> Response {
     let id = format!("{provider}/{name}");

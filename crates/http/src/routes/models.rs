@@ -3,6 +3,7 @@
 use crate::error::HttpError;
 use crate::state::AppState;
 use axum::Json;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use runbase_domain::{ApiError, ErrorCode};
 use serde_json::{Value, json};
@@ -14,8 +15,11 @@ pub async fn list(State(state): State<AppState>) -> Json<Value> {
 
 pub async fn get(
     State(state): State<AppState>,
-    Path((provider, name)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<Value>, HttpError> {
+    let Ok(Path((provider, name))) = path else {
+        return Err(ApiError::new(ErrorCode::NotFound, "No model with this ID").into());
+    };
     let id = format!("{provider}/{name}");
     let model = state
         .catalog

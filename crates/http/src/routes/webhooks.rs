@@ -1,10 +1,13 @@
 //! `POST /webhooks/{provider}`: payment confirmations (Stripe's `checkout.session.completed`).
-//! The raw body is what the signature covers, so it is read as bytes, never re-serialized.
+//! The raw body is what the signature covers, so it is read as bytes, never re-serialized; and
+//! it is read only once the signature header is there.
 
 use crate::error::HttpError;
 use crate::state::AppState;
 use axum::Json;
-use axum::body::Bytes;
+use crate::body::read_body;
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use runbase_domain::ErrorCode;
@@ -14,10 +17,11 @@ use serde_json::json;
 
 pub async fn receive(
     State(state): State<AppState>,
-    Path(provider): Path<String>,
+    provider: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Json<serde_json::Value>, HttpError> {
+    let provider = provider.map_or_else(|_| String::new(), |Path(p)| p);
     let payments = state
         .payments
         .as_ref()
@@ -26,6 +30,13 @@ pub async fn receive(
     let signature = headers
         .get(payments.signature_header())
         .and_then(|v| v.to_str().ok());
+    // No signature, no reading: an unsigned delivery is refused before its body is buffered.
+    if signature.is_none_or(str::is_empty) {
+        return Err(ErrorCode::InvalidSignature.into());
+    }
+    let body = read_body(body, state.config.body_limit())
+        .await
+        .map_err(|e| HttpError(e.into_api(ErrorCode::InvalidRequest)))?;
     let result =
         payments::apply_webhook(state.store.as_ref(), payments.as_ref(), signature, &body).await?;
     let outcome = match result {
