@@ -12,6 +12,7 @@ mod assets;
 mod flash;
 mod layout;
 mod pages;
+mod shell;
 pub mod web;
 
 use axum::Router;

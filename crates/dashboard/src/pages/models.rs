@@ -2,6 +2,7 @@
 //! pages: overview, price, a curl quick start, input and output schema tables generated from
 //! the schemas, and the error table.
 
+use crate::shell;
 use crate::layout::{Nav, copy_button, shell, table};
 use crate::pages::docs::error_table;
 use crate::web::{PagePath, MaybeViewer, PageQuery, error_response, page};
@@ -243,16 +244,13 @@ pub async fn show(
         .and_then(|k| keys.iter().find(|x| x.id == k));
     let placeholder = match chosen {
         Some(k) => format!("{}...", k.prefix),
-        None => "$RUNBASE_API_KEY".to_owned(),
+        None => shell::ENV_KEY.to_owned(),
     };
     let base = &state.config.public_url;
     let body_json = json!({ "model": m.id, "input": example_input(m) });
-    let create = format!(
-        "curl -X POST {base}/api/v1/runs \\\n  -H \"Authorization: Bearer {placeholder}\" \\\n  -H \"Content-Type: application/json\" \\\n  -d '{}'",
-        body_json
-    );
-    let poll =
-        format!("curl {base}/api/v1/runs/RUN_ID \\\n  -H \"Authorization: Bearer {placeholder}\"");
+    // Catalogue values end up in a command the user pastes into a shell: quoted, always.
+    let create = shell::curl_create(base, &placeholder, &body_json.to_string());
+    let poll = shell::curl_get(base, "/api/v1/runs/RUN_ID", &placeholder);
     let body = html! {
         p.crumbs { a href="/models" { "Models" } " / " (m.id) }
         h1 { (m.name) }
