@@ -2,8 +2,9 @@
 //! read it here, so a request refused for its key, its signature or its rate limit is answered
 //! before its body is buffered.
 
-use axum::body::{Body, Bytes};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use axum::body::{Body, Bytes, HttpBody as _};
+use bytes::BytesMut;
+use http_body_util::BodyExt;
 use runbase_domain::{ApiError, ErrorCode};
 
 /// Why a body could not be read.
@@ -31,40 +32,61 @@ impl BodyError {
     }
 }
 
-/// The whole body, at most `limit` bytes.
-pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, BodyError> {
-    use axum::body::HttpBody as _;
+/// The whole body, at most `limit` bytes. A body found too large is refused at once and its
+/// rest discarded in the background (see [`discard`]).
+pub async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, BodyError> {
     if body.size_hint().lower() > limit as u64 {
+        discard(body, limit);
         return Err(BodyError::TooLarge);
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) => Err(classify(e.as_ref())),
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| classify(&e))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                discard(body, limit);
+                return Err(BodyError::TooLarge);
+            }
+            buf.extend_from_slice(&data);
+        }
     }
+    Ok(buf.freeze())
 }
 
-fn classify(e: &(dyn std::error::Error + 'static)) -> BodyError {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cause {
-        if c.is::<LengthLimitError>() {
-            return BodyError::TooLarge;
+/// Reads and drops what is left of a body the request was answered without (a missing key, a
+/// missing signature, a body too large), at most `4 * limit` more bytes and within the body
+/// timeout, on a task of its own. The answer goes out at once; draining behind it lets a
+/// client that is still sending read that answer, where closing on unread data would reset
+/// the connection under it (the "lingering close" of other servers). Nothing is kept, so an
+/// unauthenticated upload costs bandwidth only, bounded like any slow body.
+pub fn discard(body: Body, limit: usize) {
+    if body.is_end_stream() {
+        return;
+    }
+    let cap = limit.saturating_mul(4);
+    tokio::spawn(async move {
+        let mut body = body;
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Some(data) = frame.data_ref() {
+                seen += data.len();
+                if seen > cap {
+                    return;
+                }
+            }
         }
+    });
+}
+
+fn classify(e: &axum::Error) -> BodyError {
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
         if c.is::<tower_http::timeout::TimeoutError>() {
             return BodyError::TimedOut;
-        }
-        if let Some(axum_err) = c.downcast_ref::<axum::Error>() {
-            return classify_axum(axum_err);
         }
         cause = c.source();
     }
     BodyError::Unreadable
-}
-
-fn classify_axum(e: &axum::Error) -> BodyError {
-    match std::error::Error::source(e) {
-        Some(inner) => classify(inner),
-        None => BodyError::Unreadable,
-    }
 }
 
 #[cfg(test)]

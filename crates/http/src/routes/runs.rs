@@ -5,7 +5,7 @@ use super::api_key::{authenticate, authorize_runs, peer, with_rate_headers};
 use crate::error::HttpError;
 use crate::state::AppState;
 use axum::Json;
-use crate::body::read_body;
+use crate::body::{discard, read_body};
 use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -31,10 +31,16 @@ pub async fn create(
     // Steps 1-5 before a byte of the body is read: an unauthenticated upload costs nothing.
     let (key, rate) = match authorize_runs(&state, &headers, peer(&ext)).await {
         Ok(ok) => ok,
-        Err(resp) => return resp,
+        Err(resp) => {
+            discard(body, state.config.body_limit());
+            return resp;
+        }
     };
     let result = async {
-        service::check_quota(&key)?;
+        if let Err(e) = service::check_quota(&key) {
+            discard(body, state.config.body_limit());
+            return Err(e);
+        }
         let body = read_body(body, state.config.body_limit())
             .await
             .map_err(|e| e.into_api(ErrorCode::InvalidJson))?;

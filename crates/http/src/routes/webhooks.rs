@@ -5,7 +5,7 @@
 use crate::error::HttpError;
 use crate::state::AppState;
 use axum::Json;
-use crate::body::read_body;
+use crate::body::{discard, read_body};
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
@@ -22,19 +22,20 @@ pub async fn receive(
     body: Body,
 ) -> Result<Json<serde_json::Value>, HttpError> {
     let provider = provider.map_or_else(|_| String::new(), |Path(p)| p);
-    let payments = state
-        .payments
-        .as_ref()
-        .filter(|p| p.name() == provider)
-        .ok_or(ErrorCode::NotFound)?;
+    let limit = state.config.body_limit();
+    let Some(payments) = state.payments.as_ref().filter(|p| p.name() == provider) else {
+        discard(body, limit);
+        return Err(ErrorCode::NotFound.into());
+    };
     let signature = headers
         .get(payments.signature_header())
         .and_then(|v| v.to_str().ok());
     // No signature, no reading: an unsigned delivery is refused before its body is buffered.
     if signature.is_none_or(str::is_empty) {
+        discard(body, limit);
         return Err(ErrorCode::InvalidSignature.into());
     }
-    let body = read_body(body, state.config.body_limit())
+    let body = read_body(body, limit)
         .await
         .map_err(|e| HttpError(e.into_api(ErrorCode::InvalidRequest)))?;
     let result =
