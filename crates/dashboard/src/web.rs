@@ -106,7 +106,8 @@ impl FromRequest<AppState> for FormBody {
         match read_body(body, state.config.body_limit()).await {
             Ok(b) => Ok(FormBody(b)),
             Err(e) => {
-                let mut resp = error_response(&parts.headers, e.into_api(ErrorCode::InvalidRequest));
+                let mut resp =
+                    error_response(&parts.headers, e.into_api(ErrorCode::InvalidRequest));
                 // The unread rest of the body makes the connection unusable.
                 resp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -338,7 +339,11 @@ pub fn page_posting_to(markup: Markup, extra_form_targets: &[String]) -> Respons
     let mut csp = CSP.to_owned();
     for origin in extra_form_targets {
         // Origins come from configuration; one that could break out of the header is dropped.
-        if !origin.is_empty() && origin.chars().all(|c| c.is_ascii_graphic() && c != ';' && c != ',') {
+        if !origin.is_empty()
+            && origin
+                .chars()
+                .all(|c| c.is_ascii_graphic() && c != ';' && c != ',')
+        {
             csp.push(' ');
             csp.push_str(origin);
         }

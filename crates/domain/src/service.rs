@@ -235,7 +235,9 @@ pub(crate) fn normalize_email(email: &str) -> Result<String, AdminError> {
         && email.split_once('@').is_some_and(|(l, d)| {
             !l.is_empty() && d.contains('.') && !d.starts_with('.') && !d.ends_with('.')
         })
-        && !email.chars().any(|c| c.is_whitespace() || is_unsafe_char(c));
+        && !email
+            .chars()
+            .any(|c| c.is_whitespace() || is_unsafe_char(c));
     if !valid {
         return Err(AdminError::Invalid(format!(
             "{:?} is not an email address",

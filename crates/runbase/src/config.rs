@@ -240,9 +240,7 @@ impl Config {
             return Err("http: every timeout and connection cap must be positive".into());
         }
         if h.max_connections_per_ip > h.max_connections {
-            return Err(
-                "http.max_connections_per_ip cannot be above http.max_connections".into(),
-            );
+            return Err("http.max_connections_per_ip cannot be above http.max_connections".into());
         }
         if !matches!(self.durability.as_str(), "full" | "normal") {
             return Err(format!(

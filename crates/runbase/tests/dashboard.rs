@@ -446,7 +446,11 @@ async fn cookies_are_secure_behind_tls() {
     assert!(cookie.contains("; Secure"), "{cookie}");
     assert!(cookie.contains("; Path=/"), "{cookie}");
     assert!(!cookie.contains("Domain"), "{cookie}");
-    assert_eq!(b.get("/").await.status, 200, "the prefixed cookie is read back");
+    assert_eq!(
+        b.get("/").await.status,
+        200,
+        "the prefixed cookie is read back"
+    );
     // An unprefixed cookie (planted over plain HTTP) is not the session.
     let token = b.cookies.remove("__Host-rb_session").unwrap();
     b.cookies.insert("rb_session".into(), token);
@@ -1122,7 +1126,11 @@ async fn creating_a_key_redirects_and_shows_the_secret_once() {
         .await;
     assert!(!other.get(&to).await.text.contains("new-key-secret"));
     let shown = b.get(&to).await;
-    assert!(shown.text.contains("id=\"new-key-secret\""), "{}", shown.text);
+    assert!(
+        shown.text.contains("id=\"new-key-secret\""),
+        "{}",
+        shown.text
+    );
     let reloaded = b.get(&to).await;
     assert_eq!(reloaded.status, 200);
     assert!(!reloaded.text.contains("new-key-secret"));
@@ -1138,7 +1146,11 @@ async fn key_names_with_control_characters_are_refused() {
     b.sign_up("ctl@example.com").await;
     for name in ["red\u{1b}[31m", "forged\nkey_x  sk-live  active", "c\rr"] {
         let p = b
-            .submit("/settings/api-keys", "/settings/api-keys", &[("name", name)])
+            .submit(
+                "/settings/api-keys",
+                "/settings/api-keys",
+                &[("name", name)],
+            )
             .await;
         assert_eq!(p.status, 400, "{name:?}: {}", p.text);
         assert!(p.text.contains("control characters"), "{}", p.text);
@@ -1150,7 +1162,10 @@ async fn key_names_with_control_characters_are_refused() {
     assert_eq!(p.status, 400, "{}", p.text);
     let list = server.cli(&["keys", "list", "--account", "ctl@example.com"]);
     assert_eq!(list.lines().count(), 1, "{list}");
-    assert!(!list.chars().any(|c| c.is_control() && c != '\n'), "{list:?}");
+    assert!(
+        !list.chars().any(|c| c.is_control() && c != '\n'),
+        "{list:?}"
+    );
 }
 
 #[tokio::test]

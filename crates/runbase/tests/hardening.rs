@@ -90,7 +90,10 @@ async fn slow_clients_are_cut_and_capped_while_others_are_served() {
         for _ in 0..10 {
             let (mut r, mut w) = connect_from("127.0.0.2", s).await.into_split();
             let writer = tokio::spawn(async move {
-                if w.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").await.is_err() {
+                if w.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 loop {
@@ -139,9 +142,7 @@ async fn slow_clients_are_cut_and_capped_while_others_are_served() {
         let mut refused = Vec::new();
         for _ in 0..10 {
             let mut c = connect_from("127.0.0.2", s).await;
-            refused.push(tokio::spawn(async move {
-                read_until_closed(&mut c).await
-            }));
+            refused.push(tokio::spawn(async move { read_until_closed(&mut c).await }));
         }
 
         // Meanwhile another client is served, again and again.
@@ -231,7 +232,10 @@ async fn partial_upload(s: &Server, path: &str, headers: &str) -> (String, Value
 async fn the_key_and_the_signature_are_checked_before_the_body_is_read() {
     let server = Server::start_with(&config_env(&[
         ("RUNBASE_PAYMENTS__STRIPE__SECRET_KEY", "sk_test_hardening"),
-        ("RUNBASE_PAYMENTS__STRIPE__WEBHOOK_SECRET", "whsec_hardening"),
+        (
+            "RUNBASE_PAYMENTS__STRIPE__WEBHOOK_SECRET",
+            "whsec_hardening",
+        ),
     ]));
     let (status, body) = partial_upload(&server, "/api/v1/runs", "").await;
     assert_eq!(status, "401");
@@ -274,7 +278,10 @@ struct Probe {
 async fn every_api_error_is_the_envelope() {
     let server = Server::start_with(&config_env(&[
         ("RUNBASE_PAYMENTS__STRIPE__SECRET_KEY", "sk_test_hardening"),
-        ("RUNBASE_PAYMENTS__STRIPE__WEBHOOK_SECRET", "whsec_hardening"),
+        (
+            "RUNBASE_PAYMENTS__STRIPE__WEBHOOK_SECRET",
+            "whsec_hardening",
+        ),
     ]));
     let key = server.account("env@example.com", 10);
     const BIG: usize = 2 << 20;
@@ -291,28 +298,77 @@ async fn every_api_error_is_the_envelope() {
     let table = [
         // Malformed path segments, with a key: the resource does not exist.
         p("GET", "/api/v1/runs/%ff", true, 0, 404, "run_not_found"),
-        p("POST", "/api/v1/runs/%ff/cancel", true, 0, 404, "run_not_found"),
+        p(
+            "POST",
+            "/api/v1/runs/%ff/cancel",
+            true,
+            0,
+            404,
+            "run_not_found",
+        ),
         p("GET", "/api/v1/models/%ff/x", false, 0, 404, "not_found"),
-        p("GET", "/api/v1/models/google/%c3%28", false, 0, 404, "not_found"),
+        p(
+            "GET",
+            "/api/v1/models/google/%c3%28",
+            false,
+            0,
+            404,
+            "not_found",
+        ),
         p("GET", "/files/%ff/x", false, 0, 404, "not_found"),
         p("GET", "/files/run_x/%ff", false, 0, 404, "not_found"),
         p("POST", "/webhooks/%ff", false, 0, 404, "not_found"),
         // ... and without one: the key is asked for first.
         p("GET", "/api/v1/runs/%ff", false, 0, 401, "missing_api_key"),
-        p("POST", "/api/v1/runs/%ff/cancel", false, 0, 401, "missing_api_key"),
+        p(
+            "POST",
+            "/api/v1/runs/%ff/cancel",
+            false,
+            0,
+            401,
+            "missing_api_key",
+        ),
         // Missing key on every authenticated route.
         p("POST", "/api/v1/runs", false, 10, 401, "missing_api_key"),
         p("GET", "/api/v1/runs", false, 0, 401, "missing_api_key"),
-        p("GET", "/api/v1/runs/run_x", false, 0, 401, "missing_api_key"),
-        p("POST", "/api/v1/runs/run_x/cancel", false, 0, 401, "missing_api_key"),
+        p(
+            "GET",
+            "/api/v1/runs/run_x",
+            false,
+            0,
+            401,
+            "missing_api_key",
+        ),
+        p(
+            "POST",
+            "/api/v1/runs/run_x/cancel",
+            false,
+            0,
+            401,
+            "missing_api_key",
+        ),
         p("GET", "/api/v1/account", false, 0, 401, "missing_api_key"),
         // Oversize bodies.
         p("POST", "/api/v1/runs", true, BIG, 413, "payload_too_large"),
         p("POST", "/api/v1/runs", false, BIG, 401, "missing_api_key"),
-        p("POST", "/webhooks/stripe", false, BIG, 400, "invalid_signature"),
+        p(
+            "POST",
+            "/webhooks/stripe",
+            false,
+            BIG,
+            400,
+            "invalid_signature",
+        ),
         Probe {
             headers: SIG,
-            ..p("POST", "/webhooks/stripe", false, BIG, 413, "payload_too_large")
+            ..p(
+                "POST",
+                "/webhooks/stripe",
+                false,
+                BIG,
+                413,
+                "payload_too_large",
+            )
         },
         p("POST", "/webhooks/nope", false, BIG, 404, "not_found"),
     ];
@@ -334,11 +390,7 @@ async fn every_api_error_is_the_envelope() {
         }
         let r = c.send(req).await;
         let what = format!("{} {} (key: {})", probe.method, probe.path, probe.key);
-        assert_eq!(
-            r.header("content-type"),
-            Some("application/json"),
-            "{what}"
-        );
+        assert_eq!(r.header("content-type"), Some("application/json"), "{what}");
         assert_eq!(r.status, probe.status, "{what}: {}", r.body);
         r.assert_error(probe.status, probe.code);
     }
@@ -431,19 +483,33 @@ enum = [{evil:?}]
         body,
         json!({"model": "runbase/hostile", "input": {"text": "a cat's portrait", "style": evil}})
     );
-    assert!(args.contains(&"Authorization: Bearer sk-env".to_owned()), "{args:?}");
+    assert!(
+        args.contains(&"Authorization: Bearer sk-env".to_owned()),
+        "{args:?}"
+    );
 }
 
 #[tokio::test]
 async fn names_and_emails_with_control_characters_are_refused() {
     let server = Server::start();
     server.cli(&["accounts", "create", "ops@example.com"]);
-    for email in ["evil\u{1b}[31m@example.com", "a\r\nb@example.com", "x\u{202e}@example.com"] {
+    for email in [
+        "evil\u{1b}[31m@example.com",
+        "a\r\nb@example.com",
+        "x\u{202e}@example.com",
+    ] {
         let out = server.cli_raw(&["accounts", "create", email]);
         assert!(!out.status.success(), "{email:?} was accepted");
     }
     for name in ["red\u{1b}[31m", "two\nlines", "cr\rname", "bidi\u{202e}"] {
-        let out = server.cli_raw(&["keys", "create", "--account", "ops@example.com", "--name", name]);
+        let out = server.cli_raw(&[
+            "keys",
+            "create",
+            "--account",
+            "ops@example.com",
+            "--name",
+            name,
+        ]);
         assert!(!out.status.success(), "key name {name:?} was accepted");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("control characters"), "{err}");
@@ -452,7 +518,10 @@ async fn names_and_emails_with_control_characters_are_refused() {
     let id_line = server.cli(&["keys", "list", "--account", "ops@example.com"]);
     let id = id_line.split_whitespace().next().unwrap().to_owned();
     let out = server.cli_raw(&["keys", "update", &id, "--name", "x\u{1b}]0;title\u{7}"]);
-    assert!(!out.status.success(), "a rename to a control character was accepted");
+    assert!(
+        !out.status.success(),
+        "a rename to a control character was accepted"
+    );
     assert!(key.starts_with("sk-"));
     let list = server.cli(&["keys", "list", "--account", "ops@example.com"]);
     assert_eq!(list.lines().count(), 1, "{list}");
@@ -509,7 +578,12 @@ async fn out_of_range_credits_are_a_clean_error() {
     for cents in ["9000000000000000", "9223372036854775807", "1000000001"] {
         for _ in 0..2 {
             let out = server.cli_raw(&[
-                "credits", "add", "--account", "rich@example.com", "--cents", cents,
+                "credits",
+                "add",
+                "--account",
+                "rich@example.com",
+                "--cents",
+                cents,
             ]);
             let err = String::from_utf8_lossy(&out.stderr);
             assert!(!out.status.success(), "{cents} was added");
@@ -517,5 +591,12 @@ async fn out_of_range_credits_are_a_clean_error() {
             assert!(err.contains("--cents"), "{err}");
         }
     }
-    server.cli(&["credits", "add", "--account", "rich@example.com", "--cents", "1000000000"]);
+    server.cli(&[
+        "credits",
+        "add",
+        "--account",
+        "rich@example.com",
+        "--cents",
+        "1000000000",
+    ]);
 }

@@ -5,8 +5,8 @@
 //! request counts, valid or not.
 
 use crate::layout::{Nav, csrf_field, notice, shell};
-use crate::web::{FormBody, 
-    self, AuthLimit, MaybeViewer, PRE_SESSION_CSRF_COOKIE, PageQuery, SESSION_COOKIE,
+use crate::web::{
+    self, AuthLimit, FormBody, MaybeViewer, PRE_SESSION_CSRF_COOKIE, PageQuery, SESSION_COOKIE,
     SessionCheckLimit, Viewer, check_csrf, cookie, error_response, page, parse_form, safe_next,
     see_other, set_cookie, tokens_match, wants_json,
 };

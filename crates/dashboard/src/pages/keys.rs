@@ -2,8 +2,9 @@
 
 use crate::flash;
 use crate::layout::{self, Nav, copy_button, csrf_field, notice, opt_time, shell, table};
-use crate::web::{PagePath, FormBody, 
-    PageQuery, Viewer, check_csrf, error_response, optional_number, page, parse_form, see_other,
+use crate::web::{
+    FormBody, PagePath, PageQuery, Viewer, check_csrf, error_response, optional_number, page,
+    parse_form, see_other,
 };
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};

@@ -2,10 +2,10 @@
 //! pages: overview, price, a curl quick start, input and output schema tables generated from
 //! the schemas, and the error table.
 
-use crate::shell;
 use crate::layout::{Nav, copy_button, shell, table};
 use crate::pages::docs::error_table;
-use crate::web::{PagePath, MaybeViewer, PageQuery, error_response, page};
+use crate::shell;
+use crate::web::{MaybeViewer, PagePath, PageQuery, error_response, page};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;

@@ -2,10 +2,10 @@
 //! `GET /api/v1/runs`.
 
 use super::api_key::{authenticate, authorize_runs, peer, with_rate_headers};
+use crate::body::{discard, read_body};
 use crate::error::HttpError;
 use crate::state::AppState;
 use axum::Json;
-use crate::body::{discard, read_body};
 use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};

@@ -2,10 +2,10 @@
 //! The raw body is what the signature covers, so it is read as bytes, never re-serialized; and
 //! it is read only once the signature header is there.
 
+use crate::body::{discard, read_body};
 use crate::error::HttpError;
 use crate::state::AppState;
 use axum::Json;
-use crate::body::{discard, read_body};
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
