@@ -23,9 +23,14 @@ pub struct Server {
     _tmp: Option<tempfile::TempDir>,
 }
 
-/// Settings for test servers that would otherwise trip over the default rate limit.
+/// Settings for test servers that would otherwise trip over the default rate limit, or over the
+/// per-address connection cap (bursts of hundreds of connections all come from 127.0.0.1).
 pub fn relaxed() -> Vec<(&'static str, &'static str)> {
-    vec![("RUNBASE_RATE_LIMITS__RUNS__REQUESTS", "1000000")]
+    vec![
+        ("RUNBASE_RATE_LIMITS__RUNS__REQUESTS", "1000000"),
+        ("RUNBASE_HTTP__MAX_CONNECTIONS", "4096"),
+        ("RUNBASE_HTTP__MAX_CONNECTIONS_PER_IP", "4096"),
+    ]
 }
 
 impl Server {
