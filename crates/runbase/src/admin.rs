@@ -290,3 +290,17 @@ fn read_password() -> anyhow::Result<String> {
         .context("reading the password from stdin")?;
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn control_characters_are_printed_as_escapes() {
+        assert_eq!(printable("plain name é"), "plain name é");
+        assert_eq!(
+            printable("red\u{1b}[31m\nkey_x\r\u{202e}"),
+            "red\\u{1b}[31m\\u{a}key_x\\u{d}\\u{202e}"
+        );
+    }
+}

@@ -85,7 +85,7 @@ pub async fn authentication(
             h2 { "Example" }
             pre.code { code { (shell::curl_get(base, "/api/v1/account", shell::ENV_KEY)) } }
             h2 { "Dashboard sessions" }
-            p { "The dashboard uses a session cookie (" code { "HttpOnly" } ", " code { "SameSite=Lax" } ", " code { "Secure" } " behind HTTPS) and a CSRF token in every form. " code { "GET /auth/session" } " answers who is logged in, as JSON." }
+            p { "The dashboard uses a session cookie (" code { "HttpOnly" } ", " code { "SameSite=Lax" } ", " code { "Secure" } " and named with the " code { "__Host-" } " prefix behind HTTPS) and a CSRF token in every form. " code { "GET /auth/session" } " answers who is logged in, as JSON." }
         },
     )
 }
