@@ -71,7 +71,7 @@ function usd(millicents) {
   return `${sign}$${dollars}.${frac}`;
 }
 
-const centsToMillicents = (cents) => Math.round(cents * 1000);
+const microUsdToMillicents = (micro) => micro / 10; // 1 millicent = 10 micro-USD, exactly
 
 /** "$0.06" → 6000 millicents. */
 function parseUsd(text) {
@@ -244,7 +244,7 @@ const S = {
   other: { email: `other-${rand(4)}@e2e.test`, context: null, page: null },
   checkout: null,
   key: null, // { id, secret, prefix }
-  runs: [], // runs created with the key: { id, cost_cents, status }
+  runs: [], // runs created with the key: { id, costUsd, status }
   firstRun: null,
 };
 
@@ -644,7 +644,7 @@ describe('Runbase dashboard end to end', { timeout: 110_000 }, () => {
     assert.equal((await page.locator('#balance').innerText()).trim(), '$25.00');
     assert.equal(await page.locator('.table-wrap tbody tr', { hasText: 'Top-up' }).count(), 1);
     const s = await session(page);
-    assert.equal(s.body.account.balance_cents, 2500);
+    assert.equal(s.body.account.balanceUsd, 25_000_000);
 
     // The return pages of the checkout show their notices.
     await open(page, '/settings/credits?topup=success');
@@ -709,8 +709,8 @@ describe('Runbase dashboard end to end', { timeout: 110_000 }, () => {
     const run = await waitForRun(S.key.secret, created.id);
     S.firstRun = run;
     assert.ok(Array.isArray(run.output?.urls) && run.output.urls.length > 0, `output urls: ${JSON.stringify(run.output)}`);
-    assert.ok(run.cost_cents > 0, 'a live run costs something');
-    const cost = centsToMillicents(run.cost_cents);
+    assert.ok(Number.isInteger(run.costUsd) && run.costUsd > 0, 'a live run costs a whole number of micro-USD');
+    const cost = microUsdToMillicents(run.costUsd);
 
     await open(page, '/runs');
     await page.locator(`a[href="/runs/${run.id}"]`).waitFor();
@@ -797,7 +797,7 @@ describe('Runbase dashboard end to end', { timeout: 110_000 }, () => {
     assert.match(spendText, /no limit/);
     const spent = parseUsd(spendText);
     // Every run so far succeeded, so the key has spent exactly their costs.
-    const expected = S.runs.reduce((sum, r) => sum + centsToMillicents(r.cost_cents), 0);
+    const expected = S.runs.reduce((sum, r) => sum + microUsdToMillicents(r.costUsd), 0);
     assert.equal(S.runs.length, 3, 'three runs were made with the key so far');
     assert.equal(spent, expected, `the page's spend ${spendText} is the sum of the runs' costs`);
     assert.equal(spent % 1000, 0, 'a whole number of cents');
@@ -837,7 +837,7 @@ describe('Runbase dashboard end to end', { timeout: 110_000 }, () => {
           redirect: 'manual',
         });
         return r.status;
-      }, { id: S.key.id, action, csrf: s.body.csrf_token });
+      }, { id: S.key.id, action, csrf: s.body.csrfToken });
       assert.equal(status, 404, `POST ${action} on another account's key`);
     }
     // The key still works for its owner.

@@ -7,10 +7,11 @@ use serde::Serialize;
 
 /// An account: owner of keys, runs and a prepaid balance.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Account {
     pub id: String,
     pub email: String,
-    #[serde(rename = "balance_cents")]
+    #[serde(rename = "balanceUsd")]
     pub balance: Millicents,
     pub created_at: Timestamp,
     /// May grant credits to any account from the dashboard. The first account of an install is
@@ -150,15 +151,16 @@ impl LedgerKind {
 
 /// One append-only row of an account's ledger. The balance is the sum of its entries.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct LedgerEntry {
     pub id: i64,
     #[serde(skip)]
     pub account_id: String,
     pub kind: LedgerKind,
     /// Signed: positive adds to the balance.
-    #[serde(rename = "amount_cents")]
+    #[serde(rename = "amountUsd")]
     pub amount: Millicents,
-    #[serde(rename = "balance_after_cents")]
+    #[serde(rename = "balanceAfterUsd")]
     pub balance_after: Millicents,
     pub run_id: Option<String>,
     pub key_id: Option<String>,

@@ -101,26 +101,48 @@ fn default_timeout() -> u64 {
     600
 }
 
-/// A model's price: a base amount, optionally chosen by the value of one input field and/or
-/// multiplied by a numeric input field (e.g. seconds of video).
+/// A model's price: a base amount, optionally chosen by the values of some input fields and/or
+/// multiplied by an integer input field (e.g. seconds of video).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PriceSpec {
-    /// Base price in cents; up to three decimals (kept exactly as millicents).
+    /// Base price in cents; up to three decimals (kept exactly as millicents). It applies to
+    /// inputs the `by` table has no entry for, so it should be the highest of the table.
     pub cents: f64,
-    /// Price by the value of a string input field, replacing `cents` for those values.
+    /// Price by the values of input fields, replacing `cents` for those values.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<PriceBy>,
-    /// An integer input field the price is multiplied by.
+    /// An input field holding a whole number (`5`, or `"5"` for string enums such as a video's
+    /// `duration`) the price is multiplied by.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per: Option<String>,
 }
 
+/// `by = { field = "resolution", cents = { "1K" = 6, "4K" = 13 } }`, or with several fields,
+/// `by = { field = ["resolution", "generate_audio"], cents = { "720p,true" = 4.1, ... } }`: the
+/// key is the fields' values joined with `,` (booleans as `true`/`false`).
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PriceBy {
-    pub field: String,
+    pub field: PriceFields,
     pub cents: BTreeMap<String, f64>,
+}
+
+/// One field, or several.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum PriceFields {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl PriceFields {
+    pub fn names(&self) -> Vec<String> {
+        match self {
+            PriceFields::One(f) => vec![f.clone()],
+            PriceFields::Many(fs) => fs.clone(),
+        }
+    }
 }
 
 fn cents_to_millicents(cents: f64) -> Result<Millicents, String> {
@@ -138,8 +160,17 @@ fn cents_to_millicents(cents: f64) -> Result<Millicents, String> {
 pub struct Price {
     spec: PriceSpec,
     base: Millicents,
-    by: Option<(String, HashMap<String, Millicents>)>,
+    by: Option<(Vec<String>, BTreeMap<String, Millicents>)>,
     per: Option<String>,
+}
+
+/// An input value as a key of a `by` table.
+fn price_key(v: Option<&Value>) -> String {
+    match v {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
 }
 
 impl Price {
@@ -148,11 +179,20 @@ impl Price {
         let by = match &spec.by {
             None => None,
             Some(b) => {
-                let mut m = HashMap::new();
+                let fields = b.field.names();
+                if fields.is_empty() {
+                    return Err("price.by.field names no field".into());
+                }
+                let mut m = BTreeMap::new();
                 for (k, v) in &b.cents {
+                    if k.split(',').count() != fields.len() {
+                        return Err(format!(
+                            "price.by.cents key {k:?} needs one value per field of {fields:?}, joined with ','"
+                        ));
+                    }
                     m.insert(k.clone(), cents_to_millicents(*v)?);
                 }
-                Some((b.field.clone(), m))
+                Some((fields, m))
             }
         };
         Ok(Price {
@@ -168,61 +208,64 @@ impl Price {
     }
 
     /// The price on the wire, in integer micro-USD like `costUsd`: `baseUsd`, and when the
-    /// price depends on the input, `byField` with `byValueUsd` (the price for each value of that
-    /// field) and `perField` (an integer field the price is multiplied by).
+    /// price depends on the input, `byFields` with `byValueUsd` (the price for each combination
+    /// of their values, joined with `,`) and `perField` (a whole-number field the price is
+    /// multiplied by).
     pub fn to_json(&self) -> Value {
-        let by = self.by.as_ref().map(|(field, table)| {
-            let values: serde_json::Map<String, Value> = table
-                .iter()
-                .map(|(k, v)| (k.clone(), Value::from(v.micro_usd())))
-                .collect::<BTreeMap<_, _>>()
-                .into_iter()
-                .collect();
-            (field.clone(), values)
-        });
+        let (fields, values) = match &self.by {
+            Some((fields, table)) => {
+                let values: serde_json::Map<String, Value> = table
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::from(v.micro_usd())))
+                    .collect();
+                (Value::from(fields.clone()), Value::Object(values))
+            }
+            None => (Value::Null, Value::Null),
+        };
         serde_json::json!({
             "baseUsd": self.base.micro_usd(),
-            "byField": by.as_ref().map(|b| &b.0),
-            "byValueUsd": by.map(|b| b.1),
+            "byFields": fields,
+            "byValueUsd": values,
             "perField": self.per,
         })
     }
 
-    /// The base price, and each price of the `by` field's values (for the model pages).
-    pub fn table(&self) -> (Millicents, Option<(&str, BTreeMap<&str, Millicents>)>) {
-        let by = self.by.as_ref().map(|(field, t)| {
-            (
-                field.as_str(),
-                t.iter().map(|(k, v)| (k.as_str(), *v)).collect(),
-            )
-        });
-        (self.base, by)
-    }
-
-    /// The field the price is multiplied by, if any.
-    pub fn per_field(&self) -> Option<&str> {
-        self.per.as_deref()
+    /// The base price, and the `by` table (fields, and the price of each key) when there is one.
+    pub fn table(&self) -> PriceTable<'_> {
+        PriceTable {
+            base: self.base,
+            by: self.by.as_ref().map(|(f, t)| (f.as_slice(), t)),
+            per: self.per.as_deref(),
+        }
     }
 
     /// The price of one run with this (validated, defaulted) input.
     pub fn for_input(&self, input: &Value) -> Result<Millicents, String> {
         let mut price = self.base;
-        if let Some((field, table)) = &self.by
-            && let Some(p) = input
-                .get(field)
-                .and_then(Value::as_str)
-                .and_then(|v| table.get(v))
-        {
-            price = *p;
+        if let Some((fields, table)) = &self.by {
+            let key = fields
+                .iter()
+                .map(|f| price_key(input.get(f)))
+                .collect::<Vec<_>>()
+                .join(",");
+            if let Some(p) = table.get(&key) {
+                price = *p;
+            }
         }
         if let Some(field) = &self.per {
             let units = input
                 .get(field)
-                .and_then(Value::as_i64)
+                .and_then(|v| match v {
+                    Value::String(s) => s.trim().parse::<i64>().ok(),
+                    Value::Number(n) => n
+                        .as_i64()
+                        .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 1e15).map(|f| f as i64)),
+                    _ => None,
+                })
                 .filter(|n| *n >= 0)
                 .ok_or_else(|| {
                     format!(
-                        "input.{field}: must be a non-negative integer (the price depends on it)"
+                        "input.{field}: must be a non-negative whole number (the price depends on it)"
                     )
                 })?;
             price = price
@@ -231,6 +274,14 @@ impl Price {
         }
         Ok(price)
     }
+}
+
+/// What a model page shows of a price.
+#[derive(Debug, Clone, Copy)]
+pub struct PriceTable<'a> {
+    pub base: Millicents,
+    pub by: Option<(&'a [String], &'a BTreeMap<String, Millicents>)>,
+    pub per: Option<&'a str>,
 }
 
 /// One model of the catalogue.
@@ -335,10 +386,10 @@ impl Catalog {
             })
         };
         let mut tags = spec.tags;
-        if let Some(category) = spec.category {
-            if !tags.iter().any(|t| t.eq_ignore_ascii_case(&category)) {
-                tags.push(category);
-            }
+        if let Some(category) = spec.category
+            && !tags.iter().any(|t| t.eq_ignore_ascii_case(&category))
+        {
+            tags.push(category);
         }
         if tags.is_empty() {
             return Err("a model needs at least one tag (tags = [\"Text to image\", ...])".into());
@@ -440,6 +491,123 @@ mod tests {
             Millicents(51_000)
         );
         assert!(m.price.for_input(&json!({})).is_err());
+    }
+
+    #[test]
+    fn prices_by_several_fields_and_per_string_seconds() {
+        let mut c = Catalog::default();
+        c.merge_toml(
+            r#"
+            [[model]]
+            id = "acme/clip"
+            name = "Clip"
+            tags = ["Text to video"]
+            provider = "builtin"
+            price = { cents = 3, per = "duration", by = { field = ["resolution", "generate_audio"], cents = { "720p,true" = 2.5, "720p,false" = 1.25 } } }
+            input_schema = { type = "object", properties = { duration = { type = "string" } } }
+            output_schema = { type = "object" }
+            "#,
+        )
+        .unwrap();
+        let p = &c.get("acme/clip").unwrap().price;
+        let at = |v: Value| p.for_input(&v);
+        assert_eq!(
+            at(json!({"duration": "4", "resolution": "720p", "generate_audio": true})),
+            Ok(Millicents(10_000))
+        );
+        assert_eq!(
+            at(json!({"duration": "8", "resolution": "720p", "generate_audio": false})),
+            Ok(Millicents(10_000))
+        );
+        // A combination the table lacks pays the base price.
+        assert_eq!(
+            at(json!({"duration": 2, "resolution": "1080p", "generate_audio": true})),
+            Ok(Millicents(6_000))
+        );
+        assert!(at(json!({"duration": "five"})).is_err());
+        assert!(at(json!({"duration": "-1"})).is_err());
+        assert!(at(json!({"duration": 1.5})).is_err());
+        assert_eq!(
+            p.to_json(),
+            json!({"baseUsd": 30_000, "byFields": ["resolution", "generate_audio"],
+                   "byValueUsd": {"720p,false": 12_500, "720p,true": 25_000}, "perField": "duration"})
+        );
+        // Keys must have one value per field.
+        let mut c = Catalog::default();
+        let err = c
+            .merge_toml(
+                r#"
+                [[model]]
+                id = "acme/bad"
+                name = "Bad"
+                tags = ["Text to video"]
+                provider = "builtin"
+                price = { cents = 3, by = { field = ["a", "b"], cents = { "x" = 1 } } }
+                input_schema = { type = "object" }
+                output_schema = { type = "object" }
+                "#,
+            )
+            .unwrap_err();
+        assert!(err.contains("one value per field"), "{err}");
+    }
+
+    /// Every default model: the base price (charged for an input the table lacks) is at least
+    /// every entry of its table, so no input is charged less than the most it could cost; and
+    /// every combination of its enums and booleans has a price.
+    #[test]
+    fn default_prices_never_undercharge_and_cover_every_option() {
+        let c = Catalog::builtin().unwrap();
+        for m in c.models() {
+            let t = m.price.table();
+            if let Some((_, table)) = t.by {
+                for (k, v) in table {
+                    assert!(*v <= t.base, "{}: {k} costs more than the base", m.id);
+                }
+            }
+            let props = m.input_schema.raw()["properties"].as_object().unwrap();
+            let mut inputs = vec![serde_json::Map::new()];
+            for (name, p) in props {
+                let values: Vec<Value> =
+                    match (p.get("enum"), p.get("type").and_then(Value::as_str)) {
+                        (Some(Value::Array(e)), _) => e.clone(),
+                        (_, Some("boolean")) => vec![json!(true), json!(false)],
+                        _ => match p.get("default").or(p.get("minimum")) {
+                            Some(v) => vec![v.clone()],
+                            None => continue,
+                        },
+                    };
+                inputs = inputs
+                    .into_iter()
+                    .flat_map(|i| {
+                        values.iter().map(move |v| {
+                            let mut i = i.clone();
+                            i.insert(name.clone(), v.clone());
+                            i
+                        })
+                    })
+                    .collect();
+            }
+            for input in inputs {
+                let input = Value::Object(input);
+                let price = m
+                    .price
+                    .for_input(&input)
+                    .unwrap_or_else(|e| panic!("{}: {e}", m.id));
+                if let Some((fields, table)) = t.by {
+                    let key = fields
+                        .iter()
+                        .map(|f| price_key(input.get(f)))
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    assert!(table.contains_key(&key), "{}: no price for {key}", m.id);
+                }
+                assert!(
+                    price > Millicents::ZERO || m.id.starts_with("runbase/"),
+                    "{}",
+                    m.id
+                );
+            }
+        }
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Money. Every amount is an integer number of millicents (1/1000 of a cent) so that prices that
-//! are a fraction of a cent are kept exactly; the API shows cents.
+//! are a fraction of a cent are kept exactly. On the wire (the API, the CLI's `--json`) money is
+//! an integer of micro-USD in a field named `…Usd`, as runbase.net's `costUsd`; people see
+//! dollars and cents.
 
 use serde::{Serialize, Serializer};
 use std::fmt;
@@ -37,17 +39,6 @@ impl Millicents {
     /// rounded in the user's disfavour when it is charged, nor a limit when it is set).
     pub fn from_micro_usd(micro: i64) -> Self {
         Millicents(micro.div_euclid(10) + i64::from(micro.rem_euclid(10) != 0))
-    }
-
-    /// The amount in cents, exact: an integer when it is a whole number of cents, otherwise a
-    /// decimal with up to three places (display only; arithmetic never leaves millicents).
-    pub fn cents_json(self) -> serde_json::Value {
-        if self.0 % Self::PER_CENT == 0 {
-            serde_json::Value::from(self.0 / Self::PER_CENT)
-        } else {
-            // A value with at most three decimals prints back exactly from its nearest f64.
-            serde_json::Value::from(self.0 as f64 / Self::PER_CENT as f64)
-        }
     }
 }
 
@@ -90,9 +81,9 @@ impl fmt::Display for Millicents {
 }
 
 impl Serialize for Millicents {
-    /// Serialized as cents (see [`Millicents::cents_json`]).
+    /// Serialized as an integer of micro-USD (see [`Millicents::micro_usd`]).
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.cents_json().serialize(s)
+        s.serialize_i64(self.micro_usd())
     }
 }
 
@@ -141,13 +132,7 @@ mod tests {
     }
 
     #[test]
-    fn cents_are_shown_exactly() {
-        assert_eq!(Millicents(2000).cents_json(), serde_json::json!(2));
-        assert_eq!(Millicents(500).cents_json().to_string(), "0.5");
-        assert_eq!(
-            Millicents(1_234_567_891).cents_json().to_string(),
-            "1234567.891"
-        );
+    fn cents_for_people() {
         assert_eq!(Millicents(-1500).to_string(), "-1.5¢");
         assert_eq!(Millicents(3000).to_string(), "3¢");
     }

@@ -54,8 +54,11 @@ pub struct RunError {
     pub code: String,
 }
 
-/// A run as stored and as returned by the API (the JSON field names are the contract).
+/// A run as stored and as returned by the API. The JSON is runbase.net's run object: camelCase,
+/// `costUsd` in integer micro-USD, timestamps with milliseconds; every field always present,
+/// `null` until known.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Run {
     pub id: String,
     pub model: String,
@@ -65,7 +68,8 @@ pub struct Run {
     /// `{"urls": [...], ...}` once succeeded.
     pub output: Option<Value>,
     pub error: Option<RunError>,
-    #[serde(rename = "cost_cents")]
+    /// What was charged (zero for test runs); refunds do not change it.
+    #[serde(rename = "costUsd")]
     pub cost: Millicents,
     pub created_at: Timestamp,
     pub started_at: Option<Timestamp>,

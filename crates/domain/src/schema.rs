@@ -26,6 +26,8 @@ impl InputSchema {
         }
         let validator = jsonschema::options()
             .with_draft(jsonschema::Draft::Draft202012)
+            .should_validate_formats(true)
+            .with_format("uri", is_web_url)
             .build(&raw)
             .map_err(|e| e.to_string())?;
         Ok(Self { raw, validator })
@@ -62,6 +64,17 @@ impl InputSchema {
         messages.dedup();
         Err(messages.join("; "))
     }
+}
+
+/// What `format: uri` means in a model's input: an absolute `http(s)` URL with a host, the only
+/// kind of address a model can be given (an upstream fetches it, or Runbase does for it). `""`,
+/// `missing`, `file:///etc/passwd` and `data:` URIs are refused at create, as `invalid_input`.
+fn is_web_url(s: &str) -> bool {
+    s.len() <= 8192
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
+        && url::Url::parse(s).is_ok_and(|u| {
+            matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty())
+        })
 }
 
 /// `input.a.b[2]` from the JSON pointer of the failing value.
@@ -158,6 +171,9 @@ fn describe(e: &jsonschema::ValidationError<'_>) -> String {
         ValidationErrorKind::Pattern { pattern } => {
             format!("{path}: must match the pattern {pattern}")
         }
+        ValidationErrorKind::Format { format } if format == "uri" => {
+            format!("{path}: must be an absolute http:// or https:// URL")
+        }
         ValidationErrorKind::Format { format } => format!("{path}: must be a valid {format}"),
         ValidationErrorKind::Constant { expected_value } => {
             format!("{path}: must be {}", show(expected_value))
@@ -180,7 +196,8 @@ mod tests {
                 "prompt": {"type": "string", "minLength": 1},
                 "aspect_ratio": {"type": "string", "enum": ["1:1", "16:9"], "default": "1:1"},
                 "steps": {"type": "integer", "minimum": 1, "maximum": 50},
-                "image_urls": {"type": "array", "items": {"type": "string"}}
+                "image_urls": {"type": "array", "items": {"type": "string"}},
+                "refs": {"type": "array", "items": {"type": "string", "format": "uri"}}
             }
         }))
         .unwrap()
@@ -231,6 +248,38 @@ mod tests {
             "input.colour: not a field of this model's input"
         );
         assert!(s.validate(&json!({"prompt": "x", "steps": 50})).is_ok());
+    }
+
+    #[test]
+    fn uri_entries_must_be_web_urls() {
+        let s = schema();
+        for bad in [
+            "",
+            "missing",
+            "/files/x.png",
+            "file:///etc/passwd",
+            "data:image/png;base64,AA",
+            "ftp://h/x",
+            "http://",
+            "https://a b/c",
+        ] {
+            assert_eq!(
+                s.validate(&json!({"prompt": "x", "refs": ["https://ok.example/a.png", bad]}))
+                    .unwrap_err(),
+                "input.refs[1]: must be an absolute http:// or https:// URL",
+                "{bad:?}"
+            );
+        }
+        for good in [
+            "https://example.com/a.png",
+            "http://127.0.0.1:8080/files/run_1/x.png?sig=1",
+            "HTTPS://EXAMPLE.COM/A",
+        ] {
+            assert!(
+                s.validate(&json!({"prompt": "x", "refs": [good]})).is_ok(),
+                "{good}"
+            );
+        }
     }
 
     #[test]

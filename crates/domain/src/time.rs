@@ -1,4 +1,5 @@
-//! Timestamps: microseconds since the Unix epoch in storage, RFC 3339 UTC on the wire.
+//! Timestamps: microseconds since the Unix epoch in storage; on the wire, RFC 3339 UTC with
+//! exactly three fractional digits and `Z` (`2026-06-01T12:00:04.200Z`), as runbase.net shows.
 
 use serde::{Serialize, Serializer};
 use time::OffsetDateTime;
@@ -25,11 +26,16 @@ impl Timestamp {
             .map_err(|e| format!("not an RFC 3339 timestamp ({e})"))
     }
 
+    /// `2026-06-01T12:00:04.200Z`: UTC, milliseconds always written (truncated, so a time is
+    /// never shown later than it happened).
     pub fn to_rfc3339(self) -> String {
-        let nanos = i128::from(self.0) * 1000;
+        const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+        );
+        let nanos = i128::from(self.0.div_euclid(1000)) * 1_000_000;
         OffsetDateTime::from_unix_timestamp_nanos(nanos)
             .ok()
-            .and_then(|t| t.format(&Rfc3339).ok())
+            .and_then(|t| t.format(FORMAT).ok())
             .unwrap_or_default()
     }
 }
@@ -47,9 +53,11 @@ mod tests {
     #[test]
     fn round_trips_through_rfc3339() {
         let t = Timestamp::parse_rfc3339("2026-11-25T05:39:22.123456Z").unwrap();
-        assert_eq!(t.to_rfc3339(), "2026-11-25T05:39:22.123456Z");
+        assert_eq!(t.micros() % 1_000_000, 123_456);
+        assert_eq!(t.to_rfc3339(), "2026-11-25T05:39:22.123Z");
         let t = Timestamp::parse_rfc3339("2026-11-25T06:00:00+01:00").unwrap();
-        assert_eq!(t.to_rfc3339(), "2026-11-25T05:00:00Z");
+        assert_eq!(t.to_rfc3339(), "2026-11-25T05:00:00.000Z");
+        assert_eq!(Timestamp(-1).to_rfc3339(), "1969-12-31T23:59:59.999Z");
         assert!(Timestamp::parse_rfc3339("yesterday").is_err());
     }
 }

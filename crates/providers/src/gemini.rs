@@ -1,17 +1,23 @@
-//! Google's Gemini API, for image generation with `generateContent` (the Nano Banana models):
-//! `POST {base}/models/{model}:generateContent` with the key in `x-goog-api-key`. Synchronous.
+//! Google's Gemini API, with the key in `x-goog-api-key`:
+//! - images with `generateContent` (the Nano Banana models, mapping `nano-banana`, or a route
+//!   without a mapping): `POST {base}/models/{model}:generateContent`, synchronous;
+//! - video with `predictLongRunning` (Veo, mapping `veo`; see `gemini/veo.rs`): a job, polled.
 //!
-//! Input (Runbase's schema for these models): `prompt`, optional `aspect_ratio` (`auto` leaves
-//! it to the model), `resolution` (`1K`/`2K`/`4K`, only for models that take an image size) and
-//! `image_urls` (reference images, fetched and sent inline, as the API requires).
+//! Input (Runbase's schema for these models, mapped in `native/google.rs`): `prompt`, optional
+//! `aspect_ratio` (`auto` leaves it to the model), `resolution` and `image_urls` (reference
+//! images or frames, fetched and sent inline, as the API requires).
+
+mod veo;
 
 use crate::Secret;
 use crate::http::{self, decode_base64, extension_for};
+use crate::native::{self, google::InlineImage};
 use async_trait::async_trait;
 use runbase_domain::provider::{
-    FileData, OutputFile, Provider, ProviderError, ProviderOutput, RunRequest, Submitted,
+    FileData, Job, OutputFile, Progress, Provider, ProviderError, ProviderOutput, RunRequest,
+    Submitted,
 };
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 pub struct Gemini {
     pub base_url: String,
@@ -21,68 +27,77 @@ pub struct Gemini {
 
 const NAME: &str = "Gemini";
 
-/// Reference images sent inline may not exceed this in total (the API's request limit is 20 MB).
+/// Images sent inline may not exceed this in total (the API's request limit is 20 MB).
 const MAX_INLINE_BYTES: usize = 18 << 20;
 
 impl Gemini {
-    async fn request_body(&self, req: &RunRequest<'_>) -> Result<Value, ProviderError> {
-        let input = req.input;
-        let prompt = input.get("prompt").and_then(Value::as_str).unwrap_or("");
-        let mut parts = vec![json!({ "text": prompt })];
-        let mut inline_total = 0;
-        for url in input
-            .get("image_urls")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-        {
-            let f = http::fetch_user_url(url, MAX_INLINE_BYTES)
-                .await
-                .map_err(|why| {
-                    ProviderError::new(
-                        "invalid_input",
-                        format!("A reference image could not be fetched ({url}): {why}"),
-                    )
-                })?;
-            inline_total += f.bytes.len();
-            if inline_total > MAX_INLINE_BYTES {
+    fn base(&self) -> &str {
+        self.base_url.trim_end_matches('/')
+    }
+
+    fn post(&self, url: String, body: &Value) -> reqwest::RequestBuilder {
+        self.client
+            .post(url)
+            .header("x-goog-api-key", self.api_key.expose())
+            .json(body)
+    }
+
+    /// Fetches user-supplied images (SSRF-safe) for sending inline: each at most the model's
+    /// `x-max-file-mb` (when it sets one), all together at most what a request may carry.
+    async fn fetch_inline(
+        &self,
+        req: &RunRequest<'_>,
+        urls: &[&str],
+    ) -> Result<Vec<InlineImage>, ProviderError> {
+        use base64::Engine;
+        let each = req
+            .model
+            .input_schema
+            .raw()
+            .pointer("/properties/image_urls/x-max-file-mb")
+            .and_then(Value::as_u64)
+            .map_or(MAX_INLINE_BYTES, |mb| (mb as usize) << 20)
+            .min(MAX_INLINE_BYTES);
+        let mut images = Vec::with_capacity(urls.len());
+        let mut total = 0;
+        for url in urls {
+            let f = http::fetch_user_url(url, each).await.map_err(|why| {
+                ProviderError::new(
+                    "invalid_input",
+                    format!("An input image could not be fetched ({url}): {why}"),
+                )
+            })?;
+            total += f.bytes.len();
+            if total > MAX_INLINE_BYTES {
                 return Err(ProviderError::new(
                     "invalid_input",
-                    "The reference images are larger than 18 MB in total",
+                    "The input images are larger than 18 MB in total",
                 ));
             }
-            let mime = f
+            let mime_type = f
                 .content_type
+                .map(|t| t.split(';').next().unwrap_or("").trim().to_owned())
                 .filter(|t| t.starts_with("image/"))
                 .unwrap_or_else(|| "image/png".into());
-            use base64::Engine;
-            parts.push(json!({
-                "inlineData": {
-                    "mimeType": mime,
-                    "data": base64::engine::general_purpose::STANDARD.encode(&f.bytes),
-                }
-            }));
+            images.push(InlineImage {
+                mime_type,
+                base64: base64::engine::general_purpose::STANDARD.encode(&f.bytes),
+            });
         }
-        let mut image_config = Map::new();
-        if let Some(ratio) = input
-            .get("aspect_ratio")
-            .and_then(Value::as_str)
-            .filter(|r| *r != "auto")
-        {
-            image_config.insert("aspectRatio".into(), Value::String(ratio.into()));
-        }
-        if let Some(size) = input.get("resolution").and_then(Value::as_str) {
-            image_config.insert("imageSize".into(), Value::String(size.into()));
-        }
-        let mut generation = json!({ "responseModalities": ["TEXT", "IMAGE"] });
-        if !image_config.is_empty() {
-            generation["imageConfig"] = Value::Object(image_config);
-        }
-        Ok(json!({
-            "contents": [{ "role": "user", "parts": parts }],
-            "generationConfig": generation,
-        }))
+        Ok(images)
+    }
+
+    async fn generate_content(&self, req: &RunRequest<'_>) -> Result<Submitted, ProviderError> {
+        let urls = native::google::image_urls(req.input);
+        let images = self.fetch_inline(req, &urls).await?;
+        let body = native::google::nano_banana_gemini(req.input, &images);
+        let url = format!(
+            "{}/models/{}:generateContent",
+            self.base(),
+            req.route.upstream
+        );
+        let v = http::send_json(NAME, self.post(url, &body)).await?;
+        Ok(Submitted::Done(read_response(&v)?))
     }
 }
 
@@ -167,27 +182,22 @@ fn read_response(v: &Value) -> Result<ProviderOutput, ProviderError> {
 #[async_trait]
 impl Provider for Gemini {
     async fn submit(&self, req: &RunRequest<'_>) -> Result<Submitted, ProviderError> {
-        let body = self.request_body(req).await?;
-        let url = format!(
-            "{}/models/{}:generateContent",
-            self.base_url.trim_end_matches('/'),
-            req.route.upstream
-        );
-        let v = http::send_json(
-            NAME,
-            self.client
-                .post(url)
-                .header("x-goog-api-key", self.api_key.expose())
-                .json(&body),
-        )
-        .await?;
-        Ok(Submitted::Done(read_response(&v)?))
+        match native::mapping(req) {
+            None | Some("nano-banana") => self.generate_content(req).await,
+            Some("veo") => veo::submit(self, req).await,
+            Some(other) => Err(native::unknown("gemini", other)),
+        }
+    }
+
+    async fn poll(&self, _req: &RunRequest<'_>, job: &Job) -> Result<Progress, ProviderError> {
+        veo::poll(self, job).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn blocked_and_imageless_answers_are_final_errors() {

@@ -5,7 +5,8 @@
 //! Adapters, by the `provider` name the catalogue uses:
 //! - `builtin`: models inside Runbase (`echo`, `placeholder-image`);
 //! - `cog`: any Cog model server (route option `url`);
-//! - `replicate`, `fal`, `openai`, `gemini`: the upstream APIs, offered only with credentials;
+//! - `replicate`, `fal`, `openai`, `gemini`, `modelark` (BytePlus ModelArk), `kling`, `minimax`:
+//!   the upstream APIs, offered only with credentials;
 //! - any name under `providers.openai_compatible`: an OpenAI-compatible server (vLLM, Ollama...);
 //! - `simulator`: test mode, used for every run of a test key.
 
@@ -17,6 +18,10 @@ mod driver;
 mod fal;
 mod gemini;
 pub mod http;
+mod kling;
+mod minimax;
+mod modelark;
+mod mp4;
 pub mod native;
 mod openai;
 mod output;
@@ -42,6 +47,20 @@ pub struct ApiSettings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_key: Option<Secret>,
     /// Where the API is; the provider's public address when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_url: Option<String>,
+}
+
+/// Kling's credentials (an access key and a secret key, which sign each request's token) and
+/// address.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KlingSettings {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_key: Option<Secret>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_key: Option<Secret>,
+    /// Where the API is; Kling's global address when unset.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub base_url: Option<String>,
 }
@@ -78,6 +97,13 @@ pub struct ProvidersConfig {
     pub openai: ApiSettings,
     /// Google's Gemini API; the key may also come from `GEMINI_API_KEY` or `GOOGLE_API_KEY`.
     pub gemini: ApiSettings,
+    /// BytePlus ModelArk (ByteDance's Seedream and Seedance); the key may also come from
+    /// `ARK_API_KEY`. `base_url` includes the API version (`.../api/v3`).
+    pub modelark: ApiSettings,
+    /// Kling's own API; the keys may also come from `KLING_ACCESS_KEY` and `KLING_SECRET_KEY`.
+    pub kling: KlingSettings,
+    /// MiniMax's API (the Hailuo video models); the key may also come from `MINIMAX_API_KEY`.
+    pub minimax: ApiSettings,
     /// OpenAI-compatible servers by the provider name the catalogue uses for them; each needs
     /// a `base_url` (e.g. `http://127.0.0.1:11434/v1` for Ollama), the key is optional.
     pub openai_compatible: BTreeMap<String, ApiSettings>,
@@ -93,6 +119,9 @@ impl Default for ProvidersConfig {
             fal: ApiSettings::default(),
             openai: ApiSettings::default(),
             gemini: ApiSettings::default(),
+            modelark: ApiSettings::default(),
+            kling: KlingSettings::default(),
+            minimax: ApiSettings::default(),
             openai_compatible: BTreeMap::new(),
             retry: RetrySettings::default(),
             poll_interval_ms: 1000,
@@ -108,6 +137,9 @@ const RESERVED: &[&str] = &[
     "fal",
     "openai",
     "gemini",
+    "modelark",
+    "kling",
+    "minimax",
     "simulator",
 ];
 
@@ -129,8 +161,8 @@ impl Providers {
     ) -> Result<Self, String> {
         let client = http::client();
         let poll = Duration::from_millis(config.poll_interval_ms.max(10));
-        let key = |s: &ApiSettings, vars: &[&str]| {
-            s.api_key
+        let secret = |configured: &Option<Secret>, vars: &[&str]| {
+            configured
                 .clone()
                 .filter(|k| !k.expose().trim().is_empty())
                 .or_else(|| {
@@ -140,11 +172,13 @@ impl Providers {
                         .map(Secret::new)
                 })
         };
-        let base = |s: &ApiSettings, default: &str| -> Result<String, String> {
-            let url = s.base_url.clone().unwrap_or_else(|| default.to_owned());
+        let key = |s: &ApiSettings, vars: &[&str]| secret(&s.api_key, vars);
+        let url_or = |configured: &Option<String>, default: &str| -> Result<String, String> {
+            let url = configured.clone().unwrap_or_else(|| default.to_owned());
             check_url(&url)?;
             Ok(url.trim_end_matches('/').to_owned())
         };
+        let base = |s: &ApiSettings, default: &str| url_or(&s.base_url, default);
         let mut by_name: HashMap<String, Arc<dyn Provider>> = HashMap::new();
         by_name.insert("builtin".into(), Arc::new(builtin::Builtin));
         by_name.insert("cog".into(), Arc::new(cog::Cog::new(client.clone())));
@@ -192,6 +226,59 @@ impl Providers {
                     )?,
                     api_key: k,
                     client: client.clone(),
+                }),
+            );
+        }
+        if let Some(k) = key(&config.modelark, &["ARK_API_KEY"]) {
+            by_name.insert(
+                "modelark".into(),
+                Arc::new(modelark::ModelArk {
+                    base_url: base(
+                        &config.modelark,
+                        "https://ark.ap-southeast.bytepluses.com/api/v3",
+                    )?,
+                    api_key: k,
+                    client: client.clone(),
+                    poll_interval: poll,
+                }),
+            );
+        }
+        let kling_keys = (
+            secret(&config.kling.access_key, &["KLING_ACCESS_KEY"]),
+            secret(&config.kling.secret_key, &["KLING_SECRET_KEY"]),
+        );
+        match kling_keys {
+            (Some(access_key), Some(secret_key)) => {
+                by_name.insert(
+                    "kling".into(),
+                    Arc::new(kling::Kling {
+                        base_url: url_or(
+                            &config.kling.base_url,
+                            "https://api-singapore.klingai.com",
+                        )?,
+                        access_key,
+                        secret_key,
+                        client: client.clone(),
+                        poll_interval: poll,
+                    }),
+                );
+            }
+            (None, None) => {}
+            _ => {
+                return Err(
+                    "providers.kling: both access_key and secret_key are needed (or KLING_ACCESS_KEY and KLING_SECRET_KEY)"
+                        .into(),
+                );
+            }
+        }
+        if let Some(k) = key(&config.minimax, &["MINIMAX_API_KEY"]) {
+            by_name.insert(
+                "minimax".into(),
+                Arc::new(minimax::MiniMax {
+                    base_url: base(&config.minimax, "https://api.minimax.io")?,
+                    api_key: k,
+                    client: client.clone(),
+                    poll_interval: poll,
                 }),
             );
         }

@@ -3,12 +3,16 @@
 //! (`POST {base}/chat/completions`). Both answer synchronously.
 //!
 //! The route option `endpoint` chooses the API (`images` or `chat`); without it, image
-//! categories use `images` and everything else `chat`. Image input is passed through (its
-//! schema is OpenAI's own: `prompt`, `size`, `quality`, `n`, `background`, `output_format`);
-//! chat input is `prompt` (or `messages`), with optional `system`, `max_tokens`, `temperature`.
+//! categories use `images` and everything else `chat`. Image input is mapped from Runbase's
+//! shape when the route names the `gpt-image` mapping (`native/openai.rs`; with `image_urls`,
+//! `POST {base}/images/edits` as multipart/form-data, the images as `image[]` files), else
+//! passed through (OpenAI's own schema: `prompt`, `size`, `quality`, `n`, `background`,
+//! `output_format`); chat input is `prompt` (or `messages`), with optional `system`,
+//! `max_tokens`, `temperature`.
 
 use crate::Secret;
 use crate::http::{self, decode_base64};
+use crate::native;
 use crate::output::push_url;
 use async_trait::async_trait;
 use runbase_domain::provider::{
@@ -39,14 +43,63 @@ impl OpenAi {
         req
     }
 
+    /// Images: with the `gpt-image` mapping, Runbase's input becomes OpenAI's (`size`,
+    /// `quality`), sent to `images/generations`, or to `images/edits` with the images fetched
+    /// and attached when `image_urls` is given; without a mapping the input is passed through.
     async fn images(&self, req: &RunRequest<'_>) -> Result<ProviderOutput, ProviderError> {
-        let mut body = req.input.as_object().cloned().unwrap_or_default();
-        body.insert("model".into(), Value::String(req.route.upstream.clone()));
-        let v = http::send_json(
-            &self.name,
-            self.post("images/generations", &Value::Object(body)),
-        )
-        .await?;
+        let v = match native::mapping(req) {
+            None => {
+                let mut body = req.input.as_object().cloned().unwrap_or_default();
+                body.insert("model".into(), Value::String(req.route.upstream.clone()));
+                http::send_json(
+                    &self.name,
+                    self.post("images/generations", &Value::Object(body)),
+                )
+                .await?
+            }
+            Some("gpt-image") => {
+                let fields = native::openai::gpt_image(&req.route.upstream, req.input);
+                let urls = native::google::image_urls(req.input);
+                if urls.is_empty() {
+                    http::send_json(
+                        &self.name,
+                        self.post("images/generations", &Value::Object(fields)),
+                    )
+                    .await?
+                } else {
+                    let images = fetch_images(req, &urls).await?;
+                    let boundary = format!("runbase-{:016x}", rand::random::<u64>());
+                    let body = multipart(&boundary, &fields, &images);
+                    http::send_json(&self.name, self.post_form("images/edits", &boundary, body))
+                        .await?
+                }
+            }
+            Some(other) => return Err(native::unknown(&self.name, other)),
+        };
+        self.read_images(req, &v)
+    }
+
+    fn post_form(&self, path: &str, boundary: &str, body: Vec<u8>) -> reqwest::RequestBuilder {
+        let mut req = self
+            .client
+            .post(format!("{}/{path}", self.base_url.trim_end_matches('/')))
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(body);
+        if let Some(key) = &self.api_key {
+            req = req.bearer_auth(key.expose());
+        }
+        req
+    }
+
+    /// The images of an images API answer (base64, or URLs from compatible servers).
+    fn read_images(
+        &self,
+        req: &RunRequest<'_>,
+        v: &Value,
+    ) -> Result<ProviderOutput, ProviderError> {
         let format = req
             .input
             .get("output_format")
@@ -151,6 +204,81 @@ impl OpenAi {
     }
 }
 
+/// The largest image OpenAI's edits endpoint takes, when the model sets no `x-max-file-mb`.
+const MAX_EDIT_IMAGE_BYTES: usize = 50 << 20;
+
+/// An image to attach to an edit.
+#[derive(Debug)]
+struct EditImage {
+    content_type: String,
+    bytes: Vec<u8>,
+}
+
+/// Fetches the user's images (SSRF-safe), each at most the model's `x-max-file-mb`.
+async fn fetch_images(
+    req: &RunRequest<'_>,
+    urls: &[&str],
+) -> Result<Vec<EditImage>, ProviderError> {
+    let cap = req
+        .model
+        .input_schema
+        .raw()
+        .pointer("/properties/image_urls/x-max-file-mb")
+        .and_then(Value::as_u64)
+        .map_or(MAX_EDIT_IMAGE_BYTES, |mb| (mb as usize) << 20);
+    let mut images = Vec::with_capacity(urls.len());
+    for url in urls {
+        let f = http::fetch_user_url(url, cap).await.map_err(|why| {
+            ProviderError::new(
+                "invalid_input",
+                format!("An input image could not be fetched ({url}): {why}"),
+            )
+        })?;
+        let content_type = f
+            .content_type
+            .map(|t| t.split(';').next().unwrap_or("").trim().to_owned())
+            .filter(|t| t.starts_with("image/"))
+            .unwrap_or_else(|| "image/png".into());
+        images.push(EditImage {
+            content_type,
+            bytes: f.bytes,
+        });
+    }
+    Ok(images)
+}
+
+/// A `multipart/form-data` body: each field as text, then each image as an `image[]` file
+/// (OpenAI's name for a list of images).
+fn multipart(boundary: &str, fields: &Map<String, Value>, images: &[EditImage]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        let text = match value {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{text}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    for (i, image) in images.iter().enumerate() {
+        let ext = crate::http::extension_for(&image.content_type);
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"image[]\"; filename=\"image-{i}.{ext}\"\r\nContent-Type: {}\r\n\r\n",
+                image.content_type
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(&image.bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    body
+}
+
 /// Which OpenAI API a route uses.
 fn endpoint(req: &RunRequest<'_>) -> &'static str {
     match req.route.option("endpoint") {
@@ -169,5 +297,37 @@ impl Provider for OpenAi {
             _ => self.chat(req).await?,
         };
         Ok(Submitted::Done(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edits_are_multipart_with_the_fields_then_the_images() {
+        let fields = native::openai::gpt_image(
+            "gpt-image-1.5",
+            &json!({"prompt": "add a hat", "aspect_ratio": "2:3", "quality": "high"}),
+        );
+        let images = [
+            EditImage {
+                content_type: "image/png".into(),
+                bytes: b"PNG1".to_vec(),
+            },
+            EditImage {
+                content_type: "image/jpeg".into(),
+                bytes: b"JPG2".to_vec(),
+            },
+        ];
+        let body = multipart("XyZ", &fields, &images);
+        let want = "--XyZ\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\ngpt-image-1.5\r\n\
+--XyZ\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\nadd a hat\r\n\
+--XyZ\r\nContent-Disposition: form-data; name=\"quality\"\r\n\r\nhigh\r\n\
+--XyZ\r\nContent-Disposition: form-data; name=\"size\"\r\n\r\n1024x1536\r\n\
+--XyZ\r\nContent-Disposition: form-data; name=\"image[]\"; filename=\"image-0.png\"\r\nContent-Type: image/png\r\n\r\nPNG1\r\n\
+--XyZ\r\nContent-Disposition: form-data; name=\"image[]\"; filename=\"image-1.jpg\"\r\nContent-Type: image/jpeg\r\n\r\nJPG2\r\n\
+--XyZ--\r\n";
+        assert_eq!(String::from_utf8(body).unwrap(), want);
     }
 }

@@ -1,22 +1,22 @@
 //! Test mode: runs of test keys (`sk-test-...`) never reach a provider. The simulator answers
 //! for any catalogue model with output shaped by the model's output schema: real placeholder
-//! files for media (a PNG at the requested aspect ratio, a short MP4, a WAV tone) and
+//! files for media (a PNG or a short MP4 at the requested aspect ratio, a WAV tone) and
 //! placeholder values for the other fields. It is free and needs no credentials, so the
 //! documented examples work on a fresh install.
 
 use crate::output::{Media, media_of};
-use crate::placeholder;
+use crate::{mp4, placeholder};
 use async_trait::async_trait;
 use runbase_domain::catalog::Route;
 use runbase_domain::provider::{
     FileData, OutputFile, Provider, ProviderError, ProviderOutput, RunRequest, Submitted,
 };
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
-/// A 2-second 160×90 H.264 test pattern, made once with
-/// `ffmpeg -f lavfi -i testsrc=size=160x90:rate=8:duration=2 -c:v libx264 -pix_fmt yuv420p
-/// -profile:v baseline -crf 40 -movflags +faststart placeholder.mp4`.
-const PLACEHOLDER_MP4: &[u8] = include_bytes!("../assets/placeholder.mp4");
+/// Frames in a simulated video, spread over its duration: enough to see it move, few enough
+/// to keep the uncompressed (I_PCM) file small.
+const VIDEO_FRAMES: usize = 4;
 
 pub struct Simulator;
 
@@ -63,6 +63,40 @@ fn count_of(input: &Value) -> usize {
         .find_map(|f| input.get(*f).and_then(Value::as_u64))
         .unwrap_or(1)
         .clamp(1, 4) as usize
+}
+
+/// The requested video length in milliseconds: `duration` in seconds, as a number or a string
+/// like `"5"` or `"5s"`; 1 s when absent, at most 60 s. The file size does not depend on it.
+fn duration_ms_of(input: &Value) -> u32 {
+    let secs = match input.get("duration") {
+        Some(Value::Number(n)) => n.as_f64(),
+        Some(Value::String(s)) => s.trim().trim_end_matches('s').trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    match secs {
+        Some(s) if s.is_finite() && s > 0.0 => (s.min(60.0) * 1000.0).round().max(1.0) as u32,
+        _ => 1000,
+    }
+}
+
+/// A short MP4 for `prompt` at the ratio `w:h`: the diagonal gradient between two colours of
+/// the prompt's hash, as in the placeholder images, with bands that slide from frame to frame.
+/// A `resolution` input is not followed: the frames stay small (see `mp4::frame_size`).
+fn video(prompt: &str, (w, h): (u32, u32), duration_ms: u32) -> Vec<u8> {
+    let (w, h) = mp4::frame_size(w, h);
+    let d = Sha256::digest(prompt.as_bytes());
+    let (c1, c2) = ([d[0], d[1], d[2]], [d[3], d[4], d[5]]);
+    let period = 8 + u32::from(d[6] % 24);
+    let span = (w + h - 2).max(1);
+    mp4::encode(w, h, VIDEO_FRAMES, duration_ms, |frame, x, y| {
+        let t = (x + y) * 255 / span;
+        let shift = frame as u32 * period / 2;
+        let band = ((x + shift) / period + y / period).is_multiple_of(2);
+        std::array::from_fn(|ch| {
+            let v = (u32::from(c1[ch]) * (255 - t) + u32::from(c2[ch]) * t) / 255;
+            (if band { v } else { v * 7 / 8 }) as u8
+        })
+    })
 }
 
 /// A one-second 440 Hz tone, 16-bit mono WAV at 8 kHz.
@@ -155,11 +189,25 @@ impl Provider for Simulator {
                     });
                 }
             }
-            Media::Video => out.files.push(OutputFile {
-                name: "output-0.mp4".into(),
-                content_type: "video/mp4".into(),
-                data: FileData::Bytes(PLACEHOLDER_MP4.to_vec()),
-            }),
+            Media::Video => {
+                let ratio = ratio_of(input);
+                let duration = duration_ms_of(input);
+                let prompt = input
+                    .get("prompt")
+                    .and_then(Value::as_str)
+                    .unwrap_or(&model.id)
+                    .to_owned();
+                let bytes = tokio::task::spawn_blocking(move || video(&prompt, ratio, duration))
+                    .await
+                    .map_err(|e| {
+                        ProviderError::new("model_error", format!("the simulator stopped: {e}"))
+                    })?;
+                out.files.push(OutputFile {
+                    name: "output-0.mp4".into(),
+                    content_type: "video/mp4".into(),
+                    data: FileData::Bytes(bytes),
+                });
+            }
             Media::Audio => out.files.push(OutputFile {
                 name: "output-0.wav".into(),
                 content_type: "audio/wav".into(),
@@ -217,6 +265,27 @@ mod tests {
         assert_eq!(ratio_of(&json!({"size": "1536x1024"})), (510, 340));
         assert_eq!(ratio_of(&json!({"aspect_ratio": "auto"})), (512, 512));
         assert_eq!(count_of(&json!({"n": 9})), 4);
+    }
+
+    #[test]
+    fn videos_follow_the_ratio_and_duration() {
+        let size = |input: Value| {
+            let mp4 = video("a red fox", ratio_of(&input), duration_ms_of(&input));
+            crate::mp4::tests::declared_size(&mp4)
+        };
+        assert_eq!(size(json!({"aspect_ratio": "16:9"})), (256, 144));
+        assert_eq!(size(json!({"aspect_ratio": "9:16"})), (144, 256));
+        assert_eq!(size(json!({"aspect_ratio": "21:9"})), (336, 144));
+        assert_eq!(size(json!({"size": "1280x720"})), (256, 144));
+        assert_eq!(size(json!({})), (144, 144));
+        assert_eq!(duration_ms_of(&json!({"duration": 5})), 5000);
+        assert_eq!(duration_ms_of(&json!({"duration": "8s"})), 8000);
+        assert_eq!(duration_ms_of(&json!({"duration": 600})), 60_000);
+        assert_eq!(duration_ms_of(&json!({"duration": "long"})), 1000);
+        assert_ne!(
+            video("a red fox", (1, 1), 1000),
+            video("a blue fox", (1, 1), 1000)
+        );
     }
 
     #[test]

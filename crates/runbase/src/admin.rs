@@ -98,7 +98,7 @@ pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
                 let entries = store
                     .ledger(&account.id, limit.clamp(1, 100_000), None)
                     .await?;
-                let out = serde_json::json!({"account": account, "balance_cents": account.balance, "ledger": entries});
+                let out = serde_json::json!({"account": account, "balanceUsd": account.balance, "ledger": entries});
                 println!("{}", serde_json::to_string_pretty(&out)?);
                 return Ok(());
             }

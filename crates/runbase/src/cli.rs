@@ -168,7 +168,7 @@ pub enum CreditsCommand {
         /// Ledger entries to show
         #[arg(long, default_value_t = 50)]
         limit: u32,
-        /// Print JSON (`balance_cents` and `ledger`) instead of a table
+        /// Print JSON (`account`, `balanceUsd` in micro-USD, and `ledger`) instead of a table
         #[arg(long)]
         json: bool,
     },

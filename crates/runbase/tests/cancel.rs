@@ -56,7 +56,7 @@ async fn cancel_refunds_once_and_stops_the_run() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.body["status"], "canceled");
     assert_eq!(r.body["error"]["code"], "canceled");
-    assert!(r.body["completed_at"].is_string());
+    assert!(r.body["completedAt"].is_string());
     assert_eq!(c.balance(&key).await, 9);
     let again = cancel(queued.clone(), key.clone()).await;
     assert_eq!(again.status, 200);

@@ -63,21 +63,21 @@ fn ledger(s: &Server, email: &str) -> Value {
 /// once and refunded at most once.
 fn assert_ledger_exact(l: &Value) {
     let entries = l["ledger"].as_array().unwrap();
-    let mut sum = 0f64;
+    let mut sum = 0i64;
     let mut charges: HashMap<&str, usize> = HashMap::new();
     let mut refunds: HashMap<&str, usize> = HashMap::new();
     for e in entries {
-        sum += e["amount_cents"].as_f64().unwrap();
-        assert!(e["balance_after_cents"].as_f64().unwrap() >= 0.0, "{e}");
+        sum += e["amountUsd"].as_i64().unwrap();
+        assert!(e["balanceAfterUsd"].as_i64().unwrap() >= 0, "{e}");
         match e["kind"].as_str().unwrap() {
-            "run_charge" => *charges.entry(e["run_id"].as_str().unwrap()).or_default() += 1,
-            "run_refund" => *refunds.entry(e["run_id"].as_str().unwrap()).or_default() += 1,
+            "run_charge" => *charges.entry(e["runId"].as_str().unwrap()).or_default() += 1,
+            "run_refund" => *refunds.entry(e["runId"].as_str().unwrap()).or_default() += 1,
             _ => {}
         }
     }
     assert_eq!(
         sum,
-        l["balance_cents"].as_f64().unwrap(),
+        l["balanceUsd"].as_i64().unwrap(),
         "the ledger sums to the balance"
     );
     assert!(charges.values().all(|&n| n == 1));
@@ -100,7 +100,7 @@ async fn wait_all(c: &Client, key: &str) -> Vec<Value> {
         let data = page.body["data"].as_array().unwrap().clone();
         after = data.last().map(|r| r["id"].as_str().unwrap().to_owned());
         all.extend(data);
-        if page.body["has_more"] != true {
+        if page.body["hasMore"] != true {
             break;
         }
     }
@@ -132,11 +132,11 @@ async fn spend_limit_holds_under_a_burst() {
     );
     let c = s.client();
     let acct = c.get(Some(&key), "/api/v1/account").await;
-    assert_eq!(acct.body["key"]["spent_cents"], 250);
-    assert_eq!(acct.body["balance_cents"], 150);
+    assert_eq!(acct.body["key"]["spentUsd"], 250 * 10_000);
+    assert_eq!(acct.body["balanceUsd"], 150 * 10_000);
     assert_eq!(wait_all(&c, &key).await.len(), 250);
     let l = ledger(&s, "burst@example.com");
-    assert_eq!(l["balance_cents"], 150);
+    assert_eq!(l["balanceUsd"], 150 * 10_000);
     assert_ledger_exact(&l);
 }
 
@@ -159,7 +159,7 @@ async fn balance_and_quota_hold_under_a_burst() {
         "{counts:?}"
     );
     let l = ledger(&s, "poor@example.com");
-    assert_eq!(l["balance_cents"], 0);
+    assert_eq!(l["balanceUsd"], 0);
     assert_ledger_exact(&l);
 
     s.cli(&[
@@ -181,7 +181,7 @@ async fn balance_and_quota_hold_under_a_burst() {
     assert_eq!(counts.get("201"), Some(&77), "{counts:?}");
     assert_eq!(counts.get("429 USAGE_EXCEEDED"), Some(&423), "{counts:?}");
     let l = ledger(&s, "poor@example.com");
-    assert_eq!(l["balance_cents"], 1000 - 77);
+    assert_eq!(l["balanceUsd"], (1000 - 77) * 10_000);
     assert_ledger_exact(&l);
 }
 
@@ -211,7 +211,7 @@ async fn refunds_racing_with_creates_keep_the_books_exact() {
         }
         let acct = c.get(Some(&key), "/api/v1/account").await;
         assert!(
-            acct.body["key"]["spent_cents"].as_i64().unwrap() <= 200,
+            acct.body["key"]["spentUsd"].as_i64().unwrap() <= 200 * 10_000,
             "{}",
             acct.body
         );
@@ -224,8 +224,8 @@ async fn refunds_racing_with_creates_keep_the_books_exact() {
     assert!(failed > 0 && succeeded > 0);
     // Only successful runs cost anything, and the key's spend is exactly that.
     let acct = c.get(Some(&key), "/api/v1/account").await;
-    assert_eq!(acct.body["balance_cents"], 300 - succeeded);
-    assert_eq!(acct.body["key"]["spent_cents"], succeeded);
+    assert_eq!(acct.body["balanceUsd"], (300 - succeeded) * 10_000);
+    assert_eq!(acct.body["key"]["spentUsd"], succeeded * 10_000);
     let l = ledger(&s, "mixed@example.com");
     assert_ledger_exact(&l);
     let refunds = l["ledger"]

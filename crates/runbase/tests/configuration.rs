@@ -104,7 +104,7 @@ async fn a_catalogue_file_adds_and_replaces_models() {
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.body);
-    assert_eq!(r.body["cost_cents"], 0.25);
+    assert_eq!(r.body["costUsd"], 2_500);
     assert_eq!(c.balance(&key).await, 9.75);
     let done = c.wait(&key, r.body["id"].as_str().unwrap()).await;
     assert_eq!(done["output"]["text"], "a");
@@ -115,7 +115,7 @@ async fn a_catalogue_file_adds_and_replaces_models() {
             json!({"model": "runbase/echo", "input": {"text": "b"}}),
         )
         .await;
-    assert_eq!(r.body["cost_cents"], 3);
+    assert_eq!(r.body["costUsd"], 30_000);
     assert_eq!(c.balance(&key).await, 6.75);
 }
 

@@ -225,8 +225,8 @@ async fn spend_limit_is_never_exceeded_and_refunds_give_it_back() {
     c.wait(&key, failing.body["id"].as_str().unwrap()).await;
     assert_eq!(c.create(&key, echo()).await.status, 201);
     let acct = c.get(Some(&key), "/api/v1/account").await;
-    assert_eq!(acct.body["key"]["spent_cents"], 4);
-    assert_eq!(acct.body["key"]["spend_limit_cents"], 4);
+    assert_eq!(acct.body["key"]["spentUsd"], 40_000);
+    assert_eq!(acct.body["key"]["spendLimitUsd"], 40_000);
     // The spend limit comes before the balance: a poor account with a spent key says 403.
     s.cli(&["accounts", "create", "broke@example.com"]);
     let broke = s.key("broke@example.com", &["--spend-limit-cents", "0"]);
@@ -308,7 +308,7 @@ async fn rate_limit_counts_creates_and_gets_together() {
     // Listing and the account endpoint are not counted.
     assert_eq!(c.get(Some(&key), "/api/v1/runs").await.status, 200);
     let acct = c.get(Some(&key), "/api/v1/account").await;
-    assert_eq!(acct.body["key"]["rate_limit"]["remaining"], 0);
+    assert_eq!(acct.body["key"]["rateLimit"]["remaining"], 0);
     // Invalid keys are refused before the limiter (they are 401, not 429).
     c.create("sk-unknown", echo())
         .await

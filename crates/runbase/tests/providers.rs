@@ -229,7 +229,7 @@ async fn contract(s: &Setup, model: &str, double: &Double, caps: Caps) {
 
     // Success: the file is copied into Runbase and served from there.
     assert_eq!(ok["status"], "succeeded", "{ok}");
-    assert_eq!(ok["cost_cents"], PRICE);
+    assert_eq!(ok["costUsd"], (PRICE * 10_000.0) as i64);
     let urls = ok["output"]["urls"].as_array().unwrap();
     assert_eq!(urls.len(), 1, "{ok}");
     let url = urls[0].as_str().unwrap();
@@ -294,16 +294,16 @@ fn ledger_matches_balance(s: &Setup) {
         "100000",
     ]);
     let v: Value = serde_json::from_str(&out).unwrap();
-    let sum: f64 = v["ledger"]
+    let sum: i64 = v["ledger"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| e["amount_cents"].as_f64().unwrap())
+        .map(|e| e["amountUsd"].as_i64().unwrap())
         .sum();
-    assert!(
-        (sum - v["balance_cents"].as_f64().unwrap()).abs() < 1e-9,
-        "ledger sum {sum} vs balance {}",
-        v["balance_cents"]
+    assert_eq!(
+        sum,
+        v["balanceUsd"].as_i64().unwrap(),
+        "ledger sum vs balance"
     );
 }
 

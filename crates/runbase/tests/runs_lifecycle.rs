@@ -7,9 +7,28 @@ use common::Server;
 use serde_json::{Value, json};
 use std::time::Duration;
 
+/// runbase.net's timestamps: ISO 8601 UTC with exactly three fractional digits and `Z`
+/// (`2026-06-01T12:00:04.200Z`).
 fn is_rfc3339(v: &Value) -> bool {
-    v.as_str()
-        .is_some_and(|s| s.ends_with('Z') && s.contains('T') && s.len() >= 20)
+    v.as_str().is_some_and(|s| {
+        let b = s.as_bytes();
+        let digits = |r: std::ops::Range<usize>| r.clone().all(|i| b[i].is_ascii_digit());
+        b.len() == 24
+            && digits(0..4)
+            && b[4] == b'-'
+            && digits(5..7)
+            && b[7] == b'-'
+            && digits(8..10)
+            && b[10] == b'T'
+            && digits(11..13)
+            && b[13] == b':'
+            && digits(14..16)
+            && b[16] == b':'
+            && digits(17..19)
+            && b[19] == b'.'
+            && digits(20..23)
+            && b[23] == b'Z'
+    })
 }
 
 #[tokio::test]
@@ -33,10 +52,10 @@ async fn create_poll_and_read_an_image() {
         "input",
         "output",
         "error",
-        "cost_cents",
-        "created_at",
-        "started_at",
-        "completed_at",
+        "costUsd",
+        "createdAt",
+        "startedAt",
+        "completedAt",
     ];
     expected.sort();
     let mut got = keys.clone();
@@ -51,18 +70,21 @@ async fn create_poll_and_read_an_image() {
     );
     assert_eq!(run["output"], Value::Null);
     assert_eq!(run["error"], Value::Null);
-    assert_eq!(run["cost_cents"], 2);
-    assert!(is_rfc3339(&run["created_at"]));
-    assert_eq!(run["started_at"], Value::Null);
-    assert_eq!(run["completed_at"], Value::Null);
+    // 2 cents, as integer micro-USD.
+    assert_eq!(run["costUsd"], 20_000);
+    assert!(run["costUsd"].is_i64());
+    assert!(is_rfc3339(&run["createdAt"]), "{}", run["createdAt"]);
+    assert_eq!(run["startedAt"], Value::Null);
+    assert_eq!(run["completedAt"], Value::Null);
     // Charged at creation.
     assert_eq!(c.balance(&key).await, json!(98));
 
     let id = run["id"].as_str().unwrap();
     let done = c.wait(&key, id).await;
     assert_eq!(done["status"], "succeeded", "{done}");
-    assert!(is_rfc3339(&done["started_at"]) && is_rfc3339(&done["completed_at"]));
-    assert!(done["started_at"].as_str() <= done["completed_at"].as_str());
+    assert!(is_rfc3339(&done["startedAt"]) && is_rfc3339(&done["completedAt"]));
+    assert!(done["createdAt"].as_str() <= done["startedAt"].as_str());
+    assert!(done["startedAt"].as_str() <= done["completedAt"].as_str());
     let urls = done["output"]["urls"].as_array().unwrap();
     assert_eq!(urls.len(), 1);
     let url = urls[0].as_str().unwrap();
@@ -145,8 +167,8 @@ async fn lifecycle_passes_through_processing() {
             seen.push(st.clone());
         }
         if st == "processing" {
-            assert!(is_rfc3339(&r.body["started_at"]));
-            assert_eq!(r.body["completed_at"], Value::Null);
+            assert!(is_rfc3339(&r.body["startedAt"]));
+            assert_eq!(r.body["completedAt"], Value::Null);
         }
         if st == "succeeded" {
             assert_eq!(r.body["output"], json!({"text": "slow", "urls": []}));
@@ -170,7 +192,7 @@ async fn a_failed_run_is_refunded_in_full() {
         )
         .await;
     assert_eq!(r.status, 201);
-    assert_eq!(r.body["cost_cents"], 1);
+    assert_eq!(r.body["costUsd"], 10_000);
     let done = c.wait(&key, r.body["id"].as_str().unwrap()).await;
     assert_eq!(done["status"], "failed");
     assert_eq!(
@@ -178,7 +200,7 @@ async fn a_failed_run_is_refunded_in_full() {
         json!({"message": "the model exploded", "code": "model_error"})
     );
     assert_eq!(done["output"], Value::Null);
-    assert!(is_rfc3339(&done["completed_at"]));
+    assert!(is_rfc3339(&done["completedAt"]));
     assert_eq!(c.balance(&key).await, json!(10));
 
     // The ledger shows the top-up, the charge and the refund, and sums to the balance.
@@ -220,7 +242,7 @@ async fn pagination_newest_first() {
         got,
         ids[..20].iter().map(String::as_str).collect::<Vec<_>>()
     );
-    assert_eq!(page1.body["has_more"], true);
+    assert_eq!(page1.body["hasMore"], true);
     let page2 = c
         .get(
             Some(&key),
@@ -237,10 +259,10 @@ async fn pagination_newest_first() {
         got,
         ids[20..].iter().map(String::as_str).collect::<Vec<_>>()
     );
-    assert_eq!(page2.body["has_more"], false);
+    assert_eq!(page2.body["hasMore"], false);
     let small = c.get(Some(&key), "/api/v1/runs?limit=1").await;
     assert_eq!(small.body["data"].as_array().unwrap().len(), 1);
-    assert_eq!(small.body["has_more"], true);
+    assert_eq!(small.body["hasMore"], true);
     let max = c.get(Some(&key), "/api/v1/runs?limit=100").await;
     assert_eq!(max.body["data"].as_array().unwrap().len(), 25);
     c.get(Some(&key), "/api/v1/runs?starting_after=run_unknown")
@@ -272,16 +294,39 @@ async fn models_are_listed_with_schemas_and_prices() {
         "id",
         "name",
         "description",
-        "category",
-        "input_schema",
-        "output_schema",
+        "tags",
+        "inputSchema",
+        "outputSchema",
         "price",
     ] {
         assert!(!m.body[field].is_null(), "{field} missing: {}", m.body);
     }
-    assert_eq!(m.body["category"], "text to image");
-    assert_eq!(m.body["price"]["cents"], 2.0);
-    assert_eq!(m.body["input_schema"]["required"], json!(["prompt"]));
+    assert_eq!(m.body["tags"], json!(["Text to image"]));
+    assert_eq!(
+        m.body["price"],
+        json!({"baseUsd": 20_000, "byFields": null, "byValueUsd": null, "perField": null})
+    );
+    assert_eq!(m.body["inputSchema"]["required"], json!(["prompt"]));
+    // The index filters by tag, case-insensitively; an unknown parameter is refused.
+    let videos = c.get(None, "/api/v1/models?tag=text%20to%20VIDEO").await;
+    assert_eq!(videos.status, 200);
+    let videos = videos.body["data"].as_array().unwrap().clone();
+    assert!(!videos.is_empty());
+    assert!(videos.iter().all(|m| {
+        m["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t.as_str().unwrap().eq_ignore_ascii_case("text to video"))
+    }));
+    assert!(
+        !videos
+            .iter()
+            .any(|m| m["id"] == "runbase/placeholder-image")
+    );
+    c.get(None, "/api/v1/models?category=x")
+        .await
+        .assert_error(400, "invalid_request");
     let health = c.get(None, "/health").await;
     assert_eq!(health.status, 200);
 }
@@ -293,8 +338,11 @@ async fn account_endpoint_shows_balance_and_key_state() {
     let c = s.client();
     let r = c.get(Some(&key), "/api/v1/account").await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.body["balance_cents"], 42);
+    assert_eq!(r.body["balanceUsd"], 420_000);
     assert_eq!(r.body["email"], "acct@example.com");
-    assert_eq!(r.body["key"]["spent_cents"], 0);
+    assert_eq!(r.body["key"]["spentUsd"], 0);
+    assert_eq!(r.body["key"]["spendLimitUsd"], Value::Null);
+    assert_eq!(r.body["key"]["quotaUsed"], 0);
+    assert!(r.body["key"]["rateLimit"]["limit"].is_u64(), "{}", r.body);
     assert_eq!(r.body["key"]["status"], "active");
 }

@@ -41,7 +41,7 @@ async fn test_keys_run_any_catalogue_model_simulated_and_free() {
     // ...a test key can: the documented example works on a fresh install.
     let r = c.create(&test, body).await;
     assert_eq!(r.status, 201, "{}", r.body);
-    assert_eq!(r.body["cost_cents"], 0);
+    assert_eq!(r.body["costUsd"], 0);
     assert_eq!(r.body["input"]["resolution"], "1K", "defaults applied");
     let run = c.wait(&test, r.body["id"].as_str().unwrap()).await;
     assert_eq!(run["status"], "succeeded", "{run}");
@@ -94,17 +94,20 @@ async fn test_keys_run_any_catalogue_model_simulated_and_free() {
     );
     assert_eq!(llm["output"]["urls"], json!([]));
 
-    let many = c
+    // GPT Image 2 takes runbase.net's fields (no `n`): one image per run.
+    let image = c
         .create(
             &test,
-            json!({"model": "openai/gpt-image-2", "input": {"prompt": "dice", "n": 3, "size": "1536x1024"}}),
+            json!({"model": "openai/gpt-image-2", "input": {"prompt": "dice", "aspect_ratio": "3:2", "resolution": "2K"}}),
         )
         .await;
-    let many = c.wait(&test, many.body["id"].as_str().unwrap()).await;
+    assert_eq!(image.status, 201, "{}", image.body);
+    let image = c.wait(&test, image.body["id"].as_str().unwrap()).await;
+    assert_eq!(image["status"], "succeeded", "{image}");
     assert_eq!(
-        many["output"]["urls"].as_array().unwrap().len(),
-        3,
-        "{many}"
+        image["output"]["urls"].as_array().unwrap().len(),
+        1,
+        "{image}"
     );
 
     // Nothing was charged: the balance is what was added, and the ledger has only the top-up.

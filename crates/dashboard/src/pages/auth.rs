@@ -390,10 +390,10 @@ pub async fn session_check(
                 "id": v.account.id,
                 "email": v.account.email,
                 "admin": v.account.admin,
-                "balance_cents": v.account.balance,
+                "balanceUsd": v.account.balance,
             },
-            "csrf_token": v.session.csrf_token,
-            "expires_at": v.session.expires_at.to_rfc3339(),
+            "csrfToken": v.session.csrf_token,
+            "expiresAt": v.session.expires_at,
         }))
         .into_response(),
         // Always JSON: this is an API endpoint whatever the caller accepts.

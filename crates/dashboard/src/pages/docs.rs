@@ -162,14 +162,16 @@ pub async fn runs(State(state): State<AppState>, MaybeViewer(v): MaybeViewer) ->
                 li { code { "canceled" } ": canceled with " code { "POST /api/v1/runs/{id}/cancel" } " before it finished; refunded in full." }
             }
             h2 { "Money" }
-            p { "The price is taken from your balance when the run is created (" code { "cost_cents" } "). A failed or canceled run gives it back. Every change is a line in " a href="/settings/credits" { "Settings → Credits" } "." }
+            p { "The price is taken from your balance when the run is created (" code { "costUsd" } ", an integer of micro-USD: 1 USD = 1,000,000, so 60000 is 6 cents). A failed or canceled run gives it back. Every change is a line in " a href="/settings/credits" { "Settings → Credits" } "." }
             h2 { "Create" }
             pre.code { code { (shell::curl_create(base, shell::ENV_KEY, r#"{"model": "google/nano-banana-2", "input": {"prompt": "A red fox in fresh snow"}}"#)) } }
             h2 { "Poll" }
             pre.code { code { (shell::curl_get(base, "/api/v1/runs/RUN_ID", shell::ENV_KEY)) } }
             p { "Poll every 1–2 seconds. Polls count towards the runs rate limit (see " a href="/docs/rate-limits" { "Rate limits" } ")." }
             h2 { "The run object" }
-            p { "Fields, always present, " code { "null" } " until known: " code { "id" } ", " code { "model" } ", " code { "status" } ", " code { "input" } " (after defaults), " code { "output" } ", " code { "error" } ", " code { "cost_cents" } ", " code { "created_at" } ", " code { "started_at" } ", " code { "completed_at" } " (RFC 3339, UTC)." }
+            p { "Fields, always present, " code { "null" } " until known: " code { "id" } ", " code { "model" } ", " code { "status" } ", " code { "input" } " (after defaults), " code { "output" } ", " code { "error" } ", " code { "costUsd" } ", " code { "createdAt" } ", " code { "startedAt" } ", " code { "completedAt" } " (ISO 8601 UTC with milliseconds, e.g. " code { "2026-06-01T12:00:04.200Z" } ")." }
+            h2 { "Example" }
+            pre.code { code { "{\"id\": \"run_2abc...\", \"model\": \"google/nano-banana-2\", \"status\": \"succeeded\",\n \"input\": {\"prompt\": \"A red fox in fresh snow\", \"aspect_ratio\": \"auto\", \"resolution\": \"1K\"},\n \"output\": {\"urls\": [\"" (base) "/files/run_2abc.../output-0.png\"]}, \"error\": null,\n \"costUsd\": 60000, \"createdAt\": \"2026-06-01T12:00:00.000Z\",\n \"startedAt\": \"2026-06-01T12:00:00.150Z\", \"completedAt\": \"2026-06-01T12:00:04.200Z\"}" } }
             p { "Each model's input and output are described on its page under " a href="/models" { "Models" } "." }
         },
     )

@@ -12,7 +12,6 @@ use axum::response::Response;
 use maud::{Markup, html};
 use runbase_domain::ErrorCode;
 use runbase_domain::catalog::Model;
-use runbase_domain::money::Millicents;
 use runbase_http::AppState;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -23,20 +22,25 @@ pub struct ModelsQuery {
     tag: Option<String>,
 }
 
-/// The price as people read it: "$0.067 per run", or by the field that chooses it.
+/// The price as people read it: "$0.06 per run", "$0.06 (resolution 1K), ...", or per unit
+/// of the field that multiplies it.
 fn price(m: &Model) -> Markup {
-    let spec = m.price.spec();
-    let usd = |cents: f64| Millicents((cents * 1000.0).round() as i64).usd();
+    let t = m.price.table();
     html! {
-        @if let Some(by) = &spec.by {
-            @for (i, (value, cents)) in by.cents.iter().enumerate() {
+        @if let Some((fields, table)) = t.by {
+            @for (i, (key, amount)) in table.iter().enumerate() {
                 @if i > 0 { ", " }
-                (usd(*cents)) " (" (by.field) " " (value) ")"
+                (amount.usd()) " ("
+                @for (j, (field, value)) in fields.iter().zip(key.split(',')).enumerate() {
+                    @if j > 0 { ", " }
+                    (field) " " (value)
+                }
+                ")"
             }
         } @else {
-            (usd(spec.cents))
+            (t.base.usd())
         }
-        @if let Some(per) = &spec.per { " per unit of " code { (per) } } @else { " per run" }
+        @if let Some(per) = t.per { " per unit of " code { (per) } } @else { " per run" }
     }
 }
 

@@ -27,23 +27,23 @@ pub async fn get(
     Ok(Json(json!({
         "id": account.id,
         "email": account.email,
-        "balance_cents": account.balance,
+        "balanceUsd": account.balance,
         "key": {
             "id": key.id,
             "name": key.name,
             "prefix": key.prefix,
             "status": key.status(Timestamp::now()),
             "test": key.test,
-            "spent_cents": key.spent,
-            "spend_limit_cents": key.spend_limit,
+            "spentUsd": key.spent,
+            "spendLimitUsd": key.spend_limit,
             "quota": key.quota,
-            "quota_used": key.runs_created,
-            "expires_at": key.expires_at,
-            "allow_ips": key.allow_ips.to_strings(),
-            "rate_limit": {
+            "quotaUsed": key.runs_created,
+            "expiresAt": key.expires_at,
+            "allowIps": key.allow_ips.to_strings(),
+            "rateLimit": {
                 "limit": rate.limit,
                 "remaining": rate.remaining,
-                "reset_seconds": rate.reset_secs(),
+                "resetSeconds": rate.reset_secs(),
             },
         },
     })))

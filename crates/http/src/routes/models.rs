@@ -3,14 +3,37 @@
 use crate::error::HttpError;
 use crate::state::AppState;
 use axum::Json;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use runbase_domain::{ApiError, ErrorCode};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
-pub async fn list(State(state): State<AppState>) -> Json<Value> {
-    let data: Vec<Value> = state.catalog.models().iter().map(|m| m.to_json()).collect();
-    Json(json!({ "data": data }))
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// Only models with this tag (case-insensitive), e.g. `Text to video`.
+    tag: Option<String>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<Value>, HttpError> {
+    let Query(params) = params.map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("Invalid query: {}", e.body_text()),
+        )
+    })?;
+    let data: Vec<Value> = state
+        .catalog
+        .models()
+        .iter()
+        .filter(|m| params.tag.as_deref().is_none_or(|t| m.has_tag(t.trim())))
+        .map(|m| m.to_json())
+        .collect();
+    Ok(Json(json!({ "data": data })))
 }
 
 pub async fn get(

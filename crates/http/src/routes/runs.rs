@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 /// A page of runs, newest first.
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 struct RunList<'a> {
     data: &'a [Run],
     has_more: bool,

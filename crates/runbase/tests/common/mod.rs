@@ -51,6 +51,15 @@ impl Server {
         s
     }
 
+    /// A server on an existing data directory (e.g. one an earlier version wrote).
+    pub fn start_in(dir: &Path, env: &[(&str, &str)]) -> Server {
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Self::spawn(dir, &env)
+    }
+
     fn spawn(dir: &Path, env: &[(String, String)]) -> Server {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -67,6 +76,10 @@ impl Server {
             .env_remove("OPENAI_API_KEY")
             .env_remove("GEMINI_API_KEY")
             .env_remove("GOOGLE_API_KEY")
+            .env_remove("ARK_API_KEY")
+            .env_remove("KLING_ACCESS_KEY")
+            .env_remove("KLING_SECRET_KEY")
+            .env_remove("MINIMAX_API_KEY")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -330,10 +343,24 @@ impl Client {
         r.bytes().await.expect("body").to_vec()
     }
 
+    /// The balance in cents (an integer when whole), from the account's `balanceUsd`.
     pub async fn balance(&self, key: &str) -> Value {
         let r = self.get(Some(key), "/api/v1/account").await;
         assert_eq!(r.status, 200, "{}", r.body);
-        r.body["balance_cents"].clone()
+        cents(&r.body["balanceUsd"])
+    }
+}
+
+/// An amount of integer micro-USD (the wire's `…Usd` fields) in cents: an integer when it is a
+/// whole number of cents, else a decimal. Panics on anything but an integer.
+pub fn cents(micro_usd: &Value) -> Value {
+    let m = micro_usd
+        .as_i64()
+        .unwrap_or_else(|| panic!("money on the wire is an integer of micro-USD: {micro_usd}"));
+    if m % 10_000 == 0 {
+        Value::from(m / 10_000)
+    } else {
+        Value::from(m as f64 / 10_000.0)
     }
 }
 
