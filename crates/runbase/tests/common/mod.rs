@@ -184,6 +184,34 @@ impl Server {
             .expect("run cli")
     }
 
+    /// Runs `runbase <args> --data-dir <dir>` with `stdin` as its input; panics unless it
+    /// succeeds.
+    pub fn cli_with_stdin(&self, args: &[&str], stdin: &str) {
+        use std::io::Write;
+        let mut child = Command::new(BIN)
+            .args(args)
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run cli");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write stdin");
+        let out = child.wait_with_output().expect("wait cli");
+        assert!(
+            out.status.success(),
+            "runbase {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// A new account with `cents` of credit and one key; returns the key.
     pub fn account(&self, email: &str, cents: i64) -> String {
         self.cli(&["accounts", "create", email]);
