@@ -199,9 +199,21 @@ pub async fn run(config: Config, warnings: Vec<String>) -> anyhow::Result<()> {
 
     let mut http_stop = stop_rx.clone();
     // The API and the dashboard, one router.
-    let server = runbase_http::serve(listener, runbase_dashboard::router(state), async move {
-        let _ = http_stop.wait_for(|s| *s).await;
-    });
+    let serve_config = runbase_http::ServeConfig {
+        header_timeout: Duration::from_secs(config.http.header_timeout_secs),
+        body_timeout: Duration::from_secs(config.http.body_timeout_secs),
+        max_connections: config.http.max_connections,
+        max_connections_per_ip: config.http.max_connections_per_ip,
+        exempt: state.config.trusted_proxies.clone(),
+    };
+    let server = runbase_http::serve(
+        listener,
+        runbase_dashboard::router(state),
+        serve_config,
+        async move {
+            let _ = http_stop.wait_for(|s| *s).await;
+        },
+    );
     let server = tokio::spawn(server);
     shutdown_signal().await;
     tracing::info!("shutting down");
