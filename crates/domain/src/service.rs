@@ -83,6 +83,15 @@ pub fn parse_run_request(
         .input_schema
         .validate(&input)
         .map_err(|m| ApiError::new(ErrorCode::InvalidInput, m))?;
+    // The input is stored with the run and returned by every read and list of it: a bound keeps
+    // a page of runs (up to 100) from costing hundreds of MB to build.
+    let size = serde_json::to_vec(&input).map_or(usize::MAX, |v| v.len());
+    if size > MAX_INPUT_BYTES {
+        return Err(ApiError::new(
+            ErrorCode::InvalidInput,
+            format!("input: is {size} bytes of JSON; at most {MAX_INPUT_BYTES} are accepted"),
+        ));
+    }
     let price = model
         .price
         .for_input(&input)
@@ -93,6 +102,10 @@ pub fn parse_run_request(
         price,
     })
 }
+
+/// The largest input a run may have, as JSON (after defaults). Prompts are bounded more tightly
+/// by each model's schema (`maxLength`); images go by URL.
+pub const MAX_INPUT_BYTES: usize = 64 * 1024;
 
 /// Step 5, before the body is read: the key's quota.
 pub fn check_quota(key: &ApiKey) -> Result<(), ApiError> {
@@ -297,10 +310,14 @@ pub async fn create_key(
     account: &Account,
     mut settings: KeySettings,
 ) -> Result<(ApiKey, ids::ApiKeySecret), AdminError> {
-    if settings.spend_limit.is_some_and(|l| l < Millicents::ZERO) {
-        return Err(AdminError::Invalid(
-            "the spend limit cannot be negative".into(),
-        ));
+    if settings
+        .spend_limit
+        .is_some_and(|l| !(Millicents::ZERO..=Millicents::MAX_BALANCE).contains(&l))
+    {
+        return Err(AdminError::Invalid(format!(
+            "the spend limit must be from 0 to {} cents",
+            Millicents::MAX_BALANCE.0 / Millicents::PER_CENT
+        )));
     }
     let name = settings
         .name
@@ -352,11 +369,12 @@ pub async fn update_key(
         check_key_name(name)?;
     }
     if let Some(Some(limit)) = update.spend_limit
-        && limit < Millicents::ZERO
+        && !(Millicents::ZERO..=Millicents::MAX_BALANCE).contains(&limit)
     {
-        return Err(AdminError::Invalid(
-            "the spend limit cannot be negative".into(),
-        ));
+        return Err(AdminError::Invalid(format!(
+            "the spend limit must be from 0 to {} cents",
+            Millicents::MAX_BALANCE.0 / Millicents::PER_CENT
+        )));
     }
     Ok(store.update_key(&key.id, update).await?)
 }

@@ -135,7 +135,14 @@ fn cents(n: i64, what: &str) -> anyhow::Result<Millicents> {
     if n < 0 {
         anyhow::bail!("{what} cannot be negative");
     }
-    Millicents::from_cents(n).with_context(|| format!("{what} is too large"))
+    Millicents::from_cents(n)
+        .filter(|m| *m <= Millicents::MAX_BALANCE)
+        .with_context(|| {
+            format!(
+                "{what} is too large (at most {} cents)",
+                Millicents::MAX_BALANCE.0 / Millicents::PER_CENT
+            )
+        })
 }
 
 fn allowlist(entries: &[String]) -> anyhow::Result<IpAllowlist> {

@@ -338,13 +338,17 @@ impl Store for SqliteStore {
         let granted_by = granted_by.map(str::to_owned);
         let entry = self
             .write(move |c| {
-                // SQLite turns an integer sum past i64 into a REAL, which the column refuses
-                // with a storage error: refuse it here, as the client error it is.
+                // A balance past `Millicents::MAX_BALANCE` could not be shown exactly on the wire
+                // (and past i64, SQLite would turn the sum into a REAL the column refuses): refuse
+                // it here, in the writing transaction, as the client error it is.
                 let balance: Option<i64> = c
                     .prepare_cached("SELECT balance_millicents FROM accounts WHERE id = ?1")?
                     .query_row([&account_id], |r| r.get(0))
                     .optional()?;
-                if balance.is_some_and(|b| b.checked_add(amount.0).is_none()) {
+                if balance.is_some_and(|b| {
+                    b.checked_add(amount.0)
+                        .is_none_or(|n| n > Millicents::MAX_BALANCE.0)
+                }) {
                     return Ok(None);
                 }
                 append_ledger(

@@ -30,7 +30,14 @@ pub async fn list(
         .catalog
         .models()
         .iter()
-        .filter(|m| params.tag.as_deref().is_none_or(|t| m.has_tag(t.trim())))
+        .filter(|m| {
+            params
+                .tag
+                .as_deref()
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .is_none_or(|t| m.has_tag(t))
+        })
         .map(|m| m.to_json())
         .collect();
     Ok(Json(json!({ "data": data })))

@@ -100,6 +100,9 @@ pub async fn cancel(
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     limit: Option<u32>,
+    /// The id of the last run of the previous page. `starting_after` (Stripe's spelling, and
+    /// ours before the wire became camelCase) is read too.
+    #[serde(rename = "startingAfter", alias = "starting_after")]
     starting_after: Option<String>,
 }
 
