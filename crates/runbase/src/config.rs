@@ -25,6 +25,8 @@ pub struct Config {
     pub catalog: Vec<PathBuf>,
     /// Proxies (addresses or CIDR blocks) whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<String>,
+    /// The Redis server of `[rate_limits] backend = "redis"` (`redis://host:6379/0`).
+    pub redis_url: Option<String>,
     /// `full` (fsync each commit batch; survives power loss) or `normal` (survives a crash of
     /// Runbase, not of the machine).
     pub durability: String,
@@ -49,6 +51,14 @@ pub struct RateLimits {
     pub auth: Limit,
     /// Per client IP, for the session check (`GET /auth/session`).
     pub session: Limit,
+    /// Where the counts live: `memory` (this process; one node) or `redis` (shared by every
+    /// node, at `redis_url`).
+    pub backend: String,
+    /// With `backend = "redis"` and Redis unreachable: `closed` refuses requests with 503,
+    /// `open` lets them through uncounted.
+    pub fail: String,
+    /// Starts every Redis key of the limiter (installs sharing one Redis need different ones).
+    pub redis_key_prefix: String,
 }
 
 /// Payment providers for top-ups.
@@ -86,6 +96,7 @@ impl Default for Config {
             public_url: None,
             catalog: Vec::new(),
             trusted_proxies: Vec::new(),
+            redis_url: None,
             durability: "full".into(),
             rate_limits: RateLimits {
                 runs: Limit {
@@ -100,6 +111,9 @@ impl Default for Config {
                     requests: 60,
                     window_secs: 60,
                 },
+                backend: "memory".into(),
+                fail: "closed".into(),
+                redis_key_prefix: "runbase:rl:".into(),
             },
             payments: PaymentsConfig::default(),
             worker: WorkerSettings {
@@ -136,6 +150,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "public_url",
     "catalog",
     "trusted_proxies",
+    "redis_url",
     "durability",
     "rate_limits",
     "worker",
@@ -198,6 +213,26 @@ impl Config {
                     "rate_limits.{name}: requests and window_secs must be positive"
                 ));
             }
+        }
+        match self.rate_limits.backend.as_str() {
+            "memory" => {}
+            "redis" if self.redis_url.is_none() => {
+                return Err(
+                    "rate_limits.backend = \"redis\" needs redis_url (or RUNBASE_REDIS_URL)".into(),
+                );
+            }
+            "redis" => {}
+            other => {
+                return Err(format!(
+                    "rate_limits.backend: must be \"memory\" or \"redis\", not {other:?}"
+                ));
+            }
+        }
+        if !matches!(self.rate_limits.fail.as_str(), "closed" | "open") {
+            return Err(format!(
+                "rate_limits.fail: must be \"closed\" or \"open\", not {:?}",
+                self.rate_limits.fail
+            ));
         }
         if !matches!(self.durability.as_str(), "full" | "normal") {
             return Err(format!(

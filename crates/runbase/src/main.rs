@@ -4,6 +4,7 @@
 mod admin;
 mod cli;
 mod config;
+mod limiters;
 mod serve;
 
 use clap::Parser;

@@ -5,7 +5,7 @@ use anyhow::{Context, bail};
 use runbase_domain::catalog::Catalog;
 use runbase_domain::inflight::InFlight;
 use runbase_domain::payments::PaymentProvider;
-use runbase_domain::ratelimit::{RateLimit, SlidingWindowLimiter};
+use runbase_domain::ratelimit::RateLimit;
 use runbase_domain::store::Store;
 use runbase_domain::time::Timestamp;
 use runbase_http::{AppState, HttpConfig, Limits};
@@ -143,27 +143,14 @@ pub async fn run(config: Config, warnings: Vec<String>) -> anyhow::Result<()> {
         auth: limit(config.rate_limits.auth),
         session: limit(config.rate_limits.session),
     };
-    let auth_limiter = Arc::new(SlidingWindowLimiter::new(limits.auth));
-    let session_limiter = Arc::new(SlidingWindowLimiter::new(limits.session));
-    // Per-IP limiters meet many clients: forget the idle ones now and then.
-    {
-        let (a, s) = (auth_limiter.clone(), session_limiter.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                tick.tick().await;
-                a.sweep();
-                s.sweep();
-            }
-        });
-    }
+    let limiters = crate::limiters::build(&config, limits)?;
     let state = AppState {
         store: store.clone(),
         catalog: catalog.clone(),
         files: files.clone(),
-        runs_limiter: Arc::new(SlidingWindowLimiter::new(limits.runs)),
-        auth_limiter,
-        session_limiter,
+        runs_limiter: limiters.runs,
+        auth_limiter: limiters.auth,
+        session_limiter: limiters.session,
         payments,
         inflight: inflight.clone(),
         config: Arc::new(HttpConfig {
