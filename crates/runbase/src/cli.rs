@@ -42,6 +42,14 @@ pub enum Command {
     /// Manage credit balances
     #[command(subcommand)]
     Credits(CreditsCommand),
+    /// Copy a live SQLite store (and local output files) into a new data directory
+    Backup(BackupArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The directory to create; `runbase serve --data-dir PATH` starts from it
+    pub path: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -2,6 +2,7 @@
 //! administrative command.
 
 mod admin;
+mod backup;
 mod cli;
 mod config;
 mod limiters;
@@ -51,6 +52,12 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(_) => serve::run(config, warnings).await,
+            Command::Backup(args) => {
+                for w in &warnings {
+                    eprintln!("warning: {w}");
+                }
+                backup::run(&config, &args.path)
+            }
             other => {
                 for w in &warnings {
                     eprintln!("warning: {w}");
