@@ -63,6 +63,10 @@ pub struct ServeArgs {
     /// A catalogue file whose models add to or replace the built-in ones (repeatable)
     #[arg(long)]
     pub catalog: Vec<PathBuf>,
+    /// What this process does: `all` (API, dashboard and worker), `api` (API and dashboard, no
+    /// worker) or `worker` (executes runs; serves only /health and output files) [env: RUNBASE_ROLE]
+    #[arg(long, value_parser = ["all", "api", "worker"])]
+    pub role: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

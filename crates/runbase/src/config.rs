@@ -15,6 +15,8 @@ use std::path::PathBuf;
 pub struct Config {
     /// Address the API and dashboard listen on.
     pub listen: String,
+    /// `all` (API, dashboard and worker in one process), `api` or `worker` (`serve --role`).
+    pub role: String,
     /// Where the embedded database and output files live.
     pub data_dir: PathBuf,
     /// A database URL (`sqlite:///path/to/runbase.db`); the default is `runbase.db` in `data_dir`.
@@ -91,6 +93,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: "127.0.0.1:8080".into(),
+            role: "all".into(),
             data_dir: PathBuf::from("./runbase-data"),
             database_url: None,
             public_url: None,
@@ -134,6 +137,8 @@ pub struct FlagOverrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database_url: Option<String>,
@@ -145,6 +150,7 @@ pub struct FlagOverrides {
 
 const TOP_LEVEL_KEYS: &[&str] = &[
     "listen",
+    "role",
     "data_dir",
     "database_url",
     "public_url",
@@ -213,6 +219,12 @@ impl Config {
                     "rate_limits.{name}: requests and window_secs must be positive"
                 ));
             }
+        }
+        if !matches!(self.role.as_str(), "all" | "api" | "worker") {
+            return Err(format!(
+                "role: must be \"all\", \"api\" or \"worker\", not {:?}",
+                self.role
+            ));
         }
         match self.rate_limits.backend.as_str() {
             "memory" => {}

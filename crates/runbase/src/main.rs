@@ -6,6 +6,7 @@ mod backup;
 mod cli;
 mod config;
 mod limiters;
+mod role;
 mod serve;
 
 use clap::Parser;
@@ -27,6 +28,7 @@ fn main() -> ExitCode {
     };
     if let Command::Serve(args) = &cli.command {
         flags.listen = args.listen.clone();
+        flags.role = args.role.clone();
         flags.public_url = args.public_url.clone();
         if !args.catalog.is_empty() {
             flags.catalog = Some(args.catalog.clone());

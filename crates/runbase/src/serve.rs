@@ -1,6 +1,8 @@
-//! `runbase serve`: the API, the worker and the dashboard in one process.
+//! `runbase serve`: the API, the worker and the dashboard in one process, or (`--role`) the API
+//! and the dashboard alone, or the worker alone.
 
 use crate::config::Config;
+use crate::role::{self, Role};
 use anyhow::{Context, bail};
 use runbase_domain::catalog::Catalog;
 use runbase_domain::inflight::InFlight;
@@ -81,17 +83,29 @@ pub async fn run(config: Config, warnings: Vec<String>) -> anyhow::Result<()> {
 
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let role = Role::from_config(&config);
+    for w in role::warnings(role, &config) {
+        tracing::warn!("{w}");
+    }
     let store: Arc<dyn Store> = Arc::new(open_store(&config)?);
-    let (requeued, failed) = store
-        .recover_interrupted(config.worker.max_attempts, Timestamp::now())
-        .await
-        .context("recovering runs interrupted by the last stop")?;
-    if requeued + failed > 0 {
-        tracing::warn!(
-            requeued,
-            failed,
-            "recovered runs interrupted by the last stop"
-        );
+    // Held until the process exits.
+    let _worker_lock = if role.executes_runs() {
+        Some(role::lock_sqlite_worker(&config)?)
+    } else {
+        None
+    };
+    if role.executes_runs() {
+        let (requeued, failed) = store
+            .recover_interrupted(config.worker.max_attempts, Timestamp::now())
+            .await
+            .context("recovering runs interrupted by the last stop")?;
+        if requeued + failed > 0 {
+            tracing::warn!(
+                requeued,
+                failed,
+                "recovered runs interrupted by the last stop"
+            );
+        }
     }
 
     let providers = Providers::from_config(&config.providers, |var| std::env::var(var).ok())
@@ -176,17 +190,24 @@ pub async fn run(config: Config, warnings: Vec<String>) -> anyhow::Result<()> {
         },
     };
     let mut worker_stop = stop_rx.clone();
-    let worker_task = tokio::spawn(worker.run(async move {
-        let _ = worker_stop.wait_for(|s| *s).await;
-    }));
+    let worker_task = role.executes_runs().then(|| {
+        tokio::spawn(worker.run(async move {
+            let _ = worker_stop.wait_for(|s| *s).await;
+        }))
+    });
 
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), "runbase is ready");
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), role = role.name(), "runbase is ready");
     // The one line on stdout: scripts and tests read the address from it.
     println!("Runbase listening on http://{addr}");
 
     let mut http_stop = stop_rx.clone();
-    // The API and the dashboard, one router.
-    let server = runbase_http::serve(listener, runbase_dashboard::router(state), async move {
+    // The API and the dashboard, one router; a worker serves only its health and the files.
+    let router = if role.serves_api() {
+        runbase_dashboard::router(state)
+    } else {
+        runbase_http::routes::worker_router(state)
+    };
+    let server = runbase_http::serve(listener, router, async move {
         let _ = http_stop.wait_for(|s| *s).await;
     });
     let server = tokio::spawn(server);
@@ -194,7 +215,9 @@ pub async fn run(config: Config, warnings: Vec<String>) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = server.await;
-    let _ = worker_task.await;
+    if let Some(w) = worker_task {
+        let _ = w.await;
+    }
     Ok(())
 }
 
