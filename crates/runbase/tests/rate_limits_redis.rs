@@ -182,3 +182,41 @@ async fn unreachable_redis_fails_open_when_configured() {
     assert_eq!(session_check(&server.url).await.status, 401);
     assert!(server.log().contains("Redis is unavailable"));
 }
+
+#[test]
+fn the_redis_backend_needs_a_url_and_known_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    for (env, message) in [
+        (
+            vec![("RUNBASE_RATE_LIMITS__BACKEND", "redis")],
+            "needs redis_url",
+        ),
+        (
+            vec![("RUNBASE_RATE_LIMITS__BACKEND", "memcached")],
+            "rate_limits.backend",
+        ),
+        (
+            vec![("RUNBASE_RATE_LIMITS__FAIL", "sometimes")],
+            "rate_limits.fail",
+        ),
+        (
+            vec![
+                ("RUNBASE_RATE_LIMITS__BACKEND", "redis"),
+                ("RUNBASE_REDIS_URL", "http://not-redis"),
+            ],
+            "redis_url",
+        ),
+    ] {
+        let out = std::process::Command::new(common::BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{env:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(message), "{env:?}: {err}");
+    }
+}
