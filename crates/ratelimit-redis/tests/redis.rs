@@ -162,6 +162,7 @@ async fn unreachable_redis_fails_closed_or_open_without_waiting() {
 struct Relay {
     port: u16,
     stop: tokio::sync::watch::Sender<bool>,
+    freeze: tokio::sync::watch::Sender<bool>,
 }
 
 impl Relay {
@@ -171,6 +172,7 @@ impl Relay {
             .expect("bind relay");
         let port = listener.local_addr().expect("addr").port();
         let (stop, rx) = tokio::sync::watch::channel(false);
+        let (freeze, freeze_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             loop {
                 let mut rx1 = rx.clone();
@@ -180,18 +182,31 @@ impl Relay {
                 };
                 let target = target.clone();
                 let mut rx2 = rx.clone();
+                let mut frozen = freeze_rx.clone();
                 tokio::spawn(async move {
                     let Ok(mut out) = tokio::net::TcpStream::connect(&target).await else {
                         return;
                     };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut out) => {}
-                        _ = rx2.wait_for(|s| *s) => {}
+                    let mut stopped = rx2.clone();
+                    let frozen_or_stopped = tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut out) => false,
+                        _ = rx2.wait_for(|s| *s) => false,
+                        _ = frozen.wait_for(|f| *f) => true,
+                    };
+                    if frozen_or_stopped {
+                        // Frozen: the sockets stay open and nothing more passes, like a
+                        // network partition.
+                        let _ = stopped.wait_for(|s| *s).await;
                     }
                 });
             }
         });
-        Relay { port, stop }
+        Relay { port, stop, freeze }
+    }
+
+    /// Stops passing bytes, keeping every connection open.
+    fn freeze(&self) {
+        let _ = self.freeze.send(true);
     }
 
     fn cut(self) -> u16 {
@@ -240,4 +255,31 @@ async fn reconnects_in_the_background_after_an_outage() {
     let d = back.expect("the limiter reconnected");
     // The count survived the outage: it lives in Redis.
     assert_eq!(d.remaining, 98);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_stops_answering_is_given_up_after_the_command_timeout() {
+    if !redis_up().await {
+        return;
+    }
+    let target = redis_url()
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_owned();
+    let relay = Relay::start(0, target).await;
+    let url = format!("redis://127.0.0.1:{}", relay.port);
+    let node = limits(&url, &prefix(), FailMode::Closed);
+    connected(&node).await;
+    let l = node.limiter("runs", per(100, Duration::from_secs(3600)));
+    assert!(l.check("k").await.expect("answer").allowed);
+    relay.freeze();
+    // The socket stays open and silent: every check still answers (a refusal), none hangs.
+    // The bound is a hang detector, not a performance assertion.
+    for _ in 0..20 {
+        let r = tokio::time::timeout(Duration::from_secs(5), l.check("k"))
+            .await
+            .expect("answers");
+        assert!(r.is_err());
+    }
+    drop(relay);
 }
