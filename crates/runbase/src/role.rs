@@ -62,11 +62,23 @@ pub fn warnings(role: Role, config: &Config) -> Vec<String> {
     w
 }
 
+/// Whether the store is SQLite (a PostgreSQL store takes any number of workers).
+pub fn is_sqlite(config: &Config) -> bool {
+    !config
+        .database_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"))
+}
+
 /// On SQLite, one process per data directory executes runs: at start-up it takes back the
 /// runs left `processing` by the last stop, which would steal them from a second worker that
-/// is still executing them. The lock is held by the returned file until the process exits.
+/// is still executing them. The lock, on a file beside the database, is held by the returned
+/// file until the process exits.
 pub fn lock_sqlite_worker(config: &Config) -> anyhow::Result<File> {
-    let path = config.data_dir.join("worker.lock");
+    let db = config.sqlite_path().map_err(anyhow::Error::msg)?;
+    let mut path = db.clone().into_os_string();
+    path.push("-worker.lock");
+    let path = std::path::PathBuf::from(path);
     let file = File::options()
         .create(true)
         .truncate(false)
@@ -76,8 +88,8 @@ pub fn lock_sqlite_worker(config: &Config) -> anyhow::Result<File> {
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => bail!(
-            "another process executes runs on {} (serve with role all or worker); with SQLite, run one worker per data directory and any number of `--role api` processes",
-            config.data_dir.display()
+            "another process executes runs on {} (serve with role all or worker); with SQLite, run one worker per database and any number of `--role api` processes",
+            db.display()
         ),
         Err(std::fs::TryLockError::Error(e)) => {
             Err(e).with_context(|| format!("locking {}", path.display()))

@@ -89,7 +89,7 @@ pub async fn run(config: Config, warnings: Vec<String>) -> anyhow::Result<()> {
     }
     let store: Arc<dyn Store> = Arc::new(open_store(&config)?);
     // Held until the process exits.
-    let _worker_lock = if role.executes_runs() {
+    let _worker_lock = if role.executes_runs() && role::is_sqlite(&config) {
         Some(role::lock_sqlite_worker(&config)?)
     } else {
         None
