@@ -83,6 +83,12 @@ pub enum AccountsCommand {
     },
     /// Set an account's dashboard password, read from stdin (one line); logs out its sessions
     SetPassword { email: String },
+    /// List every account, oldest first, with its balance and whether it is an administrator
+    List,
+    /// Make an account an administrator (may grant credits in the dashboard)
+    SetAdmin { email: String },
+    /// Make an account no longer an administrator
+    UnsetAdmin { email: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -33,6 +33,8 @@ pub struct Config {
     /// Runbase, not of the machine).
     pub durability: String,
     pub rate_limits: RateLimits,
+    /// Connection limits and timeouts against slow or greedy clients.
+    pub http: HttpSettings,
     pub worker: WorkerSettings,
     /// Upstream providers: credentials, addresses, retries.
     pub providers: ProvidersConfig,
@@ -78,6 +80,34 @@ pub struct Limit {
     pub window_secs: u64,
 }
 
+/// `[http]`: what one client may hold of the server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Seconds a client has to send a complete request head after connecting, and to start
+    /// its next request on a kept-alive connection.
+    pub header_timeout_secs: u64,
+    /// Seconds a client has to send a whole request body once its head has arrived.
+    pub body_timeout_secs: u64,
+    /// Connections open at once, all clients together; a connection over it is closed at once.
+    pub max_connections: usize,
+    /// Connections open at once from one client address (an IPv6 client counts by its /64;
+    /// trusted proxies count only against `max_connections`).
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        let d = runbase_http::ServeConfig::default();
+        HttpSettings {
+            header_timeout_secs: d.header_timeout.as_secs(),
+            body_timeout_secs: d.body_timeout.as_secs(),
+            max_connections: d.max_connections,
+            max_connections_per_ip: d.max_connections_per_ip,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerSettings {
@@ -119,6 +149,7 @@ impl Default for Config {
                 redis_key_prefix: "runbase:rl:".into(),
             },
             payments: PaymentsConfig::default(),
+            http: HttpSettings::default(),
             worker: WorkerSettings {
                 concurrency: 64,
                 poll_interval_ms: 1000,
@@ -159,6 +190,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "redis_url",
     "durability",
     "rate_limits",
+    "http",
     "worker",
     "providers",
     "storage",
@@ -219,6 +251,17 @@ impl Config {
                     "rate_limits.{name}: requests and window_secs must be positive"
                 ));
             }
+        }
+        let h = &self.http;
+        if h.header_timeout_secs == 0
+            || h.body_timeout_secs == 0
+            || h.max_connections == 0
+            || h.max_connections_per_ip == 0
+        {
+            return Err("http: every timeout and connection cap must be positive".into());
+        }
+        if h.max_connections_per_ip > h.max_connections {
+            return Err("http.max_connections_per_ip cannot be above http.max_connections".into());
         }
         if !matches!(self.role.as_str(), "all" | "api" | "worker") {
             return Err(format!(

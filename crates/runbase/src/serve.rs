@@ -201,13 +201,20 @@ pub async fn run(config: Config, warnings: Vec<String>) -> anyhow::Result<()> {
     println!("Runbase listening on http://{addr}");
 
     let mut http_stop = stop_rx.clone();
+    let serve_config = runbase_http::ServeConfig {
+        header_timeout: Duration::from_secs(config.http.header_timeout_secs),
+        body_timeout: Duration::from_secs(config.http.body_timeout_secs),
+        max_connections: config.http.max_connections,
+        max_connections_per_ip: config.http.max_connections_per_ip,
+        exempt: state.config.trusted_proxies.clone(),
+    };
     // The API and the dashboard, one router; a worker serves only its health and the files.
     let router = if role.serves_api() {
         runbase_dashboard::router(state)
     } else {
         runbase_http::routes::worker_router(state)
     };
-    let server = runbase_http::serve(listener, router, async move {
+    let server = runbase_http::serve(listener, router, serve_config, async move {
         let _ = http_stop.wait_for(|s| *s).await;
     });
     let server = tokio::spawn(server);

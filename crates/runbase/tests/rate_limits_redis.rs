@@ -45,6 +45,9 @@ fn redis_env<'a>(url: &'a str, prefix: &'a str, fail: &'a str) -> Vec<(&'static 
         ("RUNBASE_REDIS_URL", url),
         ("RUNBASE_RATE_LIMITS__REDIS_KEY_PREFIX", prefix),
         ("RUNBASE_RATE_LIMITS__FAIL", fail),
+        // The bursts below come from one address.
+        ("RUNBASE_HTTP__MAX_CONNECTIONS", "4096"),
+        ("RUNBASE_HTTP__MAX_CONNECTIONS_PER_IP", "4096"),
     ]
 }
 

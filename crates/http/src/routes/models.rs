@@ -3,7 +3,7 @@
 use crate::error::HttpError;
 use crate::state::AppState;
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use runbase_domain::{ApiError, ErrorCode};
 use serde::Deserialize;
@@ -38,8 +38,11 @@ pub async fn list(
 
 pub async fn get(
     State(state): State<AppState>,
-    Path((provider, name)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<Value>, HttpError> {
+    let Ok(Path((provider, name))) = path else {
+        return Err(ApiError::new(ErrorCode::NotFound, "No model with this ID").into());
+    };
     let id = format!("{provider}/{name}");
     let model = state
         .catalog
