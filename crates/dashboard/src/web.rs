@@ -286,7 +286,8 @@ async fn limit_by_ip(
 ) -> Result<RateDecision, Response> {
     let decision = limiter
         .check(&format!("{scope}:{}", limit_bucket(ip)))
-        .await;
+        .await
+        .map_err(|_| error_response(headers, ErrorCode::ServiceUnavailable.into()))?;
     if decision.allowed {
         return Ok(decision);
     }

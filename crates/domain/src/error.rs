@@ -91,6 +91,9 @@ error_codes! {
     PaymentsUnavailable => ("payments_unavailable", 503, "Top-ups are not available on this server", "Ask an administrator to grant credits, or to configure payments"),
     /// The payment provider failed or refused.
     PaymentProviderError => ("payment_provider_error", 502, "The payment provider could not start the payment", "Try again in a minute"),
+    /// A service the request depends on (the shared rate limiter) is unreachable; nothing was
+    /// done, the request may be retried.
+    ServiceUnavailable => ("service_unavailable", 503, "The service is temporarily unavailable; nothing was done", "Retry in a few seconds with exponential backoff"),
     /// Anything unexpected on the server's side; never carries internal detail.
     Internal => ("internal_error", 500, "An unexpected error occurred on our side. If this persists, contact support@runbase.net.", "Retry later; if this persists, contact support@runbase.net"),
 }

@@ -18,7 +18,7 @@ pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
     let store = open_store(config)?;
     let store: &dyn Store = &store;
     match command {
-        Command::Serve(_) => unreachable!("serve is handled by main"),
+        Command::Serve(_) | Command::Backup(_) => unreachable!("handled by main"),
         Command::Accounts(AccountsCommand::Create {
             email,
             admin,

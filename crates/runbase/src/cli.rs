@@ -42,6 +42,14 @@ pub enum Command {
     /// Manage credit balances
     #[command(subcommand)]
     Credits(CreditsCommand),
+    /// Copy a live SQLite store (and local output files) into a new data directory
+    Backup(BackupArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The directory to create; `runbase serve --data-dir PATH` starts from it
+    pub path: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -55,6 +63,10 @@ pub struct ServeArgs {
     /// A catalogue file whose models add to or replace the built-in ones (repeatable)
     #[arg(long)]
     pub catalog: Vec<PathBuf>,
+    /// What this process does: `all` (API, dashboard and worker), `api` (API and dashboard, no
+    /// worker) or `worker` (executes runs; serves only /health and output files) [env: RUNBASE_ROLE]
+    #[arg(long, value_parser = ["all", "api", "worker"])]
+    pub role: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -15,6 +15,8 @@ use std::path::PathBuf;
 pub struct Config {
     /// Address the API and dashboard listen on.
     pub listen: String,
+    /// `all` (API, dashboard and worker in one process), `api` or `worker` (`serve --role`).
+    pub role: String,
     /// Where the embedded database and output files live.
     pub data_dir: PathBuf,
     /// A database URL (`sqlite:///path/to/runbase.db`); the default is `runbase.db` in `data_dir`.
@@ -25,6 +27,8 @@ pub struct Config {
     pub catalog: Vec<PathBuf>,
     /// Proxies (addresses or CIDR blocks) whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<String>,
+    /// The Redis server of `[rate_limits] backend = "redis"` (`redis://host:6379/0`).
+    pub redis_url: Option<String>,
     /// `full` (fsync each commit batch; survives power loss) or `normal` (survives a crash of
     /// Runbase, not of the machine).
     pub durability: String,
@@ -51,6 +55,14 @@ pub struct RateLimits {
     pub auth: Limit,
     /// Per client IP, for the session check (`GET /auth/session`).
     pub session: Limit,
+    /// Where the counts live: `memory` (this process; one node) or `redis` (shared by every
+    /// node, at `redis_url`).
+    pub backend: String,
+    /// With `backend = "redis"` and Redis unreachable: `closed` refuses requests with 503,
+    /// `open` lets them through uncounted.
+    pub fail: String,
+    /// Starts every Redis key of the limiter (installs sharing one Redis need different ones).
+    pub redis_key_prefix: String,
 }
 
 /// Payment providers for top-ups.
@@ -111,11 +123,13 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: "127.0.0.1:8080".into(),
+            role: "all".into(),
             data_dir: PathBuf::from("./runbase-data"),
             database_url: None,
             public_url: None,
             catalog: Vec::new(),
             trusted_proxies: Vec::new(),
+            redis_url: None,
             durability: "full".into(),
             rate_limits: RateLimits {
                 runs: Limit {
@@ -130,6 +144,9 @@ impl Default for Config {
                     requests: 60,
                     window_secs: 60,
                 },
+                backend: "memory".into(),
+                fail: "closed".into(),
+                redis_key_prefix: "runbase:rl:".into(),
             },
             payments: PaymentsConfig::default(),
             http: HttpSettings::default(),
@@ -151,6 +168,8 @@ pub struct FlagOverrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database_url: Option<String>,
@@ -162,11 +181,13 @@ pub struct FlagOverrides {
 
 const TOP_LEVEL_KEYS: &[&str] = &[
     "listen",
+    "role",
     "data_dir",
     "database_url",
     "public_url",
     "catalog",
     "trusted_proxies",
+    "redis_url",
     "durability",
     "rate_limits",
     "http",
@@ -241,6 +262,32 @@ impl Config {
         }
         if h.max_connections_per_ip > h.max_connections {
             return Err("http.max_connections_per_ip cannot be above http.max_connections".into());
+        }
+        if !matches!(self.role.as_str(), "all" | "api" | "worker") {
+            return Err(format!(
+                "role: must be \"all\", \"api\" or \"worker\", not {:?}",
+                self.role
+            ));
+        }
+        match self.rate_limits.backend.as_str() {
+            "memory" => {}
+            "redis" if self.redis_url.is_none() => {
+                return Err(
+                    "rate_limits.backend = \"redis\" needs redis_url (or RUNBASE_REDIS_URL)".into(),
+                );
+            }
+            "redis" => {}
+            other => {
+                return Err(format!(
+                    "rate_limits.backend: must be \"memory\" or \"redis\", not {other:?}"
+                ));
+            }
+        }
+        if !matches!(self.rate_limits.fail.as_str(), "closed" | "open") {
+            return Err(format!(
+                "rate_limits.fail: must be \"closed\" or \"open\", not {:?}",
+                self.rate_limits.fail
+            ));
         }
         if !matches!(self.durability.as_str(), "full" | "normal") {
             return Err(format!(

@@ -2,8 +2,11 @@
 //! administrative command.
 
 mod admin;
+mod backup;
 mod cli;
 mod config;
+mod limiters;
+mod role;
 mod serve;
 
 use clap::Parser;
@@ -25,6 +28,7 @@ fn main() -> ExitCode {
     };
     if let Command::Serve(args) = &cli.command {
         flags.listen = args.listen.clone();
+        flags.role = args.role.clone();
         flags.public_url = args.public_url.clone();
         if !args.catalog.is_empty() {
             flags.catalog = Some(args.catalog.clone());
@@ -50,6 +54,12 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(_) => serve::run(config, warnings).await,
+            Command::Backup(args) => {
+                for w in &warnings {
+                    eprintln!("warning: {w}");
+                }
+                backup::run(&config, &args.path)
+            }
             other => {
                 for w in &warnings {
                     eprintln!("warning: {w}");

@@ -33,6 +33,15 @@ pub fn api_routes() -> Router<AppState> {
         .route("/webhooks/{provider}", post(webhooks::receive))
 }
 
+/// What a worker node serves (`runbase serve --role worker`): its health, for a load balancer
+/// or an orchestrator, and output files, which any node serves. Nothing else.
+pub fn worker_router(state: AppState) -> Router {
+    let routes = Router::new()
+        .route("/health", get(health::health))
+        .route("/files/{run_id}/{name}", get(files::get));
+    finish(routes.fallback(not_found), state)
+}
+
 /// The API alone, every unknown path answered with the JSON `not_found`.
 pub fn router(state: AppState) -> Router {
     finish(api_routes().fallback(not_found), state)
