@@ -175,6 +175,7 @@ pub async fn run(config: Config, warnings: Vec<String>) -> anyhow::Result<()> {
         }),
     };
 
+    let shutdown = shutdown_signal()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let worker = Worker {
         store: store.clone(),
@@ -218,7 +219,7 @@ pub async fn run(config: Config, warnings: Vec<String>) -> anyhow::Result<()> {
         let _ = http_stop.wait_for(|s| *s).await;
     });
     let server = tokio::spawn(server);
-    shutdown_signal().await;
+    shutdown.await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = server.await;
@@ -228,23 +229,25 @@ pub async fn run(config: Config, warnings: Vec<String>) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Installs the SIGTERM and SIGINT handlers at once and returns what resolves on the first of
+/// them. Installed before the server answers anything: a signal sent as soon as `/health`
+/// answers must start the graceful shutdown, not meet the default action (an abrupt exit).
+fn shutdown_signal()
+-> anyhow::Result<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        Ok(Box::pin(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }))
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    Ok(Box::pin(async {
+        let _ = tokio::signal::ctrl_c().await;
+    }))
 }
