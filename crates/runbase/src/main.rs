@@ -4,6 +4,7 @@
 mod admin;
 mod cli;
 mod config;
+mod database;
 mod serve;
 
 use clap::Parser;
@@ -49,7 +50,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(_) => serve::run(config, warnings).await,
+            Command::Serve(args) => serve::run(config, warnings, args.migrate).await,
             other => {
                 for w in &warnings {
                     eprintln!("warning: {w}");
