@@ -38,8 +38,12 @@ where
 
 #[tokio::main]
 async fn main() {
-    let url = std::env::args().nth(1).unwrap_or_else(|| "postgres://postgres@127.0.0.1/test".into());
-    let (setup, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
+    let url = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1/test".into());
+    let (setup, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
     tokio::spawn(conn);
     setup
         .batch_execute(
@@ -54,10 +58,19 @@ async fn main() {
     let mgr = deadpool_postgres::Manager::from_config(
         cfg,
         tokio_postgres::NoTls,
-        deadpool_postgres::ManagerConfig { recycling_method: deadpool_postgres::RecyclingMethod::Fast },
+        deadpool_postgres::ManagerConfig {
+            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        },
     );
-    let dp = deadpool_postgres::Pool::builder(mgr).max_size(POOL).build().expect("pool");
-    let sx = sqlx::postgres::PgPoolOptions::new().max_connections(POOL as u32).connect(&url).await.expect("sqlx");
+    let dp = deadpool_postgres::Pool::builder(mgr)
+        .max_size(POOL)
+        .build()
+        .expect("pool");
+    let sx = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(POOL as u32)
+        .connect(&url)
+        .await
+        .expect("sqlx");
 
     for round in 0..2 {
         println!("round {round}");
@@ -66,7 +79,10 @@ async fn main() {
             let p = p.clone();
             async move {
                 let c = p.get().await.expect("conn");
-                let s = c.prepare_cached("INSERT INTO bench_driver (v) VALUES ($1)").await.expect("prep");
+                let s = c
+                    .prepare_cached("INSERT INTO bench_driver (v) VALUES ($1)")
+                    .await
+                    .expect("prep");
                 c.execute(&s, &[&"x"]).await.expect("insert");
             }
         })
@@ -75,7 +91,11 @@ async fn main() {
         drive("sqlx INSERT", move |_| {
             let p = p.clone();
             async move {
-                sqlx::query("INSERT INTO bench_driver (v) VALUES ($1)").bind("x").execute(&p).await.expect("insert");
+                sqlx::query("INSERT INTO bench_driver (v) VALUES ($1)")
+                    .bind("x")
+                    .execute(&p)
+                    .await
+                    .expect("insert");
             }
         })
         .await;
@@ -84,7 +104,10 @@ async fn main() {
             let p = p.clone();
             async move {
                 let c = p.get().await.expect("conn");
-                let s = c.prepare_cached("SELECT v FROM bench_driver WHERE id = $1").await.expect("prep");
+                let s = c
+                    .prepare_cached("SELECT v FROM bench_driver WHERE id = $1")
+                    .await
+                    .expect("prep");
                 let row = c.query_one(&s, &[&(id as i64)]).await.expect("read");
                 let _: String = row.get(0);
             }
@@ -94,10 +117,17 @@ async fn main() {
         drive("sqlx PK read", move |id| {
             let p = p.clone();
             async move {
-                let _: (String,) = sqlx::query_as("SELECT v FROM bench_driver WHERE id = $1").bind(id as i64).fetch_one(&p).await.expect("read");
+                let _: (String,) = sqlx::query_as("SELECT v FROM bench_driver WHERE id = $1")
+                    .bind(id as i64)
+                    .fetch_one(&p)
+                    .await
+                    .expect("read");
             }
         })
         .await;
     }
-    setup.batch_execute("DROP TABLE bench_driver").await.expect("drop");
+    setup
+        .batch_execute("DROP TABLE bench_driver")
+        .await
+        .expect("drop");
 }

@@ -37,10 +37,20 @@ pub async fn open(config: &Config, schema: Schema) -> anyhow::Result<Arc<dyn Sto
         let store = PgStore::connect(url)
             .await
             .with_context(|| format!("connecting to PostgreSQL at {}", redact(url)))?;
-        let version = store.schema().await.context("reading the PostgreSQL schema version")?;
+        let version = store
+            .schema()
+            .await
+            .context("reading the PostgreSQL schema version")?;
         if schema == Schema::Migrate && version.applied < version.latest {
-            let applied = store.migrate().await.context("migrating the PostgreSQL schema")?;
-            tracing::info!(applied, version = version.latest, "PostgreSQL schema migrated");
+            let applied = store
+                .migrate()
+                .await
+                .context("migrating the PostgreSQL schema")?;
+            tracing::info!(
+                applied,
+                version = version.latest,
+                "PostgreSQL schema migrated"
+            );
         } else if let Some(problem) = version.problem() {
             bail!("{problem}");
         }
@@ -67,7 +77,10 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
         let store = PgStore::connect(url)
             .await
             .with_context(|| format!("connecting to PostgreSQL at {}", redact(url)))?;
-        let applied = store.migrate().await.context("migrating the PostgreSQL schema")?;
+        let applied = store
+            .migrate()
+            .await
+            .context("migrating the PostgreSQL schema")?;
         let version = store.schema().await?;
         println!(
             "PostgreSQL schema at version {} ({applied} migration(s) applied)",
@@ -90,6 +103,9 @@ mod tests {
             redact("postgres://rb:s3cret@db:5432/runbase"),
             "postgres://rb:***@db:5432/runbase"
         );
-        assert_eq!(redact("postgres://rb@db/runbase"), "postgres://rb@db/runbase");
+        assert_eq!(
+            redact("postgres://rb@db/runbase"),
+            "postgres://rb@db/runbase"
+        );
     }
 }

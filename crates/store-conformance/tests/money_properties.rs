@@ -36,10 +36,21 @@ fn op() -> impl Strategy<Value = Op> {
 
 /// Sequential operations against a reference model of the rules: every outcome is exactly the
 /// one the rules predict.
-fn sequential_operations_follow_the_rules(backend: Backend, initial: i64, limit: i64, quota: u64, ops: Vec<Op>) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+fn sequential_operations_follow_the_rules(
+    backend: Backend,
+    initial: i64,
+    limit: i64,
+    quota: u64,
+    ops: Vec<Op>,
+) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
-        let Some(f) = Fixture::new(backend, initial, limit, quota).await else { return };
+        let Some(f) = Fixture::new(backend, initial, limit, quota).await else {
+            return;
+        };
         let mut balance = initial * 1000;
         let mut spent = [0i64; 3];
         let mut created = [0u64; 3];
@@ -50,7 +61,9 @@ fn sequential_operations_follow_the_rules(backend: Backend, initial: i64, limit:
                 Op::Create { key, price } => {
                     let expected = if key == 2 && created[2] >= quota {
                         Err("quota")
-                    } else if key == 1 && (spent[1] >= limit * 1000 || spent[1] + price > limit * 1000) {
+                    } else if key == 1
+                        && (spent[1] >= limit * 1000 || spent[1] + price > limit * 1000)
+                    {
                         Err("spend")
                     } else if balance < price {
                         Err("balance")
@@ -75,7 +88,11 @@ fn sequential_operations_follow_the_rules(backend: Backend, initial: i64, limit:
                     }
                 }
                 Op::Claim { n } => {
-                    let claimed = f.store.claim_runs(n, Timestamp::now(), lease(Timestamp::now(), 60)).await.unwrap();
+                    let claimed = f
+                        .store
+                        .claim_runs(n, Timestamp::now(), lease(Timestamp::now(), 60))
+                        .await
+                        .unwrap();
                     let take = (n as usize).min(pending.len());
                     assert_eq!(claimed.len(), take);
                     for (c, p) in claimed.iter().zip(pending.drain(..take)) {
@@ -87,25 +104,55 @@ fn sequential_operations_follow_the_rules(backend: Backend, initial: i64, limit:
                     if processing.is_empty() {
                         // Finishing a run that is not processing changes nothing.
                         if let Some((id, _, _)) = pending.first() {
-                            let outcome = RunOutcome::Failed { error: RunError { message: "x".into(), code: "x".into() } };
-                            f.store.finish_run(id, outcome, Timestamp::now()).await.unwrap();
+                            let outcome = RunOutcome::Failed {
+                                error: RunError {
+                                    message: "x".into(),
+                                    code: "x".into(),
+                                },
+                            };
+                            f.store
+                                .finish_run(id, outcome, Timestamp::now())
+                                .await
+                                .unwrap();
                         }
                     } else {
                         let (id, key, price) = processing.remove(pick % processing.len());
                         let outcome = if fail {
                             balance += price;
                             spent[key] -= price;
-                            RunOutcome::Failed { error: RunError { message: "boom".into(), code: "model_error".into() } }
+                            RunOutcome::Failed {
+                                error: RunError {
+                                    message: "boom".into(),
+                                    code: "model_error".into(),
+                                },
+                            }
                         } else {
-                            RunOutcome::Succeeded { output: json!({"urls": []}) }
+                            RunOutcome::Succeeded {
+                                output: json!({"urls": []}),
+                            }
                         };
-                        f.store.finish_run(&id, outcome.clone(), Timestamp::now()).await.unwrap();
+                        f.store
+                            .finish_run(&id, outcome.clone(), Timestamp::now())
+                            .await
+                            .unwrap();
                         // Finishing twice changes nothing (no double refund).
-                        f.store.finish_run(&id, outcome, Timestamp::now()).await.unwrap();
+                        f.store
+                            .finish_run(&id, outcome, Timestamp::now())
+                            .await
+                            .unwrap();
                     }
                 }
                 Op::TopUp { cents } => {
-                    f.store.add_credits(&f.account, Millicents::from_cents(cents).unwrap(), "top-up", None, Timestamp::now()).await.unwrap();
+                    f.store
+                        .add_credits(
+                            &f.account,
+                            Millicents::from_cents(cents).unwrap(),
+                            "top-up",
+                            None,
+                            Timestamp::now(),
+                        )
+                        .await
+                        .unwrap();
                     balance += cents * 1000;
                 }
                 Op::Cancel { pick } => {
@@ -121,11 +168,25 @@ fn sequential_operations_follow_the_rules(backend: Backend, initial: i64, limit:
                         balance += price;
                         spent[key] -= price;
                         for _ in 0..2 {
-                            let r = f.store.cancel_run(&f.account, &id, Timestamp::now()).await.unwrap().unwrap();
+                            let r = f
+                                .store
+                                .cancel_run(&f.account, &id, Timestamp::now())
+                                .await
+                                .unwrap()
+                                .unwrap();
                             assert_eq!(r.status, RunStatus::Canceled);
                         }
                         // The worker finishing it afterwards changes nothing.
-                        f.store.finish_run(&id, RunOutcome::Succeeded { output: json!({"urls": []}) }, Timestamp::now()).await.unwrap();
+                        f.store
+                            .finish_run(
+                                &id,
+                                RunOutcome::Succeeded {
+                                    output: json!({"urls": []}),
+                                },
+                                Timestamp::now(),
+                            )
+                            .await
+                            .unwrap();
                         let r = f.store.get_run(&f.account, &id).await.unwrap().unwrap();
                         assert_eq!(r.status, RunStatus::Canceled);
                     }
@@ -145,10 +206,22 @@ fn sequential_operations_follow_the_rules(backend: Backend, initial: i64, limit:
 
 /// The same operations fired concurrently in batches: whatever the interleaving, the
 /// invariants hold.
-fn concurrent_batches_keep_the_invariants(backend: Backend, initial: i64, limit: i64, quota: u64, batches: Vec<Vec<Op>>) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
+fn concurrent_batches_keep_the_invariants(
+    backend: Backend,
+    initial: i64,
+    limit: i64,
+    quota: u64,
+    batches: Vec<Vec<Op>>,
+) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
-        let Some(f) = Fixture::new(backend, initial, limit, quota).await else { return };
+        let Some(f) = Fixture::new(backend, initial, limit, quota).await else {
+            return;
+        };
         let f = Arc::new(f);
         let claimed: Arc<tokio::sync::Mutex<Vec<String>>> = Arc::default();
         for batch in batches {
@@ -161,33 +234,63 @@ fn concurrent_batches_keep_the_invariants(backend: Backend, initial: i64, limit:
                             let _ = f.store.create_run(f.new_run(key, price)).await;
                         }
                         Op::Claim { n } => {
-                            let runs = f.store.claim_runs(n, Timestamp::now(), lease(Timestamp::now(), 60)).await.unwrap();
+                            let runs = f
+                                .store
+                                .claim_runs(n, Timestamp::now(), lease(Timestamp::now(), 60))
+                                .await
+                                .unwrap();
                             claimed.lock().await.extend(runs.into_iter().map(|r| r.id));
                         }
                         Op::Finish { pick, fail } => {
                             let id = {
                                 let c = claimed.lock().await;
-                                if c.is_empty() { return; }
+                                if c.is_empty() {
+                                    return;
+                                }
                                 c[pick % c.len()].clone()
                             };
                             let outcome = if fail {
-                                RunOutcome::Failed { error: RunError { message: "boom".into(), code: "model_error".into() } }
+                                RunOutcome::Failed {
+                                    error: RunError {
+                                        message: "boom".into(),
+                                        code: "model_error".into(),
+                                    },
+                                }
                             } else {
-                                RunOutcome::Succeeded { output: json!({"urls": []}) }
+                                RunOutcome::Succeeded {
+                                    output: json!({"urls": []}),
+                                }
                             };
-                            f.store.finish_run(&id, outcome, Timestamp::now()).await.unwrap();
+                            f.store
+                                .finish_run(&id, outcome, Timestamp::now())
+                                .await
+                                .unwrap();
                         }
                         Op::TopUp { cents } => {
-                            f.store.add_credits(&f.account, Millicents::from_cents(cents).unwrap(), "top-up", None, Timestamp::now()).await.unwrap();
+                            f.store
+                                .add_credits(
+                                    &f.account,
+                                    Millicents::from_cents(cents).unwrap(),
+                                    "top-up",
+                                    None,
+                                    Timestamp::now(),
+                                )
+                                .await
+                                .unwrap();
                         }
                         Op::Cancel { pick } => {
                             // Races the finishes of the same runs.
                             let id = {
                                 let c = claimed.lock().await;
-                                if c.is_empty() { return; }
+                                if c.is_empty() {
+                                    return;
+                                }
                                 c[pick % c.len()].clone()
                             };
-                            f.store.cancel_run(&f.account, &id, Timestamp::now()).await.unwrap();
+                            f.store
+                                .cancel_run(&f.account, &id, Timestamp::now())
+                                .await
+                                .unwrap();
                         }
                     }
                 }));
@@ -202,7 +305,11 @@ fn concurrent_batches_keep_the_invariants(backend: Backend, initial: i64, limit:
 
 for_each_store! {
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+        // Each PostgreSQL case creates a database of its own: fewer cases there.
+        #![proptest_config(ProptestConfig {
+            cases: if BACKEND == Backend::Postgres { 20 } else { 40 },
+            ..ProptestConfig::default()
+        })]
 
         #[test]
         fn sequential_operations_follow_the_rules(

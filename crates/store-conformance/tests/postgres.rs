@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 async fn raw(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
     tokio::spawn(conn);
     client
 }
@@ -48,7 +50,9 @@ async fn burst(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn many_connections_creating_at_once_keep_balance_spend_limit_and_quota_exact() {
     // 10 $ of credit; the limited key may spend 0.60 $, the quota key create 25 runs.
-    let Some(f) = Fixture::new(Backend::Postgres, 1000, 60, 25).await else { return };
+    let Some(f) = Fixture::new(Backend::Postgres, 1000, 60, 25).await else {
+        return;
+    };
     let url = f.fresh.url.clone().unwrap();
     let mut nodes = Vec::new();
     // Six "nodes" of eight connections each (the server allows 100 in all).
@@ -59,7 +63,10 @@ async fn many_connections_creating_at_once_keep_balance_spend_limit_and_quota_ex
 
     let (ok, refused) = burst(&f, &nodes, 1, cent, 300).await;
     assert_eq!(ok, 60, "the spend limit admits exactly 60 runs of 1 cent");
-    assert!(refused.iter().all(|e| e.contains("spend limit")), "{refused:?}");
+    assert!(
+        refused.iter().all(|e| e.contains("spend limit")),
+        "{refused:?}"
+    );
 
     let (ok, refused) = burst(&f, &nodes, 2, cent, 100).await;
     assert_eq!(ok, 25, "the quota admits exactly 25 runs");
@@ -76,14 +83,20 @@ async fn many_connections_creating_at_once_keep_balance_spend_limit_and_quota_ex
     assert_eq!(limited.spent.0, 60 * cent);
     let quota = f.store.key_by_id(&f.keys[2].id).await.unwrap().unwrap();
     assert_eq!(quota.runs_created, 25);
-    let runs = f.store.list_runs(&f.account, &Default::default(), 10_000, None).await.unwrap();
+    let runs = f
+        .store
+        .list_runs(&f.account, &Default::default(), 10_000, None)
+        .await
+        .unwrap();
     assert_eq!(runs.len(), 60 + 25 + 183);
     f.check_invariants().await;
 }
 
 #[tokio::test]
 async fn the_ledger_is_append_only_and_the_balance_never_negative_in_the_database() {
-    let Some(f) = Fixture::new(Backend::Postgres, 5, 0, 0).await else { return };
+    let Some(f) = Fixture::new(Backend::Postgres, 5, 0, 0).await else {
+        return;
+    };
     let db = raw(f.fresh.url.as_deref().unwrap()).await;
     for sql in [
         "UPDATE ledger SET amount_millicents = 1",
@@ -100,7 +113,13 @@ async fn the_ledger_is_append_only_and_the_balance_never_negative_in_the_databas
         .batch_execute("UPDATE accounts SET balance_millicents = -1")
         .await
         .unwrap_err();
-    assert!(e.as_db_error().unwrap().message().contains("check constraint"), "{e:?}");
+    assert!(
+        e.as_db_error()
+            .unwrap()
+            .message()
+            .contains("check constraint"),
+        "{e:?}"
+    );
     // A second charge of the same run is refused by the database too.
     let run = f.store.create_run(f.new_run(0, 1000)).await.unwrap();
     let e = db
@@ -111,13 +130,21 @@ async fn the_ledger_is_append_only_and_the_balance_never_negative_in_the_databas
         )
         .await
         .unwrap_err();
-    assert!(e.as_db_error().unwrap().message().contains("ledger_one_charge_per_run"), "{e:?}");
+    assert!(
+        e.as_db_error()
+            .unwrap()
+            .message()
+            .contains("ledger_one_charge_per_run"),
+        "{e:?}"
+    );
     f.check_invariants().await;
 }
 
 #[tokio::test]
 async fn migrations_are_explicit_and_a_newer_schema_is_refused() {
-    let Some(db) = TestDatabase::create() else { return };
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
     let store = PgStore::connect(&db.url).await.unwrap();
     let v = store.schema().await.unwrap();
     assert_eq!(v.applied, 0);
@@ -134,19 +161,29 @@ async fn migrations_are_explicit_and_a_newer_schema_is_refused() {
     // A later release migrated this database: this build refuses it, and will not "migrate" it.
     raw(&db.url)
         .await
-        .batch_execute(&format!("INSERT INTO runbase_migrations (version) VALUES ({})", v.latest + 1))
+        .batch_execute(&format!(
+            "INSERT INTO runbase_migrations (version) VALUES ({})",
+            v.latest + 1
+        ))
         .await
         .unwrap();
     let v = store.schema().await.unwrap();
-    assert!(v.problem().unwrap().contains("newer than this build"), "{v:?}");
+    assert!(
+        v.problem().unwrap().contains("newer than this build"),
+        "{v:?}"
+    );
     assert!(store.migrate().await.is_err());
     drop((store, other));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_created_on_one_node_wakes_the_idle_worker_of_another() {
-    let Some(f) = Fixture::new(Backend::Postgres, 5, 0, 0).await else { return };
-    let other = PgStore::connect(f.fresh.url.as_deref().unwrap()).await.unwrap();
+    let Some(f) = Fixture::new(Backend::Postgres, 5, 0, 0).await else {
+        return;
+    };
+    let other = PgStore::connect(f.fresh.url.as_deref().unwrap())
+        .await
+        .unwrap();
     let signal = other.queue_signal();
     // The listener signals once when it starts listening; wait for that, so what follows can
     // only be woken by the NOTIFY.

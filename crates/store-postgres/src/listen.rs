@@ -31,7 +31,10 @@ pub async fn run(config: tokio_postgres::Config, signal: Arc<Notify>) {
                         }
                     }
                 });
-                match client.batch_execute(&format!("LISTEN {QUEUE_CHANNEL}")).await {
+                match client
+                    .batch_execute(&format!("LISTEN {QUEUE_CHANNEL}"))
+                    .await
+                {
                     Ok(()) => {
                         // Runs queued while we were not listening: look once.
                         signal.notify_one();

@@ -8,7 +8,7 @@ use deadpool_postgres::GenericClient;
 const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
 
 /// Any number, the same in every node: serializes concurrent `migrate` calls.
-const MIGRATION_LOCK: i64 = 0x7275_6e62_6173_65; // "runbase"
+const MIGRATION_LOCK: i64 = 0x0072_756e_6261_7365; // "runbase" in ASCII
 
 /// The database's schema against this build's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +54,10 @@ pub async fn version(client: &impl GenericClient) -> Result<SchemaVersion, Error
         .try_get(0)?;
     let applied = if exists {
         client
-            .query_one("SELECT COALESCE(MAX(version), 0) FROM runbase_migrations", &[])
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM runbase_migrations",
+                &[],
+            )
             .await?
             .try_get(0)?
     } else {

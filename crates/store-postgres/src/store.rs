@@ -21,7 +21,7 @@ type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
 /// Any two numbers, the same in every node: makes "the first account is the administrator"
 /// hold when two accounts are created at once on an empty install.
-const FIRST_ACCOUNT_LOCK: i64 = 0x7275_6e62_6173_66;
+const FIRST_ACCOUNT_LOCK: i64 = 0x0072_756e_6261_7366;
 
 /// One ledger row to append (its balance after is computed when it is written).
 pub(crate) struct LedgerLine<'a> {
@@ -36,12 +36,20 @@ pub(crate) struct LedgerLine<'a> {
     pub now: Timestamp,
 }
 
-async fn query(tx: &Transaction<'_>, sql: &str, p: Params<'_>) -> Result<Vec<tokio_postgres::Row>, Error> {
+async fn query(
+    tx: &Transaction<'_>,
+    sql: &str,
+    p: Params<'_>,
+) -> Result<Vec<tokio_postgres::Row>, Error> {
     let stmt = tx.prepare_cached(sql).await?;
     Ok(tx.query(&stmt, p).await?)
 }
 
-async fn query_opt(tx: &Transaction<'_>, sql: &str, p: Params<'_>) -> Result<Option<tokio_postgres::Row>, Error> {
+async fn query_opt(
+    tx: &Transaction<'_>,
+    sql: &str,
+    p: Params<'_>,
+) -> Result<Option<tokio_postgres::Row>, Error> {
     let stmt = tx.prepare_cached(sql).await?;
     Ok(tx.query_opt(&stmt, p).await?)
 }
@@ -126,7 +134,12 @@ impl Charged {
 
 /// Gives a run's cost back to the key's spend and to the account (a ledger entry). Called only
 /// in the transaction that moved the run to `failed` or `canceled`, which happens once.
-async fn refund(tx: &Transaction<'_>, run_id: &str, c: Charged, now: Timestamp) -> Result<(), Error> {
+async fn refund(
+    tx: &Transaction<'_>,
+    run_id: &str,
+    c: Charged,
+    now: Timestamp,
+) -> Result<(), Error> {
     if c.cost <= 0 {
         return Ok(());
     }
@@ -193,7 +206,10 @@ async fn finish_tx(
 /// Admits a run: locks the key and re-checks it (usable, quota, spend limit: the domain's
 /// rules), debits the balance in one conditional statement, and inserts the run (which queues
 /// it) and its ledger row. `Ok(Err(_))` is a refusal; the caller rolls back.
-async fn create_run_tx(tx: &Transaction<'_>, run: &NewRun) -> Result<Result<Run, CreateRunError>, Error> {
+async fn create_run_tx(
+    tx: &Transaction<'_>,
+    run: &NewRun,
+) -> Result<Result<Run, CreateRunError>, Error> {
     let Some(key) = query_opt(
         tx,
         &format!("SELECT {KEY_COLS} FROM api_keys WHERE id = $1 FOR UPDATE"),
@@ -295,7 +311,11 @@ async fn create_run_tx(tx: &Transaction<'_>, run: &NewRun) -> Result<Result<Run,
 /// Runs whose lease ran out before `now`: back to the queue, or failed with a refund once they
 /// were started `max_attempts` times. `SKIP LOCKED`: a run another node is reclaiming (or a
 /// worker is finishing) right now is left to it, so each is reclaimed once.
-async fn reclaim_tx(tx: &Transaction<'_>, max_attempts: u32, now: Timestamp) -> Result<(u64, u64), Error> {
+async fn reclaim_tx(
+    tx: &Transaction<'_>,
+    max_attempts: u32,
+    now: Timestamp,
+) -> Result<(u64, u64), Error> {
     let expired = query(
         tx,
         "SELECT id, attempts FROM runs WHERE status = 'processing' AND locked_until < $1
@@ -345,13 +365,21 @@ macro_rules! in_tx {
 
 impl PgStore {
     /// One statement on a pooled connection (autocommit).
-    pub(crate) async fn rows(&self, sql: &str, p: Params<'_>) -> Result<Vec<tokio_postgres::Row>, Error> {
+    pub(crate) async fn rows(
+        &self,
+        sql: &str,
+        p: Params<'_>,
+    ) -> Result<Vec<tokio_postgres::Row>, Error> {
         let client = self.pool.get().await?;
         let stmt = client.prepare_cached(sql).await?;
         Ok(client.query(&stmt, p).await?)
     }
 
-    pub(crate) async fn row(&self, sql: &str, p: Params<'_>) -> Result<Option<tokio_postgres::Row>, Error> {
+    pub(crate) async fn row(
+        &self,
+        sql: &str,
+        p: Params<'_>,
+    ) -> Result<Option<tokio_postgres::Row>, Error> {
         let client = self.pool.get().await?;
         let stmt = client.prepare_cached(sql).await?;
         Ok(client.query_opt(&stmt, p).await?)
@@ -364,14 +392,20 @@ impl PgStore {
     }
 
     async fn key(&self, id: &str) -> Result<Option<ApiKey>, Error> {
-        self.row(&format!("SELECT {KEY_COLS} FROM api_keys WHERE id = $1"), &[&id])
-            .await?
-            .as_ref()
-            .map(rows::api_key)
-            .transpose()
+        self.row(
+            &format!("SELECT {KEY_COLS} FROM api_keys WHERE id = $1"),
+            &[&id],
+        )
+        .await?
+        .as_ref()
+        .map(rows::api_key)
+        .transpose()
     }
 
-    async fn create_run_committed(&self, run: NewRun) -> Result<Result<Run, CreateRunError>, Error> {
+    async fn create_run_committed(
+        &self,
+        run: NewRun,
+    ) -> Result<Result<Run, CreateRunError>, Error> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let created = create_run_tx(&tx, &run).await?;
@@ -393,24 +427,29 @@ impl Store for PgStore {
     ) -> Result<Account, StoreError> {
         let id = ids::new_account_id();
         let created = in_tx!(self, |tx| {
-                Box::pin(async move {
-                    // The first account of an empty install is its administrator.
-                    execute(tx, "SELECT pg_advisory_xact_lock($1)", &[&FIRST_ACCOUNT_LOCK]).await?;
-                    let row = query_opt(
-                        tx,
-                        &format!(
-                            "INSERT INTO accounts (id, email, created_at, password_hash, admin)
+            Box::pin(async move {
+                // The first account of an empty install is its administrator.
+                execute(
+                    tx,
+                    "SELECT pg_advisory_xact_lock($1)",
+                    &[&FIRST_ACCOUNT_LOCK],
+                )
+                .await?;
+                let row = query_opt(
+                    tx,
+                    &format!(
+                        "INSERT INTO accounts (id, email, created_at, password_hash, admin)
                              VALUES ($1, $2, $3, $4, $5 OR NOT EXISTS (SELECT 1 FROM accounts))
                              RETURNING {ACCOUNT_COLS}"
-                        ),
-                        &[&id, &new.email, &now.0, &new.password_hash, &new.admin],
-                    )
-                    .await?
-                    .ok_or_else(|| Error::Data("INSERT returned no row".into()))?;
-                    rows::account(&row)
-                })
+                    ),
+                    &[&id, &new.email, &now.0, &new.password_hash, &new.admin],
+                )
+                .await?
+                .ok_or_else(|| Error::Data("INSERT returned no row".into()))?;
+                rows::account(&row)
             })
-            .await;
+        })
+        .await;
         match created {
             Ok(a) => Ok(a),
             Err(e) if e.is_unique_violation() => Err(StoreError::Conflict(
@@ -422,14 +461,20 @@ impl Store for PgStore {
 
     async fn account_by_email(&self, email: &str) -> Result<Option<Account>, StoreError> {
         let row = self
-            .row(&format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE email = $1"), &[&email])
+            .row(
+                &format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE email = $1"),
+                &[&email],
+            )
             .await?;
         Ok(row.as_ref().map(rows::account).transpose()?)
     }
 
     async fn account(&self, id: &str) -> Result<Option<Account>, StoreError> {
         let row = self
-            .row(&format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id = $1"), &[&id])
+            .row(
+                &format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id = $1"),
+                &[&id],
+            )
             .await?;
         Ok(row.as_ref().map(rows::account).transpose()?)
     }
@@ -443,21 +488,21 @@ impl Store for PgStore {
         now: Timestamp,
     ) -> Result<LedgerEntry, StoreError> {
         Ok(in_tx!(self, |tx| {
-                Box::pin(append_ledger(
-                    tx,
-                    LedgerLine {
-                        account_id,
-                        kind: LedgerKind::Topup,
-                        amount,
-                        run_id: None,
-                        key_id: None,
-                        memo,
-                        granted_by,
-                        now,
-                    },
-                ))
-            })
-            .await?)
+            Box::pin(append_ledger(
+                tx,
+                LedgerLine {
+                    account_id,
+                    kind: LedgerKind::Topup,
+                    amount,
+                    run_id: None,
+                    key_id: None,
+                    memo,
+                    granted_by,
+                    now,
+                },
+            ))
+        })
+        .await?)
     }
 
     async fn run_ledger(
@@ -476,7 +521,10 @@ impl Store for PgStore {
 
     async fn password_hash(&self, account_id: &str) -> Result<Option<String>, StoreError> {
         let row = self
-            .row("SELECT password_hash FROM accounts WHERE id = $1", &[&account_id])
+            .row(
+                "SELECT password_hash FROM accounts WHERE id = $1",
+                &[&account_id],
+            )
             .await?;
         Ok(match row {
             Some(r) => r.try_get::<_, Option<String>>(0).map_err(Error::from)?,
@@ -490,13 +538,24 @@ impl Store for PgStore {
         phc: &str,
         keep_session: Option<&str>,
     ) -> Result<(), StoreError> {
-        Ok(in_tx!(self, |tx| Box::pin(crate::dashboard::set_password_tx(tx, account_id, phc, keep_session)))
-            .await?)
+        Ok(
+            in_tx!(self, |tx| Box::pin(crate::dashboard::set_password_tx(
+                tx,
+                account_id,
+                phc,
+                keep_session
+            )))
+            .await?,
+        )
     }
 
     async fn create_session(&self, session: &Session) -> Result<(), StoreError> {
-        Ok(in_tx!(self, |tx| Box::pin(crate::dashboard::create_session_tx(tx, session)))
-            .await?)
+        Ok(
+            in_tx!(self, |tx| Box::pin(crate::dashboard::create_session_tx(
+                tx, session
+            )))
+            .await?,
+        )
     }
 
     async fn session(
@@ -547,8 +606,12 @@ impl Store for PgStore {
             amount,
             now,
         };
-        Ok(in_tx!(self, |tx| Box::pin(crate::dashboard::complete_payment_tx(tx, &p)))
-            .await?)
+        Ok(
+            in_tx!(self, |tx| Box::pin(crate::dashboard::complete_payment_tx(
+                tx, &p
+            )))
+            .await?,
+        )
     }
 
     async fn ledger(
@@ -607,7 +670,10 @@ impl Store for PgStore {
 
     async fn key_by_hash(&self, hash: &KeyHash) -> Result<Option<ApiKey>, StoreError> {
         let row = self
-            .row(&format!("SELECT {KEY_COLS} FROM api_keys WHERE hash = $1"), &[&hash.0])
+            .row(
+                &format!("SELECT {KEY_COLS} FROM api_keys WHERE hash = $1"),
+                &[&hash.0],
+            )
             .await?;
         Ok(row.as_ref().map(rows::api_key).transpose()?)
     }
@@ -636,57 +702,76 @@ impl Store for PgStore {
         };
         let u = update;
         let updated = in_tx!(self, |tx| {
-                Box::pin(async move {
-                    let exists = query_opt(
+            Box::pin(async move {
+                let exists = query_opt(
+                    tx,
+                    "SELECT 1 FROM api_keys WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+                    &[&id],
+                )
+                .await?;
+                if exists.is_none() {
+                    return Ok(None);
+                }
+                if let Some(name) = &u.name {
+                    execute(
                         tx,
-                        "SELECT 1 FROM api_keys WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
-                        &[&id],
+                        "UPDATE api_keys SET name = $2 WHERE id = $1",
+                        &[&id, name],
                     )
                     .await?;
-                    if exists.is_none() {
-                        return Ok(None);
-                    }
-                    if let Some(name) = &u.name {
-                        execute(tx, "UPDATE api_keys SET name = $2 WHERE id = $1", &[&id, name]).await?;
-                    }
-                    if let Some(limit) = u.spend_limit {
-                        execute(
-                            tx,
-                            "UPDATE api_keys SET spend_limit_millicents = $2 WHERE id = $1",
-                            &[&id, &limit.map(|m| m.0)],
-                        )
-                        .await?;
-                    }
-                    if let Some(ips) = &ips {
-                        execute(tx, "UPDATE api_keys SET allow_ips = $2 WHERE id = $1", &[&id, ips]).await?;
-                    }
-                    if let Some(exp) = u.expires_at {
-                        execute(
-                            tx,
-                            "UPDATE api_keys SET expires_at = $2 WHERE id = $1",
-                            &[&id, &exp.map(|t| t.0)],
-                        )
-                        .await?;
-                    }
-                    if let Some(q) = u.quota {
-                        execute(
-                            tx,
-                            "UPDATE api_keys SET quota = $2 WHERE id = $1",
-                            &[&id, &q.map(|q| q.min(i64::MAX as u64) as i64)],
-                        )
-                        .await?;
-                    }
-                    if let Some(d) = u.disabled {
-                        execute(tx, "UPDATE api_keys SET disabled = $2 WHERE id = $1", &[&id, &d]).await?;
-                    }
-                    query_opt(tx, &format!("SELECT {KEY_COLS} FROM api_keys WHERE id = $1"), &[&id])
-                        .await?
-                        .as_ref()
-                        .map(rows::api_key)
-                        .transpose()
-                })
+                }
+                if let Some(limit) = u.spend_limit {
+                    execute(
+                        tx,
+                        "UPDATE api_keys SET spend_limit_millicents = $2 WHERE id = $1",
+                        &[&id, &limit.map(|m| m.0)],
+                    )
+                    .await?;
+                }
+                if let Some(ips) = &ips {
+                    execute(
+                        tx,
+                        "UPDATE api_keys SET allow_ips = $2 WHERE id = $1",
+                        &[&id, ips],
+                    )
+                    .await?;
+                }
+                if let Some(exp) = u.expires_at {
+                    execute(
+                        tx,
+                        "UPDATE api_keys SET expires_at = $2 WHERE id = $1",
+                        &[&id, &exp.map(|t| t.0)],
+                    )
+                    .await?;
+                }
+                if let Some(q) = u.quota {
+                    execute(
+                        tx,
+                        "UPDATE api_keys SET quota = $2 WHERE id = $1",
+                        &[&id, &q.map(|q| q.min(i64::MAX as u64) as i64)],
+                    )
+                    .await?;
+                }
+                if let Some(d) = u.disabled {
+                    execute(
+                        tx,
+                        "UPDATE api_keys SET disabled = $2 WHERE id = $1",
+                        &[&id, &d],
+                    )
+                    .await?;
+                }
+                query_opt(
+                    tx,
+                    &format!("SELECT {KEY_COLS} FROM api_keys WHERE id = $1"),
+                    &[&id],
+                )
+                .await?
+                .as_ref()
+                .map(rows::api_key)
+                .transpose()
             })
-            .await?;
+        })
+        .await?;
         updated.ok_or_else(|| StoreError::NotFound("no such key".into()))
     }
 
@@ -810,8 +895,7 @@ impl Store for PgStore {
         max_attempts: u32,
         now: Timestamp,
     ) -> Result<(u64, u64), StoreError> {
-        Ok(in_tx!(self, |tx| Box::pin(reclaim_tx(tx, max_attempts, now)))
-            .await?)
+        Ok(in_tx!(self, |tx| Box::pin(reclaim_tx(tx, max_attempts, now))).await?)
     }
 
     async fn finish_run(
@@ -821,8 +905,7 @@ impl Store for PgStore {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         let outcome = &outcome;
-        Ok(in_tx!(self, |tx| Box::pin(finish_tx(tx, run_id, outcome, now)))
-            .await?)
+        Ok(in_tx!(self, |tx| Box::pin(finish_tx(tx, run_id, outcome, now))).await?)
     }
 
     async fn cancel_run(

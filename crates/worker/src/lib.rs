@@ -54,7 +54,10 @@ pub struct Worker {
 pub type Executing = Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>;
 
 fn lease_end(now: Timestamp, lease: Duration) -> Timestamp {
-    Timestamp(now.0.saturating_add(lease.as_micros().min(i64::MAX as u128) as i64))
+    Timestamp(
+        now.0
+            .saturating_add(lease.as_micros().min(i64::MAX as u128) as i64),
+    )
 }
 
 /// Keeps a run in [`Executing`] while it executes here.
