@@ -167,6 +167,10 @@ async fn refund(
     Ok(())
 }
 
+const SUCCEED: &str =
+    "UPDATE runs SET status = 'succeeded', output = $2, completed_at = $3, locked_until = NULL
+     WHERE id = $1 AND status = 'processing'";
+
 /// Ends a `processing` run; refunds a failure. A run in any other state is left alone, so
 /// finishing twice (or after a cancel) never refunds twice: the row lock taken by the UPDATE
 /// makes a racing cancel or finish see the new status and match nothing.
@@ -178,13 +182,7 @@ async fn finish_tx(
 ) -> Result<(), Error> {
     match outcome {
         RunOutcome::Succeeded { output } => {
-            execute(
-                tx,
-                "UPDATE runs SET status = 'succeeded', output = $2, completed_at = $3, locked_until = NULL
-                 WHERE id = $1 AND status = 'processing'",
-                &[&run_id, &output.to_string(), &now.0],
-            )
-            .await?;
+            execute(tx, SUCCEED, &[&run_id, &output.to_string(), &now.0]).await?;
         }
         RunOutcome::Failed { error } => {
             let charged = query_opt(
@@ -904,6 +902,12 @@ impl Store for PgStore {
         outcome: RunOutcome,
         now: Timestamp,
     ) -> Result<(), StoreError> {
+        if let RunOutcome::Succeeded { output } = &outcome {
+            // One statement, no money: no transaction needed (one round trip, not three).
+            self.exec(SUCCEED, &[&run_id, &output.to_string(), &now.0])
+                .await?;
+            return Ok(());
+        }
         let outcome = &outcome;
         Ok(in_tx!(self, |tx| Box::pin(finish_tx(tx, run_id, outcome, now))).await?)
     }
