@@ -239,4 +239,10 @@ pub trait Store: Send + Sync + 'static {
     /// Signalled whenever new runs are queued (by this process, or by another one where the
     /// store is shared), so idle workers need not poll.
     fn queue_signal(&self) -> Arc<tokio::sync::Notify>;
+    /// Where several processes share the store: the ids of runs canceled through any of them,
+    /// so each worker can stop those it is executing. `None` where one process owns the store
+    /// (its API signals its worker directly).
+    fn cancellations(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        None
+    }
 }

@@ -205,3 +205,39 @@ async fn a_run_created_on_one_node_wakes_the_idle_worker_of_another() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_on_one_node_is_announced_to_the_others() {
+    let Some(f) = Fixture::new(Backend::Postgres, 5, 0, 0).await else {
+        return;
+    };
+    let other = PgStore::connect(f.fresh.url.as_deref().unwrap())
+        .await
+        .unwrap();
+    let mut cancels = other.cancellations().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), other.queue_signal().notified())
+        .await
+        .expect("the LISTEN connection never came up");
+    let run = f.store.create_run(f.new_run(0, 1000)).await.unwrap();
+    let now = Timestamp::now();
+    let claimed = other
+        .claim_runs(5, now, runbase_store_conformance::lease(now, 30))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    f.store
+        .cancel_run(&f.account, &run.id, Timestamp::now())
+        .await
+        .unwrap();
+    let announced = tokio::time::timeout(Duration::from_secs(10), cancels.recv())
+        .await
+        .expect("no cancel reached the other node")
+        .unwrap();
+    assert_eq!(announced, run.id);
+    // A run already finished is not announced again.
+    f.store
+        .cancel_run(&f.account, &run.id, Timestamp::now())
+        .await
+        .unwrap();
+    f.check_invariants().await;
+}

@@ -33,11 +33,15 @@ const POOL_SIZE: usize = 16;
 
 /// The channel `NOTIFY` wakes idle workers on.
 pub(crate) const QUEUE_CHANNEL: &str = "runbase_queue";
+/// The channel a cancel is announced on (the payload is the run id), so the node executing the
+/// run stops it.
+pub(crate) const CANCEL_CHANNEL: &str = "runbase_cancel";
 
 /// Runbase's store on a PostgreSQL database.
 pub struct PgStore {
     pool: Pool,
     queue_signal: Arc<Notify>,
+    cancels: tokio::sync::broadcast::Sender<String>,
     listener: tokio::task::JoinHandle<()>,
 }
 
@@ -77,10 +81,12 @@ impl PgStore {
         // Fail now, with the server's reason, rather than at the first request.
         drop(pool.get().await?);
         let queue_signal = Arc::new(Notify::new());
-        let listener = tokio::spawn(listen::run(config, queue_signal.clone()));
+        let (cancels, _) = tokio::sync::broadcast::channel(1024);
+        let listener = tokio::spawn(listen::run(config, queue_signal.clone(), cancels.clone()));
         Ok(PgStore {
             pool,
             queue_signal,
+            cancels,
             listener,
         })
     }

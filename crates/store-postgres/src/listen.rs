@@ -1,14 +1,19 @@
 //! `LISTEN` on a connection of its own: a `NOTIFY` sent by any node's `create_run` (or by a
-//! reclaim) wakes this node's idle worker. Reconnects when the connection drops.
+//! reclaim) wakes this node's idle worker, and one sent by a cancel names a run this node's
+//! worker may be executing. Reconnects when the connection drops.
 
-use crate::QUEUE_CHANNEL;
+use crate::{CANCEL_CHANNEL, QUEUE_CHANNEL};
 use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_postgres::AsyncMessage;
 
-pub async fn run(config: tokio_postgres::Config, signal: Arc<Notify>) {
+pub async fn run(
+    config: tokio_postgres::Config,
+    signal: Arc<Notify>,
+    cancels: tokio::sync::broadcast::Sender<String>,
+) {
     loop {
         match config.connect(tokio_postgres::NoTls).await {
             Ok((client, mut connection)) => {
@@ -18,8 +23,13 @@ pub async fn run(config: tokio_postgres::Config, signal: Arc<Notify>) {
                         futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
                     while let Some(message) = messages.next().await {
                         match message {
-                            Ok(AsyncMessage::Notification(_)) => {
-                                if tx.send(()).is_err() {
+                            Ok(AsyncMessage::Notification(n)) => {
+                                let event = if n.channel() == CANCEL_CHANNEL {
+                                    Some(n.payload().to_owned())
+                                } else {
+                                    None
+                                };
+                                if tx.send(event).is_err() {
                                     return;
                                 }
                             }
@@ -31,15 +41,17 @@ pub async fn run(config: tokio_postgres::Config, signal: Arc<Notify>) {
                         }
                     }
                 });
-                match client
-                    .batch_execute(&format!("LISTEN {QUEUE_CHANNEL}"))
-                    .await
-                {
+                let listen = format!("LISTEN {QUEUE_CHANNEL}; LISTEN {CANCEL_CHANNEL}");
+                match client.batch_execute(&listen).await {
                     Ok(()) => {
                         // Runs queued while we were not listening: look once.
                         signal.notify_one();
-                        while rx.recv().await.is_some() {
-                            signal.notify_one();
+                        while let Some(event) = rx.recv().await {
+                            match event {
+                                // No receiver (no worker here) is fine.
+                                Some(run_id) => drop(cancels.send(run_id)),
+                                None => signal.notify_one(),
+                            }
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "LISTEN failed"),

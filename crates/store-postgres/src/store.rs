@@ -2,7 +2,7 @@
 //! order run → key → account, so two transactions never wait on each other in a cycle.
 
 use crate::rows::{self, ACCOUNT_COLS, KEY_COLS, LEDGER_COLS, RUN_COLS};
-use crate::{Error, PgStore, QUEUE_CHANNEL};
+use crate::{CANCEL_CHANNEL, Error, PgStore, QUEUE_CHANNEL};
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
 use runbase_domain::account::{
@@ -931,6 +931,9 @@ impl Store for PgStore {
                     .await?;
                     if let Some(row) = charged {
                         refund(tx, run_id, Charged::from_row(&row)?, now).await?;
+                        // Delivered at commit to every node: the one executing it stops it.
+                        execute(tx, "SELECT pg_notify($1, $2)", &[&CANCEL_CHANNEL, &run_id])
+                            .await?;
                     }
                     query_opt(
                         tx,
@@ -958,5 +961,9 @@ impl Store for PgStore {
 
     fn queue_signal(&self) -> Arc<tokio::sync::Notify> {
         self.queue_signal.clone()
+    }
+
+    fn cancellations(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        Some(self.cancels.subscribe())
     }
 }

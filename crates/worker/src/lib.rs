@@ -93,6 +93,10 @@ impl Worker {
         let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
         let signal = self.store.queue_signal();
         let leases = tokio::spawn(self.clone().keep_leases());
+        let cancels = self
+            .store
+            .cancellations()
+            .map(|rx| tokio::spawn(self.clone().follow_cancels(rx)));
         tokio::pin!(shutdown);
         loop {
             let first = tokio::select! {
@@ -133,6 +137,28 @@ impl Worker {
         let all = self.config.concurrency.max(1) as u32;
         let _ = tokio::time::timeout(self.config.shutdown_grace, slots.acquire_many(all)).await;
         leases.abort();
+        if let Some(c) = cancels {
+            c.abort();
+        }
+    }
+
+    /// Stops the runs executing here that were canceled through another process.
+    async fn follow_cancels(self, mut rx: tokio::sync::broadcast::Receiver<String>) {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match rx.recv().await {
+                Ok(id) => {
+                    let mine = self.executing.lock().is_ok_and(|m| m.contains_key(&id));
+                    if mine {
+                        tracing::info!(run.id = %id, "run canceled through another node; stopping it");
+                        self.inflight.cancel(&id);
+                    }
+                }
+                // Missed some: the lease renewal still finds them.
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            }
+        }
     }
 
     /// Every third of a lease: renews the leases of the runs executing here (stopping those
