@@ -131,7 +131,13 @@ def lua(path, method, body=None, keys=(), headers=None, paths=None):
 def start_runbase(binary, data_dir, env):
     proc = Proc(
         [binary, "serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir],
-        env={"RUNBASE_LOG": "warn", **env},
+        # The load generator is one host: lift the per-address connection cap it would meet.
+        env={
+            "RUNBASE_LOG": "warn",
+            "RUNBASE_HTTP__MAX_CONNECTIONS": "4096",
+            "RUNBASE_HTTP__MAX_CONNECTIONS_PER_IP": "4096",
+            **env,
+        },
         prefix="Runbase listening on",
     )
     wait_health(proc.url)

@@ -174,6 +174,8 @@ async function startRunbase(stripeBase) {
     RUNBASE_PAYMENTS__STRIPE__WEBHOOK_SECRET: WEBHOOK_SECRET,
     RUNBASE_PAYMENTS__STRIPE__API_BASE: stripeBase,
     RUNBASE_RATE_LIMITS__RUNS__REQUESTS: '100000',
+    // Each sign-up is two auth requests (sign-up, then log-in).
+    RUNBASE_RATE_LIMITS__AUTH__REQUESTS: '20',
   });
   const child = spawn(RUNBASE_BIN, ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir], {
     env,
@@ -357,8 +359,17 @@ async function open(page, path, status = 200) {
   return resp;
 }
 
+/** Signs up, then logs in: a sign-up answers the same whether or not the email was taken, so
+ * it leads to the log-in form (with a notice) rather than logging in. */
 async function signUp(page, email) {
   await open(page, '/signup');
+  await page.fill('#email', email);
+  await page.fill('#password', PASSWORD);
+  await Promise.all([
+    page.waitForURL((u) => u.pathname === '/login' && u.searchParams.get('signed_up') === '1'),
+    page.click('section.auth-card form button[type=submit]'),
+  ]);
+  await page.waitForSelector('.notice.ok');
   await page.fill('#email', email);
   await page.fill('#password', PASSWORD);
   await Promise.all([
@@ -652,7 +663,10 @@ describe('Runbase dashboard end to end', { timeout: 110_000 }, () => {
       page.waitForResponse((r) => r.url() === `${base}/settings/api-keys` && r.request().method() === 'POST'),
       page.click('button[type=submit]:text-is("Create key")'),
     ]);
-    assert.equal(resp.status(), 200);
+    // Redirect after the post (a reload cannot create another key); the page it leads to
+    // shows the secret once.
+    assert.equal(resp.status(), 303);
+    await page.waitForURL((u) => u.pathname === '/settings/api-keys' && u.searchParams.has('created'));
     const secretEl = page.locator('#new-key-secret');
     await secretEl.waitFor();
     const secret = (await secretEl.innerText()).trim();

@@ -9,8 +9,10 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, reason = "tests may unwrap"))]
 
 mod assets;
+mod flash;
 mod layout;
 mod pages;
+mod shell;
 pub mod web;
 
 use axum::Router;

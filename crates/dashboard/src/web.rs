@@ -2,7 +2,8 @@
 //! or a page, the CSRF check, the per-IP limits of the auth endpoints, cookies and responses.
 
 use crate::layout;
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -12,12 +13,14 @@ use runbase_domain::ratelimit::{RateDecision, RateLimiter};
 use runbase_domain::sessions::{self, Session};
 use runbase_domain::{ApiError, ErrorCode};
 use runbase_http::AppState;
+use runbase_http::body::read_body;
 use runbase_http::client_ip::client_ip;
 use runbase_http::error::HttpError;
 use serde::de::DeserializeOwned;
 use std::net::{IpAddr, SocketAddr};
 
-/// The session cookie: an opaque random token, `HttpOnly`, `SameSite=Lax`.
+/// The session cookie: an opaque random token, `HttpOnly`, `SameSite=Lax`. Served over HTTPS,
+/// every cookie's name takes the `__Host-` prefix (see [`cookie_name`]).
 pub const SESSION_COOKIE: &str = "rb_session";
 /// Before log-in there is no session to hold a CSRF token: the log-in and sign-up forms use a
 /// double-submit cookie instead (the form's hidden field must equal this cookie).
@@ -61,7 +64,7 @@ impl FromRequestParts<AppState> for MaybeViewer {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        let Some(token) = cookie(&parts.headers, SESSION_COOKIE) else {
+        let Some(token) = cookie(state, &parts.headers, SESSION_COOKIE) else {
             return Ok(MaybeViewer(None));
         };
         let found = sessions::current(state.store.as_ref(), &token)
@@ -87,6 +90,48 @@ impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for PageQuery<T> {
                 let e = ApiError::new(ErrorCode::InvalidRequest, format!("Bad query string: {e}"));
                 error_response(&parts.headers, e)
             })
+    }
+}
+
+/// A form's body, read once the extractors before it (the session, the per-IP limit) have
+/// passed. A body too large, too slow or broken gets the error page (or the JSON envelope), not
+/// the framework's plain-text rejection.
+pub struct FormBody(pub Bytes);
+
+impl FromRequest<AppState> for FormBody {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
+        let (parts, body) = req.into_parts();
+        match read_body(body, state.config.body_limit()).await {
+            Ok(b) => Ok(FormBody(b)),
+            Err(e) => {
+                let mut resp =
+                    error_response(&parts.headers, e.into_api(ErrorCode::InvalidRequest));
+                // The unread rest of the body makes the connection unusable.
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                Err(resp)
+            }
+        }
+    }
+}
+
+/// A page's path parameters; a segment that does not decode (`%ff`) is a page that does not
+/// exist, answered with the error page rather than a plain-text `400`.
+pub struct PagePath<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for PagePath<T> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(t)) => Ok(PagePath(t)),
+            Err(_) => Err(error_response(
+                &parts.headers,
+                ApiError::new(ErrorCode::NotFound, "This page does not exist"),
+            )),
+        }
     }
 }
 
@@ -121,15 +166,27 @@ pub fn wants_json(headers: &HeaderMap) -> bool {
         || get(header::CONTENT_TYPE).starts_with("application/json")
 }
 
+/// A cookie's name as set and read: over HTTPS with the `__Host-` prefix, which browsers accept
+/// only with `Secure`, `Path=/` and no `Domain`, so a sibling subdomain or a plain-HTTP page
+/// cannot plant or overwrite it.
+pub fn cookie_name(state: &AppState, name: &str) -> String {
+    if state.config.behind_tls() {
+        format!("__Host-{name}")
+    } else {
+        name.to_owned()
+    }
+}
+
 /// A cookie's value from the request.
-pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+pub fn cookie(state: &AppState, headers: &HeaderMap, name: &str) -> Option<String> {
+    let name = cookie_name(state, name);
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
+        .find(|(k, _)| *k == name.as_str())
         .map(|(_, v)| v.trim().to_owned())
         .filter(|v| !v.is_empty())
 }
@@ -141,6 +198,7 @@ pub fn set_cookie(state: &AppState, name: &str, value: &str, max_age_secs: i64) 
     } else {
         ""
     };
+    let name = cookie_name(state, name);
     let v =
         format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{secure}");
     HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static("rb_invalid=1"))
@@ -228,7 +286,8 @@ async fn limit_by_ip(
 ) -> Result<RateDecision, Response> {
     let decision = limiter
         .check(&format!("{scope}:{}", limit_bucket(ip)))
-        .await;
+        .await
+        .map_err(|_| error_response(headers, ErrorCode::ServiceUnavailable.into()))?;
     if decision.allowed {
         return Ok(decision);
     }
@@ -263,15 +322,36 @@ pub fn error_response(headers: &HeaderMap, e: ApiError) -> Response {
 /// A page: HTML with the headers every page carries. Pages are per-user and may show a key
 /// once, so nothing is cached.
 pub fn page(markup: Markup) -> Response {
+    page_posting_to(markup, &[])
+}
+
+/// The policy every page carries: forms post to this site only (`form-action`), plus the
+/// `extra_form_targets` origins a page's form is redirected to (the payment provider's checkout:
+/// browsers apply `form-action` to the redirects that follow a form, too).
+const CSP: &str = "default-src 'self'; img-src 'self' data:; media-src 'self'; object-src 'none'; \
+                   base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
+
+/// A page whose forms may also lead to `extra_form_targets` (origins such as
+/// `https://checkout.stripe.com`).
+pub fn page_posting_to(markup: Markup, extra_form_targets: &[String]) -> Response {
     let mut resp = axum::response::Html(markup.into_string()).into_response();
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let mut csp = CSP.to_owned();
+    for origin in extra_form_targets {
+        // Origins come from configuration; one that could break out of the header is dropped.
+        if !origin.is_empty()
+            && origin
+                .chars()
+                .all(|c| c.is_ascii_graphic() && c != ';' && c != ',')
+        {
+            csp.push(' ');
+            csp.push_str(origin);
+        }
+    }
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'self'; img-src 'self' data:; media-src 'self'; object-src 'none'; \
-             base-uri 'none'; frame-ancestors 'none'",
-        ),
+        HeaderValue::from_str(&csp).unwrap_or(HeaderValue::from_static(CSP)),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(

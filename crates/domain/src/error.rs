@@ -69,6 +69,10 @@ error_codes! {
     MethodNotAllowed => ("method_not_allowed", 405, "Method not allowed for this endpoint", "Check the HTTP method in the API reference"),
     /// The body is larger than the server accepts.
     PayloadTooLarge => ("payload_too_large", 413, "Request body is too large", "Send a smaller body; pass large images as URLs"),
+    /// The request body did not arrive within the server's body timeout.
+    RequestTimeout => ("request_timeout", 408, "The request body was not received in time", "Send the whole body promptly after the headers; check your connection"),
+    /// The request's headers are more, or larger, than the server accepts.
+    HeadersTooLarge => ("request_headers_too_large", 431, "The request headers are too large", "Send fewer or smaller headers (cookies included)"),
     /// Too many requests in the current window.
     RateLimited => ("RATE_LIMITED", 429, "Rate limit exceeded", "Wait and retry with exponential backoff (1 s, 2 s, 4 s); see rate limits"),
     /// The key's usage quota is used up.
@@ -81,14 +85,15 @@ error_codes! {
     CsrfFailed => ("csrf_failed", 403, "This form has expired or was not sent from this site", "Reload the page and submit the form again"),
     /// Only an administrator may do this.
     AdminOnly => ("admin_only", 403, "Only an administrator can do this", "Ask an administrator of this server"),
-    /// Signing up with an email that already has an account.
-    EmailTaken => ("email_taken", 409, "An account with this email already exists", "Log in instead, or use another email"),
     /// A webhook whose signature does not verify (or is too old).
     InvalidSignature => ("invalid_signature", 400, "Webhook signature verification failed", "Check the webhook signing secret configured on both sides"),
     /// The server has no payment provider configured.
     PaymentsUnavailable => ("payments_unavailable", 503, "Top-ups are not available on this server", "Ask an administrator to grant credits, or to configure payments"),
     /// The payment provider failed or refused.
     PaymentProviderError => ("payment_provider_error", 502, "The payment provider could not start the payment", "Try again in a minute"),
+    /// A service the request depends on (the shared rate limiter) is unreachable; nothing was
+    /// done, the request may be retried.
+    ServiceUnavailable => ("service_unavailable", 503, "The service is temporarily unavailable; nothing was done", "Retry in a few seconds with exponential backoff"),
     /// Anything unexpected on the server's side; never carries internal detail.
     Internal => ("internal_error", 500, "An unexpected error occurred on our side. If this persists, contact support@runbase.net.", "Retry later; if this persists, contact support@runbase.net"),
 }

@@ -29,6 +29,7 @@ impl IpAllowlist {
                     Err(_) => return Err(format!("\"{e}\" is not an IP address or CIDR block")),
                 },
             };
+            let net = canonical_net(net);
             if !nets.contains(&net) {
                 nets.push(net);
             }
@@ -64,6 +65,20 @@ impl IpAllowlist {
     }
 }
 
+/// An IPv4-mapped entry (`::ffff:a.b.c.d`, `::ffff:a.b.c.0/120`) as the IPv4 entry it means:
+/// client addresses are canonicalized the same way before they are matched, so a mapped entry
+/// would otherwise match nothing.
+fn canonical_net(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => v6
+            .addr()
+            .to_ipv4_mapped()
+            .and_then(|v4| ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).ok())
+            .map_or(net, IpNet::V4),
+        _ => net,
+    }
+}
+
 /// `::ffff:a.b.c.d` as `a.b.c.d`, so a dual-stack listener matches IPv4 entries.
 pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
@@ -95,6 +110,19 @@ mod tests {
         assert!(l.allows(ip("2001:db8::1")));
         assert!(!l.allows(ip("::1")));
         assert_eq!(l.to_strings(), ["10.1.2.3", "127.0.0.0/8", "2001:db8::/32"]);
+    }
+
+    #[test]
+    fn mapped_entries_are_their_ipv4_selves() {
+        let l = IpAllowlist::parse(&["::ffff:127.0.0.1", "::ffff:10.1.0.0/112"]).unwrap();
+        assert_eq!(l.to_strings(), ["127.0.0.1", "10.1.0.0/16"]);
+        assert!(l.allows(ip("127.0.0.1")));
+        assert!(l.allows(ip("::ffff:127.0.0.1")));
+        assert!(l.allows(ip("10.1.200.3")));
+        assert!(!l.allows(ip("10.2.0.1")));
+        // Mapped and plain spellings of one address are one entry.
+        let l = IpAllowlist::parse(&["127.0.0.1", "::ffff:127.0.0.1"]).unwrap();
+        assert_eq!(l.to_strings(), ["127.0.0.1"]);
     }
 
     #[test]

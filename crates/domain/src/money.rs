@@ -15,6 +15,9 @@ pub struct Millicents(pub i64);
 impl Millicents {
     pub const ZERO: Millicents = Millicents(0);
     pub const PER_CENT: i64 = 1000;
+    /// The largest balance or spend limit Runbase holds: 2^53 micro-USD (about $9 billion), the
+    /// largest integer a JSON client in JavaScript reads exactly, so `balanceUsd` is always exact.
+    pub const MAX_BALANCE: Millicents = Millicents((1 << 53) / 10);
 
     /// Whole cents to millicents; `None` on overflow.
     pub fn from_cents(cents: i64) -> Option<Self> {

@@ -73,6 +73,11 @@ pub trait PaymentProvider: Send + Sync + 'static {
     fn signature_header(&self) -> &'static str;
     /// The currency checkouts are made in (lower-case ISO code).
     fn currency(&self) -> &str;
+    /// The origins (`https://host`) a checkout page may be served from: the dashboard's top-up
+    /// form is redirected there, and its page's `form-action` policy must allow it.
+    fn checkout_origins(&self) -> Vec<String> {
+        Vec::new()
+    }
     async fn create_checkout(&self, req: &CheckoutRequest) -> Result<Checkout, PaymentError>;
     /// Verifies a webhook delivery (`signature` is the provider's signature header) at
     /// `now_unix` seconds and reads it.

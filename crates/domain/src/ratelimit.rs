@@ -1,5 +1,5 @@
-//! Rate limiting: a trait so a Redis implementation can serve several nodes, and an exact
-//! in-memory sliding-window log for one node.
+//! Rate limiting: a trait so a shared implementation (crates/ratelimit-redis) can serve several
+//! nodes, and an exact in-memory sliding-window log for one node.
 //!
 //! Why a sliding log and not GCRA (e.g. the `governor` crate): the contract is "20 requests per
 //! 10 seconds", and a GCRA bucket of burst 20 refilling every 0.5 s admits up to 39 requests in
@@ -36,13 +36,32 @@ impl RateDecision {
     }
 }
 
+impl RateDecision {
+    /// What a limiter answers when it lets a request through without counting it (a shared
+    /// limiter that is unreachable, configured to fail open): the whole limit remains.
+    pub fn unknown(limit: RateLimit) -> Self {
+        RateDecision {
+            allowed: true,
+            limit: limit.requests,
+            remaining: limit.requests,
+            reset_after: Duration::ZERO,
+        }
+    }
+}
+
+/// A shared limiter could not decide (its server is unreachable or slow) and is configured to
+/// fail closed: the request is refused with `503 service_unavailable`, not counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the rate limiter is unavailable")]
+pub struct LimiterUnavailable;
+
 /// Counts requests per key.
 #[async_trait]
 pub trait RateLimiter: Send + Sync + 'static {
     /// Counts one request for `key` if the limit allows it.
-    async fn check(&self, key: &str) -> RateDecision;
+    async fn check(&self, key: &str) -> Result<RateDecision, LimiterUnavailable>;
     /// The state for `key` without counting a request.
-    async fn peek(&self, key: &str) -> RateDecision;
+    async fn peek(&self, key: &str) -> Result<RateDecision, LimiterUnavailable>;
 }
 
 /// The exact in-memory limiter.
@@ -113,12 +132,12 @@ impl SlidingWindowLimiter {
 
 #[async_trait]
 impl RateLimiter for SlidingWindowLimiter {
-    async fn check(&self, key: &str) -> RateDecision {
-        self.decide(key, Instant::now(), true)
+    async fn check(&self, key: &str) -> Result<RateDecision, LimiterUnavailable> {
+        Ok(self.decide(key, Instant::now(), true))
     }
 
-    async fn peek(&self, key: &str) -> RateDecision {
-        self.decide(key, Instant::now(), false)
+    async fn peek(&self, key: &str) -> Result<RateDecision, LimiterUnavailable> {
+        Ok(self.decide(key, Instant::now(), false))
     }
 }
 

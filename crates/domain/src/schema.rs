@@ -70,7 +70,11 @@ impl InputSchema {
 /// kind of address a model can be given (an upstream fetches it, or Runbase does for it). `""`,
 /// `missing`, `file:///etc/passwd` and `data:` URIs are refused at create, as `invalid_input`.
 fn is_web_url(s: &str) -> bool {
-    s.len() <= 8192
+    // `https:example.com` and `http:/\\host` parse (the URL standard repairs them), but they are
+    // not what anyone meant, and an upstream given the raw string would fail on it.
+    let lower = s.get(..8).unwrap_or(s).to_ascii_lowercase();
+    (lower.starts_with("http://") || lower.starts_with("https://"))
+        && s.len() <= 8192
         && !s.chars().any(|c| c.is_whitespace() || c.is_control())
         && url::Url::parse(s).is_ok_and(|u| {
             matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty())
@@ -256,6 +260,8 @@ mod tests {
         for bad in [
             "",
             "missing",
+            "https:example.com/a.png",
+            "http:/\\127.0.0.1/o.png",
             "/files/x.png",
             "file:///etc/passwd",
             "data:image/png;base64,AA",

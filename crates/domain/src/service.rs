@@ -83,6 +83,15 @@ pub fn parse_run_request(
         .input_schema
         .validate(&input)
         .map_err(|m| ApiError::new(ErrorCode::InvalidInput, m))?;
+    // The input is stored with the run and returned by every read and list of it: a bound keeps
+    // a page of runs (up to 100) from costing hundreds of MB to build.
+    let size = serde_json::to_vec(&input).map_or(usize::MAX, |v| v.len());
+    if size > MAX_INPUT_BYTES {
+        return Err(ApiError::new(
+            ErrorCode::InvalidInput,
+            format!("input: is {size} bytes of JSON; at most {MAX_INPUT_BYTES} are accepted"),
+        ));
+    }
     let price = model
         .price
         .for_input(&input)
@@ -93,6 +102,10 @@ pub fn parse_run_request(
         price,
     })
 }
+
+/// The largest input a run may have, as JSON (after defaults). Prompts are bounded more tightly
+/// by each model's schema (`maxLength`); images go by URL.
+pub const MAX_INPUT_BYTES: usize = 64 * 1024;
 
 /// Step 5, before the body is read: the key's quota.
 pub fn check_quota(key: &ApiKey) -> Result<(), ApiError> {
@@ -222,19 +235,45 @@ pub enum AdminError {
     Store(#[from] StoreError),
 }
 
+/// Characters refused in names and emails: control characters (newlines, `ESC` and the rest,
+/// which would forge lines or recolour a terminal that prints them) and the bidirectional
+/// overrides (which reorder what is displayed).
+pub fn is_unsafe_char(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 pub(crate) fn normalize_email(email: &str) -> Result<String, AdminError> {
     let email = email.trim().to_lowercase();
     let valid = email.len() <= 254
         && email.split_once('@').is_some_and(|(l, d)| {
             !l.is_empty() && d.contains('.') && !d.starts_with('.') && !d.ends_with('.')
         })
-        && !email.chars().any(char::is_whitespace);
+        && !email
+            .chars()
+            .any(|c| c.is_whitespace() || is_unsafe_char(c));
     if !valid {
         return Err(AdminError::Invalid(format!(
-            "\"{email}\" is not an email address"
+            "{:?} is not an email address",
+            email
         )));
     }
     Ok(email)
+}
+
+/// A key's name: trimmed, at most 100 characters, none of them unsafe to print.
+fn check_key_name(name: &str) -> Result<String, AdminError> {
+    let name = name.trim();
+    if name.chars().count() > 100 {
+        return Err(AdminError::Invalid(
+            "a key name is at most 100 characters".into(),
+        ));
+    }
+    if name.chars().any(is_unsafe_char) {
+        return Err(AdminError::Invalid(
+            "a key name cannot contain control characters (such as newlines or escapes)".into(),
+        ));
+    }
+    Ok(name.to_owned())
 }
 
 pub async fn create_account(store: &dyn Store, email: &str) -> Result<Account, AdminError> {
@@ -271,21 +310,21 @@ pub async fn create_key(
     account: &Account,
     mut settings: KeySettings,
 ) -> Result<(ApiKey, ids::ApiKeySecret), AdminError> {
-    if settings.spend_limit.is_some_and(|l| l < Millicents::ZERO) {
-        return Err(AdminError::Invalid(
-            "the spend limit cannot be negative".into(),
-        ));
+    if settings
+        .spend_limit
+        .is_some_and(|l| !(Millicents::ZERO..=Millicents::MAX_BALANCE).contains(&l))
+    {
+        return Err(AdminError::Invalid(format!(
+            "the spend limit must be from 0 to {} cents",
+            Millicents::MAX_BALANCE.0 / Millicents::PER_CENT
+        )));
     }
     let name = settings
         .name
         .take()
-        .map(|n| n.trim().to_owned())
+        .map(|n| check_key_name(&n))
+        .transpose()?
         .filter(|n| !n.is_empty());
-    if name.as_ref().is_some_and(|n| n.chars().count() > 100) {
-        return Err(AdminError::Invalid(
-            "a key name is at most 100 characters".into(),
-        ));
-    }
     settings.name = Some(name.unwrap_or_else(|| "default".to_owned()));
     let secret = ids::generate_api_key(settings.test);
     let key = store
@@ -326,12 +365,16 @@ pub async fn update_key(
     update: &KeyUpdate,
 ) -> Result<ApiKey, AdminError> {
     let key = find_key(store, id_or_secret).await?;
+    if let Some(name) = &update.name {
+        check_key_name(name)?;
+    }
     if let Some(Some(limit)) = update.spend_limit
-        && limit < Millicents::ZERO
+        && !(Millicents::ZERO..=Millicents::MAX_BALANCE).contains(&limit)
     {
-        return Err(AdminError::Invalid(
-            "the spend limit cannot be negative".into(),
-        ));
+        return Err(AdminError::Invalid(format!(
+            "the spend limit must be from 0 to {} cents",
+            Millicents::MAX_BALANCE.0 / Millicents::PER_CENT
+        )));
     }
     Ok(store.update_key(&key.id, update).await?)
 }
@@ -349,14 +392,33 @@ pub async fn add_credits(
     cents: i64,
     memo: &str,
 ) -> Result<LedgerEntry, AdminError> {
-    if cents <= 0 {
-        return Err(AdminError::Invalid(
-            "--cents must be a positive whole number of cents".into(),
-        ));
+    if !(1..=MAX_CREDIT_CENTS).contains(&cents) {
+        return Err(AdminError::Invalid(format!(
+            "--cents must be a whole number of cents from 1 to {MAX_CREDIT_CENTS}"
+        )));
     }
     let amount = Millicents::from_cents(cents)
         .ok_or_else(|| AdminError::Invalid("amount too large".into()))?;
-    Ok(store
+    store
         .add_credits(&account.id, amount, memo, None, Timestamp::now())
-        .await?)
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(m) => AdminError::Invalid(m),
+            e => AdminError::Store(e),
+        })
+}
+
+/// The most one `credits add` may add: ten million dollars, far above any real top-up and far
+/// below the balance's integer range.
+pub const MAX_CREDIT_CENTS: i64 = 1_000_000_000;
+
+/// Every account, oldest first.
+pub async fn list_accounts(store: &dyn Store) -> Result<Vec<Account>, AdminError> {
+    Ok(store.list_accounts().await?)
+}
+
+/// Makes an account an administrator (may grant credits in the dashboard), or not.
+pub async fn set_admin(store: &dyn Store, email: &str, admin: bool) -> Result<Account, AdminError> {
+    let account = account_by_email(store, email).await?;
+    Ok(store.set_admin(&account.id, admin).await?)
 }

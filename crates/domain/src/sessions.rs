@@ -92,18 +92,16 @@ async fn verify_off_thread(password: String, phc: Option<String>) -> bool {
     .unwrap_or(false)
 }
 
-/// Creates an account with a password and logs it in. The first account of an empty install
-/// becomes its administrator.
-pub async fn sign_up(
-    store: &dyn Store,
-    email: &str,
-    password: &str,
-) -> Result<OpenedSession, ApiError> {
+/// Creates an account with a password. The first account of an empty install becomes its
+/// administrator. An email that already has an account is answered the same as a new one, in
+/// the same time (the password is hashed either way), and the account is left as it was: the
+/// caller cannot learn who is registered. The user logs in next.
+pub async fn sign_up(store: &dyn Store, email: &str, password: &str) -> Result<(), ApiError> {
     let email = crate::service::normalize_email(email)
         .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.to_string()))?;
     password::check_new(password).map_err(|m| ApiError::new(ErrorCode::InvalidRequest, m))?;
     let hash = hash_off_thread(password.to_owned()).await?;
-    let account = store
+    let created = store
         .create_account_with(
             NewAccount {
                 email,
@@ -112,12 +110,11 @@ pub async fn sign_up(
             },
             Timestamp::now(),
         )
-        .await
-        .map_err(|e| match e {
-            StoreError::Conflict(_) => ApiError::from(ErrorCode::EmailTaken),
-            e => internal(e),
-        })?;
-    open(store, account).await
+        .await;
+    match created {
+        Ok(_) | Err(StoreError::Conflict(_)) => Ok(()),
+        Err(e) => Err(internal(e)),
+    }
 }
 
 /// Checks the password and opens a session. An unknown email, an account without a password

@@ -90,6 +90,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     async fn account_by_email(&self, email: &str) -> Result<Option<Account>, StoreError>;
     async fn account(&self, id: &str) -> Result<Option<Account>, StoreError>;
+    /// Every account, oldest first (the CLI's `accounts list`).
+    async fn list_accounts(&self) -> Result<Vec<Account>, StoreError>;
+    /// Makes the account an administrator, or not; returns it.
+    async fn set_admin(&self, account_id: &str, admin: bool) -> Result<Account, StoreError>;
     /// Adds (or with a negative amount, removes) credit; writes the ledger entry, naming the
     /// administrator who granted it, if one did.
     async fn add_credits(

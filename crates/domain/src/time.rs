@@ -19,11 +19,16 @@ impl Timestamp {
         self.0
     }
 
-    /// Parses an RFC 3339 timestamp (any offset).
+    /// Parses an RFC 3339 timestamp (any offset), from 1970 to 9999 in UTC: what the wire
+    /// format can write back (`0000-01-01T00:30:00+01:00` would be year -1).
     pub fn parse_rfc3339(s: &str) -> Result<Self, String> {
-        OffsetDateTime::parse(s, &Rfc3339)
-            .map(|t| Timestamp((t.unix_timestamp_nanos() / 1000) as i64))
-            .map_err(|e| format!("not an RFC 3339 timestamp ({e})"))
+        let t = OffsetDateTime::parse(s, &Rfc3339)
+            .map_err(|e| format!("not an RFC 3339 timestamp ({e})"))?
+            .to_offset(time::UtcOffset::UTC);
+        if !(1970..=9999).contains(&t.year()) {
+            return Err("a timestamp must be between 1970 and 9999 (UTC)".into());
+        }
+        Ok(Timestamp((t.unix_timestamp_nanos() / 1000) as i64))
     }
 
     /// `2026-06-01T12:00:04.200Z`: UTC, milliseconds always written (truncated, so a time is
@@ -59,5 +64,7 @@ mod tests {
         assert_eq!(t.to_rfc3339(), "2026-11-25T05:00:00.000Z");
         assert_eq!(Timestamp(-1).to_rfc3339(), "1969-12-31T23:59:59.999Z");
         assert!(Timestamp::parse_rfc3339("yesterday").is_err());
+        assert!(Timestamp::parse_rfc3339("0000-01-01T00:30:00+01:00").is_err());
+        assert!(Timestamp::parse_rfc3339("1969-12-31T23:59:59Z").is_err());
     }
 }

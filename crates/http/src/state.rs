@@ -53,6 +53,15 @@ impl HttpConfig {
     pub fn behind_tls(&self) -> bool {
         self.public_url.starts_with("https://")
     }
+
+    /// The largest request body accepted (1 MiB when unset).
+    pub fn body_limit(&self) -> usize {
+        if self.max_body_bytes == 0 {
+            1 << 20
+        } else {
+            self.max_body_bytes
+        }
+    }
 }
 
 /// Shared state of the API and the dashboard.

@@ -70,6 +70,19 @@ impl PaymentProvider for Stripe {
         "stripe-signature"
     }
 
+    /// Stripe's hosted checkout; with another `api_base` (a test double, a mock server) its
+    /// origin too, since that is where its checkout URLs point.
+    fn checkout_origins(&self) -> Vec<String> {
+        let mut origins = vec!["https://checkout.stripe.com".to_owned()];
+        if let Some((scheme, rest)) = self.api_base.split_once("://") {
+            let host = rest.split('/').next().unwrap_or("");
+            if !host.is_empty() && host != "api.stripe.com" {
+                origins.push(format!("{scheme}://{host}"));
+            }
+        }
+        origins
+    }
+
     fn currency(&self) -> &str {
         &self.currency
     }

@@ -277,13 +277,38 @@ pub fn is_public(ip: std::net::IpAddr) -> bool {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_public(IpAddr::V4(v4));
             }
-            let first = v6.segments()[0];
+            let s = v6.segments();
+            let v4_at = |i: usize| {
+                IpAddr::V4(std::net::Ipv4Addr::new(
+                    (s[i] >> 8) as u8,
+                    s[i] as u8,
+                    (s[i + 1] >> 8) as u8,
+                    s[i + 1] as u8,
+                ))
+            };
+            // Addresses that carry an IPv4 address a gateway may route to: IPv4-compatible
+            // (::a.b.c.d, deprecated), NAT64 (64:ff9b::/96 and the local-use 64:ff9b:1::/48) and
+            // 6to4 (2002::/16). They are public only when the IPv4 address is.
+            if s[..6] == [0; 6] {
+                return is_public(v4_at(6));
+            }
+            if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1)
+            {
+                return is_public(v4_at(6));
+            }
+            if s[0] == 0x2002 {
+                return is_public(v4_at(1));
+            }
+            let first = s[0];
             !(v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
                 || (first & 0xfe00) == 0xfc00
                 || (first & 0xffc0) == 0xfe80
-                || first == 0x2001 && v6.segments()[1] == 0x0db8)
+                // Site-local (deprecated, still routed inside some networks).
+                || (first & 0xffc0) == 0xfec0
+                // Teredo (2001::/32) tunnels to an IPv4 address; documentation (2001:db8::/32).
+                || first == 0x2001 && (s[1] == 0 || s[1] == 0x0db8))
         }
     }
 }
@@ -388,6 +413,32 @@ pub fn extension_for(content_type: &str) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn internal_ipv6_forms_are_not_public() {
+        for a in [
+            "::127.0.0.1",
+            "64:ff9b::7f00:1",
+            "64:ff9b:1::a9fe:a9fe",
+            "2002:7f00:1::",
+            "2002:a9fe:a9fe::1",
+            "fec0::1",
+            "2001::1",
+            "2001:db8::1",
+            "::ffff:10.0.0.1",
+            "fd00::1",
+        ] {
+            assert!(!super::is_public(a.parse().unwrap()), "{a}");
+        }
+        for a in [
+            "2606:4700:4700::1111",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+            "1.1.1.1",
+        ] {
+            assert!(super::is_public(a.parse().unwrap()), "{a}");
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -207,6 +207,10 @@ impl OpenAi {
 /// The largest image OpenAI's edits endpoint takes, when the model sets no `x-max-file-mb`.
 const MAX_EDIT_IMAGE_BYTES: usize = 50 << 20;
 
+/// All of one edit's images together: they are held in memory and copied into the request
+/// body, so one run (refunded when the images are unusable) must not pull in hundreds of MB.
+const MAX_EDIT_TOTAL_BYTES: usize = 64 << 20;
+
 /// An image to attach to an edit.
 #[derive(Debug)]
 struct EditImage {
@@ -227,24 +231,45 @@ async fn fetch_images(
         .and_then(Value::as_u64)
         .map_or(MAX_EDIT_IMAGE_BYTES, |mb| (mb as usize) << 20);
     let mut images = Vec::with_capacity(urls.len());
+    let mut total = 0usize;
     for url in urls {
-        let f = http::fetch_user_url(url, cap).await.map_err(|why| {
-            ProviderError::new(
-                "invalid_input",
-                format!("An input image could not be fetched ({url}): {why}"),
-            )
-        })?;
+        let left = MAX_EDIT_TOTAL_BYTES.saturating_sub(total);
+        if left == 0 {
+            return Err(too_much_input());
+        }
+        let f = http::fetch_user_url(url, cap.min(left))
+            .await
+            .map_err(|why| {
+                ProviderError::new(
+                    "invalid_input",
+                    format!("An input image could not be fetched ({url}): {why}"),
+                )
+            })?;
         let content_type = f
             .content_type
             .map(|t| t.split(';').next().unwrap_or("").trim().to_owned())
             .filter(|t| t.starts_with("image/"))
             .unwrap_or_else(|| "image/png".into());
+        total += f.bytes.len();
+        if total > MAX_EDIT_TOTAL_BYTES {
+            return Err(too_much_input());
+        }
         images.push(EditImage {
             content_type,
             bytes: f.bytes,
         });
     }
     Ok(images)
+}
+
+fn too_much_input() -> ProviderError {
+    ProviderError::new(
+        "invalid_input",
+        format!(
+            "The input images are larger than {} MB in total",
+            MAX_EDIT_TOTAL_BYTES >> 20
+        ),
+    )
 }
 
 /// A `multipart/form-data` body: each field as text, then each image as an `image[]` file

@@ -20,7 +20,7 @@ pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
     let store = crate::database::open(config, crate::database::Schema::MustBeCurrent).await?;
     let store: &dyn Store = &*store;
     match command {
-        Command::Serve(_) => unreachable!("serve is handled by main"),
+        Command::Serve(_) | Command::Backup(_) => unreachable!("handled by main"),
         Command::Migrate => unreachable!("handled above"),
         Command::Accounts(AccountsCommand::Create {
             email,
@@ -57,6 +57,30 @@ pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
                 account.email
             );
         }
+        Command::Accounts(AccountsCommand::List) => {
+            println!(
+                "{:<30} {:<40} {:>14} {:<5} CREATED",
+                "ID", "EMAIL", "BALANCE", "ADMIN"
+            );
+            for a in service::list_accounts(store).await? {
+                println!(
+                    "{:<30} {:<40} {:>14} {:<5} {}",
+                    a.id,
+                    printable(&a.email),
+                    a.balance.to_string(),
+                    if a.admin { "yes" } else { "no" },
+                    a.created_at.to_rfc3339(),
+                );
+            }
+        }
+        Command::Accounts(AccountsCommand::SetAdmin { email }) => {
+            let a = service::set_admin(store, &email, true).await?;
+            eprintln!("{} is an administrator", printable(&a.email));
+        }
+        Command::Accounts(AccountsCommand::UnsetAdmin { email }) => {
+            let a = service::set_admin(store, &email, false).await?;
+            eprintln!("{} is no longer an administrator", printable(&a.email));
+        }
         Command::Keys(cmd) => keys(store, cmd).await?,
         Command::Credits(CreditsCommand::Add {
             account,
@@ -81,7 +105,7 @@ pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&out)?);
                 return Ok(());
             }
-            println!("account {} ({})", account.email, account.id);
+            println!("account {} ({})", printable(&account.email), account.id);
             println!("balance {}", account.balance);
             let entries = store
                 .ledger(&account.id, limit.clamp(1, 1000), None)
@@ -98,9 +122,11 @@ pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
                     e.kind.as_str(),
                     e.amount.to_string(),
                     e.balance_after.to_string(),
-                    e.run_id
-                        .as_deref()
-                        .map_or(e.memo.clone(), |r| format!("{r} {}", e.memo)),
+                    printable(
+                        &e.run_id
+                            .as_deref()
+                            .map_or(e.memo.clone(), |r| format!("{r} {}", e.memo))
+                    ),
                 );
             }
         }
@@ -112,7 +138,14 @@ fn cents(n: i64, what: &str) -> anyhow::Result<Millicents> {
     if n < 0 {
         anyhow::bail!("{what} cannot be negative");
     }
-    Millicents::from_cents(n).with_context(|| format!("{what} is too large"))
+    Millicents::from_cents(n)
+        .filter(|m| *m <= Millicents::MAX_BALANCE)
+        .with_context(|| {
+            format!(
+                "{what} is too large (at most {} cents)",
+                Millicents::MAX_BALANCE.0 / Millicents::PER_CENT
+            )
+        })
 }
 
 fn allowlist(entries: &[String]) -> anyhow::Result<IpAllowlist> {
@@ -121,6 +154,21 @@ fn allowlist(entries: &[String]) -> anyhow::Result<IpAllowlist> {
 
 fn timestamp(s: &str) -> anyhow::Result<Timestamp> {
     Timestamp::parse_rfc3339(s).map_err(|e| anyhow::anyhow!("--expires-at: {e}"))
+}
+
+/// `s` safe to print on a terminal: control characters (newlines, escapes) and bidirectional
+/// overrides are written as `\u{..}` escapes, so a stored name cannot forge lines or recolour
+/// the output. New names cannot contain them; older ones may.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if service::is_unsafe_char(c) {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 fn describe(k: &ApiKey) -> String {
@@ -132,7 +180,7 @@ fn describe(k: &ApiKey) -> String {
         k.id,
         k.prefix,
         k.status(now),
-        k.name,
+        printable(&k.name),
         k.spent,
         limit,
         k.runs_created,
@@ -251,4 +299,18 @@ fn read_password() -> anyhow::Result<String> {
         .read_line(&mut line)
         .context("reading the password from stdin")?;
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn control_characters_are_printed_as_escapes() {
+        assert_eq!(printable("plain name é"), "plain name é");
+        assert_eq!(
+            printable("red\u{1b}[31m\nkey_x\r\u{202e}"),
+            "red\\u{1b}[31m\\u{a}key_x\\u{d}\\u{202e}"
+        );
+    }
 }

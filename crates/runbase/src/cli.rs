@@ -45,6 +45,14 @@ pub enum Command {
     /// Manage credit balances
     #[command(subcommand)]
     Credits(CreditsCommand),
+    /// Copy a live SQLite store (and local output files) into a new data directory
+    Backup(BackupArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// The directory to create; `runbase serve --data-dir PATH` starts from it
+    pub path: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -62,6 +70,10 @@ pub struct ServeArgs {
     /// refused; SQLite always migrates)
     #[arg(long)]
     pub migrate: bool,
+    /// What this process does: `all` (API, dashboard and worker), `api` (API and dashboard, no
+    /// worker) or `worker` (executes runs; serves only /health and output files) [env: RUNBASE_ROLE]
+    #[arg(long, value_parser = ["all", "api", "worker"])]
+    pub role: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -78,6 +90,12 @@ pub enum AccountsCommand {
     },
     /// Set an account's dashboard password, read from stdin (one line); logs out its sessions
     SetPassword { email: String },
+    /// List every account, oldest first, with its balance and whether it is an administrator
+    List,
+    /// Make an account an administrator (may grant credits in the dashboard)
+    SetAdmin { email: String },
+    /// Make an account no longer an administrator
+    UnsetAdmin { email: String },
 }
 
 #[derive(Debug, Subcommand)]

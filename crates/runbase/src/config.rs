@@ -15,6 +15,8 @@ use std::path::PathBuf;
 pub struct Config {
     /// Address the API and dashboard listen on.
     pub listen: String,
+    /// `all` (API, dashboard and worker in one process), `api` or `worker` (`serve --role`).
+    pub role: String,
     /// Where the embedded database and output files live.
     pub data_dir: PathBuf,
     /// A database URL (`sqlite:///path/to/runbase.db` or `postgres://user@host/db`); the default
@@ -26,10 +28,14 @@ pub struct Config {
     pub catalog: Vec<PathBuf>,
     /// Proxies (addresses or CIDR blocks) whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<String>,
+    /// The Redis server of `[rate_limits] backend = "redis"` (`redis://host:6379/0`).
+    pub redis_url: Option<String>,
     /// `full` (fsync each commit batch; survives power loss) or `normal` (survives a crash of
     /// Runbase, not of the machine).
     pub durability: String,
     pub rate_limits: RateLimits,
+    /// Connection limits and timeouts against slow or greedy clients.
+    pub http: HttpSettings,
     pub worker: WorkerSettings,
     /// Upstream providers: credentials, addresses, retries.
     pub providers: ProvidersConfig,
@@ -50,6 +56,14 @@ pub struct RateLimits {
     pub auth: Limit,
     /// Per client IP, for the session check (`GET /auth/session`).
     pub session: Limit,
+    /// Where the counts live: `memory` (this process; one node) or `redis` (shared by every
+    /// node, at `redis_url`).
+    pub backend: String,
+    /// With `backend = "redis"` and Redis unreachable: `closed` refuses requests with 503,
+    /// `open` lets them through uncounted.
+    pub fail: String,
+    /// Starts every Redis key of the limiter (installs sharing one Redis need different ones).
+    pub redis_key_prefix: String,
 }
 
 /// Payment providers for top-ups.
@@ -65,6 +79,34 @@ pub struct PaymentsConfig {
 pub struct Limit {
     pub requests: u32,
     pub window_secs: u64,
+}
+
+/// `[http]`: what one client may hold of the server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Seconds a client has to send a complete request head after connecting, and to start
+    /// its next request on a kept-alive connection.
+    pub header_timeout_secs: u64,
+    /// Seconds a client has to send a whole request body once its head has arrived.
+    pub body_timeout_secs: u64,
+    /// Connections open at once, all clients together; a connection over it is closed at once.
+    pub max_connections: usize,
+    /// Connections open at once from one client address (an IPv6 client counts by its /64;
+    /// trusted proxies count only against `max_connections`).
+    pub max_connections_per_ip: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        let d = runbase_http::ServeConfig::default();
+        HttpSettings {
+            header_timeout_secs: d.header_timeout.as_secs(),
+            body_timeout_secs: d.body_timeout.as_secs(),
+            max_connections: d.max_connections,
+            max_connections_per_ip: d.max_connections_per_ip,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -85,11 +127,13 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: "127.0.0.1:8080".into(),
+            role: "all".into(),
             data_dir: PathBuf::from("./runbase-data"),
             database_url: None,
             public_url: None,
             catalog: Vec::new(),
             trusted_proxies: Vec::new(),
+            redis_url: None,
             durability: "full".into(),
             rate_limits: RateLimits {
                 runs: Limit {
@@ -104,8 +148,12 @@ impl Default for Config {
                     requests: 60,
                     window_secs: 60,
                 },
+                backend: "memory".into(),
+                fail: "closed".into(),
+                redis_key_prefix: "runbase:rl:".into(),
             },
             payments: PaymentsConfig::default(),
+            http: HttpSettings::default(),
             worker: WorkerSettings {
                 concurrency: 64,
                 poll_interval_ms: 1000,
@@ -125,6 +173,8 @@ pub struct FlagOverrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database_url: Option<String>,
@@ -136,13 +186,16 @@ pub struct FlagOverrides {
 
 const TOP_LEVEL_KEYS: &[&str] = &[
     "listen",
+    "role",
     "data_dir",
     "database_url",
     "public_url",
     "catalog",
     "trusted_proxies",
+    "redis_url",
     "durability",
     "rate_limits",
+    "http",
     "worker",
     "providers",
     "storage",
@@ -203,6 +256,43 @@ impl Config {
                     "rate_limits.{name}: requests and window_secs must be positive"
                 ));
             }
+        }
+        let h = &self.http;
+        if h.header_timeout_secs == 0
+            || h.body_timeout_secs == 0
+            || h.max_connections == 0
+            || h.max_connections_per_ip == 0
+        {
+            return Err("http: every timeout and connection cap must be positive".into());
+        }
+        if h.max_connections_per_ip > h.max_connections {
+            return Err("http.max_connections_per_ip cannot be above http.max_connections".into());
+        }
+        if !matches!(self.role.as_str(), "all" | "api" | "worker") {
+            return Err(format!(
+                "role: must be \"all\", \"api\" or \"worker\", not {:?}",
+                self.role
+            ));
+        }
+        match self.rate_limits.backend.as_str() {
+            "memory" => {}
+            "redis" if self.redis_url.is_none() => {
+                return Err(
+                    "rate_limits.backend = \"redis\" needs redis_url (or RUNBASE_REDIS_URL)".into(),
+                );
+            }
+            "redis" => {}
+            other => {
+                return Err(format!(
+                    "rate_limits.backend: must be \"memory\" or \"redis\", not {other:?}"
+                ));
+            }
+        }
+        if !matches!(self.rate_limits.fail.as_str(), "closed" | "open") {
+            return Err(format!(
+                "rate_limits.fail: must be \"closed\" or \"open\", not {:?}",
+                self.rate_limits.fail
+            ));
         }
         if !matches!(self.durability.as_str(), "full" | "normal") {
             return Err(format!(

@@ -2,9 +2,12 @@
 //! administrative command.
 
 mod admin;
+mod backup;
 mod cli;
 mod config;
 mod database;
+mod limiters;
+mod role;
 mod serve;
 
 use clap::Parser;
@@ -26,6 +29,7 @@ fn main() -> ExitCode {
     };
     if let Command::Serve(args) = &cli.command {
         flags.listen = args.listen.clone();
+        flags.role = args.role.clone();
         flags.public_url = args.public_url.clone();
         if !args.catalog.is_empty() {
             flags.catalog = Some(args.catalog.clone());
@@ -51,6 +55,12 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve::run(config, warnings, args.migrate).await,
+            Command::Backup(args) => {
+                for w in &warnings {
+                    eprintln!("warning: {w}");
+                }
+                backup::run(&config, &args.path)
+            }
             other => {
                 for w in &warnings {
                     eprintln!("warning: {w}");

@@ -1,11 +1,13 @@
-//! `runbase serve`: the API, the worker and the dashboard in one process.
+//! `runbase serve`: the API, the worker and the dashboard in one process, or (`--role`) the API
+//! and the dashboard alone, or the worker alone.
 
 use crate::config::Config;
+use crate::role::{self, Role};
 use anyhow::{Context, bail};
 use runbase_domain::catalog::Catalog;
 use runbase_domain::inflight::InFlight;
 use runbase_domain::payments::PaymentProvider;
-use runbase_domain::ratelimit::{RateLimit, SlidingWindowLimiter};
+use runbase_domain::ratelimit::RateLimit;
 use runbase_domain::store::Store;
 use runbase_domain::time::Timestamp;
 use runbase_http::{AppState, HttpConfig, Limits};
@@ -65,24 +67,36 @@ pub async fn run(config: Config, warnings: Vec<String>, migrate: bool) -> anyhow
 
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let role = Role::from_config(&config);
+    for w in role::warnings(role, &config) {
+        tracing::warn!("{w}");
+    }
     let schema = if migrate {
         crate::database::Schema::Migrate
     } else {
         crate::database::Schema::MustBeCurrent
     };
     let store: Arc<dyn Store> = crate::database::open(&config, schema).await?;
-    // SQLite: every run still `processing` was this node's. PostgreSQL: only runs whose lease
-    // ran out (see `Store::recover_interrupted`).
-    let (requeued, failed) = store
-        .recover_interrupted(config.worker.max_attempts, Timestamp::now())
-        .await
-        .context("recovering runs interrupted by the last stop")?;
-    if requeued + failed > 0 {
-        tracing::warn!(
-            requeued,
-            failed,
-            "recovered runs interrupted by the last stop"
-        );
+    // Held until the process exits.
+    let _worker_lock = if role.executes_runs() && role::is_sqlite(&config) {
+        Some(role::lock_sqlite_worker(&config)?)
+    } else {
+        None
+    };
+    if role.executes_runs() {
+        // SQLite: every run still `processing` was this node's. PostgreSQL: only runs whose
+        // lease ran out (see `Store::recover_interrupted`).
+        let (requeued, failed) = store
+            .recover_interrupted(config.worker.max_attempts, Timestamp::now())
+            .await
+            .context("recovering runs interrupted by the last stop")?;
+        if requeued + failed > 0 {
+            tracing::warn!(
+                requeued,
+                failed,
+                "recovered runs interrupted by the last stop"
+            );
+        }
     }
 
     let providers = Providers::from_config(&config.providers, |var| std::env::var(var).ok())
@@ -134,27 +148,14 @@ pub async fn run(config: Config, warnings: Vec<String>, migrate: bool) -> anyhow
         auth: limit(config.rate_limits.auth),
         session: limit(config.rate_limits.session),
     };
-    let auth_limiter = Arc::new(SlidingWindowLimiter::new(limits.auth));
-    let session_limiter = Arc::new(SlidingWindowLimiter::new(limits.session));
-    // Per-IP limiters meet many clients: forget the idle ones now and then.
-    {
-        let (a, s) = (auth_limiter.clone(), session_limiter.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                tick.tick().await;
-                a.sweep();
-                s.sweep();
-            }
-        });
-    }
+    let limiters = crate::limiters::build(&config, limits)?;
     let state = AppState {
         store: store.clone(),
         catalog: catalog.clone(),
         files: files.clone(),
-        runs_limiter: Arc::new(SlidingWindowLimiter::new(limits.runs)),
-        auth_limiter,
-        session_limiter,
+        runs_limiter: limiters.runs,
+        auth_limiter: limiters.auth,
+        session_limiter: limiters.session,
         payments,
         inflight: inflight.clone(),
         config: Arc::new(HttpConfig {
@@ -183,17 +184,31 @@ pub async fn run(config: Config, warnings: Vec<String>, migrate: bool) -> anyhow
         executing: Default::default(),
     };
     let mut worker_stop = stop_rx.clone();
-    let worker_task = tokio::spawn(worker.run(async move {
-        let _ = worker_stop.wait_for(|s| *s).await;
-    }));
+    let worker_task = role.executes_runs().then(|| {
+        tokio::spawn(worker.run(async move {
+            let _ = worker_stop.wait_for(|s| *s).await;
+        }))
+    });
 
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), "runbase is ready");
+    tracing::info!(%addr, data_dir = %config.data_dir.display(), role = role.name(), "runbase is ready");
     // The one line on stdout: scripts and tests read the address from it.
     println!("Runbase listening on http://{addr}");
 
     let mut http_stop = stop_rx.clone();
-    // The API and the dashboard, one router.
-    let server = runbase_http::serve(listener, runbase_dashboard::router(state), async move {
+    let serve_config = runbase_http::ServeConfig {
+        header_timeout: Duration::from_secs(config.http.header_timeout_secs),
+        body_timeout: Duration::from_secs(config.http.body_timeout_secs),
+        max_connections: config.http.max_connections,
+        max_connections_per_ip: config.http.max_connections_per_ip,
+        exempt: state.config.trusted_proxies.clone(),
+    };
+    // The API and the dashboard, one router; a worker serves only its health and the files.
+    let router = if role.serves_api() {
+        runbase_dashboard::router(state)
+    } else {
+        runbase_http::routes::worker_router(state)
+    };
+    let server = runbase_http::serve(listener, router, serve_config, async move {
         let _ = http_stop.wait_for(|s| *s).await;
     });
     let server = tokio::spawn(server);
@@ -201,7 +216,9 @@ pub async fn run(config: Config, warnings: Vec<String>, migrate: bool) -> anyhow
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = server.await;
-    let _ = worker_task.await;
+    if let Some(w) = worker_task {
+        let _ = w.await;
+    }
     Ok(())
 }
 

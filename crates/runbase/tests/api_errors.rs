@@ -254,3 +254,64 @@ async fn framework_errors_use_the_envelope() {
         .await;
     assert_eq!(r.status, 201, "{}", r.body);
 }
+
+/// Bounds found by the review of the wire format: an input too large to store and list, a
+/// prompt past its model's limit, reference images that are not absolute http(s) URLs. Each is
+/// `invalid_input`, naming the field, and charges nothing.
+#[tokio::test]
+async fn oversized_inputs_and_bad_image_urls_are_invalid_input() {
+    let s = Server::start();
+    let key = s.account("bounds@example.com", 100);
+    let c = s.client();
+    let long = "x".repeat(9_000);
+    let r = c
+        .create(
+            &key,
+            json!({"model": "runbase/echo", "input": {"text": "hi", "fail": "y".repeat(70_000)}}),
+        )
+        .await;
+    r.assert_error(400, "invalid_input");
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("65536"),
+        "{}",
+        r.body
+    );
+    let r = c
+        .create(
+            &key,
+            json!({"model": "runbase/placeholder-image", "input": {"prompt": long}}),
+        )
+        .await;
+    r.assert_error(400, "invalid_input");
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("input.prompt: must be at most 1000"),
+        "{}",
+        r.body
+    );
+    s.account("bounds-test@example.com", 0);
+    let test_key = s.key("bounds-test@example.com", &["--test"]);
+    for bad in [
+        "",
+        "missing",
+        "https:example.com/a.png",
+        "file:///etc/passwd",
+        "/files/a.png",
+    ] {
+        let r = c
+            .create(&test_key, json!({"model": "google/nano-banana-2", "input": {"prompt": "p", "image_urls": [bad]}}))
+            .await;
+        r.assert_error(400, "invalid_input");
+        assert_eq!(
+            r.body["error"]["message"],
+            "input.image_urls[0]: must be an absolute http:// or https:// URL",
+            "{bad:?}"
+        );
+    }
+    assert_eq!(c.balance(&key).await, json!(100));
+}

@@ -150,6 +150,21 @@ fn bad_configuration_is_refused_with_the_reason() {
         &[],
     );
     assert!(err.contains("PostgreSQL"), "{err}");
+    // The connection limits: unknown keys and impossible values are refused.
+    std::fs::write(&conf, "[http]\nmax_conections = 10\n").unwrap();
+    let err = serve_fails(&[], &["--config", conf.to_str().unwrap()]);
+    assert!(err.contains("max_conections"), "{err}");
+    let err = serve_fails(&[("RUNBASE_HTTP__HEADER_TIMEOUT_SECS", "0")], &[]);
+    assert!(err.contains("http"), "{err}");
+    let err = serve_fails(
+        &[
+            ("RUNBASE_HTTP__MAX_CONNECTIONS", "10"),
+            ("RUNBASE_HTTP__MAX_CONNECTIONS_PER_IP", "20"),
+        ],
+        &[],
+    );
+    assert!(err.contains("max_connections_per_ip"), "{err}");
+
     let err = serve_fails(&[("RUNBASE_DURABILITY", "sometimes")], &[]);
     assert!(err.contains("durability"), "{err}");
 }

@@ -133,6 +133,8 @@ impl Browser {
         self.post(action, &fields).await
     }
 
+    /// Signs up, then logs in (a sign-up answers the same whether or not the email was
+    /// taken, so it never logs in by itself); returns the log-in's answer.
     async fn sign_up(&mut self, email: &str) -> Page {
         let page = self
             .submit(
@@ -142,7 +144,50 @@ impl Browser {
             )
             .await;
         assert_eq!(page.status, 303, "{}", page.text);
+        assert!(
+            page.location().starts_with("/login?signed_up=1"),
+            "{}",
+            page.location()
+        );
+        let page = self
+            .submit(
+                "/login",
+                "/login",
+                &[("email", email), ("password", PASSWORD)],
+            )
+            .await;
+        assert_eq!(page.status, 303, "{}", page.text);
         page
+    }
+
+    /// Makes an account with the CLI and logs in with the form (without the sign-up form, so
+    /// a test of something else does not depend on how sign-up answers).
+    async fn log_in_new(&mut self, server: &Server, email: &str) -> Page {
+        server.cli_with_stdin(
+            &["accounts", "create", email, "--password-stdin"],
+            &format!("{PASSWORD}\n"),
+        );
+        let page = self
+            .submit(
+                "/login",
+                "/login",
+                &[("email", email), ("password", PASSWORD)],
+            )
+            .await;
+        assert_eq!(page.status, 303, "{}", page.text);
+        page
+    }
+
+    /// Creates a key with the form's fields: the post is answered with a redirect, and the page
+    /// it leads to (returned) shows the secret once.
+    async fn create_key(&mut self, form: &[(&str, &str)]) -> Page {
+        let posted = self
+            .submit("/settings/api-keys", "/settings/api-keys", form)
+            .await;
+        assert_eq!(posted.status, 303, "{}", posted.text);
+        let to = posted.location().to_owned();
+        assert!(to.starts_with("/settings/api-keys?created=key_"), "{to}");
+        self.get(&to).await
     }
 
     async fn session(&mut self) -> Value {
@@ -315,6 +360,13 @@ async fn session_cookie_flags_and_pages_that_need_a_session() {
             .unwrap()
             .contains("frame-ancestors 'none'")
     );
+    assert!(
+        home.headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("form-action 'self'"),
+        "forms post to this site only"
+    );
 
     // Log out: the session is gone server-side, not just the cookie.
     let stolen = b.cookies["rb_session"].clone();
@@ -396,13 +448,31 @@ async fn cookies_are_secure_behind_tls() {
         "{:?}",
         login.set_cookies()
     );
+    // Over HTTPS every cookie takes the __Host- prefix: Secure, Path=/, no Domain, so neither
+    // a sibling subdomain nor a plain-HTTP page can plant one.
+    assert!(
+        login.set_cookies()[0].starts_with("__Host-rb_csrf="),
+        "{:?}",
+        login.set_cookies()
+    );
     let page = b.sign_up("tls@example.com").await;
     let cookie = page
         .set_cookies()
         .into_iter()
-        .find(|c| c.starts_with("rb_session="))
-        .unwrap();
+        .find(|c| c.starts_with("__Host-rb_session="))
+        .unwrap_or_else(|| panic!("{:?}", page.set_cookies()));
     assert!(cookie.contains("; Secure"), "{cookie}");
+    assert!(cookie.contains("; Path=/"), "{cookie}");
+    assert!(!cookie.contains("Domain"), "{cookie}");
+    assert_eq!(
+        b.get("/").await.status,
+        200,
+        "the prefixed cookie is read back"
+    );
+    // An unprefixed cookie (planted over plain HTTP) is not the session.
+    let token = b.cookies.remove("__Host-rb_session").unwrap();
+    b.cookies.insert("rb_session".into(), token);
+    assert!(b.get("/").await.location().starts_with("/login"));
 }
 
 #[tokio::test]
@@ -459,13 +529,7 @@ async fn every_form_needs_its_csrf_token() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "csrf_failed");
     // With its token, the form works (and the key's secret is on that one response only).
-    let created = b
-        .submit(
-            "/settings/api-keys",
-            "/settings/api-keys",
-            &[("name", "mine")],
-        )
-        .await;
+    let created = b.create_key(&[("name", "mine")]).await;
     assert_eq!(created.status, 200);
     assert!(created.text.contains("id=\"new-key-secret\""));
     let again = b.get("/settings/api-keys").await;
@@ -477,7 +541,7 @@ async fn every_form_needs_its_csrf_token() {
 async fn login_attempts_are_limited_per_ip_before_anything_else() {
     let server = Server::start();
     let mut b = Browser::new(&server);
-    b.sign_up("rate@example.com").await; // 1 of 5
+    b.sign_up("rate@example.com").await; // 1 and 2 of 5 (sign-up, then log-in)
     b.cookies.remove("rb_session");
     // Wrong passwords, no CSRF token, garbage: every request counts.
     b.submit(
@@ -488,9 +552,8 @@ async fn login_attempts_are_limited_per_ip_before_anything_else() {
             ("password", "wrong password!"),
         ],
     )
-    .await; // 2
-    b.post("/login", &[("email", "rate@example.com")]).await; // 3 (no CSRF)
-    b.post("/login", &[]).await; // 4
+    .await; // 3
+    b.post("/login", &[("email", "rate@example.com")]).await; // 4 (no CSRF)
     let fifth = b
         .submit(
             "/login",
@@ -573,13 +636,7 @@ async fn another_accounts_keys_runs_and_ledger_are_never_visible() {
         "--cents",
         "500",
     ]);
-    let created = ada
-        .submit(
-            "/settings/api-keys",
-            "/settings/api-keys",
-            &[("name", "ada-key")],
-        )
-        .await;
+    let created = ada.create_key(&[("name", "ada-key")]).await;
     let secret = {
         let at = created.text.find("id=\"new-key-secret\"").unwrap();
         let rest = &created.text[at..];
@@ -778,6 +835,16 @@ async fn stripe_top_up_credits_once_per_payment() {
         .await;
     assert_eq!(p.status, 303, "{}", p.text);
     assert_eq!(p.location(), "https://checkout.stripe.test/pay/cs_test_1");
+    // The credits page lets its form lead to the checkout (browsers hold the redirect after a
+    // form to `form-action`), and nowhere else.
+    let credits = b.get("/settings/credits").await;
+    let csp = credits.headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains(&format!(
+            "form-action 'self' https://checkout.stripe.com {stripe_url}"
+        )),
+        "{csp}"
+    );
     let session = stripe.sessions.lock().unwrap()[0].clone();
     assert_eq!(session["client_reference_id"], account);
     assert_eq!(session["line_items[0][price_data][unit_amount]"], "2500");
@@ -948,15 +1015,11 @@ async fn a_key_save_changes_only_the_fields_it_sends() {
     let mut b = Browser::new(&server);
     b.sign_up("partial@example.com").await;
     let created = b
-        .submit(
-            "/settings/api-keys",
-            "/settings/api-keys",
-            &[
-                ("name", "ci"),
-                ("allow_ips", "203.0.113.7\n10.0.0.0/8"),
-                ("spend_limit_cents", "500"),
-            ],
-        )
+        .create_key(&[
+            ("name", "ci"),
+            ("allow_ips", "203.0.113.7\n10.0.0.0/8"),
+            ("spend_limit_cents", "500"),
+        ])
         .await;
     assert_eq!(created.status, 200, "{}", created.text);
     let at = created.text.find("href=\"/settings/api-keys/").unwrap() + 6;
@@ -988,4 +1051,168 @@ async fn a_key_save_changes_only_the_fields_it_sends() {
         .await;
     assert_eq!(refused.status, 400, "{}", refused.text);
     assert!(!b.get(&path).await.text.contains("::1"));
+}
+
+#[tokio::test]
+async fn sign_up_does_not_tell_who_is_registered() {
+    let server = start(&[("RUNBASE_RATE_LIMITS__AUTH__REQUESTS".into(), "100".into())]);
+    let mut owner = Browser::new(&server);
+    owner.sign_up("taken@example.com").await;
+    // Someone else signs up with the same email, and someone with a new one: the answers are
+    // the same, and neither is logged in by it.
+    let mut answers = Vec::new();
+    for email in ["taken@example.com", "fresh@example.com"] {
+        let mut b = Browser::new(&server);
+        let p = b
+            .submit(
+                "/signup",
+                "/signup",
+                &[("email", email), ("password", "another password 123")],
+            )
+            .await;
+        assert!(
+            !p.set_cookies().iter().any(|c| c.starts_with("rb_session=")),
+            "{email}"
+        );
+        let next = b.get(p.location()).await;
+        assert!(next.text.contains("If this email was not registered yet"));
+        answers.push((p.status, p.location().to_owned(), p.text.clone()));
+        // JSON callers too.
+        let r = reqwest::Client::new()
+            .post(format!("{}/signup", server.url))
+            .header("accept", "application/json")
+            .header("cookie", b.cookie_header())
+            .header("x-csrf-token", b.cookies["rb_csrf"].clone())
+            .json(&json!({"email": email, "password": "another password 123"}))
+            .send()
+            .await
+            .unwrap();
+        let json_answer = (r.status().as_u16(), r.text().await.unwrap());
+        assert!(!json_answer.1.contains("exists"), "{}", json_answer.1);
+        answers.push((json_answer.0, String::new(), json_answer.1));
+    }
+    assert_eq!(answers[0], answers[2], "the form's answers differ");
+    assert_eq!(answers[1], answers[3], "the JSON answers differ");
+    // The registered account is unchanged: its owner's password still works, the other not.
+    let mut other = Browser::new(&server);
+    let p = other
+        .submit(
+            "/login",
+            "/login",
+            &[
+                ("email", "taken@example.com"),
+                ("password", "another password 123"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, 401);
+    let mut again = Browser::new(&server);
+    let p = again
+        .submit(
+            "/login",
+            "/login",
+            &[("email", "taken@example.com"), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(p.status, 303);
+}
+
+#[tokio::test]
+async fn creating_a_key_redirects_and_shows_the_secret_once() {
+    let server = Server::start();
+    let mut b = Browser::new(&server);
+    b.log_in_new(&server, "once@example.com").await;
+    let posted = b
+        .submit(
+            "/settings/api-keys",
+            "/settings/api-keys",
+            &[("name", "reloaded")],
+        )
+        .await;
+    // A reload of the answer is a GET: it cannot create another key.
+    assert_eq!(posted.status, 303, "{}", posted.text);
+    assert!(!posted.text.contains("sk-"));
+    let to = posted.location().to_owned();
+    // Another session of the same account never sees the secret.
+    let mut other = Browser::new(&server);
+    other
+        .submit(
+            "/login",
+            "/login",
+            &[("email", "once@example.com"), ("password", PASSWORD)],
+        )
+        .await;
+    assert!(!other.get(&to).await.text.contains("new-key-secret"));
+    let shown = b.get(&to).await;
+    assert!(
+        shown.text.contains("id=\"new-key-secret\""),
+        "{}",
+        shown.text
+    );
+    let reloaded = b.get(&to).await;
+    assert_eq!(reloaded.status, 200);
+    assert!(!reloaded.text.contains("new-key-secret"));
+    assert!(reloaded.text.contains("shown only once"));
+    let keys = server.cli(&["keys", "list", "--account", "once@example.com"]);
+    assert_eq!(keys.matches("reloaded").count(), 1, "{keys}");
+}
+
+#[tokio::test]
+async fn key_names_with_control_characters_are_refused() {
+    let server = Server::start();
+    let mut b = Browser::new(&server);
+    b.log_in_new(&server, "ctl@example.com").await;
+    for name in ["red\u{1b}[31m", "forged\nkey_x  sk-live  active", "c\rr"] {
+        let p = b
+            .submit(
+                "/settings/api-keys",
+                "/settings/api-keys",
+                &[("name", name)],
+            )
+            .await;
+        assert_eq!(p.status, 400, "{name:?}: {}", p.text);
+        assert!(p.text.contains("control characters"), "{}", p.text);
+    }
+    let created = b.create_key(&[("name", "plain")]).await;
+    let at = created.text.find("href=\"/settings/api-keys/key_").unwrap() + 6;
+    let path = created.text[at..][..created.text[at..].find('"').unwrap()].to_owned();
+    let p = b.submit(&path, &path, &[("name", "bell\u{7}")]).await;
+    assert_eq!(p.status, 400, "{}", p.text);
+    let list = server.cli(&["keys", "list", "--account", "ctl@example.com"]);
+    assert_eq!(list.lines().count(), 1, "{list}");
+    assert!(
+        !list.chars().any(|c| c.is_control() && c != '\n'),
+        "{list:?}"
+    );
+}
+
+#[tokio::test]
+async fn dashboard_errors_are_pages_not_plain_text() {
+    let server = Server::start();
+    let mut b = Browser::new(&server);
+    b.log_in_new(&server, "pages@example.com").await;
+    let big = "x".repeat(2 << 20);
+    for path in ["/settings/api-keys/%ff", "/runs/%ff", "/models/%ff/x"] {
+        let p = b.get(path).await;
+        assert_eq!(p.status, 404, "{path}: {}", p.text);
+        assert!(p.text.contains("<html"), "{path}: {}", p.text);
+    }
+    for path in ["/settings/api-keys", "/login", "/settings/credits/grant"] {
+        let p = b.post(path, &[("name", big.as_str())]).await;
+        assert_eq!(p.status, 413, "{path}: {}", p.text);
+        assert!(p.text.contains("<html"), "{path}: {}", p.text);
+        assert!(p.text.contains("payload_too_large"), "{path}");
+    }
+    // JSON callers get the envelope.
+    let r = reqwest::Client::new()
+        .post(format!("{}/login", server.url))
+        .header("accept", "application/json")
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "payload_too_large");
 }

@@ -246,7 +246,7 @@ async fn pagination_newest_first() {
     let page2 = c
         .get(
             Some(&key),
-            &format!("/api/v1/runs?limit=20&starting_after={}", ids[19]),
+            &format!("/api/v1/runs?limit=20&startingAfter={}", ids[19]),
         )
         .await;
     let got: Vec<&str> = page2.body["data"]
@@ -260,6 +260,14 @@ async fn pagination_newest_first() {
         ids[20..].iter().map(String::as_str).collect::<Vec<_>>()
     );
     assert_eq!(page2.body["hasMore"], false);
+    // The cursor's snake_case spelling is still read.
+    let old = c
+        .get(
+            Some(&key),
+            &format!("/api/v1/runs?limit=20&starting_after={}", ids[19]),
+        )
+        .await;
+    assert_eq!(old.body["data"], page2.body["data"]);
     let small = c.get(Some(&key), "/api/v1/runs?limit=1").await;
     assert_eq!(small.body["data"].as_array().unwrap().len(), 1);
     assert_eq!(small.body["hasMore"], true);
@@ -324,6 +332,8 @@ async fn models_are_listed_with_schemas_and_prices() {
             .iter()
             .any(|m| m["id"] == "runbase/placeholder-image")
     );
+    let all = c.get(None, "/api/v1/models?tag=").await;
+    assert_eq!(all.body, list.body, "an empty tag filters nothing");
     c.get(None, "/api/v1/models?category=x")
         .await
         .assert_error(400, "invalid_request");

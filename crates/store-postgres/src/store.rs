@@ -467,6 +467,29 @@ impl Store for PgStore {
         Ok(row.as_ref().map(rows::account).transpose()?)
     }
 
+    async fn list_accounts(&self) -> Result<Vec<Account>, StoreError> {
+        let rows = self
+            .rows(
+                &format!("SELECT {ACCOUNT_COLS} FROM accounts ORDER BY created_at, id"),
+                &[],
+            )
+            .await?;
+        Ok(rows::all(&rows, rows::account)?)
+    }
+
+    async fn set_admin(&self, account_id: &str, admin: bool) -> Result<Account, StoreError> {
+        let row = self
+            .row(
+                &format!("UPDATE accounts SET admin = $2 WHERE id = $1 RETURNING {ACCOUNT_COLS}"),
+                &[&account_id, &admin],
+            )
+            .await?;
+        match row {
+            Some(r) => Ok(rows::account(&r)?),
+            None => Err(StoreError::NotFound(format!("no account {account_id}"))),
+        }
+    }
+
     async fn account(&self, id: &str) -> Result<Option<Account>, StoreError> {
         let row = self
             .row(

@@ -8,6 +8,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, reason = "tests may unwrap"))]
 
+mod backup;
 mod dashboard;
 mod migrations;
 mod pool;
@@ -15,4 +16,5 @@ mod rows;
 mod store;
 mod writer;
 
+pub use backup::backup;
 pub use pool::{Durability, SqliteStore};

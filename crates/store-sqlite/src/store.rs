@@ -317,6 +317,30 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn list_accounts(&self) -> Result<Vec<Account>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {ACCOUNT_COLS} FROM accounts ORDER BY created_at, id"
+            ))?
+            .query_map([], rows::account)?
+            .collect()
+        })
+    }
+
+    async fn set_admin(&self, account_id: &str, admin: bool) -> Result<Account, StoreError> {
+        let id = account_id.to_owned();
+        let updated = self
+            .write(move |c| {
+                c.prepare_cached(&format!(
+                    "UPDATE accounts SET admin = ?2 WHERE id = ?1 RETURNING {ACCOUNT_COLS}"
+                ))?
+                .query_row(params![id, admin], rows::account)
+                .optional()
+            })
+            .await?;
+        updated.ok_or_else(|| StoreError::NotFound(format!("no account {account_id}")))
+    }
+
     async fn account(&self, id: &str) -> Result<Option<Account>, StoreError> {
         self.read(|c| {
             c.prepare_cached(&format!(
@@ -337,22 +361,42 @@ impl Store for SqliteStore {
     ) -> Result<LedgerEntry, StoreError> {
         let (account_id, memo) = (account_id.to_owned(), memo.to_owned());
         let granted_by = granted_by.map(str::to_owned);
-        self.write(move |c| {
-            append_ledger(
-                c,
-                LedgerLine {
-                    account_id: &account_id,
-                    kind: LedgerKind::Topup,
-                    amount,
-                    run_id: None,
-                    key_id: None,
-                    memo: &memo,
-                    granted_by: granted_by.as_deref(),
-                    now,
-                },
+        let entry = self
+            .write(move |c| {
+                // A balance past `Millicents::MAX_BALANCE` could not be shown exactly on the wire
+                // (and past i64, SQLite would turn the sum into a REAL the column refuses): refuse
+                // it here, in the writing transaction, as the client error it is.
+                let balance: Option<i64> = c
+                    .prepare_cached("SELECT balance_millicents FROM accounts WHERE id = ?1")?
+                    .query_row([&account_id], |r| r.get(0))
+                    .optional()?;
+                if balance.is_some_and(|b| {
+                    b.checked_add(amount.0)
+                        .is_none_or(|n| n > Millicents::MAX_BALANCE.0)
+                }) {
+                    return Ok(None);
+                }
+                append_ledger(
+                    c,
+                    LedgerLine {
+                        account_id: &account_id,
+                        kind: LedgerKind::Topup,
+                        amount,
+                        run_id: None,
+                        key_id: None,
+                        memo: &memo,
+                        granted_by: granted_by.as_deref(),
+                        now,
+                    },
+                )
+                .map(Some)
+            })
+            .await?;
+        entry.ok_or_else(|| {
+            StoreError::Conflict(
+                "the balance would pass the largest amount Runbase can hold".to_owned(),
             )
         })
-        .await
     }
 
     async fn run_ledger(

@@ -6,12 +6,11 @@
 
 use crate::layout::{Nav, csrf_field, notice, shell};
 use crate::web::{
-    self, AuthLimit, MaybeViewer, PRE_SESSION_CSRF_COOKIE, PageQuery, SESSION_COOKIE,
+    self, AuthLimit, FormBody, MaybeViewer, PRE_SESSION_CSRF_COOKIE, PageQuery, SESSION_COOKIE,
     SessionCheckLimit, Viewer, check_csrf, cookie, error_response, page, parse_form, safe_next,
     see_other, set_cookie, tokens_match, wants_json,
 };
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -27,7 +26,13 @@ use serde_json::json;
 #[derive(Deserialize, Default)]
 pub struct NextParam {
     next: Option<String>,
+    /// Set by the redirect after a sign-up.
+    signed_up: Option<String>,
 }
+
+/// What a sign-up answers, whether or not the email already had an account (so the form does
+/// not tell who is registered; see docs/DECISIONS.md).
+const SIGNED_UP: &str = "If this email was not registered yet, its account is ready: log in with the password you chose. If it was, log in with that account's password.";
 
 #[derive(Deserialize)]
 pub struct Credentials {
@@ -46,7 +51,7 @@ enum Form {
     Signup,
 }
 
-fn auth_form(form: Form, csrf: &str, email: &str, next: &str, error: Option<&str>) -> Markup {
+fn auth_form(form: Form, csrf: &str, email: &str, next: &str, message: Option<Markup>) -> Markup {
     let (title, action, button) = match form {
         Form::Login => ("Log in", "/login", "Log in"),
         Form::Signup => ("Create your account", "/signup", "Sign up"),
@@ -54,7 +59,7 @@ fn auth_form(form: Form, csrf: &str, email: &str, next: &str, error: Option<&str
     let body = html! {
         section.auth-card {
             h1 { (title) }
-            @if let Some(e) = error { (notice("error", e)) }
+            @if let Some(m) = message { (m) }
             form method="post" action=(action) {
                 input type="hidden" name="csrf_token" value=(csrf);
                 input type="hidden" name="next" value=(next);
@@ -81,8 +86,8 @@ fn auth_form(form: Form, csrf: &str, email: &str, next: &str, error: Option<&str
 
 /// The double-submit token of the log-in and sign-up forms: the cookie's, or a new one (set on
 /// the response).
-fn pre_session_token(headers: &HeaderMap) -> (String, bool) {
-    match cookie(headers, PRE_SESSION_CSRF_COOKIE) {
+fn pre_session_token(state: &AppState, headers: &HeaderMap) -> (String, bool) {
+    match cookie(state, headers, PRE_SESSION_CSRF_COOKIE) {
         Some(t) if t.len() >= 20 && t.len() <= 64 => (t, false),
         _ => (ids::random_token(32), true),
     }
@@ -94,11 +99,12 @@ fn show_form(
     form: Form,
     email: &str,
     next: &str,
-    error: Option<(StatusCode, &str)>,
+    message: Option<(StatusCode, Markup)>,
 ) -> Response {
-    let (token, fresh) = pre_session_token(headers);
-    let mut resp = page(auth_form(form, &token, email, next, error.map(|e| e.1)));
-    if let Some((status, _)) = error {
+    let (token, fresh) = pre_session_token(state, headers);
+    let status = message.as_ref().map(|m| m.0);
+    let mut resp = page(auth_form(form, &token, email, next, message.map(|m| m.1)));
+    if let Some(status) = status {
         *resp.status_mut() = status;
     }
     if fresh {
@@ -119,13 +125,17 @@ pub async fn login_page(
     if viewer.is_some() {
         return see_other(&safe_next(q.next.as_deref()));
     }
+    let message = q
+        .signed_up
+        .is_some()
+        .then(|| (StatusCode::OK, notice("ok", SIGNED_UP)));
     show_form(
         &state,
         &headers,
         Form::Login,
         "",
         &safe_next(q.next.as_deref()),
-        None,
+        message,
     )
 }
 
@@ -144,7 +154,7 @@ pub async fn login(
     AuthLimit(decision): AuthLimit,
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    FormBody(body): FormBody,
 ) -> Response {
     submit(state, decision, headers, body, Form::Login).await
 }
@@ -153,7 +163,7 @@ pub async fn signup(
     AuthLimit(decision): AuthLimit,
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    FormBody(body): FormBody,
 ) -> Response {
     submit(state, decision, headers, body, Form::Signup).await
 }
@@ -162,7 +172,7 @@ async fn submit(
     state: AppState,
     decision: RateDecision,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Bytes,
     form: Form,
 ) -> Response {
     let mut resp = submit_checked(&state, &headers, &body, form).await;
@@ -181,7 +191,7 @@ async fn submit_checked(
         Ok(c) => c,
         Err(e) => return error_response(headers, e),
     };
-    let expected = cookie(headers, PRE_SESSION_CSRF_COOKIE).unwrap_or_default();
+    let expected = cookie(state, headers, PRE_SESSION_CSRF_COOKIE).unwrap_or_default();
     if !tokens_match(
         &expected,
         web::submitted_csrf(headers, creds.csrf_token.as_deref()),
@@ -189,11 +199,22 @@ async fn submit_checked(
         return error_response(headers, ErrorCode::CsrfFailed.into());
     }
     let store = state.store.as_ref();
+    let next = safe_next(creds.next.as_deref());
     let opened = match form {
         Form::Login => sessions::log_in(store, &creds.email, &creds.password).await,
-        Form::Signup => sessions::sign_up(store, &creds.email, &creds.password).await,
+        Form::Signup => match sessions::sign_up(store, &creds.email, &creds.password).await {
+            // The same answer for a new and a registered email: go and log in.
+            Ok(()) if wants_json(headers) => {
+                return Json(json!({ "signed_up": true, "message": SIGNED_UP })).into_response();
+            }
+            Ok(()) => {
+                let q = serde_urlencoded::to_string([("signed_up", "1"), ("next", next.as_str())])
+                    .unwrap_or_default();
+                return see_other(&format!("/login?{q}"));
+            }
+            Err(e) => Err(e),
+        },
     };
-    let next = safe_next(creds.next.as_deref());
     match opened {
         Ok(opened) => logged_in(state, headers, opened, &next),
         Err(e) if wants_json(headers) || e.code == ErrorCode::Internal => {
@@ -207,7 +228,7 @@ async fn submit_checked(
                 form,
                 &creds.email,
                 &next,
-                Some((status, &e.message)),
+                Some((status, notice("error", &e.message))),
             )
         }
     }
@@ -257,7 +278,7 @@ pub async fn logout(
     State(state): State<AppState>,
     MaybeViewer(viewer): MaybeViewer,
     headers: HeaderMap,
-    body: Bytes,
+    FormBody(body): FormBody,
 ) -> Response {
     let Some(v) = viewer else {
         return see_other("/login");
@@ -320,7 +341,7 @@ pub async fn change_password(
     State(state): State<AppState>,
     viewer: Viewer,
     headers: HeaderMap,
-    body: Bytes,
+    FormBody(body): FormBody,
 ) -> Response {
     let result: Result<(), ApiError> = async {
         let form: PasswordChange = parse_form(&headers, &body)?;

@@ -2,8 +2,9 @@
 //! provider, and grants by administrators.
 
 use crate::layout::{self, Nav, csrf_field, notice, shell, table};
-use crate::web::{PageQuery, Viewer, check_csrf, error_response, page, parse_form, see_other};
-use axum::body::Bytes;
+use crate::web::{
+    FormBody, PageQuery, Viewer, check_csrf, error_response, page_posting_to, parse_form, see_other,
+};
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
@@ -143,7 +144,12 @@ async fn render(
             @if let Some(id) = older { a href=(format!("/settings/credits?before={id}")) { "Older →" } }
         }
     };
-    page(shell("Credits", Some(v), Nav::Credits, body))
+    let checkout = state
+        .payments
+        .as_ref()
+        .map(|p| p.checkout_origins())
+        .unwrap_or_default();
+    page_posting_to(shell("Credits", Some(v), Nav::Credits, body), &checkout)
 }
 
 #[derive(Deserialize)]
@@ -156,7 +162,7 @@ pub async fn topup(
     State(state): State<AppState>,
     viewer: Viewer,
     headers: HeaderMap,
-    body: Bytes,
+    FormBody(body): FormBody,
 ) -> Response {
     let form: TopupForm = match parse_form(&headers, &body) {
         Ok(f) => f,
@@ -207,7 +213,7 @@ pub async fn grant(
     State(state): State<AppState>,
     viewer: Viewer,
     headers: HeaderMap,
-    body: Bytes,
+    FormBody(body): FormBody,
 ) -> Response {
     let form: GrantForm = match parse_form(&headers, &body) {
         Ok(f) => f,

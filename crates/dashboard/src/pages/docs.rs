@@ -2,6 +2,7 @@
 //! (`ErrorCode`, the configured limits), so the docs cannot drift from the behaviour.
 
 use crate::layout::{Nav, SUPPORT_EMAIL, shell, table};
+use crate::shell;
 use crate::web::{MaybeViewer, page};
 use axum::extract::State;
 use axum::response::Response;
@@ -82,9 +83,9 @@ pub async fn authentication(
                 li { strong { "Test keys" } " (" code { "sk-test-..." } "): runs are simulated and never charged." }
             }
             h2 { "Example" }
-            pre.code { code { "curl " (base) "/api/v1/account \\\n  -H \"Authorization: Bearer $RUNBASE_API_KEY\"" } }
+            pre.code { code { (shell::curl_get(base, "/api/v1/account", shell::ENV_KEY)) } }
             h2 { "Dashboard sessions" }
-            p { "The dashboard uses a session cookie (" code { "HttpOnly" } ", " code { "SameSite=Lax" } ", " code { "Secure" } " behind HTTPS) and a CSRF token in every form. " code { "GET /auth/session" } " answers who is logged in, as JSON." }
+            p { "The dashboard uses a session cookie (" code { "HttpOnly" } ", " code { "SameSite=Lax" } ", " code { "Secure" } " and named with the " code { "__Host-" } " prefix behind HTTPS) and a CSRF token in every form. " code { "GET /auth/session" } " answers who is logged in, as JSON." }
         },
     )
 }
@@ -163,9 +164,9 @@ pub async fn runs(State(state): State<AppState>, MaybeViewer(v): MaybeViewer) ->
             h2 { "Money" }
             p { "The price is taken from your balance when the run is created (" code { "costUsd" } ", an integer of micro-USD: 1 USD = 1,000,000, so 60000 is 6 cents). A failed or canceled run gives it back. Every change is a line in " a href="/settings/credits" { "Settings → Credits" } "." }
             h2 { "Create" }
-            pre.code { code { "curl -X POST " (base) "/api/v1/runs \\\n  -H \"Authorization: Bearer $RUNBASE_API_KEY\" \\\n  -H \"Content-Type: application/json\" \\\n  -d '{\"model\": \"google/nano-banana-2\", \"input\": {\"prompt\": \"A red fox in fresh snow\"}}'" } }
+            pre.code { code { (shell::curl_create(base, shell::ENV_KEY, r#"{"model": "google/nano-banana-2", "input": {"prompt": "A red fox in fresh snow"}}"#)) } }
             h2 { "Poll" }
-            pre.code { code { "curl " (base) "/api/v1/runs/RUN_ID \\\n  -H \"Authorization: Bearer $RUNBASE_API_KEY\"" } }
+            pre.code { code { (shell::curl_get(base, "/api/v1/runs/RUN_ID", shell::ENV_KEY)) } }
             p { "Poll every 1–2 seconds. Polls count towards the runs rate limit (see " a href="/docs/rate-limits" { "Rate limits" } ")." }
             h2 { "The run object" }
             p { "Fields, always present, " code { "null" } " until known: " code { "id" } ", " code { "model" } ", " code { "status" } ", " code { "input" } " (after defaults), " code { "output" } ", " code { "error" } ", " code { "costUsd" } ", " code { "createdAt" } ", " code { "startedAt" } ", " code { "completedAt" } " (ISO 8601 UTC with milliseconds, e.g. " code { "2026-06-01T12:00:04.200Z" } ")." }

@@ -1,11 +1,12 @@
 //! Settings → API Keys: list, create (the secret shown once), edit, disable/enable, delete.
 
+use crate::flash;
 use crate::layout::{self, Nav, copy_button, csrf_field, notice, opt_time, shell, table};
 use crate::web::{
-    PageQuery, Viewer, check_csrf, error_response, optional_number, page, parse_form, see_other,
+    FormBody, PagePath, PageQuery, Viewer, check_csrf, error_response, optional_number, page,
+    parse_form, see_other,
 };
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use maud::{Markup, html};
@@ -115,17 +116,47 @@ fn list_page(
     shell("API Keys", Some(v), Nav::Keys, body)
 }
 
-pub async fn list(State(state): State<AppState>, viewer: Viewer, headers: HeaderMap) -> Response {
-    match state.store.list_keys(&viewer.account.id).await {
-        Ok(keys) => page(list_page(
-            &viewer,
-            &keys,
+#[derive(Deserialize, Default)]
+pub struct ListQuery {
+    /// Set by the redirect after a key was created: the page shows its secret, once.
+    created: Option<String>,
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    headers: HeaderMap,
+    PageQuery(q): PageQuery<ListQuery>,
+) -> Response {
+    let keys = match state.store.list_keys(&viewer.account.id).await {
+        Ok(keys) => keys,
+        Err(e) => return error_response(&headers, service::internal(e)),
+    };
+    let created = q.created.as_deref().and_then(|id| {
+        let key = keys.iter().find(|k| k.id == id)?;
+        Some((key, flash::take(&viewer.session.token_hash, id)))
+    });
+    let (shown, message) = match created {
+        Some((key, Some(secret))) => (Some((key, secret)), None),
+        Some((key, None)) => (
             None,
-            &CreateForm::default(),
-            None,
-        )),
-        Err(e) => error_response(&headers, service::internal(e)),
-    }
+            Some(notice(
+                "ok",
+                &format!(
+                    "The key “{}” was created. Its secret was shown only once: if you did not copy it, delete the key and create another.",
+                    key.name
+                ),
+            )),
+        ),
+        None => (None, None),
+    };
+    page(list_page(
+        &viewer,
+        &keys,
+        shown.as_ref().map(|(k, s)| (*k, s.as_str())),
+        &CreateForm::default(),
+        message,
+    ))
 }
 
 fn parse_allowlist(text: Option<&str>) -> Result<IpAllowlist, ApiError> {
@@ -152,7 +183,7 @@ pub async fn create(
     State(state): State<AppState>,
     viewer: Viewer,
     headers: HeaderMap,
-    body: Bytes,
+    FormBody(body): FormBody,
 ) -> Response {
     let form: CreateForm = match parse_form(&headers, &body) {
         Ok(f) => f,
@@ -176,18 +207,18 @@ pub async fn create(
             .map_err(admin_error)
     }
     .await;
+    if let Ok((key, secret)) = &created {
+        // Redirect after the post, so a reload cannot create another key; the secret waits
+        // for the page the redirect leads to, which shows it once.
+        flash::put(&viewer.session.token_hash, &key.id, secret.expose());
+        return see_other(&format!("/settings/api-keys?created={}", key.id));
+    }
     let keys = match store.list_keys(&viewer.account.id).await {
         Ok(k) => k,
         Err(e) => return error_response(&headers, service::internal(e)),
     };
     match created {
-        Ok((key, secret)) => page(list_page(
-            &viewer,
-            &keys,
-            Some((&key, secret.expose())),
-            &CreateForm::default(),
-            None,
-        )),
+        Ok(_) => see_other("/settings/api-keys"),
         Err(e) => {
             let mut resp = page(list_page(
                 &viewer,
@@ -279,7 +310,7 @@ pub async fn edit(
     State(state): State<AppState>,
     viewer: Viewer,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    PagePath(id): PagePath<String>,
     PageQuery(q): PageQuery<Saved>,
 ) -> Response {
     match own_key(&state, &viewer, &id).await {
@@ -373,7 +404,7 @@ async fn post(
     viewer: Viewer,
     headers: HeaderMap,
     id: String,
-    body: Bytes,
+    body: axum::body::Bytes,
     action: Action,
 ) -> Response {
     let form: UpdateForm = match parse_form(&headers, &body) {
@@ -403,8 +434,8 @@ pub async fn update(
     State(s): State<AppState>,
     v: Viewer,
     h: HeaderMap,
-    Path(id): Path<String>,
-    b: Bytes,
+    PagePath(id): PagePath<String>,
+    FormBody(b): FormBody,
 ) -> Response {
     post(s, v, h, id, b, Action::Save).await
 }
@@ -414,8 +445,8 @@ pub async fn act(
     State(s): State<AppState>,
     v: Viewer,
     h: HeaderMap,
-    Path((id, action)): Path<(String, String)>,
-    b: Bytes,
+    PagePath((id, action)): PagePath<(String, String)>,
+    FormBody(b): FormBody,
 ) -> Response {
     let action = match action.as_str() {
         "disable" => Action::Disable,

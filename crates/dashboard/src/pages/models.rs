@@ -4,8 +4,9 @@
 
 use crate::layout::{Nav, copy_button, shell, table};
 use crate::pages::docs::error_table;
-use crate::web::{MaybeViewer, PageQuery, error_response, page};
-use axum::extract::{Path, State};
+use crate::shell;
+use crate::web::{MaybeViewer, PagePath, PageQuery, error_response, page};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use maud::{Markup, html};
@@ -221,7 +222,7 @@ pub async fn show(
     State(state): State<AppState>,
     MaybeViewer(viewer): MaybeViewer,
     headers: HeaderMap,
-    Path((provider, name)): Path<(String, String)>,
+    PagePath((provider, name)): PagePath<(String, String)>,
     PageQuery(q): PageQuery<ModelQuery>,
 ) -> Response {
     let id = format!("{provider}/{name}");
@@ -247,16 +248,13 @@ pub async fn show(
         .and_then(|k| keys.iter().find(|x| x.id == k));
     let placeholder = match chosen {
         Some(k) => format!("{}...", k.prefix),
-        None => "$RUNBASE_API_KEY".to_owned(),
+        None => shell::ENV_KEY.to_owned(),
     };
     let base = &state.config.public_url;
     let body_json = json!({ "model": m.id, "input": example_input(m) });
-    let create = format!(
-        "curl -X POST {base}/api/v1/runs \\\n  -H \"Authorization: Bearer {placeholder}\" \\\n  -H \"Content-Type: application/json\" \\\n  -d '{}'",
-        body_json
-    );
-    let poll =
-        format!("curl {base}/api/v1/runs/RUN_ID \\\n  -H \"Authorization: Bearer {placeholder}\"");
+    // Catalogue values end up in a command the user pastes into a shell: quoted, always.
+    let create = shell::curl_create(base, &placeholder, &body_json.to_string());
+    let poll = shell::curl_get(base, "/api/v1/runs/RUN_ID", &placeholder);
     let body = html! {
         p.crumbs { a href="/models" { "Models" } " / " (m.id) }
         h1 { (m.name) }

@@ -2,8 +2,8 @@
 
 use crate::layout::{self, Nav, json_block, opt_time, shell, status_badge, table};
 use crate::pages::credits::ledger_rows;
-use crate::web::{PageQuery, Viewer, error_response, page};
-use axum::extract::{Path, State};
+use crate::web::{PagePath, PageQuery, Viewer, error_response, page};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use maud::{Markup, html};
@@ -185,7 +185,7 @@ pub async fn show(
     State(state): State<AppState>,
     viewer: Viewer,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    PagePath(id): PagePath<String>,
 ) -> Response {
     let valid = id.starts_with("run_") && id.len() <= 64;
     let run = if valid {

@@ -7,6 +7,7 @@ use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{Extensions, HeaderMap};
+use runbase_domain::ratelimit::RateDecision;
 use runbase_domain::service::internal;
 use runbase_domain::time::Timestamp;
 use serde_json::{Value, json};
@@ -23,7 +24,13 @@ pub async fn get(
         .await
         .map_err(internal)?
         .ok_or_else(|| HttpError::from(runbase_domain::ErrorCode::Internal))?;
-    let rate = state.runs_limiter.peek(&key.id).await;
+    // The limit state is informational here: with a shared limiter unreachable, show the whole
+    // limit rather than fail an endpoint that is not itself limited.
+    let rate = state
+        .runs_limiter
+        .peek(&key.id)
+        .await
+        .unwrap_or_else(|_| RateDecision::unknown(state.config.limits.runs));
     Ok(Json(json!({
         "id": account.id,
         "email": account.email,

@@ -62,7 +62,11 @@ pub async fn authorize_runs(
     let key = authenticate(state, req_headers, peer)
         .await
         .map_err(|e| HttpError(e).into_response())?;
-    let decision = state.runs_limiter.check(&key.id).await;
+    let decision = state
+        .runs_limiter
+        .check(&key.id)
+        .await
+        .map_err(|_| HttpError::from(ErrorCode::ServiceUnavailable).into_response())?;
     if !decision.allowed {
         let mut resp = HttpError::from(ErrorCode::RateLimited).into_response();
         add_rate_headers(resp.headers_mut(), &decision);

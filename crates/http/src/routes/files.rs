@@ -5,6 +5,7 @@
 
 use crate::error::HttpError;
 use crate::state::AppState;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -12,8 +13,11 @@ use runbase_domain::ErrorCode;
 
 pub async fn get(
     State(state): State<AppState>,
-    Path((run_id, name)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Response, HttpError> {
+    let Ok(Path((run_id, name))) = path else {
+        return Err(ErrorCode::NotFound.into());
+    };
     let path = format!("{run_id}/{name}");
     if !run_id.starts_with("run_") || !runbase_domain::files::is_safe_path(&path) {
         return Err(ErrorCode::NotFound.into());

@@ -33,6 +33,15 @@ pub fn api_routes() -> Router<AppState> {
         .route("/webhooks/{provider}", post(webhooks::receive))
 }
 
+/// What a worker node serves (`runbase serve --role worker`): its health, for a load balancer
+/// or an orchestrator, and output files, which any node serves. Nothing else.
+pub fn worker_router(state: AppState) -> Router {
+    let routes = Router::new()
+        .route("/health", get(health::health))
+        .route("/files/{run_id}/{name}", get(files::get));
+    finish(routes.fallback(not_found), state)
+}
+
 /// The API alone, every unknown path answered with the JSON `not_found`.
 pub fn router(state: AppState) -> Router {
     finish(api_routes().fallback(not_found), state)
@@ -41,14 +50,11 @@ pub fn router(state: AppState) -> Router {
 /// Adds what every route shares: the body limit, tracing spans named after the route
 /// template, panics turned into the 500 envelope, and the 405 answer.
 pub fn finish(routes: Router<AppState>, state: AppState) -> Router {
-    let max_body = if state.config.max_body_bytes == 0 {
-        1 << 20
-    } else {
-        state.config.max_body_bytes
-    };
+    let max_body = state.config.body_limit();
     routes
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(header_limits))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
                 let route = req
@@ -64,6 +70,29 @@ pub fn finish(routes: Router<AppState>, state: AppState) -> Router {
             HttpError::from(ErrorCode::Internal).into_response()
         }))
         .with_state(state)
+}
+
+/// The most request headers, and header bytes (names and values), a request may carry. hyper
+/// itself accepts somewhat more (see `serve`), so a request over these gets the envelope here
+/// instead of hyper's empty `431`.
+pub const MAX_HEADERS: usize = 100;
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+async fn header_limits(req: Request<axum::body::Body>, next: axum::middleware::Next) -> Response {
+    let headers = req.headers();
+    let bytes: usize = headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
+        let mut resp = HttpError::from(ErrorCode::HeadersTooLarge).into_response();
+        resp.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+        return resp;
+    }
+    next.run(req).await
 }
 
 /// The JSON `not_found` envelope.

@@ -3,7 +3,7 @@
 use crate::error::HttpError;
 use crate::state::AppState;
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use runbase_domain::{ApiError, ErrorCode};
 use serde::Deserialize;
@@ -30,7 +30,14 @@ pub async fn list(
         .catalog
         .models()
         .iter()
-        .filter(|m| params.tag.as_deref().is_none_or(|t| m.has_tag(t.trim())))
+        .filter(|m| {
+            params
+                .tag
+                .as_deref()
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .is_none_or(|t| m.has_tag(t))
+        })
         .map(|m| m.to_json())
         .collect();
     Ok(Json(json!({ "data": data })))
@@ -38,8 +45,11 @@ pub async fn list(
 
 pub async fn get(
     State(state): State<AppState>,
-    Path((provider, name)): Path<(String, String)>,
+    path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Json<Value>, HttpError> {
+    let Ok(Path((provider, name))) = path else {
+        return Err(ApiError::new(ErrorCode::NotFound, "No model with this ID").into());
+    };
     let id = format!("{provider}/{name}");
     let model = state
         .catalog

@@ -2,11 +2,12 @@
 //! `GET /api/v1/runs`.
 
 use super::api_key::{authenticate, authorize_runs, peer, with_rate_headers};
+use crate::body::{discard, read_body};
 use crate::error::HttpError;
 use crate::state::AppState;
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::body::Body;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -26,21 +27,24 @@ pub async fn create(
     State(state): State<AppState>,
     ext: Extensions,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
+    // Steps 1-5 before a byte of the body is read: an unauthenticated upload costs nothing.
     let (key, rate) = match authorize_runs(&state, &headers, peer(&ext)).await {
         Ok(ok) => ok,
-        Err(resp) => return resp,
+        Err(resp) => {
+            discard(body, state.config.body_limit());
+            return resp;
+        }
     };
     let result = async {
-        service::check_quota(&key)?;
-        let body = body.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::from(ErrorCode::PayloadTooLarge)
-            } else {
-                ApiError::new(ErrorCode::InvalidJson, "The request body could not be read")
-            }
-        })?;
+        if let Err(e) = service::check_quota(&key) {
+            discard(body, state.config.body_limit());
+            return Err(e);
+        }
+        let body = read_body(body, state.config.body_limit())
+            .await
+            .map_err(|e| e.into_api(ErrorCode::InvalidJson))?;
         service::create_run(state.store.as_ref(), &state.catalog, &key, &body).await
     }
     .await;
@@ -54,12 +58,14 @@ pub async fn get(
     State(state): State<AppState>,
     ext: Extensions,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Response {
     let (key, rate) = match authorize_runs(&state, &headers, peer(&ext)).await {
         Ok(ok) => ok,
         Err(resp) => return resp,
     };
+    // An id that is not even valid UTF-8 names no run (and is answered only after the key).
+    let id = id.map_or_else(|_| String::new(), |Path(id)| id);
     match service::get_run(state.store.as_ref(), &key, &id).await {
         Ok(run) => with_rate_headers(Json(run), &rate),
         Err(e) => with_rate_headers(HttpError(e), &rate),
@@ -72,12 +78,14 @@ pub async fn cancel(
     State(state): State<AppState>,
     ext: Extensions,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Response {
     let (key, rate) = match authorize_runs(&state, &headers, peer(&ext)).await {
         Ok(ok) => ok,
         Err(resp) => return resp,
     };
+    // An id that is not even valid UTF-8 names no run (and is answered only after the key).
+    let id = id.map_or_else(|_| String::new(), |Path(id)| id);
     match service::cancel_run(state.store.as_ref(), &key, &id).await {
         Ok(run) => {
             // Stop the provider call if the run is executing in this process.
@@ -92,6 +100,9 @@ pub async fn cancel(
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     limit: Option<u32>,
+    /// The id of the last run of the previous page. `starting_after` (Stripe's spelling, and
+    /// ours before the wire became camelCase) is read too.
+    #[serde(rename = "startingAfter", alias = "starting_after")]
     starting_after: Option<String>,
 }
 

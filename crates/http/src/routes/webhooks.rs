@@ -1,10 +1,13 @@
 //! `POST /webhooks/{provider}`: payment confirmations (Stripe's `checkout.session.completed`).
-//! The raw body is what the signature covers, so it is read as bytes, never re-serialized.
+//! The raw body is what the signature covers, so it is read as bytes, never re-serialized; and
+//! it is read only once the signature header is there.
 
+use crate::body::{discard, read_body};
 use crate::error::HttpError;
 use crate::state::AppState;
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use runbase_domain::ErrorCode;
@@ -14,18 +17,27 @@ use serde_json::json;
 
 pub async fn receive(
     State(state): State<AppState>,
-    Path(provider): Path<String>,
+    provider: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Result<Json<serde_json::Value>, HttpError> {
-    let payments = state
-        .payments
-        .as_ref()
-        .filter(|p| p.name() == provider)
-        .ok_or(ErrorCode::NotFound)?;
+    let provider = provider.map_or_else(|_| String::new(), |Path(p)| p);
+    let limit = state.config.body_limit();
+    let Some(payments) = state.payments.as_ref().filter(|p| p.name() == provider) else {
+        discard(body, limit);
+        return Err(ErrorCode::NotFound.into());
+    };
     let signature = headers
         .get(payments.signature_header())
         .and_then(|v| v.to_str().ok());
+    // No signature, no reading: an unsigned delivery is refused before its body is buffered.
+    if signature.is_none_or(str::is_empty) {
+        discard(body, limit);
+        return Err(ErrorCode::InvalidSignature.into());
+    }
+    let body = read_body(body, limit)
+        .await
+        .map_err(|e| HttpError(e.into_api(ErrorCode::InvalidRequest)))?;
     let result =
         payments::apply_webhook(state.store.as_ref(), payments.as_ref(), signature, &body).await?;
     let outcome = match result {

@@ -34,9 +34,14 @@ pub fn on_postgres() -> bool {
     std::env::var("RUNBASE_TEST_DATABASE").is_ok_and(|v| v == "postgres")
 }
 
-/// Settings for test servers that would otherwise trip over the default rate limit.
+/// Settings for test servers that would otherwise trip over the default rate limit, or over the
+/// per-address connection cap (bursts of hundreds of connections all come from 127.0.0.1).
 pub fn relaxed() -> Vec<(&'static str, &'static str)> {
-    vec![("RUNBASE_RATE_LIMITS__RUNS__REQUESTS", "1000000")]
+    vec![
+        ("RUNBASE_RATE_LIMITS__RUNS__REQUESTS", "1000000"),
+        ("RUNBASE_HTTP__MAX_CONNECTIONS", "4096"),
+        ("RUNBASE_HTTP__MAX_CONNECTIONS_PER_IP", "4096"),
+    ]
 }
 
 impl Server {
@@ -157,6 +162,27 @@ impl Server {
         std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
     }
 
+    /// Asks the server to stop (SIGTERM, as a service manager would) and waits up to 30 s for it
+    /// to exit; returns how it exited.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let sent = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM failed");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not stop after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Kills the process at once (no graceful shutdown), like a crash.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -200,6 +226,34 @@ impl Server {
             )
             .output()
             .expect("run cli")
+    }
+
+    /// Runs `runbase <args> --data-dir <dir>` with `stdin` as its input; panics unless it
+    /// succeeds.
+    pub fn cli_with_stdin(&self, args: &[&str], stdin: &str) {
+        use std::io::Write;
+        let mut child = Command::new(BIN)
+            .args(args)
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run cli");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write stdin");
+        let out = child.wait_with_output().expect("wait cli");
+        assert!(
+            out.status.success(),
+            "runbase {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// A new account with `cents` of credit and one key; returns the key.

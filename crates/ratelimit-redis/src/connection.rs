@@ -1,0 +1,187 @@
+//! One multiplexed connection to Redis, rebuilt in the background when it fails.
+//!
+//! A request never waits for a connection to be made: while there is none it fails at once, and
+//! a command on a live connection is bounded by the command timeout. (redis-rs's own
+//! `ConnectionManager` makes commands wait for its reconnection attempts, with retries, which
+//! is the hang this module exists to avoid.)
+
+use crate::script::SLIDING_WINDOW;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Client};
+use runbase_domain::ratelimit::{RateDecision, RateLimit};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// Bounds on the time Redis may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// To open a connection.
+    pub connect: Duration,
+    /// For one command's answer.
+    pub command: Duration,
+    /// Between two connection attempts while Redis is down.
+    pub retry: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_millis(500),
+            command: Duration::from_millis(250),
+            retry: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Why a decision could not be made (for the log).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("not connected")]
+    NotConnected,
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("unexpected answer from the script")]
+    BadReply,
+}
+
+pub struct Connection {
+    current: RwLock<Option<MultiplexedConnection>>,
+    /// Wakes the reconnect task when the current connection is given up.
+    lost: Notify,
+    timeouts: Timeouts,
+}
+
+impl Connection {
+    /// Checks the URL and spawns the task that keeps a connection open.
+    pub fn start(url: &str, timeouts: Timeouts) -> Result<Arc<Self>, String> {
+        let client = Client::open(url).map_err(|e| format!("redis_url: {e}"))?;
+        let conn = Arc::new(Connection {
+            current: RwLock::new(None),
+            lost: Notify::new(),
+            timeouts,
+        });
+        tokio::spawn(keep_connected(Arc::downgrade(&conn), client));
+        Ok(conn)
+    }
+
+    fn get(&self) -> Option<MultiplexedConnection> {
+        self.current.read().ok().and_then(|c| c.clone())
+    }
+
+    /// Gives up the current connection; the background task makes a new one.
+    fn drop_connection(&self) {
+        if let Ok(mut c) = self.current.write() {
+            *c = None;
+        }
+        self.lost.notify_one();
+    }
+
+    /// Runs the sliding-window script for `key`.
+    pub async fn window(
+        &self,
+        key: &str,
+        limit: RateLimit,
+        count: bool,
+    ) -> Result<RateDecision, Error> {
+        let mut conn = self.get().ok_or(Error::NotConnected)?;
+        let window_us = u64::try_from(limit.window.as_micros()).unwrap_or(u64::MAX);
+        let nonce: u64 = rand::random();
+        let mut call = SLIDING_WINDOW.prepare_invoke();
+        call.key(key)
+            .arg(limit.requests)
+            .arg(window_us)
+            .arg(u8::from(count))
+            .arg(nonce);
+        let reply = tokio::time::timeout(
+            self.timeouts.command,
+            call.invoke_async::<(i64, i64, i64)>(&mut conn),
+        )
+        .await;
+        let (allowed, used, reset_us) = match reply {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                if e.is_unrecoverable_error() || e.is_io_error() || e.is_timeout() {
+                    self.drop_connection();
+                }
+                return Err(e.into());
+            }
+            Err(_) => {
+                // A server that stops answering (a network partition) never closes the socket.
+                self.drop_connection();
+                return Err(Error::Timeout(self.timeouts.command));
+            }
+        };
+        let used = u32::try_from(used).map_err(|_| Error::BadReply)?;
+        let reset_us = u64::try_from(reset_us).map_err(|_| Error::BadReply)?;
+        Ok(RateDecision {
+            allowed: allowed == 1,
+            limit: limit.requests,
+            remaining: limit.requests.saturating_sub(used),
+            reset_after: Duration::from_micros(reset_us),
+        })
+    }
+}
+
+async fn keep_connected(conn: std::sync::Weak<Connection>, client: Client) {
+    let mut was_down = false;
+    loop {
+        let Some(c) = conn.upgrade() else { return };
+        let timeouts = c.timeouts;
+        if c.get().is_none() {
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(timeouts.connect))
+                .set_response_timeout(Some(timeouts.command));
+            let attempt = match tokio::time::timeout(
+                timeouts.connect,
+                client.get_multiplexed_async_connection_with_config(&config),
+            )
+            .await
+            {
+                Ok(Ok(mut m)) => ping(&mut m, timeouts.command).await.then_some(m),
+                _ => None,
+            };
+            match attempt {
+                Some(m) => {
+                    if let Ok(mut cur) = c.current.write() {
+                        *cur = Some(m);
+                    }
+                    if was_down {
+                        tracing::info!("rate limiter: connected to Redis again");
+                    } else {
+                        tracing::info!("rate limiter: connected to Redis");
+                    }
+                    was_down = false;
+                }
+                None => {
+                    if !was_down {
+                        tracing::warn!(
+                            "rate limiter: cannot connect to Redis; retrying every {:?}",
+                            timeouts.retry
+                        );
+                    }
+                    was_down = true;
+                    drop(c);
+                    tokio::time::sleep(timeouts.retry).await;
+                    continue;
+                }
+            }
+        }
+        // Wait until a request gives the connection up. The strong reference held meanwhile
+        // is let go every 30 s, so the task ends soon after the limiters are dropped.
+        tokio::select! {
+            () = c.lost.notified() => {}
+            () = tokio::time::sleep(Duration::from_secs(30)) => {}
+        }
+    }
+}
+
+async fn ping(conn: &mut MultiplexedConnection, timeout: Duration) -> bool {
+    let cmd = redis::cmd("PING");
+    matches!(
+        tokio::time::timeout(timeout, conn.req_packed_command(&cmd)).await,
+        Ok(Ok(_))
+    )
+}

@@ -1,0 +1,285 @@
+//! The Redis limiter against a real Redis (`RUNBASE_TEST_REDIS_URL`, default
+//! redis://127.0.0.1:6379; `.ci/run` starts one). Without Redis the tests are skipped, except
+//! under CI where they fail. Each test uses its own random key prefix; nothing is flushed.
+
+use runbase_domain::ratelimit::{RateLimit, RateLimiter};
+use runbase_ratelimit_redis::{FailMode, RedisLimits, Timeouts};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+fn redis_url() -> String {
+    std::env::var("RUNBASE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// Whether Redis answers; panics under CI when it does not.
+async fn redis_up() -> bool {
+    let url = redis_url();
+    let addr = url.trim_start_matches("redis://").trim_end_matches('/');
+    let up = match tokio::net::TcpStream::connect(addr).await {
+        Ok(mut s) => {
+            let mut buf = [0u8; 7];
+            s.write_all(b"PING\r\n").await.is_ok()
+                && s.read_exact(&mut buf).await.is_ok()
+                && &buf == b"+PONG\r\n"
+        }
+        Err(_) => false,
+    };
+    if !up {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "Redis is not reachable at {url} (.ci/run starts it)"
+        );
+        eprintln!("skipped: no Redis at {url}");
+    }
+    up
+}
+
+fn prefix() -> String {
+    format!("runbase-test:{:016x}:", rand::random::<u64>())
+}
+
+fn per(requests: u32, window: Duration) -> RateLimit {
+    RateLimit { requests, window }
+}
+
+/// Waits until the limiter has connected (it connects in the background).
+async fn connected(limits: &RedisLimits) {
+    let probe = limits.limiter("probe", per(1, Duration::from_secs(1)));
+    for _ in 0..200 {
+        if probe.peek("x").await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the limiter never connected to Redis");
+}
+
+fn limits(url: &str, prefix: &str, fail: FailMode) -> RedisLimits {
+    RedisLimits::connect(url, prefix, fail, Timeouts::default()).expect("valid url")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_admit_exactly_the_limit_under_concurrency() {
+    if !redis_up().await {
+        return;
+    }
+    let prefix = prefix();
+    // Two instances, two connections: two nodes of one deployment. An hour's window, so that no
+    // admission can leave it while the test runs, whatever the machine's load.
+    let nodes = [
+        limits(&redis_url(), &prefix, FailMode::Closed),
+        limits(&redis_url(), &prefix, FailMode::Closed),
+    ];
+    for n in &nodes {
+        connected(n).await;
+    }
+    let limit = per(20, Duration::from_secs(3600));
+    let limiters: Vec<_> = nodes
+        .iter()
+        .map(|n| std::sync::Arc::new(n.limiter("runs", limit)))
+        .collect();
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let l = limiters[i % 2].clone();
+        tasks.push(tokio::spawn(async move { l.check("key-1").await }));
+    }
+    let mut allowed = 0;
+    let mut remaining = Vec::new();
+    for t in tasks {
+        let d = t.await.expect("task").expect("Redis answers");
+        if d.allowed {
+            allowed += 1;
+            remaining.push(d.remaining);
+        } else {
+            assert_eq!(d.remaining, 0);
+            assert!(d.reset_after > Duration::ZERO && d.reset_after <= limit.window);
+        }
+    }
+    assert_eq!(allowed, 20);
+    // Each admission saw its own count: remaining 19, 18, ..., 0 once each.
+    remaining.sort_unstable();
+    assert_eq!(remaining, (0..20).collect::<Vec<u32>>());
+    // Another key, and the same key in another scope, are counted apart.
+    assert!(limiters[0].check("key-2").await.expect("answer").allowed);
+    let auth = nodes[1].limiter("auth", limit);
+    assert!(auth.check("key-1").await.expect("answer").allowed);
+    // A peek counts nothing.
+    let p = limiters[1].peek("key-2").await.expect("answer");
+    assert_eq!((p.allowed, p.remaining), (true, 19));
+}
+
+#[tokio::test]
+async fn a_slot_frees_when_the_oldest_request_leaves_the_window() {
+    if !redis_up().await {
+        return;
+    }
+    let node = limits(&redis_url(), &prefix(), FailMode::Closed);
+    connected(&node).await;
+    let window = Duration::from_millis(1000);
+    let l = node.limiter("runs", per(2, window));
+    assert!(l.check("k").await.expect("answer").allowed);
+    // Time has to pass in this test: the window is what is under test.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(l.check("k").await.expect("answer").allowed);
+    let refused = l.check("k").await.expect("answer");
+    assert!(!refused.allowed);
+    assert!(refused.reset_after <= window);
+    tokio::time::sleep(refused.reset_after + Duration::from_millis(20)).await;
+    let d = l.check("k").await.expect("answer");
+    assert!(d.allowed, "{d:?}");
+    assert_eq!(d.remaining, 0, "the second request is still in the window");
+}
+
+/// A port nothing listens on.
+async fn closed_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+#[tokio::test]
+async fn unreachable_redis_fails_closed_or_open_without_waiting() {
+    let url = format!("redis://127.0.0.1:{}", closed_port().await);
+    let limit = per(20, Duration::from_secs(10));
+    let closed = limits(&url, &prefix(), FailMode::Closed).limiter("runs", limit);
+    let open = limits(&url, &prefix(), FailMode::Open).limiter("runs", limit);
+    for _ in 0..50 {
+        // The bound is a hang detector, not a performance assertion.
+        let c = tokio::time::timeout(Duration::from_secs(5), closed.check("k"))
+            .await
+            .expect("answers");
+        assert!(c.is_err());
+        let o = tokio::time::timeout(Duration::from_secs(5), open.check("k"))
+            .await
+            .expect("answers")
+            .expect("fail open lets the request through");
+        assert!(o.allowed);
+        assert_eq!(o.remaining, 20);
+    }
+}
+
+/// A TCP relay to Redis that can be cut and restored, like a network partition.
+struct Relay {
+    port: u16,
+    stop: tokio::sync::watch::Sender<bool>,
+    freeze: tokio::sync::watch::Sender<bool>,
+}
+
+impl Relay {
+    async fn start(port: u16, target: String) -> Relay {
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind relay");
+        let port = listener.local_addr().expect("addr").port();
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let (freeze, freeze_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            loop {
+                let mut rx1 = rx.clone();
+                let (mut inbound, _) = tokio::select! {
+                    a = listener.accept() => match a { Ok(a) => a, Err(_) => return },
+                    _ = rx1.wait_for(|s| *s) => return,
+                };
+                let target = target.clone();
+                let mut rx2 = rx.clone();
+                let mut frozen = freeze_rx.clone();
+                tokio::spawn(async move {
+                    let Ok(mut out) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let mut stopped = rx2.clone();
+                    let frozen_or_stopped = tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut out) => false,
+                        _ = rx2.wait_for(|s| *s) => false,
+                        _ = frozen.wait_for(|f| *f) => true,
+                    };
+                    if frozen_or_stopped {
+                        // Frozen: the sockets stay open and nothing more passes, like a
+                        // network partition.
+                        let _ = stopped.wait_for(|s| *s).await;
+                    }
+                });
+            }
+        });
+        Relay { port, stop, freeze }
+    }
+
+    /// Stops passing bytes, keeping every connection open.
+    fn freeze(&self) {
+        let _ = self.freeze.send(true);
+    }
+
+    fn cut(self) -> u16 {
+        let _ = self.stop.send(true);
+        self.port
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnects_in_the_background_after_an_outage() {
+    if !redis_up().await {
+        return;
+    }
+    let target = redis_url()
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_owned();
+    let relay = Relay::start(0, target.clone()).await;
+    let url = format!("redis://127.0.0.1:{}", relay.port);
+    let node = limits(&url, &prefix(), FailMode::Closed);
+    connected(&node).await;
+    let l = node.limiter("runs", per(100, Duration::from_secs(3600)));
+    assert!(l.check("k").await.expect("answer").allowed);
+
+    let port = relay.cut();
+    // The cut is noticed by the first request that uses the dead connection.
+    let mut refused = false;
+    for _ in 0..100 {
+        if l.check("k").await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "requests kept being counted with Redis cut off");
+
+    let _relay = Relay::start(port, target).await;
+    let mut back = None;
+    for _ in 0..400 {
+        if let Ok(d) = l.check("k").await {
+            back = Some(d);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let d = back.expect("the limiter reconnected");
+    // The count survived the outage: it lives in Redis.
+    assert_eq!(d.remaining, 98);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_stops_answering_is_given_up_after_the_command_timeout() {
+    if !redis_up().await {
+        return;
+    }
+    let target = redis_url()
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_owned();
+    let relay = Relay::start(0, target).await;
+    let url = format!("redis://127.0.0.1:{}", relay.port);
+    let node = limits(&url, &prefix(), FailMode::Closed);
+    connected(&node).await;
+    let l = node.limiter("runs", per(100, Duration::from_secs(3600)));
+    assert!(l.check("k").await.expect("answer").allowed);
+    relay.freeze();
+    // The socket stays open and silent: every check still answers (a refusal), none hangs.
+    // The bound is a hang detector, not a performance assertion.
+    for _ in 0..20 {
+        let r = tokio::time::timeout(Duration::from_secs(5), l.check("k"))
+            .await
+            .expect("answers");
+        assert!(r.is_err());
+    }
+    drop(relay);
+}

@@ -1,0 +1,602 @@
+//! The findings of the hostile review (issue 16), each pinned: slow clients are cut and capped
+//! while others are served, the key is checked before a body is read, every error under `/api/`
+//! and `/webhooks/` is the envelope, and the smaller holes (copyable commands, control
+//! characters, mapped allowlist entries, administrators, out-of-range credits).
+
+#![allow(clippy::unwrap_used, reason = "tests may unwrap")]
+
+mod common;
+use common::{Server, relaxed};
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+/// The server's `host:port`.
+fn addr(s: &Server) -> std::net::SocketAddr {
+    s.url.trim_start_matches("http://").parse().unwrap()
+}
+
+/// A connection to the server from the loopback address `src` (any of 127.0.0.0/8 reaches it,
+/// so one test can be several clients).
+async fn connect_from(src: &str, s: &Server) -> TcpStream {
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{src}:0").parse().unwrap()).unwrap();
+    sock.connect(addr(s)).await.unwrap()
+}
+
+/// Everything the server sends until it closes the connection (or resets it).
+async fn read_until_closed(r: &mut (impl AsyncReadExt + Unpin)) -> Vec<u8> {
+    let mut all = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return all,
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// One HTTP/1.1 response: its head and its `Content-Length` of body (the connection may stay
+/// open after it).
+async fn read_response(r: &mut (impl AsyncReadExt + Unpin)) -> Vec<u8> {
+    let mut all = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = all.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&all[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            if all.len() >= end + 4 + len {
+                return all;
+            }
+        }
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return all,
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// The JSON body of a raw HTTP/1.1 response (after the blank line).
+fn raw_body(resp: &[u8]) -> Value {
+    let text = String::from_utf8_lossy(resp);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body).unwrap_or_else(|_| panic!("not a JSON response: {text}"))
+}
+
+fn config_env(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+    let mut env = relaxed();
+    env.extend_from_slice(extra);
+    env
+}
+
+#[tokio::test]
+async fn slow_clients_are_cut_and_capped_while_others_are_served() {
+    let server = Server::start_with(&config_env(&[
+        ("RUNBASE_HTTP__HEADER_TIMEOUT_SECS", "1"),
+        ("RUNBASE_HTTP__BODY_TIMEOUT_SECS", "2"),
+        ("RUNBASE_HTTP__MAX_CONNECTIONS", "100"),
+        ("RUNBASE_HTTP__MAX_CONNECTIONS_PER_IP", "20"),
+    ]));
+    let key = server.account("slow@example.com", 0);
+    let s = &server;
+    let test = async {
+        let mut slow = Vec::new();
+        // 10 clients that trickle a header line every 300 ms and never finish the head: the
+        // header timeout is not renewed by each line.
+        for _ in 0..10 {
+            let (mut r, mut w) = connect_from("127.0.0.2", s).await.into_split();
+            let writer = tokio::spawn(async move {
+                if w.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                loop {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    if w.write_all(b"X-Trickle: 1\r\n").await.is_err() {
+                        return;
+                    }
+                }
+            });
+            slow.push(tokio::spawn(async move {
+                let got = read_until_closed(&mut r).await;
+                writer.abort();
+                ("trickle", got)
+            }));
+        }
+        // 4 that send half a head and fall silent.
+        for _ in 0..4 {
+            let mut c = connect_from("127.0.0.2", s).await;
+            c.write_all(b"GET /health HTTP/1.1\r\nHo").await.unwrap();
+            slow.push(tokio::spawn(async move {
+                ("partial", read_until_closed(&mut c).await)
+            }));
+        }
+        // 3 that send a head promising 100 bytes of body, then 10 of them.
+        for _ in 0..3 {
+            let mut c = connect_from("127.0.0.2", s).await;
+            let head = format!(
+                "POST /api/v1/runs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"model\":"
+            );
+            c.write_all(head.as_bytes()).await.unwrap();
+            slow.push(tokio::spawn(async move {
+                ("body", read_until_closed(&mut c).await)
+            }));
+        }
+        // 3 that make one request and keep the connection open, idle.
+        for _ in 0..3 {
+            let mut c = connect_from("127.0.0.2", s).await;
+            c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            slow.push(tokio::spawn(async move {
+                ("idle", read_until_closed(&mut c).await)
+            }));
+        }
+        // That host's 20 connections are open: more are closed before anything is read.
+        let mut refused = Vec::new();
+        for _ in 0..10 {
+            let mut c = connect_from("127.0.0.2", s).await;
+            refused.push(tokio::spawn(async move { read_until_closed(&mut c).await }));
+        }
+
+        // Meanwhile another client is served, again and again.
+        let client = s.client();
+        let mut served = 0;
+        while slow.iter().any(|t| !t.is_finished()) {
+            let r = client.get(None, "/health").await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            let r = client.get(Some(&key), "/api/v1/account").await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            served += 1;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(served > 0);
+
+        for t in refused {
+            let got = t.await.unwrap();
+            assert!(
+                got.is_empty(),
+                "a connection over the per-address cap was answered: {}",
+                String::from_utf8_lossy(&got)
+            );
+        }
+        for t in slow {
+            let (kind, got) = t.await.unwrap();
+            let text = String::from_utf8_lossy(&got);
+            match kind {
+                // Cut without a response.
+                "trickle" | "partial" => assert!(!text.contains("200 OK"), "{kind}: {text}"),
+                "body" => {
+                    assert!(text.starts_with("HTTP/1.1 408"), "{kind}: {text}");
+                    assert_eq!(raw_body(&got)["error"]["code"], "request_timeout");
+                }
+                _ => assert!(text.starts_with("HTTP/1.1 200"), "{kind}: {text}"),
+            }
+        }
+        // Their slots are free again: that host is served once more.
+        let mut c = connect_from("127.0.0.2", s).await;
+        c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let got = read_until_closed(&mut c).await;
+        assert!(got.starts_with(b"HTTP/1.1 200"));
+    };
+    // The bound of the whole test: the cuts come after 1-2 s; a server that never cuts them
+    // fails here.
+    tokio::time::timeout(Duration::from_secs(30), test)
+        .await
+        .expect("slow connections were still open after 30 s");
+}
+
+#[tokio::test]
+async fn shutdown_is_graceful_with_idle_and_slow_connections_open() {
+    let mut server = Server::start();
+    let mut idle = connect_from("127.0.0.1", &server).await;
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut partial = connect_from("127.0.0.1", &server).await;
+    partial.write_all(b"GET /health HT").await.unwrap();
+    let status = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let got = read_until_closed(&mut idle).await;
+    assert!(got.starts_with(b"HTTP/1.1 200"));
+}
+
+/// Sends the head of a 1 MB upload and the first kilobyte of it, then reads the answer (which
+/// must come although the rest of the body never does).
+async fn partial_upload(s: &Server, path: &str, headers: &str) -> (String, Value) {
+    let mut c = connect_from("127.0.0.1", s).await;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n{headers}\r\n"
+    );
+    c.write_all(head.as_bytes()).await.unwrap();
+    c.write_all(&[b' '; 1000]).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(20), read_response(&mut c))
+        .await
+        .unwrap_or_else(|_| panic!("{path}: no answer before the body was complete"));
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let status = text.get(9..12).unwrap_or_default().to_owned();
+    (status, raw_body(&got))
+}
+
+#[tokio::test]
+async fn the_key_and_the_signature_are_checked_before_the_body_is_read() {
+    let server = Server::start_with(&config_env(&[
+        ("RUNBASE_PAYMENTS__STRIPE__SECRET_KEY", "sk_test_hardening"),
+        (
+            "RUNBASE_PAYMENTS__STRIPE__WEBHOOK_SECRET",
+            "whsec_hardening",
+        ),
+    ]));
+    let (status, body) = partial_upload(&server, "/api/v1/runs", "").await;
+    assert_eq!(status, "401");
+    assert_eq!(body["error"]["code"], "missing_api_key");
+    let (status, body) =
+        partial_upload(&server, "/api/v1/runs", "Authorization: Bearer sk-nope\r\n").await;
+    assert_eq!(status, "401");
+    assert_eq!(body["error"]["code"], "invalid_api_key");
+    let (status, body) = partial_upload(&server, "/webhooks/stripe", "").await;
+    assert_eq!(status, "400");
+    assert_eq!(body["error"]["code"], "invalid_signature");
+    // A key over its rate limit is refused before its body too.
+    let limited = Server::start_with(&[("RUNBASE_RATE_LIMITS__RUNS__REQUESTS", "1")]);
+    let key = limited.account("rl@example.com", 0);
+    limited.client().get(Some(&key), "/api/v1/runs/run_x").await;
+    let (status, body) = partial_upload(
+        &limited,
+        "/api/v1/runs",
+        &format!("Authorization: Bearer {key}\r\n"),
+    )
+    .await;
+    assert_eq!(status, "429");
+    assert_eq!(body["error"]["code"], "RATE_LIMITED");
+}
+
+/// One probe of the envelope table.
+struct Probe {
+    method: &'static str,
+    path: &'static str,
+    key: bool,
+    /// Extra request headers.
+    headers: &'static [(&'static str, &'static str)],
+    /// Body size in bytes (0: none).
+    body: usize,
+    status: u16,
+    code: &'static str,
+}
+
+#[tokio::test]
+async fn every_api_error_is_the_envelope() {
+    let server = Server::start_with(&config_env(&[
+        ("RUNBASE_PAYMENTS__STRIPE__SECRET_KEY", "sk_test_hardening"),
+        (
+            "RUNBASE_PAYMENTS__STRIPE__WEBHOOK_SECRET",
+            "whsec_hardening",
+        ),
+    ]));
+    let key = server.account("env@example.com", 10);
+    const BIG: usize = 2 << 20;
+    const SIG: &[(&str, &str)] = &[("stripe-signature", "t=1,v1=00")];
+    let p = |method, path, key, body, status, code| Probe {
+        method,
+        path,
+        key,
+        headers: &[],
+        body,
+        status,
+        code,
+    };
+    let table = [
+        // Malformed path segments, with a key: the resource does not exist.
+        p("GET", "/api/v1/runs/%ff", true, 0, 404, "run_not_found"),
+        p(
+            "POST",
+            "/api/v1/runs/%ff/cancel",
+            true,
+            0,
+            404,
+            "run_not_found",
+        ),
+        p("GET", "/api/v1/models/%ff/x", false, 0, 404, "not_found"),
+        p(
+            "GET",
+            "/api/v1/models/google/%c3%28",
+            false,
+            0,
+            404,
+            "not_found",
+        ),
+        p("GET", "/files/%ff/x", false, 0, 404, "not_found"),
+        p("GET", "/files/run_x/%ff", false, 0, 404, "not_found"),
+        p("POST", "/webhooks/%ff", false, 0, 404, "not_found"),
+        // ... and without one: the key is asked for first.
+        p("GET", "/api/v1/runs/%ff", false, 0, 401, "missing_api_key"),
+        p(
+            "POST",
+            "/api/v1/runs/%ff/cancel",
+            false,
+            0,
+            401,
+            "missing_api_key",
+        ),
+        // Missing key on every authenticated route.
+        p("POST", "/api/v1/runs", false, 10, 401, "missing_api_key"),
+        p("GET", "/api/v1/runs", false, 0, 401, "missing_api_key"),
+        p(
+            "GET",
+            "/api/v1/runs/run_x",
+            false,
+            0,
+            401,
+            "missing_api_key",
+        ),
+        p(
+            "POST",
+            "/api/v1/runs/run_x/cancel",
+            false,
+            0,
+            401,
+            "missing_api_key",
+        ),
+        p("GET", "/api/v1/account", false, 0, 401, "missing_api_key"),
+        // Oversize bodies.
+        p("POST", "/api/v1/runs", true, BIG, 413, "payload_too_large"),
+        p("POST", "/api/v1/runs", false, BIG, 401, "missing_api_key"),
+        p(
+            "POST",
+            "/webhooks/stripe",
+            false,
+            BIG,
+            400,
+            "invalid_signature",
+        ),
+        Probe {
+            headers: SIG,
+            ..p(
+                "POST",
+                "/webhooks/stripe",
+                false,
+                BIG,
+                413,
+                "payload_too_large",
+            )
+        },
+        p("POST", "/webhooks/nope", false, BIG, 404, "not_found"),
+    ];
+    let c = server.client();
+    for probe in &table {
+        let url = format!("{}{}", server.url, probe.path);
+        let mut req = c
+            .http
+            .request(probe.method.parse().unwrap(), &url)
+            .header("content-type", "application/json");
+        if probe.key {
+            req = req.bearer_auth(&key);
+        }
+        for (k, v) in probe.headers {
+            req = req.header(*k, *v);
+        }
+        if probe.body > 0 {
+            req = req.body(vec![b' '; probe.body]);
+        }
+        let r = c.send(req).await;
+        let what = format!("{} {} (key: {})", probe.method, probe.path, probe.key);
+        assert_eq!(r.header("content-type"), Some("application/json"), "{what}");
+        assert_eq!(r.status, probe.status, "{what}: {}", r.body);
+        r.assert_error(probe.status, probe.code);
+    }
+
+    // Headers past the limit (more than 100) are the envelope too, not hyper's empty 431.
+    let mut req = c
+        .http
+        .get(format!("{}/api/v1/account", server.url))
+        .bearer_auth(&key);
+    for i in 0..120 {
+        req = req.header(format!("x-pad-{i}"), "y");
+    }
+    c.send(req)
+        .await
+        .assert_error(431, "request_headers_too_large");
+}
+
+#[tokio::test]
+async fn copyable_commands_are_shell_quoted() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("pwned");
+    let catalog = dir.path().join("hostile.toml");
+    let evil = format!("x'; touch {} #", marker.display());
+    std::fs::write(
+        &catalog,
+        format!(
+            r#"
+[[model]]
+id = "runbase/hostile"
+name = "Hostile"
+description = "A catalogue entry whose example values are shell syntax."
+tags = ["Text to text"]
+maker = "Runbase"
+provider = "builtin"
+upstream = "echo"
+price = {{ cents = 1 }}
+output_schema = {{ type = "object" }}
+
+[model.input_schema]
+type = "object"
+required = ["text", "style"]
+
+[model.input_schema.properties.text]
+type = "string"
+default = "a cat's portrait"
+
+[model.input_schema.properties.style]
+type = "string"
+enum = [{evil:?}]
+"#
+        ),
+    )
+    .unwrap();
+    let env: Vec<(&str, String)> = vec![("RUNBASE_CATALOG", format!("[{:?}]", catalog))];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = Server::start_with(&env);
+    let page = reqwest::get(format!("{}/models/runbase/hostile", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let at = page.find("id=\"curl-create\"").expect("the create command");
+    let code = &page[at..];
+    let code = &code[code.find("<code>").unwrap() + 6..code.find("</code>").unwrap()];
+    let command = code
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&");
+    // Paste it into a shell, with `curl` swapped for something that prints its arguments.
+    let words = command.strip_prefix("curl ").expect("a curl command");
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("printf '%s\\n' {words}"))
+        .env("RUNBASE_API_KEY", "sk-env")
+        .output()
+        .unwrap();
+    assert!(!marker.exists(), "pasting the command ran a shell command");
+    assert!(out.status.success(), "{command}");
+    let args: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let d = args.iter().position(|a| a == "-d").expect("-d") + 1;
+    let body: Value = serde_json::from_str(&args[d]).unwrap();
+    assert_eq!(
+        body,
+        json!({"model": "runbase/hostile", "input": {"text": "a cat's portrait", "style": evil}})
+    );
+    assert!(
+        args.contains(&"Authorization: Bearer sk-env".to_owned()),
+        "{args:?}"
+    );
+}
+
+#[tokio::test]
+async fn names_and_emails_with_control_characters_are_refused() {
+    let server = Server::start();
+    server.cli(&["accounts", "create", "ops@example.com"]);
+    for email in [
+        "evil\u{1b}[31m@example.com",
+        "a\r\nb@example.com",
+        "x\u{202e}@example.com",
+    ] {
+        let out = server.cli_raw(&["accounts", "create", email]);
+        assert!(!out.status.success(), "{email:?} was accepted");
+    }
+    for name in ["red\u{1b}[31m", "two\nlines", "cr\rname", "bidi\u{202e}"] {
+        let out = server.cli_raw(&[
+            "keys",
+            "create",
+            "--account",
+            "ops@example.com",
+            "--name",
+            name,
+        ]);
+        assert!(!out.status.success(), "key name {name:?} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("control characters"), "{err}");
+    }
+    let key = server.key("ops@example.com", &["--name", "fine"]);
+    let id_line = server.cli(&["keys", "list", "--account", "ops@example.com"]);
+    let id = id_line.split_whitespace().next().unwrap().to_owned();
+    let out = server.cli_raw(&["keys", "update", &id, "--name", "x\u{1b}]0;title\u{7}"]);
+    assert!(
+        !out.status.success(),
+        "a rename to a control character was accepted"
+    );
+    assert!(key.starts_with("sk-"));
+    let list = server.cli(&["keys", "list", "--account", "ops@example.com"]);
+    assert_eq!(list.lines().count(), 1, "{list}");
+    assert!(!list.contains('\u{1b}'));
+}
+
+#[tokio::test]
+async fn an_ipv4_mapped_allowlist_entry_allows_its_ipv4_client() {
+    let server = Server::start();
+    server.cli(&["accounts", "create", "mapped@example.com"]);
+    let key = server.key("mapped@example.com", &["--allow-ip", "::ffff:127.0.0.1"]);
+    let r = server.client().get(Some(&key), "/api/v1/account").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let listed = server.cli(&["keys", "list", "--account", "mapped@example.com"]);
+    assert!(listed.contains("ips [127.0.0.1]"), "{listed}");
+    // Elsewhere is still refused.
+    let other = server.key("mapped@example.com", &["--allow-ip", "::ffff:10.9.9.9"]);
+    server
+        .client()
+        .get(Some(&other), "/api/v1/account")
+        .await
+        .assert_error(403, "ip_not_allowed");
+}
+
+#[tokio::test]
+async fn administrators_are_listed_and_changed_from_the_command_line() {
+    let server = Server::start();
+    server.cli(&["accounts", "create", "first@example.com"]);
+    server.cli(&["accounts", "create", "second@example.com"]);
+    let admin_of = |list: &str, email: &str| -> String {
+        let line = list
+            .lines()
+            .find(|l| l.contains(email))
+            .unwrap_or_else(|| panic!("{email} not in {list}"));
+        line.split_whitespace().nth(3).unwrap().to_owned()
+    };
+    let list = server.cli(&["accounts", "list"]);
+    assert!(list.lines().next().unwrap().contains("ADMIN"), "{list}");
+    assert_eq!(admin_of(&list, "first@example.com"), "yes");
+    assert_eq!(admin_of(&list, "second@example.com"), "no");
+    server.cli(&["accounts", "set-admin", "second@example.com"]);
+    server.cli(&["accounts", "unset-admin", "first@example.com"]);
+    let list = server.cli(&["accounts", "list"]);
+    assert_eq!(admin_of(&list, "first@example.com"), "no");
+    assert_eq!(admin_of(&list, "second@example.com"), "yes");
+    let out = server.cli_raw(&["accounts", "set-admin", "nobody@example.com"]);
+    assert!(!out.status.success());
+}
+
+#[tokio::test]
+async fn out_of_range_credits_are_a_clean_error() {
+    let server = Server::start();
+    server.cli(&["accounts", "create", "rich@example.com"]);
+    for cents in ["9000000000000000", "9223372036854775807", "1000000001"] {
+        for _ in 0..2 {
+            let out = server.cli_raw(&[
+                "credits",
+                "add",
+                "--account",
+                "rich@example.com",
+                "--cents",
+                cents,
+            ]);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{cents} was added");
+            assert!(!err.contains("storage"), "{err}");
+            assert!(err.contains("--cents"), "{err}");
+        }
+    }
+    server.cli(&[
+        "credits",
+        "add",
+        "--account",
+        "rich@example.com",
+        "--cents",
+        "1000000000",
+    ]);
+}

@@ -1,0 +1,37 @@
+//! A balance never passes `Millicents::MAX_BALANCE` (2^53 micro-USD), so the wire's
+//! `balanceUsd` is always exact; the refusal is a clean conflict, not a storage error.
+
+#![allow(clippy::unwrap_used, reason = "tests may unwrap")]
+
+use runbase_domain::money::Millicents;
+use runbase_domain::store::{Store, StoreError};
+use runbase_domain::time::Timestamp;
+use runbase_store_sqlite::{Durability, SqliteStore};
+
+#[tokio::test]
+async fn credits_stop_at_the_largest_exact_balance() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("runbase.db"), Durability::Normal).unwrap();
+    let a = store
+        .create_account("rich@example.com", Timestamp::now())
+        .await
+        .unwrap();
+    let now = Timestamp::now();
+    store
+        .add_credits(&a.id, Millicents::MAX_BALANCE, "all of it", None, now)
+        .await
+        .unwrap();
+    let err = store
+        .add_credits(&a.id, Millicents(1), "one more", None, now)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    let err = store
+        .add_credits(&a.id, Millicents(i64::MAX), "overflow", None, now)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    let a = store.account(&a.id).await.unwrap().unwrap();
+    assert_eq!(a.balance, Millicents::MAX_BALANCE);
+    assert!(a.balance.micro_usd() <= 1 << 53);
+}
