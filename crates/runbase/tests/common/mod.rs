@@ -51,6 +51,16 @@ impl Server {
     }
 
     pub fn start_with(env: &[(&str, &str)]) -> Server {
+        Self::start_fresh(env, on_postgres())
+    }
+
+    /// A server on SQLite whatever `RUNBASE_TEST_DATABASE` says (for what only SQLite has,
+    /// such as `runbase backup`).
+    pub fn start_sqlite() -> Server {
+        Self::start_fresh(&relaxed(), false)
+    }
+
+    fn start_fresh(env: &[(&str, &str)], postgres: bool) -> Server {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_path_buf();
         let mut env: Vec<(String, String)> = env
@@ -58,7 +68,7 @@ impl Server {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let mut db = None;
-        if on_postgres() && !env.iter().any(|(k, _)| k == "RUNBASE_DATABASE_URL") {
+        if postgres && !env.iter().any(|(k, _)| k == "RUNBASE_DATABASE_URL") {
             let fresh = runbase_store_postgres::testing::TestDatabase::create()
                 .expect("RUNBASE_TEST_DATABASE=postgres, but PostgreSQL is not reachable");
             env.push(("RUNBASE_DATABASE_URL".into(), fresh.url.clone()));
@@ -212,8 +222,13 @@ impl Server {
     }
 
     pub fn cli_raw(&self, args: &[&str]) -> std::process::Output {
-        Command::new(BIN)
-            .args(args)
+        self.cli_command(args).output().expect("run cli")
+    }
+
+    /// `runbase <args> --data-dir <dir>` on the server's database.
+    fn cli_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
             .arg("--data-dir")
             .arg(&self.dir)
             .env_remove("RUST_LOG")
@@ -223,20 +238,16 @@ impl Server {
                     .iter()
                     .filter(|(k, _)| k == "RUNBASE_DATABASE_URL")
                     .map(|(k, v)| (k, v)),
-            )
-            .output()
-            .expect("run cli")
+            );
+        cmd
     }
 
     /// Runs `runbase <args> --data-dir <dir>` with `stdin` as its input; panics unless it
     /// succeeds.
     pub fn cli_with_stdin(&self, args: &[&str], stdin: &str) {
         use std::io::Write;
-        let mut child = Command::new(BIN)
-            .args(args)
-            .arg("--data-dir")
-            .arg(&self.dir)
-            .env_remove("RUST_LOG")
+        let mut child = self
+            .cli_command(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
