@@ -86,6 +86,20 @@ pub struct Run {
     pub test: bool,
 }
 
+impl RunError {
+    /// The error of a run whose worker stopped (a crash, a restart, a lost lease) after it had
+    /// been started `attempts` times, the most allowed: it fails (and is refunded) rather than
+    /// being queued again. Both stores use it, so the rule reads the same on either.
+    pub fn interrupted(attempts: u32) -> RunError {
+        RunError {
+            message: format!(
+                "The run was interrupted {attempts} times by a server restart and was not retried again"
+            ),
+            code: "interrupted".into(),
+        }
+    }
+}
+
 /// How a run ended, as reported by the worker.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RunOutcome {

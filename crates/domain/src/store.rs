@@ -188,8 +188,32 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
         starting_after: Option<&str>,
     ) -> Result<Vec<Run>, StoreError>;
-    /// Claims up to `max` queued runs for a worker, marking them `processing`.
-    async fn claim_runs(&self, max: u32, now: Timestamp) -> Result<Vec<Run>, StoreError>;
+    /// Claims up to `max` queued runs for a worker, oldest first, marking them `processing`
+    /// (one more attempt) and leased to the caller until `lease_until`. Concurrent callers, in
+    /// this process or another, never claim the same run.
+    async fn claim_runs(
+        &self,
+        max: u32,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Vec<Run>, StoreError>;
+    /// Extends to `until` the leases of the runs a worker is executing, each named by its id and
+    /// the attempt the worker claimed. Returns those of them that are no longer its to run
+    /// (canceled, finished, or reclaimed after the lease ran out), so the worker can stop them.
+    async fn renew_leases(
+        &self,
+        runs: &[(String, u32)],
+        until: Timestamp,
+    ) -> Result<Vec<String>, StoreError>;
+    /// Runs whose lease ended before `now` (their worker died) go back to the queue, or fail
+    /// with a refund ([`crate::run::RunError::interrupted`]) once they have been started
+    /// `max_attempts` times. Each expired run is reclaimed once, whichever process asks.
+    /// Returns (requeued, failed).
+    async fn reclaim_expired(
+        &self,
+        max_attempts: u32,
+        now: Timestamp,
+    ) -> Result<(u64, u64), StoreError>;
     /// Ends a `processing` run; a failure refunds its full cost in the same transaction.
     /// Finishing a run that is not `processing` changes nothing (idempotent).
     async fn finish_run(
@@ -207,13 +231,22 @@ pub trait Store: Send + Sync + 'static {
         run_id: &str,
         now: Timestamp,
     ) -> Result<Option<Run>, StoreError>;
-    /// At start-up: runs left `processing` by a crash go back to the queue, or fail with a
-    /// refund once they have been started `max_attempts` times. Returns (requeued, failed).
+    /// At the start of a single-node server: every run left `processing` by a crash goes back to
+    /// the queue, or fails with a refund once it has been started `max_attempts` times, whatever
+    /// its lease says. A store shared by several nodes reclaims only expired leases here (the
+    /// other nodes' runs are alive). Returns (requeued, failed).
     async fn recover_interrupted(
         &self,
         max_attempts: u32,
         now: Timestamp,
     ) -> Result<(u64, u64), StoreError>;
-    /// Signalled whenever new runs are queued, so the worker need not poll.
+    /// Signalled whenever new runs are queued (by this process, or by another one where the
+    /// store is shared), so idle workers need not poll.
     fn queue_signal(&self) -> Arc<tokio::sync::Notify>;
+    /// Where several processes share the store: the ids of runs canceled through any of them,
+    /// so each worker can stop those it is executing. `None` where one process owns the store
+    /// (its API signals its worker directly).
+    fn cancellations(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        None
+    }
 }

@@ -5,7 +5,6 @@ use crate::cli::{
     AccountsCommand, Command, CreditsCommand, KeyCreateArgs, KeyUpdateArgs, KeysCommand,
 };
 use crate::config::Config;
-use crate::serve::open_store;
 use anyhow::Context;
 use runbase_domain::account::{ApiKey, KeySettings, KeyUpdate};
 use runbase_domain::ip::IpAllowlist;
@@ -15,10 +14,14 @@ use runbase_domain::time::Timestamp;
 use runbase_domain::{service, sessions};
 
 pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
-    let store = open_store(config)?;
-    let store: &dyn Store = &store;
+    if let Command::Migrate = command {
+        return crate::database::migrate(config).await;
+    }
+    let store = crate::database::open(config, crate::database::Schema::MustBeCurrent).await?;
+    let store: &dyn Store = &*store;
     match command {
         Command::Serve(_) | Command::Backup(_) => unreachable!("handled by main"),
+        Command::Migrate => unreachable!("handled above"),
         Command::Accounts(AccountsCommand::Create {
             email,
             admin,

@@ -21,7 +21,8 @@ pub struct GlobalArgs {
     /// Data directory (database and files) [env: RUNBASE_DATA_DIR] [default: ./runbase-data]
     #[arg(long, global = true)]
     pub data_dir: Option<PathBuf>,
-    /// Database URL, e.g. sqlite:///var/lib/runbase/runbase.db [env: RUNBASE_DATABASE_URL]
+    /// Database URL, e.g. sqlite:///var/lib/runbase/runbase.db or postgres://user@host/db
+    /// [env: RUNBASE_DATABASE_URL]
     #[arg(long, global = true)]
     pub database_url: Option<String>,
     /// Configuration file (TOML) [env: RUNBASE_CONFIG]
@@ -33,6 +34,8 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Start the API and the worker
     Serve(ServeArgs),
+    /// Apply database migrations (PostgreSQL: run once per deploy, before starting the nodes)
+    Migrate,
     /// Manage accounts
     #[command(subcommand)]
     Accounts(AccountsCommand),
@@ -63,6 +66,10 @@ pub struct ServeArgs {
     /// A catalogue file whose models add to or replace the built-in ones (repeatable)
     #[arg(long)]
     pub catalog: Vec<PathBuf>,
+    /// PostgreSQL: apply missing migrations before starting (otherwise an unmigrated schema is
+    /// refused; SQLite always migrates)
+    #[arg(long)]
+    pub migrate: bool,
     /// What this process does: `all` (API, dashboard and worker), `api` (API and dashboard, no
     /// worker) or `worker` (executes runs; serves only /health and output files) [env: RUNBASE_ROLE]
     #[arg(long, value_parser = ["all", "api", "worker"])]

@@ -19,7 +19,8 @@ pub struct Config {
     pub role: String,
     /// Where the embedded database and output files live.
     pub data_dir: PathBuf,
-    /// A database URL (`sqlite:///path/to/runbase.db`); the default is `runbase.db` in `data_dir`.
+    /// A database URL (`sqlite:///path/to/runbase.db` or `postgres://user@host/db`); the default
+    /// is `runbase.db` in `data_dir`.
     pub database_url: Option<String>,
     /// The address clients reach this server at, for output URLs; defaults to the listen address.
     pub public_url: Option<String>,
@@ -117,6 +118,9 @@ pub struct WorkerSettings {
     pub poll_interval_ms: u64,
     /// Times a run may be started before a restart fails it (with a refund) instead of retrying.
     pub max_attempts: u32,
+    /// How long a worker's claim on a run lasts without renewal, in milliseconds (renewed every
+    /// third of it). After a worker dies, its runs wait this long before another takes them.
+    pub lease_ms: u64,
 }
 
 impl Default for Config {
@@ -154,6 +158,7 @@ impl Default for Config {
                 concurrency: 64,
                 poll_interval_ms: 1000,
                 max_attempts: 3,
+                lease_ms: 30_000,
             },
             providers: ProvidersConfig::default(),
             storage: StorageConfig::default(),
@@ -298,6 +303,13 @@ impl Config {
         Ok(())
     }
 
+    /// The PostgreSQL URL, when `database_url` names one.
+    pub fn postgres_url(&self) -> Option<&str> {
+        self.database_url
+            .as_deref()
+            .filter(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"))
+    }
+
     /// The SQLite file: from `database_url` when given, else `runbase.db` in the data directory.
     pub fn sqlite_path(&self) -> Result<PathBuf, String> {
         match &self.database_url {
@@ -311,11 +323,9 @@ impl Config {
                         return Err("database_url: sqlite: needs a file path".into());
                     }
                     Ok(PathBuf::from(p))
-                } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-                    Err("database_url: PostgreSQL is not supported by this build yet; use sqlite:PATH or leave it unset".into())
                 } else {
                     Err(format!(
-                        "database_url: unsupported scheme in {url:?} (expected sqlite:PATH)"
+                        "database_url: unsupported scheme in {url:?} (expected sqlite:PATH or postgres://...)"
                     ))
                 }
             }

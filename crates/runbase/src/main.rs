@@ -5,6 +5,7 @@ mod admin;
 mod backup;
 mod cli;
 mod config;
+mod database;
 mod limiters;
 mod role;
 mod serve;
@@ -53,7 +54,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(_) => serve::run(config, warnings).await,
+            Command::Serve(args) => serve::run(config, warnings, args.migrate).await,
             Command::Backup(args) => {
                 for w in &warnings {
                     eprintln!("warning: {w}");

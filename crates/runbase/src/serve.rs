@@ -12,26 +12,10 @@ use runbase_domain::store::Store;
 use runbase_domain::time::Timestamp;
 use runbase_http::{AppState, HttpConfig, Limits};
 use runbase_providers::Providers;
-use runbase_store_sqlite::{Durability, SqliteStore};
 use runbase_worker::{Worker, WorkerConfig};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing_subscriber::EnvFilter;
-
-/// Opens the configured store (used by `serve` and every admin command).
-pub fn open_store(config: &Config) -> anyhow::Result<SqliteStore> {
-    let path = config.sqlite_path().map_err(anyhow::Error::msg)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let durability = if config.durability == "normal" {
-        Durability::Normal
-    } else {
-        Durability::Full
-    };
-    SqliteStore::open(&path, durability)
-        .with_context(|| format!("opening the database {}", path.display()))
-}
 
 /// The built-in catalogue plus configured files. Routes whose provider is not configured here
 /// are dropped; a model left with none stays listed as unavailable (test keys can run it).
@@ -69,7 +53,7 @@ pub fn load_catalog(config: &Config, providers: &Providers) -> anyhow::Result<Ca
     Ok(catalog)
 }
 
-pub async fn run(config: Config, warnings: Vec<String>) -> anyhow::Result<()> {
+pub async fn run(config: Config, warnings: Vec<String>, migrate: bool) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log));
     use std::io::IsTerminal;
     tracing_subscriber::fmt()
@@ -87,7 +71,12 @@ pub async fn run(config: Config, warnings: Vec<String>) -> anyhow::Result<()> {
     for w in role::warnings(role, &config) {
         tracing::warn!("{w}");
     }
-    let store: Arc<dyn Store> = Arc::new(open_store(&config)?);
+    let schema = if migrate {
+        crate::database::Schema::Migrate
+    } else {
+        crate::database::Schema::MustBeCurrent
+    };
+    let store: Arc<dyn Store> = crate::database::open(&config, schema).await?;
     // Held until the process exits.
     let _worker_lock = if role.executes_runs() && role::is_sqlite(&config) {
         Some(role::lock_sqlite_worker(&config)?)
@@ -95,6 +84,8 @@ pub async fn run(config: Config, warnings: Vec<String>) -> anyhow::Result<()> {
         None
     };
     if role.executes_runs() {
+        // SQLite: every run still `processing` was this node's. PostgreSQL: only runs whose
+        // lease ran out (see `Store::recover_interrupted`).
         let (requeued, failed) = store
             .recover_interrupted(config.worker.max_attempts, Timestamp::now())
             .await
@@ -188,7 +179,10 @@ pub async fn run(config: Config, warnings: Vec<String>) -> anyhow::Result<()> {
             poll_interval: Duration::from_millis(config.worker.poll_interval_ms.max(10)),
             public_url: public_url.clone(),
             shutdown_grace: Duration::from_secs(10),
+            lease: Duration::from_millis(config.worker.lease_ms.max(300)),
+            max_attempts: config.worker.max_attempts,
         },
+        executing: Default::default(),
     };
     let mut worker_stop = stop_rx.clone();
     let worker_task = role.executes_runs().then(|| {

@@ -119,3 +119,75 @@ async fn cancel_refunds_once_and_stops_the_run() {
         "{kinds:?}"
     );
 }
+
+/// Two nodes on one PostgreSQL database: a cancel through node A stops the run that node B's
+/// worker is executing (announced with NOTIFY, not left to the next lease renewal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_through_one_node_stops_the_run_on_another() {
+    let Some(db) = runbase_store_postgres::testing::TestDatabase::create() else {
+        return;
+    };
+    let migrated = std::process::Command::new(common::BIN)
+        .arg("migrate")
+        .env("RUNBASE_DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    assert!(migrated.status.success(), "{migrated:?}");
+    let env = [
+        ("RUNBASE_DATABASE_URL", db.url.as_str()),
+        ("RUNBASE_RATE_LIMITS__RUNS__REQUESTS", "100000"),
+        ("RUNBASE_WORKER__CONCURRENCY", "1"),
+        // Long enough that a renewal cannot be what stops the run.
+        ("RUNBASE_WORKER__LEASE_MS", "60000"),
+    ];
+    let a = Server::start_with(&env);
+    let key = a.account("nodes@example.com", 10);
+    let ca = a.client();
+    let run = |delay: u64| {
+        let (c, key) = (ca.clone(), key.clone());
+        async move {
+            let r = c
+                .create(
+                    &key,
+                    json!({"model": "runbase/echo", "input": {"text": "x", "delay_ms": delay}}),
+                )
+                .await;
+            assert_eq!(r.status, 201, "{}", r.body);
+            r.body["id"].as_str().unwrap().to_owned()
+        }
+    };
+    // A's only worker slot is taken; B starts, and takes the next run.
+    let on_a = run(60_000).await;
+    ca.wait_for_status(&key, &on_a, "processing").await;
+    let b = Server::start_with(&env);
+    let on_b = run(60_000).await;
+    ca.wait_for_status(&key, &on_b, "processing").await;
+
+    let r = ca
+        .post_raw(Some(&key), &format!("/api/v1/runs/{on_b}/cancel"), "")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !b.log().contains("run canceled while executing") {
+        assert!(
+            Instant::now() < deadline,
+            "B never stopped the run:\n{}",
+            b.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        b.log().contains("canceled through another node"),
+        "{}",
+        b.log()
+    );
+    assert!(
+        !a.log().contains("run canceled while executing"),
+        "{}",
+        a.log()
+    );
+    ca.post_raw(Some(&key), &format!("/api/v1/runs/{on_a}/cancel"), "")
+        .await;
+    assert_eq!(ca.balance(&key).await, 10);
+    drop((a, b));
+}

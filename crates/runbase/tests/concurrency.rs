@@ -16,8 +16,19 @@ async fn burst(
     n: usize,
     body: impl Fn(usize) -> Value,
 ) -> HashMap<String, usize> {
+    burst_over(&[s], key, n, body).await
+}
+
+/// [`burst`], the requests spread over several servers in turn.
+async fn burst_over(
+    servers: &[&Server],
+    key: &str,
+    n: usize,
+    body: impl Fn(usize) -> Value,
+) -> HashMap<String, usize> {
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
+        let s = servers[i % servers.len()];
         // A client per request: no connection reuse, so the server sees n connections.
         let c = Client {
             http: reqwest::Client::builder()
@@ -235,4 +246,49 @@ async fn refunds_racing_with_creates_keep_the_books_exact() {
         .filter(|e| e["kind"] == "run_refund")
         .count() as i64;
     assert_eq!(refunds, failed);
+}
+
+/// Two server processes on one PostgreSQL database, the creates spread over both: the spend
+/// limit and the balance admit exactly what they allow, and the books balance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_on_one_postgres_database_keep_the_books_exact() {
+    let Some(db) = runbase_store_postgres::testing::TestDatabase::create() else {
+        return;
+    };
+    let migrated = std::process::Command::new(common::BIN)
+        .arg("migrate")
+        .env("RUNBASE_DATABASE_URL", &db.url)
+        .output()
+        .unwrap();
+    assert!(migrated.status.success(), "{migrated:?}");
+    let mut env = common::relaxed();
+    env.push(("RUNBASE_DATABASE_URL", db.url.as_str()));
+    let (a, b) = (Server::start_with(&env), Server::start_with(&env));
+    a.account("two@example.com", 300);
+    let limited = a.key("two@example.com", &["--spend-limit-cents", "200"]);
+    let echo = |i: usize| json!({"model": "runbase/echo", "input": {"text": format!("{i}")}});
+    let counts = burst_over(&[&a, &b], &limited, 400, echo).await;
+    assert_eq!(counts.get("201"), Some(&200), "{counts:?}");
+    assert_eq!(
+        counts.get("403 api_key_spend_limit_exceeded"),
+        Some(&200),
+        "{counts:?}"
+    );
+    let free = b.key("two@example.com", &[]);
+    let counts = burst_over(&[&a, &b], &free, 300, echo).await;
+    assert_eq!(counts.get("201"), Some(&100), "{counts:?}");
+    assert_eq!(
+        counts.get("402 insufficient_balance"),
+        Some(&200),
+        "{counts:?}"
+    );
+
+    // The account's runs, whichever key created them: every one finishes, on either worker.
+    let runs = wait_all(&a.client(), &limited).await;
+    assert_eq!(runs.len(), 300);
+    assert!(runs.iter().all(|r| r["status"] == "succeeded"));
+    let l = ledger(&b, "two@example.com");
+    assert_eq!(l["balanceUsd"], 0);
+    assert_ledger_exact(&l);
+    drop((a, b));
 }

@@ -216,3 +216,83 @@ async fn a_config_file_and_sqlite_url_are_honoured_and_unknown_variables_warned_
     let log = std::fs::read_to_string(s.dir.join("server.log")).unwrap();
     assert!(log.contains("RUNBASE_NOT_A_SETTING"), "{log}");
 }
+
+/// PostgreSQL is migrated explicitly: `serve` and the admin commands refuse an unmigrated
+/// database and name the fix; `runbase migrate` or `serve --migrate` apply the migrations.
+#[tokio::test]
+async fn postgres_is_migrated_explicitly() {
+    let Some(db) = runbase_store_postgres::testing::TestDatabase::create() else {
+        return;
+    };
+    let url = db.url.as_str();
+    let err = serve_fails(&[("RUNBASE_DATABASE_URL", url)], &[]);
+    assert!(err.contains("runbase migrate"), "{err}");
+    let out = Command::new(BIN)
+        .args(["accounts", "create", "pg@example.com"])
+        .env("RUNBASE_DATABASE_URL", url)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("runbase migrate"),
+        "{out:?}"
+    );
+
+    let out = Command::new(BIN)
+        .arg("migrate")
+        .env("RUNBASE_DATABASE_URL", url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("version 1"),
+        "{out:?}"
+    );
+
+    let s = Server::start_with(&[
+        ("RUNBASE_DATABASE_URL", url),
+        ("RUNBASE_RATE_LIMITS__RUNS__REQUESTS", "1000"),
+    ]);
+    let key = s.account("pg@example.com", 10);
+    let c = s.client();
+    let r = c
+        .create(
+            &key,
+            json!({"model": "runbase/echo", "input": {"text": "on postgres"}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let done = c.wait(&key, r.body["id"].as_str().unwrap()).await;
+    assert_eq!(done["output"]["text"], "on postgres");
+    assert_eq!(c.balance(&key).await, json!(9));
+    drop(s);
+
+    // `serve --migrate` on an empty database starts.
+    let Some(empty) = runbase_store_postgres::testing::TestDatabase::create() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--migrate",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("RUNBASE_DATABASE_URL", &empty.url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.starts_with("Runbase listening on"), "{line:?}");
+}

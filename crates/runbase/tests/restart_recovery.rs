@@ -95,3 +95,33 @@ async fn queued_runs_survive_a_restart() {
     assert_eq!(c.wait(&key, &b).await["status"], "succeeded");
     assert_eq!(c.balance(&key).await, json!(8));
 }
+
+#[tokio::test]
+async fn a_run_longer_than_its_lease_stays_with_its_live_worker() {
+    // A 600 ms lease, renewed every 200 ms, and a run of 2.5 s: without the renewal the run would
+    // be taken back into the queue (and executed again) while its worker is still on it.
+    let s = Server::start_with(&[
+        ("RUNBASE_WORKER__LEASE_MS", "600"),
+        ("RUNBASE_RATE_LIMITS__RUNS__REQUESTS", "100000"),
+    ]);
+    let key = s.account("lease@example.com", 10);
+    let c = s.client();
+    let r = c
+        .create(
+            &key,
+            json!({"model": "runbase/echo", "input": {"text": "long", "delay_ms": 2500}}),
+        )
+        .await;
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    c.wait_for_status(&key, &id, "processing").await;
+    loop {
+        let run = c.run(&key, &id).await.body;
+        match run["status"].as_str().unwrap() {
+            "processing" => tokio::time::sleep(Duration::from_millis(50)).await,
+            "succeeded" => break,
+            other => panic!("the run left its worker: {other} ({run})"),
+        }
+    }
+    assert!(!s.log().contains("reclaimed runs"), "{}", s.log());
+    assert_eq!(c.balance(&key).await, json!(9));
+}

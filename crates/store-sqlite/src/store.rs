@@ -249,6 +249,31 @@ fn cancel_tx(
     .optional()
 }
 
+/// Runs whose worker stopped: back to the queue, or failed with a refund once they were started
+/// `max_attempts` times. Returns (requeued, failed).
+fn requeue_or_fail(
+    c: &Connection,
+    runs: Vec<(String, i64)>,
+    max_attempts: u32,
+    now: Timestamp,
+) -> rusqlite::Result<(u64, u64)> {
+    let (mut requeued, mut failed) = (0, 0);
+    for (id, attempts) in runs {
+        if attempts >= i64::from(max_attempts) {
+            let error = RunError::interrupted(attempts.clamp(0, i64::from(u32::MAX)) as u32);
+            finish_tx(c, &id, &RunOutcome::Failed { error }, now)?;
+            failed += 1;
+        } else {
+            c.execute(
+                "UPDATE runs SET status = 'pending', started_at = NULL, locked_until = NULL WHERE id = ?1",
+                [&id],
+            )?;
+            requeued += 1;
+        }
+    }
+    Ok((requeued, failed))
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_account_with(
@@ -687,14 +712,19 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn claim_runs(&self, max: u32, now: Timestamp) -> Result<Vec<Run>, StoreError> {
+    async fn claim_runs(
+        &self,
+        max: u32,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Vec<Run>, StoreError> {
         self.write_one(move |c| {
             c.prepare_cached(&format!(
-                "UPDATE runs SET status = 'processing', started_at = ?2, attempts = attempts + 1
+                "UPDATE runs SET status = 'processing', started_at = ?2, attempts = attempts + 1, locked_until = ?3
                  WHERE seq IN (SELECT seq FROM runs WHERE status = 'pending' ORDER BY seq LIMIT ?1)
                  RETURNING {RUN_COLS}"
             ))?
-            .query_map(params![max, now.0], rows::run)?
+            .query_map(params![max, now.0, lease_until.0], rows::run)?
             .collect::<Result<Vec<_>, _>>()
             .map(|mut runs| {
                 // RETURNING gives no order guarantee; hand runs out oldest first.
@@ -703,6 +733,49 @@ impl Store for SqliteStore {
             })
         })
         .await
+    }
+
+    async fn renew_leases(
+        &self,
+        runs: &[(String, u32)],
+        until: Timestamp,
+    ) -> Result<Vec<String>, StoreError> {
+        let runs = runs.to_vec();
+        self.write_one(move |c| {
+            let mut renew = c.prepare_cached(
+                "UPDATE runs SET locked_until = ?3 WHERE id = ?1 AND attempts = ?2 AND status = 'processing'",
+            )?;
+            let mut lost = Vec::new();
+            for (id, attempt) in runs {
+                if renew.execute(params![id, attempt, until.0])? == 0 {
+                    lost.push(id);
+                }
+            }
+            Ok(lost)
+        })
+        .await
+    }
+
+    async fn reclaim_expired(
+        &self,
+        max_attempts: u32,
+        now: Timestamp,
+    ) -> Result<(u64, u64), StoreError> {
+        let reclaimed = self
+            .write(move |c| {
+                let expired: Vec<(String, i64)> = c
+                    .prepare_cached(
+                        "SELECT id, attempts FROM runs WHERE status = 'processing' AND locked_until < ?1",
+                    )?
+                    .query_map([now.0], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<_, _>>()?;
+                requeue_or_fail(c, expired, max_attempts, now)
+            })
+            .await?;
+        if reclaimed.0 > 0 {
+            self.queue_signal.notify_one();
+        }
+        Ok(reclaimed)
     }
 
     async fn finish_run(
@@ -738,21 +811,7 @@ impl Store for SqliteStore {
                     .prepare("SELECT id, attempts FROM runs WHERE status = 'processing'")?
                     .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
                     .collect::<Result<_, _>>()?;
-                let (mut requeued, mut failed) = (0, 0);
-                for (id, attempts) in interrupted {
-                    if attempts >= i64::from(max_attempts) {
-                        let error = RunError {
-                            message: format!("The run was interrupted {attempts} times by a server restart and was not retried again"),
-                            code: "interrupted".into(),
-                        };
-                        finish_tx(c, &id, &RunOutcome::Failed { error }, now)?;
-                        failed += 1;
-                    } else {
-                        c.execute("UPDATE runs SET status = 'pending', started_at = NULL WHERE id = ?1", [&id])?;
-                        requeued += 1;
-                    }
-                }
-                Ok((requeued, failed))
+                requeue_or_fail(c, interrupted, max_attempts, now)
             })
             .await?;
         if recovered.0 > 0 {

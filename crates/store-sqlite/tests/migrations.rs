@@ -51,7 +51,11 @@ async fn a_version_1_database_upgrades_with_its_runs_and_money() {
     assert_eq!(canceled.status, RunStatus::Canceled);
     let account = store.account("acc_1").await.unwrap().unwrap();
     assert_eq!(account.balance.0, 9000, "the canceled run's 2000 came back");
-    let claimed = store.claim_runs(10, Timestamp::now()).await.unwrap();
+    let now = Timestamp::now();
+    let claimed = store
+        .claim_runs(10, now, Timestamp(now.0 + 60_000_000))
+        .await
+        .unwrap();
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].id, "run_test");
 

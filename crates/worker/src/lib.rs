@@ -29,6 +29,11 @@ pub struct WorkerConfig {
     pub public_url: String,
     /// How long in-flight runs get to finish at shutdown.
     pub shutdown_grace: Duration,
+    /// How long a claim on a run lasts without renewal. Renewed every third of it while the
+    /// run executes; a run whose lease ran out (its worker died) is reclaimed by any worker.
+    pub lease: Duration,
+    /// How many times a run is started before an interruption fails it (with a refund).
+    pub max_attempts: u32,
 }
 
 /// Everything a worker needs.
@@ -41,6 +46,44 @@ pub struct Worker {
     /// Where the API's cancel endpoint reaches the runs executing here.
     pub inflight: InFlight,
     pub config: WorkerConfig,
+    /// The runs executing here, with the attempt each was claimed as (for lease renewal).
+    pub executing: Executing,
+}
+
+/// The runs a worker is executing: run id to the attempt it claimed.
+pub type Executing = Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>;
+
+fn lease_end(now: Timestamp, lease: Duration) -> Timestamp {
+    Timestamp(
+        now.0
+            .saturating_add(lease.as_micros().min(i64::MAX as u128) as i64),
+    )
+}
+
+/// Keeps a run in [`Executing`] while it executes here.
+struct ExecutingGuard {
+    executing: Executing,
+    id: String,
+}
+
+impl ExecutingGuard {
+    fn new(executing: &Executing, run: &Run) -> Self {
+        if let Ok(mut m) = executing.lock() {
+            m.insert(run.id.clone(), run.attempts);
+        }
+        ExecutingGuard {
+            executing: executing.clone(),
+            id: run.id.clone(),
+        }
+    }
+}
+
+impl Drop for ExecutingGuard {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.executing.lock() {
+            m.remove(&self.id);
+        }
+    }
 }
 
 impl Worker {
@@ -49,6 +92,11 @@ impl Worker {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
         let signal = self.store.queue_signal();
+        let leases = tokio::spawn(self.clone().keep_leases());
+        let cancels = self
+            .store
+            .cancellations()
+            .map(|rx| tokio::spawn(self.clone().follow_cancels(rx)));
         tokio::pin!(shutdown);
         loop {
             let first = tokio::select! {
@@ -56,7 +104,9 @@ impl Worker {
                 _ = &mut shutdown => break,
             };
             let want = 1 + slots.available_permits() as u32;
-            let runs = match self.store.claim_runs(want, Timestamp::now()).await {
+            let now = Timestamp::now();
+            let until = lease_end(now, self.config.lease);
+            let runs = match self.store.claim_runs(want, now, until).await {
                 Ok(runs) => runs,
                 Err(e) => {
                     tracing::error!(error = %e, "claiming runs failed");
@@ -86,6 +136,68 @@ impl Worker {
         }
         let all = self.config.concurrency.max(1) as u32;
         let _ = tokio::time::timeout(self.config.shutdown_grace, slots.acquire_many(all)).await;
+        leases.abort();
+        if let Some(c) = cancels {
+            c.abort();
+        }
+    }
+
+    /// Stops the runs executing here that were canceled through another process.
+    async fn follow_cancels(self, mut rx: tokio::sync::broadcast::Receiver<String>) {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match rx.recv().await {
+                Ok(id) => {
+                    let mine = self.executing.lock().is_ok_and(|m| m.contains_key(&id));
+                    if mine {
+                        tracing::info!(run.id = %id, "run canceled through another node; stopping it");
+                        self.inflight.cancel(&id);
+                    }
+                }
+                // Missed some: the lease renewal still finds them.
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// Every third of a lease: renews the leases of the runs executing here (stopping those
+    /// that are no longer ours: canceled through another node, or reclaimed), then reclaims
+    /// runs whose worker died, in whichever process it ran.
+    async fn keep_leases(self) {
+        let every = (self.config.lease / 3).max(Duration::from_millis(100));
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let mine: Vec<(String, u32)> = match self.executing.lock() {
+                Ok(m) => m.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                Err(_) => return,
+            };
+            if !mine.is_empty() {
+                let until = lease_end(Timestamp::now(), self.config.lease);
+                match self.store.renew_leases(&mine, until).await {
+                    Ok(lost) => {
+                        for id in lost {
+                            tracing::info!(run.id = %id, "run no longer ours (canceled or reclaimed); stopping it");
+                            self.inflight.cancel(&id);
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "renewing run leases failed"),
+                }
+            }
+            match self
+                .store
+                .reclaim_expired(self.config.max_attempts, Timestamp::now())
+                .await
+            {
+                Ok((0, 0)) => {}
+                Ok((requeued, failed)) => {
+                    tracing::warn!(requeued, failed, "reclaimed runs whose worker stopped")
+                }
+                Err(e) => tracing::error!(error = %e, "reclaiming expired runs failed"),
+            }
+        }
     }
 
     async fn execute(self, run: Run, permit: OwnedSemaphorePermit) {
@@ -96,6 +208,7 @@ impl Worker {
     async fn execute_in_span(self, run: Run, _permit: OwnedSemaphorePermit) {
         let started = std::time::Instant::now();
         let registration = self.inflight.register(&run.id);
+        let _executing = ExecutingGuard::new(&self.executing, &run);
         let outcome = match self.call_provider(&run, &registration.signal).await {
             Execution::Succeeded(out) => match self.store_output(&run, out).await {
                 Ok(output) => RunOutcome::Succeeded { output },

@@ -1,5 +1,9 @@
 //! Black-box test harness: starts the real `runbase` binary on port 0 with a fresh data
 //! directory, bootstraps with the real CLI, and talks HTTP to it.
+//!
+//! With `RUNBASE_TEST_DATABASE=postgres`, every server started fresh gets a database of its own
+//! on the PostgreSQL server (`RUNBASE_TEST_POSTGRES_URL`, default the local one), migrated with
+//! `runbase migrate` and dropped with the server, so the same tests run on both stores.
 
 #![allow(
     dead_code,
@@ -21,6 +25,13 @@ pub struct Server {
     child: Child,
     env: Vec<(String, String)>,
     _tmp: Option<tempfile::TempDir>,
+    /// The PostgreSQL database of this server (dropped after it).
+    _db: Option<runbase_store_postgres::testing::TestDatabase>,
+}
+
+/// Whether fresh servers run on PostgreSQL (`RUNBASE_TEST_DATABASE=postgres`).
+pub fn on_postgres() -> bool {
+    std::env::var("RUNBASE_TEST_DATABASE").is_ok_and(|v| v == "postgres")
 }
 
 /// Settings for test servers that would otherwise trip over the default rate limit, or over the
@@ -40,14 +51,47 @@ impl Server {
     }
 
     pub fn start_with(env: &[(&str, &str)]) -> Server {
+        Self::start_fresh(env, on_postgres())
+    }
+
+    /// A server on SQLite whatever `RUNBASE_TEST_DATABASE` says (for what only SQLite has,
+    /// such as `runbase backup`).
+    pub fn start_sqlite() -> Server {
+        Self::start_fresh(&relaxed(), false)
+    }
+
+    fn start_fresh(env: &[(&str, &str)], postgres: bool) -> Server {
         let tmp = tempfile::tempdir().expect("tempdir");
         let dir = tmp.path().to_path_buf();
-        let env: Vec<(String, String)> = env
+        let mut env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        let mut db = None;
+        if postgres && !env.iter().any(|(k, _)| k == "RUNBASE_DATABASE_URL") {
+            let fresh = runbase_store_postgres::testing::TestDatabase::create()
+                .expect("RUNBASE_TEST_DATABASE=postgres, but PostgreSQL is not reachable");
+            env.push(("RUNBASE_DATABASE_URL".into(), fresh.url.clone()));
+            // A worker killed mid-run leaves its run leased: keep the wait for it short.
+            if !env.iter().any(|(k, _)| k == "RUNBASE_WORKER__LEASE_MS") {
+                env.push(("RUNBASE_WORKER__LEASE_MS".into(), "1500".into()));
+            }
+            let out = Command::new(BIN)
+                .arg("migrate")
+                .env("RUNBASE_DATABASE_URL", &fresh.url)
+                .env_remove("RUST_LOG")
+                .output()
+                .expect("run runbase migrate");
+            assert!(
+                out.status.success(),
+                "runbase migrate failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            db = Some(fresh);
+        }
         let mut s = Self::spawn(&dir, &env);
         s._tmp = Some(tmp);
+        s._db = db;
         s
     }
 
@@ -104,6 +148,7 @@ impl Server {
             child,
             env: env.to_vec(),
             _tmp: None,
+            _db: None,
         };
         server.wait_healthy();
         server
@@ -158,8 +203,10 @@ impl Server {
     pub fn restart(mut self) -> Server {
         self.kill();
         let tmp = self._tmp.take();
+        let db = self._db.take();
         let mut s = Self::spawn(&self.dir, &self.env);
         s._tmp = tmp;
+        s._db = db;
         s
     }
 
@@ -175,24 +222,32 @@ impl Server {
     }
 
     pub fn cli_raw(&self, args: &[&str]) -> std::process::Output {
-        Command::new(BIN)
-            .args(args)
+        self.cli_command(args).output().expect("run cli")
+    }
+
+    /// `runbase <args> --data-dir <dir>` on the server's database.
+    fn cli_command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
             .arg("--data-dir")
             .arg(&self.dir)
             .env_remove("RUST_LOG")
-            .output()
-            .expect("run cli")
+            // The server's database, when it is not the data directory's.
+            .envs(
+                self.env
+                    .iter()
+                    .filter(|(k, _)| k == "RUNBASE_DATABASE_URL")
+                    .map(|(k, v)| (k, v)),
+            );
+        cmd
     }
 
     /// Runs `runbase <args> --data-dir <dir>` with `stdin` as its input; panics unless it
     /// succeeds.
     pub fn cli_with_stdin(&self, args: &[&str], stdin: &str) {
         use std::io::Write;
-        let mut child = Command::new(BIN)
-            .args(args)
-            .arg("--data-dir")
-            .arg(&self.dir)
-            .env_remove("RUST_LOG")
+        let mut child = self
+            .cli_command(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

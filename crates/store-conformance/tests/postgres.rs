@@ -1,0 +1,243 @@
+//! What only the PostgreSQL store has to show: exact money when many connections (as many
+//! processes would) create at once, the ledger's triggers and the balance's CHECK in the
+//! database itself, explicit migrations, and LISTEN/NOTIFY between nodes.
+
+#![allow(clippy::unwrap_used, reason = "tests may unwrap")]
+
+use runbase_domain::money::Millicents;
+use runbase_domain::store::{CreateRunError, Store};
+use runbase_domain::time::Timestamp;
+use runbase_store_conformance::{Backend, Fixture};
+use runbase_store_postgres::PgStore;
+use runbase_store_postgres::testing::TestDatabase;
+use std::sync::Arc;
+use std::time::Duration;
+
+async fn raw(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+/// Fires `n` creates of `price` on key `key`, spread over `nodes` stores (each its own pool of
+/// connections); returns how many were admitted and the refusals seen.
+async fn burst(
+    f: &Fixture,
+    nodes: &[Arc<PgStore>],
+    key: usize,
+    price: i64,
+    n: usize,
+) -> (usize, Vec<String>) {
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let store = nodes[i % nodes.len()].clone();
+        let run = f.new_run(key, price);
+        tasks.push(tokio::spawn(async move { store.create_run(run).await }));
+    }
+    let (mut ok, mut refused) = (0, Vec::new());
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(CreateRunError::Store(e)) => panic!("store error: {e}"),
+            Err(e) => refused.push(e.to_string()),
+        }
+    }
+    (ok, refused)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_connections_creating_at_once_keep_balance_spend_limit_and_quota_exact() {
+    // 10 $ of credit; the limited key may spend 0.60 $, the quota key create 25 runs.
+    let Some(f) = Fixture::new(Backend::Postgres, 1000, 60, 25).await else {
+        return;
+    };
+    let url = f.fresh.url.clone().unwrap();
+    let mut nodes = Vec::new();
+    // Six "nodes" of eight connections each (the server allows 100 in all).
+    for _ in 0..6 {
+        nodes.push(Arc::new(PgStore::connect_with_pool(&url, 8).await.unwrap()));
+    }
+    let cent = 1000;
+
+    let (ok, refused) = burst(&f, &nodes, 1, cent, 300).await;
+    assert_eq!(ok, 60, "the spend limit admits exactly 60 runs of 1 cent");
+    assert!(
+        refused.iter().all(|e| e.contains("spend limit")),
+        "{refused:?}"
+    );
+
+    let (ok, refused) = burst(&f, &nodes, 2, cent, 100).await;
+    assert_eq!(ok, 25, "the quota admits exactly 25 runs");
+    assert!(refused.iter().all(|e| e.contains("quota")), "{refused:?}");
+
+    // 10 $ - 0.85 $ = 9.15 $ left: exactly 183 runs of 5 cents, then the balance is 0.
+    let (ok, refused) = burst(&f, &nodes, 0, 5 * cent, 400).await;
+    assert_eq!(ok, 183, "the balance admits exactly 183 runs of 5 cents");
+    assert!(refused.iter().all(|e| e.contains("balance")), "{refused:?}");
+
+    let account = f.store.account(&f.account).await.unwrap().unwrap();
+    assert_eq!(account.balance, Millicents::ZERO);
+    let limited = f.store.key_by_id(&f.keys[1].id).await.unwrap().unwrap();
+    assert_eq!(limited.spent.0, 60 * cent);
+    let quota = f.store.key_by_id(&f.keys[2].id).await.unwrap().unwrap();
+    assert_eq!(quota.runs_created, 25);
+    let runs = f
+        .store
+        .list_runs(&f.account, &Default::default(), 10_000, None)
+        .await
+        .unwrap();
+    assert_eq!(runs.len(), 60 + 25 + 183);
+    f.check_invariants().await;
+}
+
+#[tokio::test]
+async fn the_ledger_is_append_only_and_the_balance_never_negative_in_the_database() {
+    let Some(f) = Fixture::new(Backend::Postgres, 5, 0, 0).await else {
+        return;
+    };
+    let db = raw(f.fresh.url.as_deref().unwrap()).await;
+    for sql in [
+        "UPDATE ledger SET amount_millicents = 1",
+        "DELETE FROM ledger",
+        "TRUNCATE ledger CASCADE",
+    ] {
+        let e = db.batch_execute(sql).await.unwrap_err();
+        assert!(
+            e.as_db_error().unwrap().message().contains("append-only"),
+            "{sql}: {e:?}"
+        );
+    }
+    let e = db
+        .batch_execute("UPDATE accounts SET balance_millicents = -1")
+        .await
+        .unwrap_err();
+    assert!(
+        e.as_db_error()
+            .unwrap()
+            .message()
+            .contains("check constraint"),
+        "{e:?}"
+    );
+    // A second charge of the same run is refused by the database too.
+    let run = f.store.create_run(f.new_run(0, 1000)).await.unwrap();
+    let e = db
+        .execute(
+            "INSERT INTO ledger (account_id, kind, amount_millicents, balance_after_millicents, run_id, created_at)
+             VALUES ($1, 'run_charge', -1000, 0, $2, 0)",
+            &[&f.account, &run.id],
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        e.as_db_error()
+            .unwrap()
+            .message()
+            .contains("ledger_one_charge_per_run"),
+        "{e:?}"
+    );
+    f.check_invariants().await;
+}
+
+#[tokio::test]
+async fn migrations_are_explicit_and_a_newer_schema_is_refused() {
+    let Some(db) = TestDatabase::create() else {
+        return;
+    };
+    let store = PgStore::connect(&db.url).await.unwrap();
+    let v = store.schema().await.unwrap();
+    assert_eq!(v.applied, 0);
+    assert!(v.problem().unwrap().contains("runbase migrate"), "{v:?}");
+
+    // Two nodes migrating at once apply each migration once.
+    let other = PgStore::connect(&db.url).await.unwrap();
+    let (a, b) = tokio::join!(store.migrate(), other.migrate());
+    assert_eq!(a.unwrap() + b.unwrap(), v.latest as usize);
+    let v = store.schema().await.unwrap();
+    assert!(v.is_current() && v.problem().is_none(), "{v:?}");
+    assert_eq!(store.migrate().await.unwrap(), 0);
+
+    // A later release migrated this database: this build refuses it, and will not "migrate" it.
+    raw(&db.url)
+        .await
+        .batch_execute(&format!(
+            "INSERT INTO runbase_migrations (version) VALUES ({})",
+            v.latest + 1
+        ))
+        .await
+        .unwrap();
+    let v = store.schema().await.unwrap();
+    assert!(
+        v.problem().unwrap().contains("newer than this build"),
+        "{v:?}"
+    );
+    assert!(store.migrate().await.is_err());
+    drop((store, other));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_created_on_one_node_wakes_the_idle_worker_of_another() {
+    let Some(f) = Fixture::new(Backend::Postgres, 5, 0, 0).await else {
+        return;
+    };
+    let other = PgStore::connect(f.fresh.url.as_deref().unwrap())
+        .await
+        .unwrap();
+    let signal = other.queue_signal();
+    // The listener signals once when it starts listening; wait for that, so what follows can
+    // only be woken by the NOTIFY.
+    tokio::time::timeout(Duration::from_secs(10), signal.notified())
+        .await
+        .expect("the LISTEN connection never came up");
+    let wake = signal.notified();
+    f.store.create_run(f.new_run(0, 1000)).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), wake)
+        .await
+        .expect("no NOTIFY reached the other node");
+    let now = Timestamp::now();
+    assert_eq!(
+        other
+            .claim_runs(5, now, runbase_store_conformance::lease(now, 30))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_on_one_node_is_announced_to_the_others() {
+    let Some(f) = Fixture::new(Backend::Postgres, 5, 0, 0).await else {
+        return;
+    };
+    let other = PgStore::connect(f.fresh.url.as_deref().unwrap())
+        .await
+        .unwrap();
+    let mut cancels = other.cancellations().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), other.queue_signal().notified())
+        .await
+        .expect("the LISTEN connection never came up");
+    let run = f.store.create_run(f.new_run(0, 1000)).await.unwrap();
+    let now = Timestamp::now();
+    let claimed = other
+        .claim_runs(5, now, runbase_store_conformance::lease(now, 30))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    f.store
+        .cancel_run(&f.account, &run.id, Timestamp::now())
+        .await
+        .unwrap();
+    let announced = tokio::time::timeout(Duration::from_secs(10), cancels.recv())
+        .await
+        .expect("no cancel reached the other node")
+        .unwrap();
+    assert_eq!(announced, run.id);
+    // A run already finished is not announced again.
+    f.store
+        .cancel_run(&f.account, &run.id, Timestamp::now())
+        .await
+        .unwrap();
+    f.check_invariants().await;
+}

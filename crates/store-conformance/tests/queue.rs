@@ -1,0 +1,146 @@
+//! The queue, against every store: claims are exclusive, leases are renewed and, once expired,
+//! reclaimed exactly once, with `max_attempts` failing (and refunding) a run that keeps losing
+//! its worker.
+
+#![allow(clippy::unwrap_used, reason = "tests may unwrap")]
+
+use runbase_domain::run::{RunOutcome, RunStatus};
+use runbase_domain::time::Timestamp;
+use runbase_store_conformance::{Fixture, for_each_store, lease};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+for_each_store! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_claims_take_each_run_once_oldest_first() {
+        let Some(f) = Fixture::new(BACKEND, 100, 0, 0).await else { return };
+        let mut created = Vec::new();
+        for _ in 0..60 {
+            created.push(f.store.create_run(f.new_run(0, 1000)).await.unwrap().id);
+        }
+        let f = Arc::new(f);
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let f = f.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let now = Timestamp::now();
+                    let runs = f.store.claim_runs(3, now, lease(now, 60)).await.unwrap();
+                    if runs.is_empty() {
+                        return mine;
+                    }
+                    let ids: Vec<String> = runs.iter().map(|r| r.id.clone()).collect();
+                    for r in &runs {
+                        assert_eq!(r.status, RunStatus::Processing);
+                        assert_eq!(r.attempts, 1);
+                    }
+                    // Each batch is handed out oldest first.
+                    let mut sorted = ids.clone();
+                    sorted.sort_by_key(|id| created_index(&id[..]));
+                    assert_eq!(ids, sorted);
+                    mine.extend(ids);
+                }
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        assert_eq!(all.len(), 60, "every run claimed once");
+        let unique: HashSet<&String> = all.iter().collect();
+        assert_eq!(unique.len(), 60);
+        f.check_invariants().await;
+
+        fn created_index(id: &str) -> String {
+            // Run ids start with their creation time.
+            id.to_owned()
+        }
+    }
+
+    #[tokio::test]
+    async fn an_expired_lease_is_reclaimed_once_until_max_attempts_fails_it_with_a_refund() {
+        let Some(f) = Fixture::new(BACKEND, 10, 0, 0).await else { return };
+        let run = f.store.create_run(f.new_run(0, 2000)).await.unwrap();
+        let t0 = Timestamp::now();
+        let claimed = f.store.claim_runs(5, t0, lease(t0, 10)).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+
+        // Within the lease nothing is reclaimed.
+        assert_eq!(f.store.reclaim_expired(2, lease(t0, 5)).await.unwrap(), (0, 0));
+        // Past it, the run goes back to the queue, once.
+        assert_eq!(f.store.reclaim_expired(2, lease(t0, 11)).await.unwrap(), (1, 0));
+        assert_eq!(f.store.reclaim_expired(2, lease(t0, 12)).await.unwrap(), (0, 0));
+        let r = f.store.get_run(&f.account, &run.id).await.unwrap().unwrap();
+        assert_eq!(r.status, RunStatus::Pending);
+
+        // The second attempt loses its worker too: with max_attempts = 2 it fails, refunded.
+        let t1 = lease(t0, 20);
+        let again = f.store.claim_runs(5, t1, lease(t1, 10)).await.unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].attempts, 2);
+        assert_eq!(f.store.reclaim_expired(2, lease(t1, 11)).await.unwrap(), (0, 1));
+        assert_eq!(f.store.reclaim_expired(2, lease(t1, 12)).await.unwrap(), (0, 0));
+        let r = f.store.get_run(&f.account, &run.id).await.unwrap().unwrap();
+        assert_eq!(r.status, RunStatus::Failed);
+        assert_eq!(r.error.unwrap().code, "interrupted");
+        let account = f.store.account(&f.account).await.unwrap().unwrap();
+        assert_eq!(account.balance.0, 10_000, "refunded in full");
+        // The first worker, coming back late, changes nothing.
+        f.store
+            .finish_run(&run.id, RunOutcome::Succeeded { output: serde_json::json!({}) }, Timestamp::now())
+            .await
+            .unwrap();
+        f.check_invariants().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_reclaims_take_each_expired_run_once() {
+        let Some(f) = Fixture::new(BACKEND, 100, 0, 0).await else { return };
+        for _ in 0..30 {
+            f.store.create_run(f.new_run(0, 1000)).await.unwrap();
+        }
+        let t0 = Timestamp::now();
+        assert_eq!(f.store.claim_runs(30, t0, lease(t0, 1)).await.unwrap().len(), 30);
+        let f = Arc::new(f);
+        let later = lease(t0, 5);
+        let tasks: Vec<_> = (0..6)
+            .map(|_| {
+                let f = f.clone();
+                tokio::spawn(async move { f.store.reclaim_expired(3, later).await.unwrap() })
+            })
+            .collect();
+        let mut requeued = 0;
+        for t in tasks {
+            let (r, failed) = t.await.unwrap();
+            assert_eq!(failed, 0);
+            requeued += r;
+        }
+        assert_eq!(requeued, 30);
+        let claimed = f.store.claim_runs(100, later, lease(later, 60)).await.unwrap();
+        assert_eq!(claimed.len(), 30);
+        assert!(claimed.iter().all(|r| r.attempts == 2));
+        f.check_invariants().await;
+    }
+
+    #[tokio::test]
+    async fn renewing_keeps_a_lease_and_names_the_runs_no_longer_ours() {
+        let Some(f) = Fixture::new(BACKEND, 10, 0, 0).await else { return };
+        let a = f.store.create_run(f.new_run(0, 1000)).await.unwrap();
+        let b = f.store.create_run(f.new_run(0, 1000)).await.unwrap();
+        let t0 = Timestamp::now();
+        let claimed = f.store.claim_runs(5, t0, lease(t0, 10)).await.unwrap();
+        let mine: Vec<(String, u32)> = claimed.iter().map(|r| (r.id.clone(), r.attempts)).collect();
+        assert_eq!(f.store.renew_leases(&mine, lease(t0, 100)).await.unwrap(), Vec::<String>::new());
+        // Renewed: the old lease's end passes without a reclaim.
+        assert_eq!(f.store.reclaim_expired(3, lease(t0, 50)).await.unwrap(), (0, 0));
+        // Canceled meanwhile (through any node): the renewal reports it.
+        f.store.cancel_run(&f.account, &a.id, Timestamp::now()).await.unwrap();
+        let lost = f.store.renew_leases(&mine, lease(t0, 200)).await.unwrap();
+        assert_eq!(lost, vec![a.id.clone()]);
+        // A claim of an earlier attempt is not renewed.
+        let stale = vec![(b.id.clone(), 7)];
+        assert_eq!(f.store.renew_leases(&stale, lease(t0, 300)).await.unwrap(), vec![b.id.clone()]);
+        f.check_invariants().await;
+    }
+}

@@ -1,0 +1,56 @@
+//! The store's own error, turned into the domain's [`StoreError`] at the trait boundary.
+
+use runbase_domain::store::{CreateRunError, StoreError};
+
+/// A failure talking to PostgreSQL.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}", describe(.0))]
+    Db(#[from] tokio_postgres::Error),
+    #[error("connection pool: {}", describe_pool(.0))]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("{0}")]
+    Data(String),
+}
+
+/// tokio-postgres prints only "db error" for errors the server sent; the server's code and
+/// message are what an operator needs.
+fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
+}
+
+fn describe_pool(e: &deadpool_postgres::PoolError) -> String {
+    match e {
+        deadpool_postgres::PoolError::Backend(db) => describe(db),
+        other => other.to_string(),
+    }
+}
+
+impl Error {
+    /// The SQLSTATE of an error the server sent.
+    pub fn sqlstate(&self) -> Option<&tokio_postgres::error::SqlState> {
+        match self {
+            Error::Db(e) => e.code(),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn is_unique_violation(&self) -> bool {
+        self.sqlstate() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+    }
+}
+
+impl From<Error> for StoreError {
+    fn from(e: Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+impl From<Error> for CreateRunError {
+    fn from(e: Error) -> Self {
+        CreateRunError::Store(e.into())
+    }
+}

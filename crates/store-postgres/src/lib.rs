@@ -1,0 +1,107 @@
+//! The PostgreSQL implementation of [`runbase_domain::store::Store`]: for deployments of several
+//! API and worker nodes on one database.
+//!
+//! Every money rule runs in one transaction with row locks taken in one order (run, then key,
+//! then account), so concurrent creates from many processes stay exact: the key row is locked
+//! (`FOR UPDATE`) while its quota and spend limit are checked and raised, and the balance is
+//! debited by a conditional `UPDATE ... WHERE balance >= price`. Workers claim queued runs with
+//! `FOR UPDATE SKIP LOCKED`, hold them by a lease, and are woken by `LISTEN/NOTIFY`.
+//!
+//! Migrations are explicit ([`PgStore::migrate`], `runbase migrate`): a node refuses a schema
+//! older or newer than its own ([`PgStore::schema`]).
+
+#![cfg_attr(test, allow(clippy::unwrap_used, reason = "tests may unwrap"))]
+
+mod dashboard;
+mod error;
+mod listen;
+mod migrations;
+mod rows;
+mod store;
+pub mod testing;
+
+pub use error::Error;
+pub use migrations::SchemaVersion;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+/// Connections per node. The server's `max_connections` (100 by default) bounds
+/// nodes × this; 16 saturates a two-core database server (docs/DECISIONS.md).
+const POOL_SIZE: usize = 16;
+
+/// The channel `NOTIFY` wakes idle workers on.
+pub(crate) const QUEUE_CHANNEL: &str = "runbase_queue";
+/// The channel a cancel is announced on (the payload is the run id), so the node executing the
+/// run stops it.
+pub(crate) const CANCEL_CHANNEL: &str = "runbase_cancel";
+
+/// Runbase's store on a PostgreSQL database.
+pub struct PgStore {
+    pool: Pool,
+    queue_signal: Arc<Notify>,
+    cancels: tokio::sync::broadcast::Sender<String>,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+impl PgStore {
+    /// Connects (checking that the server answers) and starts listening for queued runs. The
+    /// schema is not checked: see [`PgStore::schema`] and [`PgStore::migrate`].
+    pub async fn connect(url: &str) -> Result<PgStore, Error> {
+        Self::connect_with_pool(url, POOL_SIZE).await
+    }
+
+    /// [`PgStore::connect`] with at most `pool_size` pooled connections (tests that open many
+    /// stores on one server stay under its `max_connections`).
+    pub async fn connect_with_pool(url: &str, pool_size: usize) -> Result<PgStore, Error> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| Error::Data(format!("invalid PostgreSQL URL: {e}")))?;
+        let manager = Manager::from_config(
+            config.clone(),
+            tokio_postgres::NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(std::time::Duration::from_secs(30)))
+            .create_timeout(Some(std::time::Duration::from_secs(10)))
+            .build()
+            .map_err(|e| Error::Data(format!("building the connection pool: {e}")))?;
+        // Fail now, with the server's reason, rather than at the first request.
+        drop(pool.get().await?);
+        let queue_signal = Arc::new(Notify::new());
+        let (cancels, _) = tokio::sync::broadcast::channel(1024);
+        let listener = tokio::spawn(listen::run(config, queue_signal.clone(), cancels.clone()));
+        Ok(PgStore {
+            pool,
+            queue_signal,
+            cancels,
+            listener,
+        })
+    }
+
+    /// Which migrations the database has and which this build knows.
+    pub async fn schema(&self) -> Result<SchemaVersion, Error> {
+        let client = self.pool.get().await?;
+        migrations::version(&client).await
+    }
+
+    /// Applies the migrations the database lacks, each in its own transaction, under an
+    /// advisory lock (two nodes migrating at once apply each migration once). Returns how many
+    /// were applied. A database newer than this build is refused.
+    pub async fn migrate(&self) -> Result<usize, Error> {
+        let mut client = self.pool.get().await?;
+        migrations::migrate(&mut client).await
+    }
+}

@@ -1,0 +1,123 @@
+//! Row ↔ domain type mapping. Column lists live next to the mapping that reads them, in the
+//! same order as the SQLite store's.
+
+use crate::Error;
+use runbase_domain::account::{Account, ApiKey, LedgerEntry, LedgerKind};
+use runbase_domain::ids::KeyHash;
+use runbase_domain::ip::IpAllowlist;
+use runbase_domain::money::Millicents;
+use runbase_domain::run::{Run, RunError, RunStatus};
+use runbase_domain::sessions::Session;
+use runbase_domain::time::Timestamp;
+use tokio_postgres::Row;
+
+fn ts(v: Option<i64>) -> Option<Timestamp> {
+    v.map(Timestamp)
+}
+
+pub const ACCOUNT_COLS: &str = "id, email, balance_millicents, created_at, admin";
+
+pub fn account(r: &Row) -> Result<Account, Error> {
+    Ok(Account {
+        id: r.try_get(0)?,
+        email: r.try_get(1)?,
+        balance: Millicents(r.try_get(2)?),
+        created_at: Timestamp(r.try_get(3)?),
+        admin: r.try_get(4)?,
+    })
+}
+
+pub const KEY_COLS: &str = "id, account_id, name, prefix, hash, disabled, test, expires_at, allow_ips, \
+     spend_limit_millicents, spent_millicents, quota, runs_created, created_at, last_used_at, deleted_at";
+
+pub fn api_key(r: &Row) -> Result<ApiKey, Error> {
+    let ips: String = r.try_get(8)?;
+    let ips: Vec<String> =
+        serde_json::from_str(&ips).map_err(|e| Error::Data(format!("allow_ips: {e}")))?;
+    Ok(ApiKey {
+        id: r.try_get(0)?,
+        account_id: r.try_get(1)?,
+        name: r.try_get(2)?,
+        prefix: r.try_get(3)?,
+        hash: KeyHash(r.try_get(4)?),
+        disabled: r.try_get(5)?,
+        test: r.try_get(6)?,
+        expires_at: ts(r.try_get(7)?),
+        allow_ips: IpAllowlist::parse(&ips).map_err(|e| Error::Data(format!("allow_ips: {e}")))?,
+        spend_limit: r.try_get::<_, Option<i64>>(9)?.map(Millicents),
+        spent: Millicents(r.try_get(10)?),
+        quota: r.try_get::<_, Option<i64>>(11)?.map(|q| q.max(0) as u64),
+        runs_created: r.try_get::<_, i64>(12)?.max(0) as u64,
+        created_at: Timestamp(r.try_get(13)?),
+        last_used_at: ts(r.try_get(14)?),
+        deleted_at: ts(r.try_get(15)?),
+    })
+}
+
+pub const RUN_COLS: &str = "id, model, status, input, output, error_message, error_code, cost_millicents, \
+     created_at, started_at, completed_at, account_id, key_id, attempts, test";
+
+pub fn run(r: &Row) -> Result<Run, Error> {
+    let status: String = r.try_get(2)?;
+    let input: String = r.try_get(3)?;
+    let output: Option<String> = r.try_get(4)?;
+    let error_message: Option<String> = r.try_get(5)?;
+    let error_code: Option<String> = r.try_get(6)?;
+    let json = |s: &str| serde_json::from_str(s).map_err(|e| Error::Data(format!("run JSON: {e}")));
+    Ok(Run {
+        id: r.try_get(0)?,
+        model: r.try_get(1)?,
+        status: RunStatus::parse(&status)
+            .ok_or_else(|| Error::Data(format!("unknown status {status}")))?,
+        input: json(&input)?,
+        output: output.as_deref().map(json).transpose()?,
+        error: error_message.map(|message| RunError {
+            message,
+            code: error_code.unwrap_or_default(),
+        }),
+        cost: Millicents(r.try_get(7)?),
+        created_at: Timestamp(r.try_get(8)?),
+        started_at: ts(r.try_get(9)?),
+        completed_at: ts(r.try_get(10)?),
+        account_id: r.try_get(11)?,
+        key_id: r.try_get(12)?,
+        attempts: r.try_get::<_, i64>(13)?.clamp(0, i64::from(u32::MAX)) as u32,
+        test: r.try_get(14)?,
+    })
+}
+
+pub const LEDGER_COLS: &str = "id, account_id, kind, amount_millicents, balance_after_millicents, run_id, key_id, memo, created_at, granted_by";
+
+pub fn ledger(r: &Row) -> Result<LedgerEntry, Error> {
+    let kind: String = r.try_get(2)?;
+    Ok(LedgerEntry {
+        id: r.try_get(0)?,
+        account_id: r.try_get(1)?,
+        kind: LedgerKind::parse(&kind)
+            .ok_or_else(|| Error::Data(format!("unknown ledger kind {kind}")))?,
+        amount: Millicents(r.try_get(3)?),
+        balance_after: Millicents(r.try_get(4)?),
+        run_id: r.try_get(5)?,
+        key_id: r.try_get(6)?,
+        memo: r.try_get(7)?,
+        created_at: Timestamp(r.try_get(8)?),
+        granted_by: r.try_get(9)?,
+    })
+}
+
+pub const SESSION_COLS: &str = "token_hash, account_id, csrf_token, created_at, expires_at";
+
+pub fn session(r: &Row) -> Result<Session, Error> {
+    Ok(Session {
+        token_hash: r.try_get(0)?,
+        account_id: r.try_get(1)?,
+        csrf_token: r.try_get(2)?,
+        created_at: Timestamp(r.try_get(3)?),
+        expires_at: Timestamp(r.try_get(4)?),
+    })
+}
+
+/// Maps every row, stopping at the first that does not read.
+pub fn all<T>(rows: &[Row], f: fn(&Row) -> Result<T, Error>) -> Result<Vec<T>, Error> {
+    rows.iter().map(f).collect()
+}

@@ -1,0 +1,992 @@
+//! `Store` for PostgreSQL: the queries and their transactions. Locks are always taken in the
+//! order run → key → account, so two transactions never wait on each other in a cycle.
+
+use crate::rows::{self, ACCOUNT_COLS, KEY_COLS, LEDGER_COLS, RUN_COLS};
+use crate::{CANCEL_CHANNEL, Error, PgStore, QUEUE_CHANNEL};
+use async_trait::async_trait;
+use deadpool_postgres::Transaction;
+use runbase_domain::account::{
+    Account, ApiKey, KeySettings, KeyUpdate, LedgerEntry, LedgerKind, NewAccount,
+};
+use runbase_domain::ids::{self, KeyHash};
+use runbase_domain::money::Millicents;
+use runbase_domain::run::{NewRun, Run, RunError, RunOutcome, RunStatus};
+use runbase_domain::sessions::Session;
+use runbase_domain::store::{CreateRunError, PaymentCredit, RunFilter, Store, StoreError};
+use runbase_domain::time::Timestamp;
+use std::sync::Arc;
+use tokio_postgres::types::ToSql;
+
+type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+/// Any two numbers, the same in every node: makes "the first account is the administrator"
+/// hold when two accounts are created at once on an empty install.
+const FIRST_ACCOUNT_LOCK: i64 = 0x0072_756e_6261_7366;
+
+/// One ledger row to append (its balance after is computed when it is written).
+pub(crate) struct LedgerLine<'a> {
+    pub account_id: &'a str,
+    pub kind: LedgerKind,
+    /// Signed: positive adds to the balance.
+    pub amount: Millicents,
+    pub run_id: Option<&'a str>,
+    pub key_id: Option<&'a str>,
+    pub memo: &'a str,
+    pub granted_by: Option<&'a str>,
+    pub now: Timestamp,
+}
+
+async fn query(
+    tx: &Transaction<'_>,
+    sql: &str,
+    p: Params<'_>,
+) -> Result<Vec<tokio_postgres::Row>, Error> {
+    let stmt = tx.prepare_cached(sql).await?;
+    Ok(tx.query(&stmt, p).await?)
+}
+
+async fn query_opt(
+    tx: &Transaction<'_>,
+    sql: &str,
+    p: Params<'_>,
+) -> Result<Option<tokio_postgres::Row>, Error> {
+    let stmt = tx.prepare_cached(sql).await?;
+    Ok(tx.query_opt(&stmt, p).await?)
+}
+
+async fn execute(tx: &Transaction<'_>, sql: &str, p: Params<'_>) -> Result<u64, Error> {
+    let stmt = tx.prepare_cached(sql).await?;
+    Ok(tx.execute(&stmt, p).await?)
+}
+
+/// Changes an account's balance by the line's amount (locking the account row) and appends the
+/// line that explains it. A balance that would go below zero fails the `CHECK`.
+pub(crate) async fn append_ledger(
+    tx: &Transaction<'_>,
+    line: LedgerLine<'_>,
+) -> Result<LedgerEntry, Error> {
+    let row = query_opt(
+        tx,
+        "UPDATE accounts SET balance_millicents = balance_millicents + $2 WHERE id = $1 RETURNING balance_millicents",
+        &[&line.account_id, &line.amount.0],
+    )
+    .await?
+    .ok_or_else(|| Error::Data(format!("no account {}", line.account_id)))?;
+    insert_ledger_row(tx, line, row.try_get(0)?).await
+}
+
+/// Appends a ledger row for a balance change already applied (`balance_after` is the result).
+async fn insert_ledger_row(
+    tx: &Transaction<'_>,
+    line: LedgerLine<'_>,
+    balance_after: i64,
+) -> Result<LedgerEntry, Error> {
+    let row = query_opt(
+        tx,
+        "INSERT INTO ledger (account_id, kind, amount_millicents, balance_after_millicents, run_id, key_id, memo, created_at, granted_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+        &[
+            &line.account_id,
+            &line.kind.as_str(),
+            &line.amount.0,
+            &balance_after,
+            &line.run_id,
+            &line.key_id,
+            &line.memo,
+            &line.now.0,
+            &line.granted_by,
+        ],
+    )
+    .await?
+    .ok_or_else(|| Error::Data("INSERT returned no row".into()))?;
+    Ok(LedgerEntry {
+        id: row.try_get(0)?,
+        account_id: line.account_id.to_owned(),
+        kind: line.kind,
+        amount: line.amount,
+        balance_after: Millicents(balance_after),
+        run_id: line.run_id.map(str::to_owned),
+        key_id: line.key_id.map(str::to_owned),
+        memo: line.memo.to_owned(),
+        granted_by: line.granted_by.map(str::to_owned),
+        created_at: line.now,
+    })
+}
+
+/// What a run was charged, read back when it ends badly.
+struct Charged {
+    cost: i64,
+    account_id: String,
+    key_id: String,
+    model: String,
+}
+
+impl Charged {
+    fn from_row(r: &tokio_postgres::Row) -> Result<Charged, Error> {
+        Ok(Charged {
+            cost: r.try_get(0)?,
+            account_id: r.try_get(1)?,
+            key_id: r.try_get(2)?,
+            model: r.try_get(3)?,
+        })
+    }
+}
+
+/// Gives a run's cost back to the key's spend and to the account (a ledger entry). Called only
+/// in the transaction that moved the run to `failed` or `canceled`, which happens once.
+async fn refund(
+    tx: &Transaction<'_>,
+    run_id: &str,
+    c: Charged,
+    now: Timestamp,
+) -> Result<(), Error> {
+    if c.cost <= 0 {
+        return Ok(());
+    }
+    // Key before account: the lock order of `create_run`.
+    execute(
+        tx,
+        "UPDATE api_keys SET spent_millicents = spent_millicents - $2 WHERE id = $1",
+        &[&c.key_id, &c.cost],
+    )
+    .await?;
+    append_ledger(
+        tx,
+        LedgerLine {
+            account_id: &c.account_id,
+            kind: LedgerKind::RunRefund,
+            amount: Millicents(c.cost),
+            run_id: Some(run_id),
+            key_id: Some(&c.key_id),
+            memo: &c.model,
+            granted_by: None,
+            now,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+const SUCCEED: &str =
+    "UPDATE runs SET status = 'succeeded', output = $2, completed_at = $3, locked_until = NULL
+     WHERE id = $1 AND status = 'processing'";
+
+/// Ends a `processing` run; refunds a failure. A run in any other state is left alone, so
+/// finishing twice (or after a cancel) never refunds twice: the row lock taken by the UPDATE
+/// makes a racing cancel or finish see the new status and match nothing.
+async fn finish_tx(
+    tx: &Transaction<'_>,
+    run_id: &str,
+    outcome: &RunOutcome,
+    now: Timestamp,
+) -> Result<(), Error> {
+    match outcome {
+        RunOutcome::Succeeded { output } => {
+            execute(tx, SUCCEED, &[&run_id, &output.to_string(), &now.0]).await?;
+        }
+        RunOutcome::Failed { error } => {
+            let charged = query_opt(
+                tx,
+                "UPDATE runs SET status = 'failed', error_message = $2, error_code = $3, completed_at = $4, locked_until = NULL
+                 WHERE id = $1 AND status = 'processing'
+                 RETURNING cost_millicents, account_id, key_id, model",
+                &[&run_id, &error.message, &error.code, &now.0],
+            )
+            .await?;
+            if let Some(row) = charged {
+                refund(tx, run_id, Charged::from_row(&row)?, now).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Admits a run: locks the key and re-checks it (usable, quota, spend limit: the domain's
+/// rules), debits the balance in one conditional statement, and inserts the run (which queues
+/// it) and its ledger row. `Ok(Err(_))` is a refusal; the caller rolls back.
+async fn create_run_tx(
+    tx: &Transaction<'_>,
+    run: &NewRun,
+) -> Result<Result<Run, CreateRunError>, Error> {
+    let Some(key) = query_opt(
+        tx,
+        &format!("SELECT {KEY_COLS} FROM api_keys WHERE id = $1 FOR UPDATE"),
+        &[&run.key_id],
+    )
+    .await?
+    else {
+        return Ok(Err(CreateRunError::KeyNotUsable));
+    };
+    let key = rows::api_key(&key)?;
+    if !key.is_usable(run.created_at) || key.account_id != run.account_id {
+        return Ok(Err(CreateRunError::KeyNotUsable));
+    }
+    if key.quota_exhausted() {
+        return Ok(Err(CreateRunError::QuotaExhausted));
+    }
+    if key.would_pass_spend_limit(run.price) {
+        return Ok(Err(CreateRunError::SpendLimit));
+    }
+    // The balance check and the debit in one statement: no row means the balance is too low.
+    let Some(balance) = query_opt(
+        tx,
+        "UPDATE accounts SET balance_millicents = balance_millicents - $2
+         WHERE id = $1 AND balance_millicents >= $2 RETURNING balance_millicents",
+        &[&run.account_id, &run.price.0],
+    )
+    .await?
+    else {
+        return Ok(Err(CreateRunError::InsufficientBalance));
+    };
+    let balance_after: i64 = balance.try_get(0)?;
+    // The remaining writes do not depend on each other: sent together, they share round trips.
+    let input = run.input.to_string();
+    let spend_params: [&(dyn ToSql + Sync); 3] = [&run.key_id, &run.price.0, &run.created_at.0];
+    let run_params: [&(dyn ToSql + Sync); 8] = [
+        &run.id,
+        &run.account_id,
+        &run.key_id,
+        &run.model,
+        &input,
+        &run.price.0,
+        &run.created_at.0,
+        &run.test,
+    ];
+    let spend = execute(
+        tx,
+        "UPDATE api_keys SET spent_millicents = spent_millicents + $2, runs_created = runs_created + 1,
+             last_used_at = GREATEST(COALESCE(last_used_at, 0), $3)
+         WHERE id = $1",
+        &spend_params,
+    );
+    // Inserting a `pending` run is what enqueues it; the NOTIFY is delivered at commit.
+    let insert = execute(
+        tx,
+        "INSERT INTO runs (id, account_id, key_id, model, status, input, cost_millicents, created_at, test)
+         VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $8)",
+        &run_params,
+    );
+    let notify = execute(tx, "SELECT pg_notify($1, '')", &[&QUEUE_CHANNEL]);
+    let charge = async {
+        if run.price > Millicents::ZERO {
+            insert_ledger_row(
+                tx,
+                LedgerLine {
+                    account_id: &run.account_id,
+                    kind: LedgerKind::RunCharge,
+                    amount: -run.price,
+                    run_id: Some(&run.id),
+                    key_id: Some(&run.key_id),
+                    memo: &run.model,
+                    granted_by: None,
+                    now: run.created_at,
+                },
+                balance_after,
+            )
+            .await?;
+        }
+        Ok::<_, Error>(())
+    };
+    futures_util::future::try_join4(spend, insert, notify, charge).await?;
+    Ok(Ok(Run {
+        id: run.id.clone(),
+        model: run.model.clone(),
+        status: RunStatus::Pending,
+        input: run.input.clone(),
+        output: None,
+        error: None,
+        cost: run.price,
+        created_at: run.created_at,
+        started_at: None,
+        completed_at: None,
+        account_id: run.account_id.clone(),
+        key_id: run.key_id.clone(),
+        attempts: 0,
+        test: run.test,
+    }))
+}
+
+/// Runs whose lease ran out before `now`: back to the queue, or failed with a refund once they
+/// were started `max_attempts` times. `SKIP LOCKED`: a run another node is reclaiming (or a
+/// worker is finishing) right now is left to it, so each is reclaimed once.
+async fn reclaim_tx(
+    tx: &Transaction<'_>,
+    max_attempts: u32,
+    now: Timestamp,
+) -> Result<(u64, u64), Error> {
+    let expired = query(
+        tx,
+        "SELECT id, attempts FROM runs WHERE status = 'processing' AND locked_until < $1
+         ORDER BY seq LIMIT 1000 FOR UPDATE SKIP LOCKED",
+        &[&now.0],
+    )
+    .await?;
+    let (mut requeued, mut failed) = (0, 0);
+    for row in expired {
+        let (id, attempts): (String, i64) = (row.try_get(0)?, row.try_get(1)?);
+        if attempts >= i64::from(max_attempts) {
+            let error = RunError::interrupted(attempts.clamp(0, i64::from(u32::MAX)) as u32);
+            finish_tx(tx, &id, &RunOutcome::Failed { error }, now).await?;
+            failed += 1;
+        } else {
+            execute(
+                tx,
+                "UPDATE runs SET status = 'pending', started_at = NULL, locked_until = NULL WHERE id = $1",
+                &[&id],
+            )
+            .await?;
+            requeued += 1;
+        }
+    }
+    if requeued > 0 {
+        execute(tx, "SELECT pg_notify($1, '')", &[&QUEUE_CHANNEL]).await?;
+    }
+    Ok((requeued, failed))
+}
+
+/// A future that runs `$body` (a future using the transaction `$tx`) and commits, unless it
+/// fails: a transaction dropped without commit is rolled back.
+macro_rules! in_tx {
+    ($store:expr, |$tx:ident| $body:expr) => {{
+        async {
+            let mut client = $store.pool.get().await?;
+            let transaction = client.transaction().await?;
+            let value = {
+                let $tx = &transaction;
+                $body.await?
+            };
+            transaction.commit().await?;
+            Ok::<_, Error>(value)
+        }
+    }};
+}
+
+impl PgStore {
+    /// One statement on a pooled connection (autocommit).
+    pub(crate) async fn rows(
+        &self,
+        sql: &str,
+        p: Params<'_>,
+    ) -> Result<Vec<tokio_postgres::Row>, Error> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(sql).await?;
+        Ok(client.query(&stmt, p).await?)
+    }
+
+    pub(crate) async fn row(
+        &self,
+        sql: &str,
+        p: Params<'_>,
+    ) -> Result<Option<tokio_postgres::Row>, Error> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(sql).await?;
+        Ok(client.query_opt(&stmt, p).await?)
+    }
+
+    pub(crate) async fn exec(&self, sql: &str, p: Params<'_>) -> Result<u64, Error> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(sql).await?;
+        Ok(client.execute(&stmt, p).await?)
+    }
+
+    async fn key(&self, id: &str) -> Result<Option<ApiKey>, Error> {
+        self.row(
+            &format!("SELECT {KEY_COLS} FROM api_keys WHERE id = $1"),
+            &[&id],
+        )
+        .await?
+        .as_ref()
+        .map(rows::api_key)
+        .transpose()
+    }
+
+    async fn create_run_committed(
+        &self,
+        run: NewRun,
+    ) -> Result<Result<Run, CreateRunError>, Error> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let created = create_run_tx(&tx, &run).await?;
+        if created.is_ok() {
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+        }
+        Ok(created)
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn create_account_with(
+        &self,
+        new: NewAccount,
+        now: Timestamp,
+    ) -> Result<Account, StoreError> {
+        let id = ids::new_account_id();
+        let created = in_tx!(self, |tx| {
+            Box::pin(async move {
+                // The first account of an empty install is its administrator.
+                execute(
+                    tx,
+                    "SELECT pg_advisory_xact_lock($1)",
+                    &[&FIRST_ACCOUNT_LOCK],
+                )
+                .await?;
+                let row = query_opt(
+                    tx,
+                    &format!(
+                        "INSERT INTO accounts (id, email, created_at, password_hash, admin)
+                             VALUES ($1, $2, $3, $4, $5 OR NOT EXISTS (SELECT 1 FROM accounts))
+                             RETURNING {ACCOUNT_COLS}"
+                    ),
+                    &[&id, &new.email, &now.0, &new.password_hash, &new.admin],
+                )
+                .await?
+                .ok_or_else(|| Error::Data("INSERT returned no row".into()))?;
+                rows::account(&row)
+            })
+        })
+        .await;
+        match created {
+            Ok(a) => Ok(a),
+            Err(e) if e.is_unique_violation() => Err(StoreError::Conflict(
+                "an account with this email already exists".into(),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn account_by_email(&self, email: &str) -> Result<Option<Account>, StoreError> {
+        let row = self
+            .row(
+                &format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE email = $1"),
+                &[&email],
+            )
+            .await?;
+        Ok(row.as_ref().map(rows::account).transpose()?)
+    }
+
+    async fn list_accounts(&self) -> Result<Vec<Account>, StoreError> {
+        let rows = self
+            .rows(
+                &format!("SELECT {ACCOUNT_COLS} FROM accounts ORDER BY created_at, id"),
+                &[],
+            )
+            .await?;
+        Ok(rows::all(&rows, rows::account)?)
+    }
+
+    async fn set_admin(&self, account_id: &str, admin: bool) -> Result<Account, StoreError> {
+        let row = self
+            .row(
+                &format!("UPDATE accounts SET admin = $2 WHERE id = $1 RETURNING {ACCOUNT_COLS}"),
+                &[&account_id, &admin],
+            )
+            .await?;
+        match row {
+            Some(r) => Ok(rows::account(&r)?),
+            None => Err(StoreError::NotFound(format!("no account {account_id}"))),
+        }
+    }
+
+    async fn account(&self, id: &str) -> Result<Option<Account>, StoreError> {
+        let row = self
+            .row(
+                &format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id = $1"),
+                &[&id],
+            )
+            .await?;
+        Ok(row.as_ref().map(rows::account).transpose()?)
+    }
+
+    async fn add_credits(
+        &self,
+        account_id: &str,
+        amount: Millicents,
+        memo: &str,
+        granted_by: Option<&str>,
+        now: Timestamp,
+    ) -> Result<LedgerEntry, StoreError> {
+        Ok(in_tx!(self, |tx| {
+            Box::pin(append_ledger(
+                tx,
+                LedgerLine {
+                    account_id,
+                    kind: LedgerKind::Topup,
+                    amount,
+                    run_id: None,
+                    key_id: None,
+                    memo,
+                    granted_by,
+                    now,
+                },
+            ))
+        })
+        .await?)
+    }
+
+    async fn run_ledger(
+        &self,
+        account_id: &str,
+        run_id: &str,
+    ) -> Result<Vec<LedgerEntry>, StoreError> {
+        let rows = self
+            .rows(
+                &format!("SELECT {LEDGER_COLS} FROM ledger WHERE run_id = $1 AND account_id = $2 ORDER BY id"),
+                &[&run_id, &account_id],
+            )
+            .await?;
+        Ok(rows::all(&rows, rows::ledger)?)
+    }
+
+    async fn password_hash(&self, account_id: &str) -> Result<Option<String>, StoreError> {
+        let row = self
+            .row(
+                "SELECT password_hash FROM accounts WHERE id = $1",
+                &[&account_id],
+            )
+            .await?;
+        Ok(match row {
+            Some(r) => r.try_get::<_, Option<String>>(0).map_err(Error::from)?,
+            None => None,
+        })
+    }
+
+    async fn set_password_hash(
+        &self,
+        account_id: &str,
+        phc: &str,
+        keep_session: Option<&str>,
+    ) -> Result<(), StoreError> {
+        Ok(
+            in_tx!(self, |tx| Box::pin(crate::dashboard::set_password_tx(
+                tx,
+                account_id,
+                phc,
+                keep_session
+            )))
+            .await?,
+        )
+    }
+
+    async fn create_session(&self, session: &Session) -> Result<(), StoreError> {
+        Ok(
+            in_tx!(self, |tx| Box::pin(crate::dashboard::create_session_tx(
+                tx, session
+            )))
+            .await?,
+        )
+    }
+
+    async fn session(
+        &self,
+        token_hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<(Session, Account)>, StoreError> {
+        Ok(crate::dashboard::session(self, token_hash, now).await?)
+    }
+
+    async fn delete_session(&self, token_hash: &str) -> Result<(), StoreError> {
+        self.exec("DELETE FROM sessions WHERE token_hash = $1", &[&token_hash])
+            .await?;
+        Ok(())
+    }
+
+    async fn create_payment(
+        &self,
+        provider: &str,
+        checkout_id: &str,
+        account_id: &str,
+        amount: Millicents,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.exec(
+            "INSERT INTO payments (provider, checkout_id, account_id, amount_millicents, status, created_at)
+             VALUES ($1, $2, $3, $4, 'pending', $5)",
+            &[&provider, &checkout_id, &account_id, &amount.0, &now.0],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn complete_payment(
+        &self,
+        provider: &str,
+        event_id: &str,
+        checkout_id: &str,
+        account_id: Option<&str>,
+        amount: Millicents,
+        now: Timestamp,
+    ) -> Result<PaymentCredit, StoreError> {
+        let p = crate::dashboard::Confirmation {
+            provider,
+            event_id,
+            checkout_id,
+            account_id,
+            amount,
+            now,
+        };
+        Ok(
+            in_tx!(self, |tx| Box::pin(crate::dashboard::complete_payment_tx(
+                tx, &p
+            )))
+            .await?,
+        )
+    }
+
+    async fn ledger(
+        &self,
+        account_id: &str,
+        limit: u32,
+        before: Option<i64>,
+    ) -> Result<Vec<LedgerEntry>, StoreError> {
+        let rows = self
+            .rows(
+                &format!("SELECT {LEDGER_COLS} FROM ledger WHERE account_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"),
+                &[&account_id, &before.unwrap_or(i64::MAX), &i64::from(limit)],
+            )
+            .await?;
+        Ok(rows::all(&rows, rows::ledger)?)
+    }
+
+    async fn create_key(
+        &self,
+        account_id: &str,
+        id: &str,
+        hash: &KeyHash,
+        prefix: &str,
+        settings: &KeySettings,
+        now: Timestamp,
+    ) -> Result<ApiKey, StoreError> {
+        let ips = serde_json::to_string(&settings.allow_ips.to_strings())
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        let s = settings;
+        let row = self
+            .row(
+                &format!(
+                    "INSERT INTO api_keys (id, account_id, name, prefix, hash, test, expires_at, allow_ips,
+                         spend_limit_millicents, quota, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                     RETURNING {KEY_COLS}"
+                ),
+                &[
+                    &id,
+                    &account_id,
+                    &s.name.clone().unwrap_or_default(),
+                    &prefix,
+                    &hash.0,
+                    &s.test,
+                    &s.expires_at.map(|t| t.0),
+                    &ips,
+                    &s.spend_limit.map(|m| m.0),
+                    &s.quota.map(|q| q.min(i64::MAX as u64) as i64),
+                    &now.0,
+                ],
+            )
+            .await?
+            .ok_or_else(|| StoreError::Backend("INSERT returned no row".into()))?;
+        Ok(rows::api_key(&row)?)
+    }
+
+    async fn key_by_hash(&self, hash: &KeyHash) -> Result<Option<ApiKey>, StoreError> {
+        let row = self
+            .row(
+                &format!("SELECT {KEY_COLS} FROM api_keys WHERE hash = $1"),
+                &[&hash.0],
+            )
+            .await?;
+        Ok(row.as_ref().map(rows::api_key).transpose()?)
+    }
+
+    async fn key_by_id(&self, id: &str) -> Result<Option<ApiKey>, StoreError> {
+        Ok(self.key(id).await?)
+    }
+
+    async fn list_keys(&self, account_id: &str) -> Result<Vec<ApiKey>, StoreError> {
+        let rows = self
+            .rows(
+                &format!("SELECT {KEY_COLS} FROM api_keys WHERE account_id = $1 AND deleted_at IS NULL ORDER BY created_at DESC, id"),
+                &[&account_id],
+            )
+            .await?;
+        Ok(rows::all(&rows, rows::api_key)?)
+    }
+
+    async fn update_key(&self, id: &str, update: &KeyUpdate) -> Result<ApiKey, StoreError> {
+        let ips = match &update.allow_ips {
+            Some(l) => Some(
+                serde_json::to_string(&l.to_strings())
+                    .map_err(|e| StoreError::Backend(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let u = update;
+        let updated = in_tx!(self, |tx| {
+            Box::pin(async move {
+                let exists = query_opt(
+                    tx,
+                    "SELECT 1 FROM api_keys WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+                    &[&id],
+                )
+                .await?;
+                if exists.is_none() {
+                    return Ok(None);
+                }
+                if let Some(name) = &u.name {
+                    execute(
+                        tx,
+                        "UPDATE api_keys SET name = $2 WHERE id = $1",
+                        &[&id, name],
+                    )
+                    .await?;
+                }
+                if let Some(limit) = u.spend_limit {
+                    execute(
+                        tx,
+                        "UPDATE api_keys SET spend_limit_millicents = $2 WHERE id = $1",
+                        &[&id, &limit.map(|m| m.0)],
+                    )
+                    .await?;
+                }
+                if let Some(ips) = &ips {
+                    execute(
+                        tx,
+                        "UPDATE api_keys SET allow_ips = $2 WHERE id = $1",
+                        &[&id, ips],
+                    )
+                    .await?;
+                }
+                if let Some(exp) = u.expires_at {
+                    execute(
+                        tx,
+                        "UPDATE api_keys SET expires_at = $2 WHERE id = $1",
+                        &[&id, &exp.map(|t| t.0)],
+                    )
+                    .await?;
+                }
+                if let Some(q) = u.quota {
+                    execute(
+                        tx,
+                        "UPDATE api_keys SET quota = $2 WHERE id = $1",
+                        &[&id, &q.map(|q| q.min(i64::MAX as u64) as i64)],
+                    )
+                    .await?;
+                }
+                if let Some(d) = u.disabled {
+                    execute(
+                        tx,
+                        "UPDATE api_keys SET disabled = $2 WHERE id = $1",
+                        &[&id, &d],
+                    )
+                    .await?;
+                }
+                query_opt(
+                    tx,
+                    &format!("SELECT {KEY_COLS} FROM api_keys WHERE id = $1"),
+                    &[&id],
+                )
+                .await?
+                .as_ref()
+                .map(rows::api_key)
+                .transpose()
+            })
+        })
+        .await?;
+        updated.ok_or_else(|| StoreError::NotFound("no such key".into()))
+    }
+
+    async fn touch_key(&self, id: &str, now: Timestamp) -> Result<(), StoreError> {
+        // Skips the write (and the row lock) when a later use is already recorded.
+        self.exec(
+            "UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $2)",
+            &[&id, &now.0],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_key(&self, id: &str, now: Timestamp) -> Result<(), StoreError> {
+        let n = self
+            .exec(
+                "UPDATE api_keys SET deleted_at = $2 WHERE id = $1 AND deleted_at IS NULL",
+                &[&id, &now.0],
+            )
+            .await?;
+        if n == 0 {
+            return Err(StoreError::NotFound("no such key".into()));
+        }
+        Ok(())
+    }
+
+    async fn create_run(&self, run: NewRun) -> Result<Run, CreateRunError> {
+        let created = self.create_run_committed(run).await??;
+        // This node's worker need not wait for the NOTIFY's round trip.
+        self.queue_signal.notify_one();
+        Ok(created)
+    }
+
+    async fn get_run(&self, account_id: &str, run_id: &str) -> Result<Option<Run>, StoreError> {
+        let row = self
+            .row(
+                &format!("SELECT {RUN_COLS} FROM runs WHERE id = $1 AND account_id = $2"),
+                &[&run_id, &account_id],
+            )
+            .await?;
+        Ok(row.as_ref().map(rows::run).transpose()?)
+    }
+
+    async fn list_runs(
+        &self,
+        account_id: &str,
+        filter: &RunFilter,
+        limit: u32,
+        starting_after: Option<&str>,
+    ) -> Result<Vec<Run>, StoreError> {
+        let status = filter.status.map(|s| s.as_str());
+        let model = filter.model.as_deref();
+        let rows = self
+            .rows(
+                &format!(
+                    "SELECT {RUN_COLS} FROM runs WHERE account_id = $1
+                       AND ($2::text IS NULL OR status = $2::text)
+                       AND ($3::text IS NULL OR model = $3::text)
+                       AND seq < COALESCE((SELECT seq FROM runs WHERE id = $4::text AND account_id = $1), 9223372036854775807)
+                     ORDER BY seq DESC LIMIT $5"
+                ),
+                &[&account_id, &status, &model, &starting_after, &i64::from(limit)],
+            )
+            .await?;
+        Ok(rows::all(&rows, rows::run)?)
+    }
+
+    async fn claim_runs(
+        &self,
+        max: u32,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Vec<Run>, StoreError> {
+        // SKIP LOCKED: workers of other nodes claiming at the same moment take other runs
+        // instead of waiting; a run claimed and committed meanwhile no longer matches.
+        let rows = self
+            .rows(
+                &format!(
+                    "UPDATE runs SET status = 'processing', started_at = $2, attempts = attempts + 1, locked_until = $3
+                     WHERE seq IN (SELECT seq FROM runs WHERE status = 'pending' ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
+                     RETURNING {RUN_COLS}"
+                ),
+                &[&i64::from(max), &now.0, &lease_until.0],
+            )
+            .await?;
+        let mut runs = rows::all(&rows, rows::run)?;
+        runs.sort_by_key(|r| r.created_at);
+        Ok(runs)
+    }
+
+    async fn renew_leases(
+        &self,
+        runs: &[(String, u32)],
+        until: Timestamp,
+    ) -> Result<Vec<String>, StoreError> {
+        let ids: Vec<&str> = runs.iter().map(|(id, _)| id.as_str()).collect();
+        let attempts: Vec<i64> = runs.iter().map(|(_, a)| i64::from(*a)).collect();
+        let rows = self
+            .rows(
+                "UPDATE runs SET locked_until = $3
+                 FROM unnest($1::text[], $2::bigint[]) AS mine (id, attempt)
+                 WHERE runs.id = mine.id AND runs.attempts = mine.attempt AND runs.status = 'processing'
+                 RETURNING runs.id",
+                &[&ids, &attempts, &until.0],
+            )
+            .await?;
+        let renewed: std::collections::HashSet<String> = rows
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect::<Result<_, _>>()
+            .map_err(Error::from)?;
+        Ok(runs
+            .iter()
+            .filter(|(id, _)| !renewed.contains(id))
+            .map(|(id, _)| id.clone())
+            .collect())
+    }
+
+    async fn reclaim_expired(
+        &self,
+        max_attempts: u32,
+        now: Timestamp,
+    ) -> Result<(u64, u64), StoreError> {
+        Ok(in_tx!(self, |tx| Box::pin(reclaim_tx(tx, max_attempts, now))).await?)
+    }
+
+    async fn finish_run(
+        &self,
+        run_id: &str,
+        outcome: RunOutcome,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        if let RunOutcome::Succeeded { output } = &outcome {
+            // One statement, no money: no transaction needed (one round trip, not three).
+            self.exec(SUCCEED, &[&run_id, &output.to_string(), &now.0])
+                .await?;
+            return Ok(());
+        }
+        let outcome = &outcome;
+        Ok(in_tx!(self, |tx| Box::pin(finish_tx(tx, run_id, outcome, now))).await?)
+    }
+
+    async fn cancel_run(
+        &self,
+        account_id: &str,
+        run_id: &str,
+        now: Timestamp,
+    ) -> Result<Option<Run>, StoreError> {
+        Ok(in_tx!(self, |tx| {
+                Box::pin(async move {
+                    let charged = query_opt(
+                        tx,
+                        "UPDATE runs SET status = 'canceled', error_message = 'The run was canceled', error_code = 'canceled',
+                             completed_at = $3, locked_until = NULL
+                         WHERE id = $1 AND account_id = $2 AND status IN ('pending', 'processing')
+                         RETURNING cost_millicents, account_id, key_id, model",
+                        &[&run_id, &account_id, &now.0],
+                    )
+                    .await?;
+                    if let Some(row) = charged {
+                        refund(tx, run_id, Charged::from_row(&row)?, now).await?;
+                        // Delivered at commit to every node: the one executing it stops it.
+                        execute(tx, "SELECT pg_notify($1, $2)", &[&CANCEL_CHANNEL, &run_id])
+                            .await?;
+                    }
+                    query_opt(
+                        tx,
+                        &format!("SELECT {RUN_COLS} FROM runs WHERE id = $1 AND account_id = $2"),
+                        &[&run_id, &account_id],
+                    )
+                    .await?
+                    .as_ref()
+                    .map(rows::run)
+                    .transpose()
+                })
+            })
+            .await?)
+    }
+
+    /// Several nodes share this database: a run still `processing` may belong to a live worker
+    /// elsewhere, so only runs whose lease ran out are recovered (as [`Store::reclaim_expired`]).
+    async fn recover_interrupted(
+        &self,
+        max_attempts: u32,
+        now: Timestamp,
+    ) -> Result<(u64, u64), StoreError> {
+        self.reclaim_expired(max_attempts, now).await
+    }
+
+    fn queue_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.queue_signal.clone()
+    }
+
+    fn cancellations(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
+        Some(self.cancels.subscribe())
+    }
+}
