@@ -194,6 +194,83 @@ async fn slow_clients_are_cut_and_capped_while_others_are_served() {
         .expect("slow connections were still open after 30 s");
 }
 
+/// A connection from `src` with a 4 KB receive buffer that sends `n` pipelined requests for
+/// the model list and reads nothing; its reader is handed back, unread.
+async fn pipeline_and_never_read(
+    src: &str,
+    s: &Server,
+    n: usize,
+) -> tokio::net::tcp::OwnedReadHalf {
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.bind(format!("{src}:0").parse().unwrap()).unwrap();
+    let (r, mut w) = sock.connect(addr(s)).await.unwrap().into_split();
+    // The server reads requests only as it answers them, so the writer may block: it runs on
+    // its own (and ends when the connection does).
+    tokio::spawn(async move {
+        let reqs = "GET /api/v1/models HTTP/1.1\r\nHost: x\r\n\r\n".repeat(n);
+        let _ = w.write_all(reqs.as_bytes()).await;
+        std::future::pending::<()>().await;
+    });
+    r
+}
+
+/// Whether a fresh connection from `src` is answered (and not closed unread by a cap).
+async fn served_from(src: &str, s: &Server) -> bool {
+    let mut c = connect_from(src, s).await;
+    if c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    read_until_closed(&mut c).await.starts_with(b"HTTP/1.1 200")
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_its_answers_is_cut() {
+    let server = Server::start_with(&config_env(&[
+        ("RUNBASE_HTTP__WRITE_TIMEOUT_SECS", "1"),
+        ("RUNBASE_HTTP__MAX_CONNECTIONS", "100"),
+        ("RUNBASE_HTTP__MAX_CONNECTIONS_PER_IP", "2"),
+    ]));
+    let s = &server;
+    const SENT: usize = 2000;
+    let test = async {
+        // 127.0.0.3 fills its two slots with connections that pipeline 2,000 requests (tens of
+        // megabytes of answers, far past any socket buffer) and never read...
+        let stuck = [
+            pipeline_and_never_read("127.0.0.3", s, SENT).await,
+            pipeline_and_never_read("127.0.0.3", s, SENT).await,
+        ];
+        // ...so it is not served while they hold, and everyone else is, throughout, until the
+        // server cuts them and that host is served again.
+        let client = s.client();
+        loop {
+            let r = client.get(None, "/health").await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            if served_from("127.0.0.3", s).await {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // The stuck connections were closed with most of their answers never written.
+        for mut r in stuck {
+            let got = read_until_closed(&mut r).await;
+            let answers = got.windows(15).filter(|w| w == b"HTTP/1.1 200 OK").count();
+            assert!(
+                answers < SENT,
+                "all {answers} answers were written: not cut"
+            );
+        }
+    };
+    // The bound: the cut comes about a second after the client stops reading; a server that
+    // never cuts fails here.
+    tokio::time::timeout(Duration::from_secs(30), test)
+        .await
+        .expect("connections that never read were still open after 30 s");
+}
+
 #[tokio::test]
 async fn shutdown_is_graceful_with_idle_and_slow_connections_open() {
     let mut server = Server::start();
