@@ -39,7 +39,10 @@ pub async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, BodyError>
         discard(body, limit);
         return Err(BodyError::TooLarge);
     }
-    let mut buf = BytesMut::new();
+    // One allocation of what was declared (`Content-Length`, already within the limit), so the
+    // buffer never doubles past it; a body of unknown length grows as it arrives.
+    let declared = usize::try_from(body.size_hint().exact().unwrap_or(0)).unwrap_or(0);
+    let mut buf = BytesMut::with_capacity(declared.min(limit));
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| classify(&e))?;
         if let Ok(data) = frame.into_data() {

@@ -291,18 +291,23 @@ async fn shutdown_is_graceful_with_idle_and_slow_connections_open() {
 /// Sends the head of a 1 MB upload and the first kilobyte of it, then reads the answer (which
 /// must come although the rest of the body never does).
 async fn partial_upload(s: &Server, path: &str, headers: &str) -> (String, Value) {
+    let got = partial_upload_raw(s, path, headers).await;
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let status = text.get(9..12).unwrap_or_default().to_owned();
+    (status, raw_body(&got))
+}
+
+/// [`partial_upload`]'s raw answer.
+async fn partial_upload_raw(s: &Server, path: &str, headers: &str) -> Vec<u8> {
     let mut c = connect_from("127.0.0.1", s).await;
     let head = format!(
         "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n{headers}\r\n"
     );
     c.write_all(head.as_bytes()).await.unwrap();
     c.write_all(&[b' '; 1000]).await.unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(20), read_response(&mut c))
+    tokio::time::timeout(Duration::from_secs(20), read_response(&mut c))
         .await
-        .unwrap_or_else(|_| panic!("{path}: no answer before the body was complete"));
-    let text = String::from_utf8_lossy(&got).into_owned();
-    let status = text.get(9..12).unwrap_or_default().to_owned();
-    (status, raw_body(&got))
+        .unwrap_or_else(|_| panic!("{path}: no answer before the body was complete"))
 }
 
 #[tokio::test]
@@ -338,6 +343,63 @@ async fn the_key_and_the_signature_are_checked_before_the_body_is_read() {
     assert_eq!(body["error"]["code"], "RATE_LIMITED");
 }
 
+#[tokio::test]
+async fn routes_without_a_key_refuse_large_bodies_unread() {
+    let server = Server::start_with(&config_env(&[
+        ("RUNBASE_PAYMENTS__STRIPE__SECRET_KEY", "sk_test_hardening"),
+        (
+            "RUNBASE_PAYMENTS__STRIPE__WEBHOOK_SECRET",
+            "whsec_hardening",
+        ),
+    ]));
+    // Log-out without a session: sent to the log-in page, the body unread.
+    let got = partial_upload_raw(
+        &server,
+        "/logout",
+        "Content-Type: application/x-www-form-urlencoded\r\n",
+    )
+    .await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 303"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("location: /login"),
+        "{text}"
+    );
+    // The log-in form takes a few kilobytes, not a megabyte.
+    let got = partial_upload_raw(
+        &server,
+        "/login",
+        "Accept: text/html\r\nContent-Type: application/x-www-form-urlencoded\r\n",
+    )
+    .await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    // A Stripe signature header that is stale, malformed or has no signature: refused unread.
+    for sig in ["t=1,v1=00", "t=soon,v1=00", "v1=00", "t=1"] {
+        let (status, body) = partial_upload(
+            &server,
+            "/webhooks/stripe",
+            &format!("Stripe-Signature: {sig}\r\n"),
+        )
+        .await;
+        assert_eq!(status, "400", "{sig}");
+        assert_eq!(body["error"]["code"], "invalid_signature", "{sig}");
+    }
+    // A fresh one gets its body read only up to the webhook's small cap.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (status, body) = partial_upload(
+        &server,
+        "/webhooks/stripe",
+        &format!("Stripe-Signature: t={now},v1=00\r\n"),
+    )
+    .await;
+    assert_eq!(status, "413");
+    assert_eq!(body["error"]["code"], "payload_too_large");
+}
+
 /// One probe of the envelope table.
 struct Probe {
     method: &'static str,
@@ -362,7 +424,15 @@ async fn every_api_error_is_the_envelope() {
     ]));
     let key = server.account("env@example.com", 10);
     const BIG: usize = 2 << 20;
-    const SIG: &[(&str, &str)] = &[("stripe-signature", "t=1,v1=00")];
+    // A well-formed, fresh header (with a wrong signature): its body is read, up to the cap.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let fresh: &'static str = Box::leak(format!("t={now},v1=00").into_boxed_str());
+    let sig: &'static [(&str, &str)] =
+        Box::leak(vec![("stripe-signature", fresh)].into_boxed_slice());
+    const STALE: &[(&str, &str)] = &[("stripe-signature", "t=1,v1=00")];
     let p = |method, path, key, body, status, code| Probe {
         method,
         path,
@@ -437,7 +507,7 @@ async fn every_api_error_is_the_envelope() {
             "invalid_signature",
         ),
         Probe {
-            headers: SIG,
+            headers: sig,
             ..p(
                 "POST",
                 "/webhooks/stripe",
@@ -445,6 +515,17 @@ async fn every_api_error_is_the_envelope() {
                 BIG,
                 413,
                 "payload_too_large",
+            )
+        },
+        Probe {
+            headers: STALE,
+            ..p(
+                "POST",
+                "/webhooks/stripe",
+                false,
+                BIG,
+                400,
+                "invalid_signature",
             )
         },
         p("POST", "/webhooks/nope", false, BIG, 404, "not_found"),
