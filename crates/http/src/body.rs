@@ -57,8 +57,8 @@ pub async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, BodyError>
 }
 
 /// Reads and drops what is left of a body the request was answered without (a missing key, a
-/// missing signature, a body too large), at most `4 * limit` more bytes and within the body
-/// timeout, on a task of its own. The answer goes out at once; draining behind it lets a
+/// missing signature, a body too large), at most four times `limit` (or a mebibyte, if more)
+/// more bytes and within the body timeout, on a task of its own. The answer goes out at once; draining behind it lets a
 /// client that is still sending read that answer, where closing on unread data would reset
 /// the connection under it (the "lingering close" of other servers). Nothing is kept, so an
 /// unauthenticated upload costs bandwidth only, bounded like any slow body.
@@ -66,7 +66,9 @@ pub fn discard(body: Body, limit: usize) {
     if body.is_end_stream() {
         return;
     }
-    let cap = limit.saturating_mul(4);
+    // Draining keeps nothing, so a small limit (a form's) does not make the drain small: a
+    // client still sending a few megabytes gets its answer rather than a reset.
+    let cap = limit.max(1 << 20).saturating_mul(4);
     tokio::spawn(async move {
         let mut body = body;
         let mut seen = 0usize;

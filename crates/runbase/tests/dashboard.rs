@@ -1203,6 +1203,18 @@ async fn dashboard_errors_are_pages_not_plain_text() {
         assert!(p.text.contains("<html"), "{path}: {}", p.text);
         assert!(p.text.contains("payload_too_large"), "{path}");
     }
+    // Too many headers on a page: the error page too, not the API's envelope.
+    let mut req = reqwest::Client::new()
+        .get(format!("{}/models", server.url))
+        .header("accept", "text/html");
+    for i in 0..101 {
+        req = req.header(format!("x-pad-{i}"), "y");
+    }
+    let r = req.send().await.unwrap();
+    assert_eq!(r.status(), 431);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("<html"), "{text}");
+    assert!(text.contains("request_headers_too_large"), "{text}");
     // JSON callers get the envelope.
     let r = reqwest::Client::new()
         .post(format!("{}/login", server.url))
