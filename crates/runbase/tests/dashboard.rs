@@ -1155,6 +1155,29 @@ async fn creating_a_key_redirects_and_shows_the_secret_once() {
     assert!(reloaded.text.contains("shown only once"));
     let keys = server.cli(&["keys", "list", "--account", "once@example.com"]);
     assert_eq!(keys.matches("reloaded").count(), 1, "{keys}");
+
+    // Two tabs (or a double submit): both keys are created before either page is shown, and
+    // each page still shows its own key's secret.
+    let mut posted = Vec::new();
+    for name in ["tab one", "tab two"] {
+        let p = b
+            .submit(
+                "/settings/api-keys",
+                "/settings/api-keys",
+                &[("name", name)],
+            )
+            .await;
+        assert_eq!(p.status, 303, "{}", p.text);
+        posted.push(p.location().to_owned());
+    }
+    for to in &posted {
+        let shown = b.get(to).await;
+        assert!(
+            shown.text.contains("id=\"new-key-secret\""),
+            "{to}: {}",
+            shown.text
+        );
+    }
 }
 
 #[tokio::test]
