@@ -702,6 +702,12 @@ async fn an_ipv4_mapped_allowlist_entry_allows_its_ipv4_client() {
         .get(Some(&other), "/api/v1/account")
         .await
         .assert_error(403, "ip_not_allowed");
+    // IPv6 blocks wider than the mapped range (/96) hold IPv4 clients too.
+    for wide in ["::ffff:0:0/95", "::/0"] {
+        let key = server.key("mapped@example.com", &["--allow-ip", wide]);
+        let r = server.client().get(Some(&key), "/api/v1/account").await;
+        assert_eq!(r.status, 200, "{wide}: {}", r.body);
+    }
 }
 
 #[tokio::test]
