@@ -153,9 +153,10 @@ fn timestamp(s: &str) -> anyhow::Result<Timestamp> {
     Timestamp::parse_rfc3339(s).map_err(|e| anyhow::anyhow!("--expires-at: {e}"))
 }
 
-/// `s` safe to print on a terminal: control characters (newlines, escapes) and bidirectional
-/// overrides are written as `\u{..}` escapes, so a stored name cannot forge lines or recolour
-/// the output. New names cannot contain them; older ones may.
+/// `s` safe to print on a terminal: control characters (newlines, escapes), format characters
+/// (bidirectional marks, zero-width spaces), separators, fillers and unassigned code points
+/// (`service::is_unsafe_char`) are written as `\u{..}` escapes, so a stored name cannot forge
+/// lines, recolour the output or hide. New names cannot contain them; older ones may.
 fn printable(s: &str) -> String {
     s.chars()
         .map(|c| {
@@ -308,6 +309,10 @@ mod tests {
         assert_eq!(
             printable("red\u{1b}[31m\nkey_x\r\u{202e}"),
             "red\\u{1b}[31m\\u{a}key_x\\u{d}\\u{202e}"
+        );
+        assert_eq!(
+            printable("a\u{200b}b\u{2028}c\u{3164}\u{e0041}"),
+            "a\\u{200b}b\\u{2028}c\\u{3164}\\u{e0041}"
         );
     }
 }

@@ -655,11 +655,30 @@ async fn names_and_emails_with_control_characters_are_refused() {
         "evil\u{1b}[31m@example.com",
         "a\r\nb@example.com",
         "x\u{202e}@example.com",
+        // Invisible and look-alike characters (the second review).
+        "z\u{200b}@example.com",
+        "z\u{200e}@example.com",
+        "z@example.com\u{200b}",
+        "z\u{1160}@example.com",
+        "z\u{e0041}@example.com",
+        "z\u{430}@example.com",
+        "\u{ff5a}@example.com",
     ] {
         let out = server.cli_raw(&["accounts", "create", email]);
         assert!(!out.status.success(), "{email:?} was accepted");
     }
-    for name in ["red\u{1b}[31m", "two\nlines", "cr\rname", "bidi\u{202e}"] {
+    for name in [
+        "red\u{1b}[31m",
+        "two\nlines",
+        "cr\rname",
+        "bidi\u{202e}",
+        "line\u{2028}sep",
+        "zero\u{200b}width",
+        "mark\u{200e}",
+        "arabic\u{61c}mark",
+        "anchor\u{fff9}",
+        "filler\u{3164}",
+    ] {
         let out = server.cli_raw(&[
             "keys",
             "create",
