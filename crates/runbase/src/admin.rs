@@ -14,6 +14,25 @@ use runbase_domain::store::Store;
 use runbase_domain::time::Timestamp;
 use runbase_domain::{service, sessions};
 
+/// `println!` that survives a reader that stops reading (`runbase keys list | head -1`): the
+/// command's work is done by the time it prints, so a closed pipe drops the rest of the output
+/// instead of panicking (and reporting a failure after, say, the credit was added).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        write_out(format_args!($($arg)*))
+    };
+}
+
+fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    match writeln!(std::io::stdout().lock(), "{args}") {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("warning: writing the output failed: {e}");
+        }
+        _ => {}
+    }
+}
+
 pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
     let store = open_store(config)?;
     let store: &dyn Store = &store;
@@ -35,7 +54,7 @@ pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
                     .await
                     .map_err(|e| anyhow::anyhow!("{}", e.message))?;
             }
-            println!("{}", account.id);
+            out!("{}", account.id);
             eprintln!(
                 "created account {} ({}){}",
                 account.email,
@@ -55,12 +74,15 @@ pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
             );
         }
         Command::Accounts(AccountsCommand::List) => {
-            println!(
+            out!(
                 "{:<30} {:<40} {:>14} {:<5} CREATED",
-                "ID", "EMAIL", "BALANCE", "ADMIN"
+                "ID",
+                "EMAIL",
+                "BALANCE",
+                "ADMIN"
             );
             for a in service::list_accounts(store).await? {
-                println!(
+                out!(
                     "{:<30} {:<40} {:>14} {:<5} {}",
                     a.id,
                     printable(&a.email),
@@ -86,7 +108,7 @@ pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
         }) => {
             let account = service::account_by_email(store, &account).await?;
             let entry = service::add_credits(store, &account, cents, &memo).await?;
-            println!("balance {} (added {})", entry.balance_after, entry.amount);
+            out!("balance {} (added {})", entry.balance_after, entry.amount);
         }
         Command::Credits(CreditsCommand::Show {
             account,
@@ -99,20 +121,24 @@ pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
                     .ledger(&account.id, limit.clamp(1, 100_000), None)
                     .await?;
                 let out = serde_json::json!({"account": account, "balanceUsd": account.balance, "ledger": entries});
-                println!("{}", serde_json::to_string_pretty(&out)?);
+                out!("{}", serde_json::to_string_pretty(&out)?);
                 return Ok(());
             }
-            println!("account {} ({})", printable(&account.email), account.id);
-            println!("balance {}", account.balance);
+            out!("account {} ({})", printable(&account.email), account.id);
+            out!("balance {}", account.balance);
             let entries = store
                 .ledger(&account.id, limit.clamp(1, 1000), None)
                 .await?;
-            println!(
+            out!(
                 "{:<8} {:<27} {:<11} {:>12} {:>14}  RUN / MEMO",
-                "ENTRY", "WHEN", "KIND", "AMOUNT", "BALANCE"
+                "ENTRY",
+                "WHEN",
+                "KIND",
+                "AMOUNT",
+                "BALANCE"
             );
             for e in entries {
-                println!(
+                out!(
                     "{:<8} {:<27} {:<11} {:>12} {:>14}  {}",
                     e.id,
                     e.created_at.to_rfc3339(),
@@ -214,7 +240,7 @@ async fn keys(store: &dyn Store, cmd: KeysCommand) -> anyhow::Result<()> {
             };
             let (key, secret) = service::create_key(store, &account, settings).await?;
             // The key alone on stdout, so scripts can capture it; everything else on stderr.
-            println!("{}", secret.expose());
+            out!("{}", secret.expose());
             eprintln!(
                 "created key {} for {}; it is shown only once",
                 key.id, account.email
@@ -223,7 +249,7 @@ async fn keys(store: &dyn Store, cmd: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::List { account } => {
             let account = service::account_by_email(store, &account).await?;
             for k in store.list_keys(&account.id).await? {
-                println!("{}", describe(&k));
+                out!("{}", describe(&k));
             }
         }
         KeysCommand::Update(args) => {
@@ -268,13 +294,13 @@ async fn keys(store: &dyn Store, cmd: KeysCommand) -> anyhow::Result<()> {
                 disabled: None,
             };
             let k = service::update_key(store, &key, &update).await?;
-            println!("{}", describe(&k));
+            out!("{}", describe(&k));
         }
         KeysCommand::Disable { key } => set_disabled(store, &key, true).await?,
         KeysCommand::Enable { key } => set_disabled(store, &key, false).await?,
         KeysCommand::Delete { key } => {
             let k = service::delete_key(store, &key).await?;
-            println!("deleted {}", k.id);
+            out!("deleted {}", k.id);
         }
     }
     Ok(())
@@ -286,7 +312,7 @@ async fn set_disabled(store: &dyn Store, key: &str, disabled: bool) -> anyhow::R
         ..Default::default()
     };
     let k = service::update_key(store, key, &update).await?;
-    println!("{}", describe(&k));
+    out!("{}", describe(&k));
     Ok(())
 }
 

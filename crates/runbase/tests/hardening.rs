@@ -782,4 +782,29 @@ async fn out_of_range_credits_are_a_clean_error() {
         "--cents",
         "1000000000",
     ]);
+    // A reader that has gone (`| head -0`): the credit is added and the command succeeds, no
+    // panic on the broken pipe.
+    let mut child = std::process::Command::new(common::BIN)
+        .args([
+            "credits",
+            "add",
+            "--account",
+            "rich@example.com",
+            "--cents",
+            "5",
+        ])
+        .arg("--data-dir")
+        .arg(&server.dir)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+    assert!(!err.contains("panicked"), "{err}");
+    let shown = server.cli(&["credits", "show", "--account", "rich@example.com"]);
+    assert!(shown.contains("balance 1000000005"), "{shown}");
 }
