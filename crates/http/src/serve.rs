@@ -1,7 +1,8 @@
 //! The accept loop: HTTP/1.1 connections with hyper's own timeouts, a cap on connections in
 //! total and per client address, and graceful shutdown.
 //!
-//! Slow clients are bounded by settings, never by a timer of our own:
+//! Slow clients are bounded by settings and per-connection deadlines, never by a timer loop of
+//! our own:
 //! - hyper's header-read timeout closes a connection that has not sent a complete request head
 //!   in time; hyper starts the same clock when a kept-alive connection goes idle, so it is also
 //!   the keep-alive idle timeout;
