@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 /// How long an unshown secret waits.
 const TTL: Duration = Duration::from_secs(300);
+/// The most unshown secrets one session holds (two tabs, a double submit); past it the oldest
+/// is dropped.
+const PER_SESSION: usize = 8;
 
 struct Waiting {
     key_id: String,
@@ -19,37 +22,46 @@ struct Waiting {
     at: Instant,
 }
 
-/// Secrets waiting to be shown, by the session's token hash (one per session: the latest).
-static WAITING: LazyLock<Mutex<HashMap<String, Waiting>>> = LazyLock::new(Default::default);
+/// Secrets waiting to be shown, by the session's token hash: one per key, oldest first.
+static WAITING: LazyLock<Mutex<HashMap<String, Vec<Waiting>>>> = LazyLock::new(Default::default);
 
-fn waiting() -> std::sync::MutexGuard<'static, HashMap<String, Waiting>> {
+fn waiting() -> std::sync::MutexGuard<'static, HashMap<String, Vec<Waiting>>> {
     WAITING.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Keeps `secret` of key `key_id` for the next page of `session`.
+/// Keeps `secret` of key `key_id` for a later page of `session`, beside the other keys it
+/// created and has not shown yet.
 pub fn put(session: &str, key_id: &str, secret: &str) {
     let mut w = waiting();
-    w.retain(|_, v| v.at.elapsed() < TTL);
-    w.insert(
-        session.to_owned(),
-        Waiting {
-            key_id: key_id.to_owned(),
-            secret: secret.to_owned(),
-            at: Instant::now(),
-        },
-    );
+    w.retain(|_, list| {
+        list.retain(|v| v.at.elapsed() < TTL);
+        !list.is_empty()
+    });
+    let list = w.entry(session.to_owned()).or_default();
+    list.retain(|v| v.key_id != key_id);
+    if list.len() >= PER_SESSION {
+        list.remove(0);
+    }
+    list.push(Waiting {
+        key_id: key_id.to_owned(),
+        secret: secret.to_owned(),
+        at: Instant::now(),
+    });
 }
 
 /// The secret of key `key_id` if `session` created it and it has not been shown yet; it is
 /// gone afterwards.
 pub fn take(session: &str, key_id: &str) -> Option<String> {
     let mut w = waiting();
-    match w.get(session) {
-        Some(v) if v.key_id == key_id && v.at.elapsed() < TTL => {
-            w.remove(session).map(|v| v.secret)
-        }
-        _ => None,
+    let list = w.get_mut(session)?;
+    let i = list
+        .iter()
+        .position(|v| v.key_id == key_id && v.at.elapsed() < TTL)?;
+    let secret = list.remove(i).secret;
+    if list.is_empty() {
+        w.remove(session);
     }
+    Some(secret)
 }
 
 #[cfg(test)]
@@ -63,5 +75,25 @@ mod tests {
         assert_eq!(take("s1", "key_b"), None);
         assert_eq!(take("s1", "key_a").as_deref(), Some("sk-secret"));
         assert_eq!(take("s1", "key_a"), None);
+    }
+
+    #[test]
+    fn two_keys_made_before_either_page_keep_both_secrets() {
+        put("s3", "key_1", "sk-one");
+        put("s3", "key_2", "sk-two");
+        assert_eq!(take("s3", "key_1").as_deref(), Some("sk-one"));
+        assert_eq!(take("s3", "key_2").as_deref(), Some("sk-two"));
+    }
+
+    #[test]
+    fn a_session_holds_a_bounded_number() {
+        for i in 0..=PER_SESSION {
+            put("s4", &format!("key_{i}"), &format!("sk-{i}"));
+        }
+        assert_eq!(take("s4", "key_0"), None);
+        assert_eq!(
+            take("s4", &format!("key_{PER_SESSION}")).as_deref(),
+            Some(&*format!("sk-{PER_SESSION}"))
+        );
     }
 }

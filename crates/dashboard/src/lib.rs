@@ -16,7 +16,9 @@ mod shell;
 pub mod web;
 
 use axum::Router;
+use axum::extract::Request;
 use axum::http::{HeaderMap, Uri};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use pages::{auth, credits, docs, home, keys, models, runs};
@@ -67,6 +69,27 @@ pub fn router(state: AppState) -> Router {
             .fallback(not_found),
         state,
     )
+    .layer(axum::middleware::from_fn(page_header_limits))
+}
+
+/// Too many headers on a page's path: the error page (or the envelope, for a JSON caller), as
+/// any other page error, rather than the API's envelope that `runbase_http` answers with. The
+/// API's own paths are left to it.
+async fn page_header_limits(req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let api = ["/api/", "/webhooks/", "/files/"]
+        .iter()
+        .any(|p| path.starts_with(p))
+        || path == "/health";
+    if !api && runbase_http::routes::headers_too_large(req.headers()) {
+        let mut resp = web::error_response(req.headers(), ErrorCode::HeadersTooLarge.into());
+        resp.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+        return resp;
+    }
+    next.run(req).await
 }
 
 /// Unknown paths: a page (with the support contact) for browsers, the JSON envelope for the

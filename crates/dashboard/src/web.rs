@@ -2,7 +2,7 @@
 //! or a page, the CSRF check, the per-IP limits of the auth endpoints, cookies and responses.
 
 use crate::layout;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -93,28 +93,34 @@ impl<T: DeserializeOwned + Send> FromRequestParts<AppState> for PageQuery<T> {
     }
 }
 
-/// A form's body, read once the extractors before it (the session, the per-IP limit) have
-/// passed. A body too large, too slow or broken gets the error page (or the JSON envelope), not
-/// the framework's plain-text rejection.
+/// The most a dashboard form may send. Every form is a few short fields (the longest, a key's
+/// allowlist, is ten addresses), so 8 KiB is ample, and a connection that posts to the log-in
+/// or sign-up form without an account costs that much at most, not the API's body limit.
+pub const FORM_LIMIT: usize = 8 * 1024;
+
+/// A form's body, at most [`FORM_LIMIT`], read once the extractors before it (the session, the
+/// per-IP limit) have passed. A body too large, too slow or broken gets the error page (or the
+/// JSON envelope), not the framework's plain-text rejection.
 pub struct FormBody(pub Bytes);
 
 impl FromRequest<AppState> for FormBody {
     type Rejection = Response;
 
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
+    async fn from_request(req: Request, _: &AppState) -> Result<Self, Response> {
         let (parts, body) = req.into_parts();
-        match read_body(body, state.config.body_limit()).await {
-            Ok(b) => Ok(FormBody(b)),
-            Err(e) => {
-                let mut resp =
-                    error_response(&parts.headers, e.into_api(ErrorCode::InvalidRequest));
-                // The unread rest of the body makes the connection unusable.
-                resp.headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                Err(resp)
-            }
-        }
+        read_form(&parts.headers, body).await.map(FormBody)
     }
+}
+
+/// Reads a form's body (see [`FormBody`]), for a handler that first decides whether to read it.
+pub async fn read_form(headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
+    read_body(body, FORM_LIMIT).await.map_err(|e| {
+        let mut resp = error_response(headers, e.into_api(ErrorCode::InvalidRequest));
+        // The unread rest of the body makes the connection unusable.
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        resp
+    })
 }
 
 /// A page's path parameters; a segment that does not decode (`%ff`) is a page that does not

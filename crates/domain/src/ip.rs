@@ -41,13 +41,19 @@ impl IpAllowlist {
         self.0.is_empty()
     }
 
-    /// Whether `ip` may use the key. IPv4-mapped IPv6 addresses match IPv4 entries.
+    /// Whether `ip` may use the key. IPv4-mapped IPv6 addresses match IPv4 entries; and an IPv4
+    /// client matches an IPv6 block that contains its mapped form (`::ffff:0:0/95`, `::/0`):
+    /// entries of /96 or longer inside the mapped range are stored as IPv4 blocks, but a shorter
+    /// one cannot be, and the client is canonicalized to IPv4, so it would otherwise match none.
     pub fn allows(&self, ip: IpAddr) -> bool {
         if self.0.is_empty() {
             return true;
         }
         let ip = canonical(ip);
-        self.0.iter().any(|n| n.contains(&ip))
+        self.0.iter().any(|n| match (n, ip) {
+            (IpNet::V6(n6), IpAddr::V4(v4)) => n6.contains(&v4.to_ipv6_mapped()),
+            _ => n.contains(&ip),
+        })
     }
 
     /// The entries as strings (single addresses without a `/32` or `/128`).
@@ -123,6 +129,19 @@ mod tests {
         // Mapped and plain spellings of one address are one entry.
         let l = IpAllowlist::parse(&["127.0.0.1", "::ffff:127.0.0.1"]).unwrap();
         assert_eq!(l.to_strings(), ["127.0.0.1"]);
+    }
+
+    #[test]
+    fn ipv6_blocks_wider_than_the_mapped_range_match_ipv4_clients() {
+        let l = IpAllowlist::parse(&["::ffff:0:0/95"]).unwrap();
+        assert!(l.allows(ip("127.0.0.1")));
+        assert!(l.allows(ip("::ffff:203.0.113.9")));
+        let all = IpAllowlist::parse(&["::/0"]).unwrap();
+        assert!(all.allows(ip("198.51.100.1")));
+        assert!(all.allows(ip("2001:db8::1")));
+        // A block beside the mapped range does not.
+        let other = IpAllowlist::parse(&["2001:db8::/32"]).unwrap();
+        assert!(!other.allows(ip("127.0.0.1")));
     }
 
     #[test]

@@ -64,6 +64,12 @@ pub enum PaymentError {
     Upstream(String),
 }
 
+/// The default cap on a webhook body, read only once its header passed
+/// [`PaymentProvider::precheck_webhook`]. A Stripe `checkout.session.completed` event is a few
+/// kilobytes; Stripe documents no maximum, but the largest part a sender controls, metadata
+/// (50 keys of 40 characters, values of 500), is under 30 KB even escaped: 128 KiB has margin.
+pub const WEBHOOK_BODY_LIMIT: usize = 128 * 1024;
+
 /// A payment provider: creates hosted checkouts and verifies the webhooks that confirm them.
 #[async_trait]
 pub trait PaymentProvider: Send + Sync + 'static {
@@ -79,6 +85,20 @@ pub trait PaymentProvider: Send + Sync + 'static {
         Vec::new()
     }
     async fn create_checkout(&self, req: &CheckoutRequest) -> Result<Checkout, PaymentError>;
+    /// What can be checked of a webhook delivery from its signature header alone, at
+    /// `now_unix` seconds, before its body is read: a missing, malformed or stale header is
+    /// refused without the body costing anything. The full check is [`Self::verify_webhook`].
+    fn precheck_webhook(&self, signature: Option<&str>, now_unix: i64) -> Result<(), PaymentError> {
+        let _ = now_unix;
+        match signature.map(str::trim) {
+            Some(s) if !s.is_empty() => Ok(()),
+            _ => Err(PaymentError::BadSignature("no signature header".into())),
+        }
+    }
+    /// The largest webhook body read; a larger one is refused (`413`) unread.
+    fn max_webhook_body(&self) -> usize {
+        WEBHOOK_BODY_LIMIT
+    }
     /// Verifies a webhook delivery (`signature` is the provider's signature header) at
     /// `now_unix` seconds and reads it.
     fn verify_webhook(
@@ -157,6 +177,28 @@ pub enum WebhookResult {
 /// Verifies and applies a webhook delivery. A delivery that does not verify is refused; a
 /// genuine one is acknowledged even when there is nothing to do, so the provider stops
 /// resending it.
+/// Refuses a webhook delivery by its signature header alone (see
+/// [`PaymentProvider::precheck_webhook`]), as [`apply_webhook`] would refuse it.
+pub fn precheck_webhook(
+    provider: &dyn PaymentProvider,
+    signature: Option<&str>,
+) -> Result<(), ApiError> {
+    let now = Timestamp::now().0.div_euclid(1_000_000);
+    provider
+        .precheck_webhook(signature, now)
+        .map_err(|e| refused(provider, e))
+}
+
+fn refused(provider: &dyn PaymentProvider, e: PaymentError) -> ApiError {
+    match e {
+        PaymentError::Malformed(m) => ApiError::new(ErrorCode::InvalidRequest, m),
+        e => {
+            tracing::warn!(error = %e, payments.provider = provider.name(), "webhook refused");
+            ApiError::new(ErrorCode::InvalidSignature, e.to_string())
+        }
+    }
+}
+
 pub async fn apply_webhook(
     store: &dyn Store,
     provider: &dyn PaymentProvider,
@@ -166,13 +208,7 @@ pub async fn apply_webhook(
     let now = Timestamp::now().0.div_euclid(1_000_000);
     let event = provider
         .verify_webhook(signature, body, now)
-        .map_err(|e| match e {
-            PaymentError::Malformed(m) => ApiError::new(ErrorCode::InvalidRequest, m),
-            e => {
-                tracing::warn!(error = %e, payments.provider = provider.name(), "webhook refused");
-                ApiError::new(ErrorCode::InvalidSignature, e.to_string())
-            }
-        })?;
+        .map_err(|e| refused(provider, e))?;
     let paid = match event {
         WebhookEvent::Ignored { kind, .. } => return Ok(WebhookResult::Ignored(kind)),
         WebhookEvent::Paid(p) => p,

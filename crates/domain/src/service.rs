@@ -235,26 +235,56 @@ pub enum AdminError {
     Store(#[from] StoreError),
 }
 
-/// Characters refused in names and emails: control characters (newlines, `ESC` and the rest,
-/// which would forge lines or recolour a terminal that prints them) and the bidirectional
-/// overrides (which reorder what is displayed).
+/// Characters refused in names and emails, and escaped by the CLI: control characters
+/// (newlines, `ESC` and the rest, which would forge lines or recolour a terminal); format
+/// characters (Unicode category Cf: the bidirectional overrides and marks, which reorder what is
+/// displayed, zero-width spaces and joiners, tag characters, interlinear annotations); line and
+/// paragraph separators; the Hangul fillers, which render as nothing; and unassigned code
+/// points and private use, which have no agreed look.
 pub fn is_unsafe_char(c: char) -> bool {
-    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    use unicode_general_category::{GeneralCategory as G, get_general_category};
+    matches!(c, '\u{115f}' | '\u{1160}' | '\u{3164}' | '\u{ffa0}')
+        || matches!(
+            get_general_category(c),
+            G::Control
+                | G::Format
+                | G::LineSeparator
+                | G::ParagraphSeparator
+                | G::Unassigned
+                | G::PrivateUse
+                | G::Surrogate
+        )
 }
 
+/// A new account's email, trimmed and lower-cased: printable ASCII only (no spaces), one `@`
+/// with something before it and a dotted domain after it. Non-ASCII is refused outright rather
+/// than screened for look-alikes (Cyrillic `а` for Latin `a`, fullwidth `ｚ`, invisible
+/// fillers): an account's email is what an administrator reads and types at the CLI, and a
+/// domain with non-ASCII letters has an ASCII spelling (`xn--...`) that is the same address.
+/// Log-in only trims and lower-cases what it looks up, so an account made before this rule can
+/// still log in.
 pub(crate) fn normalize_email(email: &str) -> Result<String, AdminError> {
     let email = email.trim().to_lowercase();
+    if !email.is_ascii() {
+        return Err(AdminError::Invalid(format!(
+            "{} is not an email address: use only ASCII characters (a domain with other \
+             letters in its xn-- form)",
+            email.escape_default()
+        )));
+    }
     let valid = email.len() <= 254
         && email.split_once('@').is_some_and(|(l, d)| {
-            !l.is_empty() && d.contains('.') && !d.starts_with('.') && !d.ends_with('.')
+            !l.is_empty()
+                && !d.contains('@')
+                && d.contains('.')
+                && !d.starts_with('.')
+                && !d.ends_with('.')
         })
-        && !email
-            .chars()
-            .any(|c| c.is_whitespace() || is_unsafe_char(c));
+        && email.chars().all(|c| c.is_ascii_graphic());
     if !valid {
         return Err(AdminError::Invalid(format!(
-            "{:?} is not an email address",
-            email
+            "{} is not an email address",
+            email.escape_default()
         )));
     }
     Ok(email)
@@ -270,7 +300,9 @@ fn check_key_name(name: &str) -> Result<String, AdminError> {
     }
     if name.chars().any(is_unsafe_char) {
         return Err(AdminError::Invalid(
-            "a key name cannot contain control characters (such as newlines or escapes)".into(),
+            "a key name cannot contain control characters, nor invisible or format ones (such as \
+             newlines, escapes, zero-width spaces or direction marks)"
+                .into(),
         ));
     }
     Ok(name.to_owned())

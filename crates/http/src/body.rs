@@ -39,7 +39,10 @@ pub async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, BodyError>
         discard(body, limit);
         return Err(BodyError::TooLarge);
     }
-    let mut buf = BytesMut::new();
+    // One allocation of what was declared (`Content-Length`, already within the limit), so the
+    // buffer never doubles past it; a body of unknown length grows as it arrives.
+    let declared = usize::try_from(body.size_hint().exact().unwrap_or(0)).unwrap_or(0);
+    let mut buf = BytesMut::with_capacity(declared.min(limit));
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| classify(&e))?;
         if let Ok(data) = frame.into_data() {
@@ -54,8 +57,8 @@ pub async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, BodyError>
 }
 
 /// Reads and drops what is left of a body the request was answered without (a missing key, a
-/// missing signature, a body too large), at most `4 * limit` more bytes and within the body
-/// timeout, on a task of its own. The answer goes out at once; draining behind it lets a
+/// missing signature, a body too large), at most four times `limit` (or a mebibyte, if more)
+/// more bytes and within the body timeout, on a task of its own. The answer goes out at once; draining behind it lets a
 /// client that is still sending read that answer, where closing on unread data would reset
 /// the connection under it (the "lingering close" of other servers). Nothing is kept, so an
 /// unauthenticated upload costs bandwidth only, bounded like any slow body.
@@ -63,7 +66,9 @@ pub fn discard(body: Body, limit: usize) {
     if body.is_end_stream() {
         return;
     }
-    let cap = limit.saturating_mul(4);
+    // Draining keeps nothing, so a small limit (a form's) does not make the drain small: a
+    // client still sending a few megabytes gets its answer rather than a reset.
+    let cap = limit.max(1 << 20).saturating_mul(4);
     tokio::spawn(async move {
         let mut body = body;
         let mut seen = 0usize;

@@ -39,19 +39,34 @@ pub fn sign_payload(secret: &str, timestamp: i64, body: &[u8]) -> String {
 /// Checks `header` against `body` and returns the signed timestamp. The signature is checked
 /// first, then the timestamp, as Stripe's own libraries do: an unsigned request learns nothing
 /// about the clock.
-pub(crate) fn verify(
-    secret: &str,
+/// What the header alone says, before the body is read: it is there, has exactly one numeric
+/// timestamp within `tolerance_secs` of `now_unix`, and at least one `v1` entry. Answers the
+/// timestamp. Checking freshness before the signature tells an unsigned request whether its `t=`
+/// is near the server's clock, which the `Date` of every answer tells anyway; in exchange a
+/// forged header with a stale or missing timestamp costs no body.
+pub(crate) fn precheck(
     header: Option<&str>,
-    body: &[u8],
     now_unix: i64,
     tolerance_secs: u64,
 ) -> Result<i64, PaymentError> {
+    let (timestamp, candidates) = parse(header)?;
+    if candidates.is_empty() {
+        return Err(PaymentError::BadSignature("no v1 signature".into()));
+    }
+    if now_unix.abs_diff(timestamp) > tolerance_secs {
+        return Err(PaymentError::Stale { tolerance_secs });
+    }
+    Ok(timestamp)
+}
+
+/// The header's timestamp and its `v1` signatures (hex-decoded; entries that are not hex are
+/// skipped, so a later entry still counts).
+fn parse(header: Option<&str>) -> Result<(i64, Vec<Vec<u8>>), PaymentError> {
     let bad = |why: &str| PaymentError::BadSignature(why.to_owned());
     let header = header
         .map(str::trim)
         .filter(|h| !h.is_empty())
         .ok_or_else(|| bad("no Stripe-Signature header"))?;
-
     let mut timestamp = None;
     let mut candidates = Vec::new();
     for item in header.split(',') {
@@ -68,14 +83,24 @@ pub(crate) fn verify(
                     .map_err(|_| bad("timestamp is not a number"))?;
                 timestamp = Some(t);
             }
-            // A value that is not hex cannot match; skipping it lets a later entry still count.
             "v1" => candidates.extend(hex::decode(value).ok()),
             _ => {}
         }
     }
     let timestamp = timestamp.ok_or_else(|| bad("no timestamp"))?;
+    Ok((timestamp, candidates))
+}
+
+pub(crate) fn verify(
+    secret: &str,
+    header: Option<&str>,
+    body: &[u8],
+    now_unix: i64,
+    tolerance_secs: u64,
+) -> Result<i64, PaymentError> {
+    let (timestamp, candidates) = parse(header)?;
     if candidates.is_empty() {
-        return Err(bad("no v1 signature"));
+        return Err(PaymentError::BadSignature("no v1 signature".into()));
     }
 
     let expected = mac(secret, timestamp, body);
@@ -85,7 +110,7 @@ pub(crate) fn verify(
         acc | expected.as_slice().ct_eq(c.as_slice())
     });
     if !bool::from(matched) {
-        return Err(bad("no v1 signature matches"));
+        return Err(PaymentError::BadSignature("no v1 signature matches".into()));
     }
 
     if now_unix.abs_diff(timestamp) > tolerance_secs {
@@ -104,6 +129,33 @@ mod tests {
 
     fn check(header: Option<&str>, body: &[u8], now: i64) -> Result<i64, PaymentError> {
         verify(SECRET, header, body, now, 300)
+    }
+
+    #[test]
+    fn the_header_alone_refuses_missing_malformed_and_stale_timestamps() {
+        let fresh = format!("t={T},v1=00");
+        assert_eq!(precheck(Some(&fresh), T + 300, 300).unwrap(), T);
+        assert_eq!(precheck(Some(&fresh), T - 300, 300).unwrap(), T);
+        assert!(matches!(
+            precheck(Some(&fresh), T + 301, 300),
+            Err(PaymentError::Stale { .. })
+        ));
+        for bad in [
+            None,
+            Some(""),
+            Some("v1=00"),
+            Some("t=soon,v1=00"),
+            Some("t=1,t=1,v1=00"),
+        ] {
+            assert!(
+                matches!(precheck(bad, T, 300), Err(PaymentError::BadSignature(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            precheck(Some(&format!("t={T}")), T, 300),
+            Err(PaymentError::BadSignature(_))
+        ));
     }
 
     /// The MAC computed here without the crate's helper, straight from Stripe's documentation.

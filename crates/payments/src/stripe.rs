@@ -117,6 +117,10 @@ impl PaymentProvider for Stripe {
         Ok(checkout)
     }
 
+    fn precheck_webhook(&self, signature: Option<&str>, now_unix: i64) -> Result<(), PaymentError> {
+        signature::precheck(signature, now_unix, self.tolerance_secs).map(|_| ())
+    }
+
     fn verify_webhook(
         &self,
         signature: Option<&str>,

@@ -13,6 +13,25 @@ use runbase_domain::store::Store;
 use runbase_domain::time::Timestamp;
 use runbase_domain::{service, sessions};
 
+/// `println!` that survives a reader that stops reading (`runbase keys list | head -1`): the
+/// command's work is done by the time it prints, so a closed pipe drops the rest of the output
+/// instead of panicking (and reporting a failure after, say, the credit was added).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        write_out(format_args!($($arg)*))
+    };
+}
+
+fn write_out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    match writeln!(std::io::stdout().lock(), "{args}") {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("warning: writing the output failed: {e}");
+        }
+        _ => {}
+    }
+}
+
 pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
     if let Command::Migrate = command {
         return crate::database::migrate(config).await;
@@ -38,7 +57,7 @@ pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
                     .await
                     .map_err(|e| anyhow::anyhow!("{}", e.message))?;
             }
-            println!("{}", account.id);
+            out!("{}", account.id);
             eprintln!(
                 "created account {} ({}){}",
                 account.email,
@@ -58,12 +77,15 @@ pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
             );
         }
         Command::Accounts(AccountsCommand::List) => {
-            println!(
+            out!(
                 "{:<30} {:<40} {:>14} {:<5} CREATED",
-                "ID", "EMAIL", "BALANCE", "ADMIN"
+                "ID",
+                "EMAIL",
+                "BALANCE",
+                "ADMIN"
             );
             for a in service::list_accounts(store).await? {
-                println!(
+                out!(
                     "{:<30} {:<40} {:>14} {:<5} {}",
                     a.id,
                     printable(&a.email),
@@ -89,7 +111,7 @@ pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
         }) => {
             let account = service::account_by_email(store, &account).await?;
             let entry = service::add_credits(store, &account, cents, &memo).await?;
-            println!("balance {} (added {})", entry.balance_after, entry.amount);
+            out!("balance {} (added {})", entry.balance_after, entry.amount);
         }
         Command::Credits(CreditsCommand::Show {
             account,
@@ -102,20 +124,24 @@ pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
                     .ledger(&account.id, limit.clamp(1, 100_000), None)
                     .await?;
                 let out = serde_json::json!({"account": account, "balanceUsd": account.balance, "ledger": entries});
-                println!("{}", serde_json::to_string_pretty(&out)?);
+                out!("{}", serde_json::to_string_pretty(&out)?);
                 return Ok(());
             }
-            println!("account {} ({})", printable(&account.email), account.id);
-            println!("balance {}", account.balance);
+            out!("account {} ({})", printable(&account.email), account.id);
+            out!("balance {}", account.balance);
             let entries = store
                 .ledger(&account.id, limit.clamp(1, 1000), None)
                 .await?;
-            println!(
+            out!(
                 "{:<8} {:<27} {:<11} {:>12} {:>14}  RUN / MEMO",
-                "ENTRY", "WHEN", "KIND", "AMOUNT", "BALANCE"
+                "ENTRY",
+                "WHEN",
+                "KIND",
+                "AMOUNT",
+                "BALANCE"
             );
             for e in entries {
-                println!(
+                out!(
                     "{:<8} {:<27} {:<11} {:>12} {:>14}  {}",
                     e.id,
                     e.created_at.to_rfc3339(),
@@ -156,9 +182,10 @@ fn timestamp(s: &str) -> anyhow::Result<Timestamp> {
     Timestamp::parse_rfc3339(s).map_err(|e| anyhow::anyhow!("--expires-at: {e}"))
 }
 
-/// `s` safe to print on a terminal: control characters (newlines, escapes) and bidirectional
-/// overrides are written as `\u{..}` escapes, so a stored name cannot forge lines or recolour
-/// the output. New names cannot contain them; older ones may.
+/// `s` safe to print on a terminal: control characters (newlines, escapes), format characters
+/// (bidirectional marks, zero-width spaces), separators, fillers and unassigned code points
+/// (`service::is_unsafe_char`) are written as `\u{..}` escapes, so a stored name cannot forge
+/// lines, recolour the output or hide. New names cannot contain them; older ones may.
 fn printable(s: &str) -> String {
     s.chars()
         .map(|c| {
@@ -216,7 +243,7 @@ async fn keys(store: &dyn Store, cmd: KeysCommand) -> anyhow::Result<()> {
             };
             let (key, secret) = service::create_key(store, &account, settings).await?;
             // The key alone on stdout, so scripts can capture it; everything else on stderr.
-            println!("{}", secret.expose());
+            out!("{}", secret.expose());
             eprintln!(
                 "created key {} for {}; it is shown only once",
                 key.id, account.email
@@ -225,7 +252,7 @@ async fn keys(store: &dyn Store, cmd: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::List { account } => {
             let account = service::account_by_email(store, &account).await?;
             for k in store.list_keys(&account.id).await? {
-                println!("{}", describe(&k));
+                out!("{}", describe(&k));
             }
         }
         KeysCommand::Update(args) => {
@@ -270,13 +297,13 @@ async fn keys(store: &dyn Store, cmd: KeysCommand) -> anyhow::Result<()> {
                 disabled: None,
             };
             let k = service::update_key(store, &key, &update).await?;
-            println!("{}", describe(&k));
+            out!("{}", describe(&k));
         }
         KeysCommand::Disable { key } => set_disabled(store, &key, true).await?,
         KeysCommand::Enable { key } => set_disabled(store, &key, false).await?,
         KeysCommand::Delete { key } => {
             let k = service::delete_key(store, &key).await?;
-            println!("deleted {}", k.id);
+            out!("deleted {}", k.id);
         }
     }
     Ok(())
@@ -288,7 +315,7 @@ async fn set_disabled(store: &dyn Store, key: &str, disabled: bool) -> anyhow::R
         ..Default::default()
     };
     let k = service::update_key(store, key, &update).await?;
-    println!("{}", describe(&k));
+    out!("{}", describe(&k));
     Ok(())
 }
 
@@ -311,6 +338,10 @@ mod tests {
         assert_eq!(
             printable("red\u{1b}[31m\nkey_x\r\u{202e}"),
             "red\\u{1b}[31m\\u{a}key_x\\u{d}\\u{202e}"
+        );
+        assert_eq!(
+            printable("a\u{200b}b\u{2028}c\u{3164}\u{e0041}"),
+            "a\\u{200b}b\\u{2028}c\\u{3164}\\u{e0041}"
         );
     }
 }

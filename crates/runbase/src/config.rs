@@ -90,10 +90,13 @@ pub struct HttpSettings {
     pub header_timeout_secs: u64,
     /// Seconds a client has to send a whole request body once its head has arrived.
     pub body_timeout_secs: u64,
+    /// Seconds an answer may wait on a client that does not read it (no write progress);
+    /// the connection is then closed.
+    pub write_timeout_secs: u64,
     /// Connections open at once, all clients together; a connection over it is closed at once.
     pub max_connections: usize,
-    /// Connections open at once from one client address (an IPv6 client counts by its /64;
-    /// trusted proxies count only against `max_connections`).
+    /// Connections open at once from one client address (an IPv6 client counts by its /64, and
+    /// its /48 may hold twice as many; trusted proxies count only against `max_connections`).
     pub max_connections_per_ip: usize,
 }
 
@@ -103,6 +106,7 @@ impl Default for HttpSettings {
         HttpSettings {
             header_timeout_secs: d.header_timeout.as_secs(),
             body_timeout_secs: d.body_timeout.as_secs(),
+            write_timeout_secs: d.write_timeout.as_secs(),
             max_connections: d.max_connections,
             max_connections_per_ip: d.max_connections_per_ip,
         }
@@ -260,6 +264,7 @@ impl Config {
         let h = &self.http;
         if h.header_timeout_secs == 0
             || h.body_timeout_secs == 0
+            || h.write_timeout_secs == 0
             || h.max_connections == 0
             || h.max_connections_per_ip == 0
         {

@@ -199,6 +199,7 @@ pub async fn run(config: Config, warnings: Vec<String>, migrate: bool) -> anyhow
     let serve_config = runbase_http::ServeConfig {
         header_timeout: Duration::from_secs(config.http.header_timeout_secs),
         body_timeout: Duration::from_secs(config.http.body_timeout_secs),
+        write_timeout: Duration::from_secs(config.http.write_timeout_secs),
         max_connections: config.http.max_connections,
         max_connections_per_ip: config.http.max_connections_per_ip,
         exempt: state.config.trusted_proxies.clone(),

@@ -156,6 +156,8 @@ fn bad_configuration_is_refused_with_the_reason() {
     assert!(err.contains("max_conections"), "{err}");
     let err = serve_fails(&[("RUNBASE_HTTP__HEADER_TIMEOUT_SECS", "0")], &[]);
     assert!(err.contains("http"), "{err}");
+    let err = serve_fails(&[("RUNBASE_HTTP__WRITE_TIMEOUT_SECS", "0")], &[]);
+    assert!(err.contains("http"), "{err}");
     let err = serve_fails(
         &[
             ("RUNBASE_HTTP__MAX_CONNECTIONS", "10"),

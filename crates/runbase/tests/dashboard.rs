@@ -1155,6 +1155,29 @@ async fn creating_a_key_redirects_and_shows_the_secret_once() {
     assert!(reloaded.text.contains("shown only once"));
     let keys = server.cli(&["keys", "list", "--account", "once@example.com"]);
     assert_eq!(keys.matches("reloaded").count(), 1, "{keys}");
+
+    // Two tabs (or a double submit): both keys are created before either page is shown, and
+    // each page still shows its own key's secret.
+    let mut posted = Vec::new();
+    for name in ["tab one", "tab two"] {
+        let p = b
+            .submit(
+                "/settings/api-keys",
+                "/settings/api-keys",
+                &[("name", name)],
+            )
+            .await;
+        assert_eq!(p.status, 303, "{}", p.text);
+        posted.push(p.location().to_owned());
+    }
+    for to in &posted {
+        let shown = b.get(to).await;
+        assert!(
+            shown.text.contains("id=\"new-key-secret\""),
+            "{to}: {}",
+            shown.text
+        );
+    }
 }
 
 #[tokio::test]
@@ -1203,6 +1226,18 @@ async fn dashboard_errors_are_pages_not_plain_text() {
         assert!(p.text.contains("<html"), "{path}: {}", p.text);
         assert!(p.text.contains("payload_too_large"), "{path}");
     }
+    // Too many headers on a page: the error page too, not the API's envelope.
+    let mut req = reqwest::Client::new()
+        .get(format!("{}/models", server.url))
+        .header("accept", "text/html");
+    for i in 0..101 {
+        req = req.header(format!("x-pad-{i}"), "y");
+    }
+    let r = req.send().await.unwrap();
+    assert_eq!(r.status(), 431);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("<html"), "{text}");
+    assert!(text.contains("request_headers_too_large"), "{text}");
     // JSON callers get the envelope.
     let r = reqwest::Client::new()
         .post(format!("{}/login", server.url))

@@ -194,6 +194,83 @@ async fn slow_clients_are_cut_and_capped_while_others_are_served() {
         .expect("slow connections were still open after 30 s");
 }
 
+/// A connection from `src` with a 4 KB receive buffer that sends `n` pipelined requests for
+/// the model list and reads nothing; its reader is handed back, unread.
+async fn pipeline_and_never_read(
+    src: &str,
+    s: &Server,
+    n: usize,
+) -> tokio::net::tcp::OwnedReadHalf {
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.bind(format!("{src}:0").parse().unwrap()).unwrap();
+    let (r, mut w) = sock.connect(addr(s)).await.unwrap().into_split();
+    // The server reads requests only as it answers them, so the writer may block: it runs on
+    // its own (and ends when the connection does).
+    tokio::spawn(async move {
+        let reqs = "GET /api/v1/models HTTP/1.1\r\nHost: x\r\n\r\n".repeat(n);
+        let _ = w.write_all(reqs.as_bytes()).await;
+        std::future::pending::<()>().await;
+    });
+    r
+}
+
+/// Whether a fresh connection from `src` is answered (and not closed unread by a cap).
+async fn served_from(src: &str, s: &Server) -> bool {
+    let mut c = connect_from(src, s).await;
+    if c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .is_err()
+    {
+        return false;
+    }
+    read_until_closed(&mut c).await.starts_with(b"HTTP/1.1 200")
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_its_answers_is_cut() {
+    let server = Server::start_with(&config_env(&[
+        ("RUNBASE_HTTP__WRITE_TIMEOUT_SECS", "1"),
+        ("RUNBASE_HTTP__MAX_CONNECTIONS", "100"),
+        ("RUNBASE_HTTP__MAX_CONNECTIONS_PER_IP", "2"),
+    ]));
+    let s = &server;
+    const SENT: usize = 2000;
+    let test = async {
+        // 127.0.0.3 fills its two slots with connections that pipeline 2,000 requests (tens of
+        // megabytes of answers, far past any socket buffer) and never read...
+        let stuck = [
+            pipeline_and_never_read("127.0.0.3", s, SENT).await,
+            pipeline_and_never_read("127.0.0.3", s, SENT).await,
+        ];
+        // ...so it is not served while they hold, and everyone else is, throughout, until the
+        // server cuts them and that host is served again.
+        let client = s.client();
+        loop {
+            let r = client.get(None, "/health").await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            if served_from("127.0.0.3", s).await {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // The stuck connections were closed with most of their answers never written.
+        for mut r in stuck {
+            let got = read_until_closed(&mut r).await;
+            let answers = got.windows(15).filter(|w| w == b"HTTP/1.1 200 OK").count();
+            assert!(
+                answers < SENT,
+                "all {answers} answers were written: not cut"
+            );
+        }
+    };
+    // The bound: the cut comes about a second after the client stops reading; a server that
+    // never cuts fails here.
+    tokio::time::timeout(Duration::from_secs(30), test)
+        .await
+        .expect("connections that never read were still open after 30 s");
+}
+
 #[tokio::test]
 async fn shutdown_is_graceful_with_idle_and_slow_connections_open() {
     let mut server = Server::start();
@@ -214,18 +291,23 @@ async fn shutdown_is_graceful_with_idle_and_slow_connections_open() {
 /// Sends the head of a 1 MB upload and the first kilobyte of it, then reads the answer (which
 /// must come although the rest of the body never does).
 async fn partial_upload(s: &Server, path: &str, headers: &str) -> (String, Value) {
+    let got = partial_upload_raw(s, path, headers).await;
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let status = text.get(9..12).unwrap_or_default().to_owned();
+    (status, raw_body(&got))
+}
+
+/// [`partial_upload`]'s raw answer.
+async fn partial_upload_raw(s: &Server, path: &str, headers: &str) -> Vec<u8> {
     let mut c = connect_from("127.0.0.1", s).await;
     let head = format!(
         "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n{headers}\r\n"
     );
     c.write_all(head.as_bytes()).await.unwrap();
     c.write_all(&[b' '; 1000]).await.unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(20), read_response(&mut c))
+    tokio::time::timeout(Duration::from_secs(20), read_response(&mut c))
         .await
-        .unwrap_or_else(|_| panic!("{path}: no answer before the body was complete"));
-    let text = String::from_utf8_lossy(&got).into_owned();
-    let status = text.get(9..12).unwrap_or_default().to_owned();
-    (status, raw_body(&got))
+        .unwrap_or_else(|_| panic!("{path}: no answer before the body was complete"))
 }
 
 #[tokio::test]
@@ -261,6 +343,63 @@ async fn the_key_and_the_signature_are_checked_before_the_body_is_read() {
     assert_eq!(body["error"]["code"], "RATE_LIMITED");
 }
 
+#[tokio::test]
+async fn routes_without_a_key_refuse_large_bodies_unread() {
+    let server = Server::start_with(&config_env(&[
+        ("RUNBASE_PAYMENTS__STRIPE__SECRET_KEY", "sk_test_hardening"),
+        (
+            "RUNBASE_PAYMENTS__STRIPE__WEBHOOK_SECRET",
+            "whsec_hardening",
+        ),
+    ]));
+    // Log-out without a session: sent to the log-in page, the body unread.
+    let got = partial_upload_raw(
+        &server,
+        "/logout",
+        "Content-Type: application/x-www-form-urlencoded\r\n",
+    )
+    .await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 303"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("location: /login"),
+        "{text}"
+    );
+    // The log-in form takes a few kilobytes, not a megabyte.
+    let got = partial_upload_raw(
+        &server,
+        "/login",
+        "Accept: text/html\r\nContent-Type: application/x-www-form-urlencoded\r\n",
+    )
+    .await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    // A Stripe signature header that is stale, malformed or has no signature: refused unread.
+    for sig in ["t=1,v1=00", "t=soon,v1=00", "v1=00", "t=1"] {
+        let (status, body) = partial_upload(
+            &server,
+            "/webhooks/stripe",
+            &format!("Stripe-Signature: {sig}\r\n"),
+        )
+        .await;
+        assert_eq!(status, "400", "{sig}");
+        assert_eq!(body["error"]["code"], "invalid_signature", "{sig}");
+    }
+    // A fresh one gets its body read only up to the webhook's small cap.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (status, body) = partial_upload(
+        &server,
+        "/webhooks/stripe",
+        &format!("Stripe-Signature: t={now},v1=00\r\n"),
+    )
+    .await;
+    assert_eq!(status, "413");
+    assert_eq!(body["error"]["code"], "payload_too_large");
+}
+
 /// One probe of the envelope table.
 struct Probe {
     method: &'static str,
@@ -285,7 +424,15 @@ async fn every_api_error_is_the_envelope() {
     ]));
     let key = server.account("env@example.com", 10);
     const BIG: usize = 2 << 20;
-    const SIG: &[(&str, &str)] = &[("stripe-signature", "t=1,v1=00")];
+    // A well-formed, fresh header (with a wrong signature): its body is read, up to the cap.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let fresh: &'static str = Box::leak(format!("t={now},v1=00").into_boxed_str());
+    let sig: &'static [(&str, &str)] =
+        Box::leak(vec![("stripe-signature", fresh)].into_boxed_slice());
+    const STALE: &[(&str, &str)] = &[("stripe-signature", "t=1,v1=00")];
     let p = |method, path, key, body, status, code| Probe {
         method,
         path,
@@ -360,7 +507,7 @@ async fn every_api_error_is_the_envelope() {
             "invalid_signature",
         ),
         Probe {
-            headers: SIG,
+            headers: sig,
             ..p(
                 "POST",
                 "/webhooks/stripe",
@@ -368,6 +515,17 @@ async fn every_api_error_is_the_envelope() {
                 BIG,
                 413,
                 "payload_too_large",
+            )
+        },
+        Probe {
+            headers: STALE,
+            ..p(
+                "POST",
+                "/webhooks/stripe",
+                false,
+                BIG,
+                400,
+                "invalid_signature",
             )
         },
         p("POST", "/webhooks/nope", false, BIG, 404, "not_found"),
@@ -497,11 +655,30 @@ async fn names_and_emails_with_control_characters_are_refused() {
         "evil\u{1b}[31m@example.com",
         "a\r\nb@example.com",
         "x\u{202e}@example.com",
+        // Invisible and look-alike characters (the second review).
+        "z\u{200b}@example.com",
+        "z\u{200e}@example.com",
+        "z@example.com\u{200b}",
+        "z\u{1160}@example.com",
+        "z\u{e0041}@example.com",
+        "z\u{430}@example.com",
+        "\u{ff5a}@example.com",
     ] {
         let out = server.cli_raw(&["accounts", "create", email]);
         assert!(!out.status.success(), "{email:?} was accepted");
     }
-    for name in ["red\u{1b}[31m", "two\nlines", "cr\rname", "bidi\u{202e}"] {
+    for name in [
+        "red\u{1b}[31m",
+        "two\nlines",
+        "cr\rname",
+        "bidi\u{202e}",
+        "line\u{2028}sep",
+        "zero\u{200b}width",
+        "mark\u{200e}",
+        "arabic\u{61c}mark",
+        "anchor\u{fff9}",
+        "filler\u{3164}",
+    ] {
         let out = server.cli_raw(&[
             "keys",
             "create",
@@ -544,6 +721,12 @@ async fn an_ipv4_mapped_allowlist_entry_allows_its_ipv4_client() {
         .get(Some(&other), "/api/v1/account")
         .await
         .assert_error(403, "ip_not_allowed");
+    // IPv6 blocks wider than the mapped range (/96) hold IPv4 clients too.
+    for wide in ["::ffff:0:0/95", "::/0"] {
+        let key = server.key("mapped@example.com", &["--allow-ip", wide]);
+        let r = server.client().get(Some(&key), "/api/v1/account").await;
+        assert_eq!(r.status, 200, "{wide}: {}", r.body);
+    }
 }
 
 #[tokio::test]
@@ -599,4 +782,29 @@ async fn out_of_range_credits_are_a_clean_error() {
         "--cents",
         "1000000000",
     ]);
+    // A reader that has gone (`| head -0`): the credit is added and the command succeeds, no
+    // panic on the broken pipe.
+    let mut child = std::process::Command::new(common::BIN)
+        .args([
+            "credits",
+            "add",
+            "--account",
+            "rich@example.com",
+            "--cents",
+            "5",
+        ])
+        .arg("--data-dir")
+        .arg(&server.dir)
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+    assert!(!err.contains("panicked"), "{err}");
+    let shown = server.cli(&["credits", "show", "--account", "rich@example.com"]);
+    assert!(shown.contains("balance 1000000005"), "{shown}");
 }

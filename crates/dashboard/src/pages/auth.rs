@@ -11,6 +11,7 @@ use crate::web::{
     see_other, set_cookie, tokens_match, wants_json,
 };
 use axum::Json;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -19,6 +20,7 @@ use runbase_domain::ratelimit::RateDecision;
 use runbase_domain::sessions::{self, OpenedSession, SESSION_LIFETIME_MICROS};
 use runbase_domain::{ApiError, ErrorCode, ids, password};
 use runbase_http::AppState;
+use runbase_http::body::discard;
 use runbase_http::error::HttpError;
 use serde::Deserialize;
 use serde_json::json;
@@ -274,14 +276,21 @@ pub struct CsrfOnly {
     csrf_token: Option<String>,
 }
 
+/// Logs out. The session is checked before the body is read: without one, the form is
+/// refused (sent to `/login`) unread.
 pub async fn logout(
     State(state): State<AppState>,
     MaybeViewer(viewer): MaybeViewer,
     headers: HeaderMap,
-    FormBody(body): FormBody,
+    body: Body,
 ) -> Response {
     let Some(v) = viewer else {
+        discard(body, web::FORM_LIMIT);
         return see_other("/login");
+    };
+    let body = match web::read_form(&headers, body).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
     };
     let form: CsrfOnly = match parse_form(&headers, &body) {
         Ok(f) => f,

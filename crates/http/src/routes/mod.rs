@@ -78,13 +78,17 @@ pub fn finish(routes: Router<AppState>, state: AppState) -> Router {
 pub const MAX_HEADERS: usize = 100;
 pub const MAX_HEADER_BYTES: usize = 32 * 1024;
 
-async fn header_limits(req: Request<axum::body::Body>, next: axum::middleware::Next) -> Response {
-    let headers = req.headers();
+/// Whether a request carries more than [`MAX_HEADERS`] headers or [`MAX_HEADER_BYTES`] of them.
+pub fn headers_too_large(headers: &axum::http::HeaderMap) -> bool {
     let bytes: usize = headers
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len())
         .sum();
-    if headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES {
+    headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES
+}
+
+async fn header_limits(req: Request<axum::body::Body>, next: axum::middleware::Next) -> Response {
+    if headers_too_large(req.headers()) {
         let mut resp = HttpError::from(ErrorCode::HeadersTooLarge).into_response();
         resp.headers_mut().insert(
             axum::http::header::CONNECTION,

@@ -22,6 +22,7 @@ pub async fn receive(
     body: Body,
 ) -> Result<Json<serde_json::Value>, HttpError> {
     let provider = provider.map_or_else(|_| String::new(), |Path(p)| p);
+    // What a refused delivery's body is drained up to (read and dropped, never kept).
     let limit = state.config.body_limit();
     let Some(payments) = state.payments.as_ref().filter(|p| p.name() == provider) else {
         discard(body, limit);
@@ -30,12 +31,14 @@ pub async fn receive(
     let signature = headers
         .get(payments.signature_header())
         .and_then(|v| v.to_str().ok());
-    // No signature, no reading: an unsigned delivery is refused before its body is buffered.
-    if signature.is_none_or(str::is_empty) {
+    // No fresh signature header, no reading: a delivery whose header is missing, malformed or
+    // stale is refused before its body is buffered, and a body is read only up to the
+    // provider's small cap (a few times the largest genuine event), not the API's limit.
+    if let Err(e) = payments::precheck_webhook(payments.as_ref(), signature) {
         discard(body, limit);
-        return Err(ErrorCode::InvalidSignature.into());
+        return Err(HttpError(e));
     }
-    let body = read_body(body, limit)
+    let body = read_body(body, payments.max_webhook_body())
         .await
         .map_err(|e| HttpError(e.into_api(ErrorCode::InvalidRequest)))?;
     let result =
