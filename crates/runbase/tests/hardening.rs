@@ -239,10 +239,17 @@ async fn a_client_that_never_reads_its_answers_is_cut() {
     let test = async {
         // 127.0.0.3 fills its two slots with connections that pipeline 2,000 requests (tens of
         // megabytes of answers, far past any socket buffer) and never read...
-        let stuck = [
+        let mut stuck = [
             pipeline_and_never_read("127.0.0.3", s, SENT).await,
             pipeline_and_never_read("127.0.0.3", s, SENT).await,
         ];
+        // Both are accepted and being answered (so they hold their address's two slots) before
+        // anything else is tried: read the first bytes of an answer from each, then stop.
+        for r in &mut stuck {
+            let mut first = [0u8; 15];
+            r.read_exact(&mut first).await.unwrap();
+            assert_eq!(&first, b"HTTP/1.1 200 OK");
+        }
         // ...so it is not served while they hold, and everyone else is, throughout, until the
         // server cuts them and that host is served again.
         let client = s.client();
@@ -784,8 +791,8 @@ async fn out_of_range_credits_are_a_clean_error() {
     ]);
     // A reader that has gone (`| head -0`): the credit is added and the command succeeds, no
     // panic on the broken pipe.
-    let mut child = std::process::Command::new(common::BIN)
-        .args([
+    let mut child = server
+        .cli_command(&[
             "credits",
             "add",
             "--account",
@@ -793,9 +800,6 @@ async fn out_of_range_credits_are_a_clean_error() {
             "--cents",
             "5",
         ])
-        .arg("--data-dir")
-        .arg(&server.dir)
-        .env_remove("RUST_LOG")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

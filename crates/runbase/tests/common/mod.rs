@@ -226,7 +226,7 @@ impl Server {
     }
 
     /// `runbase <args> --data-dir <dir>` on the server's database.
-    fn cli_command(&self, args: &[&str]) -> Command {
+    pub fn cli_command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(BIN);
         cmd.args(args)
             .arg("--data-dir")
