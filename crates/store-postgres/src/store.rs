@@ -508,10 +508,29 @@ impl Store for PgStore {
         granted_by: Option<&str>,
         now: Timestamp,
     ) -> Result<LedgerEntry, StoreError> {
-        Ok(in_tx!(self, |tx| {
-            Box::pin(append_ledger(
-                tx,
-                LedgerLine {
+        let entry = in_tx!(self, |tx| {
+            Box::pin(async move {
+                // A balance past `Millicents::MAX_BALANCE` could not be shown exactly on the
+                // wire: the conditional update refuses it under the row's lock, in the same
+                // statement that adds (no check-then-write). Written as `balance <= MAX - amount`
+                // so no sum can overflow.
+                let Some(row) = query_opt(
+                    tx,
+                    "UPDATE accounts SET balance_millicents = balance_millicents + $2
+                     WHERE id = $1 AND balance_millicents <= $3 - $2 RETURNING balance_millicents",
+                    &[&account_id, &amount.0, &Millicents::MAX_BALANCE.0],
+                )
+                .await?
+                else {
+                    if query_opt(tx, "SELECT 1 FROM accounts WHERE id = $1", &[&account_id])
+                        .await?
+                        .is_none()
+                    {
+                        return Err(Error::Data(format!("no account {account_id}")));
+                    }
+                    return Ok(None);
+                };
+                let line = LedgerLine {
                     account_id,
                     kind: LedgerKind::Topup,
                     amount,
@@ -520,10 +539,16 @@ impl Store for PgStore {
                     memo,
                     granted_by,
                     now,
-                },
-            ))
+                };
+                insert_ledger_row(tx, line, row.try_get(0)?).await.map(Some)
+            })
         })
-        .await?)
+        .await?;
+        entry.ok_or_else(|| {
+            StoreError::Conflict(
+                "the balance would pass the largest amount Runbase can hold".to_owned(),
+            )
+        })
     }
 
     async fn run_ledger(
