@@ -139,14 +139,10 @@ impl Provider for Fal {
             Some("IN_QUEUE" | "IN_PROGRESS") => Ok(Progress::Running),
             Some("COMPLETED") => {
                 if let Some(err) = v.get("error").filter(|e| !e.is_null()) {
-                    let why = err
-                        .as_str()
-                        .map(http::truncate)
-                        .unwrap_or_else(|| err.to_string());
-                    return Err(ProviderError::new(
-                        "model_error",
-                        format!("The model failed: {why}"),
-                    ));
+                    let text = err.to_string();
+                    return Err(crate::output::model_failed(Some(
+                        err.as_str().unwrap_or(&text),
+                    )));
                 }
                 let url = self.request_url(job, "response_url", "");
                 let result = http::send(NAME, self.auth(self.client.get(url)))

@@ -110,17 +110,9 @@ fn read_task(v: &Value) -> Result<Progress, ProviderError> {
             }
             Ok(Progress::Done(out))
         }
-        Some("failed") => {
-            let why = d
-                .get("task_status_msg")
-                .and_then(Value::as_str)
-                .map(http::truncate)
-                .unwrap_or_else(|| "no reason given".into());
-            Err(ProviderError::new(
-                "model_error",
-                format!("The model failed: {why}"),
-            ))
-        }
+        Some("failed") => Err(crate::output::model_failed(
+            d.get("task_status_msg").and_then(Value::as_str),
+        )),
         other => Err(ProviderError::garbage(
             NAME,
             format!("unknown task status {other:?}"),

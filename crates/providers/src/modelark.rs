@@ -63,12 +63,8 @@ fn read_images(v: &Value) -> Result<ProviderOutput, ProviderError> {
         }
     }
     if out.files.is_empty() {
-        let why = refused
-            .map(http::truncate)
-            .unwrap_or("no image was returned".into());
-        return Err(ProviderError::new(
-            "model_error",
-            format!("The model failed: {why}"),
+        return Err(crate::output::model_failed(
+            refused.or(Some("no image was returned")),
         ));
     }
     Ok(out)
@@ -88,17 +84,9 @@ fn read_task(v: &Value) -> Result<Progress, ProviderError> {
             push_url(&mut out, url, Some("video/mp4"));
             Ok(Progress::Done(out))
         }
-        Some("failed") => {
-            let why = v
-                .pointer("/error/message")
-                .and_then(Value::as_str)
-                .map(http::truncate)
-                .unwrap_or_else(|| "no reason given".into());
-            Err(ProviderError::new(
-                "model_error",
-                format!("The model failed: {why}"),
-            ))
-        }
+        Some("failed") => Err(crate::output::model_failed(
+            v.pointer("/error/message").and_then(Value::as_str),
+        )),
         Some("cancelled") => Err(ProviderError::new(
             "upstream_canceled",
             "The task was canceled at BytePlus ModelArk",

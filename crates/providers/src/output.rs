@@ -81,11 +81,13 @@ pub fn produces_files(tags: &[String]) -> bool {
 
 /// The failure of a prediction whose status is `failed` (Cog and Replicate): its `error`.
 pub fn model_failure(prediction: &Value) -> ProviderError {
-    let why = prediction
-        .get("error")
-        .and_then(Value::as_str)
-        .map(truncate)
-        .unwrap_or_else(|| "no reason given".into());
+    model_failed(prediction.get("error").and_then(Value::as_str))
+}
+
+/// A `model_error` for a job the upstream says failed, quoting its reason (shortened) when it
+/// gave one. Every adapter words this failure the same way.
+pub fn model_failed(why: Option<&str>) -> ProviderError {
+    let why = why.map_or_else(|| "no reason given".into(), truncate);
     ProviderError::new("model_error", format!("The model failed: {why}"))
 }
 

@@ -85,14 +85,8 @@ enum Video {
 /// The video of a finished operation, or why there is none.
 fn finished_video(op: &Value) -> Result<Video, ProviderError> {
     if let Some(err) = op.get("error").filter(|e| !e.is_null()) {
-        let why = err
-            .get("message")
-            .and_then(Value::as_str)
-            .map(http::truncate)
-            .unwrap_or_else(|| "no reason given".into());
-        return Err(ProviderError::new(
-            "model_error",
-            format!("The model failed: {why}"),
+        return Err(crate::output::model_failed(
+            err.get("message").and_then(Value::as_str),
         ));
     }
     let response = op

@@ -265,18 +265,7 @@ mod tests {
     use super::*;
     use runbase_domain::catalog::Catalog;
 
-    /// `f` applied to a request for catalogue model `id` on its route number `route`.
-    fn with_req<T>(id: &str, route: usize, input: Value, f: impl Fn(&RunRequest<'_>) -> T) -> T {
-        let catalog = Catalog::builtin().unwrap();
-        let model = catalog.get(id).unwrap();
-        let req = RunRequest {
-            run_id: "run_test",
-            model,
-            route: &model.routes[route],
-            input: &input,
-        };
-        f(&req)
-    }
+    use crate::native::test_support::with_req;
 
     const MODELARK: usize = 0;
     const FAL: usize = 1;

@@ -133,18 +133,9 @@ pub fn fal(req: &RunRequest<'_>) -> Result<FalRequest, ProviderError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use runbase_domain::catalog::Catalog;
 
     fn with_req<T>(route: usize, input: Value, f: impl Fn(&RunRequest<'_>) -> T) -> T {
-        let catalog = Catalog::builtin().unwrap();
-        let model = catalog.get("kling/kling-3.0").unwrap();
-        let req = RunRequest {
-            run_id: "run_test",
-            model,
-            route: &model.routes[route],
-            input: &input,
-        };
-        f(&req)
+        crate::native::test_support::with_req("kling/kling-3.0", route, input, f)
     }
 
     const KLING: usize = 0;

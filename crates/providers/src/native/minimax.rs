@@ -60,18 +60,9 @@ pub fn fal(req: &RunRequest<'_>) -> Result<FalRequest, ProviderError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use runbase_domain::catalog::Catalog;
 
     fn with_req<T>(route: usize, input: Value, f: impl Fn(&RunRequest<'_>) -> T) -> T {
-        let catalog = Catalog::builtin().unwrap();
-        let model = catalog.get("hailuo/pro").unwrap();
-        let req = RunRequest {
-            run_id: "run_test",
-            model,
-            route: &model.routes[route],
-            input: &input,
-        };
-        f(&req)
+        crate::native::test_support::with_req("hailuo/pro", route, input, f)
     }
 
     #[test]

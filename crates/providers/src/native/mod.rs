@@ -56,3 +56,29 @@ pub fn fal(req: &RunRequest<'_>) -> Result<FalRequest, ProviderError> {
         Some(other) => Err(unknown("fal", other)),
     }
 }
+
+/// What the mappings' unit tests share.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use runbase_domain::catalog::Catalog;
+    use runbase_domain::provider::RunRequest;
+    use serde_json::Value;
+
+    /// `f` applied to a request for catalogue model `id` on its route number `route`.
+    pub fn with_req<T>(
+        id: &str,
+        route: usize,
+        input: Value,
+        f: impl Fn(&RunRequest<'_>) -> T,
+    ) -> T {
+        let catalog = Catalog::builtin().unwrap();
+        let model = catalog.get(id).unwrap();
+        let req = RunRequest {
+            run_id: "run_test",
+            model,
+            route: &model.routes[route],
+            input: &input,
+        };
+        f(&req)
+    }
+}
