@@ -6,38 +6,8 @@
 #![allow(clippy::unwrap_used, reason = "tests may unwrap")]
 
 mod common;
+use common::redis::{random_prefix, redis_up, redis_url};
 use common::{Resp, Server};
-use std::io::{Read, Write};
-
-fn redis_url() -> String {
-    std::env::var("RUNBASE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-/// Whether Redis answers a PING; panics under CI when it does not.
-fn redis_up() -> bool {
-    let url = redis_url();
-    let addr = url.trim_start_matches("redis://").trim_end_matches('/');
-    let up = std::net::TcpStream::connect(addr).is_ok_and(|mut s| {
-        let mut buf = [0u8; 7];
-        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
-    });
-    if !up {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "Redis is not reachable at {url} (.ci/run starts it)"
-        );
-        eprintln!("skipped: no Redis at {url}");
-    }
-    up
-}
-
-fn random_prefix() -> String {
-    let mut b = [0u8; 8];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .unwrap();
-    format!("runbase-test:{}:", hex::encode(b))
-}
 
 fn redis_env<'a>(url: &'a str, prefix: &'a str, fail: &'a str) -> Vec<(&'static str, &'a str)> {
     vec![

@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod redis;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_runbase");
 
 /// A running server; killed when dropped.
