@@ -21,6 +21,10 @@ pub fn internal(e: StoreError) -> ApiError {
             tracing::error!(error = %detail, "storage failure");
             ApiError::internal()
         }
+        StoreError::Unavailable(detail) => {
+            tracing::warn!(error = %detail, "storage unavailable; answered 503");
+            ErrorCode::ServiceUnavailable.into()
+        }
     }
 }
 
@@ -453,4 +457,17 @@ pub async fn list_accounts(store: &dyn Store) -> Result<Vec<Account>, AdminError
 pub async fn set_admin(store: &dyn Store, email: &str, admin: bool) -> Result<Account, AdminError> {
     let account = account_by_email(store, email).await?;
     Ok(store.set_admin(&account.id, admin).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_without_a_connection_to_spare_is_a_503_not_a_500() {
+        let e = internal(StoreError::Unavailable("too many clients".into()));
+        assert_eq!(e.code, ErrorCode::ServiceUnavailable);
+        let e = internal(StoreError::Backend("disk I/O error".into()));
+        assert_eq!(e.code, ErrorCode::Internal);
+    }
 }

@@ -23,6 +23,11 @@ pub enum StoreError {
     /// The database failed; internal detail, to be logged, never shown.
     #[error("storage backend: {0}")]
     Backend(String),
+    /// No connection to the database could be had (server unreachable, out of connections, pool
+    /// wait timed out) before anything was sent: nothing was done, and a retry may succeed.
+    /// Internal detail, to be logged, never shown.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Why [`Store::create_run`] refused to create a run. Each maps to one public error code.

@@ -45,12 +45,38 @@ impl Error {
 
 impl From<Error> for StoreError {
     fn from(e: Error) -> Self {
-        StoreError::Backend(e.to_string())
+        // Failing to get a connection happens before any statement is sent: the request did
+        // nothing, and the client may retry (503). A failure on a connection in use may have
+        // half-happened from the client's view (a lost COMMIT answer), so it stays a 500.
+        match e {
+            Error::Pool(_) => StoreError::Unavailable(e.to_string()),
+            _ => StoreError::Backend(e.to_string()),
+        }
     }
 }
 
 impl From<Error> for CreateRunError {
     fn from(e: Error) -> Self {
         CreateRunError::Store(e.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_connection_to_be_had_is_unavailable_and_a_failed_statement_is_not() {
+        let waited = Error::Pool(deadpool_postgres::PoolError::Timeout(
+            deadpool_postgres::TimeoutType::Wait,
+        ));
+        assert!(matches!(
+            StoreError::from(waited),
+            StoreError::Unavailable(_)
+        ));
+        assert!(matches!(
+            StoreError::from(Error::Data("bad row".into())),
+            StoreError::Backend(_)
+        ));
     }
 }
