@@ -173,6 +173,12 @@ pub trait Store: Send + Sync + 'static {
     /// Soft delete: the key stops working at once; its runs and ledger lines keep their history.
     async fn delete_key(&self, id: &str, now: Timestamp) -> Result<(), StoreError>;
 
+    // --- uploads ---------------------------------------------------------------------------
+    /// Records an uploaded file (its bytes are already in the file storage).
+    async fn create_upload(&self, upload: &crate::uploads::Upload) -> Result<(), StoreError>;
+    /// The upload with this id, whichever account it belongs to (the caller compares).
+    async fn upload(&self, id: &str) -> Result<Option<crate::uploads::Upload>, StoreError>;
+
     // --- runs and their queue ------------------------------------------------------------
     /// In one transaction: re-checks the key (usable, quota, spend limit) and the balance,
     /// charges the price (ledger entry), inserts the run and enqueues its job.
