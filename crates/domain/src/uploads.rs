@@ -151,7 +151,9 @@ pub fn own_file_path(public_url: &str, url: &str) -> Option<String> {
     let segments: Vec<String> = target.path_segments()?.map(percent_decode).collect();
     let rest = segments.strip_prefix(prefix.as_slice())?;
     match rest {
-        [files, dir, name] if files == "files" && (dir.starts_with("upl_") || dir.starts_with("run_")) => {
+        [files, dir, name]
+            if files == "files" && (dir.starts_with("upl_") || dir.starts_with("run_")) =>
+        {
             let path = format!("{dir}/{name}");
             crate::files::is_safe_path(&path).then_some(path)
         }
@@ -197,7 +199,10 @@ pub async fn check_input_files(
     if named.len() > MAX_CHECKED {
         return Err(ApiError::new(
             ErrorCode::InvalidInput,
-            format!("input: names {} uploaded files; at most {MAX_CHECKED} are accepted", named.len()),
+            format!(
+                "input: names {} uploaded files; at most {MAX_CHECKED} are accepted",
+                named.len()
+            ),
         ));
     }
     for (field, id) in named {
@@ -254,7 +259,10 @@ mod tests {
             Some("audio/wav")
         );
         assert_eq!(sniff(b"fLaC\0\0\0\x22").map(|k| k.extension), Some("flac"));
-        assert_eq!(sniff(b"GIF89a\x01\0\x01\0").map(|k| k.extension), Some("gif"));
+        assert_eq!(
+            sniff(b"GIF89a\x01\0\x01\0").map(|k| k.extension),
+            Some("gif")
+        );
         assert_eq!(sniff(b"just some text, not a picture"), None);
         assert_eq!(sniff(b"%PDF-1.7\n"), None);
         assert_eq!(sniff(b""), None);

@@ -84,7 +84,13 @@ pub async fn receive(
         discard(rest, drain_limit);
     }
     let bytes = result?;
-    let upload = uploads::save(state.store.as_ref(), state.files.as_ref(), account_id, bytes).await?;
+    let upload = uploads::save(
+        state.store.as_ref(),
+        state.files.as_ref(),
+        account_id,
+        bytes,
+    )
+    .await?;
     Ok(UploadAnswer::new(&state.config.public_url, &upload))
 }
 

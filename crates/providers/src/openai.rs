@@ -239,15 +239,12 @@ async fn fetch_images(
         if left == 0 {
             return Err(too_much_input());
         }
-        let f = inputs
-            .fetch(url, cap.min(left))
-            .await
-            .map_err(|why| {
-                ProviderError::new(
-                    "invalid_input",
-                    format!("An input image could not be fetched ({url}): {why}"),
-                )
-            })?;
+        let f = inputs.fetch(url, cap.min(left)).await.map_err(|why| {
+            ProviderError::new(
+                "invalid_input",
+                format!("An input image could not be fetched ({url}): {why}"),
+            )
+        })?;
         let content_type = f
             .content_type
             .map(|t| t.split(';').next().unwrap_or("").trim().to_owned())

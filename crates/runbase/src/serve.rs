@@ -166,7 +166,10 @@ pub async fn run(config: Config, warnings: Vec<String>, migrate: bool) -> anyhow
             limits,
             public_url: public_url.clone(),
             max_upload_bytes: config.uploads.max_bytes,
-            signup_credit: config.accounts.signup_credit().map_err(anyhow::Error::msg)?,
+            signup_credit: config
+                .accounts
+                .signup_credit()
+                .map_err(anyhow::Error::msg)?,
         }),
     };
 

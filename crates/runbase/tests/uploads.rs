@@ -142,7 +142,10 @@ async fn the_type_comes_from_the_content_not_the_name() {
     let r = upload(&c, &key, file("song.mp3", "audio/mpeg", &png)).await;
     let url = assert_uploaded(&r, "image/png", png.len());
     assert!(url.ends_with(".png"), "{url}");
-    assert!(url.starts_with(&s.url), "an absolute URL under the server: {url}");
+    assert!(
+        url.starts_with(&s.url),
+        "an absolute URL under the server: {url}"
+    );
     let got = c.http.get(&url).send().await.unwrap();
     assert_eq!(got.status(), 200);
     assert_eq!(got.headers()["content-type"], "image/png");
@@ -329,9 +332,14 @@ async fn a_body_that_is_not_a_form_with_a_file_is_refused() {
     let png = png();
 
     // Not multipart at all.
-    post(&c, Some(&key), "application/json", b"{\"file\": \"x\"}".to_vec())
-        .await
-        .assert_error(400, "invalid_request");
+    post(
+        &c,
+        Some(&key),
+        "application/json",
+        b"{\"file\": \"x\"}".to_vec(),
+    )
+    .await
+    .assert_error(400, "invalid_request");
     post(&c, Some(&key), "image/png", png.clone())
         .await
         .assert_error(400, "invalid_request");

@@ -17,7 +17,10 @@ const CREDIT: (&str, &str) = ("RUNBASE_ACCOUNTS__SIGNUP_CREDIT_CENTS", "250");
 /// An administrative command with the server's configuration (the welcome credit included,
 /// as `--config` would give it).
 fn cli(s: &Server, args: &[&str]) -> std::process::Output {
-    s.cli_command(args).env(CREDIT.0, CREDIT.1).output().unwrap()
+    s.cli_command(args)
+        .env(CREDIT.0, CREDIT.1)
+        .output()
+        .unwrap()
 }
 
 fn create(s: &Server, args: &[&str]) {
@@ -73,7 +76,11 @@ async fn sign_up(s: &Server, email: &str) {
     let r = http
         .post(format!("{}/signup", s.url))
         .header("cookie", cookie)
-        .form(&[("email", email), ("password", PASSWORD), ("csrf_token", token)])
+        .form(&[
+            ("email", email),
+            ("password", PASSWORD),
+            ("csrf_token", token),
+        ])
         .send()
         .await
         .unwrap();
@@ -112,7 +119,11 @@ async fn every_new_account_gets_the_welcome_credit_once() {
     sign_up(&s, "web@example.com").await;
     assert_welcomed(&s, "web@example.com", 250);
     // Nor does creating it again with the CLI, which is refused.
-    assert!(!cli(&s, &["accounts", "create", "cli@example.com"]).status.success());
+    assert!(
+        !cli(&s, &["accounts", "create", "cli@example.com"])
+            .status
+            .success()
+    );
     assert_welcomed(&s, "cli@example.com", 250);
 
     // The credit is real money: a key of the account sees it and can spend it.
