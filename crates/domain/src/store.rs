@@ -65,7 +65,10 @@ pub enum PaymentCredit {
 pub trait Store: Send + Sync + 'static {
     // --- accounts and ledger -------------------------------------------------------------
     /// Creates an account; the first one of an empty install is made an administrator in the
-    /// same transaction. An email already taken is a `Conflict`.
+    /// same transaction, and `account.signup_credit` (the welcome credit), when not zero, is
+    /// granted in it too with its own ledger line. An email already taken is a `Conflict` (and
+    /// grants nothing). Every way of signing up (the dashboard, the CLI, an identity provider)
+    /// comes through here.
     async fn create_account_with(
         &self,
         account: NewAccount,
