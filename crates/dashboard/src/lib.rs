@@ -13,6 +13,7 @@ mod flash;
 mod layout;
 mod pages;
 mod shell;
+mod uploads;
 pub mod web;
 
 use axum::Router;
@@ -59,6 +60,7 @@ pub fn pages() -> Router<AppState> {
         .route("/docs/error-codes", get(docs::error_codes))
         .route("/docs/runs", get(docs::runs))
         .route("/assets/{name}", get(assets::get))
+        .route("/files", post(uploads::create))
 }
 
 /// The API and the dashboard together: what `runbase serve` runs.

@@ -30,7 +30,14 @@ pub struct NewAccount {
     pub password_hash: Option<String>,
     /// Make it an administrator. The first account of an empty install is one regardless.
     pub admin: bool,
+    /// The welcome credit (`[accounts] signup_credit_cents`), granted in the transaction that
+    /// creates the account, with its own ledger line ([`WELCOME_CREDIT_MEMO`]). Zero writes no
+    /// line.
+    pub signup_credit: Millicents,
 }
+
+/// The memo of the ledger line of a new account's welcome credit (a `topup` line).
+pub const WELCOME_CREDIT_MEMO: &str = "welcome credit";
 
 /// An API key as stored (never the secret itself).
 #[derive(Debug, Clone, PartialEq)]

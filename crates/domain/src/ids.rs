@@ -38,6 +38,13 @@ fn base36_fixed(mut n: u64, width: usize) -> String {
     digits.iter().rev().map(|&b| b as char).collect()
 }
 
+/// A new upload id: `upl_`, then the same time-ordered, ~82-bit random shape as a run id. The
+/// upload's URL is learned from the answer to the upload, never guessed.
+pub fn new_upload_id() -> String {
+    let micros = u64::try_from(crate::time::Timestamp::now().micros()).unwrap_or(0);
+    format!("upl_{}{}", base36_fixed(micros, 10), random_token(16))
+}
+
 pub fn new_account_id() -> String {
     format!("acct_{}", random_token(16))
 }

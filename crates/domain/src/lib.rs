@@ -27,6 +27,7 @@ pub mod service;
 pub mod sessions;
 pub mod store;
 pub mod time;
+pub mod uploads;
 
 pub use error::{ApiError, ErrorCode};
 pub use money::Millicents;

@@ -128,6 +128,8 @@ pub async fn create_run(
 ) -> Result<Run, ApiError> {
     check_quota(key)?;
     let req = parse_run_request(catalog, body, key.test)?;
+    // Still step 10: an input may name only this account's uploads.
+    crate::uploads::check_input_files(store, &key.account_id, &req.input).await?;
     // Test runs are free (and simulated).
     let price = if key.test {
         Millicents::ZERO
@@ -313,21 +315,24 @@ fn check_key_name(name: &str) -> Result<String, AdminError> {
 }
 
 pub async fn create_account(store: &dyn Store, email: &str) -> Result<Account, AdminError> {
-    create_account_as(store, email, false).await
+    create_account_as(store, email, false, Millicents::ZERO).await
 }
 
 /// Creates an account without a password, an administrator when `admin` (the first account of
-/// an install is one anyway).
+/// an install is one anyway), granted `signup_credit` (the welcome credit) in the same
+/// transaction.
 pub async fn create_account_as(
     store: &dyn Store,
     email: &str,
     admin: bool,
+    signup_credit: Millicents,
 ) -> Result<Account, AdminError> {
     let email = normalize_email(email)?;
     let new = crate::account::NewAccount {
         email,
         password_hash: None,
         admin,
+        signup_credit,
     };
     Ok(store.create_account_with(new, Timestamp::now()).await?)
 }
@@ -442,6 +447,17 @@ pub async fn add_credits(
             StoreError::Conflict(m) => AdminError::Invalid(m),
             e => AdminError::Store(e),
         })
+}
+
+/// The welcome credit of `[accounts] signup_credit_cents`, checked: from 0 to
+/// [`MAX_CREDIT_CENTS`], the most one grant may add.
+pub fn signup_credit(cents: i64) -> Result<Millicents, String> {
+    if !(0..=MAX_CREDIT_CENTS).contains(&cents) {
+        return Err(format!(
+            "accounts.signup_credit_cents: must be a whole number of cents from 0 to {MAX_CREDIT_CENTS}, not {cents}"
+        ));
+    }
+    Millicents::from_cents(cents).ok_or_else(|| "accounts.signup_credit_cents: too large".into())
 }
 
 /// The most one `credits add` may add: ten million dollars, far above any real top-up and far

@@ -96,7 +96,14 @@ async fn verify_off_thread(password: String, phc: Option<String>) -> bool {
 /// administrator. An email that already has an account is answered the same as a new one, in
 /// the same time (the password is hashed either way), and the account is left as it was: the
 /// caller cannot learn who is registered. The user logs in next.
-pub async fn sign_up(store: &dyn Store, email: &str, password: &str) -> Result<(), ApiError> {
+///
+/// A new account is granted `signup_credit` (the welcome credit) in the same transaction.
+pub async fn sign_up(
+    store: &dyn Store,
+    email: &str,
+    password: &str,
+    signup_credit: crate::money::Millicents,
+) -> Result<(), ApiError> {
     let email = crate::service::normalize_email(email)
         .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.to_string()))?;
     password::check_new(password).map_err(|m| ApiError::new(ErrorCode::InvalidRequest, m))?;
@@ -107,6 +114,7 @@ pub async fn sign_up(store: &dyn Store, email: &str, password: &str) -> Result<(
                 email,
                 password_hash: Some(hash),
                 admin: false,
+                signup_credit,
             },
             Timestamp::now(),
         )

@@ -70,7 +70,10 @@ pub enum PaymentCredit {
 pub trait Store: Send + Sync + 'static {
     // --- accounts and ledger -------------------------------------------------------------
     /// Creates an account; the first one of an empty install is made an administrator in the
-    /// same transaction. An email already taken is a `Conflict`.
+    /// same transaction, and `account.signup_credit` (the welcome credit), when not zero, is
+    /// granted in it too with its own ledger line. An email already taken is a `Conflict` (and
+    /// grants nothing). Every way of signing up (the dashboard, the CLI, an identity provider)
+    /// comes through here.
     async fn create_account_with(
         &self,
         account: NewAccount,
@@ -177,6 +180,12 @@ pub trait Store: Send + Sync + 'static {
     async fn touch_key(&self, id: &str, now: Timestamp) -> Result<(), StoreError>;
     /// Soft delete: the key stops working at once; its runs and ledger lines keep their history.
     async fn delete_key(&self, id: &str, now: Timestamp) -> Result<(), StoreError>;
+
+    // --- uploads ---------------------------------------------------------------------------
+    /// Records an uploaded file (its bytes are already in the file storage).
+    async fn create_upload(&self, upload: &crate::uploads::Upload) -> Result<(), StoreError>;
+    /// The upload with this id, whichever account it belongs to (the caller compares).
+    async fn upload(&self, id: &str) -> Result<Option<crate::uploads::Upload>, StoreError>;
 
     // --- runs and their queue ------------------------------------------------------------
     /// In one transaction: re-checks the key (usable, quota, spend limit) and the balance,

@@ -83,7 +83,8 @@ pub fn discard(body: Body, limit: usize) {
     });
 }
 
-fn classify(e: &axum::Error) -> BodyError {
+/// What a body's read error was: the server's body deadline, or a broken body.
+pub fn classify(e: &axum::Error) -> BodyError {
     let mut cause = std::error::Error::source(e);
     while let Some(c) = cause {
         if c.is::<tower_http::timeout::TimeoutError>() {

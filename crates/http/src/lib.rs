@@ -13,6 +13,7 @@ pub mod error;
 pub mod routes;
 mod serve;
 pub mod state;
+pub mod upload;
 
 pub use routes::{api_routes, finish};
 pub use serve::{ServeConfig, serve};

@@ -46,12 +46,26 @@ pub struct HttpConfig {
     pub limits: Limits,
     /// The address clients reach the server at (links in the dashboard, payment return URLs).
     pub public_url: String,
+    /// The largest file `POST /api/v1/files` (and the dashboard's `POST /files`) accepts, in
+    /// bytes (`[uploads] max_bytes`; 30 MB when unset).
+    pub max_upload_bytes: u64,
+    /// The welcome credit of a new account (`[accounts] signup_credit_cents`).
+    pub signup_credit: runbase_domain::Millicents,
 }
 
 impl HttpConfig {
     /// Whether cookies must be `Secure`: the public address is HTTPS.
     pub fn behind_tls(&self) -> bool {
         self.public_url.starts_with("https://")
+    }
+
+    /// The largest upload accepted.
+    pub fn upload_limit(&self) -> u64 {
+        if self.max_upload_bytes == 0 {
+            runbase_domain::uploads::DEFAULT_MAX_BYTES
+        } else {
+            self.max_upload_bytes
+        }
     }
 
     /// The largest request body accepted (1 MiB when unset).

@@ -23,6 +23,7 @@ pub struct Gemini {
     pub base_url: String,
     pub api_key: Secret,
     pub client: reqwest::Client,
+    pub inputs: crate::InputFiles,
 }
 
 const NAME: &str = "Gemini";
@@ -61,7 +62,7 @@ impl Gemini {
         let mut images = Vec::with_capacity(urls.len());
         let mut total = 0;
         for url in urls {
-            let f = http::fetch_user_url(url, each).await.map_err(|why| {
+            let f = self.inputs.fetch(url, each).await.map_err(|why| {
                 ProviderError::new(
                     "invalid_input",
                     format!("An input image could not be fetched ({url}): {why}"),

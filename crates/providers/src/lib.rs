@@ -18,6 +18,7 @@ mod driver;
 mod fal;
 mod gemini;
 pub mod http;
+mod inputs;
 mod kling;
 mod minimax;
 mod modelark;
@@ -30,8 +31,10 @@ mod replicate;
 mod simulator;
 
 pub use driver::{Execution, ReadyFile, ReadyOutput, RetryPolicy};
+pub use inputs::InputFiles;
 
 use runbase_domain::catalog::Route;
+use runbase_domain::files::FileStore;
 use runbase_domain::provider::Provider;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -150,6 +153,8 @@ pub struct Providers {
     simulator: Arc<dyn Provider>,
     client: reqwest::Client,
     retry: RetryPolicy,
+    /// Where adapters that send input files themselves read them.
+    inputs: InputFiles,
 }
 
 impl Providers {
@@ -160,6 +165,7 @@ impl Providers {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, String> {
         let client = http::client();
+        let inputs = InputFiles::default();
         let poll = Duration::from_millis(config.poll_interval_ms.max(10));
         let secret = |configured: &Option<Secret>, vars: &[&str]| {
             configured
@@ -213,6 +219,7 @@ impl Providers {
                     base_url: base(&config.openai, "https://api.openai.com/v1")?,
                     api_key: Some(k),
                     client: client.clone(),
+                    inputs: inputs.clone(),
                 }),
             );
         }
@@ -226,6 +233,7 @@ impl Providers {
                     )?,
                     api_key: k,
                     client: client.clone(),
+                    inputs: inputs.clone(),
                 }),
             );
         }
@@ -302,6 +310,7 @@ impl Providers {
                     base_url: url.trim_end_matches('/').to_owned(),
                     api_key: s.api_key.clone(),
                     client: client.clone(),
+                    inputs: inputs.clone(),
                 }),
             );
         }
@@ -315,7 +324,14 @@ impl Providers {
                 max_backoff: Duration::from_millis(config.retry.max_backoff_ms.max(1)),
                 ..RetryPolicy::default()
             },
+            inputs,
         })
+    }
+
+    /// Lets the adapters read this server's own file URLs (uploads, earlier outputs) named in
+    /// a run's input from `files` instead of fetching them over HTTP. Set once, at start-up.
+    pub fn read_own_files_from(&self, public_url: &str, files: Arc<dyn FileStore>) {
+        self.inputs.attach(public_url, files);
     }
 
     fn adapter(&self, provider: &str) -> Option<Arc<dyn Provider>> {

@@ -29,6 +29,7 @@ pub struct OpenAi {
     pub base_url: String,
     pub api_key: Option<Secret>,
     pub client: reqwest::Client,
+    pub inputs: crate::InputFiles,
 }
 
 impl OpenAi {
@@ -67,7 +68,7 @@ impl OpenAi {
                     )
                     .await?
                 } else {
-                    let images = fetch_images(req, &urls).await?;
+                    let images = fetch_images(&self.inputs, req, &urls).await?;
                     let boundary = format!("runbase-{:016x}", rand::random::<u64>());
                     let body = multipart(&boundary, &fields, &images);
                     http::send_json(&self.name, self.post_form("images/edits", &boundary, body))
@@ -220,6 +221,7 @@ struct EditImage {
 
 /// Fetches the user's images (SSRF-safe), each at most the model's `x-max-file-mb`.
 async fn fetch_images(
+    inputs: &crate::InputFiles,
     req: &RunRequest<'_>,
     urls: &[&str],
 ) -> Result<Vec<EditImage>, ProviderError> {
@@ -237,14 +239,12 @@ async fn fetch_images(
         if left == 0 {
             return Err(too_much_input());
         }
-        let f = http::fetch_user_url(url, cap.min(left))
-            .await
-            .map_err(|why| {
-                ProviderError::new(
-                    "invalid_input",
-                    format!("An input image could not be fetched ({url}): {why}"),
-                )
-            })?;
+        let f = inputs.fetch(url, cap.min(left)).await.map_err(|why| {
+            ProviderError::new(
+                "invalid_input",
+                format!("An input image could not be fetched ({url}): {why}"),
+            )
+        })?;
         let content_type = f
             .content_type
             .map(|t| t.split(';').next().unwrap_or("").trim().to_owned())

@@ -51,7 +51,11 @@ pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
             } else {
                 None
             };
-            let account = service::create_account_as(store, &email, admin).await?;
+            let credit = config
+                .accounts
+                .signup_credit()
+                .map_err(anyhow::Error::msg)?;
+            let account = service::create_account_as(store, &email, admin, credit).await?;
             if let Some(p) = password {
                 sessions::set_password(store, &account, &p)
                     .await

@@ -43,6 +43,10 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Top-ups through a payment provider (Stripe Checkout).
     pub payments: PaymentsConfig,
+    /// Files users upload for runs' inputs (`POST /api/v1/files`).
+    pub uploads: UploadsSettings,
+    /// New accounts.
+    pub accounts: AccountsSettings,
     /// Log filter (tracing's `EnvFilter` syntax); `RUST_LOG` wins when set.
     pub log: String,
 }
@@ -79,6 +83,38 @@ pub struct PaymentsConfig {
 pub struct Limit {
     pub requests: u32,
     pub window_secs: u64,
+}
+
+/// `[uploads]`: files users upload (`POST /api/v1/files`, the dashboard's Playground).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UploadsSettings {
+    /// The largest file accepted, in bytes (`RUNBASE_UPLOADS__MAX_BYTES`); 30 MB by default.
+    pub max_bytes: u64,
+}
+
+impl Default for UploadsSettings {
+    fn default() -> Self {
+        UploadsSettings {
+            max_bytes: runbase_domain::uploads::DEFAULT_MAX_BYTES,
+        }
+    }
+}
+
+/// `[accounts]`: what a new account starts with.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccountsSettings {
+    /// The welcome credit granted once to every new account, however it is made (dashboard
+    /// sign-up, `runbase accounts create`), in cents; 0 (the default) grants nothing.
+    pub signup_credit_cents: i64,
+}
+
+impl AccountsSettings {
+    /// The welcome credit, checked (0 to the largest single grant).
+    pub fn signup_credit(&self) -> Result<runbase_domain::Millicents, String> {
+        runbase_domain::service::signup_credit(self.signup_credit_cents)
+    }
 }
 
 /// `[http]`: what one client may hold of the server.
@@ -157,6 +193,8 @@ impl Default for Config {
                 redis_key_prefix: "runbase:rl:".into(),
             },
             payments: PaymentsConfig::default(),
+            uploads: UploadsSettings::default(),
+            accounts: AccountsSettings::default(),
             http: HttpSettings::default(),
             worker: WorkerSettings {
                 concurrency: 64,
@@ -204,6 +242,8 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "providers",
     "storage",
     "payments",
+    "uploads",
+    "accounts",
     "log",
 ];
 
@@ -299,6 +339,10 @@ impl Config {
                 self.rate_limits.fail
             ));
         }
+        if self.uploads.max_bytes == 0 {
+            return Err("uploads.max_bytes: must be positive".into());
+        }
+        self.accounts.signup_credit()?;
         if !matches!(self.durability.as_str(), "full" | "normal") {
             return Err(format!(
                 "durability: must be \"full\" or \"normal\", not {:?}",

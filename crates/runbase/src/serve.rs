@@ -138,6 +138,8 @@ pub async fn run(config: Config, warnings: Vec<String>, migrate: bool) -> anyhow
     if !public_url.starts_with("http://") && !public_url.starts_with("https://") {
         bail!("public_url must start with http:// or https://");
     }
+    // Uploads and earlier outputs named in a run's input are read from storage, not fetched.
+    providers.read_own_files_from(&public_url, files.clone());
 
     let limit = |l: crate::config::Limit| RateLimit {
         requests: l.requests,
@@ -163,6 +165,11 @@ pub async fn run(config: Config, warnings: Vec<String>, migrate: bool) -> anyhow
             max_body_bytes: 1 << 20,
             limits,
             public_url: public_url.clone(),
+            max_upload_bytes: config.uploads.max_bytes,
+            signup_credit: config
+                .accounts
+                .signup_credit()
+                .map_err(anyhow::Error::msg)?,
         }),
     };
 

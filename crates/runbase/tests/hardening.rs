@@ -502,6 +502,10 @@ async fn every_api_error_is_the_envelope() {
             "missing_api_key",
         ),
         p("GET", "/api/v1/account", false, 0, 401, "missing_api_key"),
+        p("POST", "/api/v1/files", false, BIG, 401, "missing_api_key"),
+        p("POST", "/files", false, BIG, 401, "not_logged_in"),
+        // An upload that is not a form, with a good key.
+        p("POST", "/api/v1/files", true, 10, 400, "invalid_request"),
         // Oversize bodies.
         p("POST", "/api/v1/runs", true, BIG, 413, "payload_too_large"),
         p("POST", "/api/v1/runs", false, BIG, 401, "missing_api_key"),

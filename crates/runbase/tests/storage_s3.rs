@@ -125,4 +125,34 @@ async fn outputs_are_stored_in_the_bucket_and_served_by_runbase() {
     // A missing file is a 404 in the envelope, not a storage error.
     let missing = c.get(None, &format!("/files/{id}/nope.png")).await;
     missing.assert_error(404, "not_found");
+
+    // An upload goes to the bucket too, and is served from it.
+    let boundary = "s3-upload-boundary";
+    let mut form = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"ref.png\"\r\n\
+         Content-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    form.extend_from_slice(&served);
+    form.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let r = c
+        .send(
+            c.http
+                .post(format!("{}/api/v1/files", s.url))
+                .bearer_auth(&key)
+                .header(
+                    "content-type",
+                    format!("multipart/form-data; boundary={boundary}"),
+                )
+                .body(form),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["contentType"], "image/png");
+    let upload_url = r.body["url"].as_str().unwrap();
+    let got = c.http.get(upload_url).send().await.unwrap();
+    assert_eq!(got.headers()["content-type"], "image/png");
+    assert_eq!(got.bytes().await.unwrap().to_vec(), served);
+    let upload_id = r.body["id"].as_str().unwrap();
+    assert!(!s.dir.join("files").join(upload_id).exists());
 }

@@ -121,3 +121,17 @@ pub fn session(r: &Row) -> Result<Session, Error> {
 pub fn all<T>(rows: &[Row], f: fn(&Row) -> Result<T, Error>) -> Result<Vec<T>, Error> {
     rows.iter().map(f).collect()
 }
+
+pub const UPLOAD_COLS: &str = "id, account_id, path, content_type, size_bytes, created_at";
+
+pub fn upload(r: &Row) -> Result<runbase_domain::uploads::Upload, Error> {
+    let size: i64 = r.try_get(4)?;
+    Ok(runbase_domain::uploads::Upload {
+        id: r.try_get(0)?,
+        account_id: r.try_get(1)?,
+        path: r.try_get(2)?,
+        content_type: r.try_get(3)?,
+        size_bytes: u64::try_from(size).map_err(|e| Error::Data(e.to_string()))?,
+        created_at: Timestamp(r.try_get(5)?),
+    })
+}

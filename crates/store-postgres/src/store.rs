@@ -1,12 +1,13 @@
 //! `Store` for PostgreSQL: the queries and their transactions. Locks are always taken in the
 //! order run → key → account, so two transactions never wait on each other in a cycle.
 
-use crate::rows::{self, ACCOUNT_COLS, KEY_COLS, LEDGER_COLS, RUN_COLS};
+use crate::rows::{self, ACCOUNT_COLS, KEY_COLS, LEDGER_COLS, RUN_COLS, UPLOAD_COLS};
 use crate::{CANCEL_CHANNEL, Error, PgStore, QUEUE_CHANNEL};
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
 use runbase_domain::account::{
     Account, ApiKey, KeySettings, KeyUpdate, LedgerEntry, LedgerKind, NewAccount,
+    WELCOME_CREDIT_MEMO,
 };
 use runbase_domain::ids::{self, KeyHash};
 use runbase_domain::money::Millicents;
@@ -14,6 +15,7 @@ use runbase_domain::run::{NewRun, Run, RunError, RunOutcome, RunStatus};
 use runbase_domain::sessions::Session;
 use runbase_domain::store::{CreateRunError, PaymentCredit, RunFilter, Store, StoreError};
 use runbase_domain::time::Timestamp;
+use runbase_domain::uploads::Upload;
 use std::sync::Arc;
 use tokio_postgres::types::ToSql;
 
@@ -444,7 +446,25 @@ impl Store for PgStore {
                 )
                 .await?
                 .ok_or_else(|| Error::Data("INSERT returned no row".into()))?;
-                rows::account(&row)
+                let mut account = rows::account(&row)?;
+                if new.signup_credit > Millicents::ZERO {
+                    let line = append_ledger(
+                        tx,
+                        LedgerLine {
+                            account_id: &account.id,
+                            kind: LedgerKind::Topup,
+                            amount: new.signup_credit,
+                            run_id: None,
+                            key_id: None,
+                            memo: WELCOME_CREDIT_MEMO,
+                            granted_by: None,
+                            now,
+                        },
+                    )
+                    .await?;
+                    account.balance = line.balance_after;
+                }
+                Ok::<_, Error>(account)
             })
         })
         .await;
@@ -842,6 +862,35 @@ impl Store for PgStore {
             return Err(StoreError::NotFound("no such key".into()));
         }
         Ok(())
+    }
+
+    async fn create_upload(&self, upload: &Upload) -> Result<(), StoreError> {
+        let size = i64::try_from(upload.size_bytes)
+            .map_err(|_| StoreError::Backend("upload size out of range".into()))?;
+        self.exec(
+            "INSERT INTO uploads (id, account_id, path, content_type, size_bytes, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &upload.id,
+                &upload.account_id,
+                &upload.path,
+                &upload.content_type,
+                &size,
+                &upload.created_at.0,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn upload(&self, id: &str) -> Result<Option<Upload>, StoreError> {
+        let row = self
+            .row(
+                &format!("SELECT {UPLOAD_COLS} FROM uploads WHERE id = $1"),
+                &[&id],
+            )
+            .await?;
+        Ok(row.as_ref().map(rows::upload).transpose()?)
     }
 
     async fn create_run(&self, run: NewRun) -> Result<Run, CreateRunError> {

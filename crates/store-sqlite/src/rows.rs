@@ -119,3 +119,17 @@ pub fn session(r: &Row<'_>) -> rusqlite::Result<runbase_domain::sessions::Sessio
         expires_at: Timestamp(r.get(4)?),
     })
 }
+
+pub const UPLOAD_COLS: &str = "id, account_id, path, content_type, size_bytes, created_at";
+
+pub fn upload(r: &Row<'_>) -> rusqlite::Result<runbase_domain::uploads::Upload> {
+    let size: i64 = r.get(4)?;
+    Ok(runbase_domain::uploads::Upload {
+        id: r.get(0)?,
+        account_id: r.get(1)?,
+        path: r.get(2)?,
+        content_type: r.get(3)?,
+        size_bytes: u64::try_from(size).map_err(|e| bad(4, e.to_string()))?,
+        created_at: Timestamp(r.get(5)?),
+    })
+}

@@ -2,10 +2,11 @@
 //! read-check-write sequence below is atomic with respect to every other write.
 
 use crate::pool::{SqliteStore, backend};
-use crate::rows::{self, ACCOUNT_COLS, KEY_COLS, LEDGER_COLS, RUN_COLS};
+use crate::rows::{self, ACCOUNT_COLS, KEY_COLS, LEDGER_COLS, RUN_COLS, UPLOAD_COLS};
 use async_trait::async_trait;
 use runbase_domain::account::{
     Account, ApiKey, KeySettings, KeyUpdate, LedgerEntry, LedgerKind, NewAccount,
+    WELCOME_CREDIT_MEMO,
 };
 use runbase_domain::ids::{self, KeyHash};
 use runbase_domain::money::Millicents;
@@ -13,6 +14,7 @@ use runbase_domain::run::{NewRun, Run, RunError, RunOutcome, RunStatus};
 use runbase_domain::sessions::Session;
 use runbase_domain::store::{CreateRunError, PaymentCredit, RunFilter, Store, StoreError};
 use runbase_domain::time::Timestamp;
+use runbase_domain::uploads::Upload;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use std::sync::Arc;
 
@@ -296,7 +298,25 @@ impl Store for SqliteStore {
                         params![id, new.email, now.0, new.password_hash, new.admin],
                         rows::account,
                     ) {
-                    Ok(a) => Ok(Some(a)),
+                    Ok(mut a) => {
+                        if new.signup_credit > Millicents::ZERO {
+                            let line = append_ledger(
+                                conn,
+                                LedgerLine {
+                                    account_id: &a.id,
+                                    kind: LedgerKind::Topup,
+                                    amount: new.signup_credit,
+                                    run_id: None,
+                                    key_id: None,
+                                    memo: WELCOME_CREDIT_MEMO,
+                                    granted_by: None,
+                                    now,
+                                },
+                            )?;
+                            a.balance = line.balance_after;
+                        }
+                        Ok(Some(a))
+                    }
                     Err(e) if is_unique_violation(&e) => Ok(None),
                     Err(e) => Err(e),
                 }
@@ -670,6 +690,36 @@ impl Store for SqliteStore {
             return Err(StoreError::NotFound("no such key".into()));
         }
         Ok(())
+    }
+
+    async fn create_upload(&self, upload: &Upload) -> Result<(), StoreError> {
+        let u = upload.clone();
+        let size = i64::try_from(u.size_bytes)
+            .map_err(|_| StoreError::Backend("upload size out of range".into()))?;
+        self.write_one(move |c| {
+            c.prepare_cached(
+                "INSERT INTO uploads (id, account_id, path, content_type, size_bytes, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                u.id,
+                u.account_id,
+                u.path,
+                u.content_type,
+                size,
+                u.created_at.0
+            ])
+            .map(|_| ())
+        })
+        .await
+    }
+
+    async fn upload(&self, id: &str) -> Result<Option<Upload>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(&format!("SELECT {UPLOAD_COLS} FROM uploads WHERE id = ?1"))?
+                .query_row([id], rows::upload)
+                .optional()
+        })
     }
 
     async fn create_run(&self, run: NewRun) -> Result<Run, CreateRunError> {

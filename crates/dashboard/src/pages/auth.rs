@@ -204,7 +204,14 @@ async fn submit_checked(
     let next = safe_next(creds.next.as_deref());
     let opened = match form {
         Form::Login => sessions::log_in(store, &creds.email, &creds.password).await,
-        Form::Signup => match sessions::sign_up(store, &creds.email, &creds.password).await {
+        Form::Signup => match sessions::sign_up(
+            store,
+            &creds.email,
+            &creds.password,
+            state.config.signup_credit,
+        )
+        .await
+        {
             // The same answer for a new and a registered email: go and log in.
             Ok(()) if wants_json(headers) => {
                 return Json(json!({ "signed_up": true, "message": SIGNED_UP })).into_response();

@@ -1,7 +1,9 @@
-//! `GET /files/{run_id}/{name}`: run outputs. URLs are unguessable (the run id carries ~124
-//! random bits and the file name a random part of its own, learned only from the succeeded
-//! run), so like the providers' own output URLs they need no key. Files are model output, not
-//! Runbase's pages: they are served sandboxed and never sniffed into something executable.
+//! `GET /files/{run_id}/{name}`: run outputs, and `GET /files/{upload_id}/{name}`: uploads. URLs
+//! are unguessable (the run id carries ~82 random bits and the file name a random part of its
+//! own, learned only from the succeeded run; an upload id as many, learned only from the
+//! upload's answer), so like the providers' own output URLs they need no key, and an upstream
+//! given an upload's URL can fetch it. Files are model output or user content, not Runbase's
+//! pages: they are served sandboxed and never sniffed into something executable.
 
 use crate::error::HttpError;
 use crate::state::AppState;
@@ -19,7 +21,8 @@ pub async fn get(
         return Err(ErrorCode::NotFound.into());
     };
     let path = format!("{run_id}/{name}");
-    if !run_id.starts_with("run_") || !runbase_domain::files::is_safe_path(&path) {
+    let owned = run_id.starts_with("run_") || run_id.starts_with("upl_");
+    if !owned || !runbase_domain::files::is_safe_path(&path) {
         return Err(ErrorCode::NotFound.into());
     }
     let file = state.files.get(&path).await.map_err(|e| {

@@ -6,6 +6,7 @@ mod files;
 mod health;
 mod models;
 mod runs;
+mod uploads;
 mod webhooks;
 
 use crate::error::HttpError;
@@ -29,6 +30,7 @@ pub fn api_routes() -> Router<AppState> {
         .route("/api/v1/models", get(models::list))
         .route("/api/v1/models/{provider}/{name}", get(models::get))
         .route("/api/v1/account", get(account::get))
+        .route("/api/v1/files", post(uploads::create))
         .route("/files/{run_id}/{name}", get(files::get))
         .route("/webhooks/{provider}", post(webhooks::receive))
 }

@@ -1,0 +1,39 @@
+//! `POST /files`: the Playground's upload, with the session instead of an API key. The same
+//! function as `POST /api/v1/files` underneath ([`runbase_http::upload::receive`]), the same
+//! JSON answer. The session and its CSRF token (the `X-CSRF-Token` header: a file form's body is
+//! read only after the check) are checked before a byte of the body is read.
+
+use crate::web::{MaybeViewer, check_csrf};
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use runbase_domain::ErrorCode;
+use runbase_http::AppState;
+use runbase_http::body::discard;
+use runbase_http::error::HttpError;
+
+pub async fn create(
+    State(state): State<AppState>,
+    MaybeViewer(viewer): MaybeViewer,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    // A JSON endpoint: every refusal is the envelope, whatever the caller accepts.
+    let checked = match &viewer {
+        None => Err(ErrorCode::NotLoggedIn.into()),
+        Some(v) => check_csrf(&headers, v, None).map(|()| v),
+    };
+    let viewer = match checked {
+        Ok(v) => v,
+        Err(e) => {
+            discard(body, state.config.body_limit());
+            return HttpError(e).into_response();
+        }
+    };
+    match runbase_http::upload::receive(&state, &viewer.account.id, &headers, body).await {
+        Ok(answer) => (StatusCode::CREATED, Json(answer)).into_response(),
+        Err(e) => HttpError(e).into_response(),
+    }
+}

@@ -1,0 +1,333 @@
+//! Files a user uploads (reference images, video, audio) to name in a run's input.
+//!
+//! An upload is kept in the file storage under a generated path (`upl_.../upload.png`: nothing
+//! of the client's file name is used) and recorded in the store with its account. Its URL is
+//! served like a run's output files, so an upstream that takes image URLs can fetch it; a run
+//! that names an upload is accepted only from the account that uploaded it
+//! ([`check_input_files`]).
+
+use crate::error::{ApiError, ErrorCode};
+use crate::files::FileStore;
+use crate::service::internal;
+use crate::store::Store;
+use crate::time::Timestamp;
+use serde_json::Value;
+
+/// The largest upload accepted unless configured otherwise (`[uploads] max_bytes`): 30 MB.
+pub const DEFAULT_MAX_BYTES: u64 = 30 * 1024 * 1024;
+
+/// A stored upload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upload {
+    /// `upl_` and a random part; also the first segment of `path`.
+    pub id: String,
+    pub account_id: String,
+    /// Where the bytes are in the file storage (`{id}/upload.{ext}`).
+    pub path: String,
+    /// Sniffed from the content, never taken from the client.
+    pub content_type: String,
+    pub size_bytes: u64,
+    pub created_at: Timestamp,
+}
+
+/// What the content of a file says it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sniffed {
+    pub content_type: &'static str,
+    pub extension: &'static str,
+}
+
+/// The kinds of file an upload may be, by the extension `infer` names them with.
+const ACCEPTED: &[(&str, &str)] = &[
+    ("png", "image/png"),
+    ("jpg", "image/jpeg"),
+    ("webp", "image/webp"),
+    ("gif", "image/gif"),
+    ("mp4", "video/mp4"),
+    ("mov", "video/quicktime"),
+    ("webm", "video/webm"),
+    ("mp3", "audio/mpeg"),
+    ("wav", "audio/wav"),
+    ("ogg", "audio/ogg"),
+    ("flac", "audio/flac"),
+];
+
+/// What the file's first bytes (its magic number) say it is, if it is an image, video or audio
+/// file of a kind Runbase accepts. The name and the declared type of the file play no part.
+pub fn sniff(bytes: &[u8]) -> Option<Sniffed> {
+    let kind = infer::get(bytes)?;
+    ACCEPTED
+        .iter()
+        .find(|(ext, _)| *ext == kind.extension())
+        .map(|&(extension, content_type)| Sniffed {
+            content_type,
+            extension,
+        })
+}
+
+/// The kinds accepted, for messages and docs.
+pub const ACCEPTED_KINDS: &str = "PNG, JPEG, WebP, GIF, MP4, MOV, WebM, MP3, WAV, OGG or FLAC";
+
+/// Stores `bytes` for `account_id`: checks its kind from the content, writes it under a new
+/// generated path, then records it (a file whose record failed is never named by any URL).
+pub async fn save(
+    store: &dyn Store,
+    files: &dyn FileStore,
+    account_id: &str,
+    bytes: Vec<u8>,
+) -> Result<Upload, ApiError> {
+    let kind = sniff(&bytes).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::InvalidInput,
+            format!(
+                "file: is not an image, video or audio file Runbase accepts ({ACCEPTED_KINDS}); \
+                 the type is read from the file's content, not its name"
+            ),
+        )
+    })?;
+    let id = crate::ids::new_upload_id();
+    let upload = Upload {
+        path: format!("{id}/upload.{}", kind.extension),
+        id,
+        account_id: account_id.to_owned(),
+        content_type: kind.content_type.to_owned(),
+        size_bytes: bytes.len() as u64,
+        created_at: Timestamp::now(),
+    };
+    files
+        .put(&upload.path, kind.content_type, bytes)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, upload.id = %upload.id, "storing an upload failed");
+            ApiError::internal()
+        })?;
+    store.create_upload(&upload).await.map_err(internal)?;
+    Ok(upload)
+}
+
+/// The public URL of a stored file (an upload or a run's output).
+pub fn file_url(public_url: &str, path: &str) -> String {
+    format!("{}/files/{path}", public_url.trim_end_matches('/'))
+}
+
+/// The upload id a URL names, if its path is an upload's (`/files/upl_.../NAME`), whatever its
+/// host: the same file can be reached under several names of this server, and an id is
+/// unique, so the path alone decides. Percent-escapes are decoded first, as the files route
+/// decodes them.
+pub fn upload_id_in(url: &str) -> Option<String> {
+    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+        return None;
+    }
+    let parsed = url::Url::parse(url).ok()?;
+    let segments: Vec<String> = parsed.path_segments()?.map(percent_decode).collect();
+    match segments.as_slice() {
+        [files, id, _name] if files == "files" && id.starts_with("upl_") => Some(id.clone()),
+        _ => None,
+    }
+}
+
+/// Where in this server's file storage a URL points, when it is one of this server's own file
+/// URLs (under `public_url`, `/files/{upl_... or run_...}/{name}`): the storage path, which a
+/// run reads directly rather than over HTTP. Anything else is `None`.
+pub fn own_file_path(public_url: &str, url: &str) -> Option<String> {
+    let base = url::Url::parse(public_url).ok()?;
+    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+        return None;
+    }
+    let target = url::Url::parse(url).ok()?;
+    if target.scheme() != base.scheme()
+        || target.host_str() != base.host_str()
+        || target.port_or_known_default() != base.port_or_known_default()
+    {
+        return None;
+    }
+    let prefix: Vec<String> = base
+        .path_segments()?
+        .filter(|s| !s.is_empty())
+        .map(percent_decode)
+        .collect();
+    let segments: Vec<String> = target.path_segments()?.map(percent_decode).collect();
+    let rest = segments.strip_prefix(prefix.as_slice())?;
+    match rest {
+        [files, dir, name]
+            if files == "files" && (dir.starts_with("upl_") || dir.starts_with("run_")) =>
+        {
+            let path = format!("{dir}/{name}");
+            crate::files::is_safe_path(&path).then_some(path)
+        }
+        _ => None,
+    }
+}
+
+fn percent_decode(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(h), Some(l)) = (
+                bytes.get(i + 1).and_then(|&b| hex(b)),
+                bytes.get(i + 2).and_then(|&b| hex(b)),
+            )
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The most upload URLs of one input looked up (an input is at most 64 KiB of JSON anyway).
+const MAX_CHECKED: usize = 64;
+
+/// Refuses an input that names another account's upload (`invalid_input`, naming the field).
+/// An upload id this store does not know is left alone: it is another server's file, fetched
+/// like any other URL.
+pub async fn check_input_files(
+    store: &dyn Store,
+    account_id: &str,
+    input: &Value,
+) -> Result<(), ApiError> {
+    let mut named = Vec::new();
+    collect(input, "input".to_owned(), &mut named);
+    if named.len() > MAX_CHECKED {
+        return Err(ApiError::new(
+            ErrorCode::InvalidInput,
+            format!(
+                "input: names {} uploaded files; at most {MAX_CHECKED} are accepted",
+                named.len()
+            ),
+        ));
+    }
+    for (field, id) in named {
+        let upload = store.upload(&id).await.map_err(internal)?;
+        if upload.is_some_and(|u| u.account_id != account_id) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidInput,
+                format!(
+                    "{field}: names a file uploaded by another account; upload it with a key of \
+                     this account (POST /api/v1/files) and use that URL"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn collect(value: &Value, path: String, out: &mut Vec<(String, String)>) {
+    match value {
+        Value::String(s) => {
+            if let Some(id) = upload_id_in(s) {
+                out.push((path, id));
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                collect(v, format!("{path}[{i}]"), out);
+            }
+        }
+        Value::Object(map) => {
+            for (k, v) in map {
+                collect(v, format!("{path}.{k}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0";
+
+    #[test]
+    fn the_content_decides_the_kind() {
+        assert_eq!(sniff(PNG).map(|k| k.content_type), Some("image/png"));
+        assert_eq!(
+            sniff(b"\xff\xd8\xff\xe0\0\x10JFIF\0").map(|k| k.extension),
+            Some("jpg")
+        );
+        assert_eq!(
+            sniff(b"RIFF\x24\0\0\0WAVEfmt \x10\0\0\0").map(|k| k.content_type),
+            Some("audio/wav")
+        );
+        assert_eq!(sniff(b"fLaC\0\0\0\x22").map(|k| k.extension), Some("flac"));
+        assert_eq!(
+            sniff(b"GIF89a\x01\0\x01\0").map(|k| k.extension),
+            Some("gif")
+        );
+        assert_eq!(sniff(b"just some text, not a picture"), None);
+        assert_eq!(sniff(b"%PDF-1.7\n"), None);
+        assert_eq!(sniff(b""), None);
+    }
+
+    #[test]
+    fn upload_urls_are_recognised_on_any_host() {
+        let id = upload_id_in("https://rb.example/files/upl_abc/upload.png");
+        assert_eq!(id.as_deref(), Some("upl_abc"));
+        assert_eq!(
+            upload_id_in("http://127.0.0.1:8080/files/upl%5Fabc/upload.png").as_deref(),
+            Some("upl_abc")
+        );
+        assert_eq!(
+            upload_id_in("http://h/files/run_x/../upl_abc/upload.png").as_deref(),
+            Some("upl_abc")
+        );
+        assert_eq!(upload_id_in("http://h/files/run_abc/out.png"), None);
+        assert_eq!(upload_id_in("http://h/other/upl_abc/out.png"), None);
+        assert_eq!(upload_id_in("upl_abc"), None);
+    }
+
+    #[test]
+    fn own_files_are_found_under_the_public_url_only() {
+        let own = |u| own_file_path("http://127.0.0.1:8080", u);
+        assert_eq!(
+            own("http://127.0.0.1:8080/files/upl_a/upload.png").as_deref(),
+            Some("upl_a/upload.png")
+        );
+        assert_eq!(
+            own("http://127.0.0.1:8080/files/run_a/out-0.png").as_deref(),
+            Some("run_a/out-0.png")
+        );
+        assert_eq!(
+            own("http://127.0.0.1:8080/files/upl%5Fa/upload.png").as_deref(),
+            Some("upl_a/upload.png")
+        );
+        assert_eq!(own("http://127.0.0.1:8081/files/upl_a/upload.png"), None);
+        assert_eq!(own("https://127.0.0.1:8080/files/upl_a/upload.png"), None);
+        assert_eq!(own("http://127.0.0.1:8080/files/upl_a/..%2f..%2fetc"), None);
+        assert_eq!(own("http://127.0.0.1:8080/files/other/x.png"), None);
+        assert_eq!(own("http://127.0.0.1:8080/assets/app.js"), None);
+        let behind = |u| own_file_path("https://rb.example/base/", u);
+        assert_eq!(
+            behind("https://rb.example/base/files/upl_a/upload.png").as_deref(),
+            Some("upl_a/upload.png")
+        );
+        assert_eq!(behind("https://rb.example/files/upl_a/upload.png"), None);
+    }
+
+    #[test]
+    fn every_string_of_the_input_is_looked_at() {
+        let input = serde_json::json!({
+            "prompt": "http://h/files/upl_a/x.png",
+            "image_urls": ["https://x.test/a.png", "http://h/files/upl_b/y.png"],
+        });
+        let mut out = Vec::new();
+        collect(&input, "input".into(), &mut out);
+        out.sort();
+        assert_eq!(
+            out,
+            [
+                ("input.image_urls[1]".to_owned(), "upl_b".to_owned()),
+                ("input.prompt".to_owned(), "upl_a".to_owned())
+            ]
+        );
+    }
+}

@@ -1,0 +1,201 @@
+//! Receiving an uploaded file: a `multipart/form-data` body with one field named `file`, read
+//! as it arrives and never past the configured cap, then stored by
+//! [`runbase_domain::uploads::save`]. Shared by `POST /api/v1/files` (API key) and the
+//! dashboard's `POST /files` (session); both call [`receive`] once the caller is known.
+
+use crate::body::{BodyError, classify, discard};
+use crate::state::AppState;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, header};
+use futures_util::Stream;
+use http_body::Body as _;
+use runbase_domain::time::Timestamp;
+use runbase_domain::uploads::{self, Upload};
+use runbase_domain::{ApiError, ErrorCode};
+use serde::Serialize;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+/// The answer to an upload (`201`): where the file is and what it was found to be.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadAnswer {
+    pub id: String,
+    /// Absolute, under the server's public URL; usable in a run's `image_urls`.
+    pub url: String,
+    pub content_type: String,
+    pub size_bytes: u64,
+    pub created_at: Timestamp,
+}
+
+impl UploadAnswer {
+    pub fn new(public_url: &str, u: &Upload) -> Self {
+        UploadAnswer {
+            id: u.id.clone(),
+            url: uploads::file_url(public_url, &u.path),
+            content_type: u.content_type.clone(),
+            size_bytes: u.size_bytes,
+            created_at: u.created_at,
+        }
+    }
+}
+
+/// What the form around the file may add to the cap: the boundaries and part headers, and
+/// small fields a client sends beside the file.
+const FORM_OVERHEAD: u64 = 64 * 1024;
+
+/// Reads the upload of `account_id` from `body` and stores it. Every refusal leaves the unread
+/// rest of the body to [`discard`], so a client still sending reads its answer.
+pub async fn receive(
+    state: &AppState,
+    account_id: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<UploadAnswer, ApiError> {
+    let max = state.config.upload_limit();
+    let drain_limit = usize::try_from(max.saturating_add(FORM_OVERHEAD)).unwrap_or(usize::MAX);
+    let boundary = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ct| multer::parse_boundary(ct).ok());
+    let Some(boundary) = boundary else {
+        discard(body, drain_limit);
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "Send the file as multipart/form-data, in one field named \"file\"",
+        ));
+    };
+    if body.size_hint().lower() > max.saturating_add(FORM_OVERHEAD) {
+        discard(body, drain_limit);
+        return Err(too_large(max));
+    }
+    let shared = Arc::new(Mutex::new(Some(body)));
+    let failure = Arc::new(Mutex::new(None));
+    let stream = CappedBody {
+        body: shared.clone(),
+        failure: failure.clone(),
+        seen: 0,
+        cap: max.saturating_add(FORM_OVERHEAD),
+    };
+    let result = read_file(multer::Multipart::new(stream, boundary), max, &failure).await;
+    // Whatever was not read (after a refusal) is drained behind the answer.
+    if let Some(rest) = shared.lock().ok().and_then(|mut b| b.take()) {
+        discard(rest, drain_limit);
+    }
+    let bytes = result?;
+    let upload = uploads::save(
+        state.store.as_ref(),
+        state.files.as_ref(),
+        account_id,
+        bytes,
+    )
+    .await?;
+    Ok(UploadAnswer::new(&state.config.public_url, &upload))
+}
+
+/// The bytes of the one `file` field; other fields are read past and dropped.
+async fn read_file(
+    mut form: multer::Multipart<'static>,
+    max: u64,
+    failure: &Mutex<Option<BodyError>>,
+) -> Result<Vec<u8>, ApiError> {
+    let broken = |e: multer::Error| -> ApiError {
+        match failure.lock().ok().and_then(|f| *f) {
+            Some(BodyError::TooLarge) => too_large(max),
+            Some(e) => e.into_api(ErrorCode::InvalidRequest),
+            None => ApiError::new(
+                ErrorCode::InvalidRequest,
+                format!("The body is not a valid multipart/form-data form: {e}"),
+            ),
+        }
+    };
+    let mut file: Option<Vec<u8>> = None;
+    while let Some(mut field) = form.next_field().await.map_err(broken)? {
+        let is_file = field.name() == Some("file");
+        if is_file && file.is_some() {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "The form has more than one field named \"file\"; send one file per request",
+            ));
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = field.chunk().await.map_err(broken)? {
+            if !is_file {
+                continue;
+            }
+            if (bytes.len() + chunk.len()) as u64 > max {
+                return Err(too_large(max));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        if is_file {
+            file = Some(bytes);
+        }
+    }
+    file.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::InvalidRequest,
+            "The form has no field named \"file\"; send the file as multipart/form-data in a field named \"file\"",
+        )
+    })
+}
+
+fn too_large(max: u64) -> ApiError {
+    ApiError::new(
+        ErrorCode::PayloadTooLarge,
+        format!("The file is larger than this server accepts ({max} bytes)"),
+    )
+}
+
+/// The request body as a stream of data for the form parser, which stops at `cap` bytes and
+/// records why a read failed (the body deadline, a broken connection, the cap). The body stays
+/// reachable through `body`, so what is left of it can be drained after a refusal.
+struct CappedBody {
+    body: Arc<Mutex<Option<Body>>>,
+    failure: Arc<Mutex<Option<BodyError>>>,
+    seen: u64,
+    cap: u64,
+}
+
+impl CappedBody {
+    fn fail(&self, why: BodyError) -> Poll<Option<Result<Bytes, std::io::Error>>> {
+        if let Ok(mut f) = self.failure.lock() {
+            *f = Some(why);
+        }
+        Poll::Ready(Some(Err(std::io::Error::other(format!("{why:?}")))))
+    }
+}
+
+impl Stream for CappedBody {
+    type Item = Result<Bytes, std::io::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            let polled = {
+                let Ok(mut guard) = self.body.lock() else {
+                    return self.fail(BodyError::Unreadable);
+                };
+                let Some(body) = guard.as_mut() else {
+                    return Poll::Ready(None);
+                };
+                Pin::new(body).poll_frame(cx)
+            };
+            match polled {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Ready(Some(Err(e))) => return self.fail(classify(&e)),
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue; // trailers
+                    };
+                    self.seen += data.len() as u64;
+                    if self.seen > self.cap {
+                        return self.fail(BodyError::TooLarge);
+                    }
+                    return Poll::Ready(Some(Ok(data)));
+                }
+            }
+        }
+    }
+}
