@@ -136,10 +136,30 @@ fn is_video(url: &str) -> bool {
     [".mp4", ".webm"].iter().any(|e| path.ends_with(e))
 }
 
+fn is_audio(url: &str) -> bool {
+    let path = url.split('?').next().unwrap_or(url).to_ascii_lowercase();
+    [".wav", ".mp3", ".ogg", ".flac", ".m4a"]
+        .iter()
+        .any(|e| path.ends_with(e))
+}
+
+/// How a page shows an output file: `image`, `video`, `audio`, or `file` (a link only).
+pub fn file_kind(url: &str) -> &'static str {
+    if is_image(url) {
+        "image"
+    } else if is_video(url) {
+        "video"
+    } else if is_audio(url) {
+        "audio"
+    } else {
+        "file"
+    }
+}
+
 /// Where the page points at an output. Output URLs are absolute on the `public_url` in force when
 /// the run finished; this run's own stored files are linked by their path instead, so they show
 /// (and pass the pages' `img-src 'self'` policy) whatever host name the browser used to get here.
-fn local_href<'a>(url: &'a str, run_id: &str) -> &'a str {
+pub fn local_href<'a>(url: &'a str, run_id: &str) -> &'a str {
     let path = url
         .split_once("://")
         .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]));

@@ -1,0 +1,101 @@
+# Deutsch. Dieselben IDs wie en.ftl.
+
+## Shell
+nav-skip = Zum Inhalt springen
+nav-main = Hauptnavigation
+nav-dashboard = Übersicht
+nav-runs = Runs
+nav-models = Modelle
+nav-docs = Doku
+nav-keys = API-Schlüssel
+nav-credits = Guthaben
+nav-account = Kontoeinstellungen
+nav-logout = Abmelden
+nav-login = Anmelden
+nav-signup = Registrieren
+nav-language = Sprache
+nav-error-codes = Fehlercodes
+nav-rate-limits = Ratenlimits
+nav-support = Support
+copy = Kopieren
+copied = Kopiert
+yes = ja
+no = nein
+badge-test = Test
+
+## Error page
+error-title = Fehler
+error-code = Fehlercode
+error-support = Wenn das wieder passiert, schreiben Sie an
+error-back = Zurück zur Übersicht
+
+## Models
+models-title = Modelle
+models-search = Suchen
+models-search-placeholder = Name, Anbieter, Aufgabe
+models-tag = Tags
+models-all-tags = Alle Tags
+models-count = { $shown } von { $total } Modellen
+models-test-only = hier nur mit Testschlüsseln
+models-none = Kein Modell passt.
+models-show-all = Alle anzeigen
+price-per-run = pro Run
+price-per-unit = pro Einheit von { $field }
+price-option = Option
+price-amount = Preis
+price-other = jeder andere Wert
+price-any = jede Eingabe
+schema-field = Feld
+schema-type = Typ
+schema-required = Pflicht
+schema-default = Standard
+schema-allowed = Erlaubt
+schema-description = Beschreibung
+model-id = ID
+model-test-only = Für dieses Modell ist auf diesem Server kein Anbieter eingerichtet: Es läuft nur im Testmodus (simuliert, kostenlos).
+model-examples = Beispiele
+model-example-use = Dieses Beispiel verwenden
+model-quickstart = Schnellstart
+model-key-in-examples = Schlüssel in den Beispielen
+model-key-env = $RUNBASE_API_KEY (Umgebungsvariable)
+model-key-use = Verwenden
+model-step-create = 1. Einen Run anlegen; die Antwort ist der Run mit status "pending":
+model-step-poll = 2. Alle 1–2 Sekunden abfragen, bis status "succeeded" (oder "failed") ist, dann output.urls lesen:
+model-price = Preis
+model-input = Eingabe
+model-output = Ausgabe
+model-errors = Fehler
+
+## Playground
+pg-title = Playground
+pg-required = Pflicht
+pg-image-url = Bild-URL
+pg-add-url = URL hinzufügen
+pg-upload = Bilder hochladen
+pg-upload-limits = Bis zu { $count } Bilder, je { $mb } MB.
+pg-upload-limit-size = Je bis zu { $mb } MB.
+pg-json-field = JSON-Wert.
+pg-test-mode = Testmodus
+pg-test-mode-help = Simulierte Ausgabe, nie berechnet.
+pg-test-only = Hier kann nur der Testmodus dieses Modell ausführen.
+pg-price-label = Preis:
+pg-price = { $price } pro Run, von Ihrem Guthaben abgebucht
+pg-price-test = { $price } pro Run; im Testmodus kostenlos
+pg-run = Ausführen
+pg-login-to-run = Zum Ausführen anmelden
+pg-output = Ausgabe
+pg-output-empty = Führen Sie das Modell aus, um hier seine Ausgabe zu sehen.
+pg-recent = Ihre letzten Runs
+pg-recent-empty = Noch keine Playground-Runs dieses Modells.
+pg-curl = Als curl kopieren
+pg-remove = Entfernen
+pg-too-many = Höchstens {"{"}n{"}"} Bilder.
+pg-too-large = größer als {"{"}mb{"}"} MB.
+pg-uploading = Lade hoch:
+pg-uploaded = Hochgeladen:
+pg-upload-failed = Hochladen fehlgeschlagen.
+pg-preview-alt = Vorschau des Bildes
+pg-output-alt = Ausgabe
+pg-download = Datei herunterladen
+pg-poll-failed = Der Status des Runs konnte nicht gelesen werden
+pg-starting = Run wird gestartet…

@@ -1,0 +1,101 @@
+# 日本語。en.ftl と同じ ID。
+
+## Shell
+nav-skip = コンテンツへスキップ
+nav-main = メイン
+nav-dashboard = ダッシュボード
+nav-runs = 実行
+nav-models = モデル
+nav-docs = ドキュメント
+nav-keys = API キー
+nav-credits = クレジット
+nav-account = アカウント設定
+nav-logout = ログアウト
+nav-login = ログイン
+nav-signup = 新規登録
+nav-language = 言語
+nav-error-codes = エラーコード
+nav-rate-limits = レート制限
+nav-support = サポート
+copy = コピー
+copied = コピーしました
+yes = はい
+no = いいえ
+badge-test = テスト
+
+## Error page
+error-title = エラー
+error-code = エラーコード
+error-support = 繰り返し発生する場合の連絡先:
+error-back = ダッシュボードに戻る
+
+## Models
+models-title = モデル
+models-search = 検索
+models-search-placeholder = 名前、プロバイダー、タスク
+models-tag = タグ
+models-all-tags = すべてのタグ
+models-count = { $total } 件中 { $shown } 件のモデル
+models-test-only = ここではテストキーのみ
+models-none = 一致するモデルはありません。
+models-show-all = すべて表示
+price-per-run = 1 回あたり
+price-per-unit = { $field } の単位あたり
+price-option = オプション
+price-amount = 価格
+price-other = その他の値
+price-any = すべての入力
+schema-field = フィールド
+schema-type = 型
+schema-required = 必須
+schema-default = デフォルト
+schema-allowed = 許可される値
+schema-description = 説明
+model-id = ID
+model-test-only = このサーバーにはこのモデルのプロバイダーが設定されていません。テストモード (シミュレーション、無料) でのみ実行できます。
+model-examples = 例
+model-example-use = この例を使う
+model-quickstart = クイックスタート
+model-key-in-examples = 例で使うキー
+model-key-env = $RUNBASE_API_KEY (環境変数)
+model-key-use = 使用
+model-step-create = 1. 実行を作成します。応答は status "pending" の実行です:
+model-step-poll = 2. status が "succeeded" (または "failed") になるまで 1〜2 秒ごとにポーリングし、output.urls を読みます:
+model-price = 価格
+model-input = 入力
+model-output = 出力
+model-errors = エラー
+
+## Playground
+pg-title = プレイグラウンド
+pg-required = 必須
+pg-image-url = 画像 URL
+pg-add-url = URL を追加
+pg-upload = 画像をアップロード
+pg-upload-limits = 最大 { $count } 枚、各 { $mb } MB まで。
+pg-upload-limit-size = 各 { $mb } MB まで。
+pg-json-field = JSON の値。
+pg-test-mode = テストモード
+pg-test-mode-help = シミュレーション出力で、課金されません。
+pg-test-only = ここではテストモードでのみこのモデルを実行できます。
+pg-price-label = 価格:
+pg-price = 1 回 { $price }、残高から引き落とされます
+pg-price-test = 1 回 { $price }。テストモードでは無料
+pg-run = 実行
+pg-login-to-run = ログインして実行
+pg-output = 出力
+pg-output-empty = モデルを実行すると、ここに出力が表示されます。
+pg-recent = 最近の実行
+pg-recent-empty = このモデルのプレイグラウンド実行はまだありません。
+pg-curl = curl としてコピー
+pg-remove = 削除
+pg-too-many = 画像は最大 {"{"}n{"}"} 枚です。
+pg-too-large = {"{"}mb{"}"} MB を超えています。
+pg-uploading = アップロード中:
+pg-uploaded = アップロード済み:
+pg-upload-failed = アップロードに失敗しました。
+pg-preview-alt = 画像のプレビュー
+pg-output-alt = 出力
+pg-download = ファイルをダウンロード
+pg-poll-failed = 実行のステータスを読み取れませんでした
+pg-starting = 実行を開始しています…

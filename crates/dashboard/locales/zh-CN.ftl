@@ -1,0 +1,101 @@
+# 简体中文。与 en.ftl 的 ID 相同。
+
+## Shell
+nav-skip = 跳到内容
+nav-main = 主导航
+nav-dashboard = 控制台
+nav-runs = 运行
+nav-models = 模型
+nav-docs = 文档
+nav-keys = API 密钥
+nav-credits = 余额
+nav-account = 账户设置
+nav-logout = 退出登录
+nav-login = 登录
+nav-signup = 注册
+nav-language = 语言
+nav-error-codes = 错误码
+nav-rate-limits = 速率限制
+nav-support = 支持
+copy = 复制
+copied = 已复制
+yes = 是
+no = 否
+badge-test = 测试
+
+## Error page
+error-title = 错误
+error-code = 错误码
+error-support = 如果反复出现，请写信至
+error-back = 返回控制台
+
+## Models
+models-title = 模型
+models-search = 搜索
+models-search-placeholder = 名称、提供方、任务
+models-tag = 标签
+models-all-tags = 全部标签
+models-count = 共 { $total } 个模型，显示 { $shown } 个
+models-test-only = 此处仅限测试密钥
+models-none = 没有匹配的模型。
+models-show-all = 显示全部
+price-per-run = 每次运行
+price-per-unit = 按 { $field } 的单位计
+price-option = 选项
+price-amount = 价格
+price-other = 其他任意值
+price-any = 任意输入
+schema-field = 字段
+schema-type = 类型
+schema-required = 必填
+schema-default = 默认值
+schema-allowed = 允许值
+schema-description = 说明
+model-id = ID
+model-test-only = 此服务器未为该模型配置提供方：只能在测试模式下运行（模拟、免费）。
+model-examples = 示例
+model-example-use = 使用此示例
+model-quickstart = 快速开始
+model-key-in-examples = 示例中使用的密钥
+model-key-env = $RUNBASE_API_KEY（环境变量）
+model-key-use = 使用
+model-step-create = 1. 创建一次运行；返回的运行对象 status 为 "pending"：
+model-step-poll = 2. 每 1–2 秒轮询一次，直到 status 为 "succeeded"（或 "failed"），然后读取 output.urls：
+model-price = 价格
+model-input = 输入
+model-output = 输出
+model-errors = 错误
+
+## Playground
+pg-title = 试用台
+pg-required = 必填
+pg-image-url = 图片 URL
+pg-add-url = 添加 URL
+pg-upload = 上传图片
+pg-upload-limits = 最多 { $count } 张图片，每张不超过 { $mb } MB。
+pg-upload-limit-size = 每张不超过 { $mb } MB。
+pg-json-field = JSON 值。
+pg-test-mode = 测试模式
+pg-test-mode-help = 模拟输出，从不收费。
+pg-test-only = 此处只能在测试模式下运行该模型。
+pg-price-label = 价格：
+pg-price = 每次 { $price }，从余额中扣除
+pg-price-test = 每次 { $price }；测试模式免费
+pg-run = 运行
+pg-login-to-run = 登录后运行
+pg-output = 输出
+pg-output-empty = 运行模型后，输出会显示在这里。
+pg-recent = 最近的运行
+pg-recent-empty = 该模型还没有试用台运行记录。
+pg-curl = 复制为 curl
+pg-remove = 移除
+pg-too-many = 最多 {"{"}n{"}"} 张图片。
+pg-too-large = 超过 {"{"}mb{"}"} MB。
+pg-uploading = 正在上传：
+pg-uploaded = 已上传：
+pg-upload-failed = 上传失败。
+pg-preview-alt = 图片预览
+pg-output-alt = 输出
+pg-download = 下载文件
+pg-poll-failed = 无法读取运行状态
+pg-starting = 正在启动运行…
