@@ -340,6 +340,7 @@ async fn render(
                     li { a.tag href=(format!("/models?{}", serde_urlencoded::to_string([("tag", tag.as_str())]).unwrap_or_default())) { (tag) } }
                 }
             }
+            p.price-summary { strong { (t("model-price")) ": " } (price(m)) }
             @if !m.is_available() { p.notice.ok role="note" { (t("model-test-only")) } }
         }
         (playground::section(state, m, viewer.as_ref(), &prefill, &recent))
