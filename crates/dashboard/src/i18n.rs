@@ -127,13 +127,18 @@ static BUNDLES: LazyLock<Vec<Bundle>> = LazyLock::new(|| {
             // Pages are HTML with `lang` set; Unicode isolation marks would only get in the way
             // of copying text.
             bundle.set_use_isolating(false);
-            let resource = FluentResource::try_new(lang.source().to_owned())
-                .unwrap_or_else(|(partial, errors)| {
+            let resource = FluentResource::try_new(lang.source().to_owned()).unwrap_or_else(
+                |(partial, errors)| {
                     tracing::error!(lang = lang.code(), ?errors, "a locale file has errors");
                     partial
-                });
+                },
+            );
             if let Err(errors) = bundle.add_resource(resource) {
-                tracing::error!(lang = lang.code(), ?errors, "a locale file repeats messages");
+                tracing::error!(
+                    lang = lang.code(),
+                    ?errors,
+                    "a locale file repeats messages"
+                );
             }
             bundle
         })
@@ -221,8 +226,7 @@ pub async fn middleware(State(state): State<AppState>, req: Request, next: Next)
         .to_owned();
     let mut resp = CURRENT.scope(Context { lang, path }, next.run(req)).await;
     let h = resp.headers_mut();
-    if h
-        .get(header::CONTENT_TYPE)
+    if h.get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|c| c.starts_with("text/html"))
     {
@@ -242,7 +246,10 @@ pub struct SwitchQuery {
 }
 
 /// `GET /language?lang=de&next=/models`: remembers the choice (a cookie, one year) and goes back.
-pub async fn switch(State(state): State<AppState>, PageQuery(q): PageQuery<SwitchQuery>) -> Response {
+pub async fn switch(
+    State(state): State<AppState>,
+    PageQuery(q): PageQuery<SwitchQuery>,
+) -> Response {
     let to = safe_next(q.next.as_deref());
     let mut resp = Redirect::to(&to).into_response();
     if let Some(lang) = q.lang.as_deref().and_then(Lang::from_tag) {
@@ -280,7 +287,11 @@ mod tests {
             let missing: Vec<_> = english.difference(&these).collect();
             let extra: Vec<_> = these.difference(&english).collect();
             assert!(missing.is_empty(), "{} lacks {missing:?}", lang.code());
-            assert!(extra.is_empty(), "{} has ids English lacks: {extra:?}", lang.code());
+            assert!(
+                extra.is_empty(),
+                "{} has ids English lacks: {extra:?}",
+                lang.code()
+            );
             // Each message formats without errors (arguments aside).
             for id in &these {
                 assert!(format(lang, id, None).is_some(), "{} {id}", lang.code());
@@ -293,7 +304,10 @@ mod tests {
     fn pages_use_only_known_ids() {
         let english = ids(Lang::En.source());
         let mut files = vec![];
-        let mut dirs = vec![std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/src"))];
+        let mut dirs = vec![std::path::PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src"
+        ))];
         while let Some(d) = dirs.pop() {
             for e in std::fs::read_dir(d).unwrap() {
                 let p = e.unwrap().path();
@@ -320,7 +334,11 @@ mod tests {
                         continue; // the doc comments' own example
                     }
                     used += 1;
-                    assert!(english.contains(id), "{} uses {id:?}, missing from en.ftl", f.display());
+                    assert!(
+                        english.contains(id),
+                        "{} uses {id:?}, missing from en.ftl",
+                        f.display()
+                    );
                 }
             }
         }
@@ -329,12 +347,24 @@ mod tests {
 
     #[test]
     fn accept_language_picks_the_best_available() {
-        assert_eq!(Lang::from_accept_language("de-DE,de;q=0.9,en;q=0.8"), Some(Lang::De));
-        assert_eq!(Lang::from_accept_language("fr-FR, ja;q=0.5, en;q=0.4"), Some(Lang::Ja));
-        assert_eq!(Lang::from_accept_language("zh-TW, zh-CN;q=0.8"), Some(Lang::ZhCn));
+        assert_eq!(
+            Lang::from_accept_language("de-DE,de;q=0.9,en;q=0.8"),
+            Some(Lang::De)
+        );
+        assert_eq!(
+            Lang::from_accept_language("fr-FR, ja;q=0.5, en;q=0.4"),
+            Some(Lang::Ja)
+        );
+        assert_eq!(
+            Lang::from_accept_language("zh-TW, zh-CN;q=0.8"),
+            Some(Lang::ZhCn)
+        );
         assert_eq!(Lang::from_accept_language("zh-Hant"), None);
         assert_eq!(Lang::from_accept_language("zh"), Some(Lang::ZhCn));
-        assert_eq!(Lang::from_accept_language("en;q=0.1, de;q=0"), Some(Lang::En));
+        assert_eq!(
+            Lang::from_accept_language("en;q=0.1, de;q=0"),
+            Some(Lang::En)
+        );
         assert_eq!(Lang::from_accept_language("fr, es"), None);
         assert_eq!(Lang::from_accept_language("garbage;;;,"), None);
     }

@@ -247,7 +247,10 @@ async fn a_playground_run_is_charged_listed_and_priced_like_an_api_run() {
     assert_eq!(price["input"]["aspect_ratio"], "16:9");
     assert!(price["problem"].is_null(), "{price}");
     let curl = price["curl"].as_str().unwrap();
-    assert!(curl.contains("\"Authorization: Bearer $RUNBASE_API_KEY\""), "{curl}");
+    assert!(
+        curl.contains("\"Authorization: Bearer $RUNBASE_API_KEY\""),
+        "{curl}"
+    );
     assert!(curl.contains(r#"{"input":{"aspect_ratio":"16:9","prompt":"a lighthouse at dusk"},"model":"runbase/placeholder-image"}"#), "{curl}");
 
     // The API charges the same for the same request.
@@ -275,16 +278,29 @@ async fn a_playground_run_is_charged_listed_and_priced_like_an_api_run() {
     assert_eq!(file["kind"], "image", "{done}");
     let href = file["href"].as_str().unwrap();
     assert!(href.starts_with(&format!("/files/{id}/")), "{href}");
-    assert_eq!(c.download(&format!("{}{href}", s.url)).await[..4], b"\x89PNG"[..]);
+    assert_eq!(
+        c.download(&format!("{}{href}", s.url)).await[..4],
+        b"\x89PNG"[..]
+    );
 
     // The books: two charges of 2¢ (the API's and the Playground's), balance 96¢.
     assert_eq!(c.balance(&key).await, 96);
     let kinds = ledger_kinds(&s, "pg@example.com");
-    assert_eq!(kinds.iter().filter(|k| *k == "run_charge").count(), 2, "{kinds:?}");
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "run_charge").count(),
+        2,
+        "{kinds:?}"
+    );
 
     // Listed with the account's runs (API and pages), and beside the form.
     let listed = c.get(Some(&key), "/api/v1/runs").await;
-    assert!(listed.body["data"].as_array().unwrap().iter().any(|r| r["id"] == id.as_str()));
+    assert!(
+        listed.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["id"] == id.as_str())
+    );
     assert!(b.get("/runs").await.text.contains(&id));
     let page = b.get(&format!("/models/{model}")).await;
     let recent = &page.text[page.text.find(r#"id="pg-recent""#).unwrap()..];
@@ -304,13 +320,19 @@ async fn a_playground_run_is_charged_listed_and_priced_like_an_api_run() {
     form.extend_from_slice(&fields);
     let posted = b.post_html("/playground/runs", &form).await;
     assert_eq!(posted.status, 303, "{}", posted.text);
-    assert!(posted.header("location").starts_with("/runs/run_"), "{posted:?}");
+    assert!(
+        posted.header("location").starts_with("/runs/run_"),
+        "{posted:?}"
+    );
     assert_eq!(c.balance(&key).await, 94);
 
     // Bad input is refused with the API's envelope and nothing is charged.
-    b.run(model, &[("input.prompt", "x"), ("input.aspect_ratio", "7:5")])
-        .await
-        .assert_error(400, "invalid_input");
+    b.run(
+        model,
+        &[("input.prompt", "x"), ("input.aspect_ratio", "7:5")],
+    )
+    .await
+    .assert_error(400, "invalid_input");
     b.run(model, &[("input.nope", "x")])
         .await
         .assert_error(400, "invalid_input");
@@ -327,7 +349,10 @@ async fn test_mode_is_free_and_simulated_and_live_needs_credit() {
     let nb = "google/nano-banana-2";
     let page = b.get(&format!("/models/{nb}")).await;
     assert!(page.text.contains(r#"id="pg-test""#), "{}", page.text);
-    assert!(page.text.contains("checked"), "test mode is on by default for it");
+    assert!(
+        page.text.contains("checked"),
+        "test mode is on by default for it"
+    );
     b.run(nb, &[("input.prompt", "a fox")])
         .await
         .assert_error(400, "model_not_found");
@@ -358,7 +383,10 @@ async fn test_mode_is_free_and_simulated_and_live_needs_credit() {
         .json();
     assert_eq!(price["costUsd"], 90000, "{price}");
     assert_eq!(price["chargedUsd"], 0);
-    assert!(price["problem"].as_str().unwrap().contains("prompt"), "{price}");
+    assert!(
+        price["problem"].as_str().unwrap().contains("prompt"),
+        "{price}"
+    );
     // ...equal to the API's published price for that option, and per second for video.
     let c = s.client();
     let api = c.get(None, &format!("/api/v1/models/{nb}")).await.body;
@@ -366,7 +394,11 @@ async fn test_mode_is_free_and_simulated_and_live_needs_credit() {
     let kling = b
         .post_json(
             "/playground/price",
-            &[("model", "kling/kling-3.0"), ("input.mode", "pro"), ("input.duration", "10")],
+            &[
+                ("model", "kling/kling-3.0"),
+                ("input.mode", "pro"),
+                ("input.duration", "10"),
+            ],
         )
         .await
         .json();
@@ -395,7 +427,10 @@ async fn sessions_csrf_and_accounts_are_enforced() {
     assert_eq!(page.status, 200);
     assert!(page.text.contains(r#"id="pg-form""#));
     assert!(page.text.contains(r#"id="pg-login""#), "{}", page.text);
-    assert!(page.text.contains("/login?next=%2Fmodels%2Frunbase%2Fplaceholder-image"));
+    assert!(
+        page.text
+            .contains("/login?next=%2Fmodels%2Frunbase%2Fplaceholder-image")
+    );
     anon.post_json(
         "/playground/runs",
         &[("model", model), ("input.prompt", "x")],
@@ -403,7 +438,10 @@ async fn sessions_csrf_and_accounts_are_enforced() {
     .await
     .assert_error(401, "not_logged_in");
     let p = anon
-        .post_html("/playground/runs", &[("model", model), ("input.prompt", "x")])
+        .post_html(
+            "/playground/runs",
+            &[("model", model), ("input.prompt", "x")],
+        )
         .await;
     assert_eq!((p.status, p.header("location")), (303, "/login"));
 
@@ -413,7 +451,11 @@ async fn sessions_csrf_and_accounts_are_enforced() {
     alice
         .post_json(
             "/playground/runs",
-            &[("model", model), ("input.prompt", "x"), ("csrf_token", "forged")],
+            &[
+                ("model", model),
+                ("input.prompt", "x"),
+                ("csrf_token", "forged"),
+            ],
         )
         .await
         .assert_error(403, "csrf_failed");
@@ -432,10 +474,18 @@ async fn sessions_csrf_and_accounts_are_enforced() {
     anon.get_with(&path, &[("accept", "application/json")])
         .await
         .assert_error(401, "not_logged_in");
-    assert!(!bob.get(&format!("/models/{model}")).await.text.contains(&id));
-    bob.get_with("/playground/runs/run_nope", &[("accept", "application/json")])
-        .await
-        .assert_error(404, "run_not_found");
+    assert!(
+        !bob.get(&format!("/models/{model}"))
+            .await
+            .text
+            .contains(&id)
+    );
+    bob.get_with(
+        "/playground/runs/run_nope",
+        &[("accept", "application/json")],
+    )
+    .await
+    .assert_error(404, "run_not_found");
 }
 
 #[tokio::test]
@@ -492,21 +542,36 @@ async fn languages_follow_accept_language_and_the_remembered_switch() {
     let mut b = Browser::new(&s);
 
     let de = b
-        .get_with("/models", &[("accept", "text/html"), ("accept-language", "de-DE,de;q=0.9,en;q=0.5")])
+        .get_with(
+            "/models",
+            &[
+                ("accept", "text/html"),
+                ("accept-language", "de-DE,de;q=0.9,en;q=0.5"),
+            ],
+        )
         .await;
     assert!(de.text.contains(r#"<html lang="de">"#), "{}", de.text);
     assert!(de.text.contains("<h1>Modelle</h1>"));
     assert_eq!(de.header("content-language"), "de");
     let ja = b
-        .get_with("/models/runbase/placeholder-image", &[("accept", "text/html"), ("accept-language", "ja")])
+        .get_with(
+            "/models/runbase/placeholder-image",
+            &[("accept", "text/html"), ("accept-language", "ja")],
+        )
         .await;
     assert!(ja.text.contains(r#"<html lang="ja">"#) && ja.text.contains("プレイグラウンド"));
     let zh = b
-        .get_with("/login", &[("accept", "text/html"), ("accept-language", "zh-CN")])
+        .get_with(
+            "/login",
+            &[("accept", "text/html"), ("accept-language", "zh-CN")],
+        )
         .await;
     assert!(zh.text.contains(r#"<html lang="zh-CN">"#) && zh.text.contains("登录"));
     let other = b
-        .get_with("/models", &[("accept", "text/html"), ("accept-language", "fr")])
+        .get_with(
+            "/models",
+            &[("accept", "text/html"), ("accept-language", "fr")],
+        )
         .await;
     assert!(other.text.contains(r#"<html lang="en">"#) && other.text.contains("<h1>Models</h1>"));
 
@@ -515,15 +580,24 @@ async fn languages_follow_accept_language_and_the_remembered_switch() {
     assert_eq!((p.status, p.header("location")), (303, "/models?tag=4K"));
     assert!(p.header("set-cookie").starts_with("rb_lang=ja;"), "{p:?}");
     let page = b
-        .get_with("/models", &[("accept", "text/html"), ("accept-language", "de")])
+        .get_with(
+            "/models",
+            &[("accept", "text/html"), ("accept-language", "de")],
+        )
         .await;
     assert!(page.text.contains(r#"<html lang="ja">"#), "{}", page.text);
     // The page links to every language.
     for code in ["en", "de", "zh-CN"] {
-        assert!(page.text.contains(&format!("/language?lang={code}&amp;next=%2Fmodels")), "{code}");
+        assert!(
+            page.text
+                .contains(&format!("/language?lang={code}&amp;next=%2Fmodels")),
+            "{code}"
+        );
     }
     // Nowhere but this site, and an unknown language changes nothing.
-    let p = b.get("/language?lang=de&next=https%3A%2F%2Fevil.example%2F").await;
+    let p = b
+        .get("/language?lang=de&next=https%3A%2F%2Fevil.example%2F")
+        .await;
     assert_eq!(p.header("location"), "/");
     let p = b.get("/language?lang=xx&next=%2F").await;
     assert!(p.header("set-cookie").is_empty());

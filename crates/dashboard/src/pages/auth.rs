@@ -371,10 +371,7 @@ pub async fn change_password(
         Ok(()) if wants_json(&headers) => Json(json!({ "changed": true })).into_response(),
         Ok(()) => page(password_page(
             &viewer,
-            Some(notice(
-                "ok",
-                &t("auth-password-changed"),
-            )),
+            Some(notice("ok", &t("auth-password-changed"))),
         )),
         Err(e) if wants_json(&headers) || e.code == ErrorCode::CsrfFailed => {
             error_response(&headers, e)

@@ -35,7 +35,9 @@ pub fn describe(e: &LedgerEntry) -> Markup {
     };
     match e.kind {
         LedgerKind::Topup => match &e.granted_by {
-            Some(admin) => html! { (t_args("ledger-grant-by", &[("admin", admin.as_str().into())])) @if !e.memo.is_empty() { " · " (e.memo) } },
+            Some(admin) => {
+                html! { (t_args("ledger-grant-by", &[("admin", admin.as_str().into())])) @if !e.memo.is_empty() { " · " (e.memo) } }
+            }
             None => html! { (t("ledger-topup")) @if !e.memo.is_empty() { " · " (e.memo) } },
         },
         LedgerKind::RunCharge => html! { (t("ledger-run-charge")) " · " (e.memo) (run(&e.run_id)) },
@@ -65,15 +67,9 @@ pub async fn page_handler(
 ) -> Response {
     let mut message = None;
     if q.topup.as_deref() == Some("success") {
-        message = Some(notice(
-            "ok",
-            &t("credits-thanks"),
-        ));
+        message = Some(notice("ok", &t("credits-thanks")));
     } else if q.topup.as_deref() == Some("canceled") {
-        message = Some(notice(
-            "error",
-            &t("credits-canceled"),
-        ));
+        message = Some(notice("error", &t("credits-canceled")));
     } else if q.granted.is_some() {
         message = Some(notice("ok", &t("credits-granted")));
     }
@@ -150,7 +146,10 @@ async fn render(
         .as_ref()
         .map(|p| p.checkout_origins())
         .unwrap_or_default();
-    page_posting_to(shell(&t("nav-credits"), Some(v), Nav::Credits, body), &checkout)
+    page_posting_to(
+        shell(&t("nav-credits"), Some(v), Nav::Credits, body),
+        &checkout,
+    )
 }
 
 #[derive(Deserialize)]

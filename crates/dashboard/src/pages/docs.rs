@@ -16,7 +16,12 @@ use runbase_http::AppState;
 pub fn error_table(codes: &[ErrorCode]) -> Markup {
     table(
         &t("nav-error-codes"),
-        &[t("docs-col-status"), t("docs-col-code"), t("docs-col-meaning"), t("docs-col-fix")],
+        &[
+            t("docs-col-status"),
+            t("docs-col-code"),
+            t("docs-col-meaning"),
+            t("docs-col-fix"),
+        ],
         html! {
             @for c in codes {
                 tr id=(format!("error-{}", c.as_str())) {

@@ -100,7 +100,12 @@ pub async fn list(
         }
         @if shown.is_empty() { p { (t("models-none")) " " a href="/models" { (t("models-show-all")) } } }
     };
-    page(shell(&t("models-title"), viewer.as_ref(), Nav::Models, body))
+    page(shell(
+        &t("models-title"),
+        viewer.as_ref(),
+        Nav::Models,
+        body,
+    ))
 }
 
 fn type_of(p: &Value) -> String {

@@ -16,7 +16,9 @@ use crate::i18n::{t, t_args};
 use crate::layout::{copy_button, csrf_field, money, status_badge, time};
 use crate::pages::runs::{file_kind, local_href};
 use crate::shell;
-use crate::web::{MaybeViewer, PagePath, Viewer, check_csrf, error_response, see_other, wants_json};
+use crate::web::{
+    MaybeViewer, PagePath, Viewer, check_csrf, error_response, see_other, wants_json,
+};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
@@ -183,11 +185,7 @@ fn parse_posted(state: &AppState, body: &[u8]) -> Result<Posted, ApiError> {
         )
     })?;
     let test = get("test").is_some_and(|v| !v.is_empty() && v != "0");
-    Ok(Posted {
-        pairs,
-        model,
-        test,
-    })
+    Ok(Posted { pairs, model, test })
 }
 
 /// The price of `input` (after the schema's defaults), by the API's own pricing function.
@@ -497,7 +495,12 @@ fn field(model: &Model, name: &str, p: &Value, prefill: &Map<String, Value>) -> 
         _ if is_url_list(p) => {
             let urls: Vec<String> = init
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                })
                 .unwrap_or_default();
             let max_items = p.get("maxItems").and_then(Value::as_u64);
             let max_mb = p.get("x-max-file-mb").and_then(Value::as_u64).unwrap_or(30);
@@ -571,7 +574,8 @@ pub fn section(
     let initial_price = price_line(price_of(model, &input), test_default);
     let login = format!(
         "/login?{}",
-        serde_urlencoded::to_string([("next", format!("/models/{}", model.id))]).unwrap_or_default()
+        serde_urlencoded::to_string([("next", format!("/models/{}", model.id))])
+            .unwrap_or_default()
     );
     html! {
         section.playground #playground aria-labelledby="pg-title"
@@ -633,7 +637,9 @@ mod tests {
     use runbase_domain::catalog::Catalog;
 
     fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
-        v.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect()
+        v.iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect()
     }
 
     #[test]
