@@ -212,7 +212,7 @@ fn price_line(price: Result<runbase_domain::money::Millicents, String>, test: bo
 
 /// `POST /playground/price`: the form's price, the input it makes and its curl, for the page's
 /// script to show while the user edits (no session needed; nothing is stored).
-pub async fn price(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+pub async fn price(State(state): State<AppState>, body: Body) -> Response {
     let result = async {
         let body = read_body(body, PLAYGROUND_FORM_LIMIT)
             .await
@@ -237,15 +237,7 @@ pub async fn price(State(state): State<AppState>, headers: HeaderMap, body: Body
     .await;
     match result {
         Ok(v) => Json(v).into_response(),
-        Err(e) => {
-            let mut json = HeaderMap::new();
-            json.insert(
-                axum::http::header::ACCEPT,
-                axum::http::HeaderValue::from_static("application/json"),
-            );
-            let _ = headers;
-            error_response(&json, e)
-        }
+        Err(e) => HttpError(e).into_response(),
     }
 }
 
