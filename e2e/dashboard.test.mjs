@@ -15,7 +15,7 @@
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { createHmac, randomBytes } from 'node:crypto';
 import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
@@ -481,6 +481,10 @@ function dashboardPages() {
     { name: 'docs-error-codes', path: '/docs/error-codes' },
     { name: 'docs-runs', path: '/docs/runs' },
     { name: 'not-found', path: '/no-such-page', status: 404 },
+    { name: 'model-landing-seedance', path: '/bytedance/seedance-1.5-pro' },
+    { name: 'model-logged-out', path: '/google/nano-banana-2', auth: false },
+    // Last: the switch's cookie stays in the context.
+    { name: 'model-ja', path: '/language?lang=ja&next=%2Fmodels%2Fgoogle%2Fnano-banana-2', auth: false },
   ];
 }
 
@@ -499,7 +503,7 @@ async function accessibilityViolations(page) {
 
 // ---------------------------------------------------------------------------------------------
 
-describe('Runbase dashboard end to end', { timeout: 110_000 }, () => {
+describe('Runbase dashboard end to end', { timeout: 240_000 }, () => {
   before(async () => {
     mkdirSync(SCREENSHOT_DIR, { recursive: true });
     stripe = await startStripeDouble();
@@ -858,6 +862,92 @@ describe('Runbase dashboard end to end', { timeout: 110_000 }, () => {
     await open(o.page, '/settings/api-keys');
     assert.equal(await o.page.locator('.table-wrap tbody tr', { hasText: 'e2e' }).count(), 0);
     await o.context.close();
+  }));
+
+  it('8b. runs an image model in the Playground in test mode, then its copied curl with a real key', { timeout: 90_000 }, guarded(async () => {
+    const { page } = S.admin;
+    await open(page, '/google/nano-banana-2');
+    // No provider here: test mode is on, and the price is the API's for the chosen options.
+    assert.ok(await page.isChecked('#pg-test'), 'test mode is on for a model only test mode can run');
+    await page.click('a.example-fill:has-text("Wide landscape")');
+    assert.equal(await page.inputValue('#pg-aspect_ratio'), '21:9', 'the example filled the form');
+    assert.equal(await page.inputValue('#pg-resolution'), '4K');
+    assert.match(await page.inputValue('#pg-prompt'), /fjord/);
+    await page.waitForFunction(() => document.querySelector('#pg-price').textContent.includes('$0.13'));
+    await page.fill('#pg-prompt', 'a lighthouse at dusk');
+    await page.selectOption('#pg-aspect_ratio', '16:9');
+    await page.selectOption('#pg-resolution', '1K');
+    await page.waitForFunction(() => document.querySelector('#pg-price').textContent.includes('$0.06'));
+    const balanceBefore = (await session(page)).body.account.balanceUsd;
+    assert.ok(Number.isInteger(balanceBefore), 'the session shows the balance');
+
+    // Run: the status updates live and the image shows inline, with a download link.
+    await page.click('#pg-run');
+    const img = page.locator('#pg-output img').first();
+    await img.waitFor({ timeout: 30_000 });
+    await page.waitForFunction(() => {
+      const i = document.querySelector('#pg-output img');
+      return i && i.complete && i.naturalWidth > 0;
+    });
+    const size = await img.evaluate((i) => ({ w: i.naturalWidth, h: i.naturalHeight }));
+    assert.ok(size.w > size.h, `16:9 is wider than tall (${size.w}×${size.h})`);
+    assert.match(await page.locator('#pg-status').innerText(), /succeeded/);
+    assert.equal(await page.locator('#pg-output a[download]').count(), 1);
+    assert.equal(await page.locator('#pg-recent li').count(), 1, 'listed beside the form');
+    const runId = (await page.locator('#pg-recent li code').first().innerText()).trim();
+    await open(page, '/runs');
+    assert.match(await page.locator('.table-wrap tbody tr', { hasText: runId }).innerText(), /test/);
+    assert.equal((await session(page)).body.account.balanceUsd, balanceBefore, 'test mode is free');
+
+    // Copy as curl, then run the copied command with a real (test) key made here.
+    await open(page, '/models/google/nano-banana-2');
+    await page.fill('#pg-prompt', 'a red kite over dunes');
+    await page.waitForFunction(() => document.querySelector('#pg-curl').textContent.includes('red kite'));
+    await page.click('#pg-curl + button.copy');
+    const copied = await page.evaluate(() => navigator.clipboard.readText());
+    assert.ok(copied.includes('$RUNBASE_API_KEY'), copied);
+    assert.ok(copied.includes('"prompt":"a red kite over dunes"'), copied);
+    await open(page, '/settings/api-keys');
+    await page.fill('#name', 'curl from the playground');
+    await page.check('#test');
+    await Promise.all([
+      page.waitForResponse((r) => r.url() === `${base}/settings/api-keys` && r.request().method() === 'POST'),
+      page.click('button[type=submit]:text-is("Create key")'),
+    ]);
+    const secret = (await page.locator('#new-key-secret').innerText()).trim();
+    assert.match(secret, /^sk-test-/);
+    const out = await new Promise((resolveRun, reject) => {
+      execFile('sh', ['-c', `${copied} --silent --max-time 10`], {
+        env: { PATH: process.env.PATH, RUNBASE_API_KEY: secret },
+        timeout: 15_000,
+      }, (err, stdout, stderr) => (err ? reject(new Error(`${err.message}: ${stderr}`)) : resolveRun(stdout)));
+    });
+    const created = JSON.parse(out);
+    assert.match(created.id, /^run_/, out);
+    assert.equal(created.model, 'google/nano-banana-2');
+    assert.equal(created.input.prompt, 'a red kite over dunes');
+    const done = await waitForRun(secret, created.id);
+    assert.equal(done.costUsd, 0);
+  }));
+
+  it('8c. the language switch shows the pages in German and remembers it', { timeout: 30_000 }, guarded(async () => {
+    const { page } = S.admin;
+    await open(page, '/models');
+    await Promise.all([
+      page.waitForURL(`${base}/models`),
+      page.click('footer a[hreflang="de"]'),
+    ]);
+    await page.waitForSelector('h1:text-is("Modelle")');
+    assert.equal(await page.getAttribute('html', 'lang'), 'de');
+    await open(page, '/google/nano-banana-2');
+    await page.waitForSelector('#pg-title:text-is("Playground")');
+    await page.waitForSelector('button#pg-run:text-is("Ausführen")');
+    await open(page, '/');
+    await page.waitForSelector('h1:text-is("Übersicht")');
+    // Back to English for the tests that follow.
+    await page.click('footer a[hreflang="en"]');
+    await page.waitForSelector('h1:text-is("Dashboard")');
+    assert.equal(await page.getAttribute('html', 'lang'), 'en');
   }));
 
   it('9. screenshots of every page at desktop and phone widths, none wider than the screen', { timeout: 90_000 }, guarded(async () => {

@@ -8,11 +8,13 @@ use runbase_http::error::HttpError;
 
 const CSS: &str = include_str!("../assets/app.css");
 const JS: &str = include_str!("../assets/app.js");
+const PLAYGROUND_JS: &str = include_str!("../assets/playground.js");
 
 pub async fn get(Path(name): Path<String>) -> Response {
     let (body, kind) = match name.as_str() {
         "app.css" => (CSS, "text/css; charset=utf-8"),
         "app.js" => (JS, "text/javascript; charset=utf-8"),
+        "playground.js" => (PLAYGROUND_JS, "text/javascript; charset=utf-8"),
         _ => return HttpError::from(ErrorCode::NotFound).into_response(),
     };
     let mut resp = body.into_response();

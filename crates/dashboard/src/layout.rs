@@ -1,5 +1,6 @@
 //! The page shell (header, navigation, footer) and the small pieces every page uses.
 
+use crate::i18n::{self, t};
 use crate::web::Viewer;
 use maud::{DOCTYPE, Markup, html};
 use runbase_domain::ApiError;
@@ -30,9 +31,10 @@ pub fn shell(title: &str, viewer: Option<&Viewer>, nav: Nav, body: Markup) -> Ma
             a href=(href) aria-current=[(nav == this).then_some("page")] { (label) }
         }
     };
+    let lang = i18n::current();
     html! {
         (DOCTYPE)
-        html lang="en" {
+        html lang=(lang.code()) {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
@@ -41,42 +43,54 @@ pub fn shell(title: &str, viewer: Option<&Viewer>, nav: Nav, body: Markup) -> Ma
                 script src="/assets/app.js" defer {}
             }
             body {
-                a.skip href="#main" { "Skip to content" }
+                a.skip href="#main" { (t("nav-skip")) }
                 header.top {
                     a.brand href="/" { span.logo aria-hidden="true" { "◆" } " Runbase" }
-                    nav aria-label="Main" {
+                    nav aria-label=(t("nav-main")) {
                         @if viewer.is_some() {
-                            (link("/", "Dashboard", Nav::Home))
-                            (link("/runs", "Runs", Nav::Runs))
+                            (link("/", &t("nav-dashboard"), Nav::Home))
+                            (link("/runs", &t("nav-runs"), Nav::Runs))
                         }
-                        (link("/models", "Models", Nav::Models))
-                        (link("/docs/authentication", "Docs", Nav::Docs))
+                        (link("/models", &t("nav-models"), Nav::Models))
+                        (link("/docs/authentication", &t("nav-docs"), Nav::Docs))
                         @if viewer.is_some() {
-                            (link("/settings/api-keys", "API Keys", Nav::Keys))
-                            (link("/settings/credits", "Credits", Nav::Credits))
+                            (link("/settings/api-keys", &t("nav-keys"), Nav::Keys))
+                            (link("/settings/credits", &t("nav-credits"), Nav::Credits))
                         }
                     }
                     div.who {
                         @if let Some(v) = viewer {
-                            a.email href="/settings/password" aria-current=[(nav == Nav::Account).then_some("page")] title="Account settings" { (v.account.email) }
+                            a.email href="/settings/password" aria-current=[(nav == Nav::Account).then_some("page")] title=(t("nav-account")) { (v.account.email) }
                             form method="post" action="/logout" {
                                 (csrf_field(v))
-                                button.link type="submit" { "Log out" }
+                                button.link type="submit" { (t("nav-logout")) }
                             }
                         } @else {
-                            a href="/login" { "Log in" }
-                            a.button href="/signup" { "Sign up" }
+                            a href="/login" { (t("nav-login")) }
+                            a.button href="/signup" { (t("nav-signup")) }
                         }
                     }
                 }
                 main #main { (body) }
                 footer.bottom {
-                    "Runbase · "
-                    a href="/docs/error-codes" { "Error codes" }
-                    " · "
-                    a href="/docs/rate-limits" { "Rate limits" }
-                    " · Support: "
-                    a href=(format!("mailto:{SUPPORT_EMAIL}")) { (SUPPORT_EMAIL) }
+                    nav.langs aria-label=(t("nav-language")) {
+                        span { (t("nav-language")) ": " }
+                        @for l in i18n::Lang::ALL {
+                            @if l == lang {
+                                span lang=(l.code()) aria-current="true" { (l.native_name()) }
+                            } @else {
+                                a href=(i18n::switch_href(l)) lang=(l.code()) hreflang=(l.code()) { (l.native_name()) }
+                            }
+                        }
+                    }
+                    p {
+                        "Runbase · "
+                        a href="/docs/error-codes" { (t("nav-error-codes")) }
+                        " · "
+                        a href="/docs/rate-limits" { (t("nav-rate-limits")) }
+                        " · " (t("nav-support")) ": "
+                        a href=(format!("mailto:{SUPPORT_EMAIL}")) { (SUPPORT_EMAIL) }
+                    }
                 }
             }
         }
@@ -117,12 +131,12 @@ pub fn status_badge(s: RunStatus) -> Markup {
 }
 
 /// A table that scrolls sideways on narrow screens instead of widening the page.
-pub fn table(caption: &str, head: &[&str], rows: Markup) -> Markup {
+pub fn table<S: AsRef<str>>(caption: &str, head: &[S], rows: Markup) -> Markup {
     html! {
         div.table-wrap {
             table {
                 caption.visually-hidden { (caption) }
-                thead { tr { @for h in head { th scope="col" { (h) } } } }
+                thead { tr { @for h in head { th scope="col" { (h.as_ref()) } } } }
                 tbody { (rows) }
             }
         }
@@ -141,17 +155,17 @@ pub fn error_page(e: &ApiError) -> Markup {
         section.narrow {
             h1 { (e.code.status()) " · " (e.message) }
             p { (e.code.fix()) "." }
-            p.muted { "Error code " code { (e.code.as_str()) } ". If this keeps happening, write to "
+            p.muted { (t("error-code")) " " code { (e.code.as_str()) } ". " (t("error-support")) " "
                 a href=(format!("mailto:{SUPPORT_EMAIL}")) { (SUPPORT_EMAIL) } "." }
-            p { a href="/" { "Back to the dashboard" } }
+            p { a href="/" { (t("error-back")) } }
         }
     };
-    shell("Error", None, Nav::None, body)
+    shell(&t("error-title"), None, Nav::None, body)
 }
 
 /// Text for a copy button's target; kept here so every copy button looks the same.
 pub fn copy_button(target_id: &str) -> Markup {
     html! {
-        button.copy type="button" data-copy=(format!("#{target_id}")) { "Copy" }
+        button.copy type="button" data-copy=(format!("#{target_id}")) data-copied=(t("copied")) { (t("copy")) }
     }
 }

@@ -10,6 +10,7 @@
 
 mod assets;
 mod flash;
+pub mod i18n;
 mod layout;
 mod pages;
 mod shell;
@@ -22,7 +23,7 @@ use axum::http::{HeaderMap, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use pages::{auth, credits, docs, home, keys, models, runs};
+use pages::{auth, credits, docs, home, keys, models, playground, runs};
 use runbase_domain::{ApiError, ErrorCode};
 use runbase_http::AppState;
 
@@ -51,6 +52,10 @@ pub fn pages() -> Router<AppState> {
         .route("/runs/{id}", get(runs::show))
         .route("/models", get(models::list))
         .route("/models/{provider}/{name}", get(models::show))
+        .route("/playground/price", post(playground::price))
+        .route("/playground/runs", post(playground::create))
+        .route("/playground/runs/{id}", get(playground::show))
+        .route("/language", get(i18n::switch))
         .route(
             "/docs",
             get(|| async { web::see_other("/docs/authentication") }),
@@ -61,14 +66,22 @@ pub fn pages() -> Router<AppState> {
         .route("/docs/runs", get(docs::runs))
         .route("/assets/{name}", get(assets::get))
         .route("/files", post(uploads::create))
+        // runbase.net's address of a model's page; every other route has a fixed first
+        // segment, which the router prefers, so this one cannot shadow them.
+        .route(
+            "/{provider}/{name}",
+            get(models::landing).fallback(not_found),
+        )
 }
 
 /// The API and the dashboard together: what `runbase serve` runs.
 pub fn router(state: AppState) -> Router {
+    let pages = pages().layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        i18n::middleware,
+    ));
     runbase_http::finish(
-        runbase_http::api_routes()
-            .merge(pages())
-            .fallback(not_found),
+        runbase_http::api_routes().merge(pages).fallback(not_found),
         state,
     )
     .layer(axum::middleware::from_fn(page_header_limits))
@@ -96,7 +109,7 @@ async fn page_header_limits(req: Request, next: Next) -> Response {
 
 /// Unknown paths: a page (with the support contact) for browsers, the JSON envelope for the
 /// API and for everyone else.
-async fn not_found(uri: Uri, headers: HeaderMap) -> Response {
+pub(crate) async fn not_found(uri: Uri, headers: HeaderMap) -> Response {
     let browser = headers
         .get(axum::http::header::ACCEPT)
         .and_then(|v| v.to_str().ok())

@@ -4,6 +4,7 @@
 //! client IP, and the limit is checked before anything else, the CSRF token included: every
 //! request counts, valid or not.
 
+use crate::i18n::{t, t_args};
 use crate::layout::{Nav, csrf_field, notice, shell};
 use crate::web::{
     self, AuthLimit, FormBody, MaybeViewer, PRE_SESSION_CSRF_COOKIE, PageQuery, SESSION_COOKIE,
@@ -34,7 +35,9 @@ pub struct NextParam {
 
 /// What a sign-up answers, whether or not the email already had an account (so the form does
 /// not tell who is registered; see docs/DECISIONS.md).
-const SIGNED_UP: &str = "If this email was not registered yet, its account is ready: log in with the password you chose. If it was, log in with that account's password.";
+/// (The message id; the JSON answer is English, as every API message is.)
+const SIGNED_UP: &str = "auth-signed-up";
+const SIGNED_UP_EN: &str = "If this email was not registered yet, its account is ready: log in with the password you chose. If it was, log in with that account's password.";
 
 #[derive(Deserialize)]
 pub struct Credentials {
@@ -55,8 +58,8 @@ enum Form {
 
 fn auth_form(form: Form, csrf: &str, email: &str, next: &str, message: Option<Markup>) -> Markup {
     let (title, action, button) = match form {
-        Form::Login => ("Log in", "/login", "Log in"),
-        Form::Signup => ("Create your account", "/signup", "Sign up"),
+        Form::Login => (t("nav-login"), "/login", t("nav-login")),
+        Form::Signup => (t("auth-create-account"), "/signup", t("nav-signup")),
     };
     let body = html! {
         section.auth-card {
@@ -65,25 +68,25 @@ fn auth_form(form: Form, csrf: &str, email: &str, next: &str, message: Option<Ma
             form method="post" action=(action) {
                 input type="hidden" name="csrf_token" value=(csrf);
                 input type="hidden" name="next" value=(next);
-                label for="email" { "Email" }
+                label for="email" { (t("auth-email")) }
                 input #email type="email" name="email" value=(email) autocomplete="email" required autofocus;
-                label for="password" { "Password" }
+                label for="password" { (t("auth-password")) }
                 @if form == Form::Signup {
                     input #password type="password" name="password" autocomplete="new-password" minlength=(password::MIN_LEN) required aria-describedby="password-help";
-                    p #password-help .help { "At least " (password::MIN_LEN) " characters." }
+                    p #password-help .help { (t_args("auth-password-min", &[("n", password::MIN_LEN.into())])) }
                 } @else {
                     input #password type="password" name="password" autocomplete="current-password" required;
                 }
                 button.primary type="submit" { (button) }
             }
             @if form == Form::Login {
-                p { "No account yet? " a href="/signup" { "Sign up" } }
+                p { (t("auth-no-account")) " " a href="/signup" { (t("nav-signup")) } }
             } @else {
-                p { "Already have an account? " a href="/login" { "Log in" } }
+                p { (t("auth-have-account")) " " a href="/login" { (t("nav-login")) } }
             }
         }
     };
-    shell(title, None, Nav::None, body)
+    shell(&title, None, Nav::None, body)
 }
 
 /// The double-submit token of the log-in and sign-up forms: the cookie's, or a new one (set on
@@ -130,7 +133,7 @@ pub async fn login_page(
     let message = q
         .signed_up
         .is_some()
-        .then(|| (StatusCode::OK, notice("ok", SIGNED_UP)));
+        .then(|| (StatusCode::OK, notice("ok", &t(SIGNED_UP))));
     show_form(
         &state,
         &headers,
@@ -214,7 +217,7 @@ async fn submit_checked(
         {
             // The same answer for a new and a registered email: go and log in.
             Ok(()) if wants_json(headers) => {
-                return Json(json!({ "signed_up": true, "message": SIGNED_UP })).into_response();
+                return Json(json!({ "signed_up": true, "message": SIGNED_UP_EN })).into_response();
             }
             Ok(()) => {
                 let q = serde_urlencoded::to_string([("signed_up", "1"), ("next", next.as_str())])
@@ -267,15 +270,15 @@ pub async fn logout_page(MaybeViewer(viewer): MaybeViewer) -> Response {
     };
     let body = html! {
         section.auth-card {
-            h1 { "Log out" }
-            p { "You are logged in as " strong { (v.account.email) } "." }
+            h1 { (t("nav-logout")) }
+            p { (t("auth-logged-in-as")) " " strong { (v.account.email) } }
             form method="post" action="/logout" {
                 (csrf_field(&v))
-                button.primary type="submit" { "Log out" }
+                button.primary type="submit" { (t("nav-logout")) }
             }
         }
     };
-    page(shell("Log out", Some(&v), Nav::None, body))
+    page(shell(&t("nav-logout"), Some(&v), Nav::None, body))
 }
 
 #[derive(Deserialize)]
@@ -320,23 +323,23 @@ pub async fn logout(
 fn password_page(v: &Viewer, message: Option<Markup>) -> Markup {
     let body = html! {
         section.narrow {
-            h1 { "Account" }
-            p { "Logged in as " strong { (v.account.email) }
-                @if v.account.admin { " " span.badge.admin { "administrator" } } "." }
-            h2 { "Change password" }
+            h1 { (t("auth-account")) }
+            p { (t("auth-logged-in-as")) " " strong { (v.account.email) }
+                @if v.account.admin { " " span.badge.admin { "administrator" } } }
+            h2 { (t("auth-change-password")) }
             @if let Some(m) = message { (m) }
             form.stack method="post" action="/settings/password" {
                 (csrf_field(v))
-                label for="current_password" { "Current password" }
+                label for="current_password" { (t("auth-current-password")) }
                 input #current_password type="password" name="current_password" autocomplete="current-password" required;
-                label for="new_password" { "New password" }
+                label for="new_password" { (t("auth-new-password")) }
                 input #new_password type="password" name="new_password" autocomplete="new-password" minlength=(password::MIN_LEN) required;
-                p.help { "At least " (password::MIN_LEN) " characters. Your other sessions are logged out." }
-                button.primary type="submit" { "Change password" }
+                p.help { (t_args("auth-password-min", &[("n", password::MIN_LEN.into())])) " " (t("auth-others-logged-out")) }
+                button.primary type="submit" { (t("auth-change-password")) }
             }
         }
     };
-    shell("Account", Some(v), Nav::Account, body)
+    shell(&t("auth-account"), Some(v), Nav::Account, body)
 }
 
 pub async fn password_form(viewer: Viewer) -> Response {
@@ -375,10 +378,7 @@ pub async fn change_password(
         Ok(()) if wants_json(&headers) => Json(json!({ "changed": true })).into_response(),
         Ok(()) => page(password_page(
             &viewer,
-            Some(notice(
-                "ok",
-                "Your password was changed. Other sessions were logged out.",
-            )),
+            Some(notice("ok", &t("auth-password-changed"))),
         )),
         Err(e) if wants_json(&headers) || e.code == ErrorCode::CsrfFailed => {
             error_response(&headers, e)

@@ -1,6 +1,7 @@
 //! Settings → Credits: the balance, the ledger (paginated), top-ups through the payment
 //! provider, and grants by administrators.
 
+use crate::i18n::{t, t_args};
 use crate::layout::{self, Nav, csrf_field, notice, shell, table};
 use crate::web::{
     FormBody, PageQuery, Viewer, check_csrf, error_response, page_posting_to, parse_form, see_other,
@@ -34,11 +35,13 @@ pub fn describe(e: &LedgerEntry) -> Markup {
     };
     match e.kind {
         LedgerKind::Topup => match &e.granted_by {
-            Some(admin) => html! { "Grant by " (admin) @if !e.memo.is_empty() { " · " (e.memo) } },
-            None => html! { "Top-up" @if !e.memo.is_empty() { " · " (e.memo) } },
+            Some(admin) => {
+                html! { (t_args("ledger-grant-by", &[("admin", admin.as_str().into())])) @if !e.memo.is_empty() { " · " (e.memo) } }
+            }
+            None => html! { (t("ledger-topup")) @if !e.memo.is_empty() { " · " (e.memo) } },
         },
-        LedgerKind::RunCharge => html! { "Run charge · " (e.memo) (run(&e.run_id)) },
-        LedgerKind::RunRefund => html! { "Refund · " (e.memo) (run(&e.run_id)) },
+        LedgerKind::RunCharge => html! { (t("ledger-run-charge")) " · " (e.memo) (run(&e.run_id)) },
+        LedgerKind::RunRefund => html! { (t("ledger-refund")) " · " (e.memo) (run(&e.run_id)) },
     }
 }
 
@@ -64,17 +67,11 @@ pub async fn page_handler(
 ) -> Response {
     let mut message = None;
     if q.topup.as_deref() == Some("success") {
-        message = Some(notice(
-            "ok",
-            "Thank you. Your balance is credited as soon as the payment provider confirms the payment (usually within seconds).",
-        ));
+        message = Some(notice("ok", &t("credits-thanks")));
     } else if q.topup.as_deref() == Some("canceled") {
-        message = Some(notice(
-            "error",
-            "The top-up was canceled; nothing was charged.",
-        ));
+        message = Some(notice("error", &t("credits-canceled")));
     } else if q.granted.is_some() {
-        message = Some(notice("ok", "Credits granted."));
+        message = Some(notice("ok", &t("credits-granted")));
     }
     render(&state, &viewer, &headers, q.before, message).await
 }
@@ -95,53 +92,53 @@ async fn render(
     let older = entries.last().filter(|_| more).map(|e| e.id);
     let payments_on = state.payments.is_some();
     let body = html! {
-        h1 { "Credits" }
+        h1 { (t("nav-credits")) }
         @if let Some(m) = message { (m) }
         div.balance-row {
             section.card.balance {
-                h2 { "Balance" }
+                h2 { (t("home-balance")) }
                 p.big #balance { (layout::money(v.account.balance)) }
-                p.help { "Runs are paid from this balance when they are created; a failed or canceled run is refunded in full." }
+                p.help { (t("credits-balance-help")) }
             }
             section.card {
-                h2 { "Top up" }
+                h2 { (t("credits-topup")) }
                 @if payments_on {
                     form.inline method="post" action="/settings/credits/topup" {
                         (csrf_field(v))
-                        label for="amount_cents" { "Amount" }
+                        label for="amount_cents" { (t("ledger-amount")) }
                         select #amount_cents name="amount_cents" {
                             @for c in [500_i64, 1000, 2500, 5000, 10000] {
                                 option value=(c) selected[c == 2500] { (format_cents(c)) }
                             }
                         }
-                        button.primary type="submit" { "Pay with card" }
+                        button.primary type="submit" { (t("credits-pay")) }
                     }
-                    p.help { "You are sent to the payment provider's checkout page; between " (format_cents(MIN_TOPUP_CENTS)) " and " (format_cents(MAX_TOPUP_CENTS)) "." }
+                    p.help { (t_args("credits-pay-help", &[("min", format_cents(MIN_TOPUP_CENTS).into()), ("max", format_cents(MAX_TOPUP_CENTS).into())])) }
                 } @else {
-                    p { "Online payments are not configured on this server. An administrator can grant credits." }
+                    p { (t("credits-no-payments")) }
                 }
             }
         }
         @if v.account.admin {
             section.card {
-                h2 { "Grant credits " span.badge.admin { "administrator" } }
+                h2 { (t("credits-grant-title")) " " span.badge.admin { "administrator" } }
                 form.grid method="post" action="/settings/credits/grant" {
                     (csrf_field(v))
-                    div { label for="grant_email" { "Account email" } input #grant_email type="email" name="email" value=(v.account.email) required; }
-                    div { label for="grant_cents" { "Amount (cents)" } input #grant_cents name="cents" inputmode="numeric" pattern="[0-9]+" required; }
-                    div.wide { label for="grant_memo" { "Note" } input #grant_memo name="memo" maxlength="200" placeholder="why (shown in the account's ledger)"; }
-                    div.wide { button.primary type="submit" { "Grant" } }
+                    div { label for="grant_email" { (t("credits-grant-email")) } input #grant_email type="email" name="email" value=(v.account.email) required; }
+                    div { label for="grant_cents" { (t("credits-grant-cents")) } input #grant_cents name="cents" inputmode="numeric" pattern="[0-9]+" required; }
+                    div.wide { label for="grant_memo" { (t("credits-grant-note")) } input #grant_memo name="memo" maxlength="200" placeholder=(t("credits-grant-note-placeholder")); }
+                    div.wide { button.primary type="submit" { (t("credits-grant")) } }
                 }
             }
         }
-        h2 { "History" }
-        (table("Ledger", &["Date", "Kind", "Description", "Amount", "Balance after"], html! {
+        h2 { (t("credits-history")) }
+        (table(&t("run-ledger"), &[t("ledger-date"), t("ledger-kind"), t("ledger-description"), t("ledger-amount"), t("ledger-balance-after")], html! {
             (ledger_rows(&entries))
-            @if entries.is_empty() { tr { td colspan="5" { "No ledger entries yet." } } }
+            @if entries.is_empty() { tr { td colspan="5" { (t("credits-no-entries")) } } }
         }))
-        nav.pager aria-label="Ledger pages" {
-            @if before.is_some() { a href="/settings/credits" { "← Newest" } }
-            @if let Some(id) = older { a href=(format!("/settings/credits?before={id}")) { "Older →" } }
+        nav.pager aria-label=(t("credits-pages")) {
+            @if before.is_some() { a href="/settings/credits" { (t("runs-newest")) } }
+            @if let Some(id) = older { a href=(format!("/settings/credits?before={id}")) { (t("runs-older")) } }
         }
     };
     let checkout = state
@@ -149,7 +146,10 @@ async fn render(
         .as_ref()
         .map(|p| p.checkout_origins())
         .unwrap_or_default();
-    page_posting_to(shell("Credits", Some(v), Nav::Credits, body), &checkout)
+    page_posting_to(
+        shell(&t("nav-credits"), Some(v), Nav::Credits, body),
+        &checkout,
+    )
 }
 
 #[derive(Deserialize)]

@@ -1,6 +1,7 @@
 //! The docs pages. The error and rate-limit tables are generated from what the server enforces
 //! (`ErrorCode`, the configured limits), so the docs cannot drift from the behaviour.
 
+use crate::i18n::t;
 use crate::layout::{Nav, SUPPORT_EMAIL, shell, table};
 use crate::shell;
 use crate::web::{MaybeViewer, page};
@@ -14,8 +15,13 @@ use runbase_http::AppState;
 /// Rows for `codes`: status, code, message, fix.
 pub fn error_table(codes: &[ErrorCode]) -> Markup {
     table(
-        "Error codes",
-        &["Status", "Code", "Meaning", "Fix"],
+        &t("nav-error-codes"),
+        &[
+            t("docs-col-status"),
+            t("docs-col-code"),
+            t("docs-col-meaning"),
+            t("docs-col-fix"),
+        ],
         html! {
             @for c in codes {
                 tr id=(format!("error-{}", c.as_str())) {
@@ -31,13 +37,13 @@ pub fn error_table(codes: &[ErrorCode]) -> Markup {
 
 fn docs_nav(current: &str) -> Markup {
     let pages = [
-        ("/docs/authentication", "Authentication"),
-        ("/docs/runs", "Runs"),
-        ("/docs/rate-limits", "Rate limits"),
-        ("/docs/error-codes", "Error codes"),
+        ("/docs/authentication", t("docs-authentication")),
+        ("/docs/runs", t("docs-runs")),
+        ("/docs/rate-limits", t("nav-rate-limits")),
+        ("/docs/error-codes", t("nav-error-codes")),
     ];
     html! {
-        nav.docs-nav aria-label="Docs" {
+        nav.docs-nav aria-label=(t("nav-docs")) {
             @for (href, label) in pages {
                 a href=(href) aria-current=[(href == current).then_some("page")] { (label) }
             }
@@ -69,12 +75,12 @@ pub async fn authentication(
     docs_page(
         v.as_ref(),
         "/docs/authentication",
-        "Authentication",
+        &t("docs-authentication"),
         html! {
             p { "Every API request carries an API key in the " code { "Authorization" } " header:" }
             pre.code { code { "Authorization: Bearer sk-..." } }
             p { "Create keys in " a href="/settings/api-keys" { "Settings → API Keys" } ". The full key is shown once, when it is created; Runbase keeps only a hash of it. An account may have many keys, e.g. one per project or environment." }
-            h2 { "What a key can carry" }
+            h2 { (t("docs-key-carries")) }
             ul {
                 li { strong { "Disable / enable" } ": a disabled key answers " code { "401 invalid_api_key" } " until it is enabled again. An expired or deleted key answers the same." }
                 li { strong { "IP allowlist" } ": up to 10 addresses or CIDR blocks; a request from elsewhere answers " code { "403 ip_not_allowed" } ". Empty allows every address." }
@@ -82,9 +88,9 @@ pub async fn authentication(
                 li { strong { "Usage quota" } ": a cap on the number of runs; once used up, " code { "429 USAGE_EXCEEDED" } "." }
                 li { strong { "Test keys" } " (" code { "sk-test-..." } "): runs are simulated and never charged." }
             }
-            h2 { "Example" }
+            h2 { (t("docs-example")) }
             pre.code { code { (shell::curl_get(base, "/api/v1/account", shell::ENV_KEY)) } }
-            h2 { "Dashboard sessions" }
+            h2 { (t("docs-sessions")) }
             p { "The dashboard uses a session cookie (" code { "HttpOnly" } ", " code { "SameSite=Lax" } ", " code { "Secure" } " and named with the " code { "__Host-" } " prefix behind HTTPS) and a CSRF token in every form. " code { "GET /auth/session" } " answers who is logged in, as JSON." }
         },
     )
@@ -101,10 +107,10 @@ pub async fn rate_limits(State(state): State<AppState>, MaybeViewer(v): MaybeVie
     docs_page(
         v.as_ref(),
         "/docs/rate-limits",
-        "Rate limits",
+        &t("nav-rate-limits"),
         html! {
             p { "These are the limits this server enforces (its configuration, read when this page is served):" }
-            (table("Rate limits", &["Scope", "Counted per", "Limit"], html! {
+            (table(&t("nav-rate-limits"), &[t("docs-col-scope"), t("docs-col-per"), t("docs-col-limit")], html! {
                 (limit_row("Runs endpoints: POST /api/v1/runs and GET /api/v1/runs/{id}, together", "API key", l.runs))
                 (limit_row("Auth endpoints: log in, sign up, change password", "client IP (IPv6: its /64)", l.auth))
                 (limit_row("Session check: GET /auth/session", "client IP (IPv6: its /64)", l.session))
@@ -131,14 +137,14 @@ pub async fn error_codes(MaybeViewer(v): MaybeViewer) -> Response {
     docs_page(
         v.as_ref(),
         "/docs/error-codes",
-        "Error codes",
+        &t("nav-error-codes"),
         html! {
             p { "Every error has the same JSON body:" }
             pre.code { code { "{\n  \"error\": {\n    \"message\": \"Human-readable description\",\n    \"code\": \"error_code\"\n  }\n}" } }
-            h2 { "Runs API" }
+            h2 { (t("docs-runs-api")) }
             p { code { "POST /api/v1/runs" } " checks in this order; the first failing check answers:" }
             (error_table(ErrorCode::RUNS_API))
-            h2 { "Other endpoints and the dashboard" }
+            h2 { (t("docs-other-endpoints")) }
             (error_table(&others))
             p { "A 500 never carries internal detail. If it persists, contact " a href=(format!("mailto:{SUPPORT_EMAIL}")) { (SUPPORT_EMAIL) } "." }
         },
@@ -150,10 +156,10 @@ pub async fn runs(State(state): State<AppState>, MaybeViewer(v): MaybeViewer) ->
     docs_page(
         v.as_ref(),
         "/docs/runs",
-        "Runs",
+        &t("docs-runs"),
         html! {
             p { "A run is one request to execute a model. All generation is asynchronous: creating a run returns at once, and you poll it." }
-            h2 { "Lifecycle" }
+            h2 { (t("docs-lifecycle")) }
             ol.lifecycle {
                 li { code { "pending" } ": created and paid, waiting for a worker;" }
                 li { code { "processing" } ": at the provider;" }
@@ -161,16 +167,16 @@ pub async fn runs(State(state): State<AppState>, MaybeViewer(v): MaybeViewer) ->
                 li { code { "failed" } ": " code { "error" } " says why, and the full cost is refunded;" }
                 li { code { "canceled" } ": canceled with " code { "POST /api/v1/runs/{id}/cancel" } " before it finished; refunded in full." }
             }
-            h2 { "Money" }
+            h2 { (t("docs-money")) }
             p { "The price is taken from your balance when the run is created (" code { "costUsd" } ", an integer of micro-USD: 1 USD = 1,000,000, so 60000 is 6 cents). A failed or canceled run gives it back. Every change is a line in " a href="/settings/credits" { "Settings → Credits" } "." }
-            h2 { "Create" }
+            h2 { (t("docs-create")) }
             pre.code { code { (shell::curl_create(base, shell::ENV_KEY, r#"{"model": "google/nano-banana-2", "input": {"prompt": "A red fox in fresh snow"}}"#)) } }
-            h2 { "Poll" }
+            h2 { (t("docs-poll")) }
             pre.code { code { (shell::curl_get(base, "/api/v1/runs/RUN_ID", shell::ENV_KEY)) } }
             p { "Poll every 1–2 seconds. Polls count towards the runs rate limit (see " a href="/docs/rate-limits" { "Rate limits" } ")." }
-            h2 { "The run object" }
+            h2 { (t("docs-run-object")) }
             p { "Fields, always present, " code { "null" } " until known: " code { "id" } ", " code { "model" } ", " code { "status" } ", " code { "input" } " (after defaults), " code { "output" } ", " code { "error" } ", " code { "costUsd" } ", " code { "createdAt" } ", " code { "startedAt" } ", " code { "completedAt" } " (ISO 8601 UTC with milliseconds, e.g. " code { "2026-06-01T12:00:04.200Z" } ")." }
-            h2 { "Example" }
+            h2 { (t("docs-example")) }
             pre.code { code { "{\"id\": \"run_2abc...\", \"model\": \"google/nano-banana-2\", \"status\": \"succeeded\",\n \"input\": {\"prompt\": \"A red fox in fresh snow\", \"aspect_ratio\": \"auto\", \"resolution\": \"1K\"},\n \"output\": {\"urls\": [\"" (base) "/files/run_2abc.../output-0.png\"]}, \"error\": null,\n \"costUsd\": 60000, \"createdAt\": \"2026-06-01T12:00:00.000Z\",\n \"startedAt\": \"2026-06-01T12:00:00.150Z\", \"completedAt\": \"2026-06-01T12:00:04.200Z\"}" } }
             p { "Each model's input and output are described on its page under " a href="/models" { "Models" } "." }
         },

@@ -1,7 +1,8 @@
 //! `/`: the dashboard home when logged in; otherwise the log-in page.
 
+use crate::i18n::t;
 use crate::layout::{self, Nav, shell, table};
-use crate::pages::runs::{RUN_HEAD, run_rows};
+use crate::pages::runs::{run_head, run_rows};
 use crate::web::{MaybeViewer, error_response, page, see_other};
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -33,24 +34,24 @@ pub async fn home(
     let now = Timestamp::now();
     let active = keys.iter().filter(|k| k.is_usable(now)).count();
     let body = html! {
-        h1 { "Dashboard" }
+        h1 { (t("nav-dashboard")) }
         div.stats {
-            a.card.stat href="/settings/credits" { span.label { "Balance" } span.big { (layout::money(v.account.balance)) } }
-            a.card.stat href="/settings/api-keys" { span.label { "Active API keys" } span.big { (active) } }
-            a.card.stat href="/models" { span.label { "Models" } span.big { (state.catalog.models().len()) } }
+            a.card.stat href="/settings/credits" { span.label { (t("home-balance")) } span.big { (layout::money(v.account.balance)) } }
+            a.card.stat href="/settings/api-keys" { span.label { (t("home-active-keys")) } span.big { (active) } }
+            a.card.stat href="/models" { span.label { (t("nav-models")) } span.big { (state.catalog.models().len()) } }
         }
-        h2 { "Recent runs" }
-        (table("Recent runs", &RUN_HEAD, html! {
+        h2 { (t("home-recent-runs")) }
+        (table(&t("home-recent-runs"), &run_head(), html! {
             (run_rows(&runs))
-            @if runs.is_empty() { tr { td colspan="6" { "No runs yet." } } }
+            @if runs.is_empty() { tr { td colspan="6" { (t("home-no-runs")) } } }
         }))
-        p { a href="/runs" { "All runs →" } }
-        h2 { "Get started" }
+        p { a href="/runs" { (t("home-all-runs")) } }
+        h2 { (t("home-get-started")) }
         ol {
-            li { a href="/settings/api-keys" { "Create an API key" } " (a test key runs everything simulated, for free)." }
-            li { "Pick a model in " a href="/models" { "Models" } " and copy its curl quick start." }
-            li { "Poll the run until it has succeeded, and open its files. Details in " a href="/docs/runs" { "Runs" } "." }
+            li { a href="/settings/api-keys" { (t("home-step-key")) } " " (t("home-step-key-note")) }
+            li { a href="/models" { (t("home-step-model")) } " " (t("home-step-model-note")) }
+            li { (t("home-step-poll")) " " a href="/docs/runs" { (t("home-step-poll-docs")) } }
         }
     };
-    page(shell("Dashboard", Some(&v), Nav::Home, body))
+    page(shell(&t("nav-dashboard"), Some(&v), Nav::Home, body))
 }

@@ -1,6 +1,7 @@
 //! Settings → API Keys: list, create (the secret shown once), edit, disable/enable, delete.
 
 use crate::flash;
+use crate::i18n::{t, t_args};
 use crate::layout::{self, Nav, copy_button, csrf_field, notice, opt_time, shell, table};
 use crate::web::{
     FormBody, PagePath, PageQuery, Viewer, check_csrf, error_response, optional_number, page,
@@ -30,20 +31,20 @@ fn admin_error(e: AdminError) -> ApiError {
 fn spend(k: &ApiKey) -> Markup {
     html! {
         (layout::money(k.spent))
-        @if let Some(limit) = k.spend_limit { " / " (layout::money(limit)) } @else { span.muted { " / no limit" } }
+        @if let Some(limit) = k.spend_limit { " / " (layout::money(limit)) } @else { span.muted { " / " (t("keys-no-limit")) } }
     }
 }
 
 fn quota(k: &ApiKey) -> Markup {
     html! {
-        (k.runs_created) " runs"
-        @if let Some(q) = k.quota { " / " (q) } @else { span.muted { " / no quota" } }
+        (t_args("keys-runs", &[("n", k.runs_created.into())]))
+        @if let Some(q) = k.quota { " / " (q) } @else { span.muted { " / " (t("keys-no-quota")) } }
     }
 }
 
 fn key_status(k: &ApiKey, now: Timestamp) -> Markup {
     let s = k.status(now);
-    html! { span class=(format!("badge key-{s}")) { (s) } @if k.test { " " span.badge.test { "test" } } }
+    html! { span class=(format!("badge key-{s}")) { (s) } @if k.test { " " span.badge.test { (t("badge-test")) } } }
 }
 
 /// The create form's fields, kept to fill the form again after an error.
@@ -78,14 +79,14 @@ fn list_page(
                 td { (key_status(k, now)) }
             }
         }
-        @if keys.is_empty() { tr { td colspan="7" { "No keys yet: create one below." } } }
+        @if keys.is_empty() { tr { td colspan="7" { (t("keys-none")) } } }
     };
     let body = html! {
-        h1 { "API Keys" }
+        h1 { (t("nav-keys")) }
         @if let Some((key, secret)) = created {
             section.new-key role="status" aria-live="polite" {
-                h2 { "Your new key “" (key.name) "”" }
-                p { strong { "Copy it now: it is shown only this once." } " Runbase keeps only a hash of it." }
+                h2 { (t_args("keys-new-title", &[("name", key.name.as_str().into())])) }
+                p { strong { (t("keys-copy-now")) } " " (t("keys-hash-only")) }
                 div.secret-row {
                     code #new-key-secret .secret { (secret) }
                     (copy_button("new-key-secret"))
@@ -93,27 +94,27 @@ fn list_page(
             }
         }
         @if let Some(m) = message { (m) }
-        (table("Your API keys", &["Name", "Key", "Created", "Last used", "Spend / limit", "Usage / quota", "Status"], rows))
+        (table(&t("keys-yours"), &[t("keys-name"), t("keys-key"), t("runs-col-created"), t("keys-last-used"), t("keys-spend"), t("keys-usage"), t("runs-col-status")], rows))
         section.card {
-            h2 { "Create a key" }
+            h2 { (t("keys-create-title")) }
             form.grid method="post" action="/settings/api-keys" {
                 (csrf_field(v))
-                div { label for="name" { "Name" }
-                    input #name name="name" maxlength="100" placeholder="e.g. production" value=(form.name); }
-                div { label for="spend_limit_cents" { "Spend limit (cents)" }
-                    input #spend_limit_cents name="spend_limit_cents" inputmode="numeric" pattern="[0-9]*" placeholder="no limit" value=[form.spend_limit_cents.as_deref()]; }
-                div { label for="quota" { "Usage quota (runs)" }
-                    input #quota name="quota" inputmode="numeric" pattern="[0-9]*" placeholder="no quota" value=[form.quota.as_deref()]; }
-                div.wide { label for="allow_ips" { "IP allowlist" }
-                    textarea #allow_ips name="allow_ips" rows="2" placeholder="empty allows every address; one per line, e.g. 203.0.113.7 or 10.0.0.0/8" aria-describedby="allow-help" { (form.allow_ips.as_deref().unwrap_or("")) }
-                    p #allow-help .help { "Up to " (MAX_ALLOWLIST_ENTRIES) " IPv4 or IPv6 addresses or CIDR blocks." } }
+                div { label for="name" { (t("keys-name")) }
+                    input #name name="name" maxlength="100" placeholder=(t("keys-name-placeholder")) value=(form.name); }
+                div { label for="spend_limit_cents" { (t("keys-spend-limit")) }
+                    input #spend_limit_cents name="spend_limit_cents" inputmode="numeric" pattern="[0-9]*" placeholder=(t("keys-no-limit")) value=[form.spend_limit_cents.as_deref()]; }
+                div { label for="quota" { (t("keys-quota")) }
+                    input #quota name="quota" inputmode="numeric" pattern="[0-9]*" placeholder=(t("keys-no-quota")) value=[form.quota.as_deref()]; }
+                div.wide { label for="allow_ips" { (t("keys-allowlist")) }
+                    textarea #allow_ips name="allow_ips" rows="2" placeholder=(t("keys-allowlist-placeholder")) aria-describedby="allow-help" { (form.allow_ips.as_deref().unwrap_or("")) }
+                    p #allow-help .help { (t_args("keys-allowlist-help", &[("n", MAX_ALLOWLIST_ENTRIES.into())])) } }
                 div.wide.check { input #test type="checkbox" name="test" value="1" checked[form.test.is_some()];
-                    label for="test" { "Test key (" code { "sk-test-" } "): runs are simulated and free" } }
-                div.wide { button.primary type="submit" { "Create key" } }
+                    label for="test" { (t("keys-test")) " (" code { "sk-test-" } "): " (t("keys-test-help")) } }
+                div.wide { button.primary type="submit" { (t("keys-create")) } }
             }
         }
     };
-    shell("API Keys", Some(v), Nav::Keys, body)
+    shell(&t("nav-keys"), Some(v), Nav::Keys, body)
 }
 
 #[derive(Deserialize, Default)]
@@ -142,10 +143,7 @@ pub async fn list(
             None,
             Some(notice(
                 "ok",
-                &format!(
-                    "The key “{}” was created. Its secret was shown only once: if you did not copy it, delete the key and create another.",
-                    key.name
-                ),
+                &t_args("keys-created-again", &[("name", key.name.as_str().into())]),
             )),
         ),
         None => (None, None),
@@ -256,50 +254,50 @@ fn edit_page(v: &Viewer, k: &ApiKey, message: Option<Markup>) -> Markup {
         .spend_limit
         .map(|m| (m.0 / Millicents::PER_CENT).to_string());
     let body = html! {
-        p.crumbs { a href="/settings/api-keys" { "API Keys" } " / " (k.name) }
-        h1 { "Key “" (k.name) "”" }
+        p.crumbs { a href="/settings/api-keys" { (t("nav-keys")) } " / " (k.name) }
+        h1 { (t_args("keys-title", &[("name", k.name.as_str().into())])) }
         @if let Some(m) = message { (m) }
         dl.facts {
-            dt { "Key" } dd { code { (k.prefix) "…" } }
-            dt { "Status" } dd { (key_status(k, now)) }
-            dt { "Created" } dd { (layout::time(k.created_at)) }
-            dt { "Last used" } dd { (opt_time(k.last_used_at)) }
-            dt { "Spend / limit" } dd { (spend(k)) }
-            dt { "Usage / quota" } dd { (quota(k)) }
-            dt { "Expires" } dd { (opt_time(k.expires_at)) }
+            dt { (t("keys-key")) } dd { code { (k.prefix) "…" } }
+            dt { (t("runs-col-status")) } dd { (key_status(k, now)) }
+            dt { (t("runs-col-created")) } dd { (layout::time(k.created_at)) }
+            dt { (t("keys-last-used")) } dd { (opt_time(k.last_used_at)) }
+            dt { (t("keys-spend")) } dd { (spend(k)) }
+            dt { (t("keys-usage")) } dd { (quota(k)) }
+            dt { (t("keys-expires")) } dd { (opt_time(k.expires_at)) }
         }
         section.card {
-            h2 { "Settings" }
+            h2 { (t("keys-settings")) }
             form.grid method="post" action=(format!("/settings/api-keys/{}", k.id)) {
                 (csrf_field(v))
-                div { label for="name" { "Name" } input #name name="name" maxlength="100" value=(k.name) required; }
-                div { label for="spend_limit_cents" { "Spend limit (cents)" }
-                    input #spend_limit_cents name="spend_limit_cents" inputmode="numeric" pattern="[0-9]*" placeholder="no limit" value=[limit_cents]; }
-                div { label for="quota" { "Usage quota (runs)" }
-                    input #quota name="quota" inputmode="numeric" pattern="[0-9]*" placeholder="no quota" value=[k.quota.map(|q| q.to_string())]; }
-                div.wide { label for="allow_ips" { "IP allowlist" }
+                div { label for="name" { (t("keys-name")) } input #name name="name" maxlength="100" value=(k.name) required; }
+                div { label for="spend_limit_cents" { (t("keys-spend-limit")) }
+                    input #spend_limit_cents name="spend_limit_cents" inputmode="numeric" pattern="[0-9]*" placeholder=(t("keys-no-limit")) value=[limit_cents]; }
+                div { label for="quota" { (t("keys-quota")) }
+                    input #quota name="quota" inputmode="numeric" pattern="[0-9]*" placeholder=(t("keys-no-quota")) value=[k.quota.map(|q| q.to_string())]; }
+                div.wide { label for="allow_ips" { (t("keys-allowlist")) }
                     textarea #allow_ips name="allow_ips" rows="3" aria-describedby="allow-help" { (ips) }
-                    p #allow-help .help { "One per line; up to " (MAX_ALLOWLIST_ENTRIES) " addresses or CIDR blocks. Empty allows every address." } }
-                div.wide { button.primary type="submit" { "Save" } }
+                    p #allow-help .help { (t_args("keys-allowlist-edit-help", &[("n", MAX_ALLOWLIST_ENTRIES.into())])) } }
+                div.wide { button.primary type="submit" { (t("keys-save")) } }
             }
         }
         section.card {
-            h2 { @if k.disabled { "Enable" } @else { "Disable" } }
-            p { @if k.disabled { "This key is disabled: every request with it is refused with 401." }
-                @else { "A disabled key is refused at once, and can be enabled again later." } }
+            h2 { @if k.disabled { (t("keys-enable-title")) } @else { (t("keys-disable-title")) } }
+            p { @if k.disabled { (t("keys-disabled-help")) }
+                @else { (t("keys-disable-help")) } }
             form method="post" action=(format!("/settings/api-keys/{}/{}", k.id, if k.disabled { "enable" } else { "disable" })) {
                 (csrf_field(v))
-                button type="submit" { @if k.disabled { "Enable key" } @else { "Disable key" } }
+                button type="submit" { @if k.disabled { (t("keys-enable")) } @else { (t("keys-disable")) } }
             }
         }
         section.card.danger {
-            h2 { "Delete" }
-            p { "Deleting is permanent: the key stops working and cannot be restored. Its runs and ledger lines stay in your history." }
-            form method="post" action=(format!("/settings/api-keys/{}/delete", k.id)) data-confirm="Delete this key for good?" {
+            h2 { (t("keys-delete-title")) }
+            p { (t("keys-delete-help")) }
+            form method="post" action=(format!("/settings/api-keys/{}/delete", k.id)) data-confirm=(t("keys-delete-confirm")) {
                 (csrf_field(v))
                 div.check { input #confirm type="checkbox" name="confirm" value="yes" required;
-                    label for="confirm" { "I understand this key will stop working for good" } }
-                button.danger type="submit" { "Delete key" }
+                    label for="confirm" { (t("keys-delete-understand")) } }
+                button.danger type="submit" { (t("keys-delete")) }
             }
         }
     };
@@ -317,7 +315,7 @@ pub async fn edit(
         Ok(k) => page(edit_page(
             &viewer,
             &k,
-            q.saved.map(|_| notice("ok", "Saved.")),
+            q.saved.map(|_| notice("ok", &t("keys-saved"))),
         )),
         Err(e) => error_response(&headers, e),
     }

@@ -6,4 +6,5 @@ pub mod docs;
 pub mod home;
 pub mod keys;
 pub mod models;
+pub mod playground;
 pub mod runs;

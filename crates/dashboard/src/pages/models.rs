@@ -2,12 +2,14 @@
 //! pages: overview, price, a curl quick start, input and output schema tables generated from
 //! the schemas, and the error table.
 
+use crate::i18n::{t, t_args};
 use crate::layout::{Nav, copy_button, shell, table};
 use crate::pages::docs::error_table;
+use crate::pages::playground;
 use crate::shell;
 use crate::web::{MaybeViewer, PagePath, PageQuery, error_response, page};
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
 use maud::{Markup, html};
 use runbase_domain::ErrorCode;
@@ -40,7 +42,7 @@ fn price(m: &Model) -> Markup {
         } @else {
             (t.base.usd())
         }
-        @if let Some(per) = t.per { " per unit of " code { (per) } } @else { " per run" }
+        @if let Some(per) = t.per { " " (t_args("price-per-unit", &[("field", per.into())])) } @else { " " (crate::i18n::t("price-per-run")) }
     }
 }
 
@@ -73,17 +75,17 @@ pub async fn list(
         })
         .collect();
     let body = html! {
-        h1 { "Models" }
+        h1 { (t("models-title")) }
         form.filters method="get" action="/models" role="search" {
-            div { label for="q" { "Search" } input #q type="search" name="q" value=(needle) placeholder="name, provider, task"; }
-            div { label for="tag" { "Tag" }
+            div { label for="q" { (t("models-search")) } input #q type="search" name="q" value=(needle) placeholder=(t("models-search-placeholder")); }
+            div { label for="tag" { (t("models-tag")) }
                 select #tag name="tag" {
-                    option value="" { "All tags" }
+                    option value="" { (t("models-all-tags")) }
                     @for t in &tags { option value=(t) selected[*t == tag] { (t) } }
                 } }
-            button type="submit" { "Search" }
+            button type="submit" { (t("models-search")) }
         }
-        p.muted #model-count { (shown.len()) " of " (state.catalog.models().len()) " models" }
+        p.muted #model-count { (t_args("models-count", &[("shown", shown.len().into()), ("total", state.catalog.models().len().into())])) }
         div.model-grid {
             @for m in &shown {
                 a.model-card href=(format!("/models/{}", m.id)) {
@@ -92,13 +94,18 @@ pub async fn list(
                     code { (m.id) }
                     p { (m.description) }
                     p.price { (price(m)) }
-                    @if !m.is_available() { span.badge.test { "test keys only here" } }
+                    @if !m.is_available() { span.badge.test { (t("models-test-only")) } }
                 }
             }
         }
-        @if shown.is_empty() { p { "No model matches. " a href="/models" { "Show all" } } }
+        @if shown.is_empty() { p { (t("models-none")) " " a href="/models" { (t("models-show-all")) } } }
     };
-    page(shell("Models", viewer.as_ref(), Nav::Models, body))
+    page(shell(
+        &t("models-title"),
+        viewer.as_ref(),
+        Nav::Models,
+        body,
+    ))
 }
 
 fn type_of(p: &Value) -> String {
@@ -158,19 +165,19 @@ pub fn schema_table(caption: &str, schema: &Value) -> Markup {
     table(
         caption,
         &[
-            "Field",
-            "Type",
-            "Required",
-            "Default",
-            "Allowed",
-            "Description",
+            t("schema-field"),
+            t("schema-type"),
+            t("schema-required"),
+            t("schema-default"),
+            t("schema-allowed"),
+            t("schema-description"),
         ],
         html! {
             @for (name, p) in props {
                 tr {
                     td { code { (name) } }
                     td { (type_of(p)) }
-                    td { @if required.contains(&name.as_str()) { strong { "yes" } } @else { "no" } }
+                    td { @if required.contains(&name.as_str()) { strong { (t("yes")) } } @else { (t("no")) } }
                     td { @if let Some(d) = p.get("default") { code { (d) } } }
                     td { (constraints(p)) }
                     td { (p.get("description").and_then(Value::as_str).unwrap_or("")) }
@@ -216,6 +223,8 @@ fn example_input(m: &Model) -> Value {
 #[derive(Deserialize, Default)]
 pub struct ModelQuery {
     key: Option<String>,
+    /// An example's index: the Playground starts with its input.
+    example: Option<usize>,
 }
 
 pub async fn show(
@@ -232,6 +241,65 @@ pub async fn show(
             runbase_domain::ApiError::new(ErrorCode::NotFound, format!("No model {id}")),
         );
     };
+    render(&state, viewer, m, &q).await
+}
+
+/// `/{provider}/{name}`, runbase.net's address of a model's page. Every page of the dashboard
+/// and every route of the API has a fixed first segment, which the router matches first; what
+/// reaches here and is not a model is answered as any unknown path is.
+pub async fn landing(
+    State(state): State<AppState>,
+    MaybeViewer(viewer): MaybeViewer,
+    uri: Uri,
+    headers: HeaderMap,
+    PageQuery(q): PageQuery<ModelQuery>,
+) -> Response {
+    let id = uri.path().trim_start_matches('/');
+    match state.catalog.get(id) {
+        Some(m) => render(&state, viewer, m, &q).await,
+        None => crate::not_found(uri, headers).await,
+    }
+}
+
+/// The value of one price option, as "field value, field value".
+fn option_label(fields: &[String], key: &str) -> String {
+    fields
+        .iter()
+        .zip(key.split(','))
+        .map(|(f, v)| format!("{f} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The price of each option, as a table.
+fn price_table(m: &Model) -> Markup {
+    let pt = m.price.table();
+    let unit = match pt.per {
+        Some(per) => t_args("price-per-unit", &[("field", per.into())]),
+        None => t("price-per-run"),
+    };
+    table(
+        &t("model-price"),
+        &[t("price-option"), t("price-amount")],
+        html! {
+            @if let Some((fields, by)) = pt.by {
+                @for (key, amount) in by.iter() {
+                    tr { td { (option_label(fields, key)) } td.num { (amount.usd()) " " (unit) } }
+                }
+                tr { td { (t("price-other")) } td.num { (pt.base.usd()) " " (unit) } }
+            } @else {
+                tr { td { (t("price-any")) } td.num { (pt.base.usd()) " " (unit) } }
+            }
+        },
+    )
+}
+
+async fn render(
+    state: &AppState,
+    viewer: Option<crate::web::Viewer>,
+    m: &std::sync::Arc<Model>,
+    q: &ModelQuery,
+) -> Response {
     // The key placeholder: an environment variable by default, or the prefix of one of the
     // viewer's keys (the full secret is never shown again, so the user pastes it).
     let keys = match &viewer {
@@ -255,38 +323,76 @@ pub async fn show(
     // Catalogue values end up in a command the user pastes into a shell: quoted, always.
     let create = shell::curl_create(base, &placeholder, &body_json.to_string());
     let poll = shell::curl_get(base, "/api/v1/runs/RUN_ID", &placeholder);
+    let prefill: Map<String, Value> = q
+        .example
+        .and_then(|i| m.examples.get(i))
+        .and_then(|e| e.input.as_object().cloned())
+        .unwrap_or_default();
+    let recent = match &viewer {
+        Some(v) => playground::recent_runs(state, &v.account.id, &m.id).await,
+        None => Vec::new(),
+    };
+    let page_path = format!("/models/{}", m.id);
     let body = html! {
-        p.crumbs { a href="/models" { "Models" } " / " (m.id) }
-        h1 { (m.name) }
-        p.lead { (m.description) }
-        dl.facts {
-            dt { "Model ID" } dd { code { (m.id) } }
-            @if !m.maker.is_empty() { dt { "Maker" } dd { (m.maker) } }
-            dt { "Tags" } dd { (m.tags.join(", ")) }
-            dt { "Price" } dd { (price(m)) }
-            dt { "Available here" } dd { @if m.is_available() { "yes" } @else { "with test keys (simulated): no provider is configured for it on this server" } }
-        }
-        h2 { "Quick start" }
-        @if !keys.is_empty() {
-            form.inline method="get" action=(format!("/models/{}", m.id)) {
-                label for="key" { "Key in the examples" }
-                select #key name="key" {
-                    option value="" { "$RUNBASE_API_KEY (environment variable)" }
-                    @for k in &keys { option value=(k.id) selected[chosen.is_some_and(|c| c.id == k.id)] { (k.name) " (" (k.prefix) "…)" } }
+        p.crumbs { a href="/models" { (t("models-title")) } " / " (m.id) }
+        header.model-head {
+            @if !m.maker.is_empty() { p.maker { (m.maker) } }
+            h1 { (m.name) }
+            p.model-id { (t("model-id")) ": " code { (m.id) } }
+            p.lead { (m.description) }
+            ul.tags aria-label=(t("models-tag")) {
+                @for tag in &m.tags {
+                    li { a.tag href=(format!("/models?{}", serde_urlencoded::to_string([("tag", tag.as_str())]).unwrap_or_default())) { (tag) } }
                 }
-                button type="submit" { "Use" }
+            }
+            p.price-summary { strong { (t("model-price")) ": " } (price(m)) }
+            @if !m.is_available() { p.notice.ok role="note" { (t("model-test-only")) } }
+        }
+        (playground::section(state, m, viewer.as_ref(), &prefill, &recent))
+        @if !m.examples.is_empty() {
+            h2 { (t("model-examples")) }
+            ul.examples {
+                @for (i, e) in m.examples.iter().enumerate() {
+                    li.example {
+                        a.example-fill href=(format!("{page_path}?example={i}#playground"))
+                            data-example=(e.input.to_string()) {
+                            strong { (e.title) }
+                            @if let Some(ar) = e.input.get("aspect_ratio").and_then(Value::as_str) {
+                                " " span.badge { (ar) }
+                            }
+                            @if let Some(p) = e.input.get("prompt").and_then(Value::as_str) {
+                                span.example-prompt { (p) }
+                            }
+                            span.example-use { (t("model-example-use")) }
+                        }
+                    }
+                }
             }
         }
-        p { "1. Create a run; the answer is the run, with " code { "status: \"pending\"" } ":" }
+        h2 { (t("model-quickstart")) }
+        @if !keys.is_empty() {
+            form.inline method="get" action=(page_path) {
+                label for="key" { (t("model-key-in-examples")) }
+                select #key name="key" {
+                    option value="" { (t("model-key-env")) }
+                    @for k in &keys { option value=(k.id) selected[chosen.is_some_and(|c| c.id == k.id)] { (k.name) " (" (k.prefix) "…)" } }
+                }
+                button type="submit" { (t("model-key-use")) }
+            }
+        }
+        p { (t("model-step-create")) }
         div.code-row { pre.code #curl-create { code { (create) } } (copy_button("curl-create")) }
-        p { "2. Poll it every 1–2 seconds until " code { "status" } " is " code { "succeeded" } " (or " code { "failed" } "), then read " code { "output.urls" } ":" }
+        p { (t("model-step-poll")) }
         div.code-row { pre.code #curl-poll { code { (poll) } } (copy_button("curl-poll")) }
-        h2 { "Input" }
-        (schema_table("Input schema", m.input_schema.raw()))
-        h2 { "Output" }
-        (schema_table("Output schema", &m.output_schema))
-        h2 { "Errors" }
+        h2 { (t("model-price")) }
+        (price_table(m))
+        h2 { (t("model-input")) }
+        (schema_table(&t("model-input"), m.input_schema.raw()))
+        h2 { (t("model-output")) }
+        (schema_table(&t("model-output"), &m.output_schema))
+        h2 { (t("model-errors")) }
         (error_table(ErrorCode::RUNS_API))
     };
+    let body = html! { (body) script src="/assets/playground.js" defer {} };
     page(shell(&m.name, viewer.as_ref(), Nav::Models, body))
 }

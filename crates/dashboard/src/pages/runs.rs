@@ -1,5 +1,6 @@
 //! Runs: the history (filtered by status and model, paginated) and a page per run.
 
+use crate::i18n::{t, t_args};
 use crate::layout::{self, Nav, json_block, opt_time, shell, status_badge, table};
 use crate::pages::credits::ledger_rows;
 use crate::web::{PagePath, PageQuery, Viewer, error_response, page};
@@ -43,7 +44,7 @@ pub fn run_rows(runs: &[Run]) -> Markup {
         @for r in runs {
             tr {
                 td { a href=(format!("/runs/{}", r.id)) { code { (r.id) } } }
-                td { (r.model) @if r.test { " " span.badge.test { "test" } } }
+                td { (r.model) @if r.test { " " span.badge.test { (t("badge-test")) } } }
                 td { (status_badge(r.status)) }
                 td.num { (layout::money(r.cost)) }
                 td { (layout::time(r.created_at)) }
@@ -53,7 +54,17 @@ pub fn run_rows(runs: &[Run]) -> Markup {
     }
 }
 
-pub const RUN_HEAD: [&str; 6] = ["Run", "Model", "Status", "Cost", "Created", "Duration"];
+/// The columns of a runs table.
+pub fn run_head() -> [String; 6] {
+    [
+        t("runs-col-run"),
+        t("runs-col-model"),
+        t("runs-col-status"),
+        t("runs-col-cost"),
+        t("runs-col-created"),
+        t("runs-col-duration"),
+    ]
+}
 
 pub async fn list(
     State(state): State<AppState>,
@@ -98,30 +109,30 @@ pub async fn list(
         format!("{after}&{filters}")
     });
     let body = html! {
-        h1 { "Runs" }
+        h1 { (t("nav-runs")) }
         form.filters method="get" action="/runs" role="search" {
-            div { label for="status" { "Status" }
+            div { label for="status" { (t("runs-col-status")) }
                 select #status name="status" {
-                    option value="" { "Any status" }
+                    option value="" { (t("runs-any-status")) }
                     @for s in STATUSES { option value=(s.as_str()) selected[filter.status == Some(s)] { (s.as_str()) } }
                 } }
-            div { label for="model" { "Model" }
+            div { label for="model" { (t("runs-col-model")) }
                 select #model name="model" {
-                    option value="" { "Any model" }
+                    option value="" { (t("runs-any-model")) }
                     @for m in state.catalog.models() { option value=(m.id) selected[model == Some(m.id.as_str())] { (m.id) } }
                 } }
-            button type="submit" { "Filter" }
+            button type="submit" { (t("runs-filter")) }
         }
-        (table("Your runs", &RUN_HEAD, html! {
+        (table(&t("runs-yours"), &run_head(), html! {
             (run_rows(&runs))
-            @if runs.is_empty() { tr { td colspan="6" { "No runs match. Create one with the API: see " a href="/docs/runs" { "Runs" } "." } } }
+            @if runs.is_empty() { tr { td colspan="6" { (t("runs-none")) " " a href="/docs/runs" { (t("runs-none-docs")) } } } }
         }))
-        nav.pager aria-label="Run pages" {
-            @if after.is_some() { a href=(newest) { "← Newest" } }
-            @if let Some(n) = next { a href=(format!("/runs?{n}")) { "Older →" } }
+        nav.pager aria-label=(t("runs-pages")) {
+            @if after.is_some() { a href=(newest) { (t("runs-newest")) } }
+            @if let Some(n) = next { a href=(format!("/runs?{n}")) { (t("runs-older")) } }
         }
     };
-    page(shell("Runs", Some(&viewer), Nav::Runs, body))
+    page(shell(&t("nav-runs"), Some(&viewer), Nav::Runs, body))
 }
 
 fn is_image(url: &str) -> bool {
@@ -136,10 +147,30 @@ fn is_video(url: &str) -> bool {
     [".mp4", ".webm"].iter().any(|e| path.ends_with(e))
 }
 
+fn is_audio(url: &str) -> bool {
+    let path = url.split('?').next().unwrap_or(url).to_ascii_lowercase();
+    [".wav", ".mp3", ".ogg", ".flac", ".m4a"]
+        .iter()
+        .any(|e| path.ends_with(e))
+}
+
+/// How a page shows an output file: `image`, `video`, `audio`, or `file` (a link only).
+pub fn file_kind(url: &str) -> &'static str {
+    if is_image(url) {
+        "image"
+    } else if is_video(url) {
+        "video"
+    } else if is_audio(url) {
+        "audio"
+    } else {
+        "file"
+    }
+}
+
 /// Where the page points at an output. Output URLs are absolute on the `public_url` in force when
 /// the run finished; this run's own stored files are linked by their path instead, so they show
 /// (and pass the pages' `img-src 'self'` policy) whatever host name the browser used to get here.
-fn local_href<'a>(url: &'a str, run_id: &str) -> &'a str {
+pub fn local_href<'a>(url: &'a str, run_id: &str) -> &'a str {
     let path = url
         .split_once("://")
         .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]));
@@ -157,7 +188,7 @@ fn local_href<'a>(url: &'a str, run_id: &str) -> &'a str {
 
 fn output(r: &Run) -> Markup {
     let Some(out) = &r.output else {
-        return html! { p.muted { "No output yet." } };
+        return html! { p.muted { (t("run-no-output")) } };
     };
     let urls: Vec<&str> = out
         .get("urls")
@@ -169,15 +200,15 @@ fn output(r: &Run) -> Markup {
             div.outputs {
                 @for (i, u) in urls.iter().map(|u| local_href(u, &r.id)).enumerate() {
                     figure {
-                        @if is_image(u) { a href=(u) { img src=(u) alt=(format!("Output {} of {}", i + 1, r.id)) loading="lazy"; } }
+                        @if is_image(u) { a href=(u) { img src=(u) alt=(t_args("run-output-alt", &[("n", (i + 1).into()), ("run", r.id.as_str().into())])) loading="lazy"; } }
                         @else if is_video(u) { video src=(u) controls preload="metadata" {} }
-                        figcaption { a href=(u) { "File " (i + 1) } }
+                        figcaption { a href=(u) { (t_args("run-file", &[("n", (i + 1).into())])) } }
                     }
                 }
             }
         }
-        @if let Some(text) = out.get("text").and_then(|t| t.as_str()) { h3 { "Text" } pre.code { (text) } }
-        details { summary { "Output JSON" } (json_block(out)) }
+        @if let Some(text) = out.get("text").and_then(|t| t.as_str()) { h3 { (t("run-text")) } pre.code { (text) } }
+        details { summary { (t("run-output-json")) } (json_block(out)) }
     }
 }
 
@@ -204,28 +235,28 @@ pub async fn show(
         Err(e) => return error_response(&headers, service::internal(e)),
     };
     let body = html! {
-        p.crumbs { a href="/runs" { "Runs" } " / " code { (r.id) } }
-        h1 { "Run " code.id { (r.id) } }
+        p.crumbs { a href="/runs" { (t("nav-runs")) } " / " code { (r.id) } }
+        h1 { (t("run-title")) " " code.id { (r.id) } }
         dl.facts {
-            dt { "Model" } dd { a href=(format!("/models/{}", r.model)) { (r.model) } @if r.test { " " span.badge.test { "test" } } }
-            dt { "Status" } dd #run-status { (status_badge(r.status)) }
-            dt { "Cost" } dd { (layout::money(r.cost)) }
-            dt { "Created" } dd { (layout::time(r.created_at)) }
-            dt { "Started" } dd { (opt_time(r.started_at)) }
-            dt { "Completed" } dd { (opt_time(r.completed_at)) }
+            dt { (t("runs-col-model")) } dd { a href=(format!("/models/{}", r.model)) { (r.model) } @if r.test { " " span.badge.test { (t("badge-test")) } } }
+            dt { (t("runs-col-status")) } dd #run-status { (status_badge(r.status)) }
+            dt { (t("runs-col-cost")) } dd { (layout::money(r.cost)) }
+            dt { (t("runs-col-created")) } dd { (layout::time(r.created_at)) }
+            dt { (t("run-started")) } dd { (opt_time(r.started_at)) }
+            dt { (t("run-completed")) } dd { (opt_time(r.completed_at)) }
         }
         @if let Some(e) = &r.error {
             div.notice.error role="alert" { strong { (e.code) } ": " (e.message) }
         }
-        @if !r.status.is_terminal() { p.muted { "This run is not finished; reload to see its progress." } }
-        h2 { "Output" }
+        @if !r.status.is_terminal() { p.muted { (t("run-unfinished")) } }
+        h2 { (t("model-output")) }
         (output(&r))
-        h2 { "Input" }
+        h2 { (t("model-input")) }
         (json_block(&r.input))
-        h2 { "Ledger" }
-        (table("Ledger lines of this run", &["Date", "Kind", "Description", "Amount", "Balance after"], html! {
+        h2 { (t("run-ledger")) }
+        (table(&t("run-ledger-caption"), &[t("ledger-date"), t("ledger-kind"), t("ledger-description"), t("ledger-amount"), t("ledger-balance-after")], html! {
             (ledger_rows(&ledger))
-            @if ledger.is_empty() { tr { td colspan="5" { "Nothing was charged for this run." } } }
+            @if ledger.is_empty() { tr { td colspan="5" { (t("run-nothing-charged")) } } }
         }))
     };
     page(shell(
