@@ -881,6 +881,22 @@ describe('Runbase dashboard end to end', { timeout: 240_000 }, () => {
     const balanceBefore = (await session(page)).body.account.balanceUsd;
     assert.ok(Number.isInteger(balanceBefore), 'the session shows the balance');
 
+    // Upload a reference image: the Playground stores it with the session (the type is sniffed
+    // from the bytes: the name says .txt), previews it, and the run names its URL.
+    const png = Buffer.from('iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==', 'base64');
+    await page.setInputFiles('.pg-urls[data-field="image_urls"] .pg-upload input[type=file]', { name: 'reference.txt', mimeType: 'text/plain', buffer: png });
+    await page.waitForFunction(() => [...document.querySelectorAll('.pg-urls[data-field="image_urls"] .pg-url-list input')]
+      .some((i) => i.value.includes('/files/upl_')), null, { timeout: 15_000 });
+    const uploaded = await page.evaluate(() => [...document.querySelectorAll('.pg-urls[data-field="image_urls"] .pg-url-list input')]
+      .map((i) => i.value).find((v) => v.includes('/files/upl_')));
+    await page.waitForFunction(() => {
+      const i = document.querySelector('.pg-urls[data-field="image_urls"] img.pg-preview');
+      return i && i.complete && i.naturalWidth === 1;
+    });
+    const served = await fetch(uploaded);
+    assert.equal(served.status, 200, 'the upload is served');
+    assert.equal(served.headers.get('content-type'), 'image/png');
+
     // Run: the status updates live and the image shows inline, with a download link.
     await page.click('#pg-run');
     const img = page.locator('#pg-output img').first();
@@ -895,6 +911,8 @@ describe('Runbase dashboard end to end', { timeout: 240_000 }, () => {
     assert.equal(await page.locator('#pg-output a[download]').count(), 1);
     assert.equal(await page.locator('#pg-recent li').count(), 1, 'listed beside the form');
     const runId = (await page.locator('#pg-recent li code').first().innerText()).trim();
+    const ran = await page.evaluate(async (id) => (await fetch(`/playground/runs/${id}`, { headers: { Accept: 'application/json' } })).json(), runId);
+    assert.deepEqual((ran.input || ran.run?.input || {}).image_urls, [uploaded], JSON.stringify(ran));
     await open(page, '/runs');
     assert.match(await page.locator('.table-wrap tbody tr', { hasText: runId }).innerText(), /test/);
     assert.equal((await session(page)).body.account.balanceUsd, balanceBefore, 'test mode is free');
