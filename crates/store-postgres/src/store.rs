@@ -517,7 +517,7 @@ impl Store for PgStore {
                 let Some(row) = query_opt(
                     tx,
                     "UPDATE accounts SET balance_millicents = balance_millicents + $2
-                     WHERE id = $1 AND balance_millicents <= $3 - $2 RETURNING balance_millicents",
+                     WHERE id = $1 AND balance_millicents <= $3::bigint - $2::bigint RETURNING balance_millicents",
                     &[&account_id, &amount.0, &Millicents::MAX_BALANCE.0],
                 )
                 .await?
