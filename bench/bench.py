@@ -74,9 +74,11 @@ def wait_health(url):
 
 def cli(binary, data_dir, *args, env=None):
     out = subprocess.run(
-        [binary, *args, "--data-dir", data_dir], capture_output=True, text=True, check=True,
+        [binary, *args, "--data-dir", data_dir], capture_output=True, text=True,
         env={**os.environ, **(env or {})},
     )
+    if out.returncode != 0:
+        raise RuntimeError(f"runbase {' '.join(args)} failed: {out.stderr.strip()}")
     return out.stdout.strip()
 
 

@@ -91,8 +91,6 @@ class Conn:
 
     def client_sent(self, data):
         with self.lock:
-            new_round_trip = self.answered
-            self.answered = False
             self.buf += data
             msgs = []
             while True:
@@ -115,6 +113,12 @@ class Conn:
                     break
                 msgs.append((t, self.buf[5 : 1 + n]))
                 self.buf = self.buf[1 + n :]
+            # A burst of only Close and Sync (tokio-postgres closing a statement it dropped) is
+            # not waited for: the next request goes out without waiting for its answer.
+            if not any(t in (b"P", b"D", b"B", b"E", b"Q") for t, _ in msgs):
+                return
+            new_round_trip = self.answered
+            self.answered = False
             executed = []
             for t, body in msgs:
                 if t == b"P":
@@ -134,7 +138,7 @@ class Conn:
                             executed.append(part.strip())
             if not executed:
                 # Parse/Describe only (preparing a statement) still costs a round trip.
-                if new_round_trip and msgs and any(t in (b"P", b"D", b"S") for t, _ in msgs):
+                if new_round_trip:
                     self.count_round_trip(["(prepare)"], True)
                 return
             self.count_round_trip(executed, new_round_trip)
@@ -199,7 +203,7 @@ def proxy(counter, upstream):
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = Conn(counter)
             threading.Thread(target=pump, args=(c, u, conn.client_sent), daemon=True).start()
-            threading.Thread(target=pump, args=(u, c, lambda _d: conn.server_spoke()), daemon=True).start()
+            threading.Thread(target=pump, args=(u, c, lambda _d, conn=conn: conn.server_spoke()), daemon=True).start()
 
     threading.Thread(target=accept, daemon=True).start()
     return lsock.getsockname()[1]
