@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -71,10 +72,13 @@ def wait_health(url):
     raise RuntimeError("server never became healthy")
 
 
-def cli(binary, data_dir, *args):
+def cli(binary, data_dir, *args, env=None):
     out = subprocess.run(
-        [binary, *args, "--data-dir", data_dir], capture_output=True, text=True, check=True
+        [binary, *args, "--data-dir", data_dir], capture_output=True, text=True,
+        env={**os.environ, **(env or {})},
     )
+    if out.returncode != 0:
+        raise RuntimeError(f"runbase {' '.join(args)} failed: {out.stderr.strip()}")
     return out.stdout.strip()
 
 
@@ -144,7 +148,41 @@ def start_runbase(binary, data_dir, env):
     return proc
 
 
+def reachable(host, port):
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+class Pg:
+    """A throwaway PostgreSQL database for one bench run, driven with psql."""
+
+    def __init__(self, server_url, name):
+        self.server_url = server_url.rstrip("/")
+        self.name = name
+        self.admin("DROP DATABASE IF EXISTS " + name)
+        self.admin("CREATE DATABASE " + name)
+        self.url = f"{self.server_url}/{name}"
+
+    def admin(self, sql):
+        subprocess.run(["psql", "-qAtX", self.server_url + "/postgres", "-c", sql], check=True, capture_output=True, text=True)
+
+    def query(self, sql):
+        out = subprocess.run(["psql", "-qAtX", "-F", ",", self.url, "-c", sql], check=True, capture_output=True, text=True)
+        return [tuple(int(v) for v in line.split(",")) for line in out.stdout.split()]
+
+    def drop(self):
+        subprocess.run(["psql", "-qAtX", self.server_url + "/postgres", "-c", f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)"],
+                       check=False, capture_output=True)
+
+
 def queue_drained(db):
+    if isinstance(db, Pg):
+        return db.query("SELECT count(*) FROM runs WHERE status IN ('pending','processing')") == [(0,)]
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         (n,) = con.execute("SELECT count(*) FROM runs WHERE status IN ('pending','processing')").fetchone()
@@ -154,6 +192,10 @@ def queue_drained(db):
 
 
 def run_times(db, since_us):
+    if isinstance(db, Pg):
+        return db.query(
+            f"SELECT created_at, started_at, completed_at FROM runs WHERE created_at >= {int(since_us)} AND completed_at IS NOT NULL"
+        )
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         return con.execute(
@@ -178,6 +220,12 @@ def main():
     ap.add_argument("--quick", action="store_true", help="1 s per scenario at c8 only: a smoke test")
     ap.add_argument("--durability", default="full")
     ap.add_argument("--peer", default="", help="command that starts the peer gateway (bench/peer/start.sh)")
+    ap.add_argument("--postgres", default="auto",
+                    help="PostgreSQL server URL without a database (a throwaway one is created), 'auto' "
+                         "(postgres://postgres@127.0.0.1:5432 when it answers) or 'off'")
+    ap.add_argument("--redis", default="auto", help="Redis URL, 'auto' (127.0.0.1:6379 when it answers) or 'off'")
+    ap.add_argument("--postgres-only", action="store_true", help="only the PostgreSQL and Redis rows")
+    ap.add_argument("--pg-pool", type=int, default=16, help="pool size of Runbase and the PostgreSQL ceilings")
     ap.add_argument("--scale", default="", help="comma-separated store sizes (e.g. 1000000,10000000): only measure GET and create with that many runs already stored")
     args = ap.parse_args()
 
@@ -198,6 +246,17 @@ def main():
         print_table(rows, secs, args.durability)
         return
 
+    if args.postgres_only:
+        notes = []
+        pg_rows(args, conns, secs, tmp, row, notes)
+        print_table(rows, secs, args.durability)
+        for n in notes:
+            print(f"- {n}")
+        print()
+        for line in ratios(rows, conns):
+            print(f"- {line}")
+        return
+
     # --- Runbase, rate limit out of the way -----------------------------------------------
     env = {"RUNBASE_RATE_LIMITS__RUNS__REQUESTS": "1000000000", "RUNBASE_DURABILITY": args.durability}
     rb = start_runbase(args.bin, data, env)
@@ -209,35 +268,7 @@ def main():
     body = json.dumps({"model": "runbase/echo", "input": {"text": "hello"}})
     create_lua = lua(os.path.join(tmp, "create.lua"), "POST", body, keys)
 
-    # Pickup latency at light load: c1 creates, then created -> processing from the store.
-    since = int(time.time() * 1e6)
-    r = wrk(rb.url, 1, min(secs, 3), create_lua, threads=1)
-    row("POST /api/v1/runs (accepted)", 1, r)
-    while not queue_drained(db):
-        time.sleep(0.1)
-    times = run_times(db, since)
-    pickup = [(s - c) / 1000 for c, s, _ in times]
-    pickup_line = f"created→processing at c1: p50 {pct(pickup, 0.5):.3f} ms, p99 {pct(pickup, 0.99):.3f} ms over {len(pickup)} runs"
-    log(pickup_line)
-
-    lifecycle_line = ""
-    for c in conns:
-        if c == 1:
-            continue
-        since = int(time.time() * 1e6)
-        r = wrk(rb.url, c, secs, create_lua)
-        row("POST /api/v1/runs (accepted)", c, r)
-        t0 = time.time()
-        while not queue_drained(db):
-            time.sleep(0.05)
-        times = run_times(db, since)
-        if times:
-            span = (max(t[2] for t in times) - min(t[0] for t in times)) / 1e6
-            lifecycle_line = (
-                f"full lifecycle after the c{c} burst: {len(times)} runs created and completed in {span:.1f} s "
-                f"= {len(times) / span:.0f} runs/s (queue drained {time.time() - t0:.1f} s after the load stopped)"
-            )
-            log(lifecycle_line)
+    pickup_line, lifecycle_line = creates(rb.url, db, create_lua, conns, secs, row, "POST /api/v1/runs (accepted)")
 
     bad_lua = lua(os.path.join(tmp, "bad.lua"), "POST", body, ["sk-not-a-real-key"])
     for c in conns:
@@ -277,6 +308,10 @@ def main():
         row("ceiling: axum + 1 SQLite insert (group commit)", c, wrk(ins.url + "/", c, secs, ins_lua))
     ins.stop()
 
+    # --- PostgreSQL and Redis (issue 13) -----------------------------------------------------
+    notes = []
+    pg_rows(args, conns, secs, tmp, row, notes)
+
     # --- Peer gateway ----------------------------------------------------------------------
     if args.peer:
         peer_rows(args.peer, conns, secs, tmp, row)
@@ -286,6 +321,206 @@ def main():
     if lifecycle_line:
         print(f"- {lifecycle_line}")
     print(f"- Runbase RSS: idle {idle_rss / 1024:.1f} MiB, peak {peak_rss / 1024:.1f} MiB")
+    for n in notes:
+        print(f"- {n}")
+    print()
+    for line in ratios(rows, conns):
+        print(f"- {line}")
+
+
+def cpu_seconds(pids):
+    """User + system CPU seconds used so far by these processes."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def postgres_pids():
+    pids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/comm") as f:
+                    if f.read().startswith("postgres"):
+                        pids.append(int(d))
+            except OSError:
+                pass
+    return pids
+
+
+def creates(url, db, create_lua, conns, secs, row, name, cpu_pid=None, notes=None):
+    """Accepted creates at each concurrency; pickup latency at c1 and the lifecycle rate after
+    the largest burst, read from the run rows. With `cpu_pid` (PostgreSQL), also the CPU time
+    Runbase and the PostgreSQL server spent per run over the largest burst and its drain."""
+    pickup_line = lifecycle_line = ""
+    # c1 always comes first (also in --quick): it gives the pickup latency at light load.
+    for c in [1] + [c for c in conns if c != 1]:
+        since = int(time.time() * 1e6)
+        pg_pids = postgres_pids() if cpu_pid else []
+        cpu0 = (cpu_seconds([cpu_pid]), cpu_seconds(pg_pids)) if cpu_pid else None
+        r = wrk(url, c, min(secs, 3) if c == 1 else secs, create_lua, threads=1 if c == 1 else 2)
+        row(name, c, r)
+        t0 = time.time()
+        while not queue_drained(db):
+            time.sleep(0.05)
+        times = run_times(db, since)
+        if cpu0 and c == max(conns) and times:
+            rb_cpu = cpu_seconds([cpu_pid]) - cpu0[0]
+            pg_cpu = cpu_seconds(pg_pids) - cpu0[1]
+            n = len(times)
+            notes.append(
+                f"CPU per run over the c{c} burst and its drain ({n} runs): Runbase {rb_cpu / n * 1e6:.0f} µs, "
+                f"PostgreSQL server {pg_cpu / n * 1e6:.0f} µs (all its processes, so anything else it served too)"
+            )
+            log(notes[-1])
+        if c == 1:
+            pickup = [(s - c_) / 1000 for c_, s, _ in times]
+            pickup_line = f"created→processing at c1: p50 {pct(pickup, 0.5):.3f} ms, p99 {pct(pickup, 0.99):.3f} ms over {len(pickup)} runs"
+            log(pickup_line)
+        elif times:
+            span = (max(t[2] for t in times) - min(t[0] for t in times)) / 1e6
+            lifecycle_line = (
+                f"full lifecycle after the c{c} burst: {len(times)} runs created and completed in {span:.1f} s "
+                f"= {len(times) / span:.0f} runs/s (queue drained {time.time() - t0:.1f} s after the load stopped)"
+            )
+            log(lifecycle_line)
+    return pickup_line, lifecycle_line
+
+
+def pg_rows(args, conns, secs, tmp, row, notes):
+    """Runbase on PostgreSQL (creates, GET, and the 429 path with the Redis limiter) and the
+    ceilings it is compared with, when the servers are reachable."""
+    pg_url = args.postgres
+    if pg_url == "auto":
+        pg_url = "postgres://postgres@127.0.0.1:5432" if reachable("127.0.0.1", 5432) else ""
+    redis_url = args.redis
+    if redis_url == "auto":
+        redis_url = "redis://127.0.0.1:6379/" if reachable("127.0.0.1", 6379) else ""
+    if pg_url == "off":
+        pg_url = ""
+    if redis_url == "off":
+        redis_url = ""
+    if pg_url and not shutil.which("psql"):
+        log("psql is not installed: skipping the PostgreSQL rows")
+        pg_url = ""
+    if not pg_url:
+        log("PostgreSQL is not reachable (or --postgres off): skipping the PostgreSQL and Redis rows")
+        notes.append("PostgreSQL rows skipped: no server at 127.0.0.1:5432")
+        return
+    pool = str(args.pg_pool)
+    body = json.dumps({"model": "runbase/echo", "input": {"text": "hello"}})
+    pg = Pg(pg_url, f"runbase_bench_{os.getpid()}")
+    try:
+        data = os.path.join(tmp, "pgdata")
+        env = {
+            "RUNBASE_DATABASE_URL": pg.url,
+            "RUNBASE_DATABASE__POOL_SIZE": pool,
+            "RUNBASE_RATE_LIMITS__RUNS__REQUESTS": "1000000000",
+        }
+        cli(args.bin, data, "migrate", env=env)
+        rb = start_runbase(args.bin, data, env)
+        try:
+            cli(args.bin, data, "accounts", "create", "bench@example.com", env=env)
+            cli(args.bin, data, "credits", "add", "--account", "bench@example.com", "--cents", "1000000000", env=env)
+            keys = [cli(args.bin, data, "keys", "create", "--account", "bench@example.com", env=env)
+                    for _ in range(64 if not args.quick else 4)]
+            create_lua = lua(os.path.join(tmp, "pgcreate.lua"), "POST", body, keys)
+            pickup, lifecycle = creates(rb.url, pg, create_lua, conns, secs, row, "PostgreSQL: POST /api/v1/runs (accepted)",
+                                        cpu_pid=rb.p.pid, notes=notes)
+            notes.append(f"PostgreSQL: {pickup}")
+            if lifecycle:
+                notes.append(f"PostgreSQL: {lifecycle}")
+            req = urllib.request.Request(
+                rb.url + "/api/v1/runs", data=body.encode(), method="POST",
+                headers={"Authorization": "Bearer " + keys[0], "Content-Type": "application/json"},
+            )
+            run_id = json.load(urllib.request.urlopen(req))["id"]
+            get_lua = lua(os.path.join(tmp, "pgget.lua"), "GET", None, keys[:1], paths=[f"/api/v1/runs/{run_id}"])
+            for c in conns:
+                row("PostgreSQL: GET /api/v1/runs/{id}", c, wrk(rb.url, c, secs, get_lua))
+        finally:
+            rb.stop()
+
+        if redis_url:
+            env429 = {
+                "RUNBASE_DATABASE_URL": pg.url,
+                "RUNBASE_DATABASE__POOL_SIZE": pool,
+                "RUNBASE_REDIS_URL": redis_url,
+                "RUNBASE_RATE_LIMITS__BACKEND": "redis",
+                "RUNBASE_RATE_LIMITS__REDIS_KEY_PREFIX": f"runbase-bench-{os.getpid()}:",
+            }
+            data429 = os.path.join(tmp, "pgdata429")
+            rb = start_runbase(args.bin, data429, env429)
+            try:
+                cli(args.bin, data429, "accounts", "create", "limited@example.com", env=env429)
+                key = cli(args.bin, data429, "keys", "create", "--account", "limited@example.com", env=env429)
+                limited_lua = lua(os.path.join(tmp, "pglimited.lua"), "POST", body, [key])
+                for c in conns:
+                    row("PostgreSQL + Redis limiter: POST /api/v1/runs (429 RATE_LIMITED)", c, wrk(rb.url, c, secs, limited_lua))
+            finally:
+                rb.stop()
+        else:
+            log("Redis is not reachable (or --redis off): skipping the Redis rows")
+            notes.append("Redis rows skipped: no server at 127.0.0.1:6379")
+
+        ins_lua = os.path.join(tmp, "pgins.lua")
+        with open(ins_lua, "w") as f:
+            f.write('wrk.method = "POST"\nwrk.body = \'{"text":"hello"}\'\n')
+        for name, binary, script in (
+            ("ceiling: axum + 1 PostgreSQL INSERT (pooled)", "pg-insert", ins_lua),
+            ("ceiling: axum + 1 pooled PostgreSQL primary-key read", "pg-read", None),
+        ):
+            ceiling = Proc([os.path.join(args.ceilings, binary), "127.0.0.1:0", pg.url, pool])
+            try:
+                for c in conns:
+                    pids = postgres_pids()
+                    cpu0 = cpu_seconds(pids)
+                    r = wrk(ceiling.url + "/", c, secs, script)
+                    row(name, c, r)
+                    if c == max(conns) and r["total"]:
+                        notes.append(f"{name}: PostgreSQL server CPU per request at c{c}: "
+                                     f"{(cpu_seconds(pids) - cpu0) / r['total'] * 1e6:.0f} µs")
+            finally:
+                ceiling.stop()
+        if redis_url:
+            ceiling = Proc([os.path.join(args.ceilings, "redis-incr"), "127.0.0.1:0", redis_url])
+            try:
+                for c in conns:
+                    row("ceiling: axum + a Redis INCR", c, wrk(ceiling.url + "/", c, secs, ins_lua))
+            finally:
+                ceiling.stop()
+    finally:
+        pg.drop()
+
+
+def ratios(rows, conns):
+    """Issue 13's ratios, at each concurrency, from this run's rows."""
+    by = {(name, c): (rps, p99) for name, c, rps, _, p99, *_ in rows}
+    pairs = [
+        ("PostgreSQL creates / 1-INSERT ceiling", "PostgreSQL: POST /api/v1/runs (accepted)",
+         "ceiling: axum + 1 PostgreSQL INSERT (pooled)", 1.0),
+        ("PostgreSQL GET / PK-read ceiling", "PostgreSQL: GET /api/v1/runs/{id}",
+         "ceiling: axum + 1 pooled PostgreSQL primary-key read", 0.8),
+        ("Redis-limited 429 / INCR ceiling", "PostgreSQL + Redis limiter: POST /api/v1/runs (429 RATE_LIMITED)",
+         "ceiling: axum + a Redis INCR", 0.5),
+        ("SQLite creates / 1-insert group-commit ceiling", "POST /api/v1/runs (accepted)",
+         "ceiling: axum + 1 SQLite insert (group commit)", None),
+    ]
+    lines = []
+    for label, a, b, target in pairs:
+        for c in conns:
+            if (a, c) in by and (b, c) in by and by[(b, c)][0] > 0:
+                r = by[(a, c)][0] / by[(b, c)][0]
+                t = f" (target ≥ {target})" if target is not None and c == max(conns) else ""
+                lines.append(f"{label} at c{c}: {by[(a, c)][0]:,.0f} / {by[(b, c)][0]:,.0f} = **{r:.2f}**{t}")
+    return lines
 
 
 def print_table(rows, secs, durability):

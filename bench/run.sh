@@ -5,6 +5,9 @@
 #   bench/run.sh --scale 1000000,10000000
 #                           GET, list and create with that many finished runs preloaded
 #                           (bench/load_runs.py); 10M takes several minutes and a few GiB of disk
+# With PostgreSQL at 127.0.0.1:5432 (and psql) and Redis at 127.0.0.1:6379, the run adds Runbase on
+# PostgreSQL, the Redis limiter's 429 path and their ceilings (--postgres off / --redis off skip them;
+# --postgres-only runs only those). bench/pg_roundtrips.py counts one run's statements on PostgreSQL.
 # Extra arguments go to bench.py (e.g. --durability normal).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -22,6 +22,8 @@ pub struct Config {
     /// A database URL (`sqlite:///path/to/runbase.db` or `postgres://user@host/db`); the default
     /// is `runbase.db` in `data_dir`.
     pub database_url: Option<String>,
+    /// Settings of the PostgreSQL store (`[database]`).
+    pub database: DatabaseSettings,
     /// The address clients reach this server at, for output URLs; defaults to the listen address.
     pub public_url: Option<String>,
     /// Catalogue files added to (or replacing models of) the built-in catalogue.
@@ -117,6 +119,19 @@ impl AccountsSettings {
     }
 }
 
+/// `[database]`: how a node uses a PostgreSQL database (SQLite ignores it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// Connections this node keeps to PostgreSQL at most. The server's `max_connections`
+    /// (100 by default) bounds the sum over every node, plus one listening connection each.
+    pub pool_size: usize,
+}
+
+/// The largest `[database] pool_size` accepted: far above what one node can use, low enough to
+/// catch a typo before it exhausts the server's connections.
+pub const MAX_POOL_SIZE: usize = 1000;
+
 /// `[http]`: what one client may hold of the server.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -170,6 +185,9 @@ impl Default for Config {
             role: "all".into(),
             data_dir: PathBuf::from("./runbase-data"),
             database_url: None,
+            database: DatabaseSettings {
+                pool_size: runbase_store_postgres::DEFAULT_POOL_SIZE,
+            },
             public_url: None,
             catalog: Vec::new(),
             trusted_proxies: Vec::new(),
@@ -231,6 +249,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "role",
     "data_dir",
     "database_url",
+    "database",
     "public_url",
     "catalog",
     "trusted_proxies",
@@ -343,6 +362,12 @@ impl Config {
             return Err("uploads.max_bytes: must be positive".into());
         }
         self.accounts.signup_credit()?;
+        if self.database.pool_size == 0 || self.database.pool_size > MAX_POOL_SIZE {
+            return Err(format!(
+                "database.pool_size: must be between 1 and {MAX_POOL_SIZE}, not {}",
+                self.database.pool_size
+            ));
+        }
         if !matches!(self.durability.as_str(), "full" | "normal") {
             return Err(format!(
                 "durability: must be \"full\" or \"normal\", not {:?}",

@@ -34,7 +34,7 @@ fn redact(url: &str) -> String {
 /// Opens the configured store (used by `serve`, `migrate` and every admin command).
 pub async fn open(config: &Config, schema: Schema) -> anyhow::Result<Arc<dyn Store>> {
     if let Some(url) = config.postgres_url() {
-        let store = PgStore::connect(url)
+        let store = PgStore::connect_with_pool(url, config.database.pool_size)
             .await
             .with_context(|| format!("connecting to PostgreSQL at {}", redact(url)))?;
         let version = store
@@ -74,7 +74,7 @@ pub async fn open(config: &Config, schema: Schema) -> anyhow::Result<Arc<dyn Sto
 /// `runbase migrate`: applies the missing migrations and says where the schema is.
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     if let Some(url) = config.postgres_url() {
-        let store = PgStore::connect(url)
+        let store = PgStore::connect_with_pool(url, config.database.pool_size)
             .await
             .with_context(|| format!("connecting to PostgreSQL at {}", redact(url)))?;
         let applied = store

@@ -169,6 +169,66 @@ fn bad_configuration_is_refused_with_the_reason() {
 
     let err = serve_fails(&[("RUNBASE_DURABILITY", "sometimes")], &[]);
     assert!(err.contains("durability"), "{err}");
+    for size in ["0", "5000"] {
+        let err = serve_fails(&[("RUNBASE_DATABASE__POOL_SIZE", size)], &[]);
+        assert!(err.contains("database.pool_size"), "{err}");
+    }
+    std::fs::write(&conf, "[database]\npool_size = -1\n").unwrap();
+    let err = serve_fails(&[], &["--config", conf.to_str().unwrap()]);
+    assert!(err.contains("pool_size"), "{err}");
+}
+
+/// `[database] pool_size` bounds the connections a node holds to PostgreSQL, and a small pool
+/// still serves many concurrent requests (they wait for a connection).
+#[tokio::test]
+async fn the_postgres_pool_size_bounds_the_connections() {
+    let Some(db) = runbase_store_postgres::testing::TestDatabase::create() else {
+        return;
+    };
+    let url = db.url.as_str();
+    let out = Command::new(BIN)
+        .arg("migrate")
+        .env("RUNBASE_DATABASE_URL", url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mut env = common::relaxed();
+    env.push(("RUNBASE_DATABASE_URL", url));
+    env.push(("RUNBASE_DATABASE__POOL_SIZE", "2"));
+    let s = Server::start_with(&env);
+    let key = s.account("pool@example.com", 1000);
+    let c = s.client();
+    let creates: Vec<_> = (0..32)
+        .map(|i| {
+            let (c, key) = (c.clone(), key.clone());
+            tokio::spawn(async move {
+                c.create(
+                    &key,
+                    json!({"model": "runbase/echo", "input": {"text": format!("run {i}")}}),
+                )
+                .await
+            })
+        })
+        .collect();
+    for created in creates {
+        let r = created.await.unwrap();
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    // The pool's two connections and the one listening for NOTIFY. The admin commands above ran
+    // in processes of their own, whose connections may take a moment to be gone.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let n = db.connections();
+        if n <= 3 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{n} connections with pool_size = 2"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    drop(s);
 }
 
 #[tokio::test]

@@ -27,9 +27,10 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
-/// Connections per node. The server's `max_connections` (100 by default) bounds
-/// nodes × this; 16 saturates a two-core database server (docs/DECISIONS.md).
-const POOL_SIZE: usize = 16;
+/// Connections per node unless configured (`[database] pool_size`). The server's
+/// `max_connections` (100 by default) bounds nodes × this; 16 saturates a two-core database
+/// server (docs/DECISIONS.md).
+pub const DEFAULT_POOL_SIZE: usize = 16;
 
 /// The channel `NOTIFY` wakes idle workers on.
 pub(crate) const QUEUE_CHANNEL: &str = "runbase_queue";
@@ -52,14 +53,15 @@ impl Drop for PgStore {
 }
 
 impl PgStore {
-    /// Connects (checking that the server answers) and starts listening for queued runs. The
-    /// schema is not checked: see [`PgStore::schema`] and [`PgStore::migrate`].
+    /// Connects (checking that the server answers) and starts listening for queued runs, with
+    /// at most [`DEFAULT_POOL_SIZE`] pooled connections. The schema is not checked: see
+    /// [`PgStore::schema`] and [`PgStore::migrate`].
     pub async fn connect(url: &str) -> Result<PgStore, Error> {
-        Self::connect_with_pool(url, POOL_SIZE).await
+        Self::connect_with_pool(url, DEFAULT_POOL_SIZE).await
     }
 
-    /// [`PgStore::connect`] with at most `pool_size` pooled connections (tests that open many
-    /// stores on one server stay under its `max_connections`).
+    /// [`PgStore::connect`] with at most `pool_size` pooled connections (`[database]
+    /// pool_size`; tests that open many stores on one server stay under its `max_connections`).
     pub async fn connect_with_pool(url: &str, pool_size: usize) -> Result<PgStore, Error> {
         let config: tokio_postgres::Config = url
             .parse()

@@ -82,6 +82,32 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// How many client connections the server holds to this database now.
+    ///
+    /// # Panics
+    /// When the server cannot be asked.
+    pub fn connections(&self) -> i64 {
+        let name = self.name.clone();
+        block_on(async move {
+            let (client, conn) =
+                tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls).await?;
+            let driver = tokio::spawn(conn);
+            let n = client
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'client backend'",
+                    &[&name],
+                )
+                .await
+                .and_then(|r| r.try_get::<_, i64>(0));
+            drop(client);
+            let _ = driver.await;
+            n
+        })
+        .unwrap_or_else(|e| panic!("counting the connections to {}: {e}", self.name))
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
