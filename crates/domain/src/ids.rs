@@ -6,6 +6,19 @@ use std::fmt;
 
 const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
 
+/// Whether `s` could be a run id Runbase made: `run_` then up to 60 of `[0-9a-z]` (older ids
+/// included). Anything else names no run, and is answered without asking the store (PostgreSQL,
+/// for one, refuses a NUL in a text parameter as an error).
+pub fn looks_like_run_id(s: &str) -> bool {
+    s.strip_prefix("run_").is_some_and(|rest| {
+        !rest.is_empty()
+            && rest.len() <= 60
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    })
+}
+
 /// `len` random characters from `[0-9a-z]`, from the operating system's CSPRNG-seeded generator.
 pub fn random_token(len: usize) -> String {
     let mut rng = rand::rng();

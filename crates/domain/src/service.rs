@@ -161,7 +161,7 @@ pub async fn create_run(
 
 /// A run of the key's account, or `run_not_found` (also for other accounts' runs).
 pub async fn get_run(store: &dyn Store, key: &ApiKey, run_id: &str) -> Result<Run, ApiError> {
-    if !run_id.starts_with("run_") || run_id.len() > 64 {
+    if !ids::looks_like_run_id(run_id) {
         return Err(ErrorCode::RunNotFound.into());
     }
     store
@@ -174,7 +174,7 @@ pub async fn get_run(store: &dyn Store, key: &ApiKey, run_id: &str) -> Result<Ru
 /// Cancels a run of the key's account that has not finished, with a full refund; a finished
 /// run is returned as it is. Other accounts' runs are `run_not_found`.
 pub async fn cancel_run(store: &dyn Store, key: &ApiKey, run_id: &str) -> Result<Run, ApiError> {
-    if !run_id.starts_with("run_") || run_id.len() > 64 {
+    if !ids::looks_like_run_id(run_id) {
         return Err(ErrorCode::RunNotFound.into());
     }
     store
@@ -203,11 +203,12 @@ pub async fn list_runs(
         ));
     }
     if let Some(after) = starting_after
-        && store
-            .get_run(&key.account_id, after)
-            .await
-            .map_err(internal)?
-            .is_none()
+        && (!ids::looks_like_run_id(after)
+            || store
+                .get_run(&key.account_id, after)
+                .await
+                .map_err(internal)?
+                .is_none())
     {
         return Err(ApiError::new(
             ErrorCode::RunNotFound,

@@ -368,6 +368,28 @@ impl Config {
                 self.database.pool_size
             ));
         }
+        let w = &self.worker;
+        for (name, value, range) in [
+            ("worker.concurrency", w.concurrency as u64, 1..=4096),
+            (
+                "worker.poll_interval_ms",
+                w.poll_interval_ms,
+                10..=3_600_000,
+            ),
+            ("worker.max_attempts", u64::from(w.max_attempts), 1..=1000),
+            // Below half a second, a busy worker's renewal can come late and its run be
+            // reclaimed (and executed again) while it still runs; above a day, a dead worker's
+            // run waits longer than anyone would.
+            ("worker.lease_ms", w.lease_ms, 500..=86_400_000),
+        ] {
+            if !range.contains(&value) {
+                return Err(format!(
+                    "{name}: must be between {} and {}, not {value}",
+                    range.start(),
+                    range.end()
+                ));
+            }
+        }
         if !matches!(self.durability.as_str(), "full" | "normal") {
             return Err(format!(
                 "durability: must be \"full\" or \"normal\", not {:?}",
@@ -397,12 +419,32 @@ impl Config {
                         return Err("database_url: sqlite: needs a file path".into());
                     }
                     Ok(PathBuf::from(p))
+                } else if self.postgres_url().is_some() {
+                    Err(format!(
+                        "database_url: {} is a PostgreSQL database; this needs SQLite (for PostgreSQL, use its own tools: pg_dump, pg_basebackup)",
+                        redact_url(url)
+                    ))
                 } else {
                     Err(format!(
-                        "database_url: unsupported scheme in {url:?} (expected sqlite:PATH or postgres://...)"
+                        "database_url: unsupported scheme in {:?} (expected sqlite:PATH or postgres://...)",
+                        redact_url(url)
                     ))
                 }
             }
         }
+    }
+}
+
+/// A database URL without its password (`postgres://user:***@host/db`), for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
     }
 }

@@ -1,7 +1,7 @@
 //! Opening the configured store: SQLite (the default, one node, migrated at every start) or
 //! PostgreSQL (several nodes, migrated explicitly by `runbase migrate` or `serve --migrate`).
 
-use crate::config::Config;
+use crate::config::{Config, redact_url as redact};
 use anyhow::{Context, bail};
 use runbase_domain::store::Store;
 use runbase_store_postgres::PgStore;
@@ -15,20 +15,6 @@ pub enum Schema {
     MustBeCurrent,
     /// Apply the missing migrations first (`serve --migrate`, `runbase migrate`).
     Migrate,
-}
-
-/// `postgres://user:secret@host/db` without the password, for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
 }
 
 /// Opens the configured store (used by `serve`, `migrate` and every admin command).
@@ -106,6 +92,11 @@ mod tests {
         assert_eq!(
             redact("postgres://rb@db/runbase"),
             "postgres://rb@db/runbase"
+        );
+        // A password may hold an '@': everything up to the last one is the user's.
+        assert_eq!(
+            redact("postgres://rb:p@ss@db/runbase"),
+            "postgres://rb:***@db/runbase"
         );
     }
 }

@@ -186,7 +186,7 @@ pub async fn run(config: Config, warnings: Vec<String>, migrate: bool) -> anyhow
             poll_interval: Duration::from_millis(config.worker.poll_interval_ms.max(10)),
             public_url: public_url.clone(),
             shutdown_grace: Duration::from_secs(10),
-            lease: Duration::from_millis(config.worker.lease_ms.max(300)),
+            lease: Duration::from_millis(config.worker.lease_ms),
             max_attempts: config.worker.max_attempts,
         },
         executing: Default::default(),

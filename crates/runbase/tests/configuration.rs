@@ -173,6 +173,21 @@ fn bad_configuration_is_refused_with_the_reason() {
         let err = serve_fails(&[("RUNBASE_DATABASE__POOL_SIZE", size)], &[]);
         assert!(err.contains("database.pool_size"), "{err}");
     }
+    // Worker settings that would busy-loop, never run, or keep a dead worker's run forever.
+    for (var, value) in [
+        ("RUNBASE_WORKER__LEASE_MS", "0"),
+        ("RUNBASE_WORKER__LEASE_MS", "18446744073709551615"),
+        ("RUNBASE_WORKER__MAX_ATTEMPTS", "0"),
+        ("RUNBASE_WORKER__CONCURRENCY", "0"),
+        ("RUNBASE_WORKER__POLL_INTERVAL_MS", "0"),
+    ] {
+        let err = serve_fails(&[(var, value)], &[]);
+        let name = var.trim_start_matches("RUNBASE_WORKER__").to_lowercase();
+        assert!(
+            err.contains(&format!("worker.{name}")),
+            "{var}={value}: {err}"
+        );
+    }
     std::fs::write(&conf, "[database]\npool_size = -1\n").unwrap();
     let err = serve_fails(&[], &["--config", conf.to_str().unwrap()]);
     assert!(err.contains("pool_size"), "{err}");

@@ -816,3 +816,50 @@ async fn out_of_range_credits_are_a_clean_error() {
     let shown = server.cli(&["credits", "show", "--account", "rich@example.com"]);
     assert!(shown.contains("balance 1000000005"), "{shown}");
 }
+
+/// NUL characters name no run and no account, and a model's failure message quoting one is
+/// recorded, on every store (PostgreSQL's text cannot hold NUL: it must never reach it raw).
+#[tokio::test]
+async fn nul_characters_are_answered_not_stored() {
+    let s = Server::start();
+    let key = s.account("nul@example.com", 100);
+    let c = s.client();
+    let r = c.get(Some(&key), "/api/v1/runs/run_%00abc").await;
+    r.assert_error(404, "run_not_found");
+    let r = c
+        .post_raw(Some(&key), "/api/v1/runs/run_%00abc/cancel", "")
+        .await;
+    r.assert_error(404, "run_not_found");
+    let r = c.get(Some(&key), "/api/v1/runs?starting_after=%00").await;
+    r.assert_error(404, "run_not_found");
+
+    let r = c
+        .create(
+            &key,
+            json!({"model": "runbase/echo", "input": {"text": "x", "fail": "bad\u{0}msg"}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    let done = c.wait(&key, &id).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    let message = done["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("bad") && message.contains("msg"),
+        "{message}"
+    );
+    assert_eq!(c.balance(&key).await, json!(100), "refunded once");
+
+    // A sign-in with a NUL in the email is a wrong sign-in, not a server error.
+    let login = reqwest::Client::new()
+        .post(format!("{}/login", s.url))
+        .header("origin", &s.url)
+        .form(&[
+            ("email", "nul\u{0}@example.com"),
+            ("password", "whatever-password"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert!(login.status().as_u16() < 500, "{}", login.status());
+}

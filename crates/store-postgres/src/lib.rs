@@ -38,6 +38,24 @@ pub(crate) const QUEUE_CHANNEL: &str = "runbase_queue";
 /// run stops it.
 pub(crate) const CANCEL_CHANNEL: &str = "runbase_cancel";
 
+/// How long a connection may go without the server acknowledging what was sent, or without any
+/// sign of life when idle, before it is dropped and replaced. Without these, a connection whose
+/// server vanished (a fail-over, a NAT or firewall forgetting an idle flow, a partition) stays
+/// open for hours with the kernel's defaults: a worker waits on it forever, and the listening
+/// connection never hears of a queued run or a cancel again.
+const DEAD_PEER: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Bounded connects and dead-peer detection on every connection (pooled and listening).
+fn harden(config: &mut tokio_postgres::Config) {
+    config
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .keepalives(true)
+        .keepalives_idle(std::time::Duration::from_secs(10))
+        .keepalives_interval(std::time::Duration::from_secs(5))
+        .keepalives_retries(2)
+        .tcp_user_timeout(DEAD_PEER);
+}
+
 /// Runbase's store on a PostgreSQL database.
 pub struct PgStore {
     pool: Pool,
@@ -63,9 +81,10 @@ impl PgStore {
     /// [`PgStore::connect`] with at most `pool_size` pooled connections (`[database]
     /// pool_size`; tests that open many stores on one server stay under its `max_connections`).
     pub async fn connect_with_pool(url: &str, pool_size: usize) -> Result<PgStore, Error> {
-        let config: tokio_postgres::Config = url
+        let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| Error::Data(format!("invalid PostgreSQL URL: {e}")))?;
+        harden(&mut config);
         let manager = Manager::from_config(
             config.clone(),
             tokio_postgres::NoTls,

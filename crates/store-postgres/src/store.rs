@@ -77,6 +77,16 @@ pub(crate) async fn append_ledger(
     insert_ledger_row(tx, line, row.try_get(0)?).await
 }
 
+/// `text` with any NUL replaced by U+FFFD: PostgreSQL's text cannot hold NUL, and a model's
+/// error message quoting one must still be recorded (not fail the finish, and the run with it).
+fn no_nul(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        std::borrow::Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
 /// Appends a ledger row for a balance change already applied (`balance_after` is the result).
 async fn insert_ledger_row(
     tx: &Transaction<'_>,
@@ -192,7 +202,7 @@ async fn finish_tx(
                 "UPDATE runs SET status = 'failed', error_message = $2, error_code = $3, completed_at = $4, locked_until = NULL
                  WHERE id = $1 AND status = 'processing'
                  RETURNING cost_millicents, account_id, key_id, model",
-                &[&run_id, &error.message, &error.code, &now.0],
+                &[&run_id, &no_nul(&error.message), &no_nul(&error.code), &now.0],
             )
             .await?;
             if let Some(row) = charged {
@@ -478,6 +488,10 @@ impl Store for PgStore {
     }
 
     async fn account_by_email(&self, email: &str) -> Result<Option<Account>, StoreError> {
+        if email.contains('\0') {
+            // No stored email has one (PostgreSQL text cannot hold it, and would answer an error).
+            return Ok(None);
+        }
         let row = self
             .row(
                 &format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE email = $1"),

@@ -80,6 +80,9 @@ impl Cluster {
                     let mut vars: Vec<(&str, String)> = vec![
                         ("RUNBASE_ROLE", role.to_string()),
                         ("RUNBASE_DATABASE_URL", db.url.clone()),
+                        // Three clusters of four nodes run at once in this binary, beside other
+                        // tests, on a server of 100 connections: 8 each keeps them all under it.
+                        ("RUNBASE_DATABASE__POOL_SIZE", "8".to_owned()),
                         (
                             "RUNBASE_CATALOG",
                             format!("[{:?}]", file.display().to_string()),
