@@ -501,3 +501,85 @@ async fn without_redis_fail_closed_refuses_and_fail_open_admits() {
     assert_eq!(run_lines(&l, &admitted), (1, 0));
     assert_eq!(model.seen.all().len(), 1);
 }
+
+/// A worker cut off from the database mid-run (a partition, a dead connection) cannot renew
+/// its lease: it stops the run itself before the lease runs out, so that when the other worker
+/// takes the run over, it is the only one executing it. Money stays exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_cut_off_from_the_database_stops_its_run_before_another_takes_it() {
+    let Some(db) = services() else { return };
+    let model = model::start().await;
+    // Each worker reaches PostgreSQL through a proxy of its own, so one can be cut off.
+    let (at, slash) = (db.url.rfind('@').unwrap(), db.url.rfind('/').unwrap());
+    let server = db.url[at + 1..slash].to_owned();
+    let proxies = [
+        RedisProxy::start(&server).await,
+        RedisProxy::start(&server).await,
+    ];
+    let through: Vec<String> = proxies
+        .iter()
+        .map(|p| format!("{}{}{}", &db.url[..=at], p.addr, &db.url[slash..]))
+        .collect();
+    let (url, prefix) = (redis_url(), random_prefix());
+    let mut cluster = Cluster::start(db, &model.url, 1, 2, |node| {
+        let mut env = redis_env(&url, &prefix);
+        env.push(("RUNBASE_WORKER__LEASE_MS", "6000".into()));
+        env.push(("RUNBASE_RATE_LIMITS__RUNS__REQUESTS", "1000000".into()));
+        env.push(("RUNBASE_WORKER__POLL_INTERVAL_MS", "100".into()));
+        if let Some(i) = node.strip_prefix('w') {
+            let i: usize = i.parse().unwrap();
+            env.push(("RUNBASE_DATABASE_URL", through[i - 1].clone()));
+        }
+        env
+    });
+    let key = cluster.apis[0].account("partition@example.com", 100);
+    let c = client(&cluster.apis[0].url, true);
+    let run = create(&c, &key, "hold-first:partitioned").await;
+    let first = model
+        .seen
+        .wait_for(&run, "the prediction", |a| !a.is_empty())
+        .await;
+    let victim = first[0].node.clone();
+    let (cut, other) = if victim == "w1" { (0, "w2") } else { (1, "w1") };
+    let mut proxies = proxies;
+    proxies[cut].stop().await;
+
+    // The cut-off worker stops its execution while the run is still leased to it: the other
+    // worker has not started it yet.
+    let stopped = model
+        .seen
+        .wait_for(&run, "the cut-off worker stopping", |a| {
+            a[0].outcome != Outcome::InFlight
+        })
+        .await;
+    assert_eq!(
+        stopped.len(),
+        1,
+        "the run was taken over while still executing: {stopped:?}"
+    );
+    // Then the other worker takes it over, and it succeeds, charged once.
+    let done = c.wait(&key, &run).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(
+        done["output"]["text"],
+        format!("hold-first:partitioned ran on {other}")
+    );
+    let at = model.seen.attempts(&run);
+    assert_eq!(at.len(), 2, "{at:?}");
+    assert_eq!(
+        (at[1].node.as_str(), at[1].outcome),
+        (other, Outcome::Succeeded)
+    );
+    assert!(
+        cluster
+            .worker(&victim)
+            .log()
+            .contains("could not renew the run's lease; stopping it here"),
+        "{}",
+        cluster.worker(&victim).log()
+    );
+    let l = cluster.ledger("partition@example.com");
+    assert_books(&l);
+    assert_eq!(run_lines(&l, &run), (1, 0));
+    drop(proxies);
+}

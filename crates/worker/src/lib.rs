@@ -8,7 +8,7 @@ use runbase_domain::files::FileStore;
 use runbase_domain::inflight::InFlight;
 use runbase_domain::provider::ProviderError;
 use runbase_domain::run::{Run, RunError, RunOutcome};
-use runbase_domain::store::Store;
+use runbase_domain::store::{Store, StoreError};
 use runbase_domain::time::Timestamp;
 use runbase_providers::{Execution, Providers, ReadyOutput};
 use serde_json::Value;
@@ -164,27 +164,68 @@ impl Worker {
     /// Every third of a lease: renews the leases of the runs executing here (stopping those
     /// that are no longer ours: canceled through another node, or reclaimed), then reclaims
     /// runs whose worker died, in whichever process it ran.
+    ///
+    /// A run whose lease could not be renewed (the database unreachable from here, a
+    /// partition) is stopped here before its lease can run out: past that, another worker
+    /// takes it over, and two executions would run at once. Nothing is written for it; the
+    /// worker that reclaims it runs it again.
     async fn keep_leases(self) {
         let every = (self.config.lease / 3).max(Duration::from_millis(100));
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Until when each run's lease surely holds, as far as this worker knows.
+        let mut held: std::collections::HashMap<String, std::time::Instant> =
+            std::collections::HashMap::new();
         loop {
             tick.tick().await;
             let mine: Vec<(String, u32)> = match self.executing.lock() {
                 Ok(m) => m.iter().map(|(k, v)| (k.clone(), *v)).collect(),
                 Err(_) => return,
             };
+            let asked = std::time::Instant::now();
+            held.retain(|id, _| mine.iter().any(|(m, _)| m == id));
+            for (id, _) in &mine {
+                // Claimed since the previous tick at the earliest: its lease lasts at least
+                // until then plus one lease.
+                held.entry(id.clone()).or_insert_with(|| {
+                    (asked + self.config.lease)
+                        .checked_sub(every)
+                        .unwrap_or(asked)
+                });
+            }
             if !mine.is_empty() {
                 let until = lease_end(Timestamp::now(), self.config.lease);
-                match self.store.renew_leases(&mine, until).await {
+                // Bounded: a renewal stuck on a dead connection must not hold up the stopping.
+                let renewed = tokio::time::timeout(every, self.store.renew_leases(&mine, until))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(StoreError::Unavailable(
+                            "no answer within a third of the lease".into(),
+                        ))
+                    });
+                match renewed {
                     Ok(lost) => {
-                        for id in lost {
+                        for id in &lost {
                             tracing::info!(run.id = %id, "run no longer ours (canceled or reclaimed); stopping it");
-                            self.inflight.cancel(&id);
+                            self.inflight.cancel(id);
+                            held.remove(id);
+                        }
+                        for v in held.values_mut() {
+                            *v = asked + self.config.lease;
                         }
                     }
                     Err(e) => tracing::error!(error = %e, "renewing run leases failed"),
                 }
+                // What would lapse before the next renewal is stopped now.
+                let horizon = std::time::Instant::now() + every;
+                held.retain(|id, until| {
+                    if *until > horizon {
+                        return true;
+                    }
+                    tracing::warn!(run.id = %id, "could not renew the run's lease; stopping it here so that another worker can take it over");
+                    self.inflight.cancel(id);
+                    false
+                });
             }
             match self
                 .store
