@@ -125,6 +125,9 @@ impl Connection {
     }
 }
 
+/// How often an idle connection is checked with a PING.
+const IDLE_CHECK: Duration = Duration::from_secs(5);
+
 async fn keep_connected(conn: std::sync::Weak<Connection>, client: Client) {
     let mut was_down = false;
     loop {
@@ -140,11 +143,17 @@ async fn keep_connected(conn: std::sync::Weak<Connection>, client: Client) {
             )
             .await
             {
-                Ok(Ok(mut m)) => ping(&mut m, timeouts.command).await.then_some(m),
-                _ => None,
+                Ok(Ok(mut m)) => match ping(&mut m, timeouts.command).await {
+                    true => Ok(m),
+                    false => Err("connected, but PING got no answer".to_owned()),
+                },
+                // The server's reason (a wrong password, a database number it lacks, ...) is
+                // what the operator needs to see.
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no connection within {:?}", timeouts.connect)),
             };
             match attempt {
-                Some(m) => {
+                Ok(m) => {
                     if let Ok(mut cur) = c.current.write() {
                         *cur = Some(m);
                     }
@@ -155,9 +164,10 @@ async fn keep_connected(conn: std::sync::Weak<Connection>, client: Client) {
                     }
                     was_down = false;
                 }
-                None => {
+                Err(reason) => {
                     if !was_down {
                         tracing::warn!(
+                            error = %reason,
                             "rate limiter: cannot connect to Redis; retrying every {:?}",
                             timeouts.retry
                         );
@@ -169,11 +179,21 @@ async fn keep_connected(conn: std::sync::Weak<Connection>, client: Client) {
                 }
             }
         }
-        // Wait until a request gives the connection up. The strong reference held meanwhile
-        // is let go every 30 s, so the task ends soon after the limiters are dropped.
+        // Wait until a request gives the connection up, checking it every few seconds
+        // meanwhile: a connection the server closed while this node was idle (a Redis restart,
+        // its `timeout`, a load balancer's) is replaced before requests find it dead, instead
+        // of costing them a 503. The strong reference is let go at each check, so the task
+        // ends soon after the limiters are dropped.
         tokio::select! {
             () = c.lost.notified() => {}
-            () = tokio::time::sleep(Duration::from_secs(30)) => {}
+            () = tokio::time::sleep(IDLE_CHECK) => {
+                if let Some(mut m) = c.get()
+                    && !ping(&mut m, timeouts.command).await
+                {
+                    tracing::warn!("rate limiter: the Redis connection stopped answering; reconnecting");
+                    c.drop_connection();
+                }
+            }
         }
     }
 }
