@@ -11,6 +11,7 @@
 mod assets;
 mod flash;
 mod layout;
+pub mod oidc;
 mod pages;
 mod shell;
 pub mod web;
@@ -33,6 +34,8 @@ pub fn pages() -> Router<AppState> {
         .route("/signup", get(auth::signup_page).post(auth::signup))
         .route("/logout", get(auth::logout_page).post(auth::logout))
         .route("/auth/session", get(auth::session_check))
+        .route("/auth/oidc/{name}/start", get(oidc::start))
+        .route("/auth/oidc/{name}/callback", get(oidc::callback))
         .route(
             "/settings/password",
             get(auth::password_form).post(auth::change_password),
@@ -61,14 +64,16 @@ pub fn pages() -> Router<AppState> {
         .route("/assets/{name}", get(assets::get))
 }
 
-/// The API and the dashboard together: what `runbase serve` runs.
-pub fn router(state: AppState) -> Router {
+/// The API and the dashboard together: what `runbase serve` runs, with the OpenID Connect
+/// providers users may sign in with.
+pub fn router(state: AppState, oidc: std::sync::Arc<oidc::Oidc>) -> Router {
     runbase_http::finish(
         runbase_http::api_routes()
             .merge(pages())
             .fallback(not_found),
         state,
     )
+    .layer(axum::Extension(oidc))
     .layer(axum::middleware::from_fn(page_header_limits))
 }
 

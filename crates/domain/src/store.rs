@@ -121,6 +121,22 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<(Session, Account)>, StoreError>;
     async fn delete_session(&self, token_hash: &str) -> Result<(), StoreError>;
 
+    // --- sign-in with OpenID Connect -----------------------------------------------------
+    /// The account an OpenID Connect identity (issuer, subject) is linked to.
+    async fn account_by_identity(
+        &self,
+        issuer: &str,
+        subject: &str,
+    ) -> Result<Option<Account>, StoreError>;
+    /// Links an identity to an account; an identity already linked is a `Conflict`.
+    async fn link_identity(
+        &self,
+        issuer: &str,
+        subject: &str,
+        account_id: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
     // --- payments (top-ups) --------------------------------------------------------------
     /// Records a checkout started for `account_id`, waiting for the provider's confirmation.
     async fn create_payment(

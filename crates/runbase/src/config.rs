@@ -43,6 +43,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Top-ups through a payment provider (Stripe Checkout).
     pub payments: PaymentsConfig,
+    /// Sign-in with OpenID Connect providers (`[auth.oidc.NAME]`).
+    pub auth: runbase_dashboard::oidc::AuthConfig,
     /// Log filter (tracing's `EnvFilter` syntax); `RUST_LOG` wins when set.
     pub log: String,
 }
@@ -157,6 +159,7 @@ impl Default for Config {
                 redis_key_prefix: "runbase:rl:".into(),
             },
             payments: PaymentsConfig::default(),
+            auth: runbase_dashboard::oidc::AuthConfig::default(),
             http: HttpSettings::default(),
             worker: WorkerSettings {
                 concurrency: 64,
@@ -204,6 +207,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "providers",
     "storage",
     "payments",
+    "auth",
     "log",
 ];
 
@@ -298,6 +302,10 @@ impl Config {
                 "rate_limits.fail: must be \"closed\" or \"open\", not {:?}",
                 self.rate_limits.fail
             ));
+        }
+        self.auth.providers()?;
+        if self.auth.oidc_clock_skew_secs > 600 {
+            return Err("auth.oidc_clock_skew_secs: at most 600".into());
         }
         if !matches!(self.durability.as_str(), "full" | "normal") {
             return Err(format!(

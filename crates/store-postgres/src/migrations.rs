@@ -5,7 +5,10 @@
 use crate::Error;
 use deadpool_postgres::GenericClient;
 
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_oidc_identities.sql"),
+];
 
 /// Any number, the same in every node: serializes concurrent `migrate` calls.
 const MIGRATION_LOCK: i64 = 0x0072_756e_6261_7365; // "runbase" in ASCII

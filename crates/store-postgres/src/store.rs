@@ -618,6 +618,46 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn account_by_identity(
+        &self,
+        issuer: &str,
+        subject: &str,
+    ) -> Result<Option<Account>, StoreError> {
+        let row = self
+            .row(
+                &format!(
+                    "SELECT {ACCOUNT_COLS} FROM accounts WHERE id =
+                       (SELECT account_id FROM oidc_identities WHERE issuer = $1 AND subject = $2)"
+                ),
+                &[&issuer, &subject],
+            )
+            .await?;
+        Ok(row.as_ref().map(rows::account).transpose()?)
+    }
+
+    async fn link_identity(
+        &self,
+        issuer: &str,
+        subject: &str,
+        account_id: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let linked = self
+            .exec(
+                "INSERT INTO oidc_identities (issuer, subject, account_id, created_at)
+                 VALUES ($1, $2, $3, $4)",
+                &[&issuer, &subject, &account_id, &now.0],
+            )
+            .await;
+        match linked {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_unique_violation() => Err(StoreError::Conflict(
+                "this identity is already linked to an account".into(),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     async fn create_payment(
         &self,
         provider: &str,

@@ -8,6 +8,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_cancel_and_test_runs.sql"),
     include_str!("../migrations/0003_dashboard.sql"),
     include_str!("../migrations/0004_leases.sql"),
+    include_str!("../migrations/0005_oidc_identities.sql"),
 ];
 
 /// Applies the migrations this database has not seen yet, each in its own transaction.

@@ -459,6 +459,52 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn account_by_identity(
+        &self,
+        issuer: &str,
+        subject: &str,
+    ) -> Result<Option<Account>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {ACCOUNT_COLS} FROM accounts WHERE id =
+                   (SELECT account_id FROM oidc_identities WHERE issuer = ?1 AND subject = ?2)"
+            ))?
+            .query_row([issuer, subject], rows::account)
+            .optional()
+        })
+    }
+
+    async fn link_identity(
+        &self,
+        issuer: &str,
+        subject: &str,
+        account_id: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let (issuer, subject, account_id) =
+            (issuer.to_owned(), subject.to_owned(), account_id.to_owned());
+        let linked = self
+            .write(move |c| {
+                match c.execute(
+                    "INSERT INTO oidc_identities (issuer, subject, account_id, created_at)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![issuer, subject, account_id, now.0],
+                ) {
+                    Ok(_) => Ok(true),
+                    Err(e) if is_unique_violation(&e) => Ok(false),
+                    Err(e) => Err(e),
+                }
+            })
+            .await?;
+        if linked {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(
+                "this identity is already linked to an account".into(),
+            ))
+        }
+    }
+
     async fn create_payment(
         &self,
         provider: &str,
