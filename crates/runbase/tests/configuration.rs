@@ -247,7 +247,7 @@ async fn postgres_is_migrated_explicitly() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("version 1"),
+        String::from_utf8_lossy(&out.stdout).contains("version 2"),
         "{out:?}"
     );
 
