@@ -12,6 +12,22 @@ use crate::sessions::{OpenedSession, open};
 use crate::store::{Store, StoreError};
 use crate::time::Timestamp;
 
+/// A sign-in started and not yet finished (see the dashboard's `oidc` module).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingSignIn {
+    /// SHA-256 (hex) of the `state` sent to the provider.
+    pub state_hash: String,
+    pub provider: String,
+    /// SHA-256 (hex) of the cookie binding it to the browser that started it.
+    pub binding_hash: String,
+    /// The PKCE code verifier.
+    pub verifier: String,
+    pub nonce: String,
+    /// Where to go once signed in (a local path).
+    pub next: String,
+    pub expires_at: Timestamp,
+}
+
 /// What a verified ID token says about the user.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VerifiedIdentity {

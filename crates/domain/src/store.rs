@@ -128,6 +128,18 @@ pub trait Store: Send + Sync + 'static {
         issuer: &str,
         subject: &str,
     ) -> Result<Option<Account>, StoreError>;
+    /// Keeps a sign-in in progress; expired ones are swept on the way.
+    async fn put_pending_sign_in(
+        &self,
+        pending: &crate::identities::PendingSignIn,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+    /// Removes and returns the sign-in in progress under this state hash (whether or not it
+    /// has expired: the caller checks).
+    async fn take_pending_sign_in(
+        &self,
+        state_hash: &str,
+    ) -> Result<Option<crate::identities::PendingSignIn>, StoreError>;
     /// Links an identity to an account; an identity already linked is a `Conflict`.
     async fn link_identity(
         &self,

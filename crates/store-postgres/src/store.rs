@@ -8,6 +8,7 @@ use deadpool_postgres::Transaction;
 use runbase_domain::account::{
     Account, ApiKey, KeySettings, KeyUpdate, LedgerEntry, LedgerKind, NewAccount,
 };
+use runbase_domain::identities::PendingSignIn;
 use runbase_domain::ids::{self, KeyHash};
 use runbase_domain::money::Millicents;
 use runbase_domain::run::{NewRun, Run, RunError, RunOutcome, RunStatus};
@@ -633,6 +634,57 @@ impl Store for PgStore {
             )
             .await?;
         Ok(row.as_ref().map(rows::account).transpose()?)
+    }
+
+    async fn put_pending_sign_in(
+        &self,
+        p: &PendingSignIn,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.exec("DELETE FROM oidc_pending WHERE expires_at <= $1", &[&now.0])
+            .await?;
+        self.exec(
+            "INSERT INTO oidc_pending
+               (state_hash, provider, binding_hash, verifier, nonce, next_path, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &p.state_hash,
+                &p.provider,
+                &p.binding_hash,
+                &p.verifier,
+                &p.nonce,
+                &p.next,
+                &p.expires_at.0,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn take_pending_sign_in(
+        &self,
+        state_hash: &str,
+    ) -> Result<Option<PendingSignIn>, StoreError> {
+        let row = self
+            .row(
+                "DELETE FROM oidc_pending WHERE state_hash = $1
+                 RETURNING state_hash, provider, binding_hash, verifier, nonce, next_path, expires_at",
+                &[&state_hash],
+            )
+            .await?;
+        let Some(r) = row else { return Ok(None) };
+        let get = |r: &tokio_postgres::Row| -> Result<PendingSignIn, tokio_postgres::Error> {
+            Ok(PendingSignIn {
+                state_hash: r.try_get(0)?,
+                provider: r.try_get(1)?,
+                binding_hash: r.try_get(2)?,
+                verifier: r.try_get(3)?,
+                nonce: r.try_get(4)?,
+                next: r.try_get(5)?,
+                expires_at: Timestamp(r.try_get(6)?),
+            })
+        };
+        Ok(Some(get(&r).map_err(crate::Error::from)?))
     }
 
     async fn link_identity(

@@ -19,7 +19,7 @@ use axum::response::Response;
 use client::{ProviderClient, pkce_challenge};
 pub use config::{AuthConfig, OidcProviderConfig};
 use maud::{Markup, html};
-use pending::{PENDING_FOR, PendingLogins};
+use pending::{NewPending, PENDING_FOR};
 use runbase_domain::sessions::SESSION_LIFETIME_MICROS;
 use runbase_domain::{ApiError, ErrorCode, identities, ids};
 use runbase_http::AppState;
@@ -33,7 +33,6 @@ const BINDING_COOKIE: &str = "rb_oidc";
 /// The configured providers and the sign-ins in progress.
 pub struct Oidc {
     providers: Vec<ProviderClient>,
-    pending: PendingLogins,
     clock_skew_secs: u64,
 }
 
@@ -42,7 +41,6 @@ impl Oidc {
     pub fn none() -> Arc<Oidc> {
         Arc::new(Oidc {
             providers: Vec::new(),
-            pending: PendingLogins::default(),
             clock_skew_secs: 0,
         })
     }
@@ -64,7 +62,6 @@ impl Oidc {
                 .into_iter()
                 .map(|s| ProviderClient::new(s, http.clone()))
                 .collect(),
-            pending: PendingLogins::default(),
             clock_skew_secs: auth.oidc_clock_skew_secs,
         }))
     }
@@ -151,14 +148,21 @@ pub async fn start(
         .append_pair("nonce", &nonce)
         .append_pair("code_challenge", &pkce_challenge(&verifier))
         .append_pair("code_challenge_method", "S256");
-    oidc.pending.insert(
-        oidc_state,
-        &name,
-        verifier,
-        nonce,
-        safe_next(q.next.as_deref()),
-        &binding,
-    );
+    let kept = pending::start(
+        state.store.as_ref(),
+        NewPending {
+            state: &oidc_state,
+            provider: &name,
+            verifier,
+            nonce,
+            next: safe_next(q.next.as_deref()),
+            binding: &binding,
+        },
+    )
+    .await;
+    if let Err(e) = kept {
+        return error_response(&headers, e);
+    }
     let mut resp = found(url.as_str());
     if fresh {
         resp.headers_mut().append(
@@ -205,19 +209,14 @@ pub async fn callback(
         return error_response(&headers, unknown_provider());
     };
     let binding = cookie(&state, &headers, BINDING_COOKIE);
-    let pending = q
-        .state
-        .as_deref()
-        .and_then(|s| oidc.pending.take(s, &name, binding.as_deref()));
-    let Some(pending) = pending else {
-        return error_response(
-            &headers,
-            ApiError::new(
-                ErrorCode::SignInFailed,
-                "This sign-in is not valid: it expired, was used already, or was started in \
-                 another browser. Start again from the log-in page.",
-            ),
-        );
+    let taken = match q.state.as_deref() {
+        Some(s) => pending::take(state.store.as_ref(), s, &name, binding.as_deref()).await,
+        None => Ok(None),
+    };
+    let pending = match taken {
+        Ok(Some(p)) => p,
+        Ok(None) => return error_response(&headers, pending::invalid()),
+        Err(e) => return error_response(&headers, e),
     };
     if let Some(error) = q.error.as_deref() {
         let error: String = error
