@@ -185,8 +185,10 @@ fn found(to: &str) -> Response {
     if let Ok(v) = axum::http::HeaderValue::from_str(to) {
         resp.headers_mut().insert(header::LOCATION, v);
     }
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, "no-store".parse().expect("static"));
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
     resp
 }
 
