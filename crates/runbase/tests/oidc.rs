@@ -349,6 +349,27 @@ async fn a_wrong_missing_or_foreign_state_is_refused() {
     assert!(whoami(&other, &server).await.is_none());
     assert_refused(&visit(&b, &url).await, 400, "sign_in_failed");
     assert!(whoami(&b, &server).await.is_none());
+    // An answer naming another issuer (RFC 9207 `iss`, a mix-up) is refused.
+    let mut forged = reqwest::Url::parse(&to_callback(&b, &server).await).unwrap();
+    assert!(
+        forged
+            .query_pairs()
+            .any(|(k, v)| k == "iss" && v == idp.url)
+    );
+    let pairs: Vec<(String, String)> = forged
+        .query_pairs()
+        .map(|(k, v)| {
+            let v = if k == "iss" {
+                "https://evil.example".into()
+            } else {
+                v.into_owned()
+            };
+            (k.into_owned(), v)
+        })
+        .collect();
+    forged.query_pairs_mut().clear().extend_pairs(pairs);
+    assert_refused(&visit(&b, forged.as_str()).await, 400, "sign_in_failed");
+    assert!(whoami(&b, &server).await.is_none());
     assert!(
         !accounts(&server).contains("erin@example.com"),
         "no account was made"

@@ -197,6 +197,8 @@ pub struct CallbackQuery {
     state: Option<String>,
     code: Option<String>,
     error: Option<String>,
+    /// RFC 9207: the issuer of the answer, when the provider sends it (against mix-ups).
+    iss: Option<String>,
 }
 
 /// `GET /auth/oidc/{name}/callback`: the provider sends the browser back here.
@@ -231,6 +233,18 @@ pub async fn callback(
             ApiError::new(
                 ErrorCode::SignInFailed,
                 format!("The identity provider did not sign you in ({error})."),
+            ),
+        );
+    }
+    if q.iss
+        .as_deref()
+        .is_some_and(|i| i != provider.settings.issuer)
+    {
+        return error_response(
+            &headers,
+            ApiError::new(
+                ErrorCode::SignInFailed,
+                "The answer comes from another identity provider",
             ),
         );
     }
