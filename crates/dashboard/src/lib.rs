@@ -12,6 +12,7 @@ mod assets;
 mod flash;
 pub mod i18n;
 mod layout;
+pub mod oidc;
 mod pages;
 mod shell;
 mod uploads;
@@ -35,6 +36,8 @@ pub fn pages() -> Router<AppState> {
         .route("/signup", get(auth::signup_page).post(auth::signup))
         .route("/logout", get(auth::logout_page).post(auth::logout))
         .route("/auth/session", get(auth::session_check))
+        .route("/auth/oidc/{name}/start", get(oidc::start))
+        .route("/auth/oidc/{name}/callback", get(oidc::callback))
         .route(
             "/settings/password",
             get(auth::password_form).post(auth::change_password),
@@ -74,8 +77,9 @@ pub fn pages() -> Router<AppState> {
         )
 }
 
-/// The API and the dashboard together: what `runbase serve` runs.
-pub fn router(state: AppState) -> Router {
+/// The API and the dashboard together: what `runbase serve` runs, with the OpenID Connect
+/// providers users may sign in with.
+pub fn router(state: AppState, oidc: std::sync::Arc<oidc::Oidc>) -> Router {
     let pages = pages().layer(axum::middleware::from_fn_with_state(
         state.clone(),
         i18n::middleware,
@@ -84,6 +88,7 @@ pub fn router(state: AppState) -> Router {
         runbase_http::api_routes().merge(pages).fallback(not_found),
         state,
     )
+    .layer(axum::Extension(oidc))
     .layer(axum::middleware::from_fn(page_header_limits))
 }
 

@@ -87,6 +87,14 @@ error_codes! {
     AdminOnly => ("admin_only", 403, "Only an administrator can do this", "Ask an administrator of this server"),
     /// A webhook whose signature does not verify (or is too old).
     InvalidSignature => ("invalid_signature", 400, "Webhook signature verification failed", "Check the webhook signing secret configured on both sides"),
+    /// Sign-in through an OpenID Connect provider failed: a wrong or used state, a code the
+    /// provider refused, an ID token that does not verify.
+    SignInFailed => ("sign_in_failed", 400, "Sign-in with the identity provider failed; nothing was changed", "Start again from the log-in page"),
+    /// The provider vouches for the identity but not for its email: it neither links to an
+    /// account nor makes one.
+    EmailNotVerified => ("email_not_verified", 403, "The identity provider has not verified this email address, so it cannot sign in here", "Verify the address with the provider, or sign up with a password"),
+    /// The OpenID Connect provider is unreachable or answered out of protocol.
+    IdentityProviderError => ("identity_provider_error", 502, "The identity provider could not be reached or answered wrongly", "Try again in a minute, or log in with your password"),
     /// The server has no payment provider configured.
     PaymentsUnavailable => ("payments_unavailable", 503, "Top-ups are not available on this server", "Ask an administrator to grant credits, or to configure payments"),
     /// The payment provider failed or refused.

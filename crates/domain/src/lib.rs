@@ -12,6 +12,7 @@ pub mod auth;
 pub mod catalog;
 pub mod error;
 pub mod files;
+pub mod identities;
 pub mod ids;
 pub mod inflight;
 pub mod ip;

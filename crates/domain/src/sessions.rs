@@ -40,7 +40,7 @@ pub fn token_hash(token: &str) -> String {
     KeyHash::of(token).0
 }
 
-async fn open(store: &dyn Store, account: Account) -> Result<OpenedSession, ApiError> {
+pub(crate) async fn open(store: &dyn Store, account: Account) -> Result<OpenedSession, ApiError> {
     let token = ids::random_token(43);
     let now = Timestamp::now();
     let session = Session {

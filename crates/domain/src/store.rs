@@ -129,6 +129,34 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<(Session, Account)>, StoreError>;
     async fn delete_session(&self, token_hash: &str) -> Result<(), StoreError>;
 
+    // --- sign-in with OpenID Connect -----------------------------------------------------
+    /// The account an OpenID Connect identity (issuer, subject) is linked to.
+    async fn account_by_identity(
+        &self,
+        issuer: &str,
+        subject: &str,
+    ) -> Result<Option<Account>, StoreError>;
+    /// Keeps a sign-in in progress; expired ones are swept on the way.
+    async fn put_pending_sign_in(
+        &self,
+        pending: &crate::identities::PendingSignIn,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+    /// Removes and returns the sign-in in progress under this state hash (whether or not it
+    /// has expired: the caller checks).
+    async fn take_pending_sign_in(
+        &self,
+        state_hash: &str,
+    ) -> Result<Option<crate::identities::PendingSignIn>, StoreError>;
+    /// Links an identity to an account; an identity already linked is a `Conflict`.
+    async fn link_identity(
+        &self,
+        issuer: &str,
+        subject: &str,
+        account_id: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError>;
+
     // --- payments (top-ups) --------------------------------------------------------------
     /// Records a checkout started for `account_id`, waiting for the provider's confirmation.
     async fn create_payment(

@@ -49,6 +49,8 @@ pub struct Config {
     pub uploads: UploadsSettings,
     /// New accounts.
     pub accounts: AccountsSettings,
+    /// Sign-in with OpenID Connect providers (`[auth.oidc.NAME]`).
+    pub auth: runbase_dashboard::oidc::AuthConfig,
     /// Log filter (tracing's `EnvFilter` syntax); `RUST_LOG` wins when set.
     pub log: String,
 }
@@ -213,6 +215,7 @@ impl Default for Config {
             payments: PaymentsConfig::default(),
             uploads: UploadsSettings::default(),
             accounts: AccountsSettings::default(),
+            auth: runbase_dashboard::oidc::AuthConfig::default(),
             http: HttpSettings::default(),
             worker: WorkerSettings {
                 concurrency: 64,
@@ -263,6 +266,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "payments",
     "uploads",
     "accounts",
+    "auth",
     "log",
 ];
 
@@ -389,6 +393,10 @@ impl Config {
                     range.end()
                 ));
             }
+        }
+        self.auth.providers()?;
+        if self.auth.oidc_clock_skew_secs > 600 {
+            return Err("auth.oidc_clock_skew_secs: at most 600".into());
         }
         if !matches!(self.durability.as_str(), "full" | "normal") {
             return Err(format!(

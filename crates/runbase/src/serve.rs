@@ -213,7 +213,9 @@ pub async fn run(config: Config, warnings: Vec<String>, migrate: bool) -> anyhow
     };
     // The API and the dashboard, one router; a worker serves only its health and the files.
     let router = if role.serves_api() {
-        runbase_dashboard::router(state)
+        let oidc =
+            runbase_dashboard::oidc::Oidc::from_config(&config.auth).map_err(anyhow::Error::msg)?;
+        runbase_dashboard::router(state, oidc)
     } else {
         runbase_http::routes::worker_router(state)
     };

@@ -132,6 +132,53 @@ fn serve_fails(env: &[(&str, &str)], args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+#[tokio::test]
+async fn bad_oidc_providers_are_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("runbase.toml");
+    let refused = |toml: &str, env: &[(&str, &str)], expected: &str| {
+        std::fs::write(&conf, toml).unwrap();
+        let err = serve_fails(env, &["--config", conf.to_str().unwrap()]);
+        assert!(err.contains(expected), "{toml}: {err}");
+    };
+    // Only google has a preset issuer.
+    refused(
+        "[auth.oidc.acme]\nclient_id = \"a\"\nclient_secret = \"b\"\n",
+        &[],
+        "auth.oidc.acme: issuer is required",
+    );
+    // Plain HTTP only on a loopback address.
+    refused(
+        "[auth.oidc.acme]\nissuer = \"http://idp.example.com\"\nclient_id = \"a\"\nclient_secret = \"b\"\n",
+        &[],
+        "must be https://",
+    );
+    // The secret is required, and its variable is named.
+    refused(
+        "[auth.oidc.google]\nclient_id = \"a\"\n",
+        &[],
+        "RUNBASE_AUTH__OIDC__GOOGLE__CLIENT_SECRET",
+    );
+    refused(
+        "[auth.oidc.google]\nclient_id = \"a\"\nclient_secret = \"b\"\nscope = [\"x\"]\n",
+        &[],
+        "scope",
+    );
+    // The environment fills in (or overrides) the file.
+    std::fs::write(&conf, "[auth.oidc.google]\nclient_id = \"a\"\n").unwrap();
+    let s = Server::start_with(&[
+        ("RUNBASE_CONFIG", conf.to_str().unwrap()),
+        ("RUNBASE_AUTH__OIDC__GOOGLE__CLIENT_SECRET", "from-env"),
+    ]);
+    let page = reqwest::get(format!("{}/login", s.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Sign in with Google"), "{page}");
+}
+
 #[test]
 fn bad_configuration_is_refused_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
@@ -322,7 +369,7 @@ async fn postgres_is_migrated_explicitly() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("version 2"),
+        String::from_utf8_lossy(&out.stdout).contains("version 3"),
         "{out:?}"
     );
 

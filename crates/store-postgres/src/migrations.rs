@@ -8,6 +8,7 @@ use deadpool_postgres::GenericClient;
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_uploads.sql"),
+    include_str!("../migrations/0003_oidc_identities.sql"),
 ];
 
 /// Any number, the same in every node: serializes concurrent `migrate` calls.

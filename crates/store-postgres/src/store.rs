@@ -9,6 +9,7 @@ use runbase_domain::account::{
     Account, ApiKey, KeySettings, KeyUpdate, LedgerEntry, LedgerKind, NewAccount,
     WELCOME_CREDIT_MEMO,
 };
+use runbase_domain::identities::PendingSignIn;
 use runbase_domain::ids::{self, KeyHash};
 use runbase_domain::money::Millicents;
 use runbase_domain::run::{NewRun, Run, RunError, RunOutcome, RunStatus};
@@ -650,6 +651,97 @@ impl Store for PgStore {
         self.exec("DELETE FROM sessions WHERE token_hash = $1", &[&token_hash])
             .await?;
         Ok(())
+    }
+
+    async fn account_by_identity(
+        &self,
+        issuer: &str,
+        subject: &str,
+    ) -> Result<Option<Account>, StoreError> {
+        let row = self
+            .row(
+                &format!(
+                    "SELECT {ACCOUNT_COLS} FROM accounts WHERE id =
+                       (SELECT account_id FROM oidc_identities WHERE issuer = $1 AND subject = $2)"
+                ),
+                &[&issuer, &subject],
+            )
+            .await?;
+        Ok(row.as_ref().map(rows::account).transpose()?)
+    }
+
+    async fn put_pending_sign_in(
+        &self,
+        p: &PendingSignIn,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.exec("DELETE FROM oidc_pending WHERE expires_at <= $1", &[&now.0])
+            .await?;
+        self.exec(
+            "INSERT INTO oidc_pending
+               (state_hash, provider, binding_hash, verifier, nonce, next_path, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &p.state_hash,
+                &p.provider,
+                &p.binding_hash,
+                &p.verifier,
+                &p.nonce,
+                &p.next,
+                &p.expires_at.0,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn take_pending_sign_in(
+        &self,
+        state_hash: &str,
+    ) -> Result<Option<PendingSignIn>, StoreError> {
+        let row = self
+            .row(
+                "DELETE FROM oidc_pending WHERE state_hash = $1
+                 RETURNING state_hash, provider, binding_hash, verifier, nonce, next_path, expires_at",
+                &[&state_hash],
+            )
+            .await?;
+        let Some(r) = row else { return Ok(None) };
+        let get = |r: &tokio_postgres::Row| -> Result<PendingSignIn, tokio_postgres::Error> {
+            Ok(PendingSignIn {
+                state_hash: r.try_get(0)?,
+                provider: r.try_get(1)?,
+                binding_hash: r.try_get(2)?,
+                verifier: r.try_get(3)?,
+                nonce: r.try_get(4)?,
+                next: r.try_get(5)?,
+                expires_at: Timestamp(r.try_get(6)?),
+            })
+        };
+        Ok(Some(get(&r).map_err(crate::Error::from)?))
+    }
+
+    async fn link_identity(
+        &self,
+        issuer: &str,
+        subject: &str,
+        account_id: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let linked = self
+            .exec(
+                "INSERT INTO oidc_identities (issuer, subject, account_id, created_at)
+                 VALUES ($1, $2, $3, $4)",
+                &[&issuer, &subject, &account_id, &now.0],
+            )
+            .await;
+        match linked {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_unique_violation() => Err(StoreError::Conflict(
+                "this identity is already linked to an account".into(),
+            )),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn create_payment(

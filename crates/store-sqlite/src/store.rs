@@ -8,6 +8,7 @@ use runbase_domain::account::{
     Account, ApiKey, KeySettings, KeyUpdate, LedgerEntry, LedgerKind, NewAccount,
     WELCOME_CREDIT_MEMO,
 };
+use runbase_domain::identities::PendingSignIn;
 use runbase_domain::ids::{self, KeyHash};
 use runbase_domain::money::Millicents;
 use runbase_domain::run::{NewRun, Run, RunError, RunOutcome, RunStatus};
@@ -477,6 +478,106 @@ impl Store for SqliteStore {
                 .map(|_| ())
         })
         .await
+    }
+
+    async fn account_by_identity(
+        &self,
+        issuer: &str,
+        subject: &str,
+    ) -> Result<Option<Account>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {ACCOUNT_COLS} FROM accounts WHERE id =
+                   (SELECT account_id FROM oidc_identities WHERE issuer = ?1 AND subject = ?2)"
+            ))?
+            .query_row([issuer, subject], rows::account)
+            .optional()
+        })
+    }
+
+    async fn put_pending_sign_in(
+        &self,
+        p: &PendingSignIn,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let p = p.clone();
+        self.write(move |c| {
+            c.execute("DELETE FROM oidc_pending WHERE expires_at <= ?1", [now.0])?;
+            c.execute(
+                "INSERT INTO oidc_pending
+                   (state_hash, provider, binding_hash, verifier, nonce, next_path, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    p.state_hash,
+                    p.provider,
+                    p.binding_hash,
+                    p.verifier,
+                    p.nonce,
+                    p.next,
+                    p.expires_at.0
+                ],
+            )
+            .map(|_| ())
+        })
+        .await
+    }
+
+    async fn take_pending_sign_in(
+        &self,
+        state_hash: &str,
+    ) -> Result<Option<PendingSignIn>, StoreError> {
+        let state_hash = state_hash.to_owned();
+        self.write(move |c| {
+            c.query_row(
+                "DELETE FROM oidc_pending WHERE state_hash = ?1
+                 RETURNING state_hash, provider, binding_hash, verifier, nonce, next_path, expires_at",
+                [&state_hash],
+                |r| {
+                    Ok(PendingSignIn {
+                        state_hash: r.get(0)?,
+                        provider: r.get(1)?,
+                        binding_hash: r.get(2)?,
+                        verifier: r.get(3)?,
+                        nonce: r.get(4)?,
+                        next: r.get(5)?,
+                        expires_at: Timestamp(r.get(6)?),
+                    })
+                },
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn link_identity(
+        &self,
+        issuer: &str,
+        subject: &str,
+        account_id: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let (issuer, subject, account_id) =
+            (issuer.to_owned(), subject.to_owned(), account_id.to_owned());
+        let linked = self
+            .write(move |c| {
+                match c.execute(
+                    "INSERT INTO oidc_identities (issuer, subject, account_id, created_at)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![issuer, subject, account_id, now.0],
+                ) {
+                    Ok(_) => Ok(true),
+                    Err(e) if is_unique_violation(&e) => Ok(false),
+                    Err(e) => Err(e),
+                }
+            })
+            .await?;
+        if linked {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(
+                "this identity is already linked to an account".into(),
+            ))
+        }
     }
 
     async fn create_payment(

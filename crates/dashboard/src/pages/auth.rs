@@ -6,16 +6,17 @@
 
 use crate::i18n::{t, t_args};
 use crate::layout::{Nav, csrf_field, notice, shell};
+use crate::oidc::Oidc;
 use crate::web::{
     self, AuthLimit, FormBody, MaybeViewer, PRE_SESSION_CSRF_COOKIE, PageQuery, SESSION_COOKIE,
     SessionCheckLimit, Viewer, check_csrf, cookie, error_response, page, parse_form, safe_next,
     see_other, set_cookie, tokens_match, wants_json,
 };
-use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use maud::{Markup, html};
 use runbase_domain::ratelimit::RateDecision;
 use runbase_domain::sessions::{self, OpenedSession, SESSION_LIFETIME_MICROS};
@@ -25,6 +26,7 @@ use runbase_http::body::discard;
 use runbase_http::error::HttpError;
 use serde::Deserialize;
 use serde_json::json;
+use std::sync::Arc;
 
 #[derive(Deserialize, Default)]
 pub struct NextParam {
@@ -56,7 +58,14 @@ enum Form {
     Signup,
 }
 
-fn auth_form(form: Form, csrf: &str, email: &str, next: &str, message: Option<Markup>) -> Markup {
+fn auth_form(
+    form: Form,
+    csrf: &str,
+    email: &str,
+    next: &str,
+    message: Option<Markup>,
+    oidc: &Oidc,
+) -> Markup {
     let (title, action, button) = match form {
         Form::Login => (t("nav-login"), "/login", t("nav-login")),
         Form::Signup => (t("auth-create-account"), "/signup", t("nav-signup")),
@@ -65,6 +74,7 @@ fn auth_form(form: Form, csrf: &str, email: &str, next: &str, message: Option<Ma
         section.auth-card {
             h1 { (title) }
             @if let Some(m) = message { (m) }
+            (oidc.buttons(next))
             form method="post" action=(action) {
                 input type="hidden" name="csrf_token" value=(csrf);
                 input type="hidden" name="next" value=(next);
@@ -100,6 +110,7 @@ fn pre_session_token(state: &AppState, headers: &HeaderMap) -> (String, bool) {
 
 fn show_form(
     state: &AppState,
+    oidc: &Oidc,
     headers: &HeaderMap,
     form: Form,
     email: &str,
@@ -108,7 +119,14 @@ fn show_form(
 ) -> Response {
     let (token, fresh) = pre_session_token(state, headers);
     let status = message.as_ref().map(|m| m.0);
-    let mut resp = page(auth_form(form, &token, email, next, message.map(|m| m.1)));
+    let mut resp = page(auth_form(
+        form,
+        &token,
+        email,
+        next,
+        message.map(|m| m.1),
+        oidc,
+    ));
     if let Some(status) = status {
         *resp.status_mut() = status;
     }
@@ -123,6 +141,7 @@ fn show_form(
 
 pub async fn login_page(
     State(state): State<AppState>,
+    Extension(oidc): Extension<Arc<Oidc>>,
     MaybeViewer(viewer): MaybeViewer,
     headers: HeaderMap,
     PageQuery(q): PageQuery<NextParam>,
@@ -136,6 +155,7 @@ pub async fn login_page(
         .then(|| (StatusCode::OK, notice("ok", &t(SIGNED_UP))));
     show_form(
         &state,
+        &oidc,
         &headers,
         Form::Login,
         "",
@@ -146,41 +166,45 @@ pub async fn login_page(
 
 pub async fn signup_page(
     State(state): State<AppState>,
+    Extension(oidc): Extension<Arc<Oidc>>,
     MaybeViewer(viewer): MaybeViewer,
     headers: HeaderMap,
 ) -> Response {
     if viewer.is_some() {
         return see_other("/");
     }
-    show_form(&state, &headers, Form::Signup, "", "/", None)
+    show_form(&state, &oidc, &headers, Form::Signup, "", "/", None)
 }
 
 pub async fn login(
     AuthLimit(decision): AuthLimit,
     State(state): State<AppState>,
+    Extension(oidc): Extension<Arc<Oidc>>,
     headers: HeaderMap,
     FormBody(body): FormBody,
 ) -> Response {
-    submit(state, decision, headers, body, Form::Login).await
+    submit(state, &oidc, decision, headers, body, Form::Login).await
 }
 
 pub async fn signup(
     AuthLimit(decision): AuthLimit,
     State(state): State<AppState>,
+    Extension(oidc): Extension<Arc<Oidc>>,
     headers: HeaderMap,
     FormBody(body): FormBody,
 ) -> Response {
-    submit(state, decision, headers, body, Form::Signup).await
+    submit(state, &oidc, decision, headers, body, Form::Signup).await
 }
 
 async fn submit(
     state: AppState,
+    oidc: &Oidc,
     decision: RateDecision,
     headers: HeaderMap,
     body: axum::body::Bytes,
     form: Form,
 ) -> Response {
-    let mut resp = submit_checked(&state, &headers, &body, form).await;
+    let mut resp = submit_checked(&state, oidc, &headers, &body, form).await;
     web::rate_headers(&mut resp, &decision);
     resp
 }
@@ -188,6 +212,7 @@ async fn submit(
 /// Log-in or sign-up once the request is within the limit: CSRF, then the credentials.
 async fn submit_checked(
     state: &AppState,
+    oidc: &Oidc,
     headers: &HeaderMap,
     body: &[u8],
     form: Form,
@@ -236,6 +261,7 @@ async fn submit_checked(
             let status = StatusCode::from_u16(e.code.status()).unwrap_or(StatusCode::BAD_REQUEST);
             show_form(
                 state,
+                oidc,
                 headers,
                 form,
                 &creds.email,
