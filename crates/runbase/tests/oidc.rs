@@ -207,7 +207,7 @@ fn accounts(server: &Server) -> String {
 
 #[tokio::test]
 async fn a_new_user_gets_an_account_and_signs_in_again_to_it() {
-    let Some((idp, server)) = setup(&[]) else {
+    let Some((idp, server)) = setup(&[("RUNBASE_ACCOUNTS__SIGNUP_CREDIT_CENTS", "500")]) else {
         return;
     };
     // The button is on both pages.
@@ -232,6 +232,8 @@ async fn a_new_user_gets_an_account_and_signs_in_again_to_it() {
     assert_eq!(location.as_deref(), Some("/"));
     let me = whoami(&b, &server).await.expect("a session");
     assert_eq!(me["email"], "alice@example.com");
+    // The welcome credit, as for any sign-up: $5.00 in micro-USD.
+    assert_eq!(me["balanceUsd"], 5_000_000, "{me}");
     // The session opens the pages.
     let keys = b
         .get(format!("{}/settings/api-keys", server.url))
@@ -246,6 +248,11 @@ async fn a_new_user_gets_an_account_and_signs_in_again_to_it() {
     assert_eq!(visit(&b2, &url).await.0, StatusCode::SEE_OTHER);
     assert_eq!(whoami(&b2, &server).await.expect("session")["id"], me["id"]);
     assert_eq!(accounts(&server).matches("alice@example.com").count(), 1);
+    // Granted once: signing in again is not signing up.
+    assert_eq!(
+        whoami(&b2, &server).await.expect("session")["balanceUsd"],
+        5_000_000
+    );
 
     // An unknown provider name is a missing page.
     let r = b
