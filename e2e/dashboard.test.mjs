@@ -161,7 +161,32 @@ function startStripeDouble() {
 // ---------------------------------------------------------------------------------------------
 // Runbase itself
 
-async function startRunbase(stripeBase) {
+/** The local OpenID provider (`oidc-provider`, e2e/oidc-provider.mjs): its issuer URL, how to
+ * register Runbase's client, and how to choose the user its next login signs in. */
+async function startIdp() {
+  const child = spawn(process.execPath, [join(HERE, 'oidc-provider.mjs')], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const lines = createInterface({ input: child.stdout });
+  const next = () => new Promise((r) => lines.once('line', (l) => r(l.trim())));
+  const first = await within(20_000, next(), 'the OpenID provider to listen');
+  assert.match(first, /^OIDC_PROVIDER_URL=/);
+  const url = first.slice('OIDC_PROVIDER_URL='.length);
+  return {
+    url,
+    async register(clientId, secret, redirectUri) {
+      child.stdin.write(`CLIENT ${clientId} ${secret} ${redirectUri}\n`);
+      assert.equal(await within(10_000, next(), 'the provider READY'), 'READY');
+    },
+    async user(sub, email, verified) {
+      const r = await fetch(`${url}/__test/user?sub=${sub}&email=${encodeURIComponent(email)}&email_verified=${verified}`);
+      assert.equal(r.status, 204);
+    },
+    stop() {
+      if (child.exitCode === null) child.kill('SIGKILL');
+    },
+  };
+}
+
+async function startRunbase(stripeBase, extraEnv = {}) {
   assert.ok(existsSync(RUNBASE_BIN), `no server binary at ${RUNBASE_BIN}: run \`cargo build -p runbase\` or set RUNBASE_BIN`);
   const dataDir = mkdtempSync(join(tmpdir(), 'runbase-e2e-'));
   const logPath = join(dataDir, 'server.log');
@@ -176,7 +201,7 @@ async function startRunbase(stripeBase) {
     RUNBASE_RATE_LIMITS__RUNS__REQUESTS: '100000',
     // Each sign-up is two auth requests (sign-up, then log-in).
     RUNBASE_RATE_LIMITS__AUTH__REQUESTS: '20',
-  });
+  }, extraEnv);
   const child = spawn(RUNBASE_BIN, ['serve', '--listen', '127.0.0.1:0', '--data-dir', dataDir], {
     env,
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -1031,6 +1056,66 @@ describe('Runbase dashboard end to end', { timeout: 240_000 }, () => {
       await anon.close();
     }
     assert.deepEqual(found, [], `accessibility problems:\n${found.join('\n')}`);
+  }));
+
+  it('10b. signs in through a local OpenID provider and starts with the welcome credit', { timeout: 90_000 }, guarded(async () => {
+    // A server of its own: the welcome credit would change every balance the tests above check.
+    const idp = await startIdp();
+    let rb2;
+    const contexts = [];
+    try {
+      rb2 = await startRunbase(stripe.base, {
+        RUNBASE_AUTH__OIDC__LOCAL__ISSUER: idp.url,
+        RUNBASE_AUTH__OIDC__LOCAL__CLIENT_ID: 'runbase-e2e',
+        RUNBASE_AUTH__OIDC__LOCAL__CLIENT_SECRET: 'e2e-secret',
+        RUNBASE_AUTH__OIDC__LOCAL__DISPLAY_NAME: 'Local IdP',
+        RUNBASE_ACCOUNTS__SIGNUP_CREDIT_CENTS: '500',
+      });
+      await idp.register('runbase-e2e', 'e2e-secret', `${rb2.base}/auth/oidc/local/callback`);
+      const email = `oidc-${rand(6)}@e2e.test`;
+      await idp.user(`sub-${rand(6)}`, email, true);
+      const { name: _n, ...desktop } = DESKTOP;
+      const ctx = await browser.newContext({ ...desktop, baseURL: rb2.base });
+      contexts.push(ctx);
+      ctx.setDefaultTimeout(15_000);
+      const page = await ctx.newPage();
+      await page.goto('/login', { waitUntil: 'load' });
+      // Through the provider (it logs the chosen user in without a form) and back, signed in.
+      await Promise.all([
+        page.waitForURL(`${rb2.base}/`, { timeout: 30_000 }),
+        page.click('a:has-text("Sign in with Local IdP")'),
+      ]);
+      await page.waitForSelector('h1:text-is("Dashboard")');
+      const s = await session(page);
+      assert.equal(s.body.account.email, email);
+      assert.equal(s.body.account.balanceUsd, 5_000_000, 'the welcome credit, $5.00');
+      await page.goto('/settings/credits', { waitUntil: 'load' });
+      assert.equal((await page.locator('#balance').innerText()).trim(), '$5.00');
+      assert.ok(await page.locator('table', { hasText: 'welcome credit' }).count() >= 1, 'the welcome credit has its ledger line');
+      await page.screenshot({ path: join(SCREENSHOT_DIR, 'oidc-signed-in-credits-desktop.png'), fullPage: true });
+
+      // The log-in page with the provider's button passes axe at both widths (this context
+      // alone bypasses the CSP, to inject axe).
+      const found = [];
+      for (const device of [DESKTOP, PHONE]) {
+        const { name, ...opts } = device;
+        const anon = await browser.newContext({ ...opts, baseURL: rb2.base, bypassCSP: true });
+        contexts.push(anon);
+        const p = await anon.newPage();
+        await p.goto('/login', { waitUntil: 'load' });
+        await p.waitForSelector('a:has-text("Sign in with Local IdP")');
+        await p.screenshot({ path: join(SCREENSHOT_DIR, `login-oidc-${name}.png`), fullPage: true });
+        for (const v of await accessibilityViolations(p)) found.push(`/login (${name}): ${v}`);
+      }
+      assert.deepEqual(found, [], `accessibility problems:\n${found.join('\n')}`);
+    } catch (e) {
+      if (rb2) printServerLog(rb2);
+      throw e;
+    } finally {
+      for (const c of contexts) await c.close().catch(() => {});
+      stopRunbase(rb2);
+      idp.stop();
+    }
   }));
 
   it('11. deleting the key (confirmed) makes the API refuse it with 401', { timeout: 30_000 }, guarded(async () => {
