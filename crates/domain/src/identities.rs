@@ -72,6 +72,25 @@ pub async fn sign_in(
     }
     let now = Timestamp::now();
     let account = match store.account_by_email(&email).await.map_err(internal)? {
+        // An account with a password was made by someone who typed the address, and nobody has
+        // proven they own it: linking would let whoever signed up first in someone else's name
+        // keep a way into the account the real owner then uses (pre-account hijacking). The
+        // owner logs in with the password instead.
+        Some(a)
+            if store
+                .password_hash(&a.id)
+                .await
+                .map_err(internal)?
+                .is_some() =>
+        {
+            return Err(ApiError::new(
+                ErrorCode::SignInFailed,
+                format!(
+                    "An account with {email} already exists and signs in with a password. Log in \
+                     with your email and password."
+                ),
+            ));
+        }
         Some(a) => a,
         None => match store
             .create_account_with(

@@ -271,7 +271,9 @@ pub fn is_unsafe_char(c: char) -> bool {
 /// Log-in only trims and lower-cases what it looks up, so an account made before this rule can
 /// still log in.
 pub(crate) fn normalize_email(email: &str) -> Result<String, AdminError> {
-    let email = email.trim().to_lowercase();
+    // ASCII is checked before folding case: Unicode lower-casing maps some letters onto ASCII
+    // ones (the Kelvin sign onto `k`), which would make another spelling of someone's address.
+    let email = email.trim();
     if !email.is_ascii() {
         return Err(AdminError::Invalid(format!(
             "{} is not an email address: use only ASCII characters (a domain with other \
@@ -279,6 +281,7 @@ pub(crate) fn normalize_email(email: &str) -> Result<String, AdminError> {
             email.escape_default()
         )));
     }
+    let email = email.to_ascii_lowercase();
     let valid = email.len() <= 254
         && email.split_once('@').is_some_and(|(l, d)| {
             !l.is_empty()
@@ -479,6 +482,15 @@ pub async fn set_admin(store: &dyn Store, email: &str, admin: bool) -> Result<Ac
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn letters_that_fold_onto_ascii_do_not_make_another_spelling_of_an_address() {
+        assert!(normalize_email("\u{212A}ate@example.com").is_err());
+        assert_eq!(
+            normalize_email(" Kate@Example.COM ").unwrap(),
+            "kate@example.com"
+        );
+    }
 
     #[test]
     fn a_database_without_a_connection_to_spare_is_a_503_not_a_500() {

@@ -121,8 +121,10 @@ pub fn upload_id_in(url: &str) -> Option<String> {
     }
     let parsed = url::Url::parse(url).ok()?;
     let segments: Vec<String> = parsed.path_segments()?.map(percent_decode).collect();
+    // The last three segments, whatever comes before: a server whose `public_url` has a path
+    // (`https://host/base/files/upl_.../name`) serves its uploads under it.
     match segments.as_slice() {
-        [files, id, _name] if files == "files" && id.starts_with("upl_") => Some(id.clone()),
+        [.., files, id, _name] if files == "files" && id.starts_with("upl_") => Some(id.clone()),
         _ => None,
     }
 }
@@ -283,6 +285,11 @@ mod tests {
         assert_eq!(upload_id_in("http://h/files/run_abc/out.png"), None);
         assert_eq!(upload_id_in("http://h/other/upl_abc/out.png"), None);
         assert_eq!(upload_id_in("upl_abc"), None);
+        // Under a `public_url` with a path, too (the ownership check must see it).
+        assert_eq!(
+            upload_id_in("http://127.0.0.1:8080/base/files/upl_abc/upload.png").as_deref(),
+            Some("upl_abc")
+        );
     }
 
     #[test]

@@ -462,3 +462,38 @@ async fn an_expired_id_token_is_refused() {
         "gina@example.com"
     );
 }
+
+/// A password account's address, though the provider says it is verified, is not linked: whoever
+/// made the password account never proved the address, and linking would keep their way in
+/// (pre-account hijacking). Refused, with no session and nothing linked.
+#[tokio::test]
+async fn a_verified_email_does_not_link_an_account_that_has_a_password() {
+    let Some((idp, server)) = setup(&[]) else {
+        return;
+    };
+    let mut create = server.cli_command(&[
+        "accounts",
+        "create",
+        "carol@example.com",
+        "--password-stdin",
+    ]);
+    create.stdin(std::process::Stdio::piped());
+    let mut child = create.spawn().unwrap();
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "a-password-carol-chose").unwrap();
+    }
+    assert!(child.wait().unwrap().success());
+    let listed = accounts(&server);
+    idp.user("carol-sub", "carol@example.com", true).await;
+    let b = browser();
+    let url = to_callback(&b, &server).await;
+    let got = visit(&b, &url).await;
+    assert_refused(&got, 400, "sign_in_failed");
+    assert!(whoami(&b, &server).await.is_none(), "no session");
+    assert_eq!(accounts(&server), listed, "no account was made");
+    // A second try is refused the same way: nothing was linked by the first.
+    let url = to_callback(&b, &server).await;
+    assert_refused(&visit(&b, &url).await, 400, "sign_in_failed");
+}
