@@ -610,3 +610,46 @@ async fn languages_follow_accept_language_and_the_remembered_switch() {
     assert_eq!(api.json(), en.body);
     assert_eq!(api.status, 401);
 }
+
+/// The Playground key's own settings hold in the Playground: its IP allowlist against the
+/// browser's address, and disabling it stops the Playground (no fresh key replaces it).
+#[tokio::test]
+async fn the_playground_key_settings_hold_in_the_playground() {
+    let s = server();
+    let mut b = Browser::new(&s);
+    b.log_in_new(&s, "pgkey@example.com", 100).await;
+    let model = "runbase/placeholder-image";
+    let fields = [("input.prompt", "a kite")];
+    let first = b.run(model, &fields).await;
+    assert_eq!(first.status, 201, "{}", first.text);
+    let key_id = first.json()["keyId"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            let listed = s.cli(&["keys", "list", "--account", "pgkey@example.com"]);
+            listed
+                .lines()
+                .find(|l| l.contains("Playground"))
+                .and_then(|l| l.split_whitespace().find(|w| w.starts_with("key_")))
+                .unwrap_or_else(|| panic!("no Playground key in {listed}"))
+                .to_owned()
+        });
+
+    // An allowlist without the browser's address refuses the Playground's runs.
+    s.cli(&["keys", "update", &key_id, "--allow-ip", "10.9.9.9"]);
+    b.run(model, &fields)
+        .await
+        .assert_error(403, "ip_not_allowed");
+    s.cli(&["keys", "update", &key_id, "--clear-allow-ips"]);
+    assert_eq!(b.run(model, &fields).await.status, 201);
+
+    // Disabled: refused, and no new Playground key is made behind the user's back.
+    s.cli(&["keys", "disable", &key_id]);
+    let refused = b.run(model, &fields).await;
+    refused.assert_error(400, "invalid_request");
+    assert!(refused.text.contains("Settings"), "{}", refused.text);
+    let listed = s.cli(&["keys", "list", "--account", "pgkey@example.com"]);
+    assert_eq!(listed.matches("Playground").count(), 1, "{listed}");
+    s.cli(&["keys", "enable", &key_id]);
+    assert_eq!(b.run(model, &fields).await.status, 201);
+}

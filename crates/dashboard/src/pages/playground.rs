@@ -242,7 +242,9 @@ pub async fn price(State(state): State<AppState>, body: Body) -> Response {
 }
 
 /// The account's playground key (live or test), created on first use. A key of that name that
-/// the user disabled, or that expired, is left alone and a new one is made.
+/// the user disabled or that expired is not replaced: disabling it is how a user stops the
+/// Playground spending (a new key would start over without the old one's limits), so the run is
+/// refused and says where to turn it back on.
 async fn playground_key(state: &AppState, viewer: &Viewer, test: bool) -> Result<ApiKey, ApiError> {
     let name = if test {
         PLAYGROUND_TEST_KEY
@@ -255,12 +257,23 @@ async fn playground_key(state: &AppState, viewer: &Viewer, test: bool) -> Result
         .list_keys(&viewer.account.id)
         .await
         .map_err(service::internal)?;
-    if let Some(k) = keys
+    let mut mine: Vec<ApiKey> = keys
         .into_iter()
-        .filter(|k| k.name == name && k.test == test && k.is_usable(now))
-        .min_by_key(|k| k.created_at)
-    {
-        return Ok(k);
+        .filter(|k| k.name == name && k.test == test)
+        .collect();
+    mine.sort_by_key(|k| k.created_at);
+    if let Some(k) = mine.iter().find(|k| k.is_usable(now)) {
+        return Ok(k.clone());
+    }
+    if let Some(k) = mine.first() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "Your \"{name}\" key ({}) is disabled or expired, so the Playground does not run: \
+                 turn it back on in Settings → API Keys",
+                k.id
+            ),
+        ));
     }
     let settings = KeySettings {
         name: Some(name.to_owned()),
@@ -341,6 +354,7 @@ fn run_json(r: &Run) -> Value {
 pub async fn create(
     State(state): State<AppState>,
     MaybeViewer(viewer): MaybeViewer,
+    crate::web::ClientIp(client): crate::web::ClientIp,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -364,6 +378,17 @@ pub async fn create(
         let posted = parse_posted(&state, &body)?;
         let input = form_to_input(&posted.model, &posted.pairs)?;
         let key = playground_key(&state, &viewer, posted.test).await?;
+        // The key's own limits hold in the Playground as through the API: its IP allowlist
+        // against the browser's address (spend limit, quota and balance in create_run).
+        if !key.allow_ips.is_empty() {
+            let ip = client.ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::IpNotAllowed,
+                    "Your IP address could not be determined",
+                )
+            })?;
+            runbase_domain::auth::check_ip(&key, ip)?;
+        }
         let decision = state
             .runs_limiter
             .check(&key.id)
