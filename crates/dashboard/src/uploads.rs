@@ -32,6 +32,29 @@ pub async fn create(
             return HttpError(e).into_response();
         }
     };
+    // The runs limit, per account, as `POST /api/v1/files` counts it per key: a session must
+    // not upload faster than a key may.
+    let limited = state
+        .runs_limiter
+        .check(&format!("session-upload:{}", viewer.account.id))
+        .await;
+    let refusal = match limited {
+        Ok(d) if d.allowed => None,
+        Ok(d) => {
+            let mut resp = HttpError::from(ErrorCode::RateLimited).into_response();
+            runbase_http::routes::api_key::add_rate_headers(resp.headers_mut(), &d);
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(d.reset_secs().max(1)),
+            );
+            Some(resp)
+        }
+        Err(_) => Some(HttpError::from(ErrorCode::ServiceUnavailable).into_response()),
+    };
+    if let Some(resp) = refusal {
+        discard(body, state.config.body_limit());
+        return resp;
+    }
     match runbase_http::upload::receive(&state, &viewer.account.id, &headers, body).await {
         Ok(answer) => (StatusCode::CREATED, Json(answer)).into_response(),
         Err(e) => HttpError(e).into_response(),

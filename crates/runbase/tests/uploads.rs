@@ -522,7 +522,12 @@ async fn an_own_upload_is_read_from_storage_by_the_adapter() {
 #[tokio::test]
 async fn the_dashboard_uploads_with_a_session() {
     const PASSWORD: &str = "correct horse battery";
-    let s = Server::start();
+    // A runs limit of 3 per window: the session's uploads count against it as a key's would.
+    let mut env = common::relaxed();
+    env.retain(|(k, _)| *k != "RUNBASE_RATE_LIMITS__RUNS__REQUESTS");
+    env.push(("RUNBASE_RATE_LIMITS__RUNS__REQUESTS", "3"));
+    env.push(("RUNBASE_RATE_LIMITS__RUNS__WINDOW_SECS", "60"));
+    let s = Server::start_with(&env);
     s.cli_with_stdin(
         &["accounts", "create", "web@example.com", "--password-stdin"],
         &format!("{PASSWORD}\n"),
@@ -595,8 +600,20 @@ async fn the_dashboard_uploads_with_a_session() {
         .assert_error(403, "csrf_failed");
     assert!(stored_files(&s.dir).is_empty());
 
-    let r = send(Some(session), Some(csrf)).await;
+    let r = send(Some(session.clone()), Some(csrf.clone())).await;
     let url = assert_uploaded(&r, "image/png", png().len());
+    for _ in 0..2 {
+        let r = send(Some(session.clone()), Some(csrf.clone())).await;
+        assert_uploaded(&r, "image/png", png().len());
+    }
+    let limited = send(Some(session), Some(csrf)).await;
+    limited.assert_error(429, "RATE_LIMITED");
+    assert!(limited.header("retry-after").is_some(), "{limited:?}");
+    assert_eq!(
+        stored_files(&s.dir).len(),
+        3,
+        "nothing kept of the refused upload"
+    );
     // The account's own runs may use it.
     let run = c
         .create(

@@ -1,7 +1,7 @@
 //! The route table.
 
 mod account;
-mod api_key;
+pub mod api_key;
 mod files;
 mod health;
 mod models;
