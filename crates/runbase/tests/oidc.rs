@@ -224,6 +224,20 @@ async fn a_new_user_gets_an_account_and_signs_in_again_to_it() {
             "{page}: {html}"
         );
     }
+    // In the visitor's language, like the rest of the page.
+    let german = reqwest::Client::new()
+        .get(format!("{}/login", server.url))
+        .header("accept-language", "de")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        german.contains("Anmelden mit Local IdP") && !german.contains("Sign in with"),
+        "{german}"
+    );
     idp.user("alice-sub", "Alice@Example.com", true).await;
     let b = browser();
     let url = to_callback(&b, &server).await;

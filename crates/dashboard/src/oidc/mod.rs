@@ -85,11 +85,11 @@ impl Oidc {
                 div.oidc-buttons {
                     @for p in &self.providers {
                         a.button href=(q(&p.settings.name)) {
-                            "Sign in with " (p.settings.display_name)
+                            (crate::i18n::t_args("auth-oidc-sign-in-with", &[("provider", p.settings.display_name.as_str().into())]))
                         }
                     }
                 }
-                p.help { "or with your email and password:" }
+                p.help { (crate::i18n::t("auth-oidc-or-password")) }
             }
         }
     }
