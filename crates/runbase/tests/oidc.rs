@@ -125,6 +125,12 @@ fn setup(extra: &[(&str, &str)]) -> Option<(Idp, Server)> {
         ("RUNBASE_AUTH__OIDC__LOCAL__DISPLAY_NAME", "Local IdP"),
         ("RUNBASE_RATE_LIMITS__SESSION__REQUESTS", "1000"),
     ]);
+    if !extra
+        .iter()
+        .any(|(k, _)| *k == "RUNBASE_RATE_LIMITS__AUTH__REQUESTS")
+    {
+        env.push(("RUNBASE_RATE_LIMITS__AUTH__REQUESTS", "1000"));
+    }
     env.extend_from_slice(extra);
     let server = Server::start_with(&env);
     idp.register(&server);
@@ -510,4 +516,28 @@ async fn a_verified_email_does_not_link_an_account_that_has_a_password() {
     // A second try is refused the same way: nothing was linked by the first.
     let url = to_callback(&b, &server).await;
     assert_refused(&visit(&b, &url).await, 400, "sign_in_failed");
+}
+
+/// Starting a sign-in counts against the per-address auth limit, like a log-in: each start
+/// writes a pending sign-in, so an anonymous flood of them is refused early.
+#[tokio::test]
+async fn starting_sign_ins_is_rate_limited_per_address() {
+    let Some((_idp, server)) = setup(&[("RUNBASE_RATE_LIMITS__AUTH__REQUESTS", "3")]) else {
+        return;
+    };
+    let b = browser();
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let r = b
+            .get(format!("{}/auth/oidc/local/start", server.url))
+            .header("accept", "application/json")
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            assert!(r.headers().contains_key("retry-after"));
+        }
+    }
+    assert_eq!(statuses, [302, 302, 302, 429, 429], "{statuses:?}");
 }

@@ -113,6 +113,9 @@ pub struct StartQuery {
 
 /// `GET /auth/oidc/{name}/start`: to the provider's authorization endpoint.
 pub async fn start(
+    // Counted with log-ins and sign-ups, per address, before anything else: each start writes
+    // a pending sign-in and may fetch the provider's discovery document.
+    _limit: web::AuthLimit,
     State(state): State<AppState>,
     Extension(oidc): Extension<Arc<Oidc>>,
     web::PagePath(name): web::PagePath<String>,

@@ -112,7 +112,7 @@ pub async fn rate_limits(State(state): State<AppState>, MaybeViewer(v): MaybeVie
             p { "These are the limits this server enforces (its configuration, read when this page is served):" }
             (table(&t("nav-rate-limits"), &[t("docs-col-scope"), t("docs-col-per"), t("docs-col-limit")], html! {
                 (limit_row("Runs endpoints: POST /api/v1/runs, GET /api/v1/runs/{id} and POST /api/v1/files (uploads), together", "API key", l.runs))
-                (limit_row("Auth endpoints: log in, sign up, change password", "client IP (IPv6: its /64)", l.auth))
+                (limit_row("Auth endpoints: log in, sign up, change password, start a sign-in with an identity provider", "client IP (IPv6: its /64)", l.auth))
                 (limit_row("Session check: GET /auth/session", "client IP (IPv6: its /64)", l.session))
             }))
             p { "Every response of a limited endpoint carries the limit state:" }
