@@ -40,15 +40,7 @@ pub async fn create(
         .await;
     let refusal = match limited {
         Ok(d) if d.allowed => None,
-        Ok(d) => {
-            let mut resp = HttpError::from(ErrorCode::RateLimited).into_response();
-            runbase_http::routes::api_key::add_rate_headers(resp.headers_mut(), &d);
-            resp.headers_mut().insert(
-                axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from(d.reset_secs().max(1)),
-            );
-            Some(resp)
-        }
+        Ok(d) => Some(runbase_http::routes::api_key::rate_limited(&d)),
         Err(_) => Some(HttpError::from(ErrorCode::ServiceUnavailable).into_response()),
     };
     if let Some(resp) = refusal {

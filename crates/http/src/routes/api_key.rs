@@ -68,15 +68,20 @@ pub async fn authorize_runs(
         .await
         .map_err(|_| HttpError::from(ErrorCode::ServiceUnavailable).into_response())?;
     if !decision.allowed {
-        let mut resp = HttpError::from(ErrorCode::RateLimited).into_response();
-        add_rate_headers(resp.headers_mut(), &decision);
-        resp.headers_mut().insert(
-            header::RETRY_AFTER,
-            HeaderValue::from(decision.reset_secs().max(1)),
-        );
-        return Err(resp);
+        return Err(rate_limited(&decision));
     }
     Ok((key, decision))
+}
+
+/// `429 RATE_LIMITED` for a refused decision, with `Retry-After` and the `RateLimit-*` headers.
+pub fn rate_limited(decision: &RateDecision) -> Response {
+    let mut resp = HttpError::from(ErrorCode::RateLimited).into_response();
+    add_rate_headers(resp.headers_mut(), decision);
+    resp.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(decision.reset_secs().max(1)),
+    );
+    resp
 }
 
 /// `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset`.
