@@ -18,6 +18,23 @@ pub fn bearer_key(header: Option<&str>) -> Result<&str, ApiError> {
     Ok(token)
 }
 
+/// Step 1: a well-formed header; answers the hash the key is looked up by.
+pub fn key_hash(header: Option<&str>) -> Result<KeyHash, ApiError> {
+    let token = bearer_key(header)?;
+    if token.len() > 200 {
+        return Err(ErrorCode::InvalidApiKey.into());
+    }
+    Ok(KeyHash::of(token))
+}
+
+/// Step 2 on a looked-up row: it is the key with this hash, and usable at `now`.
+pub fn usable(found: Option<ApiKey>, hash: &KeyHash, now: Timestamp) -> Result<ApiKey, ApiError> {
+    match found {
+        Some(k) if k.hash.ct_eq(hash) && k.is_usable(now) => Ok(k),
+        _ => Err(ErrorCode::InvalidApiKey.into()),
+    }
+}
+
 /// Steps 1 and 2 of the check order: a well-formed header naming a usable key. Reads the key's
 /// current row, so a disabled, expired or deleted key fails on the very next request.
 pub async fn authenticate(
@@ -25,19 +42,12 @@ pub async fn authenticate(
     header: Option<&str>,
     now: Timestamp,
 ) -> Result<ApiKey, ApiError> {
-    let token = bearer_key(header)?;
-    if token.len() > 200 {
-        return Err(ErrorCode::InvalidApiKey.into());
-    }
-    let hash = KeyHash::of(token);
-    let key = store.key_by_hash(&hash).await.map_err(|e| {
-        tracing::error!(error = %e, "key lookup failed");
-        ApiError::internal()
-    })?;
-    match key {
-        Some(k) if k.hash.ct_eq(&hash) && k.is_usable(now) => Ok(k),
-        _ => Err(ErrorCode::InvalidApiKey.into()),
-    }
+    let hash = key_hash(header)?;
+    let key = store
+        .key_by_hash(&hash)
+        .await
+        .map_err(crate::service::internal)?;
+    usable(key, &hash, now)
 }
 
 /// How stale `last_used_at` may get before a request refreshes it. Keeps the hot path free of a
@@ -62,6 +72,48 @@ pub fn check_ip(key: &ApiKey, client: IpAddr) -> Result<(), ApiError> {
                 crate::ip::canonical(client)
             ),
         ))
+    }
+}
+
+/// How old a remembered key may be when [`RecentKeys`] answers it.
+pub const RECENT_KEY_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Keys remembered at most; past it the memory starts over (a flood of distinct keys cannot
+/// grow it).
+const RECENT_KEYS_MAX: usize = 65_536;
+
+/// The keys this process authenticated in the last [`RECENT_KEY_TTL`], by hash. Used for one
+/// thing only: to answer 429 to a key that is over its rate limit without reading its row (the
+/// limiter is asked first; when it refuses, the answer is 429 whatever the row says now). A
+/// request the limiter admits still reads the key's current row, so a disabled key fails on the
+/// very next request; for at most [`RECENT_KEY_TTL`] after a disable, a disabled key that is
+/// also over its limit is answered 429 instead of 401.
+#[derive(Default)]
+pub struct RecentKeys {
+    keys: std::sync::Mutex<std::collections::HashMap<String, (ApiKey, std::time::Instant)>>,
+}
+
+impl RecentKeys {
+    /// The remembered key with this hash, unless it is older than [`RECENT_KEY_TTL`].
+    pub fn get(&self, hash: &KeyHash) -> Option<ApiKey> {
+        let keys = self
+            .keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        keys.get(&hash.0)
+            .filter(|(_, at)| at.elapsed() < RECENT_KEY_TTL)
+            .map(|(key, _)| key.clone())
+    }
+
+    /// Remembers a key just read from the store.
+    pub fn put(&self, key: &ApiKey) {
+        let mut keys = self
+            .keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if keys.len() >= RECENT_KEYS_MAX && !keys.contains_key(&key.hash.0) {
+            keys.clear();
+        }
+        keys.insert(key.hash.0.clone(), (key.clone(), std::time::Instant::now()));
     }
 }
 

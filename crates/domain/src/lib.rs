@@ -8,6 +8,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, reason = "tests may unwrap"))]
 
 pub mod account;
+pub mod admission;
 pub mod auth;
 pub mod catalog;
 pub mod error;

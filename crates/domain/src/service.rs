@@ -159,18 +159,6 @@ pub async fn create_run(
     })
 }
 
-/// A run of the key's account, or `run_not_found` (also for other accounts' runs).
-pub async fn get_run(store: &dyn Store, key: &ApiKey, run_id: &str) -> Result<Run, ApiError> {
-    if !ids::looks_like_run_id(run_id) {
-        return Err(ErrorCode::RunNotFound.into());
-    }
-    store
-        .get_run(&key.account_id, run_id)
-        .await
-        .map_err(internal)?
-        .ok_or_else(|| ErrorCode::RunNotFound.into())
-}
-
 /// Cancels a run of the key's account that has not finished, with a full refund; a finished
 /// run is returned as it is. Other accounts' runs are `run_not_found`.
 pub async fn cancel_run(store: &dyn Store, key: &ApiKey, run_id: &str) -> Result<Run, ApiError> {

@@ -221,6 +221,20 @@ pub trait Store: Send + Sync + 'static {
     async fn create_run(&self, run: NewRun) -> Result<Run, CreateRunError>;
     /// The run if it belongs to `account_id`.
     async fn get_run(&self, account_id: &str, run_id: &str) -> Result<Option<Run>, StoreError>;
+    /// The GET path's two reads at once: the key with this hash (as [`Store::key_by_hash`]) and,
+    /// when there is one, the run `run_id` if it belongs to the key's account. A store may answer
+    /// both with one statement.
+    async fn key_and_run(
+        &self,
+        hash: &KeyHash,
+        run_id: &str,
+    ) -> Result<(Option<ApiKey>, Option<Run>), StoreError> {
+        let Some(key) = self.key_by_hash(hash).await? else {
+            return Ok((None, None));
+        };
+        let run = self.get_run(&key.account_id, run_id).await?;
+        Ok((Some(key), run))
+    }
     /// The account's runs that pass `filter`, newest first, after the run `starting_after`
     /// when given.
     async fn list_runs(

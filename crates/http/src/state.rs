@@ -94,5 +94,7 @@ pub struct AppState {
     pub payments: Option<Arc<dyn PaymentProvider>>,
     /// The runs the in-process worker is executing (to stop one that is canceled).
     pub inflight: InFlight,
+    /// Keys authenticated in the last second (the 429 path's early refusal).
+    pub recent_keys: Arc<runbase_domain::auth::RecentKeys>,
     pub config: Arc<HttpConfig>,
 }

@@ -160,6 +160,7 @@ pub async fn run(config: Config, warnings: Vec<String>, migrate: bool) -> anyhow
         session_limiter: limiters.session,
         payments,
         inflight: inflight.clone(),
+        recent_keys: Arc::default(),
         config: Arc::new(HttpConfig {
             trusted_proxies,
             max_body_bytes: 1 << 20,

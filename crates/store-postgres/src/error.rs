@@ -11,6 +11,9 @@ pub enum Error {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("{0}")]
     Data(String),
+    /// No connection could be had for work queued on the caller's behalf (a create batch).
+    #[error("connection pool: {0}")]
+    Unavailable(String),
 }
 
 /// tokio-postgres prints only "db error" for errors the server sent; the server's code and
@@ -49,7 +52,7 @@ impl From<Error> for StoreError {
         // nothing, and the client may retry (503). A failure on a connection in use may have
         // half-happened from the client's view (a lost COMMIT answer), so it stays a 500.
         match e {
-            Error::Pool(_) => StoreError::Unavailable(e.to_string()),
+            Error::Pool(_) | Error::Unavailable(_) => StoreError::Unavailable(e.to_string()),
             _ => StoreError::Backend(e.to_string()),
         }
     }

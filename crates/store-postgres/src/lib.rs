@@ -12,6 +12,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, reason = "tests may unwrap"))]
 
+mod create_batch;
 mod dashboard;
 mod error;
 mod listen;
@@ -59,6 +60,7 @@ fn harden(config: &mut tokio_postgres::Config) {
 /// Runbase's store on a PostgreSQL database.
 pub struct PgStore {
     pool: Pool,
+    creates: create_batch::Creates,
     queue_signal: Arc<Notify>,
     cancels: tokio::sync::broadcast::Sender<String>,
     listener: tokio::task::JoinHandle<()>,
@@ -105,6 +107,7 @@ impl PgStore {
         let (cancels, _) = tokio::sync::broadcast::channel(1024);
         let listener = tokio::spawn(listen::run(config, queue_signal.clone(), cancels.clone()));
         Ok(PgStore {
+            creates: create_batch::Creates::start(pool.clone()),
             pool,
             queue_signal,
             cancels,

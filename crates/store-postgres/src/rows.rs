@@ -30,6 +30,17 @@ pub fn account(r: &Row) -> Result<Account, Error> {
 pub const KEY_COLS: &str = "id, account_id, name, prefix, hash, disabled, test, expires_at, allow_ips, \
      spend_limit_millicents, spent_millicents, quota, runs_created, created_at, last_used_at, deleted_at";
 
+/// How many columns [`KEY_COLS`] names (where a joined table's columns start).
+pub const KEY_COL_COUNT: usize = 16;
+
+/// `cols` (a column list) with each column qualified by `table` (`"k"` → `k.id, k.name, ...`).
+pub fn qualified(cols: &str, table: &str) -> String {
+    cols.split(',')
+        .map(|c| format!("{table}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub fn api_key(r: &Row) -> Result<ApiKey, Error> {
     let ips: String = r.try_get(8)?;
     let ips: Vec<String> =
@@ -58,15 +69,20 @@ pub const RUN_COLS: &str = "id, model, status, input, output, error_message, err
      created_at, started_at, completed_at, account_id, key_id, attempts, test";
 
 pub fn run(r: &Row) -> Result<Run, Error> {
-    let status: String = r.try_get(2)?;
-    let input: String = r.try_get(3)?;
-    let output: Option<String> = r.try_get(4)?;
-    let error_message: Option<String> = r.try_get(5)?;
-    let error_code: Option<String> = r.try_get(6)?;
+    run_at(r, 0)
+}
+
+/// The run whose [`RUN_COLS`] start at column `at` (after another table's columns in a join).
+pub fn run_at(r: &Row, at: usize) -> Result<Run, Error> {
+    let status: String = r.try_get(at + 2)?;
+    let input: String = r.try_get(at + 3)?;
+    let output: Option<String> = r.try_get(at + 4)?;
+    let error_message: Option<String> = r.try_get(at + 5)?;
+    let error_code: Option<String> = r.try_get(at + 6)?;
     let json = |s: &str| serde_json::from_str(s).map_err(|e| Error::Data(format!("run JSON: {e}")));
     Ok(Run {
-        id: r.try_get(0)?,
-        model: r.try_get(1)?,
+        id: r.try_get(at)?,
+        model: r.try_get(at + 1)?,
         status: RunStatus::parse(&status)
             .ok_or_else(|| Error::Data(format!("unknown status {status}")))?,
         input: json(&input)?,
@@ -75,14 +91,14 @@ pub fn run(r: &Row) -> Result<Run, Error> {
             message,
             code: error_code.unwrap_or_default(),
         }),
-        cost: Millicents(r.try_get(7)?),
-        created_at: Timestamp(r.try_get(8)?),
-        started_at: ts(r.try_get(9)?),
-        completed_at: ts(r.try_get(10)?),
-        account_id: r.try_get(11)?,
-        key_id: r.try_get(12)?,
-        attempts: r.try_get::<_, i64>(13)?.clamp(0, i64::from(u32::MAX)) as u32,
-        test: r.try_get(14)?,
+        cost: Millicents(r.try_get(at + 7)?),
+        created_at: Timestamp(r.try_get(at + 8)?),
+        started_at: ts(r.try_get(at + 9)?),
+        completed_at: ts(r.try_get(at + 10)?),
+        account_id: r.try_get(at + 11)?,
+        key_id: r.try_get(at + 12)?,
+        attempts: r.try_get::<_, i64>(at + 13)?.clamp(0, i64::from(u32::MAX)) as u32,
+        test: r.try_get(at + 14)?,
     })
 }
 
@@ -134,4 +150,15 @@ pub fn upload(r: &Row) -> Result<runbase_domain::uploads::Upload, Error> {
         size_bytes: u64::try_from(size).map_err(|e| Error::Data(e.to_string()))?,
         created_at: Timestamp(r.try_get(5)?),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_col_count_matches_the_list() {
+        assert_eq!(KEY_COLS.split(',').count(), KEY_COL_COUNT);
+        assert_eq!(qualified("id, name", "k"), "k.id, k.name");
+    }
 }

@@ -12,7 +12,7 @@ use runbase_domain::account::{
 use runbase_domain::identities::PendingSignIn;
 use runbase_domain::ids::{self, KeyHash};
 use runbase_domain::money::Millicents;
-use runbase_domain::run::{NewRun, Run, RunError, RunOutcome, RunStatus};
+use runbase_domain::run::{NewRun, Run, RunError, RunOutcome};
 use runbase_domain::sessions::Session;
 use runbase_domain::store::{CreateRunError, PaymentCredit, RunFilter, Store, StoreError};
 use runbase_domain::time::Timestamp;
@@ -231,14 +231,8 @@ async fn create_run_tx(
         return Ok(Err(CreateRunError::KeyNotUsable));
     };
     let key = rows::api_key(&key)?;
-    if !key.is_usable(run.created_at) || key.account_id != run.account_id {
-        return Ok(Err(CreateRunError::KeyNotUsable));
-    }
-    if key.quota_exhausted() {
-        return Ok(Err(CreateRunError::QuotaExhausted));
-    }
-    if key.would_pass_spend_limit(run.price) {
-        return Ok(Err(CreateRunError::SpendLimit));
+    if let Err(refused) = runbase_domain::admission::check_key(&key, run) {
+        return Ok(Err(refused));
     }
     // The balance check and the debit in one statement: no row means the balance is too low.
     let Some(balance) = query_opt(
@@ -301,22 +295,7 @@ async fn create_run_tx(
         Ok::<_, Error>(())
     };
     futures_util::future::try_join4(spend, insert, notify, charge).await?;
-    Ok(Ok(Run {
-        id: run.id.clone(),
-        model: run.model.clone(),
-        status: RunStatus::Pending,
-        input: run.input.clone(),
-        output: None,
-        error: None,
-        cost: run.price,
-        created_at: run.created_at,
-        started_at: None,
-        completed_at: None,
-        account_id: run.account_id.clone(),
-        key_id: run.key_id.clone(),
-        attempts: 0,
-        test: run.test,
-    }))
+    Ok(Ok(crate::create_batch::pending_run(run)))
 }
 
 /// Runs whose lease ran out before `now`: back to the queue, or failed with a refund once they
@@ -412,21 +391,22 @@ impl PgStore {
         .map(rows::api_key)
         .transpose()
     }
+}
 
-    async fn create_run_committed(
-        &self,
-        run: NewRun,
-    ) -> Result<Result<Run, CreateRunError>, Error> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let created = create_run_tx(&tx, &run).await?;
-        if created.is_ok() {
-            tx.commit().await?;
-        } else {
-            tx.rollback().await?;
-        }
-        Ok(created)
+/// Creates one run in its own transaction (a batch that failed is retried this way, run by run).
+pub(crate) async fn create_run_alone(
+    pool: &deadpool_postgres::Pool,
+    run: &NewRun,
+) -> Result<Result<Run, CreateRunError>, Error> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let created = create_run_tx(&tx, run).await?;
+    if created.is_ok() {
+        tx.commit().await?;
+    } else {
+        tx.rollback().await?;
     }
+    Ok(created)
 }
 
 #[async_trait]
@@ -1000,7 +980,7 @@ impl Store for PgStore {
     }
 
     async fn create_run(&self, run: NewRun) -> Result<Run, CreateRunError> {
-        let created = self.create_run_committed(run).await??;
+        let created = self.creates.create(run).await??;
         // This node's worker need not wait for the NOTIFY's round trip.
         self.queue_signal.notify_one();
         Ok(created)
@@ -1014,6 +994,33 @@ impl Store for PgStore {
             )
             .await?;
         Ok(row.as_ref().map(rows::run).transpose()?)
+    }
+
+    async fn key_and_run(
+        &self,
+        hash: &KeyHash,
+        run_id: &str,
+    ) -> Result<(Option<ApiKey>, Option<Run>), StoreError> {
+        // One statement, one round trip: the key by its hash, and the run only if it is the
+        // key's account's (another account's run id finds nothing, as in `get_run`).
+        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "SELECT {}, {} FROM api_keys k LEFT JOIN runs r ON r.id = $2 AND r.account_id = k.account_id
+                 WHERE k.hash = $1",
+                rows::qualified(KEY_COLS, "k"),
+                rows::qualified(RUN_COLS, "r"),
+            )
+        });
+        let Some(row) = self.row(&SQL, &[&hash.0, &run_id]).await? else {
+            return Ok((None, None));
+        };
+        let key = rows::api_key(&row)?;
+        let run_id: Option<String> = row.try_get(rows::KEY_COL_COUNT).map_err(Error::from)?;
+        let run = match run_id {
+            Some(_) => Some(rows::run_at(&row, rows::KEY_COL_COUNT)?),
+            None => None,
+        };
+        Ok((Some(key), run))
     }
 
     async fn list_runs(

@@ -94,14 +94,8 @@ fn create_run_tx(conn: &Connection, run: &NewRun) -> rusqlite::Result<Result<Run
     let Some(key) = key_by_id(conn, &run.key_id)? else {
         return Ok(Err(CreateRunError::KeyNotUsable));
     };
-    if !key.is_usable(run.created_at) || key.account_id != run.account_id {
-        return Ok(Err(CreateRunError::KeyNotUsable));
-    }
-    if key.quota_exhausted() {
-        return Ok(Err(CreateRunError::QuotaExhausted));
-    }
-    if key.would_pass_spend_limit(run.price) {
-        return Ok(Err(CreateRunError::SpendLimit));
+    if let Err(refused) = runbase_domain::admission::check_key(&key, run) {
+        return Ok(Err(refused));
     }
     // The balance check and the debit in one statement: no row means the balance is too low.
     let balance_after: Option<i64> = conn

@@ -9,6 +9,8 @@ use axum::response::{IntoResponse, Response};
 use runbase_domain::account::ApiKey;
 use runbase_domain::auth;
 use runbase_domain::ratelimit::RateDecision;
+use runbase_domain::run::Run;
+use runbase_domain::service;
 use runbase_domain::time::Timestamp;
 use runbase_domain::{ApiError, ErrorCode};
 use std::net::SocketAddr;
@@ -26,11 +28,32 @@ pub async fn authenticate(
     headers: &HeaderMap,
     peer: Option<std::net::IpAddr>,
 ) -> Result<ApiKey, ApiError> {
-    let header = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
     let now = Timestamp::now();
-    let key = auth::authenticate(state.store.as_ref(), header, now).await?;
+    let hash = auth::key_hash(auth_header(headers))?;
+    let found = state
+        .store
+        .key_by_hash(&hash)
+        .await
+        .map_err(service::internal)?;
+    admit_key(state, headers, peer, auth::usable(found, &hash, now)?, now)
+}
+
+fn auth_header(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+}
+
+/// Step 3 for a usable key just read: the allowlist. Records the key's use, and remembers it
+/// for [`authorize_runs_and_read`]'s early refusal.
+fn admit_key(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: Option<std::net::IpAddr>,
+    key: ApiKey,
+    now: Timestamp,
+) -> Result<ApiKey, ApiError> {
+    check_ip(state, headers, peer, &key)?;
     if auth::should_touch(&key, now) {
         // Off the request's path: a lost touch only makes "last used" a minute staler.
         let (store, id) = (state.store.clone(), key.id.clone());
@@ -40,16 +63,26 @@ pub async fn authenticate(
             }
         });
     }
-    if !key.allow_ips.is_empty() {
-        let ip = client_ip(peer, headers, &state.config.trusted_proxies).ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::IpNotAllowed,
-                "Your IP address could not be determined",
-            )
-        })?;
-        auth::check_ip(&key, ip)?;
-    }
+    state.recent_keys.put(&key);
     Ok(key)
+}
+
+fn check_ip(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: Option<std::net::IpAddr>,
+    key: &ApiKey,
+) -> Result<(), ApiError> {
+    if key.allow_ips.is_empty() {
+        return Ok(());
+    }
+    let ip = client_ip(peer, headers, &state.config.trusted_proxies).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::IpNotAllowed,
+            "Your IP address could not be determined",
+        )
+    })?;
+    auth::check_ip(key, ip)
 }
 
 /// Steps 1–4 for the runs endpoints: authenticated and within the key's rate limit. The
@@ -59,18 +92,62 @@ pub async fn authorize_runs(
     req_headers: &HeaderMap,
     peer: Option<std::net::IpAddr>,
 ) -> Result<(ApiKey, RateDecision), Response> {
-    let key = authenticate(state, req_headers, peer)
-        .await
-        .map_err(|e| HttpError(e).into_response())?;
-    let decision = state
-        .runs_limiter
-        .check(&key.id)
-        .await
-        .map_err(|_| HttpError::from(ErrorCode::ServiceUnavailable).into_response())?;
+    let (key, decision, _) = authorize_runs_and_read(state, req_headers, peer, None).await?;
+    Ok((key, decision))
+}
+
+/// [`authorize_runs`] that also reads the run `run_id`, when given, if it is the key's
+/// account's: in the same store call as the key (one statement where the store can).
+///
+/// A key this node authenticated within [`auth::RECENT_KEY_TTL`] is put to the limiter before
+/// its row is read: when the limiter refuses, the answer is 429 without a database read (the
+/// cheap path a flood of over-limit requests takes). Every admitted request reads the key's
+/// current row and passes steps 1–3 on it.
+pub async fn authorize_runs_and_read(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: Option<std::net::IpAddr>,
+    run_id: Option<&str>,
+) -> Result<(ApiKey, RateDecision, Option<Run>), Response> {
+    let refuse = |e: ApiError| HttpError(e).into_response();
+    let now = Timestamp::now();
+    let hash = auth::key_hash(auth_header(headers)).map_err(refuse)?;
+    let mut decided = None;
+    if let Some(recent) = state.recent_keys.get(&hash)
+        && recent.is_usable(now)
+        && check_ip(state, headers, peer, &recent).is_ok()
+    {
+        let decision = limit(state, &recent.id).await?;
+        if !decision.allowed {
+            return Err(rate_limited(&decision));
+        }
+        decided = Some((recent.id, decision));
+    }
+    let (found, run) = match run_id {
+        Some(id) => state.store.key_and_run(&hash, id).await,
+        None => state.store.key_by_hash(&hash).await.map(|k| (k, None)),
+    }
+    .map_err(|e| refuse(service::internal(e)))?;
+    let key = auth::usable(found, &hash, now)
+        .and_then(|key| admit_key(state, headers, peer, key, now))
+        .map_err(refuse)?;
+    let decision = match decided {
+        Some((id, decision)) if id == key.id => decision,
+        _ => limit(state, &key.id).await?,
+    };
     if !decision.allowed {
         return Err(rate_limited(&decision));
     }
-    Ok((key, decision))
+    Ok((key, decision, run))
+}
+
+/// Step 4: one request of the key counted by the runs limiter.
+async fn limit(state: &AppState, key_id: &str) -> Result<RateDecision, Response> {
+    state
+        .runs_limiter
+        .check(key_id)
+        .await
+        .map_err(|_| HttpError::from(ErrorCode::ServiceUnavailable).into_response())
 }
 
 /// `429 RATE_LIMITED` for a refused decision, with `Retry-After` and the `RateLimit-*` headers.

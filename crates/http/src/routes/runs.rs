@@ -1,7 +1,9 @@
 //! `POST /api/v1/runs`, `GET /api/v1/runs/{id}`, `POST /api/v1/runs/{id}/cancel`,
 //! `GET /api/v1/runs`.
 
-use super::api_key::{authenticate, authorize_runs, peer, with_rate_headers};
+use super::api_key::{
+    authenticate, authorize_runs, authorize_runs_and_read, peer, with_rate_headers,
+};
 use crate::body::{discard, read_body};
 use crate::error::HttpError;
 use crate::state::AppState;
@@ -11,6 +13,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use runbase_domain::ids;
 use runbase_domain::run::Run;
 use runbase_domain::{ApiError, ErrorCode, service};
 use serde::{Deserialize, Serialize};
@@ -60,15 +63,18 @@ pub async fn get(
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
 ) -> Response {
-    let (key, rate) = match authorize_runs(&state, &headers, peer(&ext)).await {
+    // An id that is not even valid UTF-8, or not shaped like a run id, names no run (and is
+    // answered only after the key's checks).
+    let id = id.map_or_else(|_| String::new(), |Path(id)| id);
+    let read = ids::looks_like_run_id(&id).then_some(id.as_str());
+    // The key and the run are read together.
+    let (_, rate, run) = match authorize_runs_and_read(&state, &headers, peer(&ext), read).await {
         Ok(ok) => ok,
         Err(resp) => return resp,
     };
-    // An id that is not even valid UTF-8 names no run (and is answered only after the key).
-    let id = id.map_or_else(|_| String::new(), |Path(id)| id);
-    match service::get_run(state.store.as_ref(), &key, &id).await {
-        Ok(run) => with_rate_headers(Json(run), &rate),
-        Err(e) => with_rate_headers(HttpError(e), &rate),
+    match run {
+        Some(run) => with_rate_headers(Json(run), &rate),
+        None => with_rate_headers(HttpError(ErrorCode::RunNotFound.into()), &rate),
     }
 }
 

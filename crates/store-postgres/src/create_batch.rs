@@ -1,0 +1,370 @@
+//! Run creation in batches. Every create of this node goes through one queue; a batch is what
+//! arrived while the previous batches were being written, admitted in one transaction:
+//!
+//! 1. the batch's keys, then its accounts, are locked (`FOR UPDATE`, sorted by id: the lock order
+//!    of every transaction here is key before account, so batches of different nodes never
+//!    deadlock) and read;
+//! 2. each run is admitted in arrival order by [`admission::admit`] against running totals of
+//!    those rows, exactly as if each were its own transaction;
+//! 3. the admitted runs, their ledger lines, and one update per key and per account are written
+//!    with one multi-row statement per table, sent together, and committed once.
+//!
+//! A run therefore costs a share of four round trips and one commit instead of its own, and a
+//! hot account's row lock is held once per batch rather than once per run. A batch that fails for
+//! another reason than a refused run (a bad row, a lost connection) is retried run by run, so one
+//! bad run cannot fail the others; a run id is unique, so a run the failed batch did commit is
+//! never created twice.
+
+use crate::rows::{self, KEY_COLS};
+use crate::store::create_run_alone;
+use crate::{Error, QUEUE_CHANNEL};
+use deadpool_postgres::{Pool, Transaction};
+use runbase_domain::account::ApiKey;
+use runbase_domain::admission;
+use runbase_domain::money::Millicents;
+use runbase_domain::run::{NewRun, Run, RunStatus};
+use runbase_domain::store::CreateRunError;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+/// The most runs one transaction admits; bounds a batch's latency and its statements' size.
+const MAX_BATCH: usize = 256;
+/// Batches of one node being written at once. Batches on different accounts proceed in
+/// parallel; on one hot account they queue on its row lock, each already sent.
+const IN_FLIGHT: usize = 4;
+/// Creates waiting for a batch before callers wait for room (back-pressure).
+const QUEUE: usize = 8192;
+
+type Outcome = Result<Result<Run, CreateRunError>, Error>;
+
+struct Request {
+    run: NewRun,
+    reply: oneshot::Sender<Outcome>,
+}
+
+/// The node's queue of creates; dropping it ends the batching task once queued creates are done.
+pub(crate) struct Creates {
+    queue: mpsc::Sender<Request>,
+}
+
+impl Creates {
+    pub(crate) fn start(pool: Pool) -> Creates {
+        let (queue, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(dispatch(pool, rx));
+        Creates { queue }
+    }
+
+    /// Admits (or refuses) one run in the next batch; answers once that batch has committed.
+    pub(crate) async fn create(&self, run: NewRun) -> Outcome {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Request { run, reply })
+            .await
+            .map_err(|_| Error::Data("the create queue has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| Error::Data("the create batch was abandoned".into()))?
+    }
+}
+
+async fn dispatch(pool: Pool, mut rx: mpsc::Receiver<Request>) {
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    loop {
+        // Wait for a free slot first, so that creates arriving meanwhile form the next batch.
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = rx.recv().await else {
+            return;
+        };
+        let mut batch = Vec::with_capacity(64);
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            answer(&pool, batch).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Writes a batch and answers each of its callers.
+async fn answer(pool: &Pool, batch: Vec<Request>) {
+    let runs: Vec<&NewRun> = batch.iter().map(|r| &r.run).collect();
+    match write_batch(pool, &runs).await {
+        Ok(outcomes) => {
+            for (request, outcome) in batch.into_iter().zip(outcomes) {
+                let _ = request.reply.send(Ok(outcome));
+            }
+        }
+        Err(Error::Pool(e)) => {
+            // No connection could be had: nothing was sent, and retrying now would wait again.
+            let reason = e.to_string();
+            for request in batch {
+                let _ = request.reply.send(Err(Error::Unavailable(reason.clone())));
+            }
+        }
+        Err(e) if batch.len() == 1 => {
+            if let Some(request) = batch.into_iter().next() {
+                let _ = request.reply.send(Err(e));
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, runs = batch.len(), "a create batch failed; creating its runs one by one");
+            for request in batch {
+                let outcome = create_run_alone(pool, &request.run).await;
+                let _ = request.reply.send(outcome);
+            }
+        }
+    }
+}
+
+/// The runs admitted by a batch and what they change, as column arrays for `unnest`.
+#[derive(Default)]
+struct Writes {
+    run_ids: Vec<String>,
+    run_accounts: Vec<String>,
+    run_keys: Vec<String>,
+    models: Vec<String>,
+    inputs: Vec<String>,
+    costs: Vec<i64>,
+    created: Vec<i64>,
+    tests: Vec<bool>,
+    // Ledger lines of the runs with a price.
+    charge_accounts: Vec<String>,
+    charge_amounts: Vec<i64>,
+    charge_balances: Vec<i64>,
+    charge_runs: Vec<String>,
+    charge_keys: Vec<String>,
+    charge_memos: Vec<String>,
+    charge_times: Vec<i64>,
+}
+
+async fn write_batch(
+    pool: &Pool,
+    runs: &[&NewRun],
+) -> Result<Vec<Result<Run, CreateRunError>>, Error> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let (keys, balances) = lock_rows(&tx, runs).await?;
+    let mut current = keys.clone();
+    let mut balance_now = balances.clone();
+    let mut writes = Writes::default();
+    let mut outcomes = Vec::with_capacity(runs.len());
+    for run in runs {
+        let (Some(key), Some(balance)) = (
+            current.get_mut(&run.key_id),
+            balance_now.get_mut(&run.account_id),
+        ) else {
+            // No such key (or account): what the single-run path answers for a missing key.
+            outcomes.push(Err(CreateRunError::KeyNotUsable));
+            continue;
+        };
+        if let Err(refused) = admission::admit(key, balance, run) {
+            outcomes.push(Err(refused));
+            continue;
+        }
+        writes.push(run, *balance);
+        outcomes.push(Ok(pending_run(run)));
+    }
+    if writes.run_ids.is_empty() {
+        tx.rollback().await?;
+        return Ok(outcomes);
+    }
+    apply(&tx, &writes, &keys, &current, &balances, &balance_now).await?;
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+impl Writes {
+    fn push(&mut self, run: &NewRun, balance_after: Millicents) {
+        self.run_ids.push(run.id.clone());
+        self.run_accounts.push(run.account_id.clone());
+        self.run_keys.push(run.key_id.clone());
+        self.models.push(run.model.clone());
+        self.inputs.push(run.input.to_string());
+        self.costs.push(run.price.0);
+        self.created.push(run.created_at.0);
+        self.tests.push(run.test);
+        if run.price > Millicents::ZERO {
+            self.charge_accounts.push(run.account_id.clone());
+            self.charge_amounts.push(-run.price.0);
+            self.charge_balances.push(balance_after.0);
+            self.charge_runs.push(run.id.clone());
+            self.charge_keys.push(run.key_id.clone());
+            self.charge_memos.push(run.model.clone());
+            self.charge_times.push(run.created_at.0);
+        }
+    }
+}
+
+/// Locks and reads the batch's keys, then its accounts' balances, in id order.
+async fn lock_rows(
+    tx: &Transaction<'_>,
+    runs: &[&NewRun],
+) -> Result<(HashMap<String, ApiKey>, HashMap<String, Millicents>), Error> {
+    let mut key_ids: Vec<&str> = runs.iter().map(|r| r.key_id.as_str()).collect();
+    key_ids.sort_unstable();
+    key_ids.dedup();
+    let mut account_ids: Vec<&str> = runs.iter().map(|r| r.account_id.as_str()).collect();
+    account_ids.sort_unstable();
+    account_ids.dedup();
+    let key_sql =
+        format!("SELECT {KEY_COLS} FROM api_keys WHERE id = ANY($1) ORDER BY id FOR UPDATE");
+    let account_sql =
+        "SELECT id, balance_millicents FROM accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE";
+    let (key_stmt, account_stmt) =
+        futures_util::future::try_join(tx.prepare_cached(&key_sql), tx.prepare_cached(account_sql))
+            .await?;
+    // Sent together; the server runs them in order, so keys are locked before accounts.
+    let (key_rows, account_rows) = futures_util::future::try_join(
+        tx.query(&key_stmt, &[&key_ids]),
+        tx.query(&account_stmt, &[&account_ids]),
+    )
+    .await?;
+    let mut keys = HashMap::with_capacity(key_rows.len());
+    for row in &key_rows {
+        let key = rows::api_key(row)?;
+        keys.insert(key.id.clone(), key);
+    }
+    let mut balances = HashMap::with_capacity(account_rows.len());
+    for row in &account_rows {
+        balances.insert(row.try_get(0)?, Millicents(row.try_get(1)?));
+    }
+    Ok((keys, balances))
+}
+
+/// Writes what the batch admitted: one statement per table, sent together.
+async fn apply(
+    tx: &Transaction<'_>,
+    w: &Writes,
+    keys_before: &HashMap<String, ApiKey>,
+    keys_after: &HashMap<String, ApiKey>,
+    balances_before: &HashMap<String, Millicents>,
+    balances_after: &HashMap<String, Millicents>,
+) -> Result<(), Error> {
+    // Per key: what its runs added to its spend and count, and when it was last used.
+    let (mut key_ids, mut spent, mut counted, mut used) = (vec![], vec![], vec![], vec![]);
+    for (id, after) in keys_after {
+        let Some(before) = keys_before.get(id) else {
+            continue;
+        };
+        let added = after.runs_created.saturating_sub(before.runs_created);
+        if added == 0 {
+            continue;
+        }
+        let last = w
+            .run_keys
+            .iter()
+            .zip(&w.created)
+            .filter(|(k, _)| *k == id)
+            .map(|(_, t)| *t)
+            .max()
+            .unwrap_or(0);
+        key_ids.push(id.clone());
+        spent.push((after.spent - before.spent).0);
+        counted.push(i64::try_from(added).unwrap_or(i64::MAX));
+        used.push(last);
+    }
+    // Per account: what its runs debited.
+    let (mut account_ids, mut debits) = (vec![], vec![]);
+    for (id, after) in balances_after {
+        let before = balances_before.get(id).copied().unwrap_or(*after);
+        if before != *after {
+            account_ids.push(id.clone());
+            debits.push((before - *after).0);
+        }
+    }
+    let key_params: [&Param; 4] = [&key_ids, &spent, &counted, &used];
+    let account_params: [&Param; 2] = [&account_ids, &debits];
+    let run_params: [&Param; 8] = [
+        &w.run_ids,
+        &w.run_accounts,
+        &w.run_keys,
+        &w.models,
+        &w.inputs,
+        &w.costs,
+        &w.created,
+        &w.tests,
+    ];
+    let charge_params: [&Param; 7] = [
+        &w.charge_accounts,
+        &w.charge_amounts,
+        &w.charge_balances,
+        &w.charge_runs,
+        &w.charge_keys,
+        &w.charge_memos,
+        &w.charge_times,
+    ];
+    let keys = exec(
+        tx,
+        "UPDATE api_keys k SET spent_millicents = k.spent_millicents + u.spent,
+             runs_created = k.runs_created + u.runs,
+             last_used_at = GREATEST(COALESCE(k.last_used_at, 0), u.used)
+         FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) AS u(id, spent, runs, used)
+         WHERE k.id = u.id",
+        &key_params,
+    );
+    let accounts = exec(
+        tx,
+        "UPDATE accounts a SET balance_millicents = a.balance_millicents - u.debit
+         FROM unnest($1::text[], $2::bigint[]) AS u(id, debit) WHERE a.id = u.id",
+        &account_params,
+    );
+    // Inserting `pending` runs is what enqueues them, in arrival order (their `seq`).
+    let runs = exec(
+        tx,
+        "INSERT INTO runs (id, account_id, key_id, model, status, input, cost_millicents, created_at, test)
+         SELECT id, account_id, key_id, model, 'pending', input, cost, created_at, test
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::bool[])
+              WITH ORDINALITY AS u(id, account_id, key_id, model, input, cost, created_at, test, ord)
+         ORDER BY ord",
+        &run_params,
+    );
+    let ledger = exec(
+        tx,
+        "INSERT INTO ledger (account_id, kind, amount_millicents, balance_after_millicents, run_id, key_id, memo, created_at)
+         SELECT account_id, 'run_charge', amount, balance_after, run_id, key_id, memo, created_at
+         FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[])
+              WITH ORDINALITY AS u(account_id, amount, balance_after, run_id, key_id, memo, created_at, ord)
+         ORDER BY ord",
+        &charge_params,
+    );
+    // Delivered at commit: wakes idle workers on every node.
+    let notify = exec(tx, "SELECT pg_notify($1, '')", &[&QUEUE_CHANNEL]);
+    futures_util::future::try_join5(keys, accounts, runs, ledger, notify).await?;
+    Ok(())
+}
+
+type Param = dyn tokio_postgres::types::ToSql + Sync;
+
+async fn exec(tx: &Transaction<'_>, sql: &str, p: &[&Param]) -> Result<u64, Error> {
+    let stmt = tx.prepare_cached(sql).await?;
+    Ok(tx.execute(&stmt, p).await?)
+}
+
+/// The run as created: queued, not yet attempted.
+pub(crate) fn pending_run(run: &NewRun) -> Run {
+    Run {
+        id: run.id.clone(),
+        model: run.model.clone(),
+        status: RunStatus::Pending,
+        input: run.input.clone(),
+        output: None,
+        error: None,
+        cost: run.price,
+        created_at: run.created_at,
+        started_at: None,
+        completed_at: None,
+        account_id: run.account_id.clone(),
+        key_id: run.key_id.clone(),
+        attempts: 0,
+        test: run.test,
+    }
+}
