@@ -1,5 +1,5 @@
-//! Run creation in batches. Every create of this node goes through one queue; a batch is what
-//! arrived while the previous batches were being written, admitted in one transaction:
+//! Run creation in batches ([`crate::batch`]): the creates that arrived while the previous batch
+//! was being written are admitted in one transaction:
 //!
 //! 1. the batch's keys, then its accounts, are locked (`FOR UPDATE`, sorted by id: the lock order
 //!    of every transaction here is key before account, so batches of different nodes never
@@ -7,97 +7,44 @@
 //! 2. each run is admitted in arrival order by [`admission::admit`] against running totals of
 //!    those rows, exactly as if each were its own transaction;
 //! 3. the admitted runs, their ledger lines, and one update per key and per account are written
-//!    with one multi-row statement per table, sent together, and committed once.
+//!    with one multi-row statement per table, sent together with the `COMMIT`.
 //!
-//! A run therefore costs a share of four round trips and one commit instead of its own, and a
+//! A run therefore costs a share of two round trips and one commit instead of its own, and a
 //! hot account's row lock is held once per batch rather than once per run. A batch that fails for
 //! another reason than a refused run (a bad row, a lost connection) is retried run by run, so one
 //! bad run cannot fail the others; a run id is unique, so a run the failed batch did commit is
 //! never created twice.
 
+use crate::batch::{Batcher, Pending};
 use crate::rows::{self, KEY_COLS};
 use crate::store::create_run_alone;
 use crate::{Error, QUEUE_CHANNEL};
-use deadpool_postgres::{Pool, Transaction};
+use deadpool_postgres::Pool;
 use runbase_domain::account::ApiKey;
 use runbase_domain::admission;
 use runbase_domain::money::Millicents;
 use runbase_domain::run::{NewRun, Run, RunStatus};
 use runbase_domain::store::CreateRunError;
 use std::collections::HashMap;
-use std::sync::Arc;
-use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// The most runs one transaction admits; bounds a batch's latency and its statements' size.
 const MAX_BATCH: usize = 256;
-/// Batches of one node being written at once. Batches on different accounts proceed in
-/// parallel; on one hot account they queue on its row lock, each already sent.
-const IN_FLIGHT: usize = 4;
-/// Creates waiting for a batch before callers wait for room (back-pressure).
-const QUEUE: usize = 8192;
 
-type Outcome = Result<Result<Run, CreateRunError>, Error>;
+/// The node's queue of creates.
+pub(crate) type Creates = Batcher<NewRun, Result<Run, CreateRunError>>;
 
-struct Request {
-    run: NewRun,
-    reply: oneshot::Sender<Outcome>,
-}
-
-/// The node's queue of creates; dropping it ends the batching task once queued creates are done.
-pub(crate) struct Creates {
-    queue: mpsc::Sender<Request>,
-}
-
-impl Creates {
-    pub(crate) fn start(pool: Pool) -> Creates {
-        let (queue, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(dispatch(pool, rx));
-        Creates { queue }
-    }
-
-    /// Admits (or refuses) one run in the next batch; answers once that batch has committed.
-    pub(crate) async fn create(&self, run: NewRun) -> Outcome {
-        let (reply, answer) = oneshot::channel();
-        self.queue
-            .send(Request { run, reply })
-            .await
-            .map_err(|_| Error::Data("the create queue has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| Error::Data("the create batch was abandoned".into()))?
-    }
-}
-
-async fn dispatch(pool: Pool, mut rx: mpsc::Receiver<Request>) {
-    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
-    loop {
-        // Wait for a free slot first, so that creates arriving meanwhile form the next batch.
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let Some(first) = rx.recv().await else {
-            return;
-        };
-        let mut batch = Vec::with_capacity(64);
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(request) => batch.push(request),
-                Err(_) => break,
-            }
-        }
-        let pool = pool.clone();
-        tokio::spawn(async move {
-            answer(&pool, batch).await;
-            drop(slot);
-        });
-    }
+pub(crate) fn start(pool: Pool) -> Creates {
+    Batcher::start(pool, MAX_BATCH, |pool, batch| Box::pin(answer(pool, batch)))
 }
 
 /// Writes a batch and answers each of its callers.
-async fn answer(pool: &Pool, batch: Vec<Request>) {
-    let runs: Vec<&NewRun> = batch.iter().map(|r| &r.run).collect();
-    match write_batch(pool, &runs).await {
+async fn answer(pool: Pool, batch: Vec<Pending<NewRun, Result<Run, CreateRunError>>>) {
+    let pool = &pool;
+    let runs: Vec<&NewRun> = batch.iter().map(|p| &p.req).collect();
+    let started = std::time::Instant::now();
+    let written = write_batch(pool, &runs).await;
+    tracing::debug!(runs = runs.len(), took = ?started.elapsed(), "create batch");
+    match written {
         Ok(outcomes) => {
             for (request, outcome) in batch.into_iter().zip(outcomes) {
                 let _ = request.reply.send(Ok(outcome));
@@ -118,7 +65,7 @@ async fn answer(pool: &Pool, batch: Vec<Request>) {
         Err(e) => {
             tracing::warn!(error = %e, runs = batch.len(), "a create batch failed; creating its runs one by one");
             for request in batch {
-                let outcome = create_run_alone(pool, &request.run).await;
+                let outcome = create_run_alone(pool, &request.req).await;
                 let _ = request.reply.send(outcome);
             }
         }
@@ -150,9 +97,27 @@ async fn write_batch(
     pool: &Pool,
     runs: &[&NewRun],
 ) -> Result<Vec<Result<Run, CreateRunError>>, Error> {
-    let mut client = pool.get().await?;
-    let tx = client.transaction().await?;
-    let (keys, balances) = lock_rows(&tx, runs).await?;
+    let client = pool.get().await?;
+    match admit_and_write(&client, runs).await {
+        Ok(outcomes) => Ok(outcomes),
+        Err(e) => {
+            // The transaction may still be open: end it, or retire the connection.
+            if client.batch_execute("ROLLBACK").await.is_err() {
+                drop(deadpool_postgres::Object::take(client));
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The batch's transaction, in two round trips: `BEGIN` with the locking reads, then the writes
+/// with `COMMIT`. Statements sent together run in order; if a write fails the server rolls the
+/// rest back (its `COMMIT` ends an aborted transaction), and the write's error is returned.
+async fn admit_and_write(
+    client: &deadpool_postgres::Client,
+    runs: &[&NewRun],
+) -> Result<Vec<Result<Run, CreateRunError>>, Error> {
+    let (keys, balances) = lock_rows(client, runs).await?;
     let mut current = keys.clone();
     let mut balance_now = balances.clone();
     let mut writes = Writes::default();
@@ -174,11 +139,10 @@ async fn write_batch(
         outcomes.push(Ok(pending_run(run)));
     }
     if writes.run_ids.is_empty() {
-        tx.rollback().await?;
-        return Ok(outcomes);
+        client.batch_execute("ROLLBACK").await?;
+    } else {
+        apply(client, &writes, &keys, &current, &balances, &balance_now).await?;
     }
-    apply(&tx, &writes, &keys, &current, &balances, &balance_now).await?;
-    tx.commit().await?;
     Ok(outcomes)
 }
 
@@ -206,7 +170,7 @@ impl Writes {
 
 /// Locks and reads the batch's keys, then its accounts' balances, in id order.
 async fn lock_rows(
-    tx: &Transaction<'_>,
+    client: &deadpool_postgres::Client,
     runs: &[&NewRun],
 ) -> Result<(HashMap<String, ApiKey>, HashMap<String, Millicents>), Error> {
     let mut key_ids: Vec<&str> = runs.iter().map(|r| r.key_id.as_str()).collect();
@@ -219,13 +183,17 @@ async fn lock_rows(
         format!("SELECT {KEY_COLS} FROM api_keys WHERE id = ANY($1) ORDER BY id FOR UPDATE");
     let account_sql =
         "SELECT id, balance_millicents FROM accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE";
-    let (key_stmt, account_stmt) =
-        futures_util::future::try_join(tx.prepare_cached(&key_sql), tx.prepare_cached(account_sql))
-            .await?;
-    // Sent together; the server runs them in order, so keys are locked before accounts.
-    let (key_rows, account_rows) = futures_util::future::try_join(
-        tx.query(&key_stmt, &[&key_ids]),
-        tx.query(&account_stmt, &[&account_ids]),
+    let (key_stmt, account_stmt) = futures_util::future::try_join(
+        client.prepare_cached(&key_sql),
+        client.prepare_cached(account_sql),
+    )
+    .await?;
+    // Sent together; the server runs them in order: the transaction begins, then keys are
+    // locked before accounts.
+    let (_, key_rows, account_rows) = futures_util::future::try_join3(
+        client.batch_execute("BEGIN"),
+        client.query(&key_stmt, &[&key_ids]),
+        client.query(&account_stmt, &[&account_ids]),
     )
     .await?;
     let mut keys = HashMap::with_capacity(key_rows.len());
@@ -240,9 +208,9 @@ async fn lock_rows(
     Ok((keys, balances))
 }
 
-/// Writes what the batch admitted: one statement per table, sent together.
+/// Writes what the batch admitted, one statement per table, and commits: all sent together.
 async fn apply(
-    tx: &Transaction<'_>,
+    client: &deadpool_postgres::Client,
     w: &Writes,
     keys_before: &HashMap<String, ApiKey>,
     keys_after: &HashMap<String, ApiKey>,
@@ -302,52 +270,55 @@ async fn apply(
         &w.charge_memos,
         &w.charge_times,
     ];
-    let keys = exec(
-        tx,
-        "UPDATE api_keys k SET spent_millicents = k.spent_millicents + u.spent,
+    const KEYS: &str = "UPDATE api_keys k SET spent_millicents = k.spent_millicents + u.spent,
              runs_created = k.runs_created + u.runs,
              last_used_at = GREATEST(COALESCE(k.last_used_at, 0), u.used)
          FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) AS u(id, spent, runs, used)
-         WHERE k.id = u.id",
-        &key_params,
-    );
-    let accounts = exec(
-        tx,
+         WHERE k.id = u.id";
+    const ACCOUNTS: &str =
         "UPDATE accounts a SET balance_millicents = a.balance_millicents - u.debit
-         FROM unnest($1::text[], $2::bigint[]) AS u(id, debit) WHERE a.id = u.id",
-        &account_params,
-    );
+         FROM unnest($1::text[], $2::bigint[]) AS u(id, debit) WHERE a.id = u.id";
     // Inserting `pending` runs is what enqueues them, in arrival order (their `seq`).
-    let runs = exec(
-        tx,
-        "INSERT INTO runs (id, account_id, key_id, model, status, input, cost_millicents, created_at, test)
+    const RUNS: &str = "INSERT INTO runs (id, account_id, key_id, model, status, input, cost_millicents, created_at, test)
          SELECT id, account_id, key_id, model, 'pending', input, cost, created_at, test
          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::bool[])
               WITH ORDINALITY AS u(id, account_id, key_id, model, input, cost, created_at, test, ord)
-         ORDER BY ord",
-        &run_params,
-    );
-    let ledger = exec(
-        tx,
-        "INSERT INTO ledger (account_id, kind, amount_millicents, balance_after_millicents, run_id, key_id, memo, created_at)
+         ORDER BY ord";
+    const LEDGER: &str = "INSERT INTO ledger (account_id, kind, amount_millicents, balance_after_millicents, run_id, key_id, memo, created_at)
          SELECT account_id, 'run_charge', amount, balance_after, run_id, key_id, memo, created_at
          FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[])
               WITH ORDINALITY AS u(account_id, amount, balance_after, run_id, key_id, memo, created_at, ord)
-         ORDER BY ord",
-        &charge_params,
-    );
+         ORDER BY ord";
     // Delivered at commit: wakes idle workers on every node.
-    let notify = exec(tx, "SELECT pg_notify($1, '')", &[&QUEUE_CHANNEL]);
-    futures_util::future::try_join5(keys, accounts, runs, ledger, notify).await?;
+    const NOTIFY: &str = "SELECT pg_notify($1, '')";
+    // Prepared first (once per connection): every statement must be on the wire before the
+    // `COMMIT`, in order, and a statement waiting for its preparation would be sent after it.
+    let (keys, accounts, runs, ledger, notify) = futures_util::future::try_join5(
+        client.prepare_cached(KEYS),
+        client.prepare_cached(ACCOUNTS),
+        client.prepare_cached(RUNS),
+        client.prepare_cached(LEDGER),
+        client.prepare_cached(NOTIFY),
+    )
+    .await?;
+    let sent = futures_util::future::join5(
+        client.execute(&keys, &key_params),
+        client.execute(&accounts, &account_params),
+        client.execute(&runs, &run_params),
+        client.execute(&ledger, &charge_params),
+        client.execute(&notify, &[&QUEUE_CHANNEL]),
+    );
+    // Every answer is awaited (not just the first error), so the connection is idle after.
+    let ((keys, accounts, runs, ledger, notify), commit) =
+        futures_util::future::join(sent, client.batch_execute("COMMIT")).await;
+    for answer in [keys, accounts, runs, ledger, notify] {
+        answer?;
+    }
+    commit?;
     Ok(())
 }
 
 type Param = dyn tokio_postgres::types::ToSql + Sync;
-
-async fn exec(tx: &Transaction<'_>, sql: &str, p: &[&Param]) -> Result<u64, Error> {
-    let stmt = tx.prepare_cached(sql).await?;
-    Ok(tx.execute(&stmt, p).await?)
-}
 
 /// The run as created: queued, not yet attempted.
 pub(crate) fn pending_run(run: &NewRun) -> Run {

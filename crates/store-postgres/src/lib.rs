@@ -12,6 +12,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, reason = "tests may unwrap"))]
 
+mod batch;
 mod create_batch;
 mod dashboard;
 mod error;
@@ -61,6 +62,7 @@ fn harden(config: &mut tokio_postgres::Config) {
 pub struct PgStore {
     pool: Pool,
     creates: create_batch::Creates,
+    finishes: store::Finishes,
     queue_signal: Arc<Notify>,
     cancels: tokio::sync::broadcast::Sender<String>,
     listener: tokio::task::JoinHandle<()>,
@@ -107,7 +109,8 @@ impl PgStore {
         let (cancels, _) = tokio::sync::broadcast::channel(1024);
         let listener = tokio::spawn(listen::run(config, queue_signal.clone(), cancels.clone()));
         Ok(PgStore {
-            creates: create_batch::Creates::start(pool.clone()),
+            creates: create_batch::start(pool.clone()),
+            finishes: store::start_finishes(pool.clone()),
             pool,
             queue_signal,
             cancels,

@@ -184,6 +184,59 @@ const SUCCEED: &str =
     "UPDATE runs SET status = 'succeeded', output = $2, completed_at = $3, locked_until = NULL
      WHERE id = $1 AND status = 'processing'";
 
+/// Successes waiting to be written: (run id, output JSON, completion time).
+pub(crate) type Finishes = crate::batch::Batcher<(String, String, i64), ()>;
+
+/// The most successes one statement writes.
+const MAX_FINISHES: usize = 256;
+
+pub(crate) fn start_finishes(pool: deadpool_postgres::Pool) -> Finishes {
+    crate::batch::Batcher::start(pool, MAX_FINISHES, |pool, batch| {
+        Box::pin(write_successes(pool, batch))
+    })
+}
+
+/// Ends a batch of `processing` runs as succeeded, in one statement (autocommit). A run no
+/// longer `processing` (canceled, reclaimed meanwhile) is left alone, as by [`SUCCEED`].
+async fn write_successes(
+    pool: deadpool_postgres::Pool,
+    batch: Vec<crate::batch::Pending<(String, String, i64), ()>>,
+) {
+    let written = async {
+        if batch.len() == 1 {
+            let (id, output, at) = &batch[0].req;
+            let client = pool.get().await?;
+            let stmt = client.prepare_cached(SUCCEED).await?;
+            client.execute(&stmt, &[id, output, at]).await?;
+            return Ok::<_, Error>(());
+        }
+        let (mut ids, mut outputs, mut times) = (vec![], vec![], vec![]);
+        for p in &batch {
+            ids.push(p.req.0.as_str());
+            outputs.push(p.req.1.as_str());
+            times.push(p.req.2);
+        }
+        let client = pool.get().await?;
+        let stmt = client
+            .prepare_cached(
+                "UPDATE runs r SET status = 'succeeded', output = u.output, completed_at = u.at, locked_until = NULL
+                 FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(id, output, at)
+                 WHERE r.id = u.id AND r.status = 'processing'",
+            )
+            .await?;
+        client.execute(&stmt, &[&ids, &outputs, &times]).await?;
+        Ok(())
+    }
+    .await;
+    let reason = written.as_ref().err().map(ToString::to_string);
+    for p in batch {
+        let _ = p.reply.send(match &reason {
+            None => Ok(()),
+            Some(r) => Err(Error::Data(format!("writing successes: {r}"))),
+        });
+    }
+}
+
 /// Ends a `processing` run; refunds a failure. A run in any other state is left alone, so
 /// finishing twice (or after a cancel) never refunds twice: the row lock taken by the UPDATE
 /// makes a racing cancel or finish see the new status and match nothing.
@@ -980,7 +1033,7 @@ impl Store for PgStore {
     }
 
     async fn create_run(&self, run: NewRun) -> Result<Run, CreateRunError> {
-        let created = self.creates.create(run).await??;
+        let created = self.creates.submit(run).await??;
         // This node's worker need not wait for the NOTIFY's round trip.
         self.queue_signal.notify_one();
         Ok(created)
@@ -1113,9 +1166,10 @@ impl Store for PgStore {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         if let RunOutcome::Succeeded { output } = &outcome {
-            // One statement, no money: no transaction needed (one round trip, not three).
-            self.exec(SUCCEED, &[&run_id, &output.to_string(), &now.0])
-                .await?;
+            // No money moves: successes of this node are written together, one statement and
+            // one commit per batch.
+            let success = (run_id.to_owned(), output.to_string(), now.0);
+            self.finishes.submit(success).await?;
             return Ok(());
         }
         let outcome = &outcome;
