@@ -33,11 +33,13 @@ from bench import Pg, cli, start_runbase  # noqa: E402
 
 STEPS = [
     ("auth: key by hash", r"FROM api_keys WHERE hash ="),
-    ("create: charge and enqueue", r"FROM api_keys WHERE id = \$1 FOR UPDATE"),
+    ("create: charge and enqueue (a batch of one)", r"FROM api_keys WHERE id = ANY"),
+    ("create: charge and enqueue (one run)", r"FROM api_keys WHERE id = \$1 FOR UPDATE"),
     ("claim (worker)", r"SET status = 'processing'"),
-    ("renew lease (worker)", r"FROM unnest"),
     ("finish (worker)", r"SET status = 'succeeded'"),
+    ("renew lease (worker)", r"FROM unnest"),
     ("reclaim tick (worker)", r"locked_until < \$1"),
+    ("GET: key and run in one statement", r"FROM api_keys k LEFT JOIN runs r"),
     ("GET: run by id", r"FROM runs WHERE id = \$1 AND account_id"),
 ]
 
