@@ -25,6 +25,18 @@ pub fn run(config: &Config, dest: &Path) -> anyhow::Result<()> {
         bail!("{} exists and is not empty", dest.display());
     }
     std::fs::create_dir_all(dest).with_context(|| format!("creating {}", dest.display()))?;
+    // A backup inside the data directory would copy itself (its files into its own `files/`,
+    // without end) and be lost with the directory it protects.
+    if let (Ok(data), Ok(inside)) = (config.data_dir.canonicalize(), dest.canonicalize())
+        && inside.starts_with(&data)
+    {
+        let _ = std::fs::remove_dir(dest);
+        bail!(
+            "{} is inside the data directory {}: back up to a directory outside it",
+            dest.display(),
+            data.display()
+        );
+    }
     let dest_db = dest.join("runbase.db");
     runbase_store_sqlite::backup(&db, &dest_db)
         .with_context(|| format!("copying {}", db.display()))?;

@@ -180,3 +180,16 @@ fn a_backup_refuses_a_non_empty_directory() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not empty"));
 }
+
+#[test]
+fn a_backup_refuses_a_directory_inside_the_data_directory() {
+    // Inside `files/` it would copy itself without end; anywhere inside, it dies with its data.
+    let server = Server::start_sqlite();
+    server.account("a@example.com", 0);
+    let dest = server.dir.join("files").join("snapshot");
+    let out = server.cli_raw(&["backup", dest.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("inside the data directory"), "{stderr}");
+    assert!(!dest.exists(), "the refused destination is not left behind");
+}
