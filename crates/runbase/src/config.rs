@@ -53,6 +53,9 @@ pub struct Config {
     pub auth: runbase_dashboard::oidc::AuthConfig,
     /// Log filter (tracing's `EnvFilter` syntax); `RUST_LOG` wins when set.
     pub log: String,
+    /// `text` (one line per event, for people) or `json` (one JSON object per line, for log
+    /// collectors). Either way a request's lines carry its `request_id`.
+    pub log_format: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -226,6 +229,7 @@ impl Default for Config {
             providers: ProvidersConfig::default(),
             storage: StorageConfig::default(),
             log: "info".into(),
+            log_format: "text".into(),
         }
     }
 }
@@ -268,6 +272,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "accounts",
     "auth",
     "log",
+    "log_format",
 ];
 
 impl Config {
@@ -397,6 +402,12 @@ impl Config {
         self.auth.providers()?;
         if self.auth.oidc_clock_skew_secs > 600 {
             return Err("auth.oidc_clock_skew_secs: at most 600".into());
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(format!(
+                "log_format: must be \"text\" or \"json\", not {:?}",
+                self.log_format
+            ));
         }
         if !matches!(self.durability.as_str(), "full" | "normal") {
             return Err(format!(

@@ -56,11 +56,18 @@ pub fn load_catalog(config: &Config, providers: &Providers) -> anyhow::Result<Ca
 pub async fn run(config: Config, warnings: Vec<String>, migrate: bool) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log));
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(std::io::stderr);
+    if config.log_format == "json" {
+        // One object per line; the request span's fields (`request_id`, route) go with each.
+        logs.json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        logs.with_ansi(std::io::stderr().is_terminal()).init();
+    }
     for w in warnings {
         tracing::warn!("{w}");
     }

@@ -49,8 +49,8 @@ pub fn router(state: AppState) -> Router {
     finish(api_routes().fallback(not_found), state)
 }
 
-/// Adds what every route shares: the body limit, tracing spans named after the route
-/// template, panics turned into the 500 envelope, and the 405 answer.
+/// Adds what every route shares: the body limit, a `Request-Id` and a tracing span named after
+/// the route template for each request, panics turned into the 500 envelope, and the 405 answer.
 pub fn finish(routes: Router<AppState>, state: AppState) -> Router {
     let max_body = state.config.body_limit();
     routes
@@ -64,13 +64,21 @@ pub fn finish(routes: Router<AppState>, state: AppState) -> Router {
                     .get::<axum::extract::MatchedPath>()
                     .map_or("unmatched", |p| p.as_str())
                     .to_owned();
-                tracing::debug_span!("http.request", http.method = %req.method(), http.route = %route)
+                let id = req
+                    .headers()
+                    .get(&crate::request_id::REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                // Info level: every line logged while answering carries the request's id.
+                tracing::info_span!("http.request", request_id = %id, http.method = %req.method(), http.route = %route)
             }),
         )
         .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| -> Response {
             tracing::error!("a request handler panicked");
             HttpError::from(ErrorCode::Internal).into_response()
         }))
+        // Outermost: the id is set before the span is made, and even a panic's answer has it.
+        .layer(axum::middleware::from_fn(crate::request_id::request_id))
         .with_state(state)
 }
 

@@ -1,0 +1,59 @@
+//! `Request-Id`: every response carries one, and every line logged while answering the request
+//! carries it too (the request's tracing span has it as `request_id`), so a client's report
+//! ("request req_... failed") leads to the log lines. A `Request-Id` the client sent is kept when
+//! it is a plausible id (1 to 64 of `A-Z a-z 0-9 - _ .`), so a caller's or a proxy's id runs
+//! through; anything else is replaced, never echoed into logs.
+
+use axum::extract::Request;
+use axum::http::{HeaderName, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
+
+/// The request's id, in its extensions for handlers that want it.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub HeaderValue);
+
+/// Sets the request's id before the rest of the stack (tracing included) sees the request, and
+/// puts it on the response.
+pub async fn request_id(mut req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .filter(|v| plausible(v.as_bytes()))
+        .cloned()
+        .unwrap_or_else(new_id);
+    req.headers_mut().insert(REQUEST_ID, id.clone());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut resp = next.run(req).await;
+    resp.headers_mut().insert(REQUEST_ID, id);
+    resp
+}
+
+fn plausible(id: &[u8]) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn new_id() -> HeaderValue {
+    let id = format!("req_{}", runbase_domain::ids::random_token(20));
+    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("req_unknown"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plausible_ids_are_kept() {
+        assert!(plausible(b"req_abc-123.x"));
+        assert!(plausible(b"0f8fad5b-d9cb-469f-a165-70867728950e"));
+        for bad in [&b""[..], b"a b", b"x\ny", b"<script>", &[b'a'; 65]] {
+            assert!(!plausible(bad), "{bad:?}");
+        }
+        assert!(plausible(new_id().as_bytes()));
+    }
+}
