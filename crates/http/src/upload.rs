@@ -10,6 +10,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, header};
 use futures_util::Stream;
 use http_body::Body as _;
+use http_body_util::BodyExt;
 use runbase_domain::time::Timestamp;
 use runbase_domain::uploads::{self, Incoming, Upload};
 use runbase_domain::{ApiError, ErrorCode};
@@ -97,7 +98,7 @@ pub async fn receive(
         cap: max.saturating_add(FORM_OVERHEAD),
     };
     let form = multer::Multipart::new(stream, boundary);
-    let read = read_form(form, incoming, max, &failure).await;
+    let read = read_form(form, incoming, max, &failure, &shared).await;
     // Whatever was not read (after a refusal) is drained behind the answer.
     if let Some(rest) = shared.lock().ok().and_then(|mut b| b.take()) {
         discard(rest, drain_limit);
@@ -107,12 +108,13 @@ pub async fn receive(
 }
 
 /// Reads the form: the one `file` field goes to `incoming` as it arrives, other fields are
-/// read past and dropped.
+/// read past and dropped. The file is kept only when the whole body has arrived as declared.
 async fn read_form(
     mut form: multer::Multipart<'static>,
     mut incoming: Incoming<'_>,
     max: u64,
     failure: &Mutex<Option<BodyError>>,
+    body: &Mutex<Option<Body>>,
 ) -> Result<Upload, ApiError> {
     let broken = |e: multer::Error| -> ApiError {
         match failure.lock().ok().and_then(|f| *f) {
@@ -147,7 +149,8 @@ async fn read_form(
                 "The form has no field named \"file\"; send the file as multipart/form-data in a field named \"file\"",
             ));
         }
-        Ok(())
+        drop(form);
+        rest_of_body(body).await
     }
     .await;
     match read {
@@ -157,6 +160,38 @@ async fn read_form(
             Err(e)
         }
     }
+}
+
+/// After the form's closing boundary: reads the body to its end (a short epilogue at most).
+/// A body that does not end there (a `Content-Length` larger than the form, whose rest never
+/// comes) is not a complete request, and its file is not kept.
+async fn rest_of_body(body: &Mutex<Option<Body>>) -> Result<(), ApiError> {
+    let Some(mut rest) = body.lock().ok().and_then(|mut b| b.take()) else {
+        return Ok(());
+    };
+    let mut seen = 0u64;
+    let failed = loop {
+        match rest.frame().await {
+            None => return Ok(()),
+            Some(Ok(frame)) => {
+                seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+                if seen > FORM_OVERHEAD {
+                    break "has more than a short epilogue after the form's end";
+                }
+            }
+            Some(Err(e)) if classify(&e) == BodyError::TimedOut => {
+                break "did not end with the form: its Content-Length is larger than the form, and the rest never came";
+            }
+            Some(Err(_)) => break "could not be read to its end",
+        }
+    };
+    if let Ok(mut b) = body.lock() {
+        *b = Some(rest); // drained behind the answer
+    }
+    Err(ApiError::new(
+        ErrorCode::InvalidRequest,
+        format!("The request body {failed}; nothing was stored"),
+    ))
 }
 
 /// The request body as a stream of data for the form parser, which stops at `cap` bytes and

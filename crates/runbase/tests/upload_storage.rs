@@ -1,8 +1,9 @@
 //! What uploads cost the server's storage, against the real binary: a per-account quota that
 //! concurrent uploads cannot pass together, retention (expired uploads deleted, bytes and
 //! record, and stale partial files removed), bytes written to the storage as they arrive (and
-//! removed when the client goes away), and a failing storage answered `503` (not 500) with
-//! nothing kept. Runs on PostgreSQL too (`RUNBASE_TEST_DATABASE=postgres`).
+//! removed when the client goes away), a failing storage answered `503` (not 500) with nothing
+//! kept, and a body that does not end with its form refused. Runs on PostgreSQL too
+//! (`RUNBASE_TEST_DATABASE=postgres`).
 
 #![allow(clippy::unwrap_used, reason = "tests may unwrap")]
 
@@ -11,7 +12,7 @@ mod common;
 use common::{Client, Resp, Server};
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BOUNDARY: &str = "rb-storage-boundary-51c2";
 
@@ -307,4 +308,38 @@ async fn a_failing_storage_is_a_503_with_nothing_kept_and_a_retry_succeeds() {
     let r = upload(&c, &key, &png(2000)).await;
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(stored(&s.dir).len(), 1, "{:?}", stored(&s.dir));
+}
+
+#[tokio::test]
+async fn a_body_longer_than_its_form_is_refused_after_the_body_deadline() {
+    let mut env = common::relaxed();
+    env.push(("RUNBASE_HTTP__BODY_TIMEOUT_SECS", "1"));
+    let s = Server::start_with(&env);
+    let key = s.account("length@example.com", 0);
+    let addr = s.url.trim_start_matches("http://");
+    let body = form(&png(1000));
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/files HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n",
+        body.len() + 500
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(&body).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut answer)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let json = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+    let json: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(json["error"]["code"], "invalid_request", "{json}");
+    assert!(
+        json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Content-Length"),
+        "{json}"
+    );
+    assert!(stored(&s.dir).is_empty(), "{:?}", stored(&s.dir));
 }
