@@ -210,10 +210,32 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_key(&self, id: &str, now: Timestamp) -> Result<(), StoreError>;
 
     // --- uploads ---------------------------------------------------------------------------
-    /// Records an uploaded file (its bytes are already in the file storage).
-    async fn create_upload(&self, upload: &crate::uploads::Upload) -> Result<(), StoreError>;
+    /// Records an uploaded file and adds its size to its account's upload usage, in one
+    /// transaction; with `quota_bytes`, only when the usage stays within it (otherwise nothing
+    /// is written). Concurrent calls for one account, through any node, never pass the quota
+    /// together.
+    async fn create_upload(
+        &self,
+        upload: &crate::uploads::Upload,
+        quota_bytes: Option<u64>,
+    ) -> Result<(), CreateUploadError>;
     /// The upload with this id, whichever account it belongs to (the caller compares).
     async fn upload(&self, id: &str) -> Result<Option<crate::uploads::Upload>, StoreError>;
+    /// The bytes the account's uploads take, as the quota counts them.
+    async fn upload_bytes(&self, account_id: &str) -> Result<u64, StoreError>;
+    /// Claims for deletion up to `max` uploads made before `before`, oldest first, until
+    /// `lease_until`: an upload claimed by one caller (in this process or another) is handed
+    /// to no other until that lease has ended at `now` (its deleter died before finishing).
+    async fn claim_expired_uploads(
+        &self,
+        before: Timestamp,
+        max: u32,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Vec<crate::uploads::Upload>, StoreError>;
+    /// Removes an upload's record and takes its size off its account's usage, in one
+    /// transaction. Returns whether there was one to remove (a second call does nothing).
+    async fn delete_upload(&self, id: &str) -> Result<bool, StoreError>;
 
     // --- runs and their queue ------------------------------------------------------------
     /// In one transaction: re-checks the key (usable, quota, spend limit) and the balance,
@@ -305,4 +327,15 @@ pub trait Store: Send + Sync + 'static {
     fn cancellations(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
         None
     }
+}
+
+/// Why [`Store::create_upload`] recorded nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateUploadError {
+    /// The upload would take its account past the quota; `used_bytes` is what the account's
+    /// uploads took when it was refused.
+    #[error("upload quota exceeded ({used_bytes} bytes in use)")]
+    OverQuota { used_bytes: u64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }

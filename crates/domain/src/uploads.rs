@@ -4,17 +4,57 @@
 //! of the client's file name is used) and recorded in the store with its account. Its URL is
 //! served like a run's output files, so an upstream that takes image URLs can fetch it; a run
 //! that names an upload is accepted only from the account that uploaded it
-//! ([`check_input_files`]).
+//! ([`check_input_files`]). It is received as it arrives, within the account's quota
+//! ([`Incoming`]), and deleted after the retention by a periodic [`sweep`].
 
 use crate::error::{ApiError, ErrorCode};
-use crate::files::FileStore;
 use crate::service::internal;
 use crate::store::Store;
 use crate::time::Timestamp;
 use serde_json::Value;
 
+mod incoming;
+mod retention;
+
+pub use incoming::{Incoming, too_large};
+pub use retention::{SweepReport, sweep, sweep_forever};
+
 /// The largest upload accepted unless configured otherwise (`[uploads] max_bytes`): 30 MB.
 pub const DEFAULT_MAX_BYTES: u64 = 30 * 1024 * 1024;
+
+/// What one account's uploads may take in all unless configured otherwise
+/// (`[uploads] quota_bytes_per_account`): 1 GiB, about 34 files at the largest size.
+pub const DEFAULT_QUOTA_BYTES: u64 = 1 << 30;
+
+/// How long an upload is kept unless configured otherwise (`[uploads] retention_days`).
+pub const DEFAULT_RETENTION_DAYS: u32 = 30;
+
+/// The `[uploads]` rules an upload is received under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadLimits {
+    /// The largest file, in bytes.
+    pub max_bytes: u64,
+    /// What one account's uploads may take in all, in bytes; `None`: no quota.
+    pub quota_bytes: Option<u64>,
+    /// Days an upload is kept; `None`: kept until deleted otherwise.
+    pub retention_days: Option<u32>,
+}
+
+impl UploadLimits {
+    /// The limits from the configuration's numbers, where 0 means "none" for the quota and
+    /// the retention (and the default size for `max_bytes`).
+    pub fn from_config(max_bytes: u64, quota_bytes: u64, retention_days: u32) -> Self {
+        UploadLimits {
+            max_bytes: if max_bytes == 0 {
+                DEFAULT_MAX_BYTES
+            } else {
+                max_bytes
+            },
+            quota_bytes: (quota_bytes > 0).then_some(quota_bytes),
+            retention_days: (retention_days > 0).then_some(retention_days),
+        }
+    }
+}
 
 /// A stored upload.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,43 +107,6 @@ pub fn sniff(bytes: &[u8]) -> Option<Sniffed> {
 
 /// The kinds accepted, for messages and docs.
 pub const ACCEPTED_KINDS: &str = "PNG, JPEG, WebP, GIF, MP4, MOV, WebM, MP3, WAV, OGG or FLAC";
-
-/// Stores `bytes` for `account_id`: checks its kind from the content, writes it under a new
-/// generated path, then records it (a file whose record failed is never named by any URL).
-pub async fn save(
-    store: &dyn Store,
-    files: &dyn FileStore,
-    account_id: &str,
-    bytes: Vec<u8>,
-) -> Result<Upload, ApiError> {
-    let kind = sniff(&bytes).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::InvalidInput,
-            format!(
-                "file: is not an image, video or audio file Runbase accepts ({ACCEPTED_KINDS}); \
-                 the type is read from the file's content, not its name"
-            ),
-        )
-    })?;
-    let id = crate::ids::new_upload_id();
-    let upload = Upload {
-        path: format!("{id}/upload.{}", kind.extension),
-        id,
-        account_id: account_id.to_owned(),
-        content_type: kind.content_type.to_owned(),
-        size_bytes: bytes.len() as u64,
-        created_at: Timestamp::now(),
-    };
-    files
-        .put(&upload.path, kind.content_type, bytes)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, upload.id = %upload.id, "storing an upload failed");
-            ApiError::internal()
-        })?;
-    store.create_upload(&upload).await.map_err(internal)?;
-    Ok(upload)
-}
 
 /// The public URL of a stored file (an upload or a run's output).
 pub fn file_url(public_url: &str, path: &str) -> String {

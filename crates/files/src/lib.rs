@@ -1,14 +1,18 @@
-//! Output file storage: local files under `<data dir>/files/` (the default), or an
-//! S3-compatible bucket ([`S3Files`]). [`StorageConfig`] is the `[storage]` section of the
-//! configuration and [`open`] builds the configured store.
+//! File storage (run outputs, uploads): local files under `<data dir>/files/` (the default,
+//! [`LocalFiles`]), or an S3-compatible bucket ([`S3Files`]). [`StorageConfig`] is the
+//! `[storage]` section of the configuration and [`open`] builds the configured store.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, reason = "tests may unwrap"))]
 
+mod local;
 mod s3;
 
+pub use local::LocalFiles;
 pub use s3::{S3Files, S3Settings};
 
+use runbase_domain::files::FileStore;
 use serde::{Deserialize, Serialize};
+use std::path::Path;
 use std::sync::Arc;
 
 /// The `[storage]` section: `kind = "local"` (files in the data directory) or `kind = "s3"`
@@ -89,28 +93,6 @@ pub fn open(config: &StorageConfig, data_dir: &Path) -> Result<Arc<dyn FileStore
     }
 }
 
-use async_trait::async_trait;
-use runbase_domain::files::{FileStore, FileStoreError, StoredFile, is_safe_path};
-use std::path::{Path, PathBuf};
-
-/// Files in a directory; the content type is derived from the extension on the way out.
-pub struct LocalFiles {
-    root: PathBuf,
-}
-
-impl LocalFiles {
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
-    }
-
-    fn resolve(&self, path: &str) -> Result<PathBuf, FileStoreError> {
-        if !is_safe_path(path) {
-            return Err(FileStoreError(format!("unsafe path {path:?}")));
-        }
-        Ok(self.root.join(path))
-    }
-}
-
 /// The content type for a file name's extension.
 pub fn content_type_for(path: &str) -> &'static str {
     match Path::new(path)
@@ -132,61 +114,5 @@ pub fn content_type_for(path: &str) -> &'static str {
         "txt" => "text/plain; charset=utf-8",
         "json" => "application/json",
         _ => "application/octet-stream",
-    }
-}
-
-#[async_trait]
-impl FileStore for LocalFiles {
-    async fn put(
-        &self,
-        path: &str,
-        _content_type: &str,
-        bytes: Vec<u8>,
-    ) -> Result<(), FileStoreError> {
-        let full = self.resolve(path)?;
-        let err = |e: std::io::Error| FileStoreError(format!("{}: {e}", full.display()));
-        if let Some(parent) = full.parent() {
-            tokio::fs::create_dir_all(parent).await.map_err(err)?;
-        }
-        // Write to a temporary name and rename, so a reader never sees half a file.
-        let tmp = full.with_extension("partial");
-        tokio::fs::write(&tmp, &bytes).await.map_err(err)?;
-        tokio::fs::rename(&tmp, &full).await.map_err(err)?;
-        Ok(())
-    }
-
-    async fn get(&self, path: &str) -> Result<Option<StoredFile>, FileStoreError> {
-        let Ok(full) = self.resolve(path) else {
-            return Ok(None);
-        };
-        match tokio::fs::read(&full).await {
-            Ok(bytes) => Ok(Some(StoredFile {
-                content_type: content_type_for(path).to_owned(),
-                bytes,
-            })),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(FileStoreError(format!("{}: {e}", full.display()))),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn put_then_get() {
-        let dir = tempfile::tempdir().unwrap();
-        let files = LocalFiles::new(dir.path());
-        files
-            .put("run_x/out.png", "image/png", vec![1, 2, 3])
-            .await
-            .unwrap();
-        let f = files.get("run_x/out.png").await.unwrap().unwrap();
-        assert_eq!(f.bytes, [1, 2, 3]);
-        assert_eq!(f.content_type, "image/png");
-        assert!(files.get("run_x/missing.png").await.unwrap().is_none());
-        assert!(files.get("../etc/passwd").await.unwrap().is_none());
-        assert!(files.put("../x", "a", vec![]).await.is_err());
     }
 }

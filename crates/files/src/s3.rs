@@ -1,13 +1,18 @@
-//! Output files in an S3-compatible bucket (AWS S3, MinIO, Ceph, R2, ...) through the
+//! Files (run outputs, uploads) in an S3-compatible bucket (AWS S3, MinIO, Ceph, R2, ...) through the
 //! `object_store` crate. Files are still served through Runbase's `/files/...` route, so run
 //! URLs do not depend on the bucket being public and stay valid whatever the bucket's policy.
 
 use crate::content_type_for;
 use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
-use object_store::{Attribute, Attributes, ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
-use runbase_domain::files::{FileStore, FileStoreError, StoredFile, is_safe_path};
+use object_store::{
+    Attribute, Attributes, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions,
+    PutPayload, WriteMultipart,
+};
+use runbase_domain::files::{FileReader, FileStore, FileStoreError, FileWriter, is_safe_path};
 use std::sync::Arc;
 
 /// Where the bucket is and how to reach it.
@@ -70,6 +75,20 @@ impl S3Files {
     }
 }
 
+/// The size of the parts a large file is sent in: S3's smallest part (every part but the last
+/// must be at least 5 MiB). A file up to this size is sent in one PUT.
+const PART_BYTES: usize = 5 * 1024 * 1024;
+
+/// Parts of one file in flight at once. With the part being filled, a file being written holds
+/// at most `(PARTS_IN_FLIGHT + 1) * PART_BYTES` in memory (15 MiB), whatever its size.
+const PARTS_IN_FLIGHT: usize = 2;
+
+fn put_attributes(content_type: &str) -> Attributes {
+    let mut attributes = Attributes::new();
+    attributes.insert(Attribute::ContentType, content_type.to_owned().into());
+    attributes
+}
+
 #[async_trait]
 impl FileStore for S3Files {
     async fn put(
@@ -79,10 +98,8 @@ impl FileStore for S3Files {
         bytes: Vec<u8>,
     ) -> Result<(), FileStoreError> {
         let key = self.key(path)?;
-        let mut attributes = Attributes::new();
-        attributes.insert(Attribute::ContentType, content_type.to_owned().into());
         let opts = PutOptions {
-            attributes,
+            attributes: put_attributes(content_type),
             ..PutOptions::default()
         };
         // A PUT is atomic: readers see the whole object or none.
@@ -93,7 +110,22 @@ impl FileStore for S3Files {
         Ok(())
     }
 
-    async fn get(&self, path: &str) -> Result<Option<StoredFile>, FileStoreError> {
+    async fn create(
+        &self,
+        path: &str,
+        content_type: &str,
+    ) -> Result<Box<dyn FileWriter>, FileStoreError> {
+        Ok(Box::new(S3Writer {
+            store: self.store.clone(),
+            key: self.key(path)?,
+            attributes: put_attributes(content_type),
+            buffered: Vec::new(),
+            buffered_bytes: 0,
+            multipart: None,
+        }))
+    }
+
+    async fn open(&self, path: &str) -> Result<Option<FileReader>, FileStoreError> {
         let Ok(key) = self.key(path) else {
             return Ok(None);
         };
@@ -107,13 +139,164 @@ impl FileStore for S3Files {
             .get(&Attribute::ContentType)
             .map(|v| v.to_string())
             .unwrap_or_else(|| content_type_for(path).to_owned());
-        let bytes = result
-            .bytes()
-            .await
-            .map_err(|e| FileStoreError(format!("S3 read {key}: {e}")))?;
-        Ok(Some(StoredFile {
+        let size = result.meta.size;
+        let body = result.into_stream().map_err(std::io::Error::other).boxed();
+        Ok(Some(FileReader {
             content_type,
-            bytes: bytes.to_vec(),
+            size: Some(size),
+            body,
         }))
+    }
+
+    async fn delete(&self, path: &str) -> Result<(), FileStoreError> {
+        let key = self.key(path)?;
+        match self.store.delete(&key).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(FileStoreError(format!("S3 delete {key}: {e}"))),
+        }
+    }
+}
+
+/// A file on its way to the bucket: gathered until it passes [`PART_BYTES`] (a small file is
+/// then one PUT at its commit), sent as a multipart upload beyond. Nothing is visible under its
+/// key until the commit; an abort (or a drop before the commit) aborts the multipart upload,
+/// which removes the parts already sent. A crash leaves the parts of an unfinished upload in
+/// the bucket, invisible; a bucket lifecycle rule (`AbortIncompleteMultipartUpload`) removes
+/// them.
+struct S3Writer {
+    store: Arc<dyn ObjectStore>,
+    key: Path,
+    attributes: Attributes,
+    buffered: Vec<Bytes>,
+    buffered_bytes: usize,
+    multipart: Option<WriteMultipart>,
+}
+
+impl S3Writer {
+    fn failed(&self, what: &str, e: object_store::Error) -> FileStoreError {
+        FileStoreError(format!("S3 {what} {}: {e}", self.key))
+    }
+}
+
+#[async_trait]
+impl FileWriter for S3Writer {
+    async fn write(&mut self, chunk: Bytes) -> Result<(), FileStoreError> {
+        if let Some(multipart) = &mut self.multipart {
+            // Waiting for room in flight is what holds the client back: memory stays bounded.
+            if let Err(e) = multipart.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                return Err(self.failed("multipart upload", e));
+            }
+            multipart.put(chunk);
+            return Ok(());
+        }
+        self.buffered_bytes += chunk.len();
+        self.buffered.push(chunk);
+        if self.buffered_bytes > PART_BYTES {
+            let opts = PutMultipartOptions {
+                attributes: self.attributes.clone(),
+                ..PutMultipartOptions::default()
+            };
+            let upload = self
+                .store
+                .put_multipart_opts(&self.key, opts)
+                .await
+                .map_err(|e| self.failed("multipart upload start", e))?;
+            let mut multipart = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+            for chunk in self.buffered.drain(..) {
+                multipart.put(chunk);
+            }
+            self.buffered_bytes = 0;
+            self.multipart = Some(multipart);
+        }
+        Ok(())
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<(), FileStoreError> {
+        if let Some(multipart) = self.multipart.take() {
+            // `finish` aborts the upload itself when it fails.
+            multipart
+                .finish()
+                .await
+                .map_err(|e| self.failed("multipart upload", e))?;
+            return Ok(());
+        }
+        let payload: PutPayload = self.buffered.drain(..).collect();
+        let opts = PutOptions {
+            attributes: self.attributes.clone(),
+            ..PutOptions::default()
+        };
+        self.store
+            .put_opts(&self.key, payload, opts)
+            .await
+            .map_err(|e| self.failed("put", e))?;
+        Ok(())
+    }
+
+    async fn abort(mut self: Box<Self>) {
+        if let Some(multipart) = self.multipart.take()
+            && let Err(e) = multipart.abort().await
+        {
+            tracing::warn!(error = %e, key = %self.key, "aborting an S3 multipart upload failed");
+        }
+    }
+}
+
+impl Drop for S3Writer {
+    fn drop(&mut self) {
+        // Dropped half-way (the client went away): abort the upload in the background.
+        if let Some(multipart) = self.multipart.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(async move {
+                let _ = multipart.abort().await;
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+    use runbase_domain::files::read_all;
+
+    fn in_memory() -> S3Files {
+        S3Files {
+            store: Arc::new(InMemory::new()),
+            prefix: "p".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn small_and_large_files_are_written_in_pieces_and_read_back() {
+        let files = in_memory();
+        for (path, size) in [("upl_s/upload.png", 1000), ("upl_l/upload.mp4", 12 << 20)] {
+            let mut w = files.create(path, "video/mp4").await.unwrap();
+            for chunk in vec![7u8; size].chunks(100_000) {
+                w.write(Bytes::copy_from_slice(chunk)).await.unwrap();
+            }
+            assert!(
+                files.open(path).await.unwrap().is_none(),
+                "not before the commit"
+            );
+            w.commit().await.unwrap();
+            let f = files.open(path).await.unwrap().unwrap();
+            assert_eq!(f.size, Some(size as u64));
+            assert_eq!(f.content_type, "video/mp4");
+            let read = read_all(f, 64 << 20).await.unwrap();
+            assert_eq!(read.bytes.len(), size);
+        }
+        files.delete("upl_l/upload.mp4").await.unwrap();
+        files.delete("upl_l/upload.mp4").await.unwrap();
+        assert!(files.open("upl_l/upload.mp4").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn an_aborted_file_is_not_stored() {
+        let files = in_memory();
+        let mut w = files.create("upl_a/upload.mp4", "video/mp4").await.unwrap();
+        w.write(Bytes::from(vec![1u8; 6 << 20])).await.unwrap();
+        w.abort().await;
+        assert!(files.open("upl_a/upload.mp4").await.unwrap().is_none());
     }
 }

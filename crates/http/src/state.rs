@@ -49,6 +49,12 @@ pub struct HttpConfig {
     /// The largest file `POST /api/v1/files` (and the dashboard's `POST /files`) accepts, in
     /// bytes (`[uploads] max_bytes`; 30 MB when unset).
     pub max_upload_bytes: u64,
+    /// What one account's uploads may take in all, in bytes
+    /// (`[uploads] quota_bytes_per_account`); 0: no quota.
+    pub upload_quota_bytes: u64,
+    /// Days an upload is kept (`[uploads] retention_days`); 0: kept forever. Named in the
+    /// quota's message (the sweep itself runs beside the worker).
+    pub upload_retention_days: u32,
     /// The welcome credit of a new account (`[accounts] signup_credit_cents`).
     pub signup_credit: runbase_domain::Millicents,
 }
@@ -59,13 +65,13 @@ impl HttpConfig {
         self.public_url.starts_with("https://")
     }
 
-    /// The largest upload accepted.
-    pub fn upload_limit(&self) -> u64 {
-        if self.max_upload_bytes == 0 {
-            runbase_domain::uploads::DEFAULT_MAX_BYTES
-        } else {
-            self.max_upload_bytes
-        }
+    /// The rules uploads are received under.
+    pub fn upload_limits(&self) -> runbase_domain::uploads::UploadLimits {
+        runbase_domain::uploads::UploadLimits::from_config(
+            self.max_upload_bytes,
+            self.upload_quota_bytes,
+            self.upload_retention_days,
+        )
     }
 
     /// The largest request body accepted (1 MiB when unset).

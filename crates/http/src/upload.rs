@@ -1,7 +1,8 @@
 //! Receiving an uploaded file: a `multipart/form-data` body with one field named `file`, read
-//! as it arrives and never past the configured cap, then stored by
-//! [`runbase_domain::uploads::save`]. Shared by `POST /api/v1/files` (API key) and the
-//! dashboard's `POST /files` (session); both call [`receive`] once the caller is known.
+//! as it arrives and never past the configured cap or the account's quota, and written to the
+//! storage as it comes ([`runbase_domain::uploads::Incoming`]): what one upload holds in
+//! memory is a few chunks, whatever the file's size. Shared by `POST /api/v1/files` (API key)
+//! and the dashboard's `POST /files` (session); both call [`receive`] once the caller is known.
 
 use crate::body::{BodyError, classify, discard};
 use crate::state::AppState;
@@ -9,8 +10,9 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, header};
 use futures_util::Stream;
 use http_body::Body as _;
+use http_body_util::BodyExt;
 use runbase_domain::time::Timestamp;
-use runbase_domain::uploads::{self, Upload};
+use runbase_domain::uploads::{self, Incoming, Upload};
 use runbase_domain::{ApiError, ErrorCode};
 use serde::Serialize;
 use std::pin::Pin;
@@ -45,15 +47,17 @@ impl UploadAnswer {
 /// small fields a client sends beside the file.
 const FORM_OVERHEAD: u64 = 64 * 1024;
 
-/// Reads the upload of `account_id` from `body` and stores it. Every refusal leaves the unread
-/// rest of the body to [`discard`], so a client still sending reads its answer.
+/// Reads the upload of `account_id` from `body`, streaming the file into the storage as it
+/// arrives (see [`Incoming`]), and answers once it is stored and recorded. Every refusal leaves
+/// the unread rest of the body to [`discard`], so a client still sending reads its answer.
 pub async fn receive(
     state: &AppState,
     account_id: &str,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<UploadAnswer, ApiError> {
-    let max = state.config.upload_limit();
+    let limits = state.config.upload_limits();
+    let max = limits.max_bytes;
     let drain_limit = usize::try_from(max.saturating_add(FORM_OVERHEAD)).unwrap_or(usize::MAX);
     let boundary = headers
         .get(header::CONTENT_TYPE)
@@ -68,8 +72,23 @@ pub async fn receive(
     };
     if body.size_hint().lower() > max.saturating_add(FORM_OVERHEAD) {
         discard(body, drain_limit);
-        return Err(too_large(max));
+        return Err(uploads::too_large(max));
     }
+    // An account whose uploads fill its quota is refused before the body is read.
+    let incoming = match Incoming::start(
+        state.store.as_ref(),
+        state.files.as_ref(),
+        account_id,
+        limits,
+    )
+    .await
+    {
+        Ok(i) => i,
+        Err(e) => {
+            discard(body, drain_limit);
+            return Err(e);
+        }
+    };
     let shared = Arc::new(Mutex::new(Some(body)));
     let failure = Arc::new(Mutex::new(None));
     let stream = CappedBody {
@@ -78,31 +97,28 @@ pub async fn receive(
         seen: 0,
         cap: max.saturating_add(FORM_OVERHEAD),
     };
-    let result = read_file(multer::Multipart::new(stream, boundary), max, &failure).await;
+    let form = multer::Multipart::new(stream, boundary);
+    let read = read_form(form, incoming, max, &failure, &shared).await;
     // Whatever was not read (after a refusal) is drained behind the answer.
     if let Some(rest) = shared.lock().ok().and_then(|mut b| b.take()) {
         discard(rest, drain_limit);
     }
-    let bytes = result?;
-    let upload = uploads::save(
-        state.store.as_ref(),
-        state.files.as_ref(),
-        account_id,
-        bytes,
-    )
-    .await?;
+    let upload = read?;
     Ok(UploadAnswer::new(&state.config.public_url, &upload))
 }
 
-/// The bytes of the one `file` field; other fields are read past and dropped.
-async fn read_file(
+/// Reads the form: the one `file` field goes to `incoming` as it arrives, other fields are
+/// read past and dropped. The file is kept only when the whole body has arrived as declared.
+async fn read_form(
     mut form: multer::Multipart<'static>,
+    mut incoming: Incoming<'_>,
     max: u64,
     failure: &Mutex<Option<BodyError>>,
-) -> Result<Vec<u8>, ApiError> {
+    body: &Mutex<Option<Body>>,
+) -> Result<Upload, ApiError> {
     let broken = |e: multer::Error| -> ApiError {
         match failure.lock().ok().and_then(|f| *f) {
-            Some(BodyError::TooLarge) => too_large(max),
+            Some(BodyError::TooLarge) => uploads::too_large(max),
             Some(e) => e.into_api(ErrorCode::InvalidRequest),
             None => ApiError::new(
                 ErrorCode::InvalidRequest,
@@ -110,42 +126,72 @@ async fn read_file(
             ),
         }
     };
-    let mut file: Option<Vec<u8>> = None;
-    while let Some(mut field) = form.next_field().await.map_err(broken)? {
-        let is_file = field.name() == Some("file");
-        if is_file && file.is_some() {
+    let read = async {
+        let mut seen_file = false;
+        while let Some(mut field) = form.next_field().await.map_err(broken)? {
+            let is_file = field.name() == Some("file");
+            if is_file && seen_file {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRequest,
+                    "The form has more than one field named \"file\"; send one file per request",
+                ));
+            }
+            while let Some(chunk) = field.chunk().await.map_err(broken)? {
+                if is_file {
+                    incoming.write(chunk).await?;
+                }
+            }
+            seen_file |= is_file;
+        }
+        if !seen_file {
             return Err(ApiError::new(
                 ErrorCode::InvalidRequest,
-                "The form has more than one field named \"file\"; send one file per request",
+                "The form has no field named \"file\"; send the file as multipart/form-data in a field named \"file\"",
             ));
         }
-        let mut bytes = Vec::new();
-        while let Some(chunk) = field.chunk().await.map_err(broken)? {
-            if !is_file {
-                continue;
-            }
-            if (bytes.len() + chunk.len()) as u64 > max {
-                return Err(too_large(max));
-            }
-            bytes.extend_from_slice(&chunk);
-        }
-        if is_file {
-            file = Some(bytes);
+        drop(form);
+        rest_of_body(body).await
+    }
+    .await;
+    match read {
+        Ok(()) => incoming.finish().await,
+        Err(e) => {
+            incoming.abort().await;
+            Err(e)
         }
     }
-    file.ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::InvalidRequest,
-            "The form has no field named \"file\"; send the file as multipart/form-data in a field named \"file\"",
-        )
-    })
 }
 
-fn too_large(max: u64) -> ApiError {
-    ApiError::new(
-        ErrorCode::PayloadTooLarge,
-        format!("The file is larger than this server accepts ({max} bytes)"),
-    )
+/// After the form's closing boundary: reads the body to its end (a short epilogue at most).
+/// A body that does not end there (a `Content-Length` larger than the form, whose rest never
+/// comes) is not a complete request, and its file is not kept.
+async fn rest_of_body(body: &Mutex<Option<Body>>) -> Result<(), ApiError> {
+    let Some(mut rest) = body.lock().ok().and_then(|mut b| b.take()) else {
+        return Ok(());
+    };
+    let mut seen = 0u64;
+    let failed = loop {
+        match rest.frame().await {
+            None => return Ok(()),
+            Some(Ok(frame)) => {
+                seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+                if seen > FORM_OVERHEAD {
+                    break "has more than a short epilogue after the form's end";
+                }
+            }
+            Some(Err(e)) if classify(&e) == BodyError::TimedOut => {
+                break "did not end with the form: its Content-Length is larger than the form, and the rest never came";
+            }
+            Some(Err(_)) => break "could not be read to its end",
+        }
+    };
+    if let Ok(mut b) = body.lock() {
+        *b = Some(rest); // drained behind the answer
+    }
+    Err(ApiError::new(
+        ErrorCode::InvalidRequest,
+        format!("The request body {failed}; nothing was stored"),
+    ))
 }
 
 /// The request body as a stream of data for the form parser, which stops at `cap` bytes and

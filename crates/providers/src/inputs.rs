@@ -5,7 +5,7 @@
 //! checked when the run is created (`runbase_domain::uploads::check_input_files`).
 
 use crate::http::{self, Fetched};
-use runbase_domain::files::FileStore;
+use runbase_domain::files::{FileStore, GetError};
 use std::sync::{Arc, OnceLock};
 
 /// Shared by the adapters that fetch inputs; the storage is attached once the server knows it
@@ -34,14 +34,17 @@ impl InputFiles {
         let Some(path) = runbase_domain::uploads::own_file_path(&own.public_url, url) else {
             return http::fetch_user_url(url, max_bytes).await;
         };
-        let file = own.files.get(&path).await.map_err(|e| {
-            tracing::error!(error = %e, "reading an input file from storage failed");
-            "the file could not be read from this server's storage".to_owned()
-        })?;
+        let file = match own.files.get(&path, max_bytes as u64).await {
+            Ok(f) => f,
+            Err(GetError::TooLarge(_)) => {
+                return Err(format!("the file is larger than {} MB", max_bytes >> 20));
+            }
+            Err(GetError::Storage(e)) => {
+                tracing::error!(error = %e, "reading an input file from storage failed");
+                return Err("the file could not be read from this server's storage".to_owned());
+            }
+        };
         let file = file.ok_or("there is no such file on this server")?;
-        if file.bytes.len() > max_bytes {
-            return Err(format!("the file is larger than {} MB", max_bytes >> 20));
-        }
         Ok(Fetched {
             bytes: file.bytes,
             content_type: Some(file.content_type),

@@ -98,15 +98,27 @@ pub struct Limit {
 pub struct UploadsSettings {
     /// The largest file accepted, in bytes (`RUNBASE_UPLOADS__MAX_BYTES`); 30 MB by default.
     pub max_bytes: u64,
+    /// What one account's uploads may take in all, in bytes
+    /// (`RUNBASE_UPLOADS__QUOTA_BYTES_PER_ACCOUNT`); 1 GiB by default, 0 for no quota.
+    pub quota_bytes_per_account: u64,
+    /// Days an upload is kept before the sweep deletes it (`RUNBASE_UPLOADS__RETENTION_DAYS`);
+    /// 30 by default, 0 to keep uploads forever.
+    pub retention_days: u32,
 }
 
 impl Default for UploadsSettings {
     fn default() -> Self {
         UploadsSettings {
             max_bytes: runbase_domain::uploads::DEFAULT_MAX_BYTES,
+            quota_bytes_per_account: runbase_domain::uploads::DEFAULT_QUOTA_BYTES,
+            retention_days: runbase_domain::uploads::DEFAULT_RETENTION_DAYS,
         }
     }
 }
+
+/// The longest `[uploads] retention_days` accepted (about 100 years): beyond it the cut-off
+/// would leave the range of a timestamp; 0 is the way to say "forever".
+pub const MAX_RETENTION_DAYS: u32 = 36_500;
 
 /// `[accounts]`: what a new account starts with.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -369,6 +381,11 @@ impl Config {
         }
         if self.uploads.max_bytes == 0 {
             return Err("uploads.max_bytes: must be positive".into());
+        }
+        if self.uploads.retention_days > MAX_RETENTION_DAYS {
+            return Err(format!(
+                "uploads.retention_days: at most {MAX_RETENTION_DAYS} (0 keeps uploads forever)"
+            ));
         }
         self.accounts.signup_credit()?;
         if self.database.pool_size == 0 || self.database.pool_size > MAX_POOL_SIZE {

@@ -174,6 +174,8 @@ pub async fn run(config: Config, warnings: Vec<String>, migrate: bool) -> anyhow
             limits,
             public_url: public_url.clone(),
             max_upload_bytes: config.uploads.max_bytes,
+            upload_quota_bytes: config.uploads.quota_bytes_per_account,
+            upload_retention_days: config.uploads.retention_days,
             signup_credit: config
                 .accounts
                 .signup_credit()
@@ -205,6 +207,27 @@ pub async fn run(config: Config, warnings: Vec<String>, migrate: bool) -> anyhow
             let _ = worker_stop.wait_for(|s| *s).await;
         }))
     });
+    // Expired uploads are deleted by the nodes that execute runs (the store makes each
+    // deletion one node's); every node removes the stale partial files of its storage.
+    let retention = role
+        .executes_runs()
+        .then_some(config.uploads.retention_days)
+        .filter(|days| *days > 0);
+    let mut sweep_stop = stop_rx.clone();
+    let sweep_task = {
+        let (store, files) = (store.clone(), state.files.clone());
+        tokio::spawn(async move {
+            runbase_domain::uploads::sweep_forever(
+                store.as_ref(),
+                files.as_ref(),
+                retention,
+                async move {
+                    let _ = sweep_stop.wait_for(|s| *s).await;
+                },
+            )
+            .await;
+        })
+    };
 
     tracing::info!(%addr, data_dir = %config.data_dir.display(), role = role.name(), "runbase is ready");
     // The one line on stdout: scripts and tests read the address from it.
@@ -238,6 +261,7 @@ pub async fn run(config: Config, warnings: Vec<String>, migrate: bool) -> anyhow
     if let Some(w) = worker_task {
         let _ = w.await;
     }
+    let _ = sweep_task.await;
     Ok(())
 }
 

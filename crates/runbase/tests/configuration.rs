@@ -238,6 +238,12 @@ fn bad_configuration_is_refused_with_the_reason() {
     std::fs::write(&conf, "[database]\npool_size = -1\n").unwrap();
     let err = serve_fails(&[], &["--config", conf.to_str().unwrap()]);
     assert!(err.contains("pool_size"), "{err}");
+    // Uploads: a retention past any timestamp (0 is "forever"), a negative quota.
+    let err = serve_fails(&[("RUNBASE_UPLOADS__RETENTION_DAYS", "40000")], &[]);
+    assert!(err.contains("uploads.retention_days"), "{err}");
+    std::fs::write(&conf, "[uploads]\nquota_bytes_per_account = -1\n").unwrap();
+    let err = serve_fails(&[], &["--config", conf.to_str().unwrap()]);
+    assert!(err.contains("quota_bytes_per_account"), "{err}");
 }
 
 /// `[database] pool_size` bounds the connections a node holds to PostgreSQL, and a small pool
@@ -369,7 +375,7 @@ async fn postgres_is_migrated_explicitly() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("version 3"),
+        String::from_utf8_lossy(&out.stdout).contains("version 4"),
         "{out:?}"
     );
 

@@ -155,4 +155,79 @@ async fn outputs_are_stored_in_the_bucket_and_served_by_runbase() {
     assert_eq!(got.bytes().await.unwrap().to_vec(), served);
     let upload_id = r.body["id"].as_str().unwrap();
     assert!(!s.dir.join("files").join(upload_id).exists());
+
+    // A file larger than one S3 part (5 MiB) goes up in parts as it arrives (a multipart
+    // upload), and comes back whole, streamed with its length.
+    let mut big = served.clone();
+    big.resize(12 << 20, 7);
+    let mut form = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.png\"\r\n\
+         Content-Type: image/png\r\n\r\n"
+    )
+    .into_bytes();
+    form.extend_from_slice(&big);
+    form.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let r = c
+        .send(
+            c.http
+                .post(format!("{}/api/v1/files", s.url))
+                .bearer_auth(&key)
+                .header(
+                    "content-type",
+                    format!("multipart/form-data; boundary={boundary}"),
+                )
+                .body(form),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let big_path = r.body["url"]
+        .as_str()
+        .unwrap()
+        .strip_prefix(&s.url)
+        .unwrap()
+        .to_owned();
+    let got = c
+        .http
+        .get(format!("{}{big_path}", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        got.headers()["content-length"],
+        (12 << 20).to_string().as_str()
+    );
+    assert!(got.bytes().await.unwrap().to_vec() == big, "the same bytes");
+
+    // Retention deletes an expired upload from the bucket (at the start-up sweep).
+    let mut s = s;
+    s.kill();
+    s.sql(&format!(
+        "UPDATE uploads SET created_at = created_at - {} WHERE id = '{}'",
+        31 * 86_400 * 1_000_000i64,
+        r.body["id"].as_str().unwrap()
+    ));
+    let s = s.restart();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = reqwest::get(format!("{}{big_path}", s.url))
+            .await
+            .unwrap()
+            .status();
+        if status == 404 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the expired upload is still served"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        reqwest::get(upload_url.replace(&c.base, &s.url))
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "a recent upload stays"
+    );
 }

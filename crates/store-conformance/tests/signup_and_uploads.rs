@@ -74,11 +74,13 @@ for_each_store! {
             size_bytes: 31_457_280,
             created_at: Timestamp::now(),
         };
-        store.create_upload(&upload).await.unwrap();
+        store.create_upload(&upload, None).await.unwrap();
         assert_eq!(store.upload(&upload.id).await.unwrap(), Some(upload.clone()));
         assert_eq!(store.upload("upl_missing").await.unwrap(), None);
-        // An id is recorded once.
-        assert!(store.create_upload(&upload).await.is_err());
+        assert_eq!(store.upload_bytes(&a.id).await.unwrap(), 31_457_280);
+        // An id is recorded once (and counted once).
+        assert!(store.create_upload(&upload, None).await.is_err());
+        assert_eq!(store.upload_bytes(&a.id).await.unwrap(), 31_457_280);
         // An upload belongs to an account that exists.
         let orphan = Upload {
             id: "upl_orphan".into(),
@@ -86,6 +88,7 @@ for_each_store! {
             path: "upl_orphan/upload.png".into(),
             ..upload
         };
-        assert!(store.create_upload(&orphan).await.is_err());
+        assert!(store.create_upload(&orphan, None).await.is_err());
+        assert_eq!(store.upload_bytes("acct_missing").await.unwrap(), 0);
     }
 }

@@ -1003,23 +1003,66 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn create_upload(&self, upload: &Upload) -> Result<(), StoreError> {
+    async fn create_upload(
+        &self,
+        upload: &Upload,
+        quota_bytes: Option<u64>,
+    ) -> Result<(), runbase_domain::store::CreateUploadError> {
         let size = i64::try_from(upload.size_bytes)
             .map_err(|_| StoreError::Backend("upload size out of range".into()))?;
-        self.exec(
-            "INSERT INTO uploads (id, account_id, path, content_type, size_bytes, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-            &[
-                &upload.id,
-                &upload.account_id,
-                &upload.path,
-                &upload.content_type,
-                &size,
-                &upload.created_at.0,
-            ],
-        )
-        .await?;
-        Ok(())
+        let quota = quota_bytes.map(|q| i64::try_from(q).unwrap_or(i64::MAX));
+        let recorded = in_tx!(self, |tx| {
+            Box::pin(async move {
+                // The usage row's lock (taken by the upsert, and waited for by a concurrent
+                // upload of the account) makes the check and the addition one step: the
+                // `WHERE`s see the latest committed usage. No row back: over the quota.
+                let added = query_opt(
+                    tx,
+                    "INSERT INTO upload_usage (account_id, bytes)
+                       SELECT $1, $2 WHERE $3::BIGINT IS NULL OR $2 <= $3
+                     ON CONFLICT (account_id) DO UPDATE SET bytes = upload_usage.bytes + EXCLUDED.bytes
+                       WHERE $3::BIGINT IS NULL OR upload_usage.bytes + EXCLUDED.bytes <= $3
+                     RETURNING bytes",
+                    &[&upload.account_id, &size, &quota],
+                )
+                .await?;
+                if added.is_none() {
+                    let used = query_opt(
+                        tx,
+                        "SELECT bytes FROM upload_usage WHERE account_id = $1",
+                        &[&upload.account_id],
+                    )
+                    .await?
+                    .map(|r| r.try_get::<_, i64>(0))
+                    .transpose()?
+                    .unwrap_or(0);
+                    return Ok::<_, Error>(Some(used));
+                }
+                execute(
+                    tx,
+                    "INSERT INTO uploads (id, account_id, path, content_type, size_bytes, created_at)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    &[
+                        &upload.id,
+                        &upload.account_id,
+                        &upload.path,
+                        &upload.content_type,
+                        &size,
+                        &upload.created_at.0,
+                    ],
+                )
+                .await?;
+                Ok(None)
+            })
+        })
+        .await
+        .map_err(StoreError::from)?;
+        match recorded {
+            None => Ok(()),
+            Some(used) => Err(runbase_domain::store::CreateUploadError::OverQuota {
+                used_bytes: u64::try_from(used).unwrap_or(0),
+            }),
+        }
     }
 
     async fn upload(&self, id: &str) -> Result<Option<Upload>, StoreError> {
@@ -1030,6 +1073,77 @@ impl Store for PgStore {
             )
             .await?;
         Ok(row.as_ref().map(rows::upload).transpose()?)
+    }
+
+    async fn upload_bytes(&self, account_id: &str) -> Result<u64, StoreError> {
+        let row = self
+            .row(
+                "SELECT bytes FROM upload_usage WHERE account_id = $1",
+                &[&account_id],
+            )
+            .await?;
+        let used: i64 = match row {
+            Some(r) => r.try_get(0).map_err(Error::from)?,
+            None => 0,
+        };
+        Ok(u64::try_from(used).unwrap_or(0))
+    }
+
+    async fn claim_expired_uploads(
+        &self,
+        before: Timestamp,
+        max: u32,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Vec<Upload>, StoreError> {
+        // `SKIP LOCKED`: nodes sweeping at once take different uploads, and one that another
+        // node has just claimed is seen claimed (its `deleting_until` re-checked after the lock).
+        let rows = self
+            .rows(
+                &format!(
+                    "UPDATE uploads SET deleting_until = $4
+                     WHERE id IN (SELECT id FROM uploads
+                                  WHERE created_at < $1 AND (deleting_until IS NULL OR deleting_until < $3)
+                                  ORDER BY created_at LIMIT $2
+                                  FOR UPDATE SKIP LOCKED)
+                     RETURNING {UPLOAD_COLS}"
+                ),
+                &[&before.0, &i64::from(max), &now.0, &lease_until.0],
+            )
+            .await?;
+        let mut uploads = rows
+            .iter()
+            .map(rows::upload)
+            .collect::<Result<Vec<_>, _>>()?;
+        uploads.sort_by_key(|u| u.created_at);
+        Ok(uploads)
+    }
+
+    async fn delete_upload(&self, id: &str) -> Result<bool, StoreError> {
+        let deleted = in_tx!(self, |tx| {
+            Box::pin(async move {
+                let removed = query_opt(
+                    tx,
+                    "DELETE FROM uploads WHERE id = $1 RETURNING account_id, size_bytes",
+                    &[&id],
+                )
+                .await?;
+                let Some(row) = removed else {
+                    return Ok::<_, Error>(false);
+                };
+                let account_id: String = row.try_get(0)?;
+                let size: i64 = row.try_get(1)?;
+                execute(
+                    tx,
+                    "UPDATE upload_usage SET bytes = bytes - $2 WHERE account_id = $1",
+                    &[&account_id, &size],
+                )
+                .await?;
+                Ok(true)
+            })
+        })
+        .await?;
+        Ok(deleted)
     }
 
     async fn create_run(&self, run: NewRun) -> Result<Run, CreateRunError> {

@@ -787,26 +787,55 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn create_upload(&self, upload: &Upload) -> Result<(), StoreError> {
+    async fn create_upload(
+        &self,
+        upload: &Upload,
+        quota_bytes: Option<u64>,
+    ) -> Result<(), runbase_domain::store::CreateUploadError> {
         let u = upload.clone();
-        let size = i64::try_from(u.size_bytes)
-            .map_err(|_| StoreError::Backend("upload size out of range".into()))?;
-        self.write_one(move |c| {
-            c.prepare_cached(
-                "INSERT INTO uploads (id, account_id, path, content_type, size_bytes, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![
-                u.id,
-                u.account_id,
-                u.path,
-                u.content_type,
-                size,
-                u.created_at.0
-            ])
-            .map(|_| ())
-        })
-        .await
+        let out_of_range = || StoreError::Backend("upload size out of range".into());
+        let size = i64::try_from(u.size_bytes).map_err(|_| out_of_range())?;
+        let quota = quota_bytes
+            .map(|q| i64::try_from(q).unwrap_or(i64::MAX))
+            .unwrap_or(i64::MAX);
+        // On the writer thread: the read of the usage and the writes after it are atomic with
+        // respect to every other upload.
+        let used = self
+            .write(move |c| {
+                let used: i64 = c
+                    .prepare_cached("SELECT bytes FROM upload_usage WHERE account_id = ?1")?
+                    .query_row([&u.account_id], |r| r.get(0))
+                    .optional()?
+                    .unwrap_or(0);
+                if used.saturating_add(size) > quota {
+                    return Ok(Some(used));
+                }
+                c.prepare_cached(
+                    "INSERT INTO uploads (id, account_id, path, content_type, size_bytes, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![
+                    u.id,
+                    u.account_id,
+                    u.path,
+                    u.content_type,
+                    size,
+                    u.created_at.0
+                ])?;
+                c.prepare_cached(
+                    "INSERT INTO upload_usage (account_id, bytes) VALUES (?1, ?2)
+                     ON CONFLICT (account_id) DO UPDATE SET bytes = bytes + excluded.bytes",
+                )?
+                .execute(params![u.account_id, size])?;
+                Ok(None)
+            })
+            .await?;
+        match used {
+            None => Ok(()),
+            Some(used) => Err(runbase_domain::store::CreateUploadError::OverQuota {
+                used_bytes: u64::try_from(used).unwrap_or(0),
+            }),
+        }
     }
 
     async fn upload(&self, id: &str) -> Result<Option<Upload>, StoreError> {
@@ -815,6 +844,60 @@ impl Store for SqliteStore {
                 .query_row([id], rows::upload)
                 .optional()
         })
+    }
+
+    async fn upload_bytes(&self, account_id: &str) -> Result<u64, StoreError> {
+        let used: Option<i64> = self.read(|c| {
+            c.prepare_cached("SELECT bytes FROM upload_usage WHERE account_id = ?1")?
+                .query_row([account_id], |r| r.get(0))
+                .optional()
+        })?;
+        Ok(used.and_then(|b| u64::try_from(b).ok()).unwrap_or(0))
+    }
+
+    async fn claim_expired_uploads(
+        &self,
+        before: Timestamp,
+        max: u32,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Vec<Upload>, StoreError> {
+        self.write_one(move |c| {
+            c.prepare_cached(&format!(
+                "UPDATE uploads SET deleting_until = ?4
+                 WHERE id IN (SELECT id FROM uploads
+                              WHERE created_at < ?1 AND (deleting_until IS NULL OR deleting_until < ?3)
+                              ORDER BY created_at LIMIT ?2)
+                 RETURNING {UPLOAD_COLS}"
+            ))?
+            .query_map(params![before.0, max, now.0, lease_until.0], rows::upload)?
+            .collect::<Result<Vec<_>, _>>()
+            .map(|mut uploads| {
+                // RETURNING gives no order guarantee; oldest first.
+                uploads.sort_by_key(|u| u.created_at);
+                uploads
+            })
+        })
+        .await
+    }
+
+    async fn delete_upload(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.write(move |c| {
+            let removed: Option<(String, i64)> = c
+                .prepare_cached(
+                    "DELETE FROM uploads WHERE id = ?1 RETURNING account_id, size_bytes",
+                )?
+                .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            let Some((account_id, size)) = removed else {
+                return Ok(false);
+            };
+            c.prepare_cached("UPDATE upload_usage SET bytes = bytes - ?2 WHERE account_id = ?1")?
+                .execute(params![account_id, size])?;
+            Ok(true)
+        })
+        .await
     }
 
     async fn create_run(&self, run: NewRun) -> Result<Run, CreateRunError> {

@@ -3,10 +3,12 @@
 //! own, learned only from the succeeded run; an upload id as many, learned only from the
 //! upload's answer), so like the providers' own output URLs they need no key, and an upstream
 //! given an upload's URL can fetch it. Files are model output or user content, not Runbase's
-//! pages: they are served sandboxed and never sniffed into something executable.
+//! pages: they are served sandboxed and never sniffed into something executable. The body is
+//! streamed from the storage (local file or S3 object) as the client reads it.
 
 use crate::error::HttpError;
 use crate::state::AppState;
+use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, header};
@@ -25,12 +27,17 @@ pub async fn get(
     if !owned || !runbase_domain::files::is_safe_path(&path) {
         return Err(ErrorCode::NotFound.into());
     }
-    let file = state.files.get(&path).await.map_err(|e| {
+    let file = state.files.open(&path).await.map_err(|e| {
         tracing::error!(error = %e, "reading an output file failed");
         HttpError::from(ErrorCode::Internal)
     })?;
     let file = file.ok_or(ErrorCode::NotFound)?;
-    let mut resp = file.bytes.into_response();
+    // Streamed from the storage in chunks: a large file is never held whole in memory.
+    let mut resp = Body::from_stream(file.body).into_response();
+    if let Some(size) = file.size {
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    }
     let ct = HeaderValue::from_str(&file.content_type)
         .unwrap_or(HeaderValue::from_static("application/octet-stream"));
     resp.headers_mut().insert(header::CONTENT_TYPE, ct);

@@ -304,6 +304,42 @@ impl Server {
             base: self.url.clone(),
         }
     }
+
+    /// Runs SQL statements on the server's database, whichever it is (to set up what an API
+    /// cannot, such as an upload made weeks ago). Written in the SQL both stores read.
+    pub fn sql(&self, statements: &str) {
+        let url = self
+            .env
+            .iter()
+            .find(|(k, _)| k == "RUNBASE_DATABASE_URL")
+            .map(|(_, v)| v.clone());
+        match url {
+            Some(url) if url.starts_with("postgres") => {
+                let statements = statements.to_owned();
+                std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("runtime");
+                    rt.block_on(async move {
+                        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                            .await
+                            .expect("connect to the test database");
+                        tokio::spawn(conn);
+                        client.batch_execute(&statements).await.expect("SQL");
+                    });
+                })
+                .join()
+                .expect("SQL thread");
+            }
+            _ => {
+                let conn = rusqlite::Connection::open(self.dir.join("runbase.db")).expect("open");
+                conn.busy_timeout(Duration::from_secs(10))
+                    .expect("busy timeout");
+                conn.execute_batch(statements).expect("SQL");
+            }
+        }
+    }
 }
 
 impl Drop for Server {
