@@ -40,7 +40,10 @@ pub async fn create(
         .await;
     let refusal = match limited {
         Ok(d) if d.allowed => None,
-        Ok(d) => Some(runbase_http::routes::api_key::rate_limited(&d)),
+        Ok(d) => {
+            state.metrics.rate_limited("uploads");
+            Some(runbase_http::routes::api_key::rate_limited(&d))
+        }
         Err(_) => Some(HttpError::from(ErrorCode::ServiceUnavailable).into_response()),
     };
     if let Some(resp) = refusal {

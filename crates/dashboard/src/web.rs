@@ -248,9 +248,15 @@ impl FromRequestParts<AppState> for AuthLimit {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
         let Ok(ClientIp(ip)) = ClientIp::from_request_parts(parts, state).await;
-        limit_by_ip(state.auth_limiter.as_ref(), "auth", ip, &parts.headers)
-            .await
-            .map(AuthLimit)
+        limit_by_ip(
+            state,
+            state.auth_limiter.as_ref(),
+            "auth",
+            ip,
+            &parts.headers,
+        )
+        .await
+        .map(AuthLimit)
     }
 }
 
@@ -265,7 +271,7 @@ impl FromRequestParts<AppState> for SessionCheckLimit {
         let Ok(ClientIp(ip)) = ClientIp::from_request_parts(parts, state).await;
         let mut json = HeaderMap::new();
         json.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
-        limit_by_ip(state.session_limiter.as_ref(), "session", ip, &json)
+        limit_by_ip(state, state.session_limiter.as_ref(), "session", ip, &json)
             .await
             .map(SessionCheckLimit)
     }
@@ -285,8 +291,9 @@ fn limit_bucket(ip: Option<IpAddr>) -> String {
 }
 
 async fn limit_by_ip(
+    state: &AppState,
     limiter: &dyn RateLimiter,
-    scope: &str,
+    scope: &'static str,
     ip: Option<IpAddr>,
     headers: &HeaderMap,
 ) -> Result<RateDecision, Response> {
@@ -297,6 +304,7 @@ async fn limit_by_ip(
     if decision.allowed {
         return Ok(decision);
     }
+    state.metrics.rate_limited(scope);
     let mut resp = error_response(headers, ErrorCode::RateLimited.into());
     rate_headers(&mut resp, &decision);
     resp.headers_mut().insert(

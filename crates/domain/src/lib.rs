@@ -17,6 +17,7 @@ pub mod identities;
 pub mod ids;
 pub mod inflight;
 pub mod ip;
+pub mod metrics;
 pub mod money;
 pub mod password;
 pub mod payments;

@@ -318,6 +318,8 @@ pub trait Store: Send + Sync + 'static {
         max_attempts: u32,
         now: Timestamp,
     ) -> Result<(u64, u64), StoreError>;
+    /// How many runs are queued and how many are executing, now (the operator's metrics).
+    async fn queue_depth(&self) -> Result<(u64, u64), StoreError>;
     /// Signalled whenever new runs are queued (by this process, or by another one where the
     /// store is shared), so idle workers need not poll.
     fn queue_signal(&self) -> Arc<tokio::sync::Notify>;

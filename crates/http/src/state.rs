@@ -102,5 +102,7 @@ pub struct AppState {
     pub inflight: InFlight,
     /// Keys authenticated in the last second (the 429 path's early refusal).
     pub recent_keys: Arc<runbase_domain::auth::RecentKeys>,
+    /// The operator's metrics (`NoMetrics` without `--metrics-listen`).
+    pub metrics: Arc<dyn runbase_domain::metrics::Metrics>,
     pub config: Arc<HttpConfig>,
 }

@@ -74,6 +74,10 @@ pub struct ServeArgs {
     /// worker) or `worker` (executes runs; serves only /health and output files) [env: RUNBASE_ROLE]
     #[arg(long, value_parser = ["all", "api", "worker"])]
     pub role: Option<String>,
+    /// Serve Prometheus metrics (`GET /metrics`) on this address, apart from the API; keep it
+    /// private [env: RUNBASE_METRICS_LISTEN]
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

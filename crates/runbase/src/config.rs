@@ -53,6 +53,9 @@ pub struct Config {
     pub auth: runbase_dashboard::oidc::AuthConfig,
     /// Log filter (tracing's `EnvFilter` syntax); `RUST_LOG` wins when set.
     pub log: String,
+    /// Where Prometheus metrics are served (`GET /metrics`), apart from the API: an operator's
+    /// address (`--metrics-listen`, `RUNBASE_METRICS_LISTEN`). Unset: nothing is counted.
+    pub metrics_listen: Option<String>,
     /// `text` (one line per event, for people) or `json` (one JSON object per line, for log
     /// collectors). Either way a request's lines carry its `request_id`.
     pub log_format: String,
@@ -242,6 +245,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             log: "info".into(),
             log_format: "text".into(),
+            metrics_listen: None,
         }
     }
 }
@@ -261,6 +265,8 @@ pub struct FlagOverrides {
     pub public_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub catalog: Option<Vec<PathBuf>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<String>,
 }
 
 const TOP_LEVEL_KEYS: &[&str] = &[
@@ -285,6 +291,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "auth",
     "log",
     "log_format",
+    "metrics_listen",
 ];
 
 impl Config {

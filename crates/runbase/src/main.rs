@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod database;
 mod limiters;
+mod metrics;
 mod role;
 mod serve;
 
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
         flags.listen = args.listen.clone();
         flags.role = args.role.clone();
         flags.public_url = args.public_url.clone();
+        flags.metrics_listen = args.metrics_listen.clone();
         if !args.catalog.is_empty() {
             flags.catalog = Some(args.catalog.clone());
         }

@@ -138,6 +138,20 @@ pub async fn run(config: Config, warnings: Vec<String>, migrate: bool) -> anyhow
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    // Metrics are counted only when someone can read them.
+    let (metrics, metrics_listener) = match &config.metrics_listen {
+        Some(at) => {
+            let l = tokio::net::TcpListener::bind(at)
+                .await
+                .with_context(|| format!("listening for metrics on {at}"))?;
+            (Some(Arc::new(crate::metrics::Prometheus::new())), Some(l))
+        }
+        None => (None, None),
+    };
+    let events: Arc<dyn runbase_domain::metrics::Metrics> = match &metrics {
+        Some(m) => m.clone(),
+        None => Arc::new(runbase_domain::metrics::NoMetrics),
+    };
     let public_url = match &config.public_url {
         Some(u) => u.trim_end_matches('/').to_owned(),
         None => format!("http://{addr}"),
@@ -168,6 +182,7 @@ pub async fn run(config: Config, warnings: Vec<String>, migrate: bool) -> anyhow
         payments,
         inflight: inflight.clone(),
         recent_keys: Arc::default(),
+        metrics: events.clone(),
         config: Arc::new(HttpConfig {
             trusted_proxies,
             max_body_bytes: 1 << 20,
@@ -200,6 +215,7 @@ pub async fn run(config: Config, warnings: Vec<String>, migrate: bool) -> anyhow
             max_attempts: config.worker.max_attempts,
         },
         executing: Default::default(),
+        metrics: events,
     };
     let mut worker_stop = stop_rx.clone();
     let worker_task = role.executes_runs().then(|| {
@@ -254,6 +270,22 @@ pub async fn run(config: Config, warnings: Vec<String>, migrate: bool) -> anyhow
         let _ = http_stop.wait_for(|s| *s).await;
     });
     let server = tokio::spawn(server);
+    let metrics_task = match (metrics, metrics_listener) {
+        (Some(m), Some(l)) => {
+            let at = l.local_addr()?;
+            tracing::info!(%at, "metrics at /metrics");
+            let mut metrics_stop = stop_rx.clone();
+            Some(tokio::spawn(crate::metrics::serve(
+                l,
+                m,
+                store.clone(),
+                async move {
+                    let _ = metrics_stop.wait_for(|s| *s).await;
+                },
+            )))
+        }
+        _ => None,
+    };
     shutdown.await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
@@ -262,6 +294,9 @@ pub async fn run(config: Config, warnings: Vec<String>, migrate: bool) -> anyhow
         let _ = w.await;
     }
     let _ = sweep_task.await;
+    if let Some(m) = metrics_task {
+        let _ = m.await;
+    }
     Ok(())
 }
 

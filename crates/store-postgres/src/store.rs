@@ -1065,6 +1065,23 @@ impl Store for PgStore {
         }
     }
 
+    async fn queue_depth(&self) -> Result<(u64, u64), StoreError> {
+        // Each count walks its partial index (`runs_queued`, `runs_leases`).
+        let row = self
+            .row(
+                "SELECT (SELECT count(*) FROM runs WHERE status = 'pending'),
+                        (SELECT count(*) FROM runs WHERE status = 'processing')",
+                &[],
+            )
+            .await?
+            .ok_or_else(|| StoreError::Backend("count returned no row".into()))?;
+        let (pending, processing): (i64, i64) = (
+            row.try_get(0).map_err(Error::from)?,
+            row.try_get(1).map_err(Error::from)?,
+        );
+        Ok((pending.max(0) as u64, processing.max(0) as u64))
+    }
+
     async fn upload(&self, id: &str) -> Result<Option<Upload>, StoreError> {
         let row = self
             .row(

@@ -838,6 +838,18 @@ impl Store for SqliteStore {
         }
     }
 
+    async fn queue_depth(&self) -> Result<(u64, u64), StoreError> {
+        // Each count walks its partial index (`runs_queued`, `runs_in_flight`).
+        let (pending, processing): (i64, i64) = self.read(|c| {
+            c.prepare_cached(
+                "SELECT (SELECT count(*) FROM runs WHERE status = 'pending'),
+                        (SELECT count(*) FROM runs WHERE status = 'processing')",
+            )?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+        })?;
+        Ok((pending.max(0) as u64, processing.max(0) as u64))
+    }
+
     async fn upload(&self, id: &str) -> Result<Option<Upload>, StoreError> {
         self.read(|c| {
             c.prepare_cached(&format!("SELECT {UPLOAD_COLS} FROM uploads WHERE id = ?1"))?

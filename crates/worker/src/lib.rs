@@ -48,6 +48,8 @@ pub struct Worker {
     pub config: WorkerConfig,
     /// The runs executing here, with the attempt each was claimed as (for lease renewal).
     pub executing: Executing,
+    /// The operator's metrics (pickup latency, provider calls, finished runs).
+    pub metrics: Arc<dyn runbase_domain::metrics::Metrics>,
 }
 
 /// The runs a worker is executing: run id to the attempt it claimed.
@@ -248,9 +250,25 @@ impl Worker {
 
     async fn execute_in_span(self, run: Run, _permit: OwnedSemaphorePermit) {
         let started = std::time::Instant::now();
+        if let Some(claimed) = run.started_at {
+            let waited = claimed.0.saturating_sub(run.created_at.0).max(0);
+            self.metrics.run_picked_up(waited as f64 / 1e6);
+        }
         let registration = self.inflight.register(&run.id);
         let _executing = ExecutingGuard::new(&self.executing, &run);
-        let outcome = match self.call_provider(&run, &registration.signal).await {
+        let execution = self.call_provider(&run, &registration.signal).await;
+        let (outcome_name, code) = match &execution {
+            Execution::Succeeded(_) => ("succeeded", None),
+            Execution::Failed(e) => ("failed", Some(e.code.as_str())),
+            Execution::Canceled => ("canceled", None),
+        };
+        self.metrics.provider_call(
+            &run.model,
+            outcome_name,
+            code,
+            started.elapsed().as_secs_f64(),
+        );
+        let outcome = match execution {
             Execution::Succeeded(out) => match self.store_output(&run, out).await {
                 Ok(output) => RunOutcome::Succeeded { output },
                 Err(error) => RunOutcome::Failed { error },
@@ -270,6 +288,8 @@ impl Worker {
         drop(registration);
         let ok = matches!(outcome, RunOutcome::Succeeded { .. });
         self.finish(&run.id, outcome).await;
+        self.metrics
+            .run_finished(&run.model, if ok { "succeeded" } else { "failed" });
         tracing::info!(
             succeeded = ok,
             duration_ms = started.elapsed().as_millis() as u64,

@@ -395,6 +395,7 @@ pub async fn create(
             .await
             .map_err(|_| ApiError::from(ErrorCode::ServiceUnavailable))?;
         if !decision.allowed {
+            state.metrics.rate_limited("runs");
             return Err(ErrorCode::RateLimited.into());
         }
         let req = json!({ "model": posted.model.id, "input": input });
@@ -407,6 +408,9 @@ pub async fn create(
         .await
     }
     .await;
+    if let Ok(run) = &result {
+        state.metrics.run_created(&run.model);
+    }
     match result {
         Ok(run) if json => (StatusCode::CREATED, Json(run_json(&run))).into_response(),
         Ok(run) => see_other(&format!("/runs/{}", run.id)),

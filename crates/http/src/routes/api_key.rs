@@ -119,7 +119,7 @@ pub async fn authorize_runs_and_read(
     {
         let decision = limit(state, &recent.id).await?;
         if !decision.allowed {
-            return Err(rate_limited(&decision));
+            return Err(runs_rate_limited(state, &decision));
         }
         decided = Some((recent.id, decision));
     }
@@ -136,7 +136,7 @@ pub async fn authorize_runs_and_read(
         _ => limit(state, &key.id).await?,
     };
     if !decision.allowed {
-        return Err(rate_limited(&decision));
+        return Err(runs_rate_limited(state, &decision));
     }
     Ok((key, decision, run))
 }
@@ -148,6 +148,12 @@ async fn limit(state: &AppState, key_id: &str) -> Result<RateDecision, Response>
         .check(key_id)
         .await
         .map_err(|_| HttpError::from(ErrorCode::ServiceUnavailable).into_response())
+}
+
+/// `429 RATE_LIMITED` for a refused decision of the runs limiter, counted in the metrics.
+pub fn runs_rate_limited(state: &AppState, decision: &RateDecision) -> Response {
+    state.metrics.rate_limited("runs");
+    rate_limited(decision)
 }
 
 /// `429 RATE_LIMITED` for a refused decision, with `Retry-After` and the `RateLimit-*` headers.

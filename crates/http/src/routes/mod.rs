@@ -55,6 +55,10 @@ pub fn finish(routes: Router<AppState>, state: AppState) -> Router {
     let max_body = state.config.body_limit();
     routes
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            count_request,
+        ))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn(header_limits))
         .layer(
@@ -80,6 +84,30 @@ pub fn finish(routes: Router<AppState>, state: AppState) -> Router {
         // Outermost: the id is set before the span is made, and even a panic's answer has it.
         .layer(axum::middleware::from_fn(crate::request_id::request_id))
         .with_state(state)
+}
+
+/// Reports each answered request to the metrics, by route template (bounded label values).
+async fn count_request(
+    axum::extract::State(metrics): axum::extract::State<
+        std::sync::Arc<dyn runbase_domain::metrics::Metrics>,
+    >,
+    req: Request<axum::body::Body>,
+    next: axum::middleware::Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().clone();
+    let resp = next.run(req).await;
+    metrics.request(
+        &route,
+        method.as_str(),
+        resp.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    resp
 }
 
 /// The most request headers, and header bytes (names and values), a request may carry. hyper

@@ -52,7 +52,10 @@ pub async fn create(
     }
     .await;
     match result {
-        Ok(run) => with_rate_headers((StatusCode::CREATED, Json(run)), &rate),
+        Ok(run) => {
+            state.metrics.run_created(&run.model);
+            with_rate_headers((StatusCode::CREATED, Json(run)), &rate)
+        }
         Err(e) => with_rate_headers(HttpError(e), &rate),
     }
 }

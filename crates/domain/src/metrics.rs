@@ -1,0 +1,32 @@
+//! What the operator's metrics count, as events the API and the worker report. The domain knows
+//! no metrics library: the binary installs an implementation (Prometheus text on
+//! `--metrics-listen`), and without one every event is dropped at the cost of a virtual call.
+
+/// Receives the events worth counting. Every method has a default that ignores the event.
+pub trait Metrics: Send + Sync + 'static {
+    /// An HTTP request was answered: its route template (not its path: bounded label values),
+    /// method, status and how long it took.
+    fn request(&self, _route: &str, _method: &str, _status: u16, _seconds: f64) {}
+    /// A limiter refused a request (`runs`, `auth`, `session`, `uploads`).
+    fn rate_limited(&self, _limiter: &str) {}
+    /// A run was created (charged and queued).
+    fn run_created(&self, _model: &str) {}
+    /// A worker claimed a run this long after it was created (or requeued).
+    fn run_picked_up(&self, _waited_seconds: f64) {}
+    /// A provider call ended: `succeeded`, `failed` (with the error's code) or `canceled`.
+    fn provider_call(
+        &self,
+        _model: &str,
+        _outcome: &str,
+        _error_code: Option<&str>,
+        _seconds: f64,
+    ) {
+    }
+    /// A run reached a terminal status through its worker (`succeeded` or `failed`).
+    fn run_finished(&self, _model: &str, _status: &str) {}
+}
+
+/// Counts nothing (no `--metrics-listen`).
+pub struct NoMetrics;
+
+impl Metrics for NoMetrics {}

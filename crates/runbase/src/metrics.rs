@@ -1,0 +1,266 @@
+//! The operator's metrics in Prometheus' text format, on an address of their own
+//! (`--metrics-listen`): the API's requests by route and status with latency histograms, runs
+//! created and finished by model, the queue's depth and pickup latency, provider calls' latency
+//! and errors, and rate-limit refusals. The API and the worker report events through the
+//! domain's [`Metrics`] trait; this is its implementation with `prometheus-client`, the
+//! Prometheus project's own Rust client.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use runbase_domain::metrics::Metrics;
+use runbase_domain::store::Store;
+use std::sync::Arc;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+    method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabels {
+    model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RunLabels {
+    model: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderErrorLabels {
+    model: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimiterLabels {
+    limiter: String,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Seconds, from half a millisecond to about 9 minutes (doubling).
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 21))
+}
+
+/// Every metric, registered once.
+pub struct Prometheus {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_seconds: Histograms<RouteLabels>,
+    runs_created: Family<ModelLabels, Counter>,
+    runs_finished: Family<RunLabels, Counter>,
+    pickup_seconds: Histogram,
+    provider_seconds: Histograms<RunLabels>,
+    provider_errors: Family<ProviderErrorLabels, Counter>,
+    rate_limited: Family<LimiterLabels, Counter>,
+    queued: Gauge,
+    executing: Gauge,
+}
+
+impl Prometheus {
+    pub fn new() -> Prometheus {
+        let mut registry = Registry::with_prefix("runbase");
+        let requests = Family::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by route template, method and status",
+            requests.clone(),
+        );
+        let request_seconds: Histograms<RouteLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request, by route template and method",
+            request_seconds.clone(),
+        );
+        let runs_created = Family::default();
+        registry.register(
+            "runs_created",
+            "Runs created (charged and queued), by model",
+            runs_created.clone(),
+        );
+        let runs_finished = Family::default();
+        registry.register(
+            "runs_finished",
+            "Runs ended by a worker of this node, by model and status (succeeded, failed)",
+            runs_finished.clone(),
+        );
+        let pickup_seconds = latency_histogram();
+        registry.register(
+            "run_pickup_seconds",
+            "Time from a run's creation to its claim by a worker of this node",
+            pickup_seconds.clone(),
+        );
+        let provider_seconds: Histograms<RunLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "provider_call_duration_seconds",
+            "Time a model's provider took, by model and outcome (succeeded, failed, canceled)",
+            provider_seconds.clone(),
+        );
+        let provider_errors = Family::default();
+        registry.register(
+            "provider_errors",
+            "Provider calls that failed, by model and error code",
+            provider_errors.clone(),
+        );
+        let rate_limited = Family::default();
+        registry.register(
+            "rate_limited",
+            "Requests refused by a rate limit, by limiter (runs, auth, session, uploads)",
+            rate_limited.clone(),
+        );
+        let queued = Gauge::default();
+        registry.register(
+            "queue_runs_pending",
+            "Runs queued, not yet claimed (the whole store)",
+            queued.clone(),
+        );
+        let executing = Gauge::default();
+        registry.register(
+            "queue_runs_processing",
+            "Runs claimed and executing (the whole store)",
+            executing.clone(),
+        );
+        Prometheus {
+            registry,
+            requests,
+            request_seconds,
+            runs_created,
+            runs_finished,
+            pickup_seconds,
+            provider_seconds,
+            provider_errors,
+            rate_limited,
+            queued,
+            executing,
+        }
+    }
+
+    /// The text exposition, with the queue's depth read from the store now.
+    pub async fn render(&self, store: &dyn Store) -> Result<String, std::fmt::Error> {
+        match store.queue_depth().await {
+            Ok((pending, processing)) => {
+                self.queued.set(i64::try_from(pending).unwrap_or(i64::MAX));
+                self.executing
+                    .set(i64::try_from(processing).unwrap_or(i64::MAX));
+            }
+            Err(e) => tracing::warn!(error = %e, "reading the queue depth for the metrics failed"),
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+impl Metrics for Prometheus {
+    fn request(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                route: route.to_owned(),
+                method: method.to_owned(),
+                status,
+            })
+            .inc();
+        self.request_seconds
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+                method: method.to_owned(),
+            })
+            .observe(seconds);
+    }
+
+    fn rate_limited(&self, limiter: &str) {
+        self.rate_limited
+            .get_or_create(&LimiterLabels {
+                limiter: limiter.to_owned(),
+            })
+            .inc();
+    }
+
+    fn run_created(&self, model: &str) {
+        self.runs_created
+            .get_or_create(&ModelLabels {
+                model: model.to_owned(),
+            })
+            .inc();
+    }
+
+    fn run_picked_up(&self, waited_seconds: f64) {
+        self.pickup_seconds.observe(waited_seconds);
+    }
+
+    fn provider_call(&self, model: &str, outcome: &str, error_code: Option<&str>, seconds: f64) {
+        self.provider_seconds
+            .get_or_create(&RunLabels {
+                model: model.to_owned(),
+                status: outcome.to_owned(),
+            })
+            .observe(seconds);
+        if let Some(code) = error_code {
+            self.provider_errors
+                .get_or_create(&ProviderErrorLabels {
+                    model: model.to_owned(),
+                    code: code.to_owned(),
+                })
+                .inc();
+        }
+    }
+
+    fn run_finished(&self, model: &str, status: &str) {
+        self.runs_finished
+            .get_or_create(&RunLabels {
+                model: model.to_owned(),
+                status: status.to_owned(),
+            })
+            .inc();
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until `stop` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Prometheus>,
+    store: Arc<dyn Store>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let (metrics, store) = (metrics.clone(), store.clone());
+            async move {
+                match metrics.render(store.as_ref()).await {
+                    Ok(text) => (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        text,
+                    )
+                        .into_response(),
+                    Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                }
+            }
+        }),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+}

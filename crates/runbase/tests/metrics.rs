@@ -1,0 +1,125 @@
+//! Operator metrics (issue 14, item 6): Prometheus text on `--metrics-listen`, apart from the
+//! API, counting requests by route and status, runs, the queue, provider calls and rate-limit
+//! refusals.
+
+#![allow(clippy::unwrap_used, reason = "tests may unwrap")]
+
+mod common;
+use common::Server;
+use serde_json::json;
+
+/// The value of the sample `name{labels}` (labels as written in the exposition, in order).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_count_requests_runs_the_queue_providers_and_refusals() {
+    // A free port, found by binding and letting go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let at = format!("127.0.0.1:{port}");
+    let server = Server::start_with(&[
+        ("RUNBASE_METRICS_LISTEN", at.as_str()),
+        ("RUNBASE_RATE_LIMITS__RUNS__REQUESTS", "3"),
+    ]);
+    let metrics_url = format!("http://{at}/metrics");
+    server.account("m@example.com", 100);
+    let key = server.key("m@example.com", &[]);
+    let c = server.client();
+    let created = c
+        .create(
+            &key,
+            json!({"model": "runbase/echo", "input": {"text": "hi"}}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    c.wait(&key, &id).await;
+    // Over the limit of 3 (the create and at least one poll counted): refused, and counted.
+    for _ in 0..4 {
+        c.run(&key, &id).await;
+    }
+    let missing = c.get(Some(&key), "/api/v1/runs/run_nope").await;
+    assert!(matches!(missing.status, 404 | 429));
+
+    let text = reqwest::get(&metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let created_total = sample(&text, r#"runbase_runs_created_total{model="runbase/echo"}"#);
+    assert_eq!(created_total, Some(1.0), "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            r#"runbase_runs_finished_total{model="runbase/echo",status="succeeded"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"runbase_http_requests_total{route="/api/v1/runs",method="POST",status="201"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        sample(
+            &text,
+            r#"runbase_http_requests_total{route="/api/v1/runs/{id}",method="GET",status="429"}"#
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, r#"runbase_rate_limited_total{limiter="runs"}"#).is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"runbase_http_request_duration_seconds_bucket{le="#)
+            || text.contains("runbase_http_request_duration_seconds_bucket{route="),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "runbase_run_pickup_seconds_count"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"runbase_provider_call_duration_seconds_count{model="runbase/echo",status="succeeded"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "runbase_queue_runs_pending"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "runbase_queue_runs_processing"),
+        Some(0.0),
+        "{text}"
+    );
+    assert!(
+        text.trim_end().ends_with("# EOF"),
+        "OpenMetrics ends with # EOF"
+    );
+    // Not on the API's address.
+    let on_api = reqwest::get(format!("{}/metrics", server.url))
+        .await
+        .unwrap();
+    assert_eq!(on_api.status(), 404);
+}
