@@ -167,9 +167,19 @@ struct Relay {
 
 impl Relay {
     async fn start(port: u16, target: String) -> Relay {
-        let listener = TcpListener::bind(("127.0.0.1", port))
-            .await
-            .expect("bind relay");
+        // Restarted on its old port, the relay may find the previous listener not yet closed
+        // (its task ends after the stop is seen): try again for a while.
+        let mut tries = 0;
+        let listener = loop {
+            match TcpListener::bind(("127.0.0.1", port)).await {
+                Ok(l) => break l,
+                Err(e) if tries < 100 && e.kind() == std::io::ErrorKind::AddrInUse => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("bind relay: {e}"),
+            }
+        };
         let port = listener.local_addr().expect("addr").port();
         let (stop, rx) = tokio::sync::watch::channel(false);
         let (freeze, freeze_rx) = tokio::sync::watch::channel(false);
