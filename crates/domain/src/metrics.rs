@@ -4,6 +4,10 @@
 
 /// Receives the events worth counting. Every method has a default that ignores the event.
 pub trait Metrics: Send + Sync + 'static {
+    /// Whether events are counted at all (so that the API can skip timing its requests).
+    fn enabled(&self) -> bool {
+        true
+    }
     /// An HTTP request was answered: its route template (not its path: bounded label values),
     /// method, status and how long it took.
     fn request(&self, _route: &str, _method: &str, _status: u16, _seconds: f64) {}
@@ -29,4 +33,8 @@ pub trait Metrics: Send + Sync + 'static {
 /// Counts nothing (no `--metrics-listen`).
 pub struct NoMetrics;
 
-impl Metrics for NoMetrics {}
+impl Metrics for NoMetrics {
+    fn enabled(&self) -> bool {
+        false
+    }
+}

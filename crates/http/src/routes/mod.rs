@@ -53,12 +53,17 @@ pub fn router(state: AppState) -> Router {
 /// the route template for each request, panics turned into the 500 envelope, and the 405 answer.
 pub fn finish(routes: Router<AppState>, state: AppState) -> Router {
     let max_body = state.config.body_limit();
-    routes
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(
+    let routes = routes.method_not_allowed_fallback(method_not_allowed);
+    // Requests are timed only when the metrics are read (`--metrics-listen`).
+    let routes = if state.metrics.enabled() {
+        routes.layer(axum::middleware::from_fn_with_state(
             state.metrics.clone(),
             count_request,
         ))
+    } else {
+        routes
+    };
+    routes
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn(header_limits))
         .layer(
