@@ -85,8 +85,8 @@ const RECENT_KEYS_MAX: usize = 65_536;
 /// thing only: to answer 429 to a key that is over its rate limit without reading its row (the
 /// limiter is asked first; when it refuses, the answer is 429 whatever the row says now). A
 /// request the limiter admits still reads the key's current row, so a disabled key fails on the
-/// very next request; for at most [`RECENT_KEY_TTL`] after a disable, a disabled key that is
-/// also over its limit is answered 429 instead of 401.
+/// very next request; for at most [`RECENT_KEY_TTL`] after a disable, a deletion or an
+/// allowlist change, a key that is also over its limit is answered 429 instead of 401 or 403.
 #[derive(Default)]
 pub struct RecentKeys {
     keys: std::sync::Mutex<std::collections::HashMap<String, (ApiKey, std::time::Instant)>>,

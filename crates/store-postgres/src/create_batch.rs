@@ -44,32 +44,75 @@ async fn answer(pool: Pool, batch: Vec<Pending<NewRun, Result<Run, CreateRunErro
     let started = std::time::Instant::now();
     let written = write_batch(pool, &runs).await;
     tracing::debug!(runs = runs.len(), took = ?started.elapsed(), "create batch");
-    match written {
-        Ok(outcomes) => {
-            for (request, outcome) in batch.into_iter().zip(outcomes) {
-                let _ = request.reply.send(Ok(outcome));
-            }
-        }
-        Err(Error::Pool(e)) => {
-            // No connection could be had: nothing was sent, and retrying now would wait again.
+    let outcomes = match written {
+        Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+        Err(Failed::NothingSent(e)) => {
+            // Nothing was written (no connection, a lock not had in time, a lost connection
+            // before the writes): every run may be retried by its client (503).
+            tracing::warn!(error = %e, runs = runs.len(), "a create batch could not start");
             let reason = e.to_string();
-            for request in batch {
-                let _ = request.reply.send(Err(Error::Unavailable(reason.clone())));
-            }
+            runs.iter()
+                .map(|_| Err(Error::Unavailable(reason.clone())))
+                .collect()
         }
-        Err(e) if batch.len() == 1 => {
-            if let Some(request) = batch.into_iter().next() {
-                let _ = request.reply.send(Err(e));
-            }
+        Err(Failed::MaybeCommitted(e)) => {
+            tracing::warn!(error = %e, runs = runs.len(), "a create batch failed after its writes were sent");
+            settle(pool, &runs).await
         }
-        Err(e) => {
-            tracing::warn!(error = %e, runs = batch.len(), "a create batch failed; creating its runs one by one");
-            for request in batch {
-                let outcome = create_run_alone(pool, &request.req).await;
-                let _ = request.reply.send(outcome);
-            }
-        }
+    };
+    for (request, outcome) in batch.into_iter().zip(outcomes) {
+        let _ = request.reply.send(outcome);
     }
+}
+
+/// How long a failed batch may take to find out what became of its runs.
+const SETTLE_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// After a batch whose writes and `COMMIT` were sent failed: the runs that exist were committed
+/// (the batch is one transaction: all or none) and are answered as created; if none exist, the
+/// batch was rolled back (a bad row, a connection lost before the commit) and each run is tried
+/// alone, so one bad run cannot fail its neighbours. Bounded: a run not settled in
+/// [`SETTLE_WITHIN`] is answered 500 ("may have happened"), never 503.
+async fn settle(pool: &Pool, runs: &[&NewRun]) -> Vec<Result<Result<Run, CreateRunError>, Error>> {
+    let deadline = tokio::time::Instant::now() + SETTLE_WITHIN;
+    let unknown = || Error::Data("the create batch failed and its outcome could not be read".into());
+    let ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
+    let existing = tokio::time::timeout_at(deadline, async {
+        let client = pool.get().await?;
+        let stmt = client.prepare_cached("SELECT id FROM runs WHERE id = ANY($1)").await?;
+        let rows = client.query(&stmt, &[&ids]).await?;
+        rows.iter()
+            .map(|r| r.try_get::<_, String>(0).map_err(Error::from))
+            .collect::<Result<std::collections::HashSet<String>, Error>>()
+    })
+    .await;
+    let existing = match existing {
+        Ok(Ok(found)) => found,
+        _ => return runs.iter().map(|_| Err(unknown())).collect(),
+    };
+    let mut outcomes = Vec::with_capacity(runs.len());
+    for run in runs {
+        if existing.contains(&run.id) {
+            outcomes.push(Ok(Ok(pending_run(run))));
+            continue;
+        }
+        let alone = tokio::time::timeout_at(deadline, create_run_alone(pool, run)).await;
+        outcomes.push(match alone {
+            Ok(Ok(created)) => Ok(created),
+            // Its id is taken: it was created after all.
+            Ok(Err(e)) if e.is_unique_violation() => Ok(Ok(pending_run(run))),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(unknown()),
+        });
+    }
+    outcomes
+}
+
+/// How a batch failed: before any write was sent (nothing happened), or after its writes and
+/// `COMMIT` were sent (it may have committed).
+enum Failed {
+    NothingSent(Error),
+    MaybeCommitted(Error),
 }
 
 /// The runs admitted by a batch and what they change, as column arrays for `unnest`.
@@ -96,8 +139,8 @@ struct Writes {
 async fn write_batch(
     pool: &Pool,
     runs: &[&NewRun],
-) -> Result<Vec<Result<Run, CreateRunError>>, Error> {
-    let client = pool.get().await?;
+) -> Result<Vec<Result<Run, CreateRunError>>, Failed> {
+    let client = pool.get().await.map_err(|e| Failed::NothingSent(e.into()))?;
     match admit_and_write(&client, runs).await {
         Ok(outcomes) => Ok(outcomes),
         Err(e) => {
@@ -116,8 +159,10 @@ async fn write_batch(
 async fn admit_and_write(
     client: &deadpool_postgres::Client,
     runs: &[&NewRun],
-) -> Result<Vec<Result<Run, CreateRunError>>, Error> {
-    let (keys, balances) = lock_rows(client, runs).await?;
+) -> Result<Vec<Result<Run, CreateRunError>>, Failed> {
+    let (keys, balances) = lock_rows(client, runs)
+        .await
+        .map_err(Failed::NothingSent)?;
     let mut current = keys.clone();
     let mut balance_now = balances.clone();
     let mut writes = Writes::default();
@@ -139,9 +184,14 @@ async fn admit_and_write(
         outcomes.push(Ok(pending_run(run)));
     }
     if writes.run_ids.is_empty() {
-        client.batch_execute("ROLLBACK").await?;
+        client
+            .batch_execute("ROLLBACK")
+            .await
+            .map_err(|e| Failed::NothingSent(e.into()))?;
     } else {
-        apply(client, &writes, &keys, &current, &balances, &balance_now).await?;
+        apply(client, &writes, &keys, &current, &balances, &balance_now)
+            .await
+            .map_err(Failed::MaybeCommitted)?;
     }
     Ok(outcomes)
 }
@@ -168,6 +218,12 @@ impl Writes {
     }
 }
 
+/// The batch's transaction gives up rather than wait without end: on a lock held elsewhere (a
+/// stalled node's transaction, an operator's), and if this node stalls mid-transaction the server
+/// ends it, so its locks cannot stop other nodes' creates for longer than that.
+const BEGIN: &str = "BEGIN; SET LOCAL lock_timeout = '3s'; SET LOCAL statement_timeout = '10s';
+     SET LOCAL idle_in_transaction_session_timeout = '10s'";
+
 /// Locks and reads the batch's keys, then its accounts' balances, in id order.
 async fn lock_rows(
     client: &deadpool_postgres::Client,
@@ -191,7 +247,7 @@ async fn lock_rows(
     // Sent together; the server runs them in order: the transaction begins, then keys are
     // locked before accounts.
     let (_, key_rows, account_rows) = futures_util::future::try_join3(
-        client.batch_execute("BEGIN"),
+        client.batch_execute(BEGIN),
         client.query(&key_stmt, &[&key_ids]),
         client.query(&account_stmt, &[&account_ids]),
     )

@@ -219,9 +219,12 @@ async fn write_successes(
         let client = pool.get().await?;
         let stmt = client
             .prepare_cached(
-                "UPDATE runs r SET status = 'succeeded', output = u.output, completed_at = u.at, locked_until = NULL
-                 FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(id, output, at)
-                 WHERE r.id = u.id AND r.status = 'processing'",
+                // Locked in id order first (see `renew_leases`): no deadlock between the two.
+                "WITH u AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(id, output, at)),
+                      locked AS (SELECT r.id FROM runs r JOIN u ON r.id = u.id
+                                 WHERE r.status = 'processing' ORDER BY r.id FOR UPDATE OF r)
+                 UPDATE runs r SET status = 'succeeded', output = u.output, completed_at = u.at, locked_until = NULL
+                 FROM u WHERE r.id = u.id AND r.id IN (SELECT id FROM locked)",
             )
             .await?;
         client.execute(&stmt, &[&ids, &outputs, &times]).await?;
@@ -453,6 +456,12 @@ pub(crate) async fn create_run_alone(
 ) -> Result<Result<Run, CreateRunError>, Error> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
+    // As bounded as a batch (`create_batch::BEGIN`).
+    tx.batch_execute(
+        "SET LOCAL lock_timeout = '3s'; SET LOCAL statement_timeout = '10s';
+         SET LOCAL idle_in_transaction_session_timeout = '10s'",
+    )
+    .await?;
     let created = create_run_tx(&tx, run).await?;
     if created.is_ok() {
         tx.commit().await?;
@@ -1263,9 +1272,13 @@ impl Store for PgStore {
         let attempts: Vec<i64> = runs.iter().map(|(_, a)| i64::from(*a)).collect();
         let rows = self
             .rows(
-                "UPDATE runs SET locked_until = $3
-                 FROM unnest($1::text[], $2::bigint[]) AS mine (id, attempt)
-                 WHERE runs.id = mine.id AND runs.attempts = mine.attempt AND runs.status = 'processing'
+                // Rows locked in id order first, as every multi-row update of runs does (the
+                // batched successes too): two such updates never wait on each other in a cycle.
+                "WITH mine AS (SELECT * FROM unnest($1::text[], $2::bigint[]) AS m (id, attempt)),
+                      locked AS (SELECT r.id FROM runs r JOIN mine ON r.id = mine.id
+                                 WHERE r.attempts = mine.attempt AND r.status = 'processing'
+                                 ORDER BY r.id FOR UPDATE OF r)
+                 UPDATE runs SET locked_until = $3 WHERE id IN (SELECT id FROM locked)
                  RETURNING runs.id",
                 &[&ids, &attempts, &until.0],
             )
