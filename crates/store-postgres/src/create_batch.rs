@@ -75,20 +75,35 @@ const SETTLE_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 /// [`SETTLE_WITHIN`] is answered 500 ("may have happened"), never 503.
 async fn settle(pool: &Pool, runs: &[&NewRun]) -> Vec<Result<Result<Run, CreateRunError>, Error>> {
     let deadline = tokio::time::Instant::now() + SETTLE_WITHIN;
-    let unknown = || Error::Data("the create batch failed and its outcome could not be read".into());
+    let unknown =
+        || Error::Data("the create batch failed and its outcome could not be read".into());
     let ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
-    let existing = tokio::time::timeout_at(deadline, async {
+    let look = || async {
         let client = pool.get().await?;
-        let stmt = client.prepare_cached("SELECT id FROM runs WHERE id = ANY($1)").await?;
+        let stmt = client
+            .prepare_cached("SELECT id FROM runs WHERE id = ANY($1)")
+            .await?;
         let rows = client.query(&stmt, &[&ids]).await?;
         rows.iter()
             .map(|r| r.try_get::<_, String>(0).map_err(Error::from))
             .collect::<Result<std::collections::HashSet<String>, Error>>()
+    };
+    // The database may be unreachable for a moment (what failed the batch): ask again until
+    // the deadline.
+    let existing = tokio::time::timeout_at(deadline, async {
+        loop {
+            match look().await {
+                Ok(found) => return found,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading what a failed create batch committed");
+                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                }
+            }
+        }
     })
     .await;
-    let existing = match existing {
-        Ok(Ok(found)) => found,
-        _ => return runs.iter().map(|_| Err(unknown())).collect(),
+    let Ok(existing) = existing else {
+        return runs.iter().map(|_| Err(unknown())).collect();
     };
     let mut outcomes = Vec::with_capacity(runs.len());
     for run in runs {
@@ -140,7 +155,10 @@ async fn write_batch(
     pool: &Pool,
     runs: &[&NewRun],
 ) -> Result<Vec<Result<Run, CreateRunError>>, Failed> {
-    let client = pool.get().await.map_err(|e| Failed::NothingSent(e.into()))?;
+    let client = pool
+        .get()
+        .await
+        .map_err(|e| Failed::NothingSent(e.into()))?;
     match admit_and_write(&client, runs).await {
         Ok(outcomes) => Ok(outcomes),
         Err(e) => {
@@ -160,9 +178,7 @@ async fn admit_and_write(
     client: &deadpool_postgres::Client,
     runs: &[&NewRun],
 ) -> Result<Vec<Result<Run, CreateRunError>>, Failed> {
-    let (keys, balances) = lock_rows(client, runs)
-        .await
-        .map_err(Failed::NothingSent)?;
+    let (keys, balances) = lock_rows(client, runs).await.map_err(Failed::NothingSent)?;
     let mut current = keys.clone();
     let mut balance_now = balances.clone();
     let mut writes = Writes::default();
