@@ -27,9 +27,11 @@ pub async fn get(
     if !owned || !runbase_domain::files::is_safe_path(&path) {
         return Err(ErrorCode::NotFound.into());
     }
+    // A read changes nothing: storage that cannot answer (S3 down, a disk error) is a 503 the
+    // client may retry, as for uploads.
     let file = state.files.open(&path).await.map_err(|e| {
         tracing::error!(error = %e, "reading an output file failed");
-        HttpError::from(ErrorCode::Internal)
+        HttpError::from(ErrorCode::ServiceUnavailable)
     })?;
     let file = file.ok_or(ErrorCode::NotFound)?;
     // Streamed from the storage in chunks: a large file is never held whole in memory.
