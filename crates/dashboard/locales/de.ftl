@@ -252,3 +252,4 @@ docs-money = Geld
 docs-create = Anlegen
 docs-poll = Abfragen
 docs-run-object = Das Run-Objekt
+docs-retries = Sichere Wiederholungen

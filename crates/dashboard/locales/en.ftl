@@ -253,3 +253,4 @@ docs-money = Money
 docs-create = Create
 docs-poll = Poll
 docs-run-object = The run object
+docs-retries = Safe retries

@@ -252,3 +252,4 @@ docs-money = 料金
 docs-create = 作成
 docs-poll = ポーリング
 docs-run-object = 実行オブジェクト
+docs-retries = 安全な再試行

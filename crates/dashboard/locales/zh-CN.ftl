@@ -252,3 +252,4 @@ docs-money = 费用
 docs-create = 创建
 docs-poll = 轮询
 docs-run-object = 运行对象
+docs-retries = 安全重试

@@ -38,6 +38,17 @@ pub fn curl_create(base: &str, placeholder: &str, body: &str) -> String {
     )
 }
 
+/// [`curl_create`] with an `Idempotency-Key` header, so that it can be retried safely.
+pub fn curl_create_idempotent(base: &str, placeholder: &str, key: &str, body: &str) -> String {
+    format!(
+        "curl -X POST {} \\\n  -H {} \\\n  -H 'Content-Type: application/json' \\\n  -H {} \\\n  -d {}",
+        quote(&format!("{base}/api/v1/runs")),
+        bearer(placeholder),
+        quote(&format!("Idempotency-Key: {key}")),
+        quote(body)
+    )
+}
+
 /// `curl` reading `path` (e.g. `/api/v1/runs/RUN_ID`) at `base`.
 pub fn curl_get(base: &str, path: &str, placeholder: &str) -> String {
     format!(
@@ -105,5 +116,10 @@ mod tests {
             ]
         );
         assert!(!std::path::Path::new("/tmp/runbase-pwned").exists());
+        let cmd = curl_create_idempotent("http://127.0.0.1:8080", ENV_KEY, "a'b", body);
+        let words = cmd.trim_start_matches("curl ").replace("\\\n", " ");
+        let args = sh_args(&words);
+        assert_eq!(args[7..9], ["-H", "Idempotency-Key: a'b"]);
+        assert_eq!(args[10], body);
     }
 }

@@ -81,6 +81,7 @@ mod tests {
             price: Millicents(price),
             created_at: Timestamp(1),
             test: false,
+            idempotency: None,
         }
     }
 

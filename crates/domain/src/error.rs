@@ -73,6 +73,11 @@ error_codes! {
     RequestTimeout => ("request_timeout", 408, "The request body was not received in time", "Send the whole body promptly after the headers; check your connection"),
     /// The request's headers are more, or larger, than the server accepts.
     HeadersTooLarge => ("request_headers_too_large", 431, "The request headers are too large", "Send fewer or smaller headers (cookies included)"),
+    /// The `Idempotency-Key` was first used for another request (method, path or body differ)
+    /// within the 24 hours it is kept.
+    IdempotencyKeyMismatch => ("idempotency_key_mismatch", 409, "This Idempotency-Key was already used for a different request (method, path or body) in the last 24 hours", "Use a new Idempotency-Key for a new request; reuse a key only to retry the very same request"),
+    /// The first request with this `Idempotency-Key` is still being processed.
+    IdempotencyKeyInUse => ("idempotency_key_in_use", 409, "A request with this Idempotency-Key is still being processed", "Retry after Retry-After (1 s): the retry answers what the first request answered"),
     /// Too many requests in the current window.
     RateLimited => ("RATE_LIMITED", 429, "Rate limit exceeded", "Wait and retry with exponential backoff (1 s, 2 s, 4 s); see rate limits"),
     /// The key's usage quota is used up.
@@ -108,13 +113,17 @@ error_codes! {
 
 impl ErrorCode {
     /// The codes of the runs API, in the order `POST /api/v1/runs` checks them (first failing
-    /// wins), then those of reading a run and the 500. The docs pages and each model's page
+    /// wins; `invalid_request` and the two `idempotency_key_*` codes only with an
+    /// `Idempotency-Key` header), then those of reading a run and the 500. The docs pages and each model's page
     /// are generated from this list.
     pub const RUNS_API: &'static [ErrorCode] = &[
         ErrorCode::MissingApiKey,
         ErrorCode::InvalidApiKey,
         ErrorCode::IpNotAllowed,
         ErrorCode::RateLimited,
+        ErrorCode::InvalidRequest,
+        ErrorCode::IdempotencyKeyMismatch,
+        ErrorCode::IdempotencyKeyInUse,
         ErrorCode::UsageExceeded,
         ErrorCode::InvalidJson,
         ErrorCode::MissingModel,
@@ -146,6 +155,30 @@ impl ApiError {
     /// The 500 error: the internal cause must already have been logged by the caller.
     pub fn internal() -> Self {
         ErrorCode::Internal.into()
+    }
+}
+
+impl ApiError {
+    /// The JSON envelope every error leaves in: `{"error": {"message": "...", "code": "..."}}`.
+    pub fn envelope(&self) -> Vec<u8> {
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            error: Inner<'a>,
+        }
+        #[derive(serde::Serialize)]
+        struct Inner<'a> {
+            message: &'a str,
+            code: &'a str,
+        }
+        let body = Body {
+            error: Inner {
+                message: &self.message,
+                code: self.code.as_str(),
+            },
+        };
+        serde_json::to_vec(&body).unwrap_or_else(|_| {
+            br#"{"error":{"message":"internal error","code":"internal_error"}}"#.to_vec()
+        })
     }
 }
 

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod catalog;
 pub mod error;
 pub mod files;
+pub mod idempotency;
 pub mod identities;
 pub mod ids;
 pub mod inflight;

@@ -119,4 +119,7 @@ pub struct NewRun {
     pub created_at: Timestamp,
     /// Created with a test key (simulated, free).
     pub test: bool,
+    /// The idempotency key the run is created under: the store records the `201` under it in
+    /// the run's transaction ([`crate::idempotency`]).
+    pub idempotency: Option<crate::idempotency::RunMark>,
 }

@@ -126,10 +126,51 @@ pub async fn create_run(
     key: &ApiKey,
     body: &[u8],
 ) -> Result<Run, ApiError> {
-    check_quota(key)?;
-    let req = parse_run_request(catalog, body, key.test)?;
+    create_run_as(store, catalog, key, body, ids::new_run_id(), None)
+        .await
+        .map_err(CreateFailure::into_error)
+}
+
+/// Why [`create_run_as`] created no run, sorted by what an idempotency key does with the answer
+/// ([`crate::idempotency`]).
+#[derive(Debug)]
+pub enum CreateFailure {
+    /// Before the run was submitted to the store (the quota, the body's checks): nothing was
+    /// done.
+    NotStarted(ApiError),
+    /// The money checks refused it (in the store's transaction, or on the key's snapshot
+    /// before it): nothing was done, and the same request would be refused again.
+    Refused(ApiError),
+    /// The store failed: the run may or may not have been created (a lost commit answer).
+    Failed(ApiError),
+}
+
+impl CreateFailure {
+    pub fn into_error(self) -> ApiError {
+        match self {
+            CreateFailure::NotStarted(e) | CreateFailure::Refused(e) | CreateFailure::Failed(e) => {
+                e
+            }
+        }
+    }
+}
+
+/// [`create_run`] under a chosen run id; with `mark`, the store also records the `201` under
+/// the request's idempotency key in the transaction that creates the run.
+pub async fn create_run_as(
+    store: &dyn Store,
+    catalog: &Catalog,
+    key: &ApiKey,
+    body: &[u8],
+    run_id: String,
+    mark: Option<crate::idempotency::RunMark>,
+) -> Result<Run, CreateFailure> {
+    check_quota(key).map_err(CreateFailure::NotStarted)?;
+    let req = parse_run_request(catalog, body, key.test).map_err(CreateFailure::NotStarted)?;
     // Still step 10: an input may name only this account's uploads.
-    crate::uploads::check_input_files(store, &key.account_id, &req.input).await?;
+    crate::uploads::check_input_files(store, &key.account_id, &req.input)
+        .await
+        .map_err(CreateFailure::NotStarted)?;
     // Test runs are free (and simulated).
     let price = if key.test {
         Millicents::ZERO
@@ -138,10 +179,10 @@ pub async fn create_run(
     };
     // Step 11 early on the snapshot (the store re-checks it atomically).
     if key.would_pass_spend_limit(price) {
-        return Err(ErrorCode::SpendLimitExceeded.into());
+        return Err(CreateFailure::Refused(ErrorCode::SpendLimitExceeded.into()));
     }
     let new = NewRun {
-        id: ids::new_run_id(),
+        id: run_id,
         account_id: key.account_id.clone(),
         key_id: key.id.clone(),
         model: req.model.id.clone(),
@@ -149,13 +190,16 @@ pub async fn create_run(
         price,
         created_at: Timestamp::now(),
         test: key.test,
+        idempotency: mark,
     };
     store.create_run(new).await.map_err(|e| match e {
-        CreateRunError::KeyNotUsable => ErrorCode::InvalidApiKey.into(),
-        CreateRunError::QuotaExhausted => ErrorCode::UsageExceeded.into(),
-        CreateRunError::SpendLimit => ErrorCode::SpendLimitExceeded.into(),
-        CreateRunError::InsufficientBalance => ErrorCode::InsufficientBalance.into(),
-        CreateRunError::Store(e) => internal(e),
+        CreateRunError::KeyNotUsable => CreateFailure::Refused(ErrorCode::InvalidApiKey.into()),
+        CreateRunError::QuotaExhausted => CreateFailure::Refused(ErrorCode::UsageExceeded.into()),
+        CreateRunError::SpendLimit => CreateFailure::Refused(ErrorCode::SpendLimitExceeded.into()),
+        CreateRunError::InsufficientBalance => {
+            CreateFailure::Refused(ErrorCode::InsufficientBalance.into())
+        }
+        CreateRunError::Store(e) => CreateFailure::Failed(internal(e)),
     })
 }
 

@@ -237,9 +237,38 @@ pub trait Store: Send + Sync + 'static {
     /// transaction. Returns whether there was one to remove (a second call does nothing).
     async fn delete_upload(&self, id: &str) -> Result<bool, StoreError>;
 
+    // --- idempotency keys (crate::idempotency) -------------------------------------------
+    /// Atomically, for the key (`claim.account_id`, `claim.key`): with no row, or one created
+    /// before `claim.expired_before`, (re)places it with a new in-flight claim made at
+    /// `claim.now`, with `claim.fingerprint` and `claim.run_id`; with an in-flight row of the
+    /// same fingerprint claimed before `claim.stale_before`, takes it over (a new `claimed_at`,
+    /// its run id kept, `resumed`); otherwise answers the row as it is. Of concurrent claims of
+    /// one key, in this process or another, exactly one is `Claimed`.
+    async fn claim_idempotency_key(
+        &self,
+        claim: &crate::idempotency::NewClaim,
+    ) -> Result<crate::idempotency::ClaimOutcome, StoreError>;
+    /// Ends a claim, if it is still in flight and still `claim`'s (same `claimed_at`):
+    /// records its answer, deletes the row, or marks it stale at once (see
+    /// [`crate::idempotency::Settle`]). Otherwise changes nothing.
+    async fn settle_idempotency_key(
+        &self,
+        claim: &crate::idempotency::Claim,
+        how: &crate::idempotency::Settle,
+    ) -> Result<(), StoreError>;
+    /// Deletes up to `max` keys created before `expired_before`; returns how many.
+    async fn sweep_idempotency_keys(
+        &self,
+        expired_before: Timestamp,
+        max: u32,
+    ) -> Result<u64, StoreError>;
+
     // --- runs and their queue ------------------------------------------------------------
     /// In one transaction: re-checks the key (usable, quota, spend limit) and the balance,
-    /// charges the price (ledger entry), inserts the run and enqueues its job.
+    /// charges the price (ledger entry), inserts the run and enqueues its job. With
+    /// `run.idempotency`, the same transaction records the `201`
+    /// ([`crate::idempotency::Answer::created`] of the run returned) under that key, if the
+    /// claim is still the run's. A run id is unique: a second create under the same id fails.
     async fn create_run(&self, run: NewRun) -> Result<Run, CreateRunError>;
     /// The run if it belongs to `account_id`.
     async fn get_run(&self, account_id: &str, run_id: &str) -> Result<Option<Run>, StoreError>;

@@ -22,24 +22,7 @@ impl From<ErrorCode> for HttpError {
 
 /// The envelope's bytes for `e`.
 pub fn envelope(e: &ApiError) -> Vec<u8> {
-    #[derive(serde::Serialize)]
-    struct Body<'a> {
-        error: Inner<'a>,
-    }
-    #[derive(serde::Serialize)]
-    struct Inner<'a> {
-        message: &'a str,
-        code: &'a str,
-    }
-    let body = Body {
-        error: Inner {
-            message: &e.message,
-            code: e.code.as_str(),
-        },
-    };
-    serde_json::to_vec(&body).unwrap_or_else(|_| {
-        br#"{"error":{"message":"internal error","code":"internal_error"}}"#.to_vec()
-    })
+    e.envelope()
 }
 
 impl IntoResponse for HttpError {
@@ -51,6 +34,11 @@ impl IntoResponse for HttpError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if self.0.code == ErrorCode::IdempotencyKeyInUse {
+            // The first request is normally answered within milliseconds.
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if self.0.code == ErrorCode::PayloadTooLarge {
             // The unread rest of the body makes the connection unusable: tell the client not to
             // send its next request on it.

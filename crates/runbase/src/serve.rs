@@ -245,6 +245,25 @@ pub async fn run(config: Config, warnings: Vec<String>, migrate: bool) -> anyhow
         })
     };
 
+    // Idempotency keys past their 24 hours are deleted now and then (a reused one is replaced
+    // anyway); every API node does it, which is harmless.
+    let sweeper = role.serves_api().then(|| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let every = Duration::from_secs(runbase_domain::idempotency::SWEEP_EVERY_SECS);
+            loop {
+                tokio::time::sleep(every).await;
+                match runbase_domain::idempotency::sweep(store.as_ref()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(keys = n, "expired idempotency keys deleted"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "deleting expired idempotency keys failed")
+                    }
+                }
+            }
+        })
+    });
+
     tracing::info!(%addr, data_dir = %config.data_dir.display(), role = role.name(), "runbase is ready");
     // The one line on stdout: scripts and tests read the address from it.
     println!("Runbase listening on http://{addr}");
@@ -289,6 +308,9 @@ pub async fn run(config: Config, warnings: Vec<String>, migrate: bool) -> anyhow
     shutdown.await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
+    if let Some(sweeper) = sweeper {
+        sweeper.abort();
+    }
     let _ = server.await;
     if let Some(w) = worker_task {
         let _ = w.await;

@@ -978,6 +978,8 @@ async fn docs_are_generated_from_what_the_server_enforces() {
         ("USAGE_EXCEEDED", 429),
         ("run_not_found", 404),
         ("internal_error", 500),
+        ("idempotency_key_mismatch", 409),
+        ("idempotency_key_in_use", 409),
     ] {
         assert!(
             codes.contains(&format!("<td>{status}</td><td><code>{code}</code>")),
@@ -985,6 +987,16 @@ async fn docs_are_generated_from_what_the_server_enforces() {
         );
     }
     assert!(codes.contains("support@runbase.net"));
+    // The header of safe retries, with what is kept and for how long.
+    let runs = b.get("/docs/runs").await.text;
+    for needle in [
+        "Idempotency-Key: order-4711",
+        "Idempotent-Replayed: true",
+        "kept for 24 hours",
+        "409 idempotency_key_in_use",
+    ] {
+        assert!(runs.contains(needle), "{needle}");
+    }
     // A model page: schema tables from the schema, the curl quick start, the error table.
     let model = b.get("/models/google/nano-banana-2").await.text;
     for needle in [

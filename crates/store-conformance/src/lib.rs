@@ -150,6 +150,7 @@ impl Fixture {
             price: Millicents(price),
             created_at: Timestamp::now(),
             test: false,
+            idempotency: None,
         }
     }
 

@@ -149,6 +149,12 @@ struct Writes {
     charge_keys: Vec<String>,
     charge_memos: Vec<String>,
     charge_times: Vec<i64>,
+    // The 201s of runs created under an idempotency key.
+    answer_accounts: Vec<String>,
+    answer_keys: Vec<String>,
+    answer_claims: Vec<i64>,
+    answer_statuses: Vec<i32>,
+    answer_bodies: Vec<Vec<u8>>,
 }
 
 async fn write_batch(
@@ -230,6 +236,14 @@ impl Writes {
             self.charge_keys.push(run.key_id.clone());
             self.charge_memos.push(run.model.clone());
             self.charge_times.push(run.created_at.0);
+        }
+        if let Some(mark) = &run.idempotency {
+            let answer = runbase_domain::idempotency::Answer::created(&pending_run(run));
+            self.answer_accounts.push(run.account_id.clone());
+            self.answer_keys.push(mark.key.clone());
+            self.answer_claims.push(mark.claimed_at.0);
+            self.answer_statuses.push(i32::from(answer.status));
+            self.answer_bodies.push(answer.body);
         }
     }
 }
@@ -361,31 +375,53 @@ async fn apply(
          FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bigint[])
               WITH ORDINALITY AS u(account_id, amount, balance_after, run_id, key_id, memo, created_at, ord)
          ORDER BY ord";
+    let answer_params: [&Param; 5] = [
+        &w.answer_accounts,
+        &w.answer_keys,
+        &w.answer_claims,
+        &w.answer_statuses,
+        &w.answer_bodies,
+    ];
     // Delivered at commit: wakes idle workers on every node.
     const NOTIFY: &str = "SELECT pg_notify($1, '')";
     // Prepared first (once per connection): every statement must be on the wire before the
     // `COMMIT`, in order, and a statement waiting for its preparation would be sent after it.
-    let (keys, accounts, runs, ledger, notify) = futures_util::future::try_join5(
-        client.prepare_cached(KEYS),
-        client.prepare_cached(ACCOUNTS),
-        client.prepare_cached(RUNS),
-        client.prepare_cached(LEDGER),
-        client.prepare_cached(NOTIFY),
+    let ((keys, accounts, runs, ledger, notify), answers) = futures_util::future::try_join(
+        futures_util::future::try_join5(
+            client.prepare_cached(KEYS),
+            client.prepare_cached(ACCOUNTS),
+            client.prepare_cached(RUNS),
+            client.prepare_cached(LEDGER),
+            client.prepare_cached(NOTIFY),
+        ),
+        client.prepare_cached(crate::idempotency::RECORD_MANY),
     )
     .await?;
-    let sent = futures_util::future::join5(
-        client.execute(&keys, &key_params),
-        client.execute(&accounts, &account_params),
-        client.execute(&runs, &run_params),
-        client.execute(&ledger, &charge_params),
-        client.execute(&notify, &[&QUEUE_CHANNEL]),
+    let record = !w.answer_keys.is_empty();
+    let sent = futures_util::future::join(
+        futures_util::future::join5(
+            client.execute(&keys, &key_params),
+            client.execute(&accounts, &account_params),
+            client.execute(&runs, &run_params),
+            client.execute(&ledger, &charge_params),
+            client.execute(&notify, &[&QUEUE_CHANNEL]),
+        ),
+        // The 201s of idempotent creates, kept in the transaction that charges them.
+        async {
+            if record {
+                client.execute(&answers, &answer_params).await.map(Some)
+            } else {
+                Ok(None)
+            }
+        },
     );
     // Every answer is awaited (not just the first error), so the connection is idle after.
-    let ((keys, accounts, runs, ledger, notify), commit) =
+    let (((keys, accounts, runs, ledger, notify), answers), commit) =
         futures_util::future::join(sent, client.batch_execute("COMMIT")).await;
     for answer in [keys, accounts, runs, ledger, notify] {
         answer?;
     }
+    answers?;
     commit?;
     Ok(())
 }

@@ -16,6 +16,7 @@ mod batch;
 mod create_batch;
 mod dashboard;
 mod error;
+mod idempotency;
 mod listen;
 mod migrations;
 mod rows;

@@ -9,6 +9,7 @@ use runbase_domain::account::{
     Account, ApiKey, KeySettings, KeyUpdate, LedgerEntry, LedgerKind, NewAccount,
     WELCOME_CREDIT_MEMO,
 };
+use runbase_domain::idempotency::{Claim, ClaimOutcome, NewClaim, Settle};
 use runbase_domain::identities::PendingSignIn;
 use runbase_domain::ids::{self, KeyHash};
 use runbase_domain::money::Millicents;
@@ -350,8 +351,32 @@ async fn create_run_tx(
         }
         Ok::<_, Error>(())
     };
-    futures_util::future::try_join4(spend, insert, notify, charge).await?;
-    Ok(Ok(crate::create_batch::pending_run(run)))
+    let created = crate::create_batch::pending_run(run);
+    // The 201 under the request's idempotency key, in the transaction that charges it.
+    let answer = run
+        .idempotency
+        .as_ref()
+        .map(|mark| (mark, runbase_domain::idempotency::Answer::created(&created)));
+    let record = async {
+        if let Some((mark, answer)) = &answer {
+            let status = i32::from(answer.status);
+            execute(
+                tx,
+                crate::idempotency::RECORD,
+                &[
+                    &run.account_id,
+                    &mark.key,
+                    &mark.claimed_at.0,
+                    &status,
+                    &answer.body,
+                ],
+            )
+            .await?;
+        }
+        Ok::<_, Error>(())
+    };
+    futures_util::future::try_join5(spend, insert, notify, charge, record).await?;
+    Ok(Ok(created))
 }
 
 /// Runs whose lease ran out before `now`: back to the queue, or failed with a refund once they
@@ -1170,6 +1195,22 @@ impl Store for PgStore {
         })
         .await?;
         Ok(deleted)
+    }
+
+    async fn claim_idempotency_key(&self, claim: &NewClaim) -> Result<ClaimOutcome, StoreError> {
+        Ok(self.claim_key(claim).await?)
+    }
+
+    async fn settle_idempotency_key(&self, claim: &Claim, how: &Settle) -> Result<(), StoreError> {
+        Ok(self.settle_key(claim, how).await?)
+    }
+
+    async fn sweep_idempotency_keys(
+        &self,
+        expired_before: Timestamp,
+        max: u32,
+    ) -> Result<u64, StoreError> {
+        Ok(self.sweep_keys(expired_before.0, max).await?)
     }
 
     async fn create_run(&self, run: NewRun) -> Result<Run, CreateRunError> {

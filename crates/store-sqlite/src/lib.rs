@@ -10,6 +10,7 @@
 
 mod backup;
 mod dashboard;
+mod idempotency;
 mod migrations;
 mod pool;
 mod rows;

@@ -8,6 +8,7 @@ use runbase_domain::account::{
     Account, ApiKey, KeySettings, KeyUpdate, LedgerEntry, LedgerKind, NewAccount,
     WELCOME_CREDIT_MEMO,
 };
+use runbase_domain::idempotency::{Claim, ClaimOutcome, NewClaim, Settle};
 use runbase_domain::identities::PendingSignIn;
 use runbase_domain::ids::{self, KeyHash};
 use runbase_domain::money::Millicents;
@@ -135,7 +136,7 @@ fn create_run_tx(conn: &Connection, run: &NewRun) -> rusqlite::Result<Result<Run
             balance_after,
         )?;
     }
-    Ok(Ok(Run {
+    let created = Run {
         id: run.id.clone(),
         model: run.model.clone(),
         status: RunStatus::Pending,
@@ -150,7 +151,11 @@ fn create_run_tx(conn: &Connection, run: &NewRun) -> rusqlite::Result<Result<Run
         key_id: run.key_id.clone(),
         attempts: 0,
         test: run.test,
-    }))
+    };
+    if let Some(mark) = &run.idempotency {
+        crate::idempotency::record_created(conn, &run.account_id, mark, &created)?;
+    }
+    Ok(Ok(created))
 }
 
 /// Ends a `processing` run; refunds a failure. A run in any other state is left alone, so
@@ -910,6 +915,27 @@ impl Store for SqliteStore {
             Ok(true)
         })
         .await
+    }
+
+    async fn claim_idempotency_key(&self, claim: &NewClaim) -> Result<ClaimOutcome, StoreError> {
+        let claim = claim.clone();
+        self.write_one(move |c| crate::idempotency::claim(c, &claim))
+            .await
+    }
+
+    async fn settle_idempotency_key(&self, claim: &Claim, how: &Settle) -> Result<(), StoreError> {
+        let (claim, how) = (claim.clone(), how.clone());
+        self.write_one(move |c| crate::idempotency::settle(c, &claim, &how))
+            .await
+    }
+
+    async fn sweep_idempotency_keys(
+        &self,
+        expired_before: Timestamp,
+        max: u32,
+    ) -> Result<u64, StoreError> {
+        self.write_one(move |c| crate::idempotency::sweep(c, expired_before.0, max))
+            .await
     }
 
     async fn create_run(&self, run: NewRun) -> Result<Run, CreateRunError> {

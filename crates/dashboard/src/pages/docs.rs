@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::response::Response;
 use maud::{Markup, html};
 use runbase_domain::ErrorCode;
+use runbase_domain::idempotency;
 use runbase_domain::ratelimit::RateLimit;
 use runbase_http::AppState;
 
@@ -174,6 +175,17 @@ pub async fn runs(State(state): State<AppState>, MaybeViewer(v): MaybeViewer) ->
             h2 { (t("docs-poll")) }
             pre.code { code { (shell::curl_get(base, "/api/v1/runs/RUN_ID", shell::ENV_KEY)) } }
             p { "Poll every 1–2 seconds. Polls count towards the runs rate limit (see " a href="/docs/rate-limits" { "Rate limits" } ")." }
+            h2 id="retries" { (t("docs-retries")) }
+            p { "A create (or a cancel) that timed out or lost its connection may or may not have happened. Send it with an " code { "Idempotency-Key" } " header, a value of your choosing (1 to 255 printable ASCII characters; a UUID is a good one), and retry it with the same key: it is done at most once." }
+            pre.code { code { (shell::curl_create_idempotent(base, shell::ENV_KEY, "order-4711", r#"{"model": "google/nano-banana-2", "input": {"prompt": "A red fox in fresh snow"}}"#)) } }
+            ul {
+                li { "A retry of the same request (same method, path and body, byte for byte) with the same key gets the first answer again, status and body, with " code { "Idempotent-Replayed: true" } ", and is not charged or queued again." }
+                li { "Keys belong to your account (all its API keys share them) and are kept for " (idempotency::KEEP_HOURS) " hours; after that a key starts afresh." }
+                li { "The same key with a different request answers " code { "409 idempotency_key_mismatch" } "." }
+                li { "A retry while the first request is still being processed answers " code { "409 idempotency_key_in_use" } " with " code { "Retry-After: 1" } "; retry then." }
+                li { "Which answers are kept: every answer of a request that started executing, refusals included (" code { "402 insufficient_balance" } ", " code { "403 api_key_spend_limit_exceeded" } ", " code { "404 run_not_found" } "). Not kept, so that a retry with the key executes: answers to a body that failed validation (" code { "400" } "), " code { "429" } " and " code { "5xx" } " answers." }
+                li { "A key that is too long, empty, or not printable ASCII answers " code { "400 invalid_request" } "." }
+            }
             h2 { (t("docs-run-object")) }
             p { "Fields, always present, " code { "null" } " until known: " code { "id" } ", " code { "model" } ", " code { "status" } ", " code { "input" } " (after defaults), " code { "output" } ", " code { "error" } ", " code { "costUsd" } ", " code { "createdAt" } ", " code { "startedAt" } ", " code { "completedAt" } " (ISO 8601 UTC with milliseconds, e.g. " code { "2026-06-01T12:00:04.200Z" } ")." }
             h2 { (t("docs-example")) }

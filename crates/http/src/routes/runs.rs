@@ -1,5 +1,6 @@
 //! `POST /api/v1/runs`, `GET /api/v1/runs/{id}`, `POST /api/v1/runs/{id}/cancel`,
-//! `GET /api/v1/runs`.
+//! `GET /api/v1/runs`. Creates and cancels take an `Idempotency-Key`
+//! (`runbase_domain::idempotency`).
 
 use super::api_key::{
     authenticate, authorize_runs, authorize_runs_and_read, peer, with_rate_headers,
@@ -11,8 +12,9 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{Extensions, HeaderMap, StatusCode};
+use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use runbase_domain::idempotency::{self, Answered};
 use runbase_domain::ids;
 use runbase_domain::run::Run;
 use runbase_domain::{ApiError, ErrorCode, service};
@@ -40,6 +42,42 @@ pub async fn create(
             return resp;
         }
     };
+    // With an `Idempotency-Key`: the key is checked, the body read (it is part of what makes a
+    // repeat "the same request"), and the key claimed before anything else, so that a repeat is
+    // answered what the first request was answered, whatever has changed since (a quota used up
+    // by that very request, for one).
+    let idempotency_key = match idempotency::parse_key(
+        headers
+            .get_all(idempotency::HEADER)
+            .iter()
+            .map(|v| v.as_bytes()),
+    ) {
+        Ok(k) => k,
+        Err(e) => {
+            discard(body, state.config.body_limit());
+            return with_rate_headers(HttpError(e), &rate);
+        }
+    };
+    if let Some(idempotency_key) = idempotency_key {
+        let result = async {
+            let body = read_body(body, state.config.body_limit())
+                .await
+                .map_err(|e| e.into_api(ErrorCode::InvalidJson))?;
+            idempotency::create_run(
+                state.store.as_ref(),
+                &state.catalog,
+                &key,
+                &body,
+                &idempotency_key,
+            )
+            .await
+        }
+        .await;
+        return match result {
+            Ok(answered) => with_rate_headers(answered_response(answered), &rate),
+            Err(e) => with_rate_headers(HttpError(e), &rate),
+        };
+    }
     let result = async {
         if let Err(e) = service::check_quota(&key) {
             discard(body, state.config.body_limit());
@@ -88,21 +126,81 @@ pub async fn cancel(
     ext: Extensions,
     headers: HeaderMap,
     id: Result<Path<String>, PathRejection>,
+    body: Body,
 ) -> Response {
     let (key, rate) = match authorize_runs(&state, &headers, peer(&ext)).await {
         Ok(ok) => ok,
-        Err(resp) => return resp,
+        Err(resp) => {
+            discard(body, state.config.body_limit());
+            return resp;
+        }
     };
     // An id that is not even valid UTF-8 names no run (and is answered only after the key).
     let id = id.map_or_else(|_| String::new(), |Path(id)| id);
-    match service::cancel_run(state.store.as_ref(), &key, &id).await {
-        Ok(run) => {
-            // Stop the provider call if the run is executing in this process.
-            state.inflight.cancel(&run.id);
-            with_rate_headers(Json(run), &rate)
+    let idempotency_key = match idempotency::parse_key(
+        headers
+            .get_all(idempotency::HEADER)
+            .iter()
+            .map(|v| v.as_bytes()),
+    ) {
+        Ok(k) => k,
+        Err(e) => {
+            discard(body, state.config.body_limit());
+            return with_rate_headers(HttpError(e), &rate);
+        }
+    };
+    let Some(idempotency_key) = idempotency_key else {
+        discard(body, state.config.body_limit());
+        return match service::cancel_run(state.store.as_ref(), &key, &id).await {
+            Ok(run) => {
+                // Stop the provider call if the run is executing in this process.
+                state.inflight.cancel(&run.id);
+                with_rate_headers(Json(run), &rate)
+            }
+            Err(e) => with_rate_headers(HttpError(e), &rate),
+        };
+    };
+    let result = async {
+        // The body (normally empty) is part of what makes a repeat "the same request".
+        let body = read_body(body, state.config.body_limit())
+            .await
+            .map_err(|e| e.into_api(ErrorCode::InvalidRequest))?;
+        idempotency::cancel_run(state.store.as_ref(), &key, &id, &body, &idempotency_key).await
+    }
+    .await;
+    match result {
+        Ok(answered) => {
+            if !answered.replayed && answered.answer.status == 200 {
+                // Stop the provider call if the run is executing in this process.
+                state.inflight.cancel(&id);
+            }
+            with_rate_headers(answered_response(answered), &rate)
         }
         Err(e) => with_rate_headers(HttpError(e), &rate),
     }
+}
+
+/// An answer given under an idempotency key, its bytes as recorded; a replay is marked
+/// `Idempotent-Replayed: true`.
+fn answered_response(answered: Answered) -> Response {
+    let status =
+        StatusCode::from_u16(answered.answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        answered.answer.body,
+    )
+        .into_response();
+    if answered.replayed {
+        resp.headers_mut().insert(
+            idempotency::REPLAYED_HEADER,
+            HeaderValue::from_static("true"),
+        );
+    }
+    resp
 }
 
 #[derive(Deserialize)]

@@ -169,6 +169,14 @@ impl Server {
         }
     }
 
+    /// The PostgreSQL database of this server, if it runs on one.
+    pub fn database_url(&self) -> Option<String> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == "RUNBASE_DATABASE_URL")
+            .map(|(_, v)| v.clone())
+    }
+
     /// The server's log so far (for assertions and failure messages).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()

@@ -1,0 +1,420 @@
+//! Safe retries: the `Idempotency-Key` header of `POST /api/v1/runs` and
+//! `POST /api/v1/runs/{id}/cancel`, with Stripe's semantics.
+//!
+//! A key (1–255 printable ASCII characters, chosen by the client) is scoped to the account and
+//! kept [`KEEP_HOURS`] hours. The first request under a key claims it: the store inserts a row
+//! per (account, key), "in flight", so of concurrent duplicates exactly one executes. Its answer
+//! is then recorded, and a repeat of the same request (same method, path and body: a SHA-256
+//! [`fingerprint`]) gets that answer again, status and body byte for byte, marked
+//! `Idempotent-Replayed: true`, without charging or queueing anything. The same key with another
+//! request is `409 idempotency_key_mismatch`; a repeat while the first is still executing is
+//! `409 idempotency_key_in_use` (with `Retry-After: 1`).
+//!
+//! Which answers are kept ([`is_kept`]), as Stripe decides it: an answer is kept once the request
+//! has started executing, refusals included (`402 insufficient_balance`,
+//! `403 api_key_spend_limit_exceeded`, `404 run_not_found`): retrying them gives the same
+//! refusal. Not kept, the key being released so that a retry executes afresh:
+//! - a request that never started executing: one whose body fails validation (`invalid_json`,
+//!   `missing_model`, `missing_input`, `model_not_found`, `invalid_input`; these are checked
+//!   after the key is claimed, so a replay is answered before them);
+//! - a `429` (`USAGE_EXCEEDED`: the quota may be raised) and every `5xx` (`500`, `503`): the
+//!   failure is the server's or the moment's, and a retry may succeed.
+//!
+//! A create's run id is chosen when the key is claimed and kept in the key's row; the run is
+//! inserted under that id, and the 201 answer recorded, in the very transaction that charges it.
+//! So a process killed after the charge but before the answer left cannot lead to a second run:
+//! the key's row stays "in flight", and once it is [`STALE_AFTER_SECS`] seconds old a retry takes
+//! it over, finds the run under the chosen id and answers it (201). Two requests that both
+//! believe they hold the key (a slow first one and the retry that took it over) can only insert
+//! the one run id, which the store keeps unique: one run, one charge, whatever the timing.
+
+use crate::account::ApiKey;
+use crate::catalog::Catalog;
+use crate::error::{ApiError, ErrorCode};
+use crate::run::Run;
+use crate::service::{self, CreateFailure, internal};
+use crate::store::{Store, StoreError};
+use crate::time::Timestamp;
+use sha2::{Digest, Sha256};
+
+/// The request header.
+pub const HEADER: &str = "idempotency-key";
+/// The response header of a replayed answer (`true`).
+pub const REPLAYED_HEADER: &str = "idempotent-replayed";
+/// The longest key accepted, in characters (Stripe's bound).
+pub const MAX_KEY_LEN: usize = 255;
+/// How long a key and its answer are kept; a key reused later starts afresh.
+pub const KEEP_HOURS: i64 = 24;
+/// How long a claim may stay "in flight" before a retry may take it over (its process is taken
+/// to have died). Creates and cancels take milliseconds; a request that is merely slow and is
+/// taken over is still safe (see the module's documentation), so this bound only decides how long
+/// a retry after a crash meets `idempotency_key_in_use`.
+pub const STALE_AFTER_SECS: i64 = 10;
+/// How often a server deletes expired keys ([`sweep`]).
+pub const SWEEP_EVERY_SECS: u64 = 600;
+
+const MICROS_PER_SEC: i64 = 1_000_000;
+
+/// The key a request carries, checked: `None` without the header; `invalid_request` when it is
+/// repeated, empty, longer than [`MAX_KEY_LEN`], or not printable ASCII.
+pub fn parse_key<'a>(
+    mut values: impl Iterator<Item = &'a [u8]>,
+) -> Result<Option<String>, ApiError> {
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    let invalid = |m: String| ApiError::new(ErrorCode::InvalidRequest, m);
+    if values.next().is_some() {
+        return Err(invalid(
+            "Idempotency-Key: send the header once per request".into(),
+        ));
+    }
+    if value.is_empty() {
+        return Err(invalid(format!(
+            "Idempotency-Key: must not be empty; use 1 to {MAX_KEY_LEN} printable ASCII characters, such as a UUID"
+        )));
+    }
+    if !value.iter().all(|b| (0x20..=0x7e).contains(b)) {
+        return Err(invalid(format!(
+            "Idempotency-Key: only printable ASCII characters are accepted (1 to {MAX_KEY_LEN} of them, such as a UUID)"
+        )));
+    }
+    if value.len() > MAX_KEY_LEN {
+        return Err(invalid(format!(
+            "Idempotency-Key: is {} characters long; at most {MAX_KEY_LEN} are accepted",
+            value.len()
+        )));
+    }
+    // Printable ASCII, checked above.
+    Ok(Some(value.iter().map(|&b| b as char).collect()))
+}
+
+/// What makes two requests "the same": SHA-256 of the method, the path and the body bytes, hex.
+pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> String {
+    let mut h = Sha256::new();
+    h.update(method.as_bytes());
+    h.update(b"\n");
+    h.update(path.as_bytes());
+    h.update(b"\n");
+    h.update(body);
+    hex::encode(h.finalize())
+}
+
+/// Whether an answer of this status, given by a request that started executing, is kept under
+/// its key: everything below 500 but 429.
+pub fn is_kept(status: u16) -> bool {
+    status < 500 && status != 429
+}
+
+/// An answer as sent: its status and its JSON body, byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// `201` with the run: what a create answers. The stores record exactly these bytes.
+    pub fn created(run: &Run) -> Answer {
+        Answer {
+            status: 201,
+            body: run_json(run),
+        }
+    }
+
+    /// `200` with the run: what a cancel answers.
+    pub fn ok(run: &Run) -> Answer {
+        Answer {
+            status: 200,
+            body: run_json(run),
+        }
+    }
+
+    /// The error's status and envelope.
+    pub fn error(e: &ApiError) -> Answer {
+        Answer {
+            status: e.code.status(),
+            body: e.envelope(),
+        }
+    }
+}
+
+fn run_json(run: &Run) -> Vec<u8> {
+    // A run serializes without error: its maps have string keys and its numbers are integers.
+    serde_json::to_vec(run).unwrap_or_default()
+}
+
+/// An answer to send, and whether it is a replay of an earlier request's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answered {
+    pub answer: Answer,
+    pub replayed: bool,
+}
+
+/// What a store is asked to claim.
+#[derive(Debug, Clone)]
+pub struct NewClaim {
+    pub account_id: String,
+    pub key: String,
+    pub fingerprint: String,
+    /// For a create: the id its run will have (a claim that takes over a stale one keeps the
+    /// earlier id instead).
+    pub run_id: Option<String>,
+    pub now: Timestamp,
+    /// A key whose row was created before this is expired: it is replaced, as if new.
+    pub expired_before: Timestamp,
+    /// An in-flight claim made before this may be taken over.
+    pub stale_before: Timestamp,
+}
+
+impl NewClaim {
+    pub fn new(account_id: &str, key: &str, fingerprint: String, run_id: Option<String>) -> Self {
+        let now = Timestamp::now();
+        NewClaim {
+            account_id: account_id.to_owned(),
+            key: key.to_owned(),
+            fingerprint,
+            run_id,
+            now,
+            expired_before: Timestamp(now.0 - KEEP_HOURS * 3600 * MICROS_PER_SEC),
+            stale_before: Timestamp(now.0 - STALE_AFTER_SECS * MICROS_PER_SEC),
+        }
+    }
+}
+
+/// A claim on a key, held by the request executing under it. `claimed_at` identifies the claim:
+/// only its holder may settle it, so a request whose claim was taken over changes nothing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claim {
+    pub account_id: String,
+    pub key: String,
+    pub claimed_at: Timestamp,
+    /// The id the create's run has, or will have.
+    pub run_id: Option<String>,
+    /// Taken over from an earlier claim that went stale (its request may have done its work).
+    pub resumed: bool,
+}
+
+/// What is kept under a key that could not be claimed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub fingerprint: String,
+    /// `None` while the first request is in flight.
+    pub answer: Option<Answer>,
+}
+
+/// What claiming a key found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClaimOutcome {
+    /// The key is the caller's: it was free (or expired), or its claim had gone stale.
+    Claimed(Claim),
+    /// Another request has (or had) the key.
+    Existing(Record),
+}
+
+/// How a claim ends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Settle {
+    /// The answer is kept for replays.
+    Record(Answer),
+    /// The request never started executing: the key is deleted, as if never used.
+    Release,
+    /// The request failed in a way that may have left its work done (a lost commit answer): the
+    /// key stays with its request but may be taken over at once, and a retry finds any run the
+    /// request created.
+    Abandon,
+}
+
+/// The mark a create carries into the store, so that its transaction also records its `201`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunMark {
+    pub key: String,
+    pub claimed_at: Timestamp,
+}
+
+/// Claims the key, or answers from what is kept under it.
+async fn begin(store: &dyn Store, new: &NewClaim) -> Result<Result<Claim, Answered>, ApiError> {
+    match store.claim_idempotency_key(new).await.map_err(internal)? {
+        ClaimOutcome::Claimed(claim) => Ok(Ok(claim)),
+        ClaimOutcome::Existing(record) if record.fingerprint != new.fingerprint => {
+            Err(ErrorCode::IdempotencyKeyMismatch.into())
+        }
+        ClaimOutcome::Existing(Record {
+            answer: Some(answer),
+            ..
+        }) => Ok(Err(Answered {
+            answer,
+            replayed: true,
+        })),
+        ClaimOutcome::Existing(Record { answer: None, .. }) => {
+            Err(ErrorCode::IdempotencyKeyInUse.into())
+        }
+    }
+}
+
+/// Ends a claim. A failure to write is logged, not answered: the client gets the real answer,
+/// and the claim, left in flight, goes stale and is taken over by a retry.
+async fn settle(store: &dyn Store, claim: &Claim, how: Settle) {
+    if let Err(e) = store.settle_idempotency_key(claim, &how).await {
+        tracing::warn!(error = %e, "settling an idempotency key failed; a retry will take it over once stale");
+    }
+}
+
+/// Records a kept answer and returns it.
+async fn answer(store: &dyn Store, claim: &Claim, answer: Answer, replayed: bool) -> Answered {
+    settle(store, claim, Settle::Record(answer.clone())).await;
+    Answered { answer, replayed }
+}
+
+/// `POST /api/v1/runs` with an `Idempotency-Key`: see the module's documentation.
+pub async fn create_run(
+    store: &dyn Store,
+    catalog: &Catalog,
+    key: &ApiKey,
+    body: &[u8],
+    idempotency_key: &str,
+) -> Result<Answered, ApiError> {
+    let new = NewClaim::new(
+        &key.account_id,
+        idempotency_key,
+        fingerprint("POST", "/api/v1/runs", body),
+        Some(crate::ids::new_run_id()),
+    );
+    let claim = match begin(store, &new).await? {
+        Ok(claim) => claim,
+        Err(answered) => return Ok(answered),
+    };
+    // A claim made for a create always names its run; the fallback only guards a damaged row.
+    let run_id = claim.run_id.clone().unwrap_or_else(crate::ids::new_run_id);
+    if claim.resumed
+        && let Some(run) = existing_run(store, &key.account_id, &run_id).await
+    {
+        // The first request created the run, then its process died before its answer was kept.
+        return Ok(answer(store, &claim, Answer::created(&run), true).await);
+    }
+    let mark = RunMark {
+        key: claim.key.clone(),
+        claimed_at: claim.claimed_at,
+    };
+    match service::create_run_as(store, catalog, key, body, run_id.clone(), Some(mark)).await {
+        // The store recorded this answer in the transaction that created the run.
+        Ok(run) => Ok(Answered {
+            answer: Answer::created(&run),
+            replayed: false,
+        }),
+        Err(CreateFailure::NotStarted(e)) => {
+            settle(store, &claim, Settle::Release).await;
+            Err(e)
+        }
+        Err(CreateFailure::Refused(e)) if is_kept(e.code.status()) => {
+            Ok(answer(store, &claim, Answer::error(&e), false).await)
+        }
+        Err(CreateFailure::Refused(e)) => {
+            settle(store, &claim, Settle::Release).await;
+            Err(e)
+        }
+        Err(CreateFailure::Failed(e)) => {
+            // The commit may have happened though its answer was lost.
+            if let Some(run) = existing_run(store, &key.account_id, &run_id).await {
+                return Ok(answer(store, &claim, Answer::created(&run), false).await);
+            }
+            settle(store, &claim, Settle::Abandon).await;
+            Err(e)
+        }
+    }
+}
+
+async fn existing_run(store: &dyn Store, account_id: &str, run_id: &str) -> Option<Run> {
+    store.get_run(account_id, run_id).await.ok().flatten()
+}
+
+/// `POST /api/v1/runs/{id}/cancel` with an `Idempotency-Key`. A cancel is idempotent in itself;
+/// the key makes its answer, the run as the first cancel left it, the one every retry gets.
+pub async fn cancel_run(
+    store: &dyn Store,
+    key: &ApiKey,
+    run_id: &str,
+    body: &[u8],
+    idempotency_key: &str,
+) -> Result<Answered, ApiError> {
+    let path = format!("/api/v1/runs/{run_id}/cancel");
+    let new = NewClaim::new(
+        &key.account_id,
+        idempotency_key,
+        fingerprint("POST", &path, body),
+        None,
+    );
+    let claim = match begin(store, &new).await? {
+        Ok(claim) => claim,
+        Err(answered) => return Ok(answered),
+    };
+    match service::cancel_run(store, key, run_id).await {
+        Ok(run) => Ok(answer(store, &claim, Answer::ok(&run), false).await),
+        Err(e) if is_kept(e.code.status()) => {
+            Ok(answer(store, &claim, Answer::error(&e), false).await)
+        }
+        Err(e) => {
+            settle(store, &claim, Settle::Abandon).await;
+            Err(e)
+        }
+    }
+}
+
+/// Deletes the keys kept longer than [`KEEP_HOURS`], a bounded batch at a time; returns how
+/// many. Expired keys are also replaced when reused, so this only bounds the table's size.
+pub async fn sweep(store: &dyn Store) -> Result<u64, StoreError> {
+    const BATCH: u32 = 10_000;
+    let expired_before = Timestamp(Timestamp::now().0 - KEEP_HOURS * 3600 * MICROS_PER_SEC);
+    let mut total = 0;
+    loop {
+        let n = store.sweep_idempotency_keys(expired_before, BATCH).await?;
+        total += n;
+        if n < u64::from(BATCH) {
+            return Ok(total);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(values: &[&str]) -> Result<Option<String>, ApiError> {
+        parse_key(values.iter().map(|v| v.as_bytes()))
+    }
+
+    #[test]
+    fn keys_are_1_to_255_printable_ascii_characters() {
+        assert_eq!(parse(&[]).unwrap(), None);
+        assert_eq!(parse(&["a"]).unwrap().as_deref(), Some("a"));
+        let longest = "k".repeat(255);
+        assert_eq!(parse(&[&longest]).unwrap(), Some(longest));
+        for bad in ["", "é", "tab\there"] {
+            let e = parse(&[bad]).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidRequest, "{bad:?}");
+        }
+        let e = parse(&[&"k".repeat(256)]).unwrap_err();
+        assert!(e.message.contains("256"), "{}", e.message);
+        assert!(parse(&["a", "b"]).is_err());
+    }
+
+    #[test]
+    fn the_fingerprint_covers_method_path_and_body() {
+        let f = fingerprint("POST", "/api/v1/runs", b"{}");
+        assert_eq!(f.len(), 64);
+        assert_eq!(f, fingerprint("POST", "/api/v1/runs", b"{}"));
+        assert_ne!(f, fingerprint("POST", "/api/v1/runs", b"{} "));
+        assert_ne!(f, fingerprint("POST", "/api/v1/runs/x/cancel", b"{}"));
+        assert_ne!(f, fingerprint("PUT", "/api/v1/runs", b"{}"));
+    }
+
+    #[test]
+    fn refusals_are_kept_and_transient_failures_are_not() {
+        for kept in [200, 201, 401, 402, 403, 404] {
+            assert!(is_kept(kept), "{kept}");
+        }
+        for not in [429, 500, 502, 503] {
+            assert!(!is_kept(not), "{not}");
+        }
+    }
+}
