@@ -57,7 +57,10 @@ async fn answer(pool: Pool, batch: Vec<Pending<NewRun, Result<Run, CreateRunErro
         }
         Err(Failed::MaybeCommitted(e)) => {
             tracing::warn!(error = %e, runs = runs.len(), "a create batch failed after its writes were sent");
-            settle(pool, &runs).await
+            // An error the server answered (a bad row, a taken run id) aborted the transaction:
+            // nothing of it was committed. Only a lost connection leaves the outcome unknown.
+            let rolled_back = matches!(&e, Error::Db(db) if db.as_db_error().is_some());
+            settle(pool, &runs, rolled_back).await
         }
     };
     for (request, outcome) in batch.into_iter().zip(outcomes) {
@@ -73,7 +76,11 @@ const SETTLE_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 /// batch was rolled back (a bad row, a connection lost before the commit) and each run is tried
 /// alone, so one bad run cannot fail its neighbours. Bounded: a run not settled in
 /// [`SETTLE_WITHIN`] is answered 500 ("may have happened"), never 503.
-async fn settle(pool: &Pool, runs: &[&NewRun]) -> Vec<Result<Result<Run, CreateRunError>, Error>> {
+async fn settle(
+    pool: &Pool,
+    runs: &[&NewRun],
+    rolled_back: bool,
+) -> Vec<Result<Result<Run, CreateRunError>, Error>> {
     let deadline = tokio::time::Instant::now() + SETTLE_WITHIN;
     let unknown =
         || Error::Data("the create batch failed and its outcome could not be read".into());
@@ -81,41 +88,45 @@ async fn settle(pool: &Pool, runs: &[&NewRun]) -> Vec<Result<Result<Run, CreateR
     let look = || async {
         let client = pool.get().await?;
         let stmt = client
-            .prepare_cached("SELECT id FROM runs WHERE id = ANY($1)")
+            .prepare_cached("SELECT id, created_at FROM runs WHERE id = ANY($1)")
             .await?;
         let rows = client.query(&stmt, &[&ids]).await?;
         rows.iter()
-            .map(|r| r.try_get::<_, String>(0).map_err(Error::from))
-            .collect::<Result<std::collections::HashSet<String>, Error>>()
+            .map(|r| Ok((r.try_get::<_, String>(0)?, r.try_get::<_, i64>(1)?)))
+            .collect::<Result<std::collections::HashSet<(String, i64)>, Error>>()
     };
     // The database may be unreachable for a moment (what failed the batch): ask again until
     // the deadline.
-    let existing = tokio::time::timeout_at(deadline, async {
-        loop {
-            match look().await {
-                Ok(found) => return found,
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading what a failed create batch committed");
-                    tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    let existing = if rolled_back {
+        Ok(std::collections::HashSet::new())
+    } else {
+        tokio::time::timeout_at(deadline, async {
+            loop {
+                match look().await {
+                    Ok(found) => return found,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading what a failed create batch committed");
+                        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                    }
                 }
             }
-        }
-    })
-    .await;
+        })
+        .await
+    };
     let Ok(existing) = existing else {
         return runs.iter().map(|_| Err(unknown())).collect();
     };
     let mut outcomes = Vec::with_capacity(runs.len());
     for run in runs {
-        if existing.contains(&run.id) {
+        // This batch's run: its id with its creation time (a run id taken before, by another
+        // request, is not this run, and is refused below as a unique violation).
+        if existing.contains(&(run.id.clone(), run.created_at.0)) {
             outcomes.push(Ok(Ok(pending_run(run))));
             continue;
         }
         let alone = tokio::time::timeout_at(deadline, create_run_alone(pool, run)).await;
         outcomes.push(match alone {
             Ok(Ok(created)) => Ok(created),
-            // Its id is taken: it was created after all.
-            Ok(Err(e)) if e.is_unique_violation() => Ok(Ok(pending_run(run))),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(unknown()),
         });
