@@ -123,3 +123,26 @@ pub struct NewRun {
     /// the run's transaction ([`crate::idempotency`]).
     pub idempotency: Option<crate::idempotency::RunMark>,
 }
+
+impl NewRun {
+    /// The run as created: queued, not yet attempted. What every store returns from a create,
+    /// and what the create answers.
+    pub fn pending(&self) -> Run {
+        Run {
+            id: self.id.clone(),
+            model: self.model.clone(),
+            status: RunStatus::Pending,
+            input: self.input.clone(),
+            output: None,
+            error: None,
+            cost: self.price,
+            created_at: self.created_at,
+            started_at: None,
+            completed_at: None,
+            account_id: self.account_id.clone(),
+            key_id: self.key_id.clone(),
+            attempts: 0,
+            test: self.test,
+        }
+    }
+}

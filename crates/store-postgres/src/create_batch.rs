@@ -23,7 +23,7 @@ use deadpool_postgres::Pool;
 use runbase_domain::account::ApiKey;
 use runbase_domain::admission;
 use runbase_domain::money::Millicents;
-use runbase_domain::run::{NewRun, Run, RunStatus};
+use runbase_domain::run::{NewRun, Run};
 use runbase_domain::store::CreateRunError;
 use std::collections::HashMap;
 
@@ -121,7 +121,7 @@ async fn settle(
         // This batch's run: its id with its creation time (a run id taken before, by another
         // request, is not this run, and is refused below as a unique violation).
         if existing.contains(&(run.id.clone(), run.created_at.0)) {
-            outcomes.push(Ok(Ok(pending_run(run))));
+            outcomes.push(Ok(Ok(run.pending())));
             continue;
         }
         let alone = tokio::time::timeout_at(deadline, create_run_alone(pool, run)).await;
@@ -214,7 +214,7 @@ async fn admit_and_write(
             continue;
         }
         writes.push(run, *balance);
-        outcomes.push(Ok(pending_run(run)));
+        outcomes.push(Ok(run.pending()));
     }
     if writes.run_ids.is_empty() {
         client
@@ -249,7 +249,7 @@ impl Writes {
             self.charge_times.push(run.created_at.0);
         }
         if let Some(mark) = &run.idempotency {
-            let answer = runbase_domain::idempotency::Answer::created(&pending_run(run));
+            let answer = runbase_domain::idempotency::Answer::created(&run.pending());
             self.answer_accounts.push(run.account_id.clone());
             self.answer_keys.push(mark.key.clone());
             self.answer_claims.push(mark.claimed_at.0);
@@ -438,23 +438,3 @@ async fn apply(
 }
 
 type Param = dyn tokio_postgres::types::ToSql + Sync;
-
-/// The run as created: queued, not yet attempted.
-pub(crate) fn pending_run(run: &NewRun) -> Run {
-    Run {
-        id: run.id.clone(),
-        model: run.model.clone(),
-        status: RunStatus::Pending,
-        input: run.input.clone(),
-        output: None,
-        error: None,
-        cost: run.price,
-        created_at: run.created_at,
-        started_at: None,
-        completed_at: None,
-        account_id: run.account_id.clone(),
-        key_id: run.key_id.clone(),
-        attempts: 0,
-        test: run.test,
-    }
-}

@@ -351,7 +351,7 @@ async fn create_run_tx(
         }
         Ok::<_, Error>(())
     };
-    let created = crate::create_batch::pending_run(run);
+    let created = run.pending();
     // The 201 under the request's idempotency key, in the transaction that charges it.
     let answer = run
         .idempotency

@@ -12,7 +12,7 @@ use runbase_domain::idempotency::{Claim, ClaimOutcome, NewClaim, Settle};
 use runbase_domain::identities::PendingSignIn;
 use runbase_domain::ids::{self, KeyHash};
 use runbase_domain::money::Millicents;
-use runbase_domain::run::{NewRun, Run, RunError, RunOutcome, RunStatus};
+use runbase_domain::run::{NewRun, Run, RunError, RunOutcome};
 use runbase_domain::sessions::Session;
 use runbase_domain::store::{CreateRunError, PaymentCredit, RunFilter, Store, StoreError};
 use runbase_domain::time::Timestamp;
@@ -136,22 +136,7 @@ fn create_run_tx(conn: &Connection, run: &NewRun) -> rusqlite::Result<Result<Run
             balance_after,
         )?;
     }
-    let created = Run {
-        id: run.id.clone(),
-        model: run.model.clone(),
-        status: RunStatus::Pending,
-        input: run.input.clone(),
-        output: None,
-        error: None,
-        cost: run.price,
-        created_at: run.created_at,
-        started_at: None,
-        completed_at: None,
-        account_id: run.account_id.clone(),
-        key_id: run.key_id.clone(),
-        attempts: 0,
-        test: run.test,
-    };
+    let created = run.pending();
     if let Some(mark) = &run.idempotency {
         crate::idempotency::record_created(conn, &run.account_id, mark, &created)?;
     }
