@@ -110,10 +110,16 @@ def wrk(url, conns, secs, script=None, threads=2):
     }
 
 
-def lua(path, method, body=None, keys=(), headers=None, paths=None):
-    """A wrk script rotating through keys (and request paths)."""
+def lua(path, method, body=None, keys=(), headers=None, paths=None, idempotency=False):
+    """A wrk script rotating through keys (and request paths). With `idempotency`, every
+    request carries an `Idempotency-Key` of its own (the wrk thread, the time the script was
+    loaded and a counter: never reused, so each is a first request, not a replay)."""
     hdr = {"Content-Type": "application/json", **(headers or {})}
     lines = [
+        "thread_id = 0",
+        "local started = tostring(os.time()) .. '-' .. tostring(math.random(1, 1000000000))",
+        "local next_thread = 1",
+        "function setup(thread) thread:set('thread_id', next_thread); next_thread = next_thread + 1 end",
         "local keys = {" + ",".join(json.dumps(k) for k in keys) + "}",
         "local paths = {" + ",".join(json.dumps(p) for p in (paths or [])) + "}",
         f"local body = {json.dumps(body) if body else 'nil'}",
@@ -122,6 +128,8 @@ def lua(path, method, body=None, keys=(), headers=None, paths=None):
         "  i = i + 1",
         "  local h = {" + ",".join(f"[{json.dumps(k)}]={json.dumps(v)}" for k, v in hdr.items()) + "}",
         "  if #keys > 0 then h['Authorization'] = 'Bearer ' .. keys[(i % #keys) + 1] end",
+        *(["  h['Idempotency-Key'] = 'bench-' .. started .. '-' .. tostring(thread_id) .. '-' .. tostring(i)"]
+          if idempotency else []),
         "  local p = '/api/v1/runs'",
         "  if #paths > 0 then p = paths[(i % #paths) + 1] end",
         f"  return wrk.format({json.dumps(method)}, p, h, body)",
@@ -269,6 +277,8 @@ def main():
     create_lua = lua(os.path.join(tmp, "create.lua"), "POST", body, keys)
 
     pickup_line, lifecycle_line = creates(rb.url, db, create_lua, conns, secs, row, "POST /api/v1/runs (accepted)")
+    idem_lua = lua(os.path.join(tmp, "idem.lua"), "POST", body, keys, idempotency=True)
+    creates(rb.url, db, idem_lua, conns, secs, row, "POST /api/v1/runs (accepted, Idempotency-Key)")
 
     bad_lua = lua(os.path.join(tmp, "bad.lua"), "POST", body, ["sk-not-a-real-key"])
     for c in conns:
@@ -437,6 +447,8 @@ def pg_rows(args, conns, secs, tmp, row, notes):
             notes.append(f"PostgreSQL: {pickup}")
             if lifecycle:
                 notes.append(f"PostgreSQL: {lifecycle}")
+            idem_lua = lua(os.path.join(tmp, "pgidem.lua"), "POST", body, keys, idempotency=True)
+            creates(rb.url, pg, idem_lua, conns, secs, row, "PostgreSQL: POST /api/v1/runs (accepted, Idempotency-Key)")
             req = urllib.request.Request(
                 rb.url + "/api/v1/runs", data=body.encode(), method="POST",
                 headers={"Authorization": "Bearer " + keys[0], "Content-Type": "application/json"},
@@ -501,7 +513,7 @@ def pg_rows(args, conns, secs, tmp, row, notes):
 
 
 def ratios(rows, conns):
-    """Issue 13's ratios, at each concurrency, from this run's rows."""
+    """Issue 13's and issue 14's ratios, at each concurrency, from this run's rows."""
     by = {(name, c): (rps, p99) for name, c, rps, _, p99, *_ in rows}
     pairs = [
         ("PostgreSQL creates / 1-INSERT ceiling", "PostgreSQL: POST /api/v1/runs (accepted)",
@@ -512,6 +524,10 @@ def ratios(rows, conns):
          "ceiling: axum + a Redis INCR", 0.5),
         ("SQLite creates / 1-insert group-commit ceiling", "POST /api/v1/runs (accepted)",
          "ceiling: axum + 1 SQLite insert (group commit)", None),
+        ("SQLite creates with an Idempotency-Key / without", "POST /api/v1/runs (accepted, Idempotency-Key)",
+         "POST /api/v1/runs (accepted)", 0.8),
+        ("PostgreSQL creates with an Idempotency-Key / without",
+         "PostgreSQL: POST /api/v1/runs (accepted, Idempotency-Key)", "PostgreSQL: POST /api/v1/runs (accepted)", 0.8),
     ]
     lines = []
     for label, a, b, target in pairs:

@@ -230,6 +230,60 @@ pub enum Settle {
 pub struct RunMark {
     pub key: String,
     pub claimed_at: Timestamp,
+    /// Set when the key was not claimed before the create (a store that
+    /// [claims keys in creates](crate::store::Store::claims_keys_in_creates)): the create's own
+    /// transaction claims it, writing the key's row with the `201`, or, when a live row already
+    /// has the key, writes nothing at all ([`CreateRunError::KeyTaken`]).
+    ///
+    /// [`CreateRunError::KeyTaken`]: crate::store::CreateRunError::KeyTaken
+    pub fresh: Option<FreshKey>,
+}
+
+/// What a create that claims its key itself writes under it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FreshKey {
+    pub fingerprint: String,
+    /// A row created before this is expired: it is replaced, as if the key were new.
+    pub expired_before: Timestamp,
+}
+
+/// The keys whose first request this process is executing now. Where the store claims a key in
+/// the create's own transaction, nothing is written before that transaction, so this is what
+/// answers a concurrent duplicate `409 idempotency_key_in_use`; across processes, the store's
+/// unique key does (the second transaction finds the first's row).
+#[derive(Debug, Default)]
+pub struct InFlightKeys {
+    keys: std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+}
+
+/// A key held in [`InFlightKeys`] until dropped.
+pub struct InFlightKey<'a> {
+    keys: &'a InFlightKeys,
+    entry: (String, String),
+}
+
+impl InFlightKeys {
+    /// Holds (account, key), or `None` when a request of this process already holds it.
+    pub fn hold(&self, account_id: &str, key: &str) -> Option<InFlightKey<'_>> {
+        let entry = (account_id.to_owned(), key.to_owned());
+        let mut keys = self
+            .keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        keys.insert(entry.clone())
+            .then_some(InFlightKey { keys: self, entry })
+    }
+}
+
+impl Drop for InFlightKey<'_> {
+    fn drop(&mut self) {
+        let mut keys = self
+            .keys
+            .keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        keys.remove(&self.entry);
+    }
 }
 
 /// Claims the key, or answers from what is kept under it.
@@ -270,6 +324,7 @@ async fn answer(store: &dyn Store, claim: &Claim, answer: Answer, replayed: bool
 pub async fn create_run(
     store: &dyn Store,
     catalog: &Catalog,
+    in_flight: &InFlightKeys,
     key: &ApiKey,
     body: &[u8],
     idempotency_key: &str,
@@ -280,6 +335,19 @@ pub async fn create_run(
         fingerprint("POST", "/api/v1/runs", body),
         Some(crate::ids::new_run_id()),
     );
+    if store.claims_keys_in_creates() {
+        let Some(_held) = in_flight.hold(&key.account_id, idempotency_key) else {
+            return Err(ErrorCode::IdempotencyKeyInUse.into());
+        };
+        if let Some(answered) =
+            create_claiming_in_the_create(store, catalog, key, body, &new).await?
+        {
+            return Ok(answered);
+        }
+        // The key's row is an in-flight claim (a cancel's, or left by a process that died
+        // between its claim and its create): the claiming path below decides, taking over a
+        // stale claim of the same request.
+    }
     let claim = match begin(store, &new).await? {
         Ok(claim) => claim,
         Err(answered) => return Ok(answered),
@@ -295,6 +363,7 @@ pub async fn create_run(
     let mark = RunMark {
         key: claim.key.clone(),
         claimed_at: claim.claimed_at,
+        fresh: None,
     };
     match service::create_run_as(store, catalog, key, body, run_id.clone(), Some(mark)).await {
         // The store recorded this answer in the transaction that created the run.
@@ -305,6 +374,11 @@ pub async fn create_run(
         Err(CreateFailure::NotStarted(e)) => {
             settle(store, &claim, Settle::Release).await;
             Err(e)
+        }
+        // Only a fresh key is claimed by the create; this one was claimed before it.
+        Err(CreateFailure::KeyTaken) => {
+            settle(store, &claim, Settle::Release).await;
+            Err(ErrorCode::IdempotencyKeyInUse.into())
         }
         Err(CreateFailure::Refused(e)) if is_kept(e.code.status()) => {
             Ok(answer(store, &claim, Answer::error(&e), false).await)
@@ -321,6 +395,96 @@ pub async fn create_run(
             settle(store, &claim, Settle::Abandon).await;
             Err(e)
         }
+    }
+}
+
+/// A create whose key is claimed by the create's own transaction: one write for a first
+/// request, whatever its answer. `None` when the key's row is an in-flight claim, which the
+/// claiming path must settle.
+async fn create_claiming_in_the_create(
+    store: &dyn Store,
+    catalog: &Catalog,
+    key: &ApiKey,
+    body: &[u8],
+    new: &NewClaim,
+) -> Result<Option<Answered>, ApiError> {
+    let run_id = new.run_id.clone().unwrap_or_else(crate::ids::new_run_id);
+    let mark = RunMark {
+        key: new.key.clone(),
+        claimed_at: new.now,
+        fresh: Some(FreshKey {
+            fingerprint: new.fingerprint.clone(),
+            expired_before: new.expired_before,
+        }),
+    };
+    let failure =
+        match service::create_run_as(store, catalog, key, body, run_id.clone(), Some(mark)).await {
+            // The store wrote the key's row, with this answer, in the transaction that created it.
+            Ok(run) => {
+                return Ok(Some(Answered {
+                    answer: Answer::created(&run),
+                    replayed: false,
+                }));
+            }
+            Err(failure) => failure,
+        };
+    let kept = |e: &ApiError| is_kept(e.code.status());
+    match failure {
+        // The key has a row: a replay, another request's, or an in-flight claim.
+        CreateFailure::KeyTaken => answer_from_record(store, new).await,
+        // Nothing was written under the key. A body refused before it was checked may still be
+        // a repeat of a kept request (replays come before the body's checks).
+        CreateFailure::NotStarted(e) => match answer_from_record(store, new).await {
+            Ok(Some(answered)) => Ok(Some(answered)),
+            Err(conflict) if conflict.code == ErrorCode::IdempotencyKeyMismatch => Err(conflict),
+            _ => Err(e),
+        },
+        // A kept refusal is written under the key now: claimed, then settled with it.
+        CreateFailure::Refused(e) if kept(&e) => {
+            let claim = match begin(store, new).await? {
+                Ok(claim) => claim,
+                Err(answered) => return Ok(Some(answered)),
+            };
+            Ok(Some(answer(store, &claim, Answer::error(&e), false).await))
+        }
+        CreateFailure::Refused(e) => Err(e),
+        CreateFailure::Failed(e) => {
+            // The transaction that would have written the key also created the run: if the
+            // run is there, so is its answer.
+            if let Some(run) = existing_run(store, &key.account_id, &run_id).await {
+                return Ok(Some(Answered {
+                    answer: Answer::created(&run),
+                    replayed: false,
+                }));
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The answer a key's row gives a request (a replay, or a `409`); `None` when the row is an
+/// in-flight claim of the same request, or gone.
+async fn answer_from_record(
+    store: &dyn Store,
+    new: &NewClaim,
+) -> Result<Option<Answered>, ApiError> {
+    let record = store
+        .idempotency_record(&new.account_id, &new.key, new.expired_before)
+        .await
+        .map_err(internal)?;
+    match record {
+        None => Ok(None),
+        Some(r) if r.fingerprint != new.fingerprint => {
+            Err(ErrorCode::IdempotencyKeyMismatch.into())
+        }
+        Some(Record {
+            answer: Some(answer),
+            ..
+        }) => Ok(Some(Answered {
+            answer,
+            replayed: true,
+        })),
+        Some(Record { answer: None, .. }) => Ok(None),
     }
 }
 

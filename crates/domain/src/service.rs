@@ -143,6 +143,8 @@ pub enum CreateFailure {
     Refused(ApiError),
     /// The store failed: the run may or may not have been created (a lost commit answer).
     Failed(ApiError),
+    /// The idempotency key the create was to claim has a row already: nothing was done.
+    KeyTaken,
 }
 
 impl CreateFailure {
@@ -151,6 +153,7 @@ impl CreateFailure {
             CreateFailure::NotStarted(e) | CreateFailure::Refused(e) | CreateFailure::Failed(e) => {
                 e
             }
+            CreateFailure::KeyTaken => ErrorCode::IdempotencyKeyInUse.into(),
         }
     }
 }
@@ -199,6 +202,7 @@ pub async fn create_run_as(
         CreateRunError::InsufficientBalance => {
             CreateFailure::Refused(ErrorCode::InsufficientBalance.into())
         }
+        CreateRunError::KeyTaken => CreateFailure::KeyTaken,
         CreateRunError::Store(e) => CreateFailure::Failed(internal(e)),
     })
 }

@@ -41,6 +41,9 @@ pub enum CreateRunError {
     SpendLimit,
     #[error("insufficient balance")]
     InsufficientBalance,
+    /// The run's [fresh](crate::idempotency::RunMark::fresh) idempotency key has a live row.
+    #[error("idempotency key taken")]
+    KeyTaken,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -103,7 +106,8 @@ pub trait Store: Send + Sync + 'static {
     /// Makes the account an administrator, or not; returns it.
     async fn set_admin(&self, account_id: &str, admin: bool) -> Result<Account, StoreError>;
     /// Adds (or with a negative amount, removes) credit; writes the ledger entry, naming the
-    /// administrator who granted it, if one did.
+    /// administrator who granted it, if one did. A positive amount marks the account credited
+    /// (it gets the full upload quota, [`crate::uploads::UploadQuota`]), as a payment does.
     async fn add_credits(
         &self,
         account_id: &str,
@@ -211,18 +215,26 @@ pub trait Store: Send + Sync + 'static {
 
     // --- uploads ---------------------------------------------------------------------------
     /// Records an uploaded file and adds its size to its account's upload usage, in one
-    /// transaction; with `quota_bytes`, only when the usage stays within it (otherwise nothing
-    /// is written). Concurrent calls for one account, through any node, never pass the quota
-    /// together.
+    /// transaction, only when the usage stays within `quota` (otherwise nothing is written):
+    /// the account's own quota ([`UploadQuota::for_account`], smaller while it has never been
+    /// credited) and, for a never-credited account, the total of all such accounts' uploads,
+    /// to which the file is then added (and taken off again when it is deleted, whatever the
+    /// account has become). Concurrent calls, through any node, never pass a quota together.
+    ///
+    /// [`UploadQuota::for_account`]: crate::uploads::UploadQuota::for_account
     async fn create_upload(
         &self,
         upload: &crate::uploads::Upload,
-        quota_bytes: Option<u64>,
+        quota: &crate::uploads::UploadQuota,
     ) -> Result<(), CreateUploadError>;
     /// The upload with this id, whichever account it belongs to (the caller compares).
     async fn upload(&self, id: &str) -> Result<Option<crate::uploads::Upload>, StoreError>;
-    /// The bytes the account's uploads take, as the quota counts them.
-    async fn upload_bytes(&self, account_id: &str) -> Result<u64, StoreError>;
+    /// Where the account stands for uploads: what its uploads take, whether it has been
+    /// credited, and what never-credited accounts' uploads take together.
+    async fn upload_usage(
+        &self,
+        account_id: &str,
+    ) -> Result<crate::uploads::UploadUsage, StoreError>;
     /// Claims for deletion up to `max` uploads made before `before`, oldest first, until
     /// `lease_until`: an upload claimed by one caller (in this process or another) is handed
     /// to no other until that lease has ended at `now` (its deleter died before finishing).
@@ -256,6 +268,20 @@ pub trait Store: Send + Sync + 'static {
         claim: &crate::idempotency::Claim,
         how: &crate::idempotency::Settle,
     ) -> Result<(), StoreError>;
+    /// What is kept under the key (`account_id`, `key`), unless it was created before
+    /// `expired_before`.
+    async fn idempotency_record(
+        &self,
+        account_id: &str,
+        key: &str,
+        expired_before: Timestamp,
+    ) -> Result<Option<crate::idempotency::Record>, StoreError>;
+    /// Whether [`Store::create_run`] claims a [fresh](crate::idempotency::RunMark::fresh) key
+    /// itself, in the create's transaction (one write per create under a key). A store that
+    /// does not is given keys already claimed by [`Store::claim_idempotency_key`].
+    fn claims_keys_in_creates(&self) -> bool {
+        false
+    }
     /// Deletes up to `max` keys created before `expired_before`; returns how many.
     async fn sweep_idempotency_keys(
         &self,
@@ -268,7 +294,10 @@ pub trait Store: Send + Sync + 'static {
     /// charges the price (ledger entry), inserts the run and enqueues its job. With
     /// `run.idempotency`, the same transaction records the `201`
     /// ([`crate::idempotency::Answer::created`] of the run returned) under that key, if the
-    /// claim is still the run's. A run id is unique: a second create under the same id fails.
+    /// claim is still the run's; with a [fresh](crate::idempotency::RunMark::fresh) key, the
+    /// same transaction first claims it, and refuses with [`CreateRunError::KeyTaken`], having
+    /// written nothing, when a row created since its `expired_before` has it. A run id is
+    /// unique: a second create under the same id fails.
     async fn create_run(&self, run: NewRun) -> Result<Run, CreateRunError>;
     /// The run if it belongs to `account_id`.
     async fn get_run(&self, account_id: &str, run_id: &str) -> Result<Option<Run>, StoreError>;
@@ -363,10 +392,10 @@ pub trait Store: Send + Sync + 'static {
 /// Why [`Store::create_upload`] recorded nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum CreateUploadError {
-    /// The upload would take its account past the quota; `used_bytes` is what the account's
-    /// uploads took when it was refused.
-    #[error("upload quota exceeded ({used_bytes} bytes in use)")]
-    OverQuota { used_bytes: u64 },
+    /// The upload would take its account past its quota; `usage` is where it stood when it was
+    /// refused.
+    #[error("upload quota exceeded ({} bytes in use)", usage.account_bytes)]
+    OverQuota { usage: crate::uploads::UploadUsage },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -29,28 +29,109 @@ pub const DEFAULT_QUOTA_BYTES: u64 = 1 << 30;
 /// How long an upload is kept unless configured otherwise (`[uploads] retention_days`).
 pub const DEFAULT_RETENTION_DAYS: u32 = 30;
 
+/// What the uploads of an account never credited by a payment or an operator may take, unless
+/// configured otherwise (`[uploads] uncredited_quota_bytes`): 100 MiB. Such an account costs
+/// nothing to make (sign-up is free, perhaps with a welcome credit), so its room is small.
+pub const DEFAULT_UNCREDITED_QUOTA_BYTES: u64 = 100 << 20;
+
+/// What the uploads of all never-credited accounts may take together, unless configured
+/// otherwise (`[uploads] uncredited_total_bytes`): 10 GiB. However many free accounts one
+/// person makes, they cannot fill the disk past it.
+pub const DEFAULT_UNCREDITED_TOTAL_BYTES: u64 = 10 << 30;
+
 /// The `[uploads]` rules an upload is received under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UploadLimits {
     /// The largest file, in bytes.
     pub max_bytes: u64,
-    /// What one account's uploads may take in all, in bytes; `None`: no quota.
-    pub quota_bytes: Option<u64>,
+    /// The quotas the file is recorded under.
+    pub quota: UploadQuota,
     /// Days an upload is kept; `None`: kept until deleted otherwise.
     pub retention_days: Option<u32>,
 }
 
+/// The quotas an upload is recorded under (checked again, exactly, by
+/// [`Store::create_upload`] in the transaction that records it). `None`: no such limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UploadQuota {
+    /// What one account's uploads may take in all, in bytes.
+    pub account_bytes: Option<u64>,
+    /// What one account's uploads may take while it has never been credited (by a payment or
+    /// an operator's grant; a welcome credit does not count): the smaller of this and
+    /// `account_bytes` applies.
+    pub uncredited_account_bytes: Option<u64>,
+    /// What the uploads made by never-credited accounts may take together.
+    pub uncredited_total_bytes: Option<u64>,
+}
+
+impl UploadQuota {
+    /// The quotas from the configuration's numbers (`[uploads] quota_bytes_per_account`,
+    /// `uncredited_quota_bytes`, `uncredited_total_bytes`), where 0 means "none".
+    pub fn from_config(account: u64, uncredited_account: u64, uncredited_total: u64) -> Self {
+        let limit = |q: u64| (q > 0).then_some(q);
+        UploadQuota {
+            account_bytes: limit(account),
+            uncredited_account_bytes: limit(uncredited_account),
+            uncredited_total_bytes: limit(uncredited_total),
+        }
+    }
+
+    /// Only a per-account quota, whoever the account is.
+    pub fn per_account(bytes: u64) -> Self {
+        UploadQuota {
+            account_bytes: Some(bytes),
+            ..UploadQuota::default()
+        }
+    }
+
+    /// The quota that applies to one account's own uploads.
+    pub fn for_account(&self, credited: bool) -> Option<u64> {
+        match (credited, self.account_bytes, self.uncredited_account_bytes) {
+            (true, q, _) | (false, q, None) => q,
+            (false, None, u) => u,
+            (false, Some(q), Some(u)) => Some(q.min(u)),
+        }
+    }
+
+    /// How much room a new file has under these quotas, given the standing of its account
+    /// (`None`: no limit).
+    pub fn room(&self, usage: &UploadUsage) -> Option<u64> {
+        let own = self
+            .for_account(usage.credited)
+            .map(|q| q.saturating_sub(usage.account_bytes));
+        let shared = match (usage.credited, self.uncredited_total_bytes) {
+            (false, Some(total)) => Some(total.saturating_sub(usage.uncredited_total_bytes)),
+            _ => None,
+        };
+        match (own, shared) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// Where an account stands for uploads ([`Store::upload_usage`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UploadUsage {
+    /// What its uploads take, in bytes.
+    pub account_bytes: u64,
+    /// Whether it has ever been credited by a payment or an operator's grant.
+    pub credited: bool,
+    /// What all uploads made by never-credited accounts take together, in bytes.
+    pub uncredited_total_bytes: u64,
+}
+
 impl UploadLimits {
-    /// The limits from the configuration's numbers, where 0 means "none" for the quota and
+    /// The limits from the configuration's numbers, where 0 means "none" for the quotas and
     /// the retention (and the default size for `max_bytes`).
-    pub fn from_config(max_bytes: u64, quota_bytes: u64, retention_days: u32) -> Self {
+    pub fn from_config(max_bytes: u64, quota: UploadQuota, retention_days: u32) -> Self {
         UploadLimits {
             max_bytes: if max_bytes == 0 {
                 DEFAULT_MAX_BYTES
             } else {
                 max_bytes
             },
-            quota_bytes: (quota_bytes > 0).then_some(quota_bytes),
+            quota,
             retention_days: (retention_days > 0).then_some(retention_days),
         }
     }
@@ -123,11 +204,23 @@ pub fn upload_id_in(url: &str) -> Option<String> {
         return None;
     }
     let parsed = url::Url::parse(url).ok()?;
-    let segments: Vec<String> = parsed.path_segments()?.map(percent_decode).collect();
+    // Every spelling a server or a proxy in front of it might take for the same path: escapes
+    // decoded (`%2F` too), empty segments (`//`) dropped, letters in any case.
+    let segments: Vec<String> = parsed
+        .path_segments()?
+        .map(percent_decode)
+        .flat_map(|s| s.split('/').map(str::to_owned).collect::<Vec<_>>())
+        .filter(|s| !s.is_empty())
+        .collect();
     // The last three segments, whatever comes before: a server whose `public_url` has a path
     // (`https://host/base/files/upl_.../name`) serves its uploads under it.
     match segments.as_slice() {
-        [.., files, id, _name] if files == "files" && id.starts_with("upl_") => Some(id.clone()),
+        [.., files, id, _name]
+            if files.eq_ignore_ascii_case("files")
+                && id.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("upl_")) =>
+        {
+            Some(id.clone())
+        }
         _ => None,
     }
 }
@@ -288,6 +381,19 @@ mod tests {
         assert_eq!(upload_id_in("http://h/files/run_abc/out.png"), None);
         assert_eq!(upload_id_in("http://h/other/upl_abc/out.png"), None);
         assert_eq!(upload_id_in("upl_abc"), None);
+        // Other spellings of the same path (doubled slashes, an escaped slash, capitals).
+        for spelling in [
+            "http://h//files//upl_abc//upload.png",
+            "http://h/files/upl_abc%2Fupload.png",
+            "http://h/files%2Fupl_abc%2Fupload.png",
+            "http://h/FILES/upl_abc/upload.png",
+        ] {
+            assert_eq!(
+                upload_id_in(spelling).as_deref(),
+                Some("upl_abc"),
+                "{spelling}"
+            );
+        }
         // Under a `public_url` with a path, too (the ownership check must see it).
         assert_eq!(
             upload_id_in("http://127.0.0.1:8080/base/files/upl_abc/upload.png").as_deref(),

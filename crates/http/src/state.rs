@@ -49,9 +49,9 @@ pub struct HttpConfig {
     /// The largest file `POST /api/v1/files` (and the dashboard's `POST /files`) accepts, in
     /// bytes (`[uploads] max_bytes`; 30 MB when unset).
     pub max_upload_bytes: u64,
-    /// What one account's uploads may take in all, in bytes
-    /// (`[uploads] quota_bytes_per_account`); 0: no quota.
-    pub upload_quota_bytes: u64,
+    /// What uploads may take: per account, and for never-credited accounts
+    /// (`[uploads] quota_bytes_per_account`, `uncredited_quota_bytes`, `uncredited_total_bytes`).
+    pub upload_quota: runbase_domain::uploads::UploadQuota,
     /// Days an upload is kept (`[uploads] retention_days`); 0: kept forever. Named in the
     /// quota's message (the sweep itself runs beside the worker).
     pub upload_retention_days: u32,
@@ -69,7 +69,7 @@ impl HttpConfig {
     pub fn upload_limits(&self) -> runbase_domain::uploads::UploadLimits {
         runbase_domain::uploads::UploadLimits::from_config(
             self.max_upload_bytes,
-            self.upload_quota_bytes,
+            self.upload_quota,
             self.upload_retention_days,
         )
     }
@@ -104,5 +104,10 @@ pub struct AppState {
     pub recent_keys: Arc<runbase_domain::auth::RecentKeys>,
     /// The operator's metrics (`NoMetrics` without `--metrics-listen`).
     pub metrics: Arc<dyn runbase_domain::metrics::Metrics>,
+    /// One permit per upload being received by this node (`[uploads] max_concurrent`): what
+    /// uploads hold in memory (up to 15 MiB each on S3) is bounded, however many clients send.
+    pub uploads_in_flight: Arc<tokio::sync::Semaphore>,
+    /// The idempotency keys whose first request this node is executing.
+    pub idempotency_keys: Arc<runbase_domain::idempotency::InFlightKeys>,
     pub config: Arc<HttpConfig>,
 }

@@ -59,6 +59,15 @@ pub async fn receive(
     let limits = state.config.upload_limits();
     let max = limits.max_bytes;
     let drain_limit = usize::try_from(max.saturating_add(FORM_OVERHEAD)).unwrap_or(usize::MAX);
+    // Held until the answer: this node receives at most `[uploads] max_concurrent` at once.
+    let Ok(_receiving) = state.uploads_in_flight.clone().try_acquire_owned() else {
+        discard(body, drain_limit);
+        return Err(ApiError::new(
+            ErrorCode::ServiceUnavailable,
+            "This server is receiving as many uploads as it takes at once; nothing was kept. \
+             Retry in a moment",
+        ));
+    };
     let boundary = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

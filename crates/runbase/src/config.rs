@@ -104,6 +104,18 @@ pub struct UploadsSettings {
     /// What one account's uploads may take in all, in bytes
     /// (`RUNBASE_UPLOADS__QUOTA_BYTES_PER_ACCOUNT`); 1 GiB by default, 0 for no quota.
     pub quota_bytes_per_account: u64,
+    /// What one account's uploads may take while it has never been credited by a payment or
+    /// an operator (a welcome credit does not count), in bytes
+    /// (`RUNBASE_UPLOADS__UNCREDITED_QUOTA_BYTES`); 100 MiB by default, 0 for no separate quota.
+    pub uncredited_quota_bytes: u64,
+    /// What the uploads of all never-credited accounts may take together, in bytes
+    /// (`RUNBASE_UPLOADS__UNCREDITED_TOTAL_BYTES`); 10 GiB by default, 0 for no limit. Free
+    /// sign-ups cannot fill the disk past it.
+    pub uncredited_total_bytes: u64,
+    /// How many uploads one node receives at once (`RUNBASE_UPLOADS__MAX_CONCURRENT`); 16 by
+    /// default. One more is answered `503 service_unavailable` before its body is read. Bounds
+    /// the memory uploads hold: a few chunks each on local storage, up to 15 MiB each on S3.
+    pub max_concurrent: u32,
     /// Days an upload is kept before the sweep deletes it (`RUNBASE_UPLOADS__RETENTION_DAYS`);
     /// 30 by default, 0 to keep uploads forever.
     pub retention_days: u32,
@@ -114,6 +126,9 @@ impl Default for UploadsSettings {
         UploadsSettings {
             max_bytes: runbase_domain::uploads::DEFAULT_MAX_BYTES,
             quota_bytes_per_account: runbase_domain::uploads::DEFAULT_QUOTA_BYTES,
+            uncredited_quota_bytes: runbase_domain::uploads::DEFAULT_UNCREDITED_QUOTA_BYTES,
+            uncredited_total_bytes: runbase_domain::uploads::DEFAULT_UNCREDITED_TOTAL_BYTES,
+            max_concurrent: 16,
             retention_days: runbase_domain::uploads::DEFAULT_RETENTION_DAYS,
         }
     }

@@ -183,13 +183,21 @@ pub async fn run(config: Config, warnings: Vec<String>, migrate: bool) -> anyhow
         inflight: inflight.clone(),
         recent_keys: Arc::default(),
         metrics: events.clone(),
+        idempotency_keys: Arc::default(),
+        uploads_in_flight: Arc::new(tokio::sync::Semaphore::new(
+            config.uploads.max_concurrent.max(1) as usize,
+        )),
         config: Arc::new(HttpConfig {
             trusted_proxies,
             max_body_bytes: 1 << 20,
             limits,
             public_url: public_url.clone(),
             max_upload_bytes: config.uploads.max_bytes,
-            upload_quota_bytes: config.uploads.quota_bytes_per_account,
+            upload_quota: runbase_domain::uploads::UploadQuota::from_config(
+                config.uploads.quota_bytes_per_account,
+                config.uploads.uncredited_quota_bytes,
+                config.uploads.uncredited_total_bytes,
+            ),
             upload_retention_days: config.uploads.retention_days,
             signup_credit: config
                 .accounts

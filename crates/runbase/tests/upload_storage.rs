@@ -86,6 +86,111 @@ async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Free sign-ups cost nothing to make, so their uploads have a small quota each and share one
+/// total: however many accounts one person makes, they fill no more than that total.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_never_credited_share_a_small_total() {
+    let mut env = common::relaxed();
+    env.push(("RUNBASE_UPLOADS__QUOTA_BYTES_PER_ACCOUNT", "20000"));
+    env.push(("RUNBASE_UPLOADS__UNCREDITED_QUOTA_BYTES", "6000"));
+    env.push(("RUNBASE_UPLOADS__UNCREDITED_TOTAL_BYTES", "10000"));
+    env.push(("RUNBASE_ACCOUNTS__SIGNUP_CREDIT_CENTS", "100"));
+    let s = Server::start_with(&env);
+    let c = s.client();
+    // Made with a welcome credit (free): not credited.
+    let free_a = s.account("free-a@example.com", 0);
+    let free_b = s.account("free-b@example.com", 0);
+    let paid = s.account("paid@example.com", 500);
+
+    // A free account's own quota is the small one, and the message says how to raise it.
+    assert_eq!(upload(&c, &free_a, &png(6000)).await.status, 201);
+    let r = upload(&c, &free_a, &png(100)).await;
+    r.assert_error(413, "payload_too_large");
+    let message = r.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("6000") && message.contains("credit"),
+        "{message}"
+    );
+
+    // The total: B has 6000 of its own, but only 4000 are left for all free accounts.
+    let r = upload(&c, &free_b, &png(5000)).await;
+    r.assert_error(413, "payload_too_large");
+    let message = r.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("without purchased credit") && message.contains("10000"),
+        "{message}"
+    );
+    assert_eq!(upload(&c, &free_b, &png(4000)).await.status, 201);
+    upload(&c, &free_b, &png(100))
+        .await
+        .assert_error(413, "payload_too_large");
+
+    // A paying account has the full quota, outside the free total.
+    assert_eq!(upload(&c, &paid, &png(20000)).await.status, 201);
+    // An operator's credit makes B a paying account: its full quota, whatever the total.
+    s.cli(&[
+        "credits",
+        "add",
+        "--account",
+        "free-b@example.com",
+        "--cents",
+        "1",
+    ]);
+    assert_eq!(upload(&c, &free_b, &png(15000)).await.status, 201);
+    upload(&c, &free_b, &png(2000))
+        .await
+        .assert_error(413, "payload_too_large");
+    assert_eq!(stored(&s.dir).len(), 4, "{:?}", stored(&s.dir));
+}
+
+/// One node receives at most `[uploads] max_concurrent` uploads at once (what they hold in
+/// memory is bounded); one more is answered 503 before its body is read, and a slot comes back
+/// when an upload ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_receives_a_bounded_number_of_uploads_at_once() {
+    let mut env = common::relaxed();
+    env.push(("RUNBASE_UPLOADS__MAX_CONCURRENT", "1"));
+    let s = Server::start_with(&env);
+    let key = s.account("slots@example.com", 0);
+    let c = s.client();
+
+    // A slow client: the head and the start of a form, then nothing for now.
+    let addr = s.url.trim_start_matches("http://").to_owned();
+    let body = form(&png(4000));
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/files HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n",
+        body.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(&body[..200]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let r = upload(&c, &key, &png(1000)).await;
+    r.assert_error(503, "service_unavailable");
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Retry"),
+        "{}",
+        r.body
+    );
+
+    // The slow upload finishes and is kept; then the slot is free again.
+    slow.write_all(&body[200..]).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    assert_eq!(upload(&c, &key, &png(1000)).await.status, 201);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_account_cannot_upload_past_its_quota() {
     let mut env = common::relaxed();

@@ -119,12 +119,56 @@ for_each_store! {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_create_claims_a_fresh_key_in_its_own_transaction() {
+        let Some(f) = Fixture::new(BACKEND, 100, 0, 0).await else { return };
+        if !f.store.claims_keys_in_creates() {
+            return; // this store is given keys claimed before the create
+        }
+        let fresh = |key: &str, fingerprint: &str, now: Timestamp| RunMark {
+            key: key.into(),
+            claimed_at: now,
+            fresh: Some(idempotency::FreshKey {
+                fingerprint: fingerprint.into(),
+                expired_before: Timestamp(now.0 - 24 * HOUR),
+            }),
+        };
+        let now = Timestamp::now();
+        let mut run = f.new_run(0, 1000);
+        run.idempotency = Some(fresh("k", "fp", now));
+        let created = f.store.create_run(run.clone()).await.unwrap();
+        let record = f.store.idempotency_record(&f.account, "k", Timestamp(now.0 - 24 * HOUR)).await.unwrap();
+        assert_eq!(record, Some(Record { fingerprint: "fp".into(), answer: Some(Answer::created(&created)) }));
+
+        // The key again (another run id, even another body): nothing written, nothing charged.
+        let mut again = f.new_run(0, 1000);
+        again.idempotency = Some(fresh("k", "other", Timestamp::now()));
+        let taken = f.store.create_run(again).await;
+        assert!(matches!(taken, Err(runbase_domain::store::CreateRunError::KeyTaken)), "{taken:?}");
+        assert_eq!((run_count(&f).await, charges(&f).await), (1, 1));
+        // A cancel's in-flight claim has the key too.
+        claimed(f.store.claim_idempotency_key(&claim_at(&f, "c", "cancel", Timestamp::now())).await.unwrap());
+        let mut under_claim = f.new_run(0, 1000);
+        under_claim.idempotency = Some(fresh("c", "fp", Timestamp::now()));
+        assert!(matches!(f.store.create_run(under_claim).await, Err(runbase_domain::store::CreateRunError::KeyTaken)));
+
+        // A key past its 24 hours is taken afresh, its row replaced.
+        let later = Timestamp(now.0 + 25 * HOUR);
+        let mut renewed = f.new_run(0, 1000);
+        renewed.idempotency = Some(fresh("k", "fp2", later));
+        let created = f.store.create_run(renewed).await.unwrap();
+        let record = f.store.idempotency_record(&f.account, "k", Timestamp(later.0 - 24 * HOUR)).await.unwrap().unwrap();
+        assert_eq!((record.fingerprint.as_str(), record.answer), ("fp2", Some(Answer::created(&created))));
+        assert_eq!((run_count(&f).await, charges(&f).await), (2, 2));
+        f.check_invariants().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn a_create_records_its_201_with_its_charge_and_its_id_stays_unique() {
         let Some(f) = Fixture::new(BACKEND, 100, 0, 0).await else { return };
         let c = claimed(f.store.claim_idempotency_key(&claim_at(&f, "k", "fp", Timestamp::now())).await.unwrap());
         let mut run = f.new_run(0, 1000);
         run.id = c.run_id.clone().unwrap();
-        run.idempotency = Some(RunMark { key: c.key.clone(), claimed_at: c.claimed_at });
+        run.idempotency = Some(RunMark { key: c.key.clone(), claimed_at: c.claimed_at, fresh: None });
         let created = f.store.create_run(run.clone()).await.unwrap();
         assert_eq!(created.id, run.id);
         let r = existing(f.store.claim_idempotency_key(&claim_at(&f, "k", "fp", Timestamp::now())).await.unwrap());
@@ -220,13 +264,13 @@ for_each_store! {
         run.id = c.run_id.clone().unwrap();
         let created = f.store.create_run(run).await.unwrap();
         // The retry finds the run and answers it.
-        let retry = idempotency::create_run(f.store.as_ref(), &catalog, &key, BODY, "crash").await.unwrap();
+        let retry = idempotency::create_run(f.store.as_ref(), &catalog, &idempotency::InFlightKeys::default(), &key, BODY, "crash").await.unwrap();
         assert_eq!(retry.answer.status, 201);
         let body: serde_json::Value = serde_json::from_slice(&retry.answer.body).unwrap();
         assert_eq!(body["id"], created.id.as_str());
         assert!(retry.replayed);
         // And from now on it is kept.
-        let again = idempotency::create_run(f.store.as_ref(), &catalog, &key, BODY, "crash").await.unwrap();
+        let again = idempotency::create_run(f.store.as_ref(), &catalog, &idempotency::InFlightKeys::default(), &key, BODY, "crash").await.unwrap();
         assert_eq!(again.answer, retry.answer);
         assert_eq!((run_count(&f).await, charges(&f).await), (1, 1));
         f.check_invariants().await;
@@ -241,8 +285,9 @@ for_each_store! {
         for _ in 0..100 {
             let (f, catalog) = (f.clone(), catalog.clone());
             tasks.push(tokio::spawn(async move {
+                // Each as if from a process of its own: the store alone keeps them apart.
                 let key = f.keys[0].clone();
-                idempotency::create_run(f.store.as_ref(), &catalog, &key, BODY, "same").await
+                idempotency::create_run(f.store.as_ref(), &catalog, &idempotency::InFlightKeys::default(), &key, BODY, "same").await
             }));
         }
         let (mut fresh, mut replays, mut in_use) = (0, 0, 0);

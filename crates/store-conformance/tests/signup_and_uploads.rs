@@ -8,7 +8,7 @@ use runbase_domain::account::{LedgerKind, NewAccount, WELCOME_CREDIT_MEMO};
 use runbase_domain::money::Millicents;
 use runbase_domain::store::StoreError;
 use runbase_domain::time::Timestamp;
-use runbase_domain::uploads::Upload;
+use runbase_domain::uploads::{Upload, UploadQuota};
 use runbase_store_conformance::for_each_store;
 
 for_each_store! {
@@ -37,6 +37,8 @@ for_each_store! {
         assert_eq!(ledger[0].memo, WELCOME_CREDIT_MEMO);
         assert_eq!(ledger[0].amount, credit);
         assert_eq!(ledger[0].balance_after, credit);
+        // A welcome credit is free: the account is not "credited" (uploads keep the small quota).
+        assert!(!store.upload_usage(&a.id).await.unwrap().credited);
 
         // A duplicate email is refused and grants nothing.
         let err = store
@@ -74,13 +76,13 @@ for_each_store! {
             size_bytes: 31_457_280,
             created_at: Timestamp::now(),
         };
-        store.create_upload(&upload, None).await.unwrap();
+        store.create_upload(&upload, &UploadQuota::default()).await.unwrap();
         assert_eq!(store.upload(&upload.id).await.unwrap(), Some(upload.clone()));
         assert_eq!(store.upload("upl_missing").await.unwrap(), None);
-        assert_eq!(store.upload_bytes(&a.id).await.unwrap(), 31_457_280);
+        assert_eq!(store.upload_usage(&a.id).await.unwrap().account_bytes, 31_457_280);
         // An id is recorded once (and counted once).
-        assert!(store.create_upload(&upload, None).await.is_err());
-        assert_eq!(store.upload_bytes(&a.id).await.unwrap(), 31_457_280);
+        assert!(store.create_upload(&upload, &UploadQuota::default()).await.is_err());
+        assert_eq!(store.upload_usage(&a.id).await.unwrap().account_bytes, 31_457_280);
         // An upload belongs to an account that exists.
         let orphan = Upload {
             id: "upl_orphan".into(),
@@ -88,7 +90,7 @@ for_each_store! {
             path: "upl_orphan/upload.png".into(),
             ..upload
         };
-        assert!(store.create_upload(&orphan, None).await.is_err());
-        assert_eq!(store.upload_bytes("acct_missing").await.unwrap(), 0);
+        assert!(store.create_upload(&orphan, &UploadQuota::default()).await.is_err());
+        assert_eq!(store.upload_usage("acct_missing").await.unwrap().account_bytes, 0);
     }
 }

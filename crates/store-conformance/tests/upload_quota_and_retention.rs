@@ -8,7 +8,7 @@
 use runbase_domain::files::FileStore;
 use runbase_domain::store::{CreateUploadError, Store};
 use runbase_domain::time::Timestamp;
-use runbase_domain::uploads::{self, Upload};
+use runbase_domain::uploads::{self, Upload, UploadQuota};
 use runbase_files::LocalFiles;
 use runbase_store_conformance::for_each_store;
 use std::sync::Arc;
@@ -55,27 +55,27 @@ for_each_store! {
         let a = store.create_account("quota@example.com", Timestamp::now()).await.unwrap();
         let b = store.create_account("other@example.com", Timestamp::now()).await.unwrap();
         // Room for ten uploads of 1000 bytes (and a half), then twenty at once.
-        let quota = Some(10_500);
+        let quota = UploadQuota::per_account(10_500);
         let mut tasks = Vec::new();
         for n in 0..20 {
             let (store, account) = (store.clone(), a.id.clone());
             tasks.push(tokio::spawn(async move {
-                store.create_upload(&upload(&account, n, 1000, Timestamp::now()), quota).await
+                store.create_upload(&upload(&account, n, 1000, Timestamp::now()), &quota).await
             }));
         }
         let (mut ok, mut refused) = (0, 0);
         for t in tasks {
             match t.await.unwrap() {
                 Ok(()) => ok += 1,
-                Err(CreateUploadError::OverQuota { used_bytes }) => {
-                    assert!(used_bytes > 9_500, "{used_bytes}");
+                Err(CreateUploadError::OverQuota { usage }) => {
+                    assert!(usage.account_bytes > 9_500, "{usage:?}");
                     refused += 1;
                 }
                 Err(e) => panic!("store error: {e}"),
             }
         }
         assert_eq!((ok, refused), (10, 10));
-        assert_eq!(store.upload_bytes(&a.id).await.unwrap(), 10_000);
+        assert_eq!(store.upload_usage(&a.id).await.unwrap().account_bytes, 10_000);
         // A refused upload left no record.
         let mut recorded = 0;
         for n in 0..20 {
@@ -84,24 +84,101 @@ for_each_store! {
         }
         assert_eq!(recorded, 10);
         // What fits still fits, exactly to the byte; the quota is per account.
-        store.create_upload(&upload(&a.id, 100, 500, Timestamp::now()), quota).await.unwrap();
-        let over = store.create_upload(&upload(&a.id, 101, 1, Timestamp::now()), quota).await;
-        assert!(matches!(over, Err(CreateUploadError::OverQuota { used_bytes: 10_500 })), "{over:?}");
+        store.create_upload(&upload(&a.id, 100, 500, Timestamp::now()), &quota).await.unwrap();
+        let over = store.create_upload(&upload(&a.id, 101, 1, Timestamp::now()), &quota).await;
+        assert!(matches!(over, Err(CreateUploadError::OverQuota { usage }) if usage.account_bytes == 10_500), "{over:?}");
         // A first upload larger than the whole quota is refused too.
-        let over = store.create_upload(&upload(&b.id, 102, 20_000, Timestamp::now()), quota).await;
-        assert!(matches!(over, Err(CreateUploadError::OverQuota { used_bytes: 0 })), "{over:?}");
-        store.create_upload(&upload(&b.id, 103, 10_500, Timestamp::now()), quota).await.unwrap();
+        let over = store.create_upload(&upload(&b.id, 102, 20_000, Timestamp::now()), &quota).await;
+        assert!(matches!(over, Err(CreateUploadError::OverQuota { usage }) if usage.account_bytes == 0), "{over:?}");
+        store.create_upload(&upload(&b.id, 103, 10_500, Timestamp::now()), &quota).await.unwrap();
         // Without a quota, nothing is refused.
-        store.create_upload(&upload(&b.id, 104, 1 << 40, Timestamp::now()), None).await.unwrap();
-        assert_eq!(store.upload_bytes(&b.id).await.unwrap(), 10_500 + (1 << 40));
+        store.create_upload(&upload(&b.id, 104, 1 << 40, Timestamp::now()), &UploadQuota::default()).await.unwrap();
+        assert_eq!(store.upload_usage(&b.id).await.unwrap().account_bytes, 10_500 + (1 << 40));
 
         // Deleting gives the room back, once.
         let first = upload(&a.id, 100, 500, Timestamp::now()).id;
         assert!(store.delete_upload(&first).await.unwrap());
         assert!(!store.delete_upload(&first).await.unwrap());
         assert!(store.upload(&first).await.unwrap().is_none());
-        assert_eq!(store.upload_bytes(&a.id).await.unwrap(), 10_000);
-        store.create_upload(&upload(&a.id, 105, 500, Timestamp::now()), quota).await.unwrap();
+        assert_eq!(store.upload_usage(&a.id).await.unwrap().account_bytes, 10_000);
+        store.create_upload(&upload(&a.id, 105, 500, Timestamp::now()), &quota).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn never_credited_accounts_have_a_small_quota_and_share_one_total() {
+        let Some(fresh) = BACKEND.fresh().await else {
+            return;
+        };
+        let store = fresh.store.clone();
+        let quota = &UploadQuota {
+            account_bytes: Some(10_000),
+            uncredited_account_bytes: Some(3_000),
+            uncredited_total_bytes: Some(5_000),
+        };
+        let now = Timestamp::now;
+        let a = store.create_account("free-a@example.com", now()).await.unwrap();
+        let b = store.create_account("free-b@example.com", now()).await.unwrap();
+        let paid = store.create_account("paid@example.com", now()).await.unwrap();
+        store
+            .add_credits(&paid.id, runbase_domain::Millicents(1_000), "top-up", None, now())
+            .await
+            .unwrap();
+        let usage = store.upload_usage(&a.id).await.unwrap();
+        assert!(!usage.credited && store.upload_usage(&paid.id).await.unwrap().credited);
+
+        // A free account's own quota is the smaller one.
+        store.create_upload(&upload(&a.id, 1, 3_000, now()), quota).await.unwrap();
+        let over = store.create_upload(&upload(&a.id, 2, 1, now()), quota).await;
+        assert!(
+            matches!(&over, Err(CreateUploadError::OverQuota { usage }) if usage.account_bytes == 3_000 && !usage.credited),
+            "{over:?}"
+        );
+        // Free accounts share the total: B has room of its own, the total has 2000 left.
+        store.create_upload(&upload(&b.id, 3, 2_000, now()), quota).await.unwrap();
+        let over = store.create_upload(&upload(&b.id, 4, 1, now()), quota).await;
+        assert!(
+            matches!(&over, Err(CreateUploadError::OverQuota { usage }) if usage.uncredited_total_bytes == 5_000 && usage.account_bytes == 2_000),
+            "{over:?}"
+        );
+        // A credited account is outside the total, with the full quota.
+        store.create_upload(&upload(&paid.id, 5, 10_000, now()), quota).await.unwrap();
+        assert_eq!(store.upload_usage(&paid.id).await.unwrap().uncredited_total_bytes, 5_000);
+        // Credit makes B a paying account: the full quota, and the total no longer binds it.
+        store
+            .add_credits(&b.id, runbase_domain::Millicents(1), "grant", Some("admin@example.com"), now())
+            .await
+            .unwrap();
+        store.create_upload(&upload(&b.id, 6, 8_000, now()), quota).await.unwrap();
+        // Deleting a free-time upload gives its bytes back to the total, whatever its account
+        // has become since; a second deletion gives nothing.
+        assert!(store.delete_upload(&upload(&b.id, 3, 0, now()).id).await.unwrap());
+        assert!(!store.delete_upload(&upload(&b.id, 3, 0, now()).id).await.unwrap());
+        let usage = store.upload_usage(&a.id).await.unwrap();
+        assert_eq!((usage.account_bytes, usage.uncredited_total_bytes), (3_000, 3_000));
+        assert_eq!(store.upload_usage(&b.id).await.unwrap().account_bytes, 8_000);
+
+        // Many free accounts at once, through several nodes, never pass the total together.
+        let nodes = nodes(&fresh).await;
+        let mut tasks = Vec::new();
+        for n in 0..12 {
+            let account = store
+                .create_account(&format!("free{n}@example.com"), now())
+                .await
+                .unwrap();
+            let node = nodes[n % nodes.len()].clone();
+            let quota = *quota;
+            tasks.push(tokio::spawn(async move {
+                node.create_upload(&upload(&account.id, 100 + n, 500, Timestamp::now()), &quota)
+                    .await
+                    .is_ok()
+            }));
+        }
+        let mut accepted = 0;
+        for t in tasks {
+            accepted += usize::from(t.await.unwrap());
+        }
+        assert_eq!(accepted, 4, "2000 bytes of room, 500 each");
+        assert_eq!(store.upload_usage(&a.id).await.unwrap().uncredited_total_bytes, 5_000);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -116,7 +193,7 @@ for_each_store! {
             // 0..20 are 40 days old, the rest 1 day.
             let age = if n < 20 { 40 } else { 1 };
             let u = upload(&a.id, n, 10, Timestamp(now.0 - age * DAY - n as i64));
-            store.create_upload(&u, None).await.unwrap();
+            store.create_upload(&u, &UploadQuota::default()).await.unwrap();
         }
         let before = Timestamp(now.0 - 30 * DAY);
         let until = Timestamp(now.0 + 600_000_000);
@@ -157,7 +234,7 @@ for_each_store! {
             let age = if n < 230 { 31 } else { 29 };
             let u = upload(&a.id, n, 7, Timestamp(now.0 - age * DAY));
             files.put(&u.path, "image/png", vec![0; 7]).await.unwrap();
-            store.create_upload(&u, None).await.unwrap();
+            store.create_upload(&u, &UploadQuota::default()).await.unwrap();
             if age == 29 {
                 kept.push(u);
             }
@@ -178,7 +255,7 @@ for_each_store! {
             deleted += t.await.unwrap().deleted;
         }
         assert_eq!(deleted, 230, "each expired upload deleted once, in all");
-        assert_eq!(store.upload_bytes(&a.id).await.unwrap(), 7 * 20);
+        assert_eq!(store.upload_usage(&a.id).await.unwrap().account_bytes, 7 * 20);
         for u in &kept {
             assert!(store.upload(&u.id).await.unwrap().is_some());
             assert!(files.open(&u.path).await.unwrap().is_some());

@@ -134,6 +134,11 @@ pub async fn complete_payment_tx(
     if status != "pending" {
         return Ok(PaymentCredit::AlreadyCredited);
     }
+    tx.execute(
+        "UPDATE accounts SET credited = TRUE WHERE id = $1 AND NOT credited",
+        &[&account_id],
+    )
+    .await?;
     let memo = format!("Top-up via {} ({})", p.provider, p.checkout_id);
     let entry = append_ledger(
         tx,

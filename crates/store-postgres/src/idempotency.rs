@@ -126,6 +126,33 @@ impl PgStore {
         Ok(())
     }
 
+    pub(crate) async fn read_record(
+        &self,
+        account_id: &str,
+        key: &str,
+        expired_before: i64,
+    ) -> Result<Option<Record>, Error> {
+        let Some(row) = self
+            .row(
+                "SELECT fingerprint, status, body FROM idempotency_keys
+                 WHERE account_id = $1 AND key = $2 AND created_at >= $3",
+                &[&account_id, &key, &expired_before],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let status: Option<i32> = row.try_get(1)?;
+        let body: Option<Vec<u8>> = row.try_get(2)?;
+        Ok(Some(Record {
+            fingerprint: row.try_get(0)?,
+            answer: status.map(|s| Answer {
+                status: u16::try_from(s).unwrap_or(500),
+                body: body.unwrap_or_default(),
+            }),
+        }))
+    }
+
     pub(crate) async fn sweep_keys(&self, expired_before: i64, max: u32) -> Result<u64, Error> {
         self.exec(
             "DELETE FROM idempotency_keys WHERE (account_id, key) IN

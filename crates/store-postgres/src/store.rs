@@ -17,7 +17,7 @@ use runbase_domain::run::{NewRun, Run, RunError, RunOutcome};
 use runbase_domain::sessions::Session;
 use runbase_domain::store::{CreateRunError, PaymentCredit, RunFilter, Store, StoreError};
 use runbase_domain::time::Timestamp;
-use runbase_domain::uploads::Upload;
+use runbase_domain::uploads::{Upload, UploadQuota, UploadUsage};
 use std::sync::Arc;
 use tokio_postgres::types::ToSql;
 
@@ -56,6 +56,28 @@ async fn query_opt(
 ) -> Result<Option<tokio_postgres::Row>, Error> {
     let stmt = tx.prepare_cached(sql).await?;
     Ok(tx.query_opt(&stmt, p).await?)
+}
+
+/// Where an account stands for uploads, in one statement (`$1`: the account).
+const UPLOAD_USAGE: &str = "SELECT (SELECT bytes FROM upload_usage WHERE account_id = $1),
+        (SELECT credited FROM accounts WHERE id = $1),
+        (SELECT bytes FROM uncredited_upload_usage WHERE id = 1)";
+
+fn rows_upload_usage(row: &tokio_postgres::Row) -> Result<UploadUsage, Error> {
+    let account: Option<i64> = row.try_get(0)?;
+    let credited: Option<bool> = row.try_get(1)?;
+    let total: Option<i64> = row.try_get(2)?;
+    let bytes = |b: i64| u64::try_from(b).unwrap_or(0);
+    Ok(UploadUsage {
+        account_bytes: account.map_or(0, bytes),
+        credited: credited.unwrap_or(false),
+        uncredited_total_bytes: total.map_or(0, bytes),
+    })
+}
+
+async fn upload_usage(tx: &Transaction<'_>, account_id: &str) -> Result<UploadUsage, Error> {
+    let row = tx.query_one(UPLOAD_USAGE, &[&account_id]).await?;
+    rows_upload_usage(&row)
 }
 
 async fn execute(tx: &Transaction<'_>, sql: &str, p: Params<'_>) -> Result<u64, Error> {
@@ -618,7 +640,8 @@ impl Store for PgStore {
                 // so no sum can overflow.
                 let Some(row) = query_opt(
                     tx,
-                    "UPDATE accounts SET balance_millicents = balance_millicents + $2
+                    "UPDATE accounts SET balance_millicents = balance_millicents + $2,
+                                         credited = credited OR $2 > 0
                      WHERE id = $1 AND balance_millicents <= $3::bigint - $2::bigint RETURNING balance_millicents",
                     &[&account_id, &amount.0, &Millicents::MAX_BALANCE.0],
                 )
@@ -1040,42 +1063,68 @@ impl Store for PgStore {
     async fn create_upload(
         &self,
         upload: &Upload,
-        quota_bytes: Option<u64>,
+        quota: &UploadQuota,
     ) -> Result<(), runbase_domain::store::CreateUploadError> {
         let size = i64::try_from(upload.size_bytes)
             .map_err(|_| StoreError::Backend("upload size out of range".into()))?;
-        let quota = quota_bytes.map(|q| i64::try_from(q).unwrap_or(i64::MAX));
-        let recorded = in_tx!(self, |tx| {
+        let limit = |q: Option<u64>| q.map(|q| i64::try_from(q).unwrap_or(i64::MAX));
+        let quota = *quota;
+        let refused = in_tx!(self, |tx| {
             Box::pin(async move {
-                // The usage row's lock (taken by the upsert, and waited for by a concurrent
-                // upload of the account) makes the check and the addition one step: the
-                // `WHERE`s see the latest committed usage. No row back: over the quota.
+                let credited: bool = query_opt(
+                    tx,
+                    "SELECT credited FROM accounts WHERE id = $1",
+                    &[&upload.account_id],
+                )
+                .await?
+                .map(|r| r.try_get(0))
+                .transpose()?
+                .unwrap_or(false);
+                // Each usage row's lock (taken by its conditional update, and waited for by a
+                // concurrent upload) makes its check and its addition one step: the `WHERE`s
+                // see the latest committed usage. No row back: over that quota. The shared
+                // row first, then the account's (as `delete_upload`), so no two transactions
+                // wait for each other.
+                let shared = limit(quota.uncredited_total_bytes);
+                if !credited
+                    && query_opt(
+                        tx,
+                        "UPDATE uncredited_upload_usage SET bytes = bytes + $1
+                         WHERE id = 1 AND ($2::BIGINT IS NULL OR bytes <= $2::BIGINT - $1)
+                         RETURNING bytes",
+                        &[&size, &shared],
+                    )
+                    .await?
+                    .is_none()
+                {
+                    return Ok::<_, Error>(Some(upload_usage(tx, &upload.account_id).await?));
+                }
+                let own = limit(quota.for_account(credited));
                 let added = query_opt(
                     tx,
                     "INSERT INTO upload_usage (account_id, bytes)
                        SELECT $1, $2 WHERE $3::BIGINT IS NULL OR $2 <= $3
                      ON CONFLICT (account_id) DO UPDATE SET bytes = upload_usage.bytes + EXCLUDED.bytes
-                       WHERE $3::BIGINT IS NULL OR upload_usage.bytes + EXCLUDED.bytes <= $3
+                       WHERE $3::BIGINT IS NULL OR upload_usage.bytes <= $3::BIGINT - EXCLUDED.bytes
                      RETURNING bytes",
-                    &[&upload.account_id, &size, &quota],
+                    &[&upload.account_id, &size, &own],
                 )
                 .await?;
                 if added.is_none() {
-                    let used = query_opt(
-                        tx,
-                        "SELECT bytes FROM upload_usage WHERE account_id = $1",
-                        &[&upload.account_id],
-                    )
-                    .await?
-                    .map(|r| r.try_get::<_, i64>(0))
-                    .transpose()?
-                    .unwrap_or(0);
-                    return Ok::<_, Error>(Some(used));
+                    if !credited {
+                        execute(
+                            tx,
+                            "UPDATE uncredited_upload_usage SET bytes = bytes - $1 WHERE id = 1",
+                            &[&size],
+                        )
+                        .await?;
+                    }
+                    return Ok(Some(upload_usage(tx, &upload.account_id).await?));
                 }
                 execute(
                     tx,
-                    "INSERT INTO uploads (id, account_id, path, content_type, size_bytes, created_at)
-                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    "INSERT INTO uploads (id, account_id, path, content_type, size_bytes, created_at, uncredited)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
                     &[
                         &upload.id,
                         &upload.account_id,
@@ -1083,6 +1132,7 @@ impl Store for PgStore {
                         &upload.content_type,
                         &size,
                         &upload.created_at.0,
+                        &!credited,
                     ],
                 )
                 .await?;
@@ -1091,11 +1141,9 @@ impl Store for PgStore {
         })
         .await
         .map_err(StoreError::from)?;
-        match recorded {
+        match refused {
             None => Ok(()),
-            Some(used) => Err(runbase_domain::store::CreateUploadError::OverQuota {
-                used_bytes: u64::try_from(used).unwrap_or(0),
-            }),
+            Some(usage) => Err(runbase_domain::store::CreateUploadError::OverQuota { usage }),
         }
     }
 
@@ -1126,18 +1174,12 @@ impl Store for PgStore {
         Ok(row.as_ref().map(rows::upload).transpose()?)
     }
 
-    async fn upload_bytes(&self, account_id: &str) -> Result<u64, StoreError> {
+    async fn upload_usage(&self, account_id: &str) -> Result<UploadUsage, StoreError> {
         let row = self
-            .row(
-                "SELECT bytes FROM upload_usage WHERE account_id = $1",
-                &[&account_id],
-            )
-            .await?;
-        let used: i64 = match row {
-            Some(r) => r.try_get(0).map_err(Error::from)?,
-            None => 0,
-        };
-        Ok(u64::try_from(used).unwrap_or(0))
+            .row(UPLOAD_USAGE, &[&account_id])
+            .await?
+            .ok_or_else(|| StoreError::Backend("usage returned no row".into()))?;
+        Ok(rows_upload_usage(&row)?)
     }
 
     async fn claim_expired_uploads(
@@ -1175,7 +1217,7 @@ impl Store for PgStore {
             Box::pin(async move {
                 let removed = query_opt(
                     tx,
-                    "DELETE FROM uploads WHERE id = $1 RETURNING account_id, size_bytes",
+                    "DELETE FROM uploads WHERE id = $1 RETURNING account_id, size_bytes, uncredited",
                     &[&id],
                 )
                 .await?;
@@ -1184,6 +1226,16 @@ impl Store for PgStore {
                 };
                 let account_id: String = row.try_get(0)?;
                 let size: i64 = row.try_get(1)?;
+                let uncredited: bool = row.try_get(2)?;
+                // The shared row before the account's, as `create_upload` takes them.
+                if uncredited {
+                    execute(
+                        tx,
+                        "UPDATE uncredited_upload_usage SET bytes = bytes - $1 WHERE id = 1",
+                        &[&size],
+                    )
+                    .await?;
+                }
                 execute(
                     tx,
                     "UPDATE upload_usage SET bytes = bytes - $2 WHERE account_id = $1",
@@ -1195,6 +1247,15 @@ impl Store for PgStore {
         })
         .await?;
         Ok(deleted)
+    }
+
+    async fn idempotency_record(
+        &self,
+        account_id: &str,
+        key: &str,
+        expired_before: Timestamp,
+    ) -> Result<Option<runbase_domain::idempotency::Record>, StoreError> {
+        Ok(self.read_record(account_id, key, expired_before.0).await?)
     }
 
     async fn claim_idempotency_key(&self, claim: &NewClaim) -> Result<ClaimOutcome, StoreError> {
@@ -1214,6 +1275,12 @@ impl Store for PgStore {
     }
 
     async fn create_run(&self, run: NewRun) -> Result<Run, CreateRunError> {
+        // Keys are claimed before the create here (`claims_keys_in_creates` is false).
+        if run.idempotency.as_ref().is_some_and(|m| m.fresh.is_some()) {
+            return Err(CreateRunError::Store(StoreError::Backend(
+                "this store claims idempotency keys before the create".into(),
+            )));
+        }
         let created = self.creates.submit(run).await??;
         // This node's worker need not wait for the NOTIFY's round trip.
         self.queue_signal.notify_one();

@@ -107,6 +107,7 @@ pub fn complete_payment_tx(c: &Connection, p: &Confirmation) -> rusqlite::Result
     if status != "pending" {
         return Ok(PaymentCredit::AlreadyCredited);
     }
+    crate::store::mark_credited(c, &account_id)?;
     let memo = format!("Top-up via {} ({})", p.provider, p.checkout_id);
     let entry = append_ledger(
         c,

@@ -111,20 +111,80 @@ fn record(
     .map(|_| ())
 }
 
-/// In a create's transaction: keeps its `201` under the key it was made with.
+/// At the start of a create's transaction, for a fresh key: whether a live row has the key
+/// already (then the create writes nothing).
+pub(crate) fn key_taken(
+    c: &Connection,
+    account_id: &str,
+    mark: &RunMark,
+) -> rusqlite::Result<bool> {
+    let Some(fresh) = &mark.fresh else {
+        return Ok(false);
+    };
+    c.prepare_cached(
+        "SELECT 1 FROM idempotency_keys WHERE account_id = ?1 AND key = ?2 AND created_at >= ?3",
+    )?
+    .query_row(
+        params![account_id, mark.key, fresh.expired_before.0],
+        |_| Ok(()),
+    )
+    .optional()
+    .map(|row| row.is_some())
+}
+
+/// In a create's transaction: keeps its `201` under the key it was made with. A fresh key's
+/// row is written here, with the answer (replacing an expired row: [`key_taken`] saw no live
+/// one, on the same writer); a claimed key's row gets the answer if the claim still holds it.
 pub(crate) fn record_created(
     c: &Connection,
     account_id: &str,
     mark: &RunMark,
     run: &runbase_domain::run::Run,
 ) -> rusqlite::Result<()> {
-    record(
-        c,
+    let answer = Answer::created(run);
+    let Some(fresh) = &mark.fresh else {
+        return record(c, account_id, &mark.key, mark.claimed_at.0, &answer);
+    };
+    c.prepare_cached(
+        "INSERT OR REPLACE INTO idempotency_keys
+             (account_id, key, fingerprint, run_id, created_at, claimed_at, status, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7)",
+    )?
+    .execute(params![
         account_id,
-        &mark.key,
+        mark.key,
+        fresh.fingerprint,
+        run.id,
         mark.claimed_at.0,
-        &Answer::created(run),
-    )
+        answer.status,
+        answer.body
+    ])
+    .map(|_| ())
+}
+
+/// See [`runbase_domain::store::Store::idempotency_record`].
+pub(crate) fn read_record(
+    c: &Connection,
+    account_id: &str,
+    key: &str,
+    expired_before: i64,
+) -> rusqlite::Result<Option<Record>> {
+    c.prepare_cached(
+        "SELECT fingerprint, status, body FROM idempotency_keys
+         WHERE account_id = ?1 AND key = ?2 AND created_at >= ?3",
+    )?
+    .query_row(params![account_id, key, expired_before], |r| {
+        let status: Option<i64> = r.get(1)?;
+        let body: Option<Vec<u8>> = r.get(2)?;
+        Ok(Record {
+            fingerprint: r.get(0)?,
+            answer: status.map(|s| Answer {
+                status: u16::try_from(s).unwrap_or(500),
+                body: body.unwrap_or_default(),
+            }),
+        })
+    })
+    .optional()
 }
 
 /// Deletes up to `max` keys created before `expired_before`.

@@ -16,7 +16,7 @@ use runbase_domain::run::{NewRun, Run, RunError, RunOutcome};
 use runbase_domain::sessions::Session;
 use runbase_domain::store::{CreateRunError, PaymentCredit, RunFilter, Store, StoreError};
 use runbase_domain::time::Timestamp;
-use runbase_domain::uploads::Upload;
+use runbase_domain::uploads::{Upload, UploadQuota, UploadUsage};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use std::sync::Arc;
 
@@ -46,6 +46,32 @@ pub(crate) fn append_ledger(
         .prepare_cached("UPDATE accounts SET balance_millicents = balance_millicents + ?2 WHERE id = ?1 RETURNING balance_millicents")?
         .query_row(params![line.account_id, line.amount.0], |r| r.get(0))?;
     insert_ledger_row(conn, line, balance_after)
+}
+
+/// Marks the account credited by a payment or an operator's grant: from now on its uploads
+/// have the full quota, and no longer count in the never-credited accounts' total.
+pub(crate) fn mark_credited(conn: &Connection, account_id: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("UPDATE accounts SET credited = 1 WHERE id = ?1 AND credited = 0")?
+        .execute([account_id])?;
+    Ok(())
+}
+
+/// Where an account stands for uploads (its usage, whether it is credited, and the
+/// never-credited accounts' total), in one read.
+fn upload_usage(conn: &Connection, account_id: &str) -> rusqlite::Result<UploadUsage> {
+    let (account_bytes, credited, total): (Option<i64>, Option<bool>, i64) = conn
+        .prepare_cached(
+            "SELECT (SELECT bytes FROM upload_usage WHERE account_id = ?1),
+                    (SELECT credited FROM accounts WHERE id = ?1),
+                    (SELECT bytes FROM uncredited_upload_usage WHERE id = 1)",
+        )?
+        .query_row([account_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    let bytes = |b: i64| u64::try_from(b).unwrap_or(0);
+    Ok(UploadUsage {
+        account_bytes: account_bytes.map_or(0, bytes),
+        credited: credited.unwrap_or(false),
+        uncredited_total_bytes: bytes(total),
+    })
 }
 
 /// Appends a ledger row for a balance change already applied (`balance_after` is the result).
@@ -92,6 +118,11 @@ fn key_by_id(conn: &Connection, id: &str) -> rusqlite::Result<Option<ApiKey>> {
 /// Admits a run: re-checks the key, its quota and spend limit, debits the balance, and inserts
 /// the run (which queues it) and its ledger row.
 fn create_run_tx(conn: &Connection, run: &NewRun) -> rusqlite::Result<Result<Run, CreateRunError>> {
+    if let Some(mark) = &run.idempotency
+        && crate::idempotency::key_taken(conn, &run.account_id, mark)?
+    {
+        return Ok(Err(CreateRunError::KeyTaken));
+    }
     let Some(key) = key_by_id(conn, &run.key_id)? else {
         return Ok(Err(CreateRunError::KeyNotUsable));
     };
@@ -380,6 +411,9 @@ impl Store for SqliteStore {
                         .is_none_or(|n| n > Millicents::MAX_BALANCE.0)
                 }) {
                     return Ok(None);
+                }
+                if amount > Millicents::ZERO {
+                    mark_credited(c, &account_id)?;
                 }
                 append_ledger(
                     c,
@@ -780,29 +814,30 @@ impl Store for SqliteStore {
     async fn create_upload(
         &self,
         upload: &Upload,
-        quota_bytes: Option<u64>,
+        quota: &UploadQuota,
     ) -> Result<(), runbase_domain::store::CreateUploadError> {
-        let u = upload.clone();
+        let (u, quota) = (upload.clone(), *quota);
         let out_of_range = || StoreError::Backend("upload size out of range".into());
         let size = i64::try_from(u.size_bytes).map_err(|_| out_of_range())?;
-        let quota = quota_bytes
-            .map(|q| i64::try_from(q).unwrap_or(i64::MAX))
-            .unwrap_or(i64::MAX);
-        // On the writer thread: the read of the usage and the writes after it are atomic with
-        // respect to every other upload.
-        let used = self
+        let file_bytes = upload.size_bytes;
+        let fits = move |used: u64, limit: Option<u64>| {
+            limit.is_none_or(|l| used.saturating_add(file_bytes) <= l)
+        };
+        // On the writer thread: the reads of the usage and the writes after them are atomic
+        // with respect to every other upload.
+        let refused = self
             .write(move |c| {
-                let used: i64 = c
-                    .prepare_cached("SELECT bytes FROM upload_usage WHERE account_id = ?1")?
-                    .query_row([&u.account_id], |r| r.get(0))
-                    .optional()?
-                    .unwrap_or(0);
-                if used.saturating_add(size) > quota {
-                    return Ok(Some(used));
+                let usage = upload_usage(c, &u.account_id)?;
+                let uncredited = !usage.credited;
+                if !fits(usage.account_bytes, quota.for_account(usage.credited))
+                    || (uncredited
+                        && !fits(usage.uncredited_total_bytes, quota.uncredited_total_bytes))
+                {
+                    return Ok(Some(usage));
                 }
                 c.prepare_cached(
-                    "INSERT INTO uploads (id, account_id, path, content_type, size_bytes, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    "INSERT INTO uploads (id, account_id, path, content_type, size_bytes, created_at, uncredited)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )?
                 .execute(params![
                     u.id,
@@ -810,21 +845,26 @@ impl Store for SqliteStore {
                     u.path,
                     u.content_type,
                     size,
-                    u.created_at.0
+                    u.created_at.0,
+                    uncredited
                 ])?;
                 c.prepare_cached(
                     "INSERT INTO upload_usage (account_id, bytes) VALUES (?1, ?2)
                      ON CONFLICT (account_id) DO UPDATE SET bytes = bytes + excluded.bytes",
                 )?
                 .execute(params![u.account_id, size])?;
+                if uncredited {
+                    c.prepare_cached(
+                        "UPDATE uncredited_upload_usage SET bytes = bytes + ?1 WHERE id = 1",
+                    )?
+                    .execute([size])?;
+                }
                 Ok(None)
             })
             .await?;
-        match used {
+        match refused {
             None => Ok(()),
-            Some(used) => Err(runbase_domain::store::CreateUploadError::OverQuota {
-                used_bytes: u64::try_from(used).unwrap_or(0),
-            }),
+            Some(usage) => Err(runbase_domain::store::CreateUploadError::OverQuota { usage }),
         }
     }
 
@@ -848,13 +888,9 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn upload_bytes(&self, account_id: &str) -> Result<u64, StoreError> {
-        let used: Option<i64> = self.read(|c| {
-            c.prepare_cached("SELECT bytes FROM upload_usage WHERE account_id = ?1")?
-                .query_row([account_id], |r| r.get(0))
-                .optional()
-        })?;
-        Ok(used.and_then(|b| u64::try_from(b).ok()).unwrap_or(0))
+    async fn upload_usage(&self, account_id: &str) -> Result<UploadUsage, StoreError> {
+        let account_id = account_id.to_owned();
+        self.read(move |c| upload_usage(c, &account_id))
     }
 
     async fn claim_expired_uploads(
@@ -886,20 +922,38 @@ impl Store for SqliteStore {
     async fn delete_upload(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_owned();
         self.write(move |c| {
-            let removed: Option<(String, i64)> = c
+            let removed: Option<(String, i64, bool)> = c
                 .prepare_cached(
-                    "DELETE FROM uploads WHERE id = ?1 RETURNING account_id, size_bytes",
+                    "DELETE FROM uploads WHERE id = ?1 RETURNING account_id, size_bytes, uncredited",
                 )?
-                .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                 .optional()?;
-            let Some((account_id, size)) = removed else {
+            let Some((account_id, size, uncredited)) = removed else {
                 return Ok(false);
             };
             c.prepare_cached("UPDATE upload_usage SET bytes = bytes - ?2 WHERE account_id = ?1")?
                 .execute(params![account_id, size])?;
+            if uncredited {
+                c.prepare_cached("UPDATE uncredited_upload_usage SET bytes = bytes - ?1 WHERE id = 1")?
+                    .execute([size])?;
+            }
             Ok(true)
         })
         .await
+    }
+
+    async fn idempotency_record(
+        &self,
+        account_id: &str,
+        key: &str,
+        expired_before: Timestamp,
+    ) -> Result<Option<runbase_domain::idempotency::Record>, StoreError> {
+        let (account_id, key) = (account_id.to_owned(), key.to_owned());
+        self.read(move |c| crate::idempotency::read_record(c, &account_id, &key, expired_before.0))
+    }
+
+    fn claims_keys_in_creates(&self) -> bool {
+        true
     }
 
     async fn claim_idempotency_key(&self, claim: &NewClaim) -> Result<ClaimOutcome, StoreError> {

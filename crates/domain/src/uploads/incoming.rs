@@ -5,7 +5,7 @@
 //! refused at any step leaves nothing in the storage, and every committed file has a record
 //! (which the retention sweep finds).
 
-use super::{ACCEPTED_KINDS, Sniffed, Upload, UploadLimits, sniff};
+use super::{ACCEPTED_KINDS, Sniffed, Upload, UploadLimits, UploadQuota, UploadUsage, sniff};
 use crate::error::{ApiError, ErrorCode};
 use crate::files::{FileStore, FileStoreError, FileWriter};
 use crate::service::internal;
@@ -28,8 +28,8 @@ pub struct Incoming<'a> {
     /// The most this file may be: the per-file cap, or less when the account's quota has less
     /// room left (so a file that cannot fit is cut as it arrives, not after).
     cap: u64,
-    /// The bytes the account's uploads took when this one began.
-    used_at_start: u64,
+    /// Where the account stood when this one began.
+    usage_at_start: UploadUsage,
     /// The first bytes, until there are enough to tell the kind.
     head: Vec<u8>,
     /// Once the kind is known: where the bytes go.
@@ -46,13 +46,14 @@ impl<'a> Incoming<'a> {
         account_id: &str,
         limits: UploadLimits,
     ) -> Result<Incoming<'a>, ApiError> {
-        let used = match limits.quota_bytes {
-            Some(_) => store.upload_bytes(account_id).await.map_err(internal)?,
-            None => 0,
+        let usage = if limits.quota == UploadQuota::default() {
+            UploadUsage::default()
+        } else {
+            store.upload_usage(account_id).await.map_err(internal)?
         };
-        let room = limits.quota_bytes.map(|q| q.saturating_sub(used));
+        let room = limits.quota.room(&usage);
         if room == Some(0) {
-            return Err(over_quota(&limits, used));
+            return Err(over_quota(&limits, &usage));
         }
         Ok(Incoming {
             store,
@@ -61,7 +62,7 @@ impl<'a> Incoming<'a> {
             id: crate::ids::new_upload_id(),
             limits,
             cap: room.map_or(limits.max_bytes, |r| r.min(limits.max_bytes)),
-            used_at_start: used,
+            usage_at_start: usage,
             head: Vec::new(),
             writer: None,
             size: 0,
@@ -75,7 +76,7 @@ impl<'a> Incoming<'a> {
             return Err(if self.size > self.limits.max_bytes {
                 too_large(self.limits.max_bytes)
             } else {
-                over_quota(&self.limits, self.used_at_start)
+                over_quota(&self.limits, &self.usage_at_start)
             });
         }
         if let Some((_, writer)) = &mut self.writer {
@@ -107,15 +108,11 @@ impl<'a> Incoming<'a> {
             size_bytes: self.size,
             created_at: Timestamp::now(),
         };
-        match self
-            .store
-            .create_upload(&upload, self.limits.quota_bytes)
-            .await
-        {
+        match self.store.create_upload(&upload, &self.limits.quota).await {
             Ok(()) => {}
-            Err(CreateUploadError::OverQuota { used_bytes }) => {
+            Err(CreateUploadError::OverQuota { usage }) => {
                 writer.abort().await;
-                return Err(over_quota(&self.limits, used_bytes));
+                return Err(over_quota(&self.limits, &usage));
             }
             Err(CreateUploadError::Store(e)) => {
                 writer.abort().await;
@@ -183,19 +180,41 @@ pub fn too_large(max: u64) -> ApiError {
 /// here, the quota being per account), and a 429 invites a retry with backoff; `507
 /// Insufficient Storage` would be a code outside the reference. The message says which limit
 /// it is and how room comes back.
-fn over_quota(limits: &UploadLimits, used: u64) -> ApiError {
-    let quota = limits.quota_bytes.unwrap_or(0);
+fn over_quota(limits: &UploadLimits, usage: &UploadUsage) -> ApiError {
     let freed = match limits.retention_days {
         Some(days) => format!("; uploads are deleted {days} days after they are made"),
         None => String::new(),
     };
-    ApiError::new(
-        ErrorCode::PayloadTooLarge,
-        format!(
-            "This file does not fit in the account's storage for uploads ({quota} bytes, of \
-             which {used} are in use){freed}"
+    let quota = &limits.quota;
+    let own = quota.for_account(usage.credited);
+    let own_room = own.map(|q| q.saturating_sub(usage.account_bytes));
+    let shared_room = match (usage.credited, quota.uncredited_total_bytes) {
+        (false, Some(total)) => Some(total.saturating_sub(usage.uncredited_total_bytes)),
+        _ => None,
+    };
+    // The smaller room is the one that refused the file.
+    let message = match (own_room, shared_room, quota.uncredited_total_bytes) {
+        (own_room, Some(shared), Some(total)) if own_room.is_none_or(|o| shared < o) => format!(
+            "This file does not fit in the storage this server gives to accounts without \
+             purchased credit ({total} bytes for all of them, of which {} are in use); credit \
+             added to the account gives it room of its own{freed}",
+            usage.uncredited_total_bytes
         ),
-    )
+        _ => {
+            let raised = if usage.credited || quota.account_bytes == own {
+                ""
+            } else {
+                "; credit added to the account raises it"
+            };
+            format!(
+                "This file does not fit in the account's storage for uploads ({} bytes, of \
+                 which {} are in use){raised}{freed}",
+                own.unwrap_or(0),
+                usage.account_bytes
+            )
+        }
+    };
+    ApiError::new(ErrorCode::PayloadTooLarge, message)
 }
 
 /// A write to the file storage failed (a full disk, a storage server that is down): nothing

@@ -66,6 +66,7 @@ pub async fn create(
             idempotency::create_run(
                 state.store.as_ref(),
                 &state.catalog,
+                &state.idempotency_keys,
                 &key,
                 &body,
                 &idempotency_key,
