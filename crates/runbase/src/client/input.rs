@@ -89,7 +89,7 @@ fn typed(text: &str, property: Option<&Value>) -> Value {
         // An enum takes the option written so: "5" for a string enum, 5 for a number enum.
         if let Some(option) = options.iter().find(|o| match o {
             Value::String(s) => s == text,
-            other => other.to_string() == text,
+            other => serde_json::from_str::<Value>(text).is_ok_and(|v| &v == *other),
         }) {
             return option.clone();
         }
