@@ -180,11 +180,31 @@ fn errors_print_their_code_and_exit_non_zero() {
     assert_eq!(out.status.code(), Some(2), "stderr: {}", stderr(&out));
     assert!(stderr(&out).contains("key=value"), "{}", stderr(&out));
 
-    // Nothing was charged by any of it.
-    let out = runbase(&s, Some(&key), &["runs", "list"]);
+    // Nothing was created by any of it; the address may also be given with its `/api/v1`.
+    let out = runbase(
+        &s,
+        Some(&key),
+        &["runs", "list", "--url", &format!("{}/api/v1/", s.url)],
+    );
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
     assert!(
         out.stdout.is_empty(),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+
+    // The client's variables are not configuration: the server's commands do not warn about them.
+    let out = s
+        .cli_command(&["accounts", "list"])
+        .env("RUNBASE_API_KEY", &key)
+        .env("RUNBASE_URL", &s.url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "stderr: {}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("RUNBASE_API_KEY"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("RUNBASE_URL"), "{}", stderr(&out));
 }
