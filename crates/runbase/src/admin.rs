@@ -39,7 +39,9 @@ pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
     let store = crate::database::open(config, crate::database::Schema::MustBeCurrent).await?;
     let store: &dyn Store = &*store;
     match command {
-        Command::Serve(_) | Command::Backup(_) => unreachable!("handled by main"),
+        Command::Serve(_) | Command::Backup(_) | Command::Run(_) | Command::Runs(_) => {
+            unreachable!("handled by main")
+        }
         Command::Migrate => unreachable!("handled above"),
         Command::Accounts(AccountsCommand::Create {
             email,

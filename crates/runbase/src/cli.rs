@@ -47,6 +47,83 @@ pub enum Command {
     Credits(CreditsCommand),
     /// Copy a live SQLite store (and local output files) into a new data directory
     Backup(BackupArgs),
+    /// Create a run on a running server through its API, optionally wait for it and download
+    /// its outputs [env: RUNBASE_URL, RUNBASE_API_KEY]
+    Run(RunArgs),
+    /// Read, cancel or list runs on a running server through its API
+    #[command(subcommand)]
+    Runs(RunsCommand),
+}
+
+/// Where the API is and the key to use: flags, else the environment.
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    /// The server's address [env: RUNBASE_URL] [default: http://127.0.0.1:8080]
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// The API key, `sk-...` (prefer the environment: a flag shows in the process list)
+    /// [env: RUNBASE_API_KEY]
+    #[arg(long, value_name = "KEY")]
+    pub api_key: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Input fields:
+  key=value    typed by the model's input schema (string, number, integer, boolean; an array
+               field takes each repetition as an item); for a field the schema does not name,
+               a number or true/false is sent as JSON, anything else as a string
+  key:=JSON    raw JSON, e.g. duration:=5, image_urls:='[\"https://...\"]', text:='\"007\"'
+  key=@FILE    the text of FILE as a string
+  A key given twice makes an array.
+
+Exit status: 0 done (with --wait: succeeded), 1 the API refused the request (its error code is
+printed), 2 usage error, 3 the run failed or was canceled, 4 the server could not be reached,
+the wait timed out or a download failed.")]
+pub struct RunArgs {
+    /// The model's id, e.g. runbase/placeholder-image
+    pub model: String,
+    /// Input fields: key=value, key:=JSON, key=@FILE (see below)
+    #[arg(value_name = "FIELD")]
+    pub fields: Vec<String>,
+    /// Wait until the run has finished and print it then (progress on stderr when it is a
+    /// terminal)
+    #[arg(long)]
+    pub wait: bool,
+    /// Save every output file into DIR (created if missing) and print where; implies --wait
+    #[arg(long, value_name = "DIR")]
+    pub download: Option<PathBuf>,
+    /// Stop waiting after this many seconds (exit status 4; the run goes on)
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// Send this Idempotency-Key, so that repeating the command cannot create a second run
+    #[arg(long, value_name = "KEY")]
+    pub idempotency_key: Option<String>,
+    #[command(flatten)]
+    pub api: ApiArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// Print a run
+    Get {
+        id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Cancel a pending or processing run (refunded in full) and print it
+    Cancel {
+        id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Print the account's runs, newest first, one JSON object a line
+    List {
+        /// At most this many runs (default: all of them)
+        #[arg(long)]
+        limit: Option<usize>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -309,6 +309,10 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "metrics_listen",
 ];
 
+/// Variables of `runbase run` and `runbase runs` (the API's client), not configuration: no
+/// warning for them.
+const CLIENT_VARIABLES: &[&str] = &["RUNBASE_API_KEY", "RUNBASE_URL"];
+
 impl Config {
     /// Loads the layers; returns the configuration and the warnings to log once logging is up.
     pub fn load(
@@ -319,7 +323,10 @@ impl Config {
         for (name, _) in std::env::vars() {
             if let Some(rest) = name.strip_prefix("RUNBASE_") {
                 let top = rest.split("__").next().unwrap_or("").to_ascii_lowercase();
-                if top != "config" && !TOP_LEVEL_KEYS.contains(&top.as_str()) {
+                if top != "config"
+                    && !CLIENT_VARIABLES.contains(&name.as_str())
+                    && !TOP_LEVEL_KEYS.contains(&top.as_str())
+                {
                     warnings.push(format!("ignoring unknown environment variable {name}"));
                 }
             }

@@ -4,6 +4,7 @@
 mod admin;
 mod backup;
 mod cli;
+mod client;
 mod config;
 mod database;
 mod limiters;
@@ -23,6 +24,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The API's client commands read no configuration and touch no database.
+    if matches!(cli.command, Command::Run(_) | Command::Runs(_)) {
+        return client::main(cli.command);
+    }
     let mut flags = FlagOverrides {
         data_dir: cli.global.data_dir.clone(),
         database_url: cli.global.database_url.clone(),
