@@ -266,12 +266,13 @@ impl InFlightKeys {
     /// Holds (account, key), or `None` when a request of this process already holds it.
     pub fn hold(&self, account_id: &str, key: &str) -> Option<InFlightKey<'_>> {
         let entry = (account_id.to_owned(), key.to_owned());
-        let mut keys = self
+        let fresh = self
             .keys
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        keys.insert(entry.clone())
-            .then_some(InFlightKey { keys: self, entry })
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(entry.clone());
+        // Built only when held, after the lock is released: dropping one removes its entry.
+        fresh.then(|| InFlightKey { keys: self, entry })
     }
 }
 
@@ -570,6 +571,21 @@ mod tests {
         assert_ne!(f, fingerprint("POST", "/api/v1/runs", b"{} "));
         assert_ne!(f, fingerprint("POST", "/api/v1/runs/x/cancel", b"{}"));
         assert_ne!(f, fingerprint("PUT", "/api/v1/runs", b"{}"));
+    }
+
+    #[test]
+    fn a_key_is_held_once_until_its_holder_is_dropped() {
+        let keys = InFlightKeys::default();
+        let held = keys.hold("acct_a", "k").unwrap();
+        assert!(keys.hold("acct_a", "k").is_none(), "held already");
+        assert!(
+            keys.hold("acct_a", "k").is_none(),
+            "a refused hold leaves the holder's"
+        );
+        let other = keys.hold("acct_b", "k").unwrap();
+        drop(held);
+        assert!(keys.hold("acct_a", "k").is_some());
+        drop(other);
     }
 
     #[test]
