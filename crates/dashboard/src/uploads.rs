@@ -17,6 +17,7 @@ use runbase_http::error::HttpError;
 pub async fn create(
     State(state): State<AppState>,
     MaybeViewer(viewer): MaybeViewer,
+    ext: axum::http::Extensions,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -50,7 +51,15 @@ pub async fn create(
         discard(body, state.config.body_limit());
         return resp;
     }
-    match runbase_http::upload::receive(&state, &viewer.account.id, &headers, body).await {
+    match runbase_http::upload::receive(
+        &state,
+        &viewer.account.id,
+        runbase_http::routes::api_key::peer(&ext),
+        &headers,
+        body,
+    )
+    .await
+    {
         Ok(answer) => (StatusCode::CREATED, Json(answer)).into_response(),
         Err(e) => HttpError(e).into_response(),
     }

@@ -212,17 +212,18 @@ pub fn upload_id_in(url: &str) -> Option<String> {
         .flat_map(|s| s.split('/').map(str::to_owned).collect::<Vec<_>>())
         .filter(|s| !s.is_empty())
         .collect();
-    // The last three segments, whatever comes before: a server whose `public_url` has a path
-    // (`https://host/base/files/upl_.../name`) serves its uploads under it.
-    match segments.as_slice() {
-        [.., files, id, _name]
-            if files.eq_ignore_ascii_case("files")
-                && id.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("upl_")) =>
-        {
-            Some(id.clone())
-        }
-        _ => None,
-    }
+    // An upload id anywhere after a `files` segment: a server whose `public_url` has a path
+    // (`https://host/base/files/upl_.../name`) serves its uploads under it, and what comes
+    // around the id (a name, `.` or `..` segments a proxy might resolve, more segments) does not
+    // change whose file it may be. Ids are generated in lower case; a lookup in another case
+    // would miss the upload.
+    let files = segments
+        .iter()
+        .position(|s| s.eq_ignore_ascii_case("files"))?;
+    segments[files + 1..]
+        .iter()
+        .find(|id| id.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("upl_")))
+        .map(|id| id.to_ascii_lowercase())
 }
 
 /// Where in this server's file storage a URL points, when it is one of this server's own file
@@ -387,6 +388,11 @@ mod tests {
             "http://h/files/upl_abc%2Fupload.png",
             "http://h/files%2Fupl_abc%2Fupload.png",
             "http://h/FILES/upl_abc/upload.png",
+            "http://h/files/UPL_ABC/upload.png",
+            "http://h/files/%55pl_abc/upload.png",
+            "http://h/files/upl_abc/.%2Fupload.png",
+            "http://h/files/upl_abc/upload.png/more",
+            "http://h/files/run_x/%2E%2E/upl_abc/upload.png",
         ] {
             assert_eq!(
                 upload_id_in(spelling).as_deref(),

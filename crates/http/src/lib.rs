@@ -15,6 +15,7 @@ pub mod routes;
 mod serve;
 pub mod state;
 pub mod upload;
+pub mod upload_slots;
 
 pub use routes::{api_routes, finish};
 pub use serve::{ServeConfig, serve};

@@ -104,9 +104,10 @@ pub struct AppState {
     pub recent_keys: Arc<runbase_domain::auth::RecentKeys>,
     /// The operator's metrics (`NoMetrics` without `--metrics-listen`).
     pub metrics: Arc<dyn runbase_domain::metrics::Metrics>,
-    /// One permit per upload being received by this node (`[uploads] max_concurrent`): what
-    /// uploads hold in memory (up to 15 MiB each on S3) is bounded, however many clients send.
-    pub uploads_in_flight: Arc<tokio::sync::Semaphore>,
+    /// The uploads this node receives at once, in all, per account and per address
+    /// (`[uploads] max_concurrent...`): what uploads hold in memory (up to 15 MiB each on S3)
+    /// is bounded, and no one client takes every slot.
+    pub upload_slots: Arc<crate::upload_slots::UploadSlots>,
     /// The idempotency keys whose first request this node is executing.
     pub idempotency_keys: Arc<runbase_domain::idempotency::InFlightKeys>,
     pub config: Arc<HttpConfig>,

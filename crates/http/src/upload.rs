@@ -53,20 +53,21 @@ const FORM_OVERHEAD: u64 = 64 * 1024;
 pub async fn receive(
     state: &AppState,
     account_id: &str,
+    peer: Option<std::net::IpAddr>,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<UploadAnswer, ApiError> {
     let limits = state.config.upload_limits();
     let max = limits.max_bytes;
     let drain_limit = usize::try_from(max.saturating_add(FORM_OVERHEAD)).unwrap_or(usize::MAX);
-    // Held until the answer: this node receives at most `[uploads] max_concurrent` at once.
-    let Ok(_receiving) = state.uploads_in_flight.clone().try_acquire_owned() else {
-        discard(body, drain_limit);
-        return Err(ApiError::new(
-            ErrorCode::ServiceUnavailable,
-            "This server is receiving as many uploads as it takes at once; nothing was kept. \
-             Retry in a moment",
-        ));
+    // Held until the answer: this node receives a bounded number at once (`UploadSlots`).
+    let ip = crate::client_ip::client_ip(peer, headers, &state.config.trusted_proxies);
+    let _slot = match state.upload_slots.take(account_id, ip) {
+        Ok(slot) => slot,
+        Err(e) => {
+            discard(body, drain_limit);
+            return Err(e);
+        }
     };
     let boundary = headers
         .get(header::CONTENT_TYPE)

@@ -116,6 +116,12 @@ pub struct UploadsSettings {
     /// default. One more is answered `503 service_unavailable` before its body is read. Bounds
     /// the memory uploads hold: a few chunks each on local storage, up to 15 MiB each on S3.
     pub max_concurrent: u32,
+    /// How many of them one account may send at once (`RUNBASE_UPLOADS__MAX_CONCURRENT_PER_ACCOUNT`);
+    /// 2 by default. One more is `429 RATE_LIMITED`.
+    pub max_concurrent_per_account: u32,
+    /// How many of them one client address may send at once
+    /// (`RUNBASE_UPLOADS__MAX_CONCURRENT_PER_IP`); 4 by default. One more is `429 RATE_LIMITED`.
+    pub max_concurrent_per_ip: u32,
     /// Days an upload is kept before the sweep deletes it (`RUNBASE_UPLOADS__RETENTION_DAYS`);
     /// 30 by default, 0 to keep uploads forever.
     pub retention_days: u32,
@@ -129,6 +135,8 @@ impl Default for UploadsSettings {
             uncredited_quota_bytes: runbase_domain::uploads::DEFAULT_UNCREDITED_QUOTA_BYTES,
             uncredited_total_bytes: runbase_domain::uploads::DEFAULT_UNCREDITED_TOTAL_BYTES,
             max_concurrent: 16,
+            max_concurrent_per_account: 2,
+            max_concurrent_per_ip: 4,
             retention_days: runbase_domain::uploads::DEFAULT_RETENTION_DAYS,
         }
     }

@@ -184,8 +184,10 @@ pub async fn run(config: Config, warnings: Vec<String>, migrate: bool) -> anyhow
         recent_keys: Arc::default(),
         metrics: events.clone(),
         idempotency_keys: Arc::default(),
-        uploads_in_flight: Arc::new(tokio::sync::Semaphore::new(
-            config.uploads.max_concurrent.max(1) as usize,
+        upload_slots: Arc::new(runbase_http::upload_slots::UploadSlots::new(
+            config.uploads.max_concurrent,
+            config.uploads.max_concurrent_per_account,
+            config.uploads.max_concurrent_per_ip,
         )),
         config: Arc::new(HttpConfig {
             trusted_proxies,

@@ -143,32 +143,67 @@ async fn accounts_never_credited_share_a_small_total() {
     assert_eq!(stored(&s.dir).len(), 4, "{:?}", stored(&s.dir));
 }
 
-/// One node receives at most `[uploads] max_concurrent` uploads at once (what they hold in
-/// memory is bounded); one more is answered 503 before its body is read, and a slot comes back
-/// when an upload ends.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_receives_a_bounded_number_of_uploads_at_once() {
-    let mut env = common::relaxed();
-    env.push(("RUNBASE_UPLOADS__MAX_CONCURRENT", "1"));
-    let s = Server::start_with(&env);
-    let key = s.account("slots@example.com", 0);
-    let c = s.client();
-
-    // A slow client: the head and the start of a form, then nothing for now.
+/// Starts an upload that sends its head and the start of its form, then nothing until the
+/// returned function sends the rest (and reads the answer).
+async fn slow_upload(s: &Server, key: &str) -> (tokio::net::TcpStream, Vec<u8>) {
     let addr = s.url.trim_start_matches("http://").to_owned();
     let body = form(&png(4000));
-    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let head = format!(
         "POST /api/v1/files HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
          Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {}\r\n\
          Connection: close\r\n\r\n",
         body.len()
     );
-    slow.write_all(head.as_bytes()).await.unwrap();
-    slow.write_all(&body[..200]).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(&body[..200]).await.unwrap();
+    (conn, body[200..].to_vec())
+}
 
-    let r = upload(&c, &key, &png(1000)).await;
+async fn finish_slow_upload((mut conn, rest): (tokio::net::TcpStream, Vec<u8>)) -> String {
+    conn.write_all(&rest).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// One node receives a bounded number of uploads at once: in all (`[uploads] max_concurrent`,
+/// what they hold in memory), and per account (`max_concurrent_per_account`), so that one
+/// client's slow bodies cannot take every slot. Refused before the body is read; a slot comes
+/// back when its upload ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_receives_a_bounded_number_of_uploads_at_once() {
+    let mut env = common::relaxed();
+    env.push(("RUNBASE_UPLOADS__MAX_CONCURRENT", "2"));
+    env.push(("RUNBASE_UPLOADS__MAX_CONCURRENT_PER_ACCOUNT", "1"));
+    let s = Server::start_with(&env);
+    let a = s.account("slots-a@example.com", 0);
+    let b = s.account("slots-b@example.com", 0);
+    let c_key = s.account("slots-c@example.com", 0);
+    let c = s.client();
+
+    // A slow client of A holds A's one slot: A's next upload is refused, B's is not.
+    let slow_a = slow_upload(&s, &a).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = upload(&c, &a, &png(1000)).await;
+    r.assert_error(429, "RATE_LIMITED");
+    assert!(
+        r.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("account"),
+        "{}",
+        r.body
+    );
+    assert_eq!(upload(&c, &b, &png(1000)).await.status, 201);
+
+    // Slow clients of A and B hold both of the node's slots: C is answered 503.
+    let slow_b = slow_upload(&s, &b).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = upload(&c, &c_key, &png(1000)).await;
     r.assert_error(503, "service_unavailable");
     assert!(
         r.body["error"]["message"]
@@ -179,16 +214,13 @@ async fn a_node_receives_a_bounded_number_of_uploads_at_once() {
         r.body
     );
 
-    // The slow upload finishes and is kept; then the slot is free again.
-    slow.write_all(&body[200..]).await.unwrap();
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut answer))
-        .await
-        .unwrap()
-        .unwrap();
-    let answer = String::from_utf8_lossy(&answer);
-    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
-    assert_eq!(upload(&c, &key, &png(1000)).await.status, 201);
+    // The slow uploads finish and are kept; then the slots are free again.
+    for slow in [slow_a, slow_b] {
+        let answer = finish_slow_upload(slow).await;
+        assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    }
+    assert_eq!(upload(&c, &c_key, &png(1000)).await.status, 201);
+    assert_eq!(upload(&c, &a, &png(1000)).await.status, 201);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

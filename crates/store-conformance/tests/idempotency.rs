@@ -281,13 +281,15 @@ for_each_store! {
         let Some(f) = Fixture::new(BACKEND, 100, 0, 0).await else { return };
         let catalog = Arc::new(Catalog::builtin().unwrap());
         let f = Arc::new(f);
+        // As if from two processes: each set of keys in flight is shared by half the requests,
+        // and between the two the store alone keeps them apart.
+        let in_flight = Arc::new([idempotency::InFlightKeys::default(), idempotency::InFlightKeys::default()]);
         let mut tasks = Vec::new();
-        for _ in 0..100 {
-            let (f, catalog) = (f.clone(), catalog.clone());
+        for i in 0..100 {
+            let (f, catalog, in_flight) = (f.clone(), catalog.clone(), in_flight.clone());
             tasks.push(tokio::spawn(async move {
-                // Each as if from a process of its own: the store alone keeps them apart.
                 let key = f.keys[0].clone();
-                idempotency::create_run(f.store.as_ref(), &catalog, &idempotency::InFlightKeys::default(), &key, BODY, "same").await
+                idempotency::create_run(f.store.as_ref(), &catalog, &in_flight[i % 2], &key, BODY, "same").await
             }));
         }
         let (mut fresh, mut replays, mut in_use) = (0, 0, 0);

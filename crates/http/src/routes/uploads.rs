@@ -25,7 +25,7 @@ pub async fn create(
             return resp;
         }
     };
-    match crate::upload::receive(&state, &key.account_id, &headers, body).await {
+    match crate::upload::receive(&state, &key.account_id, peer(&ext), &headers, body).await {
         Ok(answer) => with_rate_headers((StatusCode::CREATED, Json(answer)), &rate),
         Err(e) => with_rate_headers(HttpError(e), &rate),
     }
