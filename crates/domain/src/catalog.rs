@@ -6,10 +6,10 @@ use crate::money::Millicents;
 use crate::schema::InputSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::ToSchema;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
+use utoipa::ToSchema;
 
 /// The catalogue that ships in the binary, one file per maker (merged in this order).
 pub const DEFAULT_CATALOG: &[(&str, &str)] = &[

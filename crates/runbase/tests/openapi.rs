@@ -91,7 +91,9 @@ output_schema = { type = "object", properties = { urls = { type = "array" } } }
     );
     let doc = r.body.clone();
     assert!(
-        doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1.")),
+        doc["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1.")),
         "{}",
         doc["openapi"]
     );
@@ -150,9 +152,12 @@ output_schema = { type = "object", properties = { urls = { type = "array" } } }
     assert!(created["headers"]["RateLimit-Remaining"].is_object());
     let limited = &doc["paths"]["/api/v1/runs"]["post"]["responses"]["429"];
     assert!(limited["headers"]["Retry-After"].is_object());
-    let codes = &limited["content"]["application/json"]["schema"]["allOf"][1]["properties"]
-        ["error"]["properties"]["code"]["enum"];
-    assert_eq!(codes, &serde_json::json!(["RATE_LIMITED", "USAGE_EXCEEDED"]));
+    let codes = &limited["content"]["application/json"]["schema"]["allOf"][1]["properties"]["error"]
+        ["properties"]["code"]["enum"];
+    assert_eq!(
+        codes,
+        &serde_json::json!(["RATE_LIMITED", "USAGE_EXCEEDED"])
+    );
 
     // Every model of the catalogue: its input schema is a component, the create body's branch
     // for it refers to that component, and it is the schema the models endpoint shows.
@@ -185,10 +190,7 @@ output_schema = { type = "object", properties = { urls = { type = "array" } } }
     }
     let model_schema = resolve(&doc, "#/components/schemas/Model");
     for field in model_schema["required"].as_array().unwrap() {
-        assert!(
-            models[0].get(field.as_str().unwrap()).is_some(),
-            "{field}"
-        );
+        assert!(models[0].get(field.as_str().unwrap()).is_some(), "{field}");
     }
 }
 
@@ -222,11 +224,7 @@ async fn answers_carry_what_the_document_says() {
             "/api/v1/runs",
             c.post_raw(Some(&key), "/api/v1/runs", "{").await,
         ),
-        (
-            "get",
-            "/api/v1/runs/{id}",
-            c.run(&key, &run_id).await,
-        ),
+        ("get", "/api/v1/runs/{id}", c.run(&key, &run_id).await),
         (
             "get",
             "/api/v1/runs/{id}",
@@ -267,8 +265,8 @@ async fn answers_carry_what_the_document_says() {
             r.body
         );
         if let Some(code) = r.body["error"]["code"].as_str() {
-            let listed = &response["content"]["application/json"]["schema"]["allOf"][1]
-                ["properties"]["error"]["properties"]["code"]["enum"];
+            let listed = &response["content"]["application/json"]["schema"]["allOf"][1]["properties"]
+                ["error"]["properties"]["code"]["enum"];
             assert!(
                 listed.as_array().unwrap().contains(&Value::from(code)),
                 "{method} {path}: {code} is not documented for {}",

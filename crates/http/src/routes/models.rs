@@ -5,8 +5,8 @@ use crate::state::AppState;
 use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use runbase_domain::{ApiError, ErrorCode};
 use runbase_domain::catalog::ModelObject;
+use runbase_domain::{ApiError, ErrorCode};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 

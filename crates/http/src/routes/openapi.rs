@@ -83,14 +83,20 @@ impl Modify for Security {
 
 /// The error envelope every error answer has.
 #[derive(ToSchema)]
-#[allow(dead_code, reason = "a schema only: the envelope is written by ApiError::envelope")]
+#[allow(
+    dead_code,
+    reason = "a schema only: the envelope is written by ApiError::envelope"
+)]
 pub struct ErrorEnvelope {
     error: ErrorBody,
 }
 
 /// What went wrong: a code of the error table and a message for people.
 #[derive(ToSchema)]
-#[allow(dead_code, reason = "a schema only: the envelope is written by ApiError::envelope")]
+#[allow(
+    dead_code,
+    reason = "a schema only: the envelope is written by ApiError::envelope"
+)]
 pub struct ErrorBody {
     /// For people; may change. Match on `code`.
     message: String,
@@ -229,7 +235,10 @@ const RATE_LIMITED: &[(&str, &str)] = &[
 ];
 
 /// Operations that take an `Idempotency-Key`.
-const IDEMPOTENT: &[(&str, &str)] = &[("post", "/api/v1/runs"), ("post", "/api/v1/runs/{id}/cancel")];
+const IDEMPOTENT: &[(&str, &str)] = &[
+    ("post", "/api/v1/runs"),
+    ("post", "/api/v1/runs/{id}/cancel"),
+];
 
 #[utoipa::path(
     get,
@@ -390,13 +399,20 @@ fn add_errors_and_headers(method: &str, path: &str, op: &mut Value) {
         );
         if rate_limited {
             for (name, description) in [
-                ("RateLimit-Limit", "Requests allowed per window for this key"),
+                (
+                    "RateLimit-Limit",
+                    "Requests allowed per window for this key",
+                ),
                 ("RateLimit-Remaining", "Requests left in the window"),
                 ("RateLimit-Reset", "Seconds until a request frees up"),
             ] {
                 headers.insert(
                     name.into(),
-                    header(description, json!({ "type": "integer", "minimum": 0 }), false),
+                    header(
+                        description,
+                        json!({ "type": "integer", "minimum": 0 }),
+                        false,
+                    ),
                 );
             }
         }
@@ -438,8 +454,8 @@ mod tests {
             assert!(responses.is_object(), "{method} {path}");
             for code in *codes {
                 let response = &responses[code.status().to_string()];
-                let listed = &response["content"]["application/json"]["schema"]["allOf"][1]
-                    ["properties"]["error"]["properties"]["code"]["enum"];
+                let listed = &response["content"]["application/json"]["schema"]["allOf"][1]["properties"]
+                    ["error"]["properties"]["code"]["enum"];
                 assert!(
                     listed
                         .as_array()

@@ -15,7 +15,10 @@ use utoipa::ToSchema;
 
 /// The upload form: one field named `file` (other fields are ignored).
 #[derive(ToSchema)]
-#[allow(dead_code, reason = "documents the form; the body is read as it arrives")]
+#[allow(
+    dead_code,
+    reason = "documents the form; the body is read as it arrives"
+)]
 pub struct UploadForm {
     /// The file: PNG, JPEG, WebP, GIF, MP4, MOV, WebM, MP3, WAV, OGG or FLAC (read from its
     /// content, never its name).
