@@ -201,6 +201,23 @@ async fn answers_carry_what_the_document_says() {
     let c = server.client();
     let doc = c.get(None, "/api/v1/openapi.json").await.body;
 
+    // The docs pages link the document (in their navigation, and the runs page explains it).
+    for page in ["/docs/runs", "/docs/authentication", "/docs/error-codes"] {
+        let html = c
+            .http
+            .get(format!("{}{page}", c.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            html.contains(r#"href="/api/v1/openapi.json""#),
+            "{page} does not link the document"
+        );
+    }
+
     // A few answers of different kinds: each status is documented for its operation, its
     // error code is among those documented for that status, and its required headers are there.
     let created = c

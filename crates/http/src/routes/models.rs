@@ -67,8 +67,8 @@ pub async fn list(
     tag = "models",
     summary = "One model, with its input and output schemas (public)",
     params(
-        ("provider" = String, Path, description = "The model id's first part, e.g. `google`"),
-        ("name" = String, Path, description = "The model id's second part, e.g. `nano-banana-2`"),
+        ("provider" = String, Path, description = "The model id's first part", example = "runbase"),
+        ("name" = String, Path, description = "The model id's second part", example = "echo"),
     ),
     responses((status = 200, description = "The model", body = ModelObject)),
 )]

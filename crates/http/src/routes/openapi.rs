@@ -293,6 +293,12 @@ fn add_models(doc: &mut Value, catalog: &Catalog) {
         let input = input_schema_component(&model.id);
         let branch = input.replacen("ModelInput_", "CreateRun_", 1);
         schemas[&input] = model.input_schema.raw().clone();
+        // The catalogue's example inputs, as whole create bodies.
+        let examples: Vec<Value> = model
+            .examples
+            .iter()
+            .map(|e| json!({ "model": model.id, "input": e.input }))
+            .collect();
         schemas[&branch] = json!({
             "type": "object",
             "description": format!("A run of `{}`: {}", model.id, model.name),
@@ -302,6 +308,9 @@ fn add_models(doc: &mut Value, catalog: &Catalog) {
                 "input": { "$ref": format!("#/components/schemas/{input}") },
             },
         });
+        if !examples.is_empty() {
+            schemas[&branch]["examples"] = Value::Array(examples);
+        }
         let reference = format!("#/components/schemas/{branch}");
         branches.push(json!({ "$ref": reference }));
         mapping.insert(model.id.clone(), Value::from(reference));
