@@ -253,3 +253,4 @@ docs-create = Anlegen
 docs-poll = Abfragen
 docs-run-object = Das Run-Objekt
 docs-retries = Sichere Wiederholungen
+docs-openapi = OpenAPI-Dokument

@@ -254,3 +254,4 @@ docs-create = Create
 docs-poll = Poll
 docs-run-object = The run object
 docs-retries = Safe retries
+docs-openapi = OpenAPI document

@@ -253,3 +253,4 @@ docs-create = 作成
 docs-poll = ポーリング
 docs-run-object = 実行オブジェクト
 docs-retries = 安全な再試行
+docs-openapi = OpenAPI ドキュメント

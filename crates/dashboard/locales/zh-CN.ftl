@@ -253,3 +253,4 @@ docs-create = 创建
 docs-poll = 轮询
 docs-run-object = 运行对象
 docs-retries = 安全重试
+docs-openapi = OpenAPI 文档

@@ -9,6 +9,7 @@ use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
+use utoipa::ToSchema;
 
 /// The catalogue that ships in the binary, one file per maker (merged in this order).
 pub const DEFAULT_CATALOG: &[(&str, &str)] = &[
@@ -65,10 +66,12 @@ struct ModelSpec {
 }
 
 /// An example input shown on a model's page.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ModelExample)]
 pub struct ExampleSpec {
     pub title: String,
+    #[schema(value_type = Object)]
     pub input: Value,
 }
 
@@ -212,22 +215,29 @@ impl Price {
     /// of their values, joined with `,`) and `perField` (a whole-number field the price is
     /// multiplied by).
     pub fn to_json(&self) -> Value {
-        let (fields, values) = match &self.by {
-            Some((fields, table)) => {
-                let values: serde_json::Map<String, Value> = table
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Value::from(v.micro_usd())))
-                    .collect();
-                (Value::from(fields.clone()), Value::Object(values))
-            }
-            None => (Value::Null, Value::Null),
+        serde_json::to_value(self.object()).unwrap_or(Value::Null)
+    }
+
+    /// The price as the API shows it ([`Price::to_json`]).
+    pub fn object(&self) -> PriceObject {
+        let (by_fields, by_value_usd) = match &self.by {
+            Some((fields, table)) => (
+                Some(fields.clone()),
+                Some(
+                    table
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.micro_usd()))
+                        .collect(),
+                ),
+            ),
+            None => (None, None),
         };
-        serde_json::json!({
-            "baseUsd": self.base.micro_usd(),
-            "byFields": fields,
-            "byValueUsd": values,
-            "perField": self.per,
-        })
+        PriceObject {
+            base_usd: self.base.micro_usd(),
+            by_fields,
+            by_value_usd,
+            per_field: self.per.clone(),
+        }
     }
 
     /// The base price, and the `by` table (fields, and the price of each key) when there is one.
@@ -318,19 +328,75 @@ impl Model {
 
     /// The public description of the model (the API's model object, camelCase like the run).
     pub fn to_json(&self) -> Value {
-        serde_json::json!({
-            "id": self.id,
-            "name": self.name,
-            "maker": self.maker,
-            "description": self.description,
-            "tags": self.tags,
-            "available": self.is_available(),
-            "price": self.price.to_json(),
-            "inputSchema": self.input_schema.raw(),
-            "outputSchema": self.output_schema,
-            "examples": self.examples,
-        })
+        serde_json::to_value(self.object()).unwrap_or(Value::Null)
     }
+
+    /// The API's model object ([`ModelObject`]).
+    pub fn object(&self) -> ModelObject {
+        ModelObject {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            maker: self.maker.clone(),
+            description: self.description.clone(),
+            tags: self.tags.clone(),
+            available: self.is_available(),
+            price: self.price.object(),
+            input_schema: self.input_schema.raw().clone(),
+            output_schema: self.output_schema.clone(),
+            examples: self.examples.clone(),
+        }
+    }
+}
+
+/// The name of a model's input schema among the OpenAPI document's components:
+/// `ModelInput_<provider>_<name>` (a model id's characters are all allowed in component names).
+pub fn input_schema_component(id: &str) -> String {
+    format!("ModelInput_{}", id.replacen('/', "_", 1))
+}
+
+/// A model as `GET /api/v1/models` and `GET /api/v1/models/{provider}/{name}` show it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = Model)]
+pub struct ModelObject {
+    /// `provider/name`, what a run's `model` names.
+    pub id: String,
+    pub name: String,
+    /// Who makes it (`Google`, `OpenAI`, ...); empty when unknown.
+    pub maker: String,
+    pub description: String,
+    /// Capability tags (`Text to image`, `Image to video`, `4K`, ...).
+    pub tags: Vec<String>,
+    /// Whether live keys can run it on this server (one of its providers has credentials);
+    /// test keys can run every model, through the simulator.
+    pub available: bool,
+    pub price: PriceObject,
+    /// The JSON Schema a run's `input` must match; also in this document as the component
+    /// `ModelInput_<provider>_<name>`, which the create body's `input` refers to.
+    #[schema(value_type = Object)]
+    pub input_schema: Value,
+    /// The JSON Schema of a succeeded run's `output`.
+    #[schema(value_type = Object)]
+    pub output_schema: Value,
+    /// Example inputs (`title`, `input`).
+    pub examples: Vec<ExampleSpec>,
+}
+
+/// A model's price, in integer micro-USD like `costUsd`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PriceObject {
+    /// The price of a run whose input the `byValueUsd` table has no entry for.
+    pub base_usd: i64,
+    /// The input fields the price depends on, or `null`.
+    #[schema(required = true)]
+    pub by_fields: Option<Vec<String>>,
+    /// The price for each combination of the `byFields` values, joined with `,`; or `null`.
+    #[schema(required = true)]
+    pub by_value_usd: Option<BTreeMap<String, i64>>,
+    /// A whole-number input field the price is multiplied by (e.g. `duration`), or `null`.
+    #[schema(required = true)]
+    pub per_field: Option<String>,
 }
 
 /// All models, by id, in catalogue order.

@@ -4,10 +4,20 @@ use crate::money::Millicents;
 use crate::time::Timestamp;
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
+
+/// A succeeded run's output as documented (the stored value is the model's own: `urls` always,
+/// `text` for text models, and whatever else its output schema names).
+#[derive(Serialize, ToSchema)]
+pub struct RunOutput {
+    /// The output files, served by this server (`/files/...`).
+    #[serde(default)]
+    pub urls: Vec<String>,
+}
 
 /// Where a run is in its lifecycle: `pending` (queued) → `processing` (at the provider) →
 /// `succeeded` or `failed`; a `pending` or `processing` run can also be `canceled`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
     Pending,
@@ -48,31 +58,45 @@ impl RunStatus {
 }
 
 /// Why a run failed, as shown to the client.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct RunError {
     pub message: String,
+    /// A provider's or the worker's code (`timeout`, `interrupted`, `provider_error`, ...).
     pub code: String,
 }
 
 /// A run as stored and as returned by the API. The JSON is runbase.net's run object: camelCase,
 /// `costUsd` in integer micro-USD, timestamps with milliseconds; every field always present,
 /// `null` until known.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Run {
+    /// `run_` and 26 characters.
+    #[schema(pattern = "^run_[0-9A-Za-z]+$")]
     pub id: String,
+    /// The model's id, `provider/name`.
     pub model: String,
     pub status: RunStatus,
-    /// The input as submitted, after schema defaults were applied.
+    /// The input as submitted, after schema defaults were applied (the model's input schema:
+    /// `#/components/schemas/ModelInput_<provider>_<name>`).
+    #[schema(value_type = Object)]
     pub input: Value,
-    /// `{"urls": [...], ...}` once succeeded.
+    /// `{"urls": [...], ...}` once succeeded, else `null`.
+    #[schema(value_type = Option<RunOutput>, required = true)]
     pub output: Option<Value>,
+    /// Why the run failed, once `failed` (or `canceled`); else `null`.
+    #[schema(required = true)]
     pub error: Option<RunError>,
-    /// What was charged (zero for test runs); refunds do not change it.
+    /// What was charged, in integer micro-USD (zero for test runs); refunds do not change it.
     #[serde(rename = "costUsd")]
+    #[schema(value_type = i64, minimum = 0)]
     pub cost: Millicents,
+    /// ISO 8601 UTC with milliseconds.
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
     pub started_at: Option<Timestamp>,
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
     pub completed_at: Option<Timestamp>,
     #[serde(skip)]
     pub account_id: String,

@@ -20,14 +20,18 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 /// The answer to an upload (`201`): where the file is and what it was found to be.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Upload)]
 pub struct UploadAnswer {
+    /// `upl_...`.
     pub id: String,
     /// Absolute, under the server's public URL; usable in a run's `image_urls`.
     pub url: String,
+    /// The type read from the file's content.
     pub content_type: String,
     pub size_bytes: u64,
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
 }
 

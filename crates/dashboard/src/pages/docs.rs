@@ -42,6 +42,8 @@ fn docs_nav(current: &str) -> Markup {
         ("/docs/runs", t("docs-runs")),
         ("/docs/rate-limits", t("nav-rate-limits")),
         ("/docs/error-codes", t("nav-error-codes")),
+        // The machine-readable contract, generated from the server's code.
+        ("/api/v1/openapi.json", t("docs-openapi")),
     ];
     html! {
         nav.docs-nav aria-label=(t("nav-docs")) {
@@ -191,6 +193,8 @@ pub async fn runs(State(state): State<AppState>, MaybeViewer(v): MaybeViewer) ->
             h2 { (t("docs-example")) }
             pre.code { code { "{\"id\": \"run_2abc...\", \"model\": \"google/nano-banana-2\", \"status\": \"succeeded\",\n \"input\": {\"prompt\": \"A red fox in fresh snow\", \"aspect_ratio\": \"auto\", \"resolution\": \"1K\"},\n \"output\": {\"urls\": [\"" (base) "/files/run_2abc.../output-0.png\"]}, \"error\": null,\n \"costUsd\": 60000, \"createdAt\": \"2026-06-01T12:00:00.000Z\",\n \"startedAt\": \"2026-06-01T12:00:00.150Z\", \"completedAt\": \"2026-06-01T12:00:04.200Z\"}" } }
             p { "Each model's input and output are described on its page under " a href="/models" { "Models" } "." }
+            h2 id="openapi" { (t("docs-openapi")) }
+            p { "The whole API is described for tools (client generators, API testers) by an OpenAPI 3.1 document at " a href="/api/v1/openapi.json" { code { "/api/v1/openapi.json" } } ". It is generated from the server's own code, so it matches this server: every endpoint with each status it can answer and the error codes of each, the headers, and every model of this server's catalogue, whose input schema is the component " code { "ModelInput_<provider>_<name>" } " that the create body's " code { "input" } " refers to." }
         },
     )
 }

@@ -15,6 +15,18 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use runbase_domain::ErrorCode;
 
+#[utoipa::path(
+    get,
+    path = "/files/{run_id}/{name}",
+    operation_id = "getFile",
+    tag = "files",
+    summary = "An output file of a run, or an uploaded file (public: the URL is unguessable)",
+    params(
+        ("run_id" = String, Path, description = "The run's id (`run_...`) or the upload's (`upl_...`)"),
+        ("name" = String, Path, description = "The file's name, from `output.urls` or the upload's `url`"),
+    ),
+    responses((status = 200, description = "The file, streamed, with the type its name gives (image, video, audio, text)")),
+)]
 pub async fn get(
     State(state): State<AppState>,
     path: Result<Path<(String, String)>, PathRejection>,

@@ -5,6 +5,7 @@ pub mod api_key;
 mod files;
 mod health;
 mod models;
+pub mod openapi;
 mod runs;
 mod uploads;
 mod webhooks;
@@ -30,6 +31,7 @@ pub fn api_routes() -> Router<AppState> {
         .route("/api/v1/models", get(models::list))
         .route("/api/v1/models/{provider}/{name}", get(models::get))
         .route("/api/v1/account", get(account::get))
+        .route("/api/v1/openapi.json", get(openapi::document))
         .route("/api/v1/files", post(uploads::create))
         .route("/files/{run_id}/{name}", get(files::get))
         .route("/webhooks/{provider}", post(webhooks::receive))

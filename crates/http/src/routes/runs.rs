@@ -19,15 +19,28 @@ use runbase_domain::ids;
 use runbase_domain::run::Run;
 use runbase_domain::{ApiError, ErrorCode, service};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 /// A page of runs, newest first.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct RunList<'a> {
-    data: &'a [Run],
-    has_more: bool,
+pub struct RunList {
+    pub data: Vec<Run>,
+    /// Whether older runs follow: pass the last run's id as `startingAfter` for them.
+    pub has_more: bool,
 }
 
+/// The request body is `CreateRunRequest` (one schema per model, chosen by `model`), added to
+/// the document from the catalogue by [`super::openapi`].
+#[utoipa::path(
+    post,
+    path = "/api/v1/runs",
+    operation_id = "createRun",
+    tag = "runs",
+    summary = "Create a run: checks the input, charges the price, queues it",
+    security(("bearer" = [])),
+    responses((status = 201, description = "The run, `pending` (or the first answer, replayed)", body = Run)),
+)]
 pub async fn create(
     State(state): State<AppState>,
     ext: Extensions,
@@ -99,6 +112,16 @@ pub async fn create(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs/{id}",
+    operation_id = "getRun",
+    tag = "runs",
+    summary = "A run of the key's account",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The run's id, `run_...`")),
+    responses((status = 200, description = "The run", body = Run)),
+)]
 pub async fn get(
     State(state): State<AppState>,
     ext: Extensions,
@@ -122,6 +145,16 @@ pub async fn get(
 
 /// Cancels a `pending` or `processing` run (full refund) and answers the run; a finished run
 /// is answered unchanged. Counted by the runs rate limit like create and get.
+#[utoipa::path(
+    post,
+    path = "/api/v1/runs/{id}/cancel",
+    operation_id = "cancelRun",
+    tag = "runs",
+    summary = "Cancel a pending or processing run, refunded in full",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The run's id, `run_...`")),
+    responses((status = 200, description = "The run, `canceled` (unchanged if it had already finished)", body = Run)),
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     ext: Extensions,
@@ -204,9 +237,12 @@ fn answered_response(answered: Answered) -> Response {
     resp
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// How many runs, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
     /// The id of the last run of the previous page. `starting_after` (Stripe's spelling, and
     /// ours before the wire became camelCase) is read too.
@@ -214,6 +250,16 @@ pub struct ListParams {
     starting_after: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs",
+    operation_id = "listRuns",
+    tag = "runs",
+    summary = "The account's runs, newest first",
+    security(("bearer" = [])),
+    params(ListParams),
+    responses((status = 200, description = "A page of runs", body = RunList)),
+)]
 pub async fn list(
     State(state): State<AppState>,
     ext: Extensions,
@@ -235,7 +281,7 @@ pub async fn list(
     )
     .await?;
     Ok(Json(RunList {
-        data: &runs,
+        data: runs,
         has_more,
     })
     .into_response())

@@ -11,7 +11,31 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::response::Response;
+use utoipa::ToSchema;
 
+/// The upload form: one field named `file` (other fields are ignored).
+#[derive(ToSchema)]
+#[allow(
+    dead_code,
+    reason = "documents the form; the body is read as it arrives"
+)]
+pub struct UploadForm {
+    /// The file: PNG, JPEG, WebP, GIF, MP4, MOV, WebM, MP3, WAV, OGG or FLAC (read from its
+    /// content, never its name).
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/files",
+    operation_id = "uploadFile",
+    tag = "files",
+    summary = "Upload a file for a run's input (its URL goes into `image_urls`)",
+    security(("bearer" = [])),
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses((status = 201, description = "Where the file is and what it was found to be", body = crate::upload::UploadAnswer)),
+)]
 pub async fn create(
     State(state): State<AppState>,
     ext: Extensions,

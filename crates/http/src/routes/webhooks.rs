@@ -13,14 +13,44 @@ use axum::http::HeaderMap;
 use runbase_domain::ErrorCode;
 use runbase_domain::payments::{self, WebhookResult};
 use runbase_domain::store::PaymentCredit;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
+/// What became of a delivery.
+#[derive(Serialize, ToSchema)]
+pub struct WebhookReceipt {
+    /// Always `true`.
+    pub received: bool,
+    pub outcome: WebhookOutcome,
+}
+
+/// `credited`, `already_credited` (a repeat), `unknown_checkout`, or `ignored` (an event
+/// Runbase does not act on).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookOutcome {
+    Ignored,
+    Credited,
+    AlreadyCredited,
+    UnknownCheckout,
+}
+
+#[utoipa::path(
+    post,
+    path = "/webhooks/{provider}",
+    operation_id = "receivePaymentWebhook",
+    tag = "server",
+    summary = "Payment confirmations from the payment provider (Stripe), signed",
+    params(("provider" = String, Path, description = "The configured payment provider, `stripe`")),
+    request_body(content = Object, description = "The provider's signed event", content_type = "application/json"),
+    responses((status = 200, description = "The event was verified and applied (or ignored)", body = WebhookReceipt)),
+)]
 pub async fn receive(
     State(state): State<AppState>,
     provider: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<serde_json::Value>, HttpError> {
+) -> Result<Json<WebhookReceipt>, HttpError> {
     let provider = provider.map_or_else(|_| String::new(), |Path(p)| p);
     // What a refused delivery's body is drained up to (read and dropped, never kept).
     let limit = state.config.body_limit();
@@ -44,12 +74,15 @@ pub async fn receive(
     let result =
         payments::apply_webhook(state.store.as_ref(), payments.as_ref(), signature, &body).await?;
     let outcome = match result {
-        WebhookResult::Ignored(_) => "ignored",
-        WebhookResult::Applied(PaymentCredit::Credited(_)) => "credited",
+        WebhookResult::Ignored(_) => WebhookOutcome::Ignored,
+        WebhookResult::Applied(PaymentCredit::Credited(_)) => WebhookOutcome::Credited,
         WebhookResult::Applied(PaymentCredit::AlreadyCredited | PaymentCredit::DuplicateEvent) => {
-            "already_credited"
+            WebhookOutcome::AlreadyCredited
         }
-        WebhookResult::Applied(PaymentCredit::UnknownCheckout) => "unknown_checkout",
+        WebhookResult::Applied(PaymentCredit::UnknownCheckout) => WebhookOutcome::UnknownCheckout,
     };
-    Ok(Json(json!({ "received": true, "outcome": outcome })))
+    Ok(Json(WebhookReceipt {
+        received: true,
+        outcome,
+    }))
 }
