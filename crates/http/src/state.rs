@@ -104,5 +104,7 @@ pub struct AppState {
     pub recent_keys: Arc<runbase_domain::auth::RecentKeys>,
     /// The operator's metrics (`NoMetrics` without `--metrics-listen`).
     pub metrics: Arc<dyn runbase_domain::metrics::Metrics>,
+    /// Run changes for event streams and waiting creates, and the streams open here.
+    pub run_events: runbase_domain::events::RunEvents,
     pub config: Arc<HttpConfig>,
 }
