@@ -322,7 +322,13 @@ mod tests {
                 (Pending, 2),
                 (Canceled, 2),
             ],
-            &[(Pending, 0), (Processing, 1), (Pending, 1), (Processing, 2), (Failed, 2)],
+            &[
+                (Pending, 0),
+                (Processing, 1),
+                (Pending, 1),
+                (Processing, 2),
+                (Failed, 2),
+            ],
         ];
         for life in lives {
             let ids: Vec<u64> = life.iter().map(|(s, a)| event_id(&run(*s, *a))).collect();

@@ -75,8 +75,19 @@ mod tests {
     #[test]
     fn what_is_not_understood_is_ignored() {
         for v in [
-            "", "wait", "wait=", "wait=0", "wait=61", "wait=3600", "wait=-1", "wait=+5",
-            "wait=1.5", "wait=soon", "wait=\"\"", "waiting=5", "wait=99999999999999999999",
+            "",
+            "wait",
+            "wait=",
+            "wait=0",
+            "wait=61",
+            "wait=3600",
+            "wait=-1",
+            "wait=+5",
+            "wait=1.5",
+            "wait=soon",
+            "wait=\"\"",
+            "waiting=5",
+            "wait=99999999999999999999",
         ] {
             assert_eq!(wait_of(&[v]), None, "{v}");
         }

@@ -459,7 +459,11 @@ impl Config {
                 self.events.max_streams_per_key as u64,
                 1..=10_000,
             ),
-            ("events.max_stream_secs", self.events.max_stream_secs, 1..=86_400),
+            (
+                "events.max_stream_secs",
+                self.events.max_stream_secs,
+                1..=86_400,
+            ),
             ("events.recheck_secs", self.events.recheck_secs, 1..=3_600),
         ] {
             if !range.contains(&value) {

@@ -38,7 +38,11 @@ impl Stream {
                 continue;
             }
             if self.ended {
-                assert!(self.buf.trim().is_empty(), "a partial event: {:?}", self.buf);
+                assert!(
+                    self.buf.trim().is_empty(),
+                    "a partial event: {:?}",
+                    self.buf
+                );
                 return None;
             }
             let chunk = tokio::time::timeout_at(deadline, self.resp.chunk())
@@ -168,7 +172,11 @@ async fn events_follow_a_run_from_queued_to_its_output() {
     let run = create(&c, &key, echo(1000)).await;
     let mut events = stream(&c, &key, &run, None).await;
     let all = events.rest().await;
-    assert_eq!(names(&all), ["pending", "processing", "succeeded"], "{all:?}");
+    assert_eq!(
+        names(&all),
+        ["pending", "processing", "succeeded"],
+        "{all:?}"
+    );
     assert!(all.windows(2).all(|w| w[0].id < w[1].id), "{all:?}");
     for e in &all {
         assert_eq!(e.run["id"], run);
@@ -322,7 +330,10 @@ async fn a_stream_is_refused_as_a_get_of_the_run_is() {
         .unwrap()
         .parse()
         .unwrap();
-    assert_eq!(names(&events.rest().await), ["pending", "processing", "succeeded"]);
+    assert_eq!(
+        names(&events.rest().await),
+        ["pending", "processing", "succeeded"]
+    );
     let after = c.run(&key, &long).await;
     assert_eq!(
         after.header("ratelimit-remaining"),
@@ -332,10 +343,28 @@ async fn a_stream_is_refused_as_a_get_of_the_run_is() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_streams_are_capped_per_key_and_in_duration() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics_at = format!("127.0.0.1:{port}");
     let mut env = relaxed();
     env.push(("RUNBASE_EVENTS__MAX_STREAMS_PER_KEY", "2"));
     env.push(("RUNBASE_EVENTS__MAX_STREAM_SECS", "2"));
+    env.push(("RUNBASE_METRICS_LISTEN", &metrics_at));
     let s = Server::start_with(&env);
+    let open_streams = || async {
+        let text = reqwest::get(format!("http://{metrics_at}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("runbase_event_streams_open "))
+            .map(|v| v.trim().to_owned())
+    };
     let key = s.account("cap@example.com", 100);
     let second_key = s.key("cap@example.com", &[]);
     let c = s.client();
@@ -347,10 +376,14 @@ async fn open_streams_are_capped_per_key_and_in_duration() {
         panic!("a third stream was opened");
     };
     let body: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!((status, &body["error"]["code"]), (429, &json!("too_many_streams")));
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (429, &json!("too_many_streams"))
+    );
     assert!(headers.contains_key("ratelimit-remaining"));
     // The cap is the key's: another key of the account may open its own.
     let other = stream(&c, &second_key, &run, None).await;
+    assert_eq!(open_streams().await.as_deref(), Some("3"));
 
     // A stream ends at the maximum duration (the run is still executing); its slot is free
     // again, and the client resumes where it was.
@@ -379,6 +412,11 @@ async fn open_streams_are_capped_per_key_and_in_duration() {
     assert_eq!(r.body["status"], "canceled");
     let all = resumed.unwrap().rest().await;
     assert_eq!(names(&all), ["canceled"], "{all:?}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while open_streams().await.as_deref() != Some("0") {
+        assert!(Instant::now() < deadline, "streams still counted open");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// `POST` with `Prefer: wait=N`; returns the answer and how long it took.
@@ -417,7 +455,10 @@ async fn prefer_wait_answers_the_finished_run_or_the_unfinished_one_in_time() {
     assert_eq!(r.header("preference-applied"), Some("wait=20"));
     assert_eq!(r.body["status"], "succeeded", "{}", r.body);
     assert!(r.body["output"]["urls"][0].is_string());
-    assert_eq!(r.body, c.run(&key, r.body["id"].as_str().unwrap()).await.body);
+    assert_eq!(
+        r.body,
+        c.run(&key, r.body["id"].as_str().unwrap()).await.body
+    );
     // A test key's run, simulated, too.
     let test_key = s.key("wait@example.com", &["--test"]);
     let (r, _) = create_waiting(&c, &test_key, &image, "respond-async, wait=20", None).await;
@@ -438,7 +479,14 @@ async fn prefer_wait_answers_the_finished_run_or_the_unfinished_one_in_time() {
     assert_eq!(r.body["status"], "failed", "{}", r.body);
 
     // What is not understood is ignored (RFC 7240): an ordinary create, at once.
-    for prefer in ["wait=0", "wait=61", "wait=soon", "wait=-1", "wait=1.5", "wait"] {
+    for prefer in [
+        "wait=0",
+        "wait=61",
+        "wait=soon",
+        "wait=-1",
+        "wait=1.5",
+        "wait",
+    ] {
         let (r, took) = create_waiting(&c, &key, &echo(30_000), prefer, None).await;
         assert_eq!(r.status, 201, "{prefer}: {}", r.body);
         assert_eq!(r.header("preference-applied"), None, "{prefer}");

@@ -103,11 +103,20 @@ async fn postgres_announces_changes_to_every_process() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let run = f.store.create_run(f.new_run(0, 10)).await.unwrap();
-        f.store.cancel_run(&f.account, &run.id, Timestamp::now()).await.unwrap();
-        if tokio::time::timeout(Duration::from_millis(500), rx.recv()).await.is_ok() {
+        f.store
+            .cancel_run(&f.account, &run.id, Timestamp::now())
+            .await
+            .unwrap();
+        if tokio::time::timeout(Duration::from_millis(500), rx.recv())
+            .await
+            .is_ok()
+        {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "never heard a change");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never heard a change"
+        );
     }
     while rx.try_recv().is_ok() {}
     let run = f.store.create_run(f.new_run(0, 1000)).await.unwrap();

@@ -19,8 +19,8 @@ use crate::state::AppState;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::Response;
+use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::Stream;
 use runbase_domain::events::{self, StreamSlot, Watch};
 use runbase_domain::run::Run;
@@ -44,8 +44,7 @@ pub async fn events(
     // Watching before the first read: a change committed after it is not missed.
     let watch = state.run_events.watch(&id);
     // The same checks as GET of the run, counted once by the runs limiter.
-    let (key, rate, run) = match authorize_runs_and_read(&state, &headers, peer(&ext), read).await
-    {
+    let (key, rate, run) = match authorize_runs_and_read(&state, &headers, peer(&ext), read).await {
         Ok(ok) => ok,
         Err(resp) => return resp,
     };
@@ -66,7 +65,7 @@ pub async fn events(
         key.account_id,
         run,
         seen,
-        Streaming { watch, _slot: slot },
+        Streaming::new(watch, slot, state.metrics.clone()),
     );
     let mut resp = with_rate_headers(
         Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)),
@@ -88,10 +87,33 @@ fn last_event_id(headers: &HeaderMap) -> Option<u64> {
     v.parse().ok()
 }
 
-/// What an open stream holds until it ends: its watch of the run, and its key's slot.
+/// What an open stream holds until it ends: its watch of the run, its key's slot, and its
+/// place in the open-streams gauge.
 struct Streaming {
     watch: Watch,
     _slot: StreamSlot,
+    metrics: Arc<dyn runbase_domain::metrics::Metrics>,
+}
+
+impl Streaming {
+    fn new(
+        watch: Watch,
+        slot: StreamSlot,
+        metrics: Arc<dyn runbase_domain::metrics::Metrics>,
+    ) -> Self {
+        metrics.event_streams(1);
+        Streaming {
+            watch,
+            _slot: slot,
+            metrics,
+        }
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        self.metrics.event_streams(-1);
+    }
 }
 
 struct Progress {
