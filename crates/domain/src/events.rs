@@ -66,9 +66,12 @@ pub struct RunEvents {
     inner: Arc<Inner>,
 }
 
+/// One watcher of a run: its id (to unregister it) and its wake-up.
+type Watcher = (u64, Arc<Notify>);
+
 struct Inner {
-    /// The watchers of each run: (watcher id, its wake-up).
-    watchers: Mutex<HashMap<String, Vec<(u64, Arc<Notify>)>>>,
+    /// The watchers of each run.
+    watchers: Mutex<HashMap<String, Vec<Watcher>>>,
     next_watcher: AtomicU64,
     /// Open streams by API key id.
     streams: Mutex<HashMap<String, usize>>,
