@@ -82,6 +82,9 @@ error_codes! {
     RateLimited => ("RATE_LIMITED", 429, "Rate limit exceeded", "Wait and retry with exponential backoff (1 s, 2 s, 4 s); see rate limits"),
     /// The key's usage quota is used up.
     UsageExceeded => ("USAGE_EXCEEDED", 429, "This API key's usage quota is exhausted", "Contact support or create a new key"),
+    /// The key already holds as many open event streams (`GET /api/v1/runs/{id}/events`) as
+    /// one key may.
+    TooManyStreams => ("too_many_streams", 429, "This API key has too many open event streams", "Close a stream you no longer read (each ends after its run's last event), or poll instead"),
     /// Email and password do not match an account (the dashboard's log-in).
     InvalidCredentials => ("invalid_credentials", 401, "Email or password is incorrect", "Check your email and password, or sign up"),
     /// The dashboard needs a session and there is none (or it expired).
@@ -114,7 +117,7 @@ error_codes! {
 impl ErrorCode {
     /// The codes of the runs API, in the order `POST /api/v1/runs` checks them (first failing
     /// wins; `invalid_request` and the two `idempotency_key_*` codes only with an
-    /// `Idempotency-Key` header), then those of reading a run and the 500. The docs pages and each model's page
+    /// `Idempotency-Key` header), then those of reading a run (and of streaming its events) and the 500. The docs pages and each model's page
     /// are generated from this list.
     pub const RUNS_API: &'static [ErrorCode] = &[
         ErrorCode::MissingApiKey,
@@ -133,6 +136,7 @@ impl ErrorCode {
         ErrorCode::SpendLimitExceeded,
         ErrorCode::InsufficientBalance,
         ErrorCode::RunNotFound,
+        ErrorCode::TooManyStreams,
         ErrorCode::Internal,
     ];
 }

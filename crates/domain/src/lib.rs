@@ -12,6 +12,7 @@ pub mod admission;
 pub mod auth;
 pub mod catalog;
 pub mod error;
+pub mod events;
 pub mod files;
 pub mod idempotency;
 pub mod identities;

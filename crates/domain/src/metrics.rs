@@ -28,6 +28,8 @@ pub trait Metrics: Send + Sync + 'static {
     }
     /// A run reached a terminal status through its worker (`succeeded` or `failed`).
     fn run_finished(&self, _model: &str, _status: &str) {}
+    /// An event stream (`GET /api/v1/runs/{id}/events`) opened (`+1`) or ended (`-1`).
+    fn event_streams(&self, _delta: i64) {}
 }
 
 /// Counts nothing (no `--metrics-listen`).

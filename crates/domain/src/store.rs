@@ -387,6 +387,13 @@ pub trait Store: Send + Sync + 'static {
     fn cancellations(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
         None
     }
+    /// The ids of runs whose state changed: claimed (`processing`), finished, canceled, or
+    /// requeued or failed by a reclaim, announced once the change is committed. Where several
+    /// processes share the store, a change made by any of them is announced in each. A receiver
+    /// that falls behind gets `Lagged` (the announcements are bounded), and announcements can be
+    /// lost with a connection, so listeners re-read now and then as well
+    /// ([`crate::events::StreamLimits::recheck`]). Creation is not announced (its creator answers the run).
+    fn run_changes(&self) -> tokio::sync::broadcast::Receiver<String>;
 }
 
 /// Why [`Store::create_upload`] recorded nothing.

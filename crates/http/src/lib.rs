@@ -10,6 +10,7 @@
 pub mod body;
 pub mod client_ip;
 pub mod error;
+pub mod prefer;
 pub mod request_id;
 pub mod routes;
 mod serve;

@@ -110,5 +110,7 @@ pub struct AppState {
     pub upload_slots: Arc<crate::upload_slots::UploadSlots>,
     /// The idempotency keys whose first request this node is executing.
     pub idempotency_keys: Arc<runbase_domain::idempotency::InFlightKeys>,
+    /// Run changes for event streams and waiting creates, and the streams open here.
+    pub run_events: runbase_domain::events::RunEvents,
     pub config: Arc<HttpConfig>,
 }

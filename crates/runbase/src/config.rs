@@ -49,6 +49,8 @@ pub struct Config {
     pub uploads: UploadsSettings,
     /// New accounts.
     pub accounts: AccountsSettings,
+    /// Live run events (`GET /api/v1/runs/{id}/events`) and waiting creates (`Prefer: wait`).
+    pub events: EventsSettings,
     /// Sign-in with OpenID Connect providers (`[auth.oidc.NAME]`).
     pub auth: runbase_dashboard::oidc::AuthConfig,
     /// Log filter (tracing's `EnvFilter` syntax); `RUST_LOG` wins when set.
@@ -145,6 +147,42 @@ impl Default for UploadsSettings {
 /// The longest `[uploads] retention_days` accepted (about 100 years): beyond it the cut-off
 /// would leave the range of a timestamp; 0 is the way to say "forever".
 pub const MAX_RETENTION_DAYS: u32 = 36_500;
+
+/// `[events]`: live run events (`GET /api/v1/runs/{id}/events`) and waiting creates.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsSettings {
+    /// Event streams one API key may hold open at once on one API node; one more is refused
+    /// with `429 too_many_streams`. 10 by default.
+    pub max_streams_per_key: usize,
+    /// Seconds a stream may stay open; then it ends and the client resumes with
+    /// `Last-Event-ID`. 1,800 (30 minutes) by default.
+    pub max_stream_secs: u64,
+    /// Seconds between re-reads of a watched run when no change was announced (the safety net
+    /// for a lost announcement). 5 by default.
+    pub recheck_secs: u64,
+}
+
+impl Default for EventsSettings {
+    fn default() -> Self {
+        let d = runbase_domain::events::StreamLimits::default();
+        EventsSettings {
+            max_streams_per_key: d.per_key,
+            max_stream_secs: d.max_duration.as_secs(),
+            recheck_secs: d.recheck.as_secs(),
+        }
+    }
+}
+
+impl EventsSettings {
+    pub fn limits(&self) -> runbase_domain::events::StreamLimits {
+        runbase_domain::events::StreamLimits {
+            per_key: self.max_streams_per_key,
+            max_duration: std::time::Duration::from_secs(self.max_stream_secs),
+            recheck: std::time::Duration::from_secs(self.recheck_secs),
+        }
+    }
+}
 
 /// `[accounts]`: what a new account starts with.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -256,6 +294,7 @@ impl Default for Config {
             payments: PaymentsConfig::default(),
             uploads: UploadsSettings::default(),
             accounts: AccountsSettings::default(),
+            events: EventsSettings::default(),
             auth: runbase_dashboard::oidc::AuthConfig::default(),
             http: HttpSettings::default(),
             worker: WorkerSettings {
@@ -311,6 +350,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "payments",
     "uploads",
     "accounts",
+    "events",
     "auth",
     "log",
     "log_format",
@@ -444,6 +484,17 @@ impl Config {
             // reclaimed (and executed again) while it still runs; above a day, a dead worker's
             // run waits longer than anyone would.
             ("worker.lease_ms", w.lease_ms, 500..=86_400_000),
+            (
+                "events.max_streams_per_key",
+                self.events.max_streams_per_key as u64,
+                1..=10_000,
+            ),
+            (
+                "events.max_stream_secs",
+                self.events.max_stream_secs,
+                1..=86_400,
+            ),
+            ("events.recheck_secs", self.events.recheck_secs, 1..=3_600),
         ] {
             if !range.contains(&value) {
                 return Err(format!(

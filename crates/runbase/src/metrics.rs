@@ -70,6 +70,7 @@ pub struct Prometheus {
     rate_limited: Family<LimiterLabels, Counter>,
     queued: Gauge,
     executing: Gauge,
+    event_streams: Gauge,
 }
 
 impl Prometheus {
@@ -137,6 +138,12 @@ impl Prometheus {
             "Runs claimed and executing (the whole store)",
             executing.clone(),
         );
+        let event_streams = Gauge::default();
+        registry.register(
+            "event_streams_open",
+            "Event streams (GET /api/v1/runs/{id}/events) open on this node",
+            event_streams.clone(),
+        );
         Prometheus {
             registry,
             requests,
@@ -149,6 +156,7 @@ impl Prometheus {
             rate_limited,
             queued,
             executing,
+            event_streams,
         }
     }
 
@@ -220,6 +228,10 @@ impl Metrics for Prometheus {
                 })
                 .inc();
         }
+    }
+
+    fn event_streams(&self, delta: i64) {
+        self.event_streams.inc_by(delta);
     }
 
     fn run_finished(&self, model: &str, status: &str) {

@@ -189,6 +189,10 @@ pub async fn run(config: Config, warnings: Vec<String>, migrate: bool) -> anyhow
             config.uploads.max_concurrent_per_account,
             config.uploads.max_concurrent_per_ip,
         )),
+        run_events: runbase_domain::events::RunEvents::start(
+            store.run_changes(),
+            config.events.limits(),
+        ),
         config: Arc::new(HttpConfig {
             trusted_proxies,
             max_body_bytes: 1 << 20,
@@ -278,6 +282,8 @@ pub async fn run(config: Config, warnings: Vec<String>, migrate: bool) -> anyhow
     // The one line on stdout: scripts and tests read the address from it.
     println!("Runbase listening on http://{addr}");
 
+    // Event streams and waiting creates end when the server stops, not when they would.
+    let run_events = state.run_events.clone();
     let mut http_stop = stop_rx.clone();
     let serve_config = runbase_http::ServeConfig {
         header_timeout: Duration::from_secs(config.http.header_timeout_secs),
@@ -297,6 +303,7 @@ pub async fn run(config: Config, warnings: Vec<String>, migrate: bool) -> anyhow
     };
     let server = runbase_http::serve(listener, router, serve_config, async move {
         let _ = http_stop.wait_for(|s| *s).await;
+        run_events.close();
     });
     let server = tokio::spawn(server);
     let metrics_task = match (metrics, metrics_listener) {

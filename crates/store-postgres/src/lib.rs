@@ -40,6 +40,16 @@ pub(crate) const QUEUE_CHANNEL: &str = "runbase_queue";
 /// The channel a cancel is announced on (the payload is the run id), so the node executing the
 /// run stops it.
 pub(crate) const CANCEL_CHANNEL: &str = "runbase_cancel";
+/// The channel a committed change of a run's state is announced on (the payload is the run
+/// id): claimed, finished, requeued or failed by a reclaim. Sent in the transaction of the
+/// change, so delivered at its commit, to every node ([`Store::run_changes`]). A cancel is
+/// announced on [`CANCEL_CHANNEL`] alone, which the listener also takes as a change.
+///
+/// [`Store::run_changes`]: runbase_domain::store::Store::run_changes
+pub(crate) const RUN_CHANNEL: &str = "runbase_run";
+
+/// Announcements of changed runs a slow listener may fall behind by before it is told it lagged.
+const RUN_CHANGES_BUFFER: usize = 1024;
 
 /// How long a connection may go without the server acknowledging what was sent, or without any
 /// sign of life when idle, before it is dropped and replaced. Without these, a connection whose
@@ -66,6 +76,7 @@ pub struct PgStore {
     finishes: store::Finishes,
     queue_signal: Arc<Notify>,
     cancels: tokio::sync::broadcast::Sender<String>,
+    run_changes: tokio::sync::broadcast::Sender<String>,
     listener: tokio::task::JoinHandle<()>,
 }
 
@@ -108,13 +119,20 @@ impl PgStore {
         drop(pool.get().await?);
         let queue_signal = Arc::new(Notify::new());
         let (cancels, _) = tokio::sync::broadcast::channel(1024);
-        let listener = tokio::spawn(listen::run(config, queue_signal.clone(), cancels.clone()));
+        let run_changes = tokio::sync::broadcast::Sender::new(RUN_CHANGES_BUFFER);
+        let listener = tokio::spawn(listen::run(
+            config,
+            queue_signal.clone(),
+            cancels.clone(),
+            run_changes.clone(),
+        ));
         Ok(PgStore {
             creates: create_batch::start(pool.clone()),
             finishes: store::start_finishes(pool.clone()),
             pool,
             queue_signal,
             cancels,
+            run_changes,
             listener,
         })
     }

@@ -2,7 +2,7 @@
 //! order run → key → account, so two transactions never wait on each other in a cycle.
 
 use crate::rows::{self, ACCOUNT_COLS, KEY_COLS, LEDGER_COLS, RUN_COLS, UPLOAD_COLS};
-use crate::{CANCEL_CHANNEL, Error, PgStore, QUEUE_CHANNEL};
+use crate::{CANCEL_CHANNEL, Error, PgStore, QUEUE_CHANNEL, RUN_CHANNEL};
 use async_trait::async_trait;
 use deadpool_postgres::Transaction;
 use runbase_domain::account::{
@@ -203,9 +203,11 @@ async fn refund(
     Ok(())
 }
 
+/// Announces the change on [`RUN_CHANNEL`] (`pg_notify` in `RETURNING`: once per changed row,
+/// delivered at commit).
 const SUCCEED: &str =
     "UPDATE runs SET status = 'succeeded', output = $2, completed_at = $3, locked_until = NULL
-     WHERE id = $1 AND status = 'processing'";
+     WHERE id = $1 AND status = 'processing' RETURNING pg_notify('runbase_run', id)";
 
 /// Successes waiting to be written: (run id, output JSON, completion time).
 pub(crate) type Finishes = crate::batch::Batcher<(String, String, i64), ()>;
@@ -247,7 +249,8 @@ async fn write_successes(
                       locked AS (SELECT r.id FROM runs r JOIN u ON r.id = u.id
                                  WHERE r.status = 'processing' ORDER BY r.id FOR UPDATE OF r)
                  UPDATE runs r SET status = 'succeeded', output = u.output, completed_at = u.at, locked_until = NULL
-                 FROM u WHERE r.id = u.id AND r.id IN (SELECT id FROM locked)",
+                 FROM u WHERE r.id = u.id AND r.id IN (SELECT id FROM locked)
+                 RETURNING pg_notify('runbase_run', r.id)",
             )
             .await?;
         client.execute(&stmt, &[&ids, &outputs, &times]).await?;
@@ -287,9 +290,16 @@ async fn finish_tx(
             .await?;
             if let Some(row) = charged {
                 refund(tx, run_id, Charged::from_row(&row)?, now).await?;
+                announce(tx, run_id).await?;
             }
         }
     }
+    Ok(())
+}
+
+/// Announces a change of the run on [`RUN_CHANNEL`], delivered when `tx` commits.
+async fn announce(tx: &Transaction<'_>, run_id: &str) -> Result<(), Error> {
+    execute(tx, "SELECT pg_notify($1, $2)", &[&RUN_CHANNEL, &run_id]).await?;
     Ok(())
 }
 
@@ -430,6 +440,7 @@ async fn reclaim_tx(
                 &[&id],
             )
             .await?;
+            announce(tx, &id).await?;
             requeued += 1;
         }
     }
@@ -1361,7 +1372,7 @@ impl Store for PgStore {
                 &format!(
                     "UPDATE runs SET status = 'processing', started_at = $2, attempts = attempts + 1, locked_until = $3
                      WHERE seq IN (SELECT seq FROM runs WHERE status = 'pending' ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
-                     RETURNING {RUN_COLS}"
+                     RETURNING {RUN_COLS}, pg_notify('{RUN_CHANNEL}', id)"
                 ),
                 &[&i64::from(max), &now.0, &lease_until.0],
             )
@@ -1481,5 +1492,9 @@ impl Store for PgStore {
 
     fn cancellations(&self) -> Option<tokio::sync::broadcast::Receiver<String>> {
         Some(self.cancels.subscribe())
+    }
+
+    fn run_changes(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.run_changes.subscribe()
     }
 }

@@ -30,6 +30,9 @@ pub struct SqliteStore {
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
     pub(crate) queue_signal: Arc<Notify>,
+    /// [`Store::run_changes`](runbase_domain::store::Store::run_changes): announced after each
+    /// commit that changed a run's state.
+    pub(crate) run_changes: tokio::sync::broadcast::Sender<String>,
     stop_checkpoints: Arc<AtomicBool>,
 }
 
@@ -57,6 +60,9 @@ fn checkpoint_loop(conn: Connection, wal: PathBuf, stop: Arc<AtomicBool>) {
         }
     }
 }
+
+/// Announcements of changed runs a slow listener may fall behind by before it is told it lagged.
+const RUN_CHANGES_BUFFER: usize = 1024;
 
 pub(crate) fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
@@ -123,6 +129,7 @@ impl SqliteStore {
             readers,
             next_reader: AtomicUsize::new(0),
             queue_signal: Arc::new(Notify::new()),
+            run_changes: tokio::sync::broadcast::Sender::new(RUN_CHANGES_BUFFER),
             stop_checkpoints: stop,
         })
     }

@@ -268,14 +268,15 @@ fn cancel_tx(
 }
 
 /// Runs whose worker stopped: back to the queue, or failed with a refund once they were started
-/// `max_attempts` times. Returns (requeued, failed).
+/// `max_attempts` times. Returns (requeued, failed) and the ids of the runs.
 fn requeue_or_fail(
     c: &Connection,
     runs: Vec<(String, i64)>,
     max_attempts: u32,
     now: Timestamp,
-) -> rusqlite::Result<(u64, u64)> {
+) -> rusqlite::Result<((u64, u64), Vec<String>)> {
     let (mut requeued, mut failed) = (0, 0);
+    let ids = runs.iter().map(|(id, _)| id.clone()).collect();
     for (id, attempts) in runs {
         if attempts >= i64::from(max_attempts) {
             let error = RunError::interrupted(attempts.clamp(0, i64::from(u32::MAX)) as u32);
@@ -289,7 +290,17 @@ fn requeue_or_fail(
             requeued += 1;
         }
     }
-    Ok((requeued, failed))
+    Ok(((requeued, failed), ids))
+}
+
+impl SqliteStore {
+    /// Announces committed changes of these runs ([`Store::run_changes`]); nobody listening is
+    /// fine.
+    fn announce<'a>(&self, run_ids: impl IntoIterator<Item = &'a str>) {
+        for id in run_ids {
+            let _ = self.run_changes.send(id.to_owned());
+        }
+    }
 }
 
 #[async_trait]
@@ -1038,6 +1049,7 @@ impl Store for SqliteStore {
             })
         })
         .await
+        .inspect(|runs| self.announce(runs.iter().map(|r| r.id.as_str())))
     }
 
     async fn renew_leases(
@@ -1077,6 +1089,8 @@ impl Store for SqliteStore {
                 requeue_or_fail(c, expired, max_attempts, now)
             })
             .await?;
+        let (reclaimed, ids) = reclaimed;
+        self.announce(ids.iter().map(String::as_str));
         if reclaimed.0 > 0 {
             self.queue_signal.notify_one();
         }
@@ -1089,9 +1103,11 @@ impl Store for SqliteStore {
         outcome: RunOutcome,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        let run_id = run_id.to_owned();
-        self.write(move |c| finish_tx(c, &run_id, &outcome, now))
-            .await
+        let id = run_id.to_owned();
+        self.write(move |c| finish_tx(c, &id, &outcome, now))
+            .await?;
+        self.announce([run_id]);
+        Ok(())
     }
 
     async fn cancel_run(
@@ -1100,9 +1116,14 @@ impl Store for SqliteStore {
         run_id: &str,
         now: Timestamp,
     ) -> Result<Option<Run>, StoreError> {
-        let (account_id, run_id) = (account_id.to_owned(), run_id.to_owned());
-        self.write(move |c| cancel_tx(c, &account_id, &run_id, now))
-            .await
+        let (account_id, id) = (account_id.to_owned(), run_id.to_owned());
+        let run = self
+            .write(move |c| cancel_tx(c, &account_id, &id, now))
+            .await?;
+        if run.is_some() {
+            self.announce([run_id]);
+        }
+        Ok(run)
     }
 
     async fn recover_interrupted(
@@ -1119,6 +1140,8 @@ impl Store for SqliteStore {
                 requeue_or_fail(c, interrupted, max_attempts, now)
             })
             .await?;
+        let (recovered, ids) = recovered;
+        self.announce(ids.iter().map(String::as_str));
         if recovered.0 > 0 {
             self.queue_signal.notify_one();
         }
@@ -1127,5 +1150,9 @@ impl Store for SqliteStore {
 
     fn queue_signal(&self) -> Arc<tokio::sync::Notify> {
         self.queue_signal.clone()
+    }
+
+    fn run_changes(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.run_changes.subscribe()
     }
 }

@@ -1,12 +1,13 @@
 //! `POST /api/v1/runs`, `GET /api/v1/runs/{id}`, `POST /api/v1/runs/{id}/cancel`,
 //! `GET /api/v1/runs`. Creates and cancels take an `Idempotency-Key`
-//! (`runbase_domain::idempotency`).
+//! (`runbase_domain::idempotency`); a create takes `Prefer: wait=N` ([`crate::prefer`]).
 
 use super::api_key::{
     authenticate, authorize_runs, authorize_runs_and_read, peer, with_rate_headers,
 };
 use crate::body::{discard, read_body};
 use crate::error::HttpError;
+use crate::prefer;
 use crate::state::AppState;
 use axum::Json;
 use axum::body::Body;
@@ -14,12 +15,14 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use runbase_domain::events;
 use runbase_domain::idempotency::{self, Answered};
 use runbase_domain::ids;
 use runbase_domain::run::Run;
 use runbase_domain::{ApiError, ErrorCode, service};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
+use std::time::Duration;
 
 /// A page of runs, newest first.
 #[derive(Serialize, ToSchema)]
@@ -88,6 +91,20 @@ pub async fn create(
         }
         .await;
         return match result {
+            // A first answer (never a replay: that answers what was recorded, at once) may
+            // wait for its run as `Prefer: wait` asks.
+            Ok(answered) if !answered.replayed && answered.answer.status == 201 => {
+                match (prefer::wait(&headers), created_run_id(&answered)) {
+                    (Some(wait), Some(run_id)) => {
+                        let run = waited(&state, &key.account_id, &run_id, wait).await;
+                        match run {
+                            Some(run) => with_rate_headers(applied(run, wait), &rate),
+                            None => with_rate_headers(answered_response(answered), &rate),
+                        }
+                    }
+                    _ => with_rate_headers(answered_response(answered), &rate),
+                }
+            }
             Ok(answered) => with_rate_headers(answered_response(answered), &rate),
             Err(e) => with_rate_headers(HttpError(e), &rate),
         };
@@ -106,10 +123,49 @@ pub async fn create(
     match result {
         Ok(run) => {
             state.metrics.run_created(&run.model);
-            with_rate_headers((StatusCode::CREATED, Json(run)), &rate)
+            match prefer::wait(&headers) {
+                Some(wait) => {
+                    let waited = waited(&state, &key.account_id, &run.id, wait).await;
+                    with_rate_headers(applied(waited.unwrap_or(run), wait), &rate)
+                }
+                None => with_rate_headers((StatusCode::CREATED, Json(run)), &rate),
+            }
         }
         Err(e) => with_rate_headers(HttpError(e), &rate),
     }
+}
+
+/// `Prefer: wait`: the run, created and committed, once it is terminal or when `wait` has
+/// passed. `None` when it cannot be read (the create still stands: the caller answers the run
+/// as created).
+async fn waited(state: &AppState, account_id: &str, run_id: &str, wait: Duration) -> Option<Run> {
+    let run = events::wait_until_terminal(
+        state.store.as_ref(),
+        &state.run_events,
+        account_id,
+        run_id,
+        wait,
+    )
+    .await;
+    run.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, run.id = %run_id, "reading a run for Prefer: wait failed");
+        None
+    })
+}
+
+/// `201` with the run as the wait left it, and `Preference-Applied: wait=N`.
+fn applied(run: Run, wait: Duration) -> Response {
+    let mut resp = (StatusCode::CREATED, Json(run)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("wait={}", wait.as_secs())) {
+        resp.headers_mut().insert(prefer::PREFERENCE_APPLIED, v);
+    }
+    resp
+}
+
+/// The id of the run a recorded `201` answers.
+fn created_run_id(answered: &Answered) -> Option<String> {
+    let body: serde_json::Value = serde_json::from_slice(&answered.answer.body).ok()?;
+    body.get("id")?.as_str().map(str::to_owned)
 }
 
 #[utoipa::path(

@@ -1,0 +1,185 @@
+//! `GET /api/v1/runs/{id}/events`: a Server-Sent Events stream of the run's states
+//! (`runbase_domain::events`).
+//!
+//! Each event is named after the run's status, carries the run object exactly as
+//! `GET /api/v1/runs/{id}` answers it, and has the id of that state
+//! ([`events::event_id`]); the stream ends after the terminal event. A client that reconnects
+//! with `Last-Event-ID` gets only the states after that one; one that has seen the terminal
+//! event already is answered `204 No Content`, which tells an `EventSource` to stop
+//! reconnecting. The request is checked and rate-limited as a GET of the run, once; then the
+//! stream holds one of the key's [`StreamLimits::per_key`] slots for at most
+//! [`StreamLimits::max_duration`], with a keep-alive comment every [`KEEP_ALIVE`].
+//!
+//! [`StreamLimits::per_key`]: runbase_domain::events::StreamLimits::per_key
+//! [`StreamLimits::max_duration`]: runbase_domain::events::StreamLimits::max_duration
+
+use super::api_key::{authorize_runs_and_read, peer, with_rate_headers};
+use crate::error::HttpError;
+use crate::state::AppState;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::stream::Stream;
+use runbase_domain::events::{self, StreamSlot, Watch};
+use runbase_domain::run::Run;
+use runbase_domain::store::Store;
+use runbase_domain::{ErrorCode, ids};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often an idle stream sends a comment, so that proxies and clients see it alive.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+pub async fn events(
+    State(state): State<AppState>,
+    ext: Extensions,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
+    let id = id.map_or_else(|_| String::new(), |Path(id)| id);
+    let read = ids::looks_like_run_id(&id).then_some(id.as_str());
+    // Watching before the first read: a change committed after it is not missed.
+    let watch = state.run_events.watch(&id);
+    // The same checks as GET of the run, counted once by the runs limiter.
+    let (key, rate, run) = match authorize_runs_and_read(&state, &headers, peer(&ext), read).await {
+        Ok(ok) => ok,
+        Err(resp) => return resp,
+    };
+    let Some(run) = run else {
+        return with_rate_headers(HttpError(ErrorCode::RunNotFound.into()), &rate);
+    };
+    let seen = last_event_id(&headers);
+    if run.status.is_terminal() && seen.is_some_and(|seen| seen >= events::event_id(&run)) {
+        // Everything was seen: nothing to stream, and an EventSource stops reconnecting.
+        return with_rate_headers(StatusCode::NO_CONTENT, &rate);
+    }
+    let Some(slot) = state.run_events.open_stream(&key.id) else {
+        return with_rate_headers(HttpError(ErrorCode::TooManyStreams.into()), &rate);
+    };
+    let stream = stream(
+        state.store.clone(),
+        &state.run_events,
+        key.account_id,
+        run,
+        seen,
+        Streaming::new(watch, slot, state.metrics.clone()),
+    );
+    let mut resp = with_rate_headers(
+        Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)),
+        &rate,
+    );
+    // Proxies that buffer (nginx) would hold the events back.
+    resp.headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp
+}
+
+/// `Last-Event-ID`, when it is an id this server gave; anything else is no id (the stream
+/// starts from the run's current state).
+fn last_event_id(headers: &HeaderMap) -> Option<u64> {
+    let v = headers.get("last-event-id")?.to_str().ok()?.trim();
+    if v.is_empty() || v.len() > 20 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok()
+}
+
+/// What an open stream holds until it ends: its watch of the run, its key's slot, and its
+/// place in the open-streams gauge.
+struct Streaming {
+    watch: Watch,
+    _slot: StreamSlot,
+    metrics: Arc<dyn runbase_domain::metrics::Metrics>,
+}
+
+impl Streaming {
+    fn new(
+        watch: Watch,
+        slot: StreamSlot,
+        metrics: Arc<dyn runbase_domain::metrics::Metrics>,
+    ) -> Self {
+        metrics.event_streams(1);
+        Streaming {
+            watch,
+            _slot: slot,
+            metrics,
+        }
+    }
+}
+
+impl Drop for Streaming {
+    fn drop(&mut self) {
+        self.metrics.event_streams(-1);
+    }
+}
+
+struct Progress {
+    store: Arc<dyn Store>,
+    account_id: String,
+    /// The state read by the request, sent first unless `seen` covers it.
+    first: Option<Run>,
+    seen: Option<u64>,
+    done: bool,
+    held: Streaming,
+}
+
+/// The events after `seen`, starting with `first` if it is newer; ends after the terminal event,
+/// at the maximum duration, or when the server stops.
+fn stream(
+    store: Arc<dyn Store>,
+    run_events: &events::RunEvents,
+    account_id: String,
+    first: Run,
+    seen: Option<u64>,
+    held: Streaming,
+) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
+    let progress = Progress {
+        store,
+        account_id,
+        first: Some(first),
+        seen,
+        done: false,
+        held,
+    };
+    let states = futures_util::stream::unfold(progress, |mut p| async move {
+        if p.done {
+            return None;
+        }
+        let run = match p.first.take() {
+            Some(run) if p.seen.is_none_or(|seen| events::event_id(&run) > seen) => run,
+            _ => loop {
+                match events::next_state(p.store.as_ref(), &p.held.watch, &p.account_id, p.seen)
+                    .await
+                {
+                    Ok(Some(run)) => break run,
+                    // The terminal state was sent already, or the run is gone.
+                    Ok(None) => return None,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading a run for its event stream failed");
+                        p.held.watch.changed().await;
+                    }
+                }
+            },
+        };
+        let id = events::event_id(&run);
+        p.seen = Some(id);
+        p.done = run.status.is_terminal();
+        let event = Event::default()
+            .event(run.status.as_str())
+            .id(id.to_string())
+            .json_data(&run)
+            .unwrap_or_else(|_| Event::default().comment("unserializable run"));
+        Some((Ok(event), p))
+    });
+    let limits = run_events.limits();
+    let deadline = tokio::time::sleep(limits.max_duration);
+    let closed = run_events.closed();
+    // Ends (dropping the watch and the slot) at whichever comes first.
+    futures_util::StreamExt::take_until(
+        states,
+        futures_util::future::select(Box::pin(deadline), Box::pin(closed)),
+    )
+}
