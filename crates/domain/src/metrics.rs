@@ -28,6 +28,9 @@ pub trait Metrics: Send + Sync + 'static {
     }
     /// A run reached a terminal status through its worker (`succeeded` or `failed`).
     fn run_finished(&self, _model: &str, _status: &str) {}
+    /// A webhook delivery attempt ended: `delivered`, `retrying` (it failed and will be tried
+    /// again) or `failed` (it failed and was given up).
+    fn webhook_delivery(&self, _outcome: &str) {}
 }
 
 /// Counts nothing (no `--metrics-listen`).

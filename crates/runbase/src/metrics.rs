@@ -46,6 +46,11 @@ struct ProviderErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LimiterLabels {
     limiter: String,
 }
@@ -68,6 +73,7 @@ pub struct Prometheus {
     provider_seconds: Histograms<RunLabels>,
     provider_errors: Family<ProviderErrorLabels, Counter>,
     rate_limited: Family<LimiterLabels, Counter>,
+    webhook_deliveries: Family<OutcomeLabels, Counter>,
     queued: Gauge,
     executing: Gauge,
 }
@@ -125,6 +131,12 @@ impl Prometheus {
             "Requests refused by a rate limit, by limiter (runs, auth, session, uploads)",
             rate_limited.clone(),
         );
+        let webhook_deliveries = Family::default();
+        registry.register(
+            "webhook_delivery_attempts",
+            "Webhook delivery attempts made by this node, by outcome (delivered, retrying, failed)",
+            webhook_deliveries.clone(),
+        );
         let queued = Gauge::default();
         registry.register(
             "queue_runs_pending",
@@ -147,6 +159,7 @@ impl Prometheus {
             provider_seconds,
             provider_errors,
             rate_limited,
+            webhook_deliveries,
             queued,
             executing,
         }
@@ -220,6 +233,14 @@ impl Metrics for Prometheus {
                 })
                 .inc();
         }
+    }
+
+    fn webhook_delivery(&self, outcome: &str) {
+        self.webhook_deliveries
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     fn run_finished(&self, model: &str, status: &str) {

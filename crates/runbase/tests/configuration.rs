@@ -375,7 +375,7 @@ async fn postgres_is_migrated_explicitly() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("version 5"),
+        String::from_utf8_lossy(&out.stdout).contains("version 6"),
         "{out:?}"
     );
 

@@ -27,6 +27,7 @@ pub fn api_routes() -> Router<AppState> {
         .route("/api/v1/runs", get(runs::list).post(runs::create))
         .route("/api/v1/runs/{id}", get(runs::get))
         .route("/api/v1/runs/{id}/cancel", post(runs::cancel))
+        .route("/api/v1/runs/{id}/deliveries", get(runs::deliveries))
         .route("/api/v1/models", get(models::list))
         .route("/api/v1/models/{provider}/{name}", get(models::get))
         .route("/api/v1/account", get(account::get))
