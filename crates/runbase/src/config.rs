@@ -423,7 +423,9 @@ impl Config {
             ));
         }
         if self.webhooks.retry_base_ms == 0 || self.webhooks.timeout_secs == 0 {
-            return Err("webhooks.retry_base_ms and webhooks.timeout_secs: must be positive".into());
+            return Err(
+                "webhooks.retry_base_ms and webhooks.timeout_secs: must be positive".into(),
+            );
         }
         if self.uploads.max_bytes == 0 {
             return Err("uploads.max_bytes: must be positive".into());

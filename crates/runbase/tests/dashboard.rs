@@ -1297,7 +1297,10 @@ async fn webhook_secret_rotation_and_the_delivery_log_on_the_run_page() {
     assert_ne!(second, first);
     let page = b.get("/settings/webhooks?rotated=1").await;
     assert!(page.text.contains(&second));
-    assert!(!page.text.contains(&first), "the old secret is not shown again");
+    assert!(
+        !page.text.contains(&first),
+        "the old secret is not shown again"
+    );
     assert!(page.text.contains("webhook-overlap"));
 
     // A run whose webhook is refused (a private address): its page shows the failed attempt.

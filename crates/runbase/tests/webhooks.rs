@@ -142,12 +142,7 @@ async fn deliveries(c: &common::Client, key: &str, id: &str) -> Value {
 }
 
 /// Polls the delivery log until `done` holds.
-async fn wait_log(
-    c: &common::Client,
-    key: &str,
-    id: &str,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
+async fn wait_log(c: &common::Client, key: &str, id: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let log = deliveries(c, key, id).await;
@@ -239,7 +234,10 @@ async fn start_and_completed_deliveries_are_signed_and_carry_the_run() {
     let log = wait_log(&c, &key, &id2, all_delivered(1)).await;
     assert_eq!(log["data"][0]["event"], "completed");
     let r = c
-        .create(&key, json!({"model": "runbase/echo", "input": {"text": "none"}}))
+        .create(
+            &key,
+            json!({"model": "runbase/echo", "input": {"text": "none"}}),
+        )
         .await;
     let id3 = r.body["id"].as_str().unwrap().to_owned();
     c.wait(&key, &id3).await;
@@ -285,7 +283,9 @@ async fn webhook_retries_survive_a_restart() {
         .await;
     let id = r.body["id"].as_str().unwrap().to_owned();
     let log = wait_log(&c, &key, &id, |l| {
-        l["data"][0]["attempts"].as_array().is_some_and(|a| a.len() == 1)
+        l["data"][0]["attempts"]
+            .as_array()
+            .is_some_and(|a| a.len() == 1)
     })
     .await;
     let d = &log["data"][0];
@@ -371,7 +371,10 @@ async fn bad_subscriptions_are_refused_and_logs_are_private() {
         let r = c.create(&key, body.clone()).await;
         r.assert_error(400, "invalid_input");
         let message = r.body["error"]["message"].as_str().unwrap();
-        assert!(message.starts_with(&format!("{field}:")), "{body}: {message}");
+        assert!(
+            message.starts_with(&format!("{field}:")),
+            "{body}: {message}"
+        );
     }
     // Nothing was charged for them.
     assert_eq!(c.balance(&key).await, json!(10));

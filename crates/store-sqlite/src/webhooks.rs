@@ -48,7 +48,10 @@ pub(crate) fn rotate(
              secret = excluded.secret, created_at = excluded.created_at
          RETURNING {SECRET_COLS}"
     ))?
-    .query_row(params![account_id, fresh, now.0, previous_until.0], secrets_row)
+    .query_row(
+        params![account_id, fresh, now.0, previous_until.0],
+        secrets_row,
+    )
 }
 
 pub(crate) fn claim(

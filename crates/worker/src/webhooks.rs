@@ -94,7 +94,10 @@ impl Dispatcher {
         };
         let next_attempt_at = match (&error, permanent) {
             (None, _) | (Some(_), true) => None,
-            (Some(_), false) => self.config.retry.next(attempt, d.created_at, Timestamp::now()),
+            (Some(_), false) => self
+                .config
+                .retry
+                .next(attempt, d.created_at, Timestamp::now()),
         };
         let outcome = match (&error, next_attempt_at) {
             (None, _) => "delivered",
@@ -165,15 +168,13 @@ impl Dispatcher {
             .send()
             .await
             .map_err(|e| {
-                Failure::retry(
-                    if e.is_timeout() {
-                        format!("no answer within {} s", self.config.timeout.as_secs())
-                    } else if e.is_connect() {
-                        "the connection failed".to_owned()
-                    } else {
-                        "the request failed".to_owned()
-                    },
-                )
+                Failure::retry(if e.is_timeout() {
+                    format!("no answer within {} s", self.config.timeout.as_secs())
+                } else if e.is_connect() {
+                    "the connection failed".to_owned()
+                } else {
+                    "the request failed".to_owned()
+                })
             })?;
         let status = resp.status().as_u16();
         // Read (a bounded part of) the answer, within the same timeout, then drop the rest.
