@@ -24,7 +24,7 @@ use axum::http::{HeaderMap, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use pages::{auth, credits, docs, home, keys, models, playground, runs};
+use pages::{auth, credits, docs, home, keys, models, playground, runs, webhooks};
 use runbase_domain::{ApiError, ErrorCode};
 use runbase_http::AppState;
 
@@ -53,6 +53,9 @@ pub fn pages() -> Router<AppState> {
         .route("/settings/credits/grant", post(credits::grant))
         .route("/runs", get(runs::list))
         .route("/runs/{id}", get(runs::show))
+        .route("/runs/{id}/redeliver", post(webhooks::redeliver))
+        .route("/settings/webhooks", get(webhooks::page_handler))
+        .route("/settings/webhooks/rotate", post(webhooks::rotate))
         .route("/models", get(models::list))
         .route("/models/{provider}/{name}", get(models::show))
         .route("/playground/price", post(playground::price))

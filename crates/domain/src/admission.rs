@@ -82,6 +82,7 @@ mod tests {
             created_at: Timestamp(1),
             test: false,
             idempotency: None,
+            webhook: None,
         }
     }
 

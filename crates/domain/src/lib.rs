@@ -33,6 +33,7 @@ pub mod sessions;
 pub mod store;
 pub mod time;
 pub mod uploads;
+pub mod webhooks;
 
 pub use error::{ApiError, ErrorCode};
 pub use money::Millicents;

@@ -30,6 +30,9 @@ pub trait Metrics: Send + Sync + 'static {
     fn run_finished(&self, _model: &str, _status: &str) {}
     /// An event stream (`GET /api/v1/runs/{id}/events`) opened (`+1`) or ended (`-1`).
     fn event_streams(&self, _delta: i64) {}
+    /// A webhook delivery attempt ended: `delivered`, `retrying` (it failed and will be tried
+    /// again) or `failed` (it failed and was given up).
+    fn webhook_delivery(&self, _outcome: &str) {}
 }
 
 /// Counts nothing (no `--metrics-listen`).

@@ -146,6 +146,8 @@ pub struct NewRun {
     /// The idempotency key the run is created under: the store records the `201` under it in
     /// the run's transaction ([`crate::idempotency`]).
     pub idempotency: Option<crate::idempotency::RunMark>,
+    /// Where to send the run's webhooks, and for which events ([`crate::webhooks`]).
+    pub webhook: Option<crate::webhooks::Subscription>,
 }
 
 impl NewRun {

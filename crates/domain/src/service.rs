@@ -34,6 +34,8 @@ pub struct ValidRunRequest {
     pub model: Arc<Model>,
     pub input: Value,
     pub price: Millicents,
+    /// `webhook` and `webhookEvents`, when the body subscribes.
+    pub webhook: Option<crate::webhooks::Subscription>,
 }
 
 /// Steps 6–10: JSON, `model`, `input`, the model exists (and, unless `test`, can run here: a
@@ -64,6 +66,7 @@ pub fn parse_run_request(
         Some(Value::Object(m)) => m,
         _ => return Err(ErrorCode::MissingInput.into()),
     };
+    let webhook = crate::webhooks::parse_subscription(&body)?;
     let model = catalog.get(&model_id).ok_or_else(|| {
         ApiError::new(
             ErrorCode::ModelNotFound,
@@ -104,6 +107,7 @@ pub fn parse_run_request(
         model: model.clone(),
         input,
         price,
+        webhook,
     })
 }
 
@@ -194,6 +198,7 @@ pub async fn create_run_as(
         created_at: Timestamp::now(),
         test: key.test,
         idempotency: mark,
+        webhook: req.webhook,
     };
     store.create_run(new).await.map_err(|e| match e {
         CreateRunError::KeyNotUsable => CreateFailure::Refused(ErrorCode::InvalidApiKey.into()),

@@ -376,6 +376,61 @@ pub trait Store: Send + Sync + 'static {
         max_attempts: u32,
         now: Timestamp,
     ) -> Result<(u64, u64), StoreError>;
+    // --- webhooks (crate::webhooks) ------------------------------------------------------
+    // The outbox rows themselves are written by the store in the transaction that changes a
+    // run's status (to `processing` on its first attempt, for `start`; to `succeeded`,
+    // `failed` or `canceled`, for `completed`), for runs subscribed to that event.
+    /// The account's signing secrets; when it has none yet, `fresh` becomes its secret (of
+    /// concurrent first calls, one secret wins and all answer it).
+    async fn webhook_secrets(
+        &self,
+        account_id: &str,
+        fresh: &str,
+        now: Timestamp,
+    ) -> Result<crate::webhooks::Secrets, StoreError>;
+    /// Makes `fresh` the account's secret; the current one (if any) keeps signing until
+    /// `previous_until`. Returns the secrets as they now are.
+    async fn rotate_webhook_secret(
+        &self,
+        account_id: &str,
+        fresh: &str,
+        now: Timestamp,
+        previous_until: Timestamp,
+    ) -> Result<crate::webhooks::Secrets, StoreError>;
+    /// Claims up to `max` deliveries whose next attempt is due at `now`, oldest first, leased
+    /// until `lease_until`: concurrent callers, in this process or another, never claim the
+    /// same delivery while its lease holds.
+    async fn claim_deliveries(
+        &self,
+        max: u32,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Vec<crate::webhooks::DueDelivery>, StoreError>;
+    /// Records an attempt in the delivery's log and moves the delivery on, in one transaction:
+    /// delivered, retried at `next_attempt_at`, or given up (failed) without one.
+    async fn record_delivery_attempt(
+        &self,
+        result: &crate::webhooks::AttemptResult,
+    ) -> Result<(), StoreError>;
+    /// The deliveries of the account's run, oldest first, each with its attempts; `None` when
+    /// the account has no such run.
+    async fn run_deliveries(
+        &self,
+        account_id: &str,
+        run_id: &str,
+    ) -> Result<Option<Vec<crate::webhooks::Delivery>>, StoreError>;
+    /// Queues, due at `now`, a new delivery (`id`) of the latest event of the account's run
+    /// (`completed` once it has finished, else `start`) to its webhook. Returns whether one was
+    /// queued: `false` when the run has no webhook or has not started; `NotFound` when the
+    /// account has no such run.
+    async fn redeliver(
+        &self,
+        account_id: &str,
+        run_id: &str,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+
     /// How many runs are queued and how many are executing, now (the operator's metrics).
     async fn queue_depth(&self) -> Result<(u64, u64), StoreError>;
     /// Signalled whenever new runs are queued (by this process, or by another one where the

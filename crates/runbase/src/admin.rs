@@ -3,6 +3,7 @@
 
 use crate::cli::{
     AccountsCommand, Command, CreditsCommand, KeyCreateArgs, KeyUpdateArgs, KeysCommand,
+    WebhooksCommand,
 };
 use crate::config::Config;
 use anyhow::Context;
@@ -110,6 +111,23 @@ pub async fn run(config: &Config, command: Command) -> anyhow::Result<()> {
             eprintln!("{} is no longer an administrator", printable(&a.email));
         }
         Command::Keys(cmd) => keys(store, cmd).await?,
+        Command::Webhooks(WebhooksCommand::Secret { account, rotate }) => {
+            let account = service::account_by_email(store, &account).await?;
+            let secrets = if rotate {
+                runbase_domain::webhooks::rotate(store, &account.id).await?
+            } else {
+                runbase_domain::webhooks::secrets(store, &account.id).await?
+            };
+            out!("{}", secrets.current);
+            if let (Some(_), Some(until)) = (&secrets.previous, secrets.previous_until)
+                && until > Timestamp::now()
+            {
+                eprintln!(
+                    "the previous secret also signs deliveries until {}",
+                    until.to_rfc3339()
+                );
+            }
+        }
         Command::Credits(CreditsCommand::Add {
             account,
             cents,

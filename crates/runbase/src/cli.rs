@@ -45,6 +45,9 @@ pub enum Command {
     /// Manage credit balances
     #[command(subcommand)]
     Credits(CreditsCommand),
+    /// Run webhooks: an account's signing secret
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
     /// Copy a live SQLite store (and local output files) into a new data directory
     Backup(BackupArgs),
     /// Create a run on a running server through its API, optionally wait for it and download
@@ -247,6 +250,18 @@ pub struct KeyUpdateArgs {
     pub quota: Option<u64>,
     #[arg(long)]
     pub no_quota: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WebhooksCommand {
+    /// Print the account's webhook signing secret (`whsec_...`), making it on first use
+    Secret {
+        #[arg(long)]
+        account: String,
+        /// Replace it with a new one; the old one keeps signing (beside it) for 24 hours
+        #[arg(long)]
+        rotate: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

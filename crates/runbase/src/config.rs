@@ -51,6 +51,8 @@ pub struct Config {
     pub accounts: AccountsSettings,
     /// Live run events (`GET /api/v1/runs/{id}/events`) and waiting creates (`Prefer: wait`).
     pub events: EventsSettings,
+    /// Outgoing run webhooks (`[webhooks]`).
+    pub webhooks: WebhooksSettings,
     /// Sign-in with OpenID Connect providers (`[auth.oidc.NAME]`).
     pub auth: runbase_dashboard::oidc::AuthConfig,
     /// Log filter (tracing's `EnvFilter` syntax); `RUST_LOG` wins when set.
@@ -140,6 +142,38 @@ impl Default for UploadsSettings {
             max_concurrent_per_account: 2,
             max_concurrent_per_ip: 4,
             retention_days: runbase_domain::uploads::DEFAULT_RETENTION_DAYS,
+        }
+    }
+}
+
+/// `[webhooks]`: how run webhooks are sent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksSettings {
+    /// Send to loopback, private, link-local and other non-public addresses too
+    /// (`RUNBASE_WEBHOOKS__ALLOW_PRIVATE_TARGETS`); off by default, as for `image_urls`.
+    pub allow_private_targets: bool,
+    /// The wait after a failed attempt, in milliseconds, doubled after each further failure
+    /// (with jitter); 5000 by default.
+    pub retry_base_ms: u64,
+    /// The longest wait between two attempts, in milliseconds; one hour by default.
+    pub retry_max_ms: u64,
+    /// How long a delivery is retried, in seconds after it was queued; 24 hours by default
+    /// (at least one attempt is made after it).
+    pub retry_for_secs: u64,
+    /// The limit of one attempt, in seconds; 10 by default.
+    pub timeout_secs: u64,
+}
+
+impl Default for WebhooksSettings {
+    fn default() -> Self {
+        let retry = runbase_domain::webhooks::RetryPolicy::default();
+        WebhooksSettings {
+            allow_private_targets: false,
+            retry_base_ms: retry.base.as_millis() as u64,
+            retry_max_ms: retry.max.as_millis() as u64,
+            retry_for_secs: retry.window.as_secs(),
+            timeout_secs: 10,
         }
     }
 }
@@ -293,6 +327,7 @@ impl Default for Config {
             },
             payments: PaymentsConfig::default(),
             uploads: UploadsSettings::default(),
+            webhooks: WebhooksSettings::default(),
             accounts: AccountsSettings::default(),
             events: EventsSettings::default(),
             auth: runbase_dashboard::oidc::AuthConfig::default(),
@@ -349,6 +384,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "storage",
     "payments",
     "uploads",
+    "webhooks",
     "accounts",
     "events",
     "auth",
@@ -455,6 +491,11 @@ impl Config {
                 "rate_limits.fail: must be \"closed\" or \"open\", not {:?}",
                 self.rate_limits.fail
             ));
+        }
+        if self.webhooks.retry_base_ms == 0 || self.webhooks.timeout_secs == 0 {
+            return Err(
+                "webhooks.retry_base_ms and webhooks.timeout_secs: must be positive".into(),
+            );
         }
         if self.uploads.max_bytes == 0 {
             return Err("uploads.max_bytes: must be positive".into());

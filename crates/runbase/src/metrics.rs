@@ -46,6 +46,11 @@ struct ProviderErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LimiterLabels {
     limiter: String,
 }
@@ -68,6 +73,7 @@ pub struct Prometheus {
     provider_seconds: Histograms<RunLabels>,
     provider_errors: Family<ProviderErrorLabels, Counter>,
     rate_limited: Family<LimiterLabels, Counter>,
+    webhook_deliveries: Family<OutcomeLabels, Counter>,
     queued: Gauge,
     executing: Gauge,
     event_streams: Gauge,
@@ -126,6 +132,12 @@ impl Prometheus {
             "Requests refused by a rate limit, by limiter (runs, auth, session, uploads)",
             rate_limited.clone(),
         );
+        let webhook_deliveries = Family::default();
+        registry.register(
+            "webhook_delivery_attempts",
+            "Webhook delivery attempts made by this node, by outcome (delivered, retrying, failed)",
+            webhook_deliveries.clone(),
+        );
         let queued = Gauge::default();
         registry.register(
             "queue_runs_pending",
@@ -154,6 +166,7 @@ impl Prometheus {
             provider_seconds,
             provider_errors,
             rate_limited,
+            webhook_deliveries,
             queued,
             executing,
             event_streams,
@@ -232,6 +245,14 @@ impl Metrics for Prometheus {
 
     fn event_streams(&self, delta: i64) {
         self.event_streams.inc_by(delta);
+    }
+
+    fn webhook_delivery(&self, outcome: &str) {
+        self.webhook_deliveries
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     fn run_finished(&self, model: &str, status: &str) {

@@ -229,8 +229,30 @@ pub async fn run(config: Config, warnings: Vec<String>, migrate: bool) -> anyhow
             max_attempts: config.worker.max_attempts,
         },
         executing: Default::default(),
-        metrics: events,
+        metrics: events.clone(),
     };
+    // Run webhooks are sent by the nodes that execute runs, from the store's outbox.
+    let dispatcher_task = role.executes_runs().then(|| {
+        let w = &config.webhooks;
+        let dispatcher = runbase_worker::webhooks::Dispatcher {
+            store: store.clone(),
+            config: runbase_worker::webhooks::DispatcherConfig {
+                allow_private_targets: w.allow_private_targets,
+                retry: runbase_domain::webhooks::RetryPolicy {
+                    base: Duration::from_millis(w.retry_base_ms),
+                    max: Duration::from_millis(w.retry_max_ms.max(w.retry_base_ms)),
+                    window: Duration::from_secs(w.retry_for_secs),
+                },
+                timeout: Duration::from_secs(w.timeout_secs),
+                poll_interval: Duration::from_millis(w.retry_base_ms.clamp(50, 1000)),
+            },
+            metrics: events,
+        };
+        let mut stop = stop_rx.clone();
+        tokio::spawn(dispatcher.run(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }))
+    });
     let mut worker_stop = stop_rx.clone();
     let worker_task = role.executes_runs().then(|| {
         tokio::spawn(worker.run(async move {
@@ -333,6 +355,9 @@ pub async fn run(config: Config, warnings: Vec<String>, migrate: bool) -> anyhow
         let _ = w.await;
     }
     let _ = sweep_task.await;
+    if let Some(d) = dispatcher_task {
+        let _ = d.await;
+    }
     if let Some(m) = metrics_task {
         let _ = m.await;
     }

@@ -15,6 +15,7 @@ use common::Server;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 const PASSWORD: &str = "correct horse battery";
 
@@ -1262,4 +1263,79 @@ async fn dashboard_errors_are_pages_not_plain_text() {
     assert_eq!(r.status(), 413);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "payload_too_large");
+}
+
+/// Settings → Webhooks shows the account's signing secret (the CLI's) and rotates it with the
+/// CSRF token; a run's page shows its delivery log, and "Redeliver" queues another delivery.
+#[tokio::test]
+async fn webhook_secret_rotation_and_the_delivery_log_on_the_run_page() {
+    let server = Server::start();
+    let mut b = Browser::new(&server);
+    b.log_in_new(&server, "hooks@example.com").await;
+    let page = b.get("/settings/webhooks").await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    let cli = |rotate: bool| {
+        let mut args = vec!["webhooks", "secret", "--account", "hooks@example.com"];
+        if rotate {
+            args.push("--rotate");
+        }
+        server.cli(&args).trim().to_owned()
+    };
+    let first = cli(false);
+    assert!(page.text.contains(&first), "{}", page.text);
+    assert!(!page.text.contains("webhook-overlap"));
+    // Without the token nothing changes; with it, a new secret, the old one in its overlap.
+    let p = b.post("/settings/webhooks/rotate", &[]).await;
+    assert_eq!(p.status, 403);
+    assert_eq!(cli(false), first);
+    let p = b
+        .submit("/settings/webhooks", "/settings/webhooks/rotate", &[])
+        .await;
+    assert_eq!(p.status, 303, "{}", p.text);
+    assert_eq!(p.location(), "/settings/webhooks?rotated=1");
+    let second = cli(false);
+    assert_ne!(second, first);
+    let page = b.get("/settings/webhooks?rotated=1").await;
+    assert!(page.text.contains(&second));
+    assert!(
+        !page.text.contains(&first),
+        "the old secret is not shown again"
+    );
+    assert!(page.text.contains("webhook-overlap"));
+
+    // A run whose webhook is refused (a private address): its page shows the failed attempt.
+    let key = server.key("hooks@example.com", &["--test"]);
+    let c = server.client();
+    let r = c
+        .create(
+            &key,
+            json!({"model": "runbase/echo", "input": {"text": "x"}, "webhook": "http://127.0.0.1:9/h"}),
+        )
+        .await;
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/runs/{id}/deliveries");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while c.get(Some(&key), &path).await.body["data"][0]["status"] != "failed" {
+        assert!(std::time::Instant::now() < deadline, "no failed delivery");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let run_page = format!("/runs/{id}");
+    let page = b.get(&run_page).await;
+    assert!(page.text.contains("id=\"webhooks\""), "{}", page.text);
+    assert!(page.text.contains("not a public address"));
+    let p = b
+        .submit(&run_page, &format!("/runs/{id}/redeliver"), &[])
+        .await;
+    assert_eq!(p.status, 303, "{}", p.text);
+    assert_eq!(p.location(), format!("/runs/{id}?redelivered=1"));
+    let log = c.get(Some(&key), &path).await.body;
+    assert_eq!(log["data"].as_array().unwrap().len(), 2, "{log}");
+    assert_eq!(log["data"][1]["event"], "completed");
+    // Another account cannot redeliver it.
+    let mut other = Browser::new(&server);
+    other.log_in_new(&server, "other@example.com").await;
+    let p = other
+        .submit("/settings/webhooks", &format!("/runs/{id}/redeliver"), &[])
+        .await;
+    assert_eq!(p.status, 404, "{}", p.text);
 }

@@ -151,6 +151,7 @@ impl Fixture {
             created_at: Timestamp::now(),
             test: false,
             idempotency: None,
+            webhook: None,
         }
     }
 

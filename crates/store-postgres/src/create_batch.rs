@@ -152,6 +152,8 @@ struct Writes {
     costs: Vec<i64>,
     created: Vec<i64>,
     tests: Vec<bool>,
+    webhooks: Vec<Option<String>>,
+    webhook_events: Vec<i64>,
     // Ledger lines of the runs with a price.
     charge_accounts: Vec<String>,
     charge_amounts: Vec<i64>,
@@ -239,6 +241,10 @@ impl Writes {
         self.costs.push(run.price.0);
         self.created.push(run.created_at.0);
         self.tests.push(run.test);
+        self.webhooks
+            .push(run.webhook.as_ref().map(|w| w.url.clone()));
+        self.webhook_events
+            .push(run.webhook.as_ref().map_or(0, |w| w.events));
         if run.price > Millicents::ZERO {
             self.charge_accounts.push(run.account_id.clone());
             self.charge_amounts.push(-run.price.0);
@@ -348,7 +354,7 @@ async fn apply(
     }
     let key_params: [&Param; 4] = [&key_ids, &spent, &counted, &used];
     let account_params: [&Param; 2] = [&account_ids, &debits];
-    let run_params: [&Param; 8] = [
+    let run_params: [&Param; 10] = [
         &w.run_ids,
         &w.run_accounts,
         &w.run_keys,
@@ -357,6 +363,8 @@ async fn apply(
         &w.costs,
         &w.created,
         &w.tests,
+        &w.webhooks,
+        &w.webhook_events,
     ];
     let charge_params: [&Param; 7] = [
         &w.charge_accounts,
@@ -376,10 +384,10 @@ async fn apply(
         "UPDATE accounts a SET balance_millicents = a.balance_millicents - u.debit
          FROM unnest($1::text[], $2::bigint[]) AS u(id, debit) WHERE a.id = u.id";
     // Inserting `pending` runs is what enqueues them, in arrival order (their `seq`).
-    const RUNS: &str = "INSERT INTO runs (id, account_id, key_id, model, status, input, cost_millicents, created_at, test)
-         SELECT id, account_id, key_id, model, 'pending', input, cost, created_at, test
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::bool[])
-              WITH ORDINALITY AS u(id, account_id, key_id, model, input, cost, created_at, test, ord)
+    const RUNS: &str = "INSERT INTO runs (id, account_id, key_id, model, status, input, cost_millicents, created_at, test, webhook, webhook_events)
+         SELECT id, account_id, key_id, model, 'pending', input, cost, created_at, test, webhook, webhook_events
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::bool[], $9::text[], $10::bigint[])
+              WITH ORDINALITY AS u(id, account_id, key_id, model, input, cost, created_at, test, webhook, webhook_events, ord)
          ORDER BY ord";
     const LEDGER: &str = "INSERT INTO ledger (account_id, kind, amount_millicents, balance_after_millicents, run_id, key_id, memo, created_at)
          SELECT account_id, 'run_charge', amount, balance_after, run_id, key_id, memo, created_at

@@ -22,6 +22,7 @@ mod migrations;
 mod rows;
 mod store;
 pub mod testing;
+mod webhooks;
 
 pub use error::Error;
 pub use migrations::SchemaVersion;

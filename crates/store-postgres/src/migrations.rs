@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0004_upload_quota_and_retention.sql"),
     include_str!("../migrations/0005_idempotency.sql"),
     include_str!("../migrations/0006_uncredited_uploads.sql"),
+    include_str!("../migrations/0007_webhooks.sql"),
 ];
 
 /// Any number, the same in every node: serializes concurrent `migrate` calls.

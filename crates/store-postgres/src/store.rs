@@ -338,7 +338,9 @@ async fn create_run_tx(
     // The remaining writes do not depend on each other: sent together, they share round trips.
     let input = run.input.to_string();
     let spend_params: [&(dyn ToSql + Sync); 3] = [&run.key_id, &run.price.0, &run.created_at.0];
-    let run_params: [&(dyn ToSql + Sync); 8] = [
+    let webhook = run.webhook.as_ref().map(|w| w.url.clone());
+    let webhook_events = run.webhook.as_ref().map_or(0, |w| w.events);
+    let run_params: [&(dyn ToSql + Sync); 10] = [
         &run.id,
         &run.account_id,
         &run.key_id,
@@ -347,6 +349,8 @@ async fn create_run_tx(
         &run.price.0,
         &run.created_at.0,
         &run.test,
+        &webhook,
+        &webhook_events,
     ];
     let spend = execute(
         tx,
@@ -358,8 +362,8 @@ async fn create_run_tx(
     // Inserting a `pending` run is what enqueues it; the NOTIFY is delivered at commit.
     let insert = execute(
         tx,
-        "INSERT INTO runs (id, account_id, key_id, model, status, input, cost_millicents, created_at, test)
-         VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $8)",
+        "INSERT INTO runs (id, account_id, key_id, model, status, input, cost_millicents, created_at, test, webhook, webhook_events)
+         VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $8, $9, $10)",
         &run_params,
     );
     let notify = execute(tx, "SELECT pg_notify($1, '')", &[&QUEUE_CHANNEL]);
@@ -1156,6 +1160,63 @@ impl Store for PgStore {
             None => Ok(()),
             Some(usage) => Err(runbase_domain::store::CreateUploadError::OverQuota { usage }),
         }
+    }
+
+    async fn webhook_secrets(
+        &self,
+        account_id: &str,
+        fresh: &str,
+        now: Timestamp,
+    ) -> Result<runbase_domain::webhooks::Secrets, StoreError> {
+        Ok(self.webhook_secrets_of(account_id, fresh, now).await?)
+    }
+
+    async fn rotate_webhook_secret(
+        &self,
+        account_id: &str,
+        fresh: &str,
+        now: Timestamp,
+        previous_until: Timestamp,
+    ) -> Result<runbase_domain::webhooks::Secrets, StoreError> {
+        Ok(self
+            .rotate_secret(account_id, fresh, now, previous_until)
+            .await?)
+    }
+
+    async fn claim_deliveries(
+        &self,
+        max: u32,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Vec<runbase_domain::webhooks::DueDelivery>, StoreError> {
+        Ok(self.claim_due_deliveries(max, now, lease_until).await?)
+    }
+
+    async fn record_delivery_attempt(
+        &self,
+        result: &runbase_domain::webhooks::AttemptResult,
+    ) -> Result<(), StoreError> {
+        Ok(self.record_attempt(result).await?)
+    }
+
+    async fn run_deliveries(
+        &self,
+        account_id: &str,
+        run_id: &str,
+    ) -> Result<Option<Vec<runbase_domain::webhooks::Delivery>>, StoreError> {
+        Ok(self.deliveries_of_run(account_id, run_id).await?)
+    }
+
+    async fn redeliver(
+        &self,
+        account_id: &str,
+        run_id: &str,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.queue_redelivery(account_id, run_id, id, now)
+            .await?
+            .ok_or_else(|| StoreError::NotFound("run not found".into()))
     }
 
     async fn queue_depth(&self) -> Result<(u64, u64), StoreError> {

@@ -15,6 +15,7 @@ mod migrations;
 mod pool;
 mod rows;
 mod store;
+mod webhooks;
 mod writer;
 
 pub use backup::backup;

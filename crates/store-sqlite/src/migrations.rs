@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0007_upload_quota_and_retention.sql"),
     include_str!("../migrations/0008_idempotency.sql"),
     include_str!("../migrations/0009_uncredited_uploads.sql"),
+    include_str!("../migrations/0010_webhooks.sql"),
 ];
 
 /// Applies the migrations this database has not seen yet, each in its own transaction.

@@ -147,10 +147,21 @@ fn create_run_tx(conn: &Connection, run: &NewRun) -> rusqlite::Result<Result<Run
     .execute(params![run.key_id, run.price.0, run.created_at.0])?;
     // Inserting a `pending` run is what enqueues it.
     conn.prepare_cached(
-        "INSERT INTO runs (id, account_id, key_id, model, status, input, cost_millicents, created_at, test)
-         VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7, ?8)",
+        "INSERT INTO runs (id, account_id, key_id, model, status, input, cost_millicents, created_at, test, webhook, webhook_events)
+         VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
-    .execute(params![run.id, run.account_id, run.key_id, run.model, run.input.to_string(), run.price.0, run.created_at.0, run.test])?;
+    .execute(params![
+        run.id,
+        run.account_id,
+        run.key_id,
+        run.model,
+        run.input.to_string(),
+        run.price.0,
+        run.created_at.0,
+        run.test,
+        run.webhook.as_ref().map(|w| w.url.as_str()),
+        run.webhook.as_ref().map_or(0, |w| w.events),
+    ])?;
     if run.price > Millicents::ZERO {
         insert_ledger_row(
             conn,
@@ -877,6 +888,71 @@ impl Store for SqliteStore {
             None => Ok(()),
             Some(usage) => Err(runbase_domain::store::CreateUploadError::OverQuota { usage }),
         }
+    }
+
+    async fn webhook_secrets(
+        &self,
+        account_id: &str,
+        fresh: &str,
+        now: Timestamp,
+    ) -> Result<runbase_domain::webhooks::Secrets, StoreError> {
+        let (account_id, fresh) = (account_id.to_owned(), fresh.to_owned());
+        self.write(move |c| crate::webhooks::secrets(c, &account_id, &fresh, now))
+            .await
+    }
+
+    async fn rotate_webhook_secret(
+        &self,
+        account_id: &str,
+        fresh: &str,
+        now: Timestamp,
+        previous_until: Timestamp,
+    ) -> Result<runbase_domain::webhooks::Secrets, StoreError> {
+        let (account_id, fresh) = (account_id.to_owned(), fresh.to_owned());
+        self.write_one(move |c| {
+            crate::webhooks::rotate(c, &account_id, &fresh, now, previous_until)
+        })
+        .await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        max: u32,
+        now: Timestamp,
+        lease_until: Timestamp,
+    ) -> Result<Vec<runbase_domain::webhooks::DueDelivery>, StoreError> {
+        self.write_one(move |c| crate::webhooks::claim(c, max, now, lease_until))
+            .await
+    }
+
+    async fn record_delivery_attempt(
+        &self,
+        result: &runbase_domain::webhooks::AttemptResult,
+    ) -> Result<(), StoreError> {
+        let result = result.clone();
+        self.write(move |c| crate::webhooks::record(c, &result))
+            .await
+    }
+
+    async fn run_deliveries(
+        &self,
+        account_id: &str,
+        run_id: &str,
+    ) -> Result<Option<Vec<runbase_domain::webhooks::Delivery>>, StoreError> {
+        self.read(|c| crate::webhooks::run_deliveries(c, account_id, run_id))
+    }
+
+    async fn redeliver(
+        &self,
+        account_id: &str,
+        run_id: &str,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let (account_id, run_id, id) = (account_id.to_owned(), run_id.to_owned(), id.to_owned());
+        self.write(move |c| crate::webhooks::redeliver(c, &account_id, &run_id, &id, now))
+            .await?
+            .ok_or_else(|| StoreError::NotFound("run not found".into()))
     }
 
     async fn queue_depth(&self) -> Result<(u64, u64), StoreError> {

@@ -3,6 +3,8 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, reason = "tests may unwrap"))]
 
+pub mod webhooks;
+
 use runbase_domain::catalog::Catalog;
 use runbase_domain::files::FileStore;
 use runbase_domain::inflight::InFlight;

@@ -94,6 +94,7 @@ fn list_page(
             }
         }
         @if let Some(m) = message { (m) }
+        p { (t("keys-webhooks-hint")) " " a href="/settings/webhooks" { (t("webhooks-title")) } }
         (table(&t("keys-yours"), &[t("keys-name"), t("keys-key"), t("runs-col-created"), t("keys-last-used"), t("keys-spend"), t("keys-usage"), t("runs-col-status")], rows))
         section.card {
             h2 { (t("keys-create-title")) }

@@ -8,3 +8,4 @@ pub mod keys;
 pub mod models;
 pub mod playground;
 pub mod runs;
+pub mod webhooks;

@@ -212,11 +212,17 @@ fn output(r: &Run) -> Markup {
     }
 }
 
+#[derive(Deserialize, Default)]
+pub struct ShowQuery {
+    redelivered: Option<String>,
+}
+
 pub async fn show(
     State(state): State<AppState>,
     viewer: Viewer,
     headers: HeaderMap,
     PagePath(id): PagePath<String>,
+    PageQuery(q): PageQuery<ShowQuery>,
 ) -> Response {
     let valid = id.starts_with("run_") && id.len() <= 64;
     let run = if valid {
@@ -232,6 +238,10 @@ pub async fn show(
     };
     let ledger = match state.store.run_ledger(&viewer.account.id, &r.id).await {
         Ok(l) => l,
+        Err(e) => return error_response(&headers, service::internal(e)),
+    };
+    let deliveries = match state.store.run_deliveries(&viewer.account.id, &r.id).await {
+        Ok(d) => d.unwrap_or_default(),
         Err(e) => return error_response(&headers, service::internal(e)),
     };
     let body = html! {
@@ -258,6 +268,9 @@ pub async fn show(
             (ledger_rows(&ledger))
             @if ledger.is_empty() { tr { td colspan="5" { (t("run-nothing-charged")) } } }
         }))
+        @if !deliveries.is_empty() || q.redelivered.is_some() {
+            (crate::pages::webhooks::delivery_log(&viewer, &r.id, &deliveries, q.redelivered.as_deref()))
+        }
     };
     page(shell(
         &format!("Run {}", r.id),

@@ -30,6 +30,7 @@ pub fn api_routes() -> Router<AppState> {
         .route("/api/v1/runs/{id}", get(runs::get))
         .route("/api/v1/runs/{id}/cancel", post(runs::cancel))
         .route("/api/v1/runs/{id}/events", get(run_events::events))
+        .route("/api/v1/runs/{id}/deliveries", get(runs::deliveries))
         .route("/api/v1/models", get(models::list))
         .route("/api/v1/models/{provider}/{name}", get(models::get))
         .route("/api/v1/account", get(account::get))

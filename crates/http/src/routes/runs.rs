@@ -1,6 +1,7 @@
 //! `POST /api/v1/runs`, `GET /api/v1/runs/{id}`, `POST /api/v1/runs/{id}/cancel`,
-//! `GET /api/v1/runs`. Creates and cancels take an `Idempotency-Key`
-//! (`runbase_domain::idempotency`); a create takes `Prefer: wait=N` ([`crate::prefer`]).
+//! `GET /api/v1/runs`, `GET /api/v1/runs/{id}/deliveries`. Creates and cancels take an
+//! `Idempotency-Key` (`runbase_domain::idempotency`); a create takes `Prefer: wait=N`
+//! ([`crate::prefer`]).
 
 use super::api_key::{
     authenticate, authorize_runs, authorize_runs_and_read, peer, with_rate_headers,
@@ -268,6 +269,34 @@ pub async fn cancel(
         }
         Err(e) => with_rate_headers(HttpError(e), &rate),
     }
+}
+
+/// The run's webhook deliveries, oldest first, each with its attempts (the delivery log). The
+/// same key checks and rate limit as reading the run; another account's run is not found.
+pub async fn deliveries(
+    State(state): State<AppState>,
+    ext: Extensions,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
+    let (key, rate) = match authorize_runs(&state, &headers, peer(&ext)).await {
+        Ok(ok) => ok,
+        Err(resp) => return resp,
+    };
+    let id = id.map_or_else(|_| String::new(), |Path(id)| id);
+    if !ids::looks_like_run_id(&id) {
+        return with_rate_headers(HttpError(ErrorCode::RunNotFound.into()), &rate);
+    }
+    match state.store.run_deliveries(&key.account_id, &id).await {
+        Ok(Some(data)) => with_rate_headers(Json(DeliveryList { data }), &rate),
+        Ok(None) => with_rate_headers(HttpError(ErrorCode::RunNotFound.into()), &rate),
+        Err(e) => with_rate_headers(HttpError(service::internal(e)), &rate),
+    }
+}
+
+#[derive(Serialize)]
+struct DeliveryList {
+    data: Vec<runbase_domain::webhooks::Delivery>,
 }
 
 /// An answer given under an idempotency key, its bytes as recorded; a replay is marked
