@@ -89,6 +89,8 @@ error_codes! {
     RateLimited => ("RATE_LIMITED", 429),
     /// The key's usage quota is used up (not retried: waiting does not help).
     UsageExceeded => ("USAGE_EXCEEDED", 429),
+    /// The key has as many event streams open as it may (not retried: close one first).
+    TooManyStreams => ("too_many_streams", 429),
     /// Email and password do not match an account (the dashboard's log-in).
     InvalidCredentials => ("invalid_credentials", 401),
     /// The dashboard needs a session and there is none.

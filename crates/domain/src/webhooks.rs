@@ -250,27 +250,37 @@ impl AttemptResult {
 }
 
 /// A delivery of a run and its attempts (the run's delivery log), as the API shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Delivery {
+    /// `msg_...`: the `webhook-id` header of every attempt.
     pub id: String,
+    /// `start` or `completed`.
     pub event: String,
     /// `pending` (waiting for its next attempt), `delivered` or `failed` (given up).
     pub status: String,
     pub url: String,
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
+    #[schema(value_type = Option<String>, format = DateTime, required = true)]
     pub next_attempt_at: Option<Timestamp>,
     pub attempts: Vec<Attempt>,
 }
 
 /// One attempt of a delivery.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Attempt {
+    /// 1 for the first.
     pub attempt: u32,
+    #[schema(value_type = String, format = DateTime)]
     pub at: Timestamp,
+    /// The receiver's status; `null` when there was no answer.
+    #[schema(required = true)]
     pub http_status: Option<u16>,
     pub latency_ms: u64,
+    /// Why it failed; `null` when delivered.
+    #[schema(required = true)]
     pub error: Option<String>,
 }
 

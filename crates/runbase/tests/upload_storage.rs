@@ -227,6 +227,9 @@ async fn a_node_receives_a_bounded_number_of_uploads_at_once() {
 async fn an_account_cannot_upload_past_its_quota() {
     let mut env = common::relaxed();
     env.push(("RUNBASE_UPLOADS__QUOTA_BYTES_PER_ACCOUNT", "10000"));
+    // Ten at once from one account and address (the quota race below), past the default shares.
+    env.push(("RUNBASE_UPLOADS__MAX_CONCURRENT_PER_ACCOUNT", "16"));
+    env.push(("RUNBASE_UPLOADS__MAX_CONCURRENT_PER_IP", "16"));
     let s = Server::start_with(&env);
     let key = s.account("quota@example.com", 0);
     let other = s.account("other@example.com", 0);

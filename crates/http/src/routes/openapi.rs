@@ -14,7 +14,7 @@
 //!   `Idempotent-Replayed`, `Retry-After`, the `RateLimit-*` headers, and `Request-Id` on every
 //!   answer.
 
-use super::{account, files, health, models, runs, uploads, webhooks};
+use super::{account, files, health, models, run_events, runs, uploads, webhooks};
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
@@ -43,6 +43,8 @@ pub const PATH: &str = "/api/v1/openapi.json";
         runs::list,
         runs::get,
         runs::cancel,
+        runs::deliveries,
+        run_events::events,
         models::list,
         models::get,
         account::get,
@@ -180,6 +182,31 @@ pub const OPERATION_ERRORS: &[(&str, &str, &[ErrorCode])] = {
                 RunNotFound,
                 PayloadTooLarge,
                 RequestTimeout,
+            ],
+        ),
+        (
+            "get",
+            "/api/v1/runs/{id}/deliveries",
+            &[
+                MissingApiKey,
+                InvalidApiKey,
+                IpNotAllowed,
+                RateLimited,
+                ServiceUnavailable,
+                RunNotFound,
+            ],
+        ),
+        (
+            "get",
+            "/api/v1/runs/{id}/events",
+            &[
+                MissingApiKey,
+                InvalidApiKey,
+                IpNotAllowed,
+                RateLimited,
+                ServiceUnavailable,
+                RunNotFound,
+                TooManyStreams,
             ],
         ),
         ("get", "/api/v1/models", &[InvalidRequest]),

@@ -33,6 +33,22 @@ use std::time::Duration;
 /// How often an idle stream sends a comment, so that proxies and clients see it alive.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs/{id}/events",
+    operation_id = "streamRunEvents",
+    tag = "runs",
+    summary = "Server-Sent Events of the run's status changes, until its last",
+    security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "The run's id, `run_...`"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event"),
+    ),
+    responses(
+        (status = 200, description = "An event stream: each event is named after the run's status, its data the run object, its id ordered", content_type = "text/event-stream", body = String),
+        (status = 204, description = "The run's last event was already seen (`Last-Event-ID`): nothing more will come"),
+    ),
+)]
 pub async fn events(
     State(state): State<AppState>,
     ext: Extensions,

@@ -22,8 +22,8 @@ use runbase_domain::ids;
 use runbase_domain::run::Run;
 use runbase_domain::{ApiError, ErrorCode, service};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
 use std::time::Duration;
+use utoipa::{IntoParams, ToSchema};
 
 /// A page of runs, newest first.
 #[derive(Serialize, ToSchema)]
@@ -273,6 +273,16 @@ pub async fn cancel(
 
 /// The run's webhook deliveries, oldest first, each with its attempts (the delivery log). The
 /// same key checks and rate limit as reading the run; another account's run is not found.
+#[utoipa::path(
+    get,
+    path = "/api/v1/runs/{id}/deliveries",
+    operation_id = "listRunDeliveries",
+    tag = "runs",
+    summary = "The run's webhook deliveries and their attempts",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The run's id, `run_...`")),
+    responses((status = 200, description = "The delivery log, oldest first", body = DeliveryList)),
+)]
 pub async fn deliveries(
     State(state): State<AppState>,
     ext: Extensions,
@@ -294,8 +304,9 @@ pub async fn deliveries(
     }
 }
 
-#[derive(Serialize)]
-struct DeliveryList {
+/// A run's delivery log.
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryList {
     data: Vec<runbase_domain::webhooks::Delivery>,
 }
 
