@@ -33,6 +33,21 @@ use std::time::Duration;
 /// How often an idle stream sends a comment, so that proxies and clients see it alive.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
+/// One event of a run's stream, as a Server-Sent Events client reads it.
+#[derive(utoipa::ToSchema)]
+#[schema(as = RunEvent)]
+#[allow(dead_code, reason = "a schema only: events are written by `events`")]
+pub struct RunEventSchema {
+    /// The run's status: `pending`, `processing`, `succeeded`, `failed` or `canceled`.
+    #[schema(pattern = "^(pending|processing|succeeded|failed|canceled)$")]
+    event: String,
+    /// Ordered within the run: send it back as `Last-Event-ID` to resume after it.
+    #[schema(pattern = "^[0-9]+$")]
+    id: String,
+    /// The run object, as `GET /api/v1/runs/{id}` answers it, as JSON text.
+    data: String,
+}
+
 #[utoipa::path(
     get,
     path = "/api/v1/runs/{id}/events",
@@ -45,7 +60,7 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event"),
     ),
     responses(
-        (status = 200, description = "An event stream: each event is named after the run's status, its data the run object, its id ordered", content_type = "text/event-stream", body = String),
+        (status = 200, description = "An event stream: each event is named after the run's status, its data the run object, its id ordered", content_type = "text/event-stream", body = RunEventSchema),
         (status = 204, description = "The run's last event was already seen (`Last-Event-ID`): nothing more will come"),
     ),
 )]
