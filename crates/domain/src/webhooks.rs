@@ -87,13 +87,18 @@ pub fn parse_subscription(body: &Map<String, Value>) -> Result<Option<Subscripti
     Ok(Some(Subscription { url, events }))
 }
 
-/// An absolute `http(s)` URL with a host, no user info, at most [`MAX_URL_LEN`] bytes.
+/// An absolute `http(s)` URL with a host, no user info, at most [`MAX_URL_LEN`] bytes, as it
+/// will be sent: no whitespace or control characters (the URL parser would silently drop some,
+/// so what is stored and shown would not be what is sent).
 fn check_url(url: &str) -> Result<(), String> {
     if url.len() > MAX_URL_LEN {
         return Err(format!(
             "is {} characters long; at most {MAX_URL_LEN} are accepted",
             url.len()
         ));
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must not contain spaces or control characters (escape them)".into());
     }
     let parsed = url::Url::parse(url).map_err(|_| "is not an absolute URL".to_owned())?;
     if !matches!(parsed.scheme(), "http" | "https") {
@@ -360,6 +365,9 @@ mod tests {
             json!({"webhook": "https://example.com", "webhookEvents": []}),
             json!({"webhook": "https://example.com", "webhookEvents": "start"}),
             json!({"webhook": "https://u:p@example.com"}),
+            json!({"webhook": "https://example.com/a\u{0}b"}),
+            json!({"webhook": "https://example.com/a\nb"}),
+            json!({"webhook": " https://example.com/"}),
             json!({"webhookEvents": ["start"]}),
         ] {
             let e = parse(bad.clone()).unwrap_err();

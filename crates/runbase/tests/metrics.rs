@@ -48,6 +48,16 @@ async fn metrics_count_requests_runs_the_queue_providers_and_refusals() {
     }
     let missing = c.get(Some(&key), "/api/v1/runs/run_nope").await;
     assert!(matches!(missing.status, 404 | 429));
+    // Invented methods are one label value, whatever they are (no label explosion).
+    for invented in ["BREW", "XYZZYPLUGH"] {
+        let method = reqwest::Method::from_bytes(invented.as_bytes()).unwrap();
+        let r = reqwest::Client::new()
+            .request(method, format!("{}/health", server.url))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_client_error(), "{}", r.status());
+    }
 
     let text = reqwest::get(&metrics_url)
         .await
@@ -55,6 +65,11 @@ async fn metrics_count_requests_runs_the_queue_providers_and_refusals() {
         .text()
         .await
         .unwrap();
+    assert!(text.contains(r#"method="other""#), "{text}");
+    assert!(
+        !text.contains("BREW") && !text.contains("XYZZYPLUGH"),
+        "{text}"
+    );
     let created_total = sample(&text, r#"runbase_runs_created_total{model="runbase/echo"}"#);
     assert_eq!(created_total, Some(1.0), "{text}");
     assert_eq!(

@@ -96,6 +96,24 @@ pub fn finish(routes: Router<AppState>, state: AppState) -> Router {
         .with_state(state)
 }
 
+/// A request method as a metrics label: the standard ones by name, any other (hyper accepts
+/// invented methods of any length) as `other`, so a client cannot add label values.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
+}
+
 /// Reports each answered request to the metrics, by route template (bounded label values).
 async fn count_request(
     axum::extract::State(metrics): axum::extract::State<
@@ -109,11 +127,11 @@ async fn count_request(
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().clone();
+    let method = method_label(req.method());
     let resp = next.run(req).await;
     metrics.request(
         &route,
-        method.as_str(),
+        method,
         resp.status().as_u16(),
         started.elapsed().as_secs_f64(),
     );
