@@ -398,13 +398,15 @@ pub trait Store: Send + Sync + 'static {
         previous_until: Timestamp,
     ) -> Result<crate::webhooks::Secrets, StoreError>;
     /// Claims up to `max` deliveries whose next attempt is due at `now`, oldest first, leased
-    /// until `lease_until`: concurrent callers, in this process or another, never claim the
+    /// until `lease_until`, none of the accounts in `skip_accounts` (those the caller already
+    /// sends its share of): concurrent callers, in this process or another, never claim the
     /// same delivery while its lease holds.
     async fn claim_deliveries(
         &self,
         max: u32,
         now: Timestamp,
         lease_until: Timestamp,
+        skip_accounts: &[String],
     ) -> Result<Vec<crate::webhooks::DueDelivery>, StoreError>;
     /// Records an attempt in the delivery's log and moves the delivery on, in one transaction:
     /// delivered, retried at `next_attempt_at`, or given up (failed) without one.

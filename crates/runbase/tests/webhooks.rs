@@ -434,3 +434,79 @@ async fn private_targets_are_refused_unless_allowed() {
         );
     }
 }
+
+/// A receiver that hangs (answers nothing until the attempt's timeout) holds a bounded share of
+/// the dispatcher: another account's delivery goes out at once beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_receiver_does_not_hold_up_other_accounts() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Accepts and never answers; counts the connections it holds.
+    let hanging = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hanging_url = format!("http://{}/hang", hanging.local_addr().unwrap());
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let holder = held.clone();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = hanging.accept().await {
+            holder.lock().unwrap().push(conn);
+        }
+    });
+    // Answers 200 to anything.
+    let prompt = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let prompt_url = format!("http://{}/ok", prompt.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = prompt.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let _ = tokio::time::timeout(Duration::from_millis(200), conn.read(&mut buf)).await;
+                let _ = conn
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+
+    let s = server(&[PRIVATE_OK, ("RUNBASE_WEBHOOKS__TIMEOUT_SECS", "60")]);
+    let flooder = s.account("flood@example.com", 1000);
+    let other = s.account("other@example.com", 100);
+    let c = s.client();
+    for i in 0..40 {
+        let r = c
+            .create(
+                &flooder,
+                json!({"model": "runbase/echo", "input": {"text": format!("f{i}")}, "webhook": hanging_url}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    // The flooder's deliveries hang, a share of them at a time.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while held.lock().unwrap().len() < 8 {
+        assert!(
+            Instant::now() < deadline,
+            "the hanging receiver got {} connections",
+            held.lock().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = c
+        .create(
+            &other,
+            json!({"model": "runbase/echo", "input": {"text": "me"}, "webhook": prompt_url}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    let started = Instant::now();
+    wait_log(&c, &other, &id, all_delivered(1)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the other account's delivery took {:?} (the hanging receiver's attempts time out after 60 s)",
+        started.elapsed()
+    );
+    // The flooder never had more than its share in flight.
+    assert!(
+        held.lock().unwrap().len() <= 8,
+        "{} held",
+        held.lock().unwrap().len()
+    );
+}

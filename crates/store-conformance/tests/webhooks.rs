@@ -28,7 +28,7 @@ fn hooked(f: &Fixture, events: i64) -> NewRun {
 async fn due(f: &Fixture) -> Vec<DueDelivery> {
     let later = lease(Timestamp::now(), 3600);
     f.store
-        .claim_deliveries(1000, later, lease(later, 1))
+        .claim_deliveries(1000, later, lease(later, 1), &[])
         .await
         .unwrap()
 }
@@ -107,7 +107,7 @@ for_each_store! {
             tasks.push(tokio::spawn(async move {
                 let mut mine = Vec::new();
                 loop {
-                    let got = f.store.claim_deliveries(3, at, lease(at, 60)).await.unwrap();
+                    let got = f.store.claim_deliveries(3, at, lease(at, 60), &[]).await.unwrap();
                     if got.is_empty() {
                         return mine;
                     }
@@ -123,9 +123,13 @@ for_each_store! {
         assert_eq!(all.iter().collect::<HashSet<_>>().len(), 40);
         // Leased: nobody else gets them until the lease has ended.
         let during = lease(at, 30);
-        assert!(f.store.claim_deliveries(100, during, lease(during, 60)).await.unwrap().is_empty());
+        assert!(f.store.claim_deliveries(100, during, lease(during, 60), &[]).await.unwrap().is_empty());
         let after = lease(at, 61);
-        assert_eq!(f.store.claim_deliveries(100, after, lease(after, 60)).await.unwrap().len(), 40);
+        // An account the dispatcher already sends its share of is skipped: nothing else is due.
+        let skip = [f.account.clone()];
+        assert!(f.store.claim_deliveries(100, after, lease(after, 60), &skip).await.unwrap().is_empty());
+        let others = ["acct_other".to_owned()];
+        assert_eq!(f.store.claim_deliveries(100, after, lease(after, 60), &others).await.unwrap().len(), 40);
     }
 
     #[tokio::test]
@@ -142,7 +146,7 @@ for_each_store! {
                 .unwrap();
         }
         let t = lease(Timestamp::now(), 1);
-        let claimed = f.store.claim_deliveries(10, t, lease(t, 60)).await.unwrap();
+        let claimed = f.store.claim_deliveries(10, t, lease(t, 60), &[]).await.unwrap();
         assert_eq!(claimed.len(), 2);
         let d = claimed.iter().find(|d| d.run_id == run.id).unwrap().clone();
         let g = claimed.iter().find(|d| d.run_id == other_run.id).unwrap().clone();
@@ -175,9 +179,9 @@ for_each_store! {
             .unwrap();
         // Not due before its time (the lease was released), due after.
         let before = lease(t, 9);
-        assert!(f.store.claim_deliveries(10, before, lease(before, 60)).await.unwrap().is_empty());
+        assert!(f.store.claim_deliveries(10, before, lease(before, 60), &[]).await.unwrap().is_empty());
         let at = lease(t, 11);
-        let again = f.store.claim_deliveries(10, at, lease(at, 60)).await.unwrap();
+        let again = f.store.claim_deliveries(10, at, lease(at, 60), &[]).await.unwrap();
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].id, d.id);
         assert_eq!(again[0].attempts, 1);
@@ -194,7 +198,7 @@ for_each_store! {
             .await
             .unwrap();
         let later = lease(at, 3600);
-        assert!(f.store.claim_deliveries(10, later, lease(later, 60)).await.unwrap().is_empty());
+        assert!(f.store.claim_deliveries(10, later, lease(later, 60), &[]).await.unwrap().is_empty());
 
         let log = f.store.run_deliveries(&f.account, &run.id).await.unwrap().unwrap();
         assert_eq!(log.len(), 1);

@@ -1188,8 +1188,11 @@ impl Store for PgStore {
         max: u32,
         now: Timestamp,
         lease_until: Timestamp,
+        skip_accounts: &[String],
     ) -> Result<Vec<runbase_domain::webhooks::DueDelivery>, StoreError> {
-        Ok(self.claim_due_deliveries(max, now, lease_until).await?)
+        Ok(self
+            .claim_due_deliveries(max, now, lease_until, skip_accounts)
+            .await?)
     }
 
     async fn record_delivery_attempt(

@@ -75,6 +75,7 @@ impl PgStore {
         max: u32,
         now: Timestamp,
         lease_until: Timestamp,
+        skip_accounts: &[String],
     ) -> Result<Vec<DueDelivery>, Error> {
         // SKIP LOCKED: dispatchers of other nodes claiming at the same moment take other
         // deliveries; the lease keeps a claimed one from being sent twice until it ends.
@@ -84,9 +85,10 @@ impl PgStore {
                  WHERE seq IN (SELECT seq FROM webhook_deliveries
                                WHERE status = 'pending' AND next_attempt_at <= $2
                                  AND (locked_until IS NULL OR locked_until < $2)
+                                 AND NOT (account_id = ANY($4::text[]))
                                ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
                  RETURNING id, run_id, account_id, event, url, attempts, created_at",
-                &[&i64::from(max), &now.0, &lease_until.0],
+                &[&i64::from(max), &now.0, &lease_until.0, &skip_accounts],
             )
             .await?;
         let mut due = rows

@@ -920,8 +920,11 @@ impl Store for SqliteStore {
         max: u32,
         now: Timestamp,
         lease_until: Timestamp,
+        skip_accounts: &[String],
     ) -> Result<Vec<runbase_domain::webhooks::DueDelivery>, StoreError> {
-        self.write_one(move |c| crate::webhooks::claim(c, max, now, lease_until))
+        let skip =
+            serde_json::to_string(skip_accounts).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.write_one(move |c| crate::webhooks::claim(c, max, now, lease_until, &skip))
             .await
     }
 

@@ -59,6 +59,7 @@ pub(crate) fn claim(
     max: u32,
     now: Timestamp,
     lease_until: Timestamp,
+    skip_accounts_json: &str,
 ) -> rusqlite::Result<Vec<DueDelivery>> {
     let mut due: Vec<DueDelivery> = c
         .prepare_cached(
@@ -66,20 +67,24 @@ pub(crate) fn claim(
              WHERE seq IN (SELECT seq FROM webhook_deliveries
                            WHERE status = 'pending' AND next_attempt_at <= ?2
                              AND (locked_until IS NULL OR locked_until < ?2)
+                             AND account_id NOT IN (SELECT value FROM json_each(?4))
                            ORDER BY next_attempt_at LIMIT ?1)
              RETURNING id, run_id, account_id, event, url, attempts, created_at",
         )?
-        .query_map(params![max, now.0, lease_until.0], |r| {
-            Ok(DueDelivery {
-                id: r.get(0)?,
-                run_id: r.get(1)?,
-                account_id: r.get(2)?,
-                event: r.get(3)?,
-                url: r.get(4)?,
-                attempts: r.get(5)?,
-                created_at: Timestamp(r.get(6)?),
-            })
-        })?
+        .query_map(
+            params![max, now.0, lease_until.0, skip_accounts_json],
+            |r| {
+                Ok(DueDelivery {
+                    id: r.get(0)?,
+                    run_id: r.get(1)?,
+                    account_id: r.get(2)?,
+                    event: r.get(3)?,
+                    url: r.get(4)?,
+                    attempts: r.get(5)?,
+                    created_at: Timestamp(r.get(6)?),
+                })
+            },
+        )?
         .collect::<Result<_, _>>()?;
     due.sort_by_key(|d| d.created_at);
     Ok(due)

@@ -9,6 +9,7 @@ use runbase_domain::store::Store;
 use runbase_domain::time::Timestamp;
 use runbase_domain::webhooks::{self, AttemptResult, DueDelivery, RetryPolicy};
 use runbase_providers::http::is_public;
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,7 +19,12 @@ const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 /// How long a claim on a delivery lasts: far longer than one attempt can take.
 const LEASE: Duration = Duration::from_secs(120);
 /// How many deliveries one dispatcher sends at once.
-const BATCH: u32 = 32;
+const IN_FLIGHT: usize = 64;
+/// How many of them may be one account's, and how many are claimed at a time: a receiver that
+/// hangs (until the attempt's timeout) holds at most this many of the dispatcher's sends, and
+/// every other account's deliveries go on beside it (the review of issue 14 held one account's
+/// hanging URL up against everyone's deliveries).
+const PER_ACCOUNT: usize = 8;
 
 /// Dispatcher settings (`[webhooks]`).
 #[derive(Debug, Clone)]
@@ -47,30 +53,62 @@ impl Dispatcher {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let client = build_client(self.config.timeout, None);
         tokio::pin!(shutdown);
+        // Sends in flight, the account of each (by task, so that even a send that panicked
+        // gives its share back), and how many each account has.
+        let mut sends = tokio::task::JoinSet::new();
+        let mut account_of: HashMap<tokio::task::Id, String> = HashMap::new();
+        let mut per_account: HashMap<String, usize> = HashMap::new();
         loop {
-            let now = Timestamp::now();
-            let until = Timestamp(now.0.saturating_add(LEASE.as_micros() as i64));
-            let due = match self.store.claim_deliveries(BATCH, now, until).await {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::error!(error = %e, "claiming webhook deliveries failed");
-                    Vec::new()
+            // Claim while there is room, a few at a time, leaving out the accounts that already
+            // have their share in flight.
+            while sends.len() < IN_FLIGHT {
+                let now = Timestamp::now();
+                let until = Timestamp(now.0.saturating_add(LEASE.as_micros() as i64));
+                let busy: Vec<String> = per_account
+                    .iter()
+                    .filter(|&(_, &n)| n >= PER_ACCOUNT)
+                    .map(|(a, _)| a.clone())
+                    .collect();
+                let want = PER_ACCOUNT.min(IN_FLIGHT - sends.len());
+                let due = match self
+                    .store
+                    .claim_deliveries(want as u32, now, until, &busy)
+                    .await
+                {
+                    Ok(d) => d,
+                    Err(e) => {
+                        tracing::error!(error = %e, "claiming webhook deliveries failed");
+                        Vec::new()
+                    }
+                };
+                let got = due.len();
+                for d in due {
+                    *per_account.entry(d.account_id.clone()).or_insert(0) += 1;
+                    let account = d.account_id.clone();
+                    let (me, client) = (self.clone(), client.clone());
+                    let task = sends.spawn(async move { me.deliver(&client, d).await });
+                    account_of.insert(task.id(), account);
                 }
-            };
-            let full = due.len() as u32 == BATCH;
-            let mut sends = tokio::task::JoinSet::new();
-            for d in due {
-                let (me, client) = (self.clone(), client.clone());
-                sends.spawn(async move { me.deliver(&client, d).await });
+                if got < want {
+                    break;
+                }
             }
+            // Then wait for a send to end (room again), the next look at the outbox, or the end.
             tokio::select! {
-                _ = async { while sends.join_next().await.is_some() {} } => {}
-                _ = &mut shutdown => return,
-            }
-            if full {
-                continue;
-            }
-            tokio::select! {
+                Some(done) = sends.join_next_with_id(), if !sends.is_empty() => {
+                    let task = match done {
+                        Ok((id, ())) => id,
+                        Err(e) => e.id(),
+                    };
+                    if let Some(account) = account_of.remove(&task)
+                        && let Some(n) = per_account.get_mut(&account)
+                    {
+                        *n -= 1;
+                        if *n == 0 {
+                            per_account.remove(&account);
+                        }
+                    }
+                }
                 _ = tokio::time::sleep(self.config.poll_interval) => {}
                 _ = &mut shutdown => return,
             }
