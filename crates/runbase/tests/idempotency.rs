@@ -327,6 +327,9 @@ async fn a_repeat_while_the_first_is_in_flight_is_409_in_use() {
                 .await
                 .unwrap();
             tokio::spawn(conn);
+            // A first request really in flight: its create batch waits for the account's row,
+            // locked here. Nothing is committed under the key yet; this node knows the key is
+            // in flight.
             let tx = db.transaction().await.unwrap();
             tx.execute(
                 "SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE",
@@ -338,36 +341,75 @@ async fn a_repeat_while_the_first_is_in_flight_is_409_in_use() {
                 let (c, key, body) = (c.clone(), key.clone(), body.clone());
                 async move { create(&c, &key, "busy", &body).await }
             });
-            // Wait for the claim (committed on its own), not for the create (blocked).
             let (probe, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
                 .await
                 .unwrap();
             tokio::spawn(conn);
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
             loop {
-                let n: i64 = probe
-                    .query_one("SELECT count(*) FROM idempotency_keys", &[])
+                let waiting: i64 = probe
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity
+                         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                        &[],
+                    )
                     .await
                     .unwrap()
                     .get(0);
-                if n == 1 {
+                if waiting == 1 {
                     break;
                 }
-                assert!(std::time::Instant::now() < deadline, "never claimed");
+                assert!(std::time::Instant::now() < deadline, "the first create never waited");
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
             let busy = create(&c, &key, "busy", &body).await;
             busy.assert_error(409, "idempotency_key_in_use");
             assert_eq!(busy.headers["retry-after"], "1");
-            // Another request under the key is still a mismatch, in flight or not.
-            create(&c, &key, "busy", &echo("other"))
-                .await
-                .assert_error(409, "idempotency_key_mismatch");
             tx.rollback().await.unwrap();
             let first = first.await.unwrap();
             assert_eq!(first.status, 201);
             let again = create(&c, &key, "busy", &body).await;
             assert_eq!((again.status, &again.body), (201, &first.body));
+
+            // A claim in flight in another process (a cancel's, or one whose process died
+            // before its create): as on SQLite below.
+            let fingerprint = {
+                use sha2::Digest;
+                let mut h = sha2::Sha256::new();
+                h.update(format!("POST\n/api/v1/runs\n{body}").as_bytes());
+                hex::encode(h.finalize())
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_micros() as i64;
+            probe
+                .execute(
+                    "INSERT INTO idempotency_keys (account_id, key, fingerprint, run_id, created_at, claimed_at)
+                     VALUES ($1, 'elsewhere', $2, 'run_0000000000inflightelse01', $3, $3)",
+                    &[&account, &fingerprint, &now],
+                )
+                .await
+                .unwrap();
+            let busy = create(&c, &key, "elsewhere", &body).await;
+            busy.assert_error(409, "idempotency_key_in_use");
+            create(&c, &key, "elsewhere", &echo("other"))
+                .await
+                .assert_error(409, "idempotency_key_mismatch");
+            probe
+                .execute(
+                    "UPDATE idempotency_keys SET claimed_at = $1 WHERE key = 'elsewhere'",
+                    &[&(now - 11_000_000)],
+                )
+                .await
+                .unwrap();
+            let retry = create(&c, &key, "elsewhere", &body).await;
+            assert_eq!(retry.status, 201);
+            assert_eq!(retry.json()["id"], "run_0000000000inflightelse01");
+            assert_eq!(create(&c, &key, "elsewhere", &body).await.body, retry.body);
+            assert_eq!(c.balance(&key).await, 8);
+            assert_eq!(ledger_lines(&s, "busy@example.com", "run_charge"), 2);
+            return;
         }
         None => {
             let db = rusqlite::Connection::open(s.dir.join("runbase.db")).unwrap();

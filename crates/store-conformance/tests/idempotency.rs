@@ -163,6 +163,68 @@ for_each_store! {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_creates_claiming_their_keys_keep_keys_only_for_the_runs_admitted() {
+        // 1 cent of balance: 10 runs of 100 millicents fit. 40 creates at once, under 20 keys
+        // (each key twice), so that one store batch may hold admitted runs, refused runs and
+        // repeats of a key side by side.
+        let Some(f) = Fixture::new(BACKEND, 1, 0, 0).await else { return };
+        if !f.store.claims_keys_in_creates() {
+            return; // this store is given keys claimed before the create
+        }
+        let f = Arc::new(f);
+        let now = Timestamp::now();
+        let mut tasks = Vec::new();
+        for i in 0..40 {
+            let f = f.clone();
+            tasks.push(tokio::spawn(async move {
+                let key = format!("k{}", i % 20);
+                let mut run = f.new_run(0, 100);
+                run.idempotency = Some(RunMark {
+                    key: key.clone(),
+                    claimed_at: now,
+                    fresh: Some(idempotency::FreshKey {
+                        fingerprint: "fp".into(),
+                        expired_before: Timestamp(now.0 - 24 * HOUR),
+                    }),
+                });
+                (key, f.store.create_run(run).await)
+            }));
+        }
+        let mut created = std::collections::HashMap::new();
+        let (mut taken, mut refused) = (0, 0);
+        for t in tasks {
+            match t.await.unwrap() {
+                (key, Ok(run)) => {
+                    assert!(created.insert(key, run).is_none(), "a key made two runs");
+                }
+                (_, Err(runbase_domain::store::CreateRunError::KeyTaken)) => taken += 1,
+                (_, Err(runbase_domain::store::CreateRunError::InsufficientBalance)) => refused += 1,
+                (_, Err(e)) => panic!("unexpected refusal: {e:?}"),
+            }
+        }
+        assert_eq!(created.len(), 10, "{taken} taken, {refused} refused");
+        assert_eq!((run_count(&f).await, charges(&f).await), (10, 10));
+        // A key is kept exactly when its run was created, with that run's 201; a refused run's
+        // key is free again.
+        for i in 0..20 {
+            let key = format!("k{i}");
+            let record = f
+                .store
+                .idempotency_record(&f.account, &key, Timestamp(now.0 - 24 * HOUR))
+                .await
+                .unwrap();
+            match created.get(&key) {
+                Some(run) => assert_eq!(
+                    record,
+                    Some(Record { fingerprint: "fp".into(), answer: Some(Answer::created(run)) })
+                ),
+                None => assert_eq!(record, None, "the key {key} of a refused run was kept"),
+            }
+        }
+        f.check_invariants().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn a_create_records_its_201_with_its_charge_and_its_id_stays_unique() {
         let Some(f) = Fixture::new(BACKEND, 100, 0, 0).await else { return };
         let c = claimed(f.store.claim_idempotency_key(&claim_at(&f, "k", "fp", Timestamp::now())).await.unwrap());

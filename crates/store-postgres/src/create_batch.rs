@@ -3,9 +3,11 @@
 //!
 //! 1. the batch's keys, then its accounts, are locked (`FOR UPDATE`, sorted by id: the lock order
 //!    of every transaction here is key before account, so batches of different nodes never
-//!    deadlock) and read;
+//!    deadlock) and read; in the same round trip, the fresh idempotency keys of its runs are
+//!    claimed (their rows inserted with the runs' `201`s, unless a live row has them);
 //! 2. each run is admitted in arrival order by [`admission::admit`] against running totals of
-//!    those rows, exactly as if each were its own transaction;
+//!    those rows, exactly as if each were its own transaction; a run whose key was taken is left
+//!    out ([`CreateRunError::KeyTaken`]), and a refused run's claimed key is given up again;
 //! 3. the admitted runs, their ledger lines, and one update per key and per account are written
 //!    with one multi-row statement per table, sent together with the `COMMIT`.
 //!
@@ -162,7 +164,12 @@ struct Writes {
     charge_keys: Vec<String>,
     charge_memos: Vec<String>,
     charge_times: Vec<i64>,
-    // The 201s of runs created under an idempotency key.
+    // Fresh keys claimed for runs the batch refused.
+    unclaim_accounts: Vec<String>,
+    unclaim_keys: Vec<String>,
+    unclaim_claims: Vec<i64>,
+    // The 201s of runs created under a key claimed before the create (a fresh key's row got
+    // its 201 when it was claimed).
     answer_accounts: Vec<String>,
     answer_keys: Vec<String>,
     answer_claims: Vec<i64>,
@@ -197,28 +204,52 @@ async fn admit_and_write(
     client: &deadpool_postgres::Client,
     runs: &[&NewRun],
 ) -> Result<Vec<Result<Run, CreateRunError>>, Failed> {
-    let (keys, balances) = lock_rows(client, runs).await.map_err(Failed::NothingSent)?;
+    let fresh = FreshClaims::of(runs);
+    let (keys, balances, claimed) = lock_rows(client, runs, &fresh)
+        .await
+        .map_err(Failed::NothingSent)?;
     let mut current = keys.clone();
     let mut balance_now = balances.clone();
     let mut writes = Writes::default();
     let mut outcomes = Vec::with_capacity(runs.len());
-    for run in runs {
+    for (i, run) in runs.iter().enumerate() {
+        let fresh_key = run.idempotency.as_ref().filter(|m| m.fresh.is_some());
+        if let Some(mark) = fresh_key
+            && (fresh.repeats.contains(&i)
+                || !claimed.contains(&(run.account_id.clone(), mark.key.clone())))
+        {
+            // A live row has the key (or an earlier run of this batch took it): nothing is
+            // written for this run.
+            outcomes.push(Err(CreateRunError::KeyTaken));
+            continue;
+        }
+        let refused = |writes: &mut Writes| {
+            // Its key was claimed above, in this transaction: given up with the refusal.
+            if let Some(mark) = fresh_key {
+                writes.unclaim_accounts.push(run.account_id.clone());
+                writes.unclaim_keys.push(mark.key.clone());
+                writes.unclaim_claims.push(mark.claimed_at.0);
+            }
+        };
         let (Some(key), Some(balance)) = (
             current.get_mut(&run.key_id),
             balance_now.get_mut(&run.account_id),
         ) else {
             // No such key (or account): what the single-run path answers for a missing key.
+            refused(&mut writes);
             outcomes.push(Err(CreateRunError::KeyNotUsable));
             continue;
         };
-        if let Err(refused) = admission::admit(key, balance, run) {
-            outcomes.push(Err(refused));
+        if let Err(refusal) = admission::admit(key, balance, run) {
+            refused(&mut writes);
+            outcomes.push(Err(refusal));
             continue;
         }
         writes.push(run, *balance);
         outcomes.push(Ok(run.pending()));
     }
     if writes.run_ids.is_empty() {
+        // Nothing admitted: the rollback also gives up every key claimed above.
         client
             .batch_execute("ROLLBACK")
             .await
@@ -254,7 +285,7 @@ impl Writes {
             self.charge_memos.push(run.model.clone());
             self.charge_times.push(run.created_at.0);
         }
-        if let Some(mark) = &run.idempotency {
+        if let Some(mark) = run.idempotency.as_ref().filter(|m| m.fresh.is_none()) {
             let answer = runbase_domain::idempotency::Answer::created(&run.pending());
             self.answer_accounts.push(run.account_id.clone());
             self.answer_keys.push(mark.key.clone());
@@ -265,17 +296,69 @@ impl Writes {
     }
 }
 
+/// The fresh idempotency keys of a batch's runs, as column arrays for `unnest`: the first run
+/// under each (account, key) claims it; a later run of the batch under the same one is a
+/// `repeat` (it finds the key taken).
+#[derive(Default)]
+struct FreshClaims {
+    accounts: Vec<String>,
+    keys: Vec<String>,
+    fingerprints: Vec<String>,
+    run_ids: Vec<String>,
+    claimed_at: Vec<i64>,
+    expired_before: Vec<i64>,
+    statuses: Vec<i32>,
+    bodies: Vec<Vec<u8>>,
+    repeats: std::collections::HashSet<usize>,
+}
+
+impl FreshClaims {
+    fn of(runs: &[&NewRun]) -> FreshClaims {
+        let mut claims = FreshClaims::default();
+        let mut seen = std::collections::HashSet::new();
+        for (i, run) in runs.iter().enumerate() {
+            let Some((mark, fresh)) = run
+                .idempotency
+                .as_ref()
+                .and_then(|m| m.fresh.as_ref().map(|f| (m, f)))
+            else {
+                continue;
+            };
+            if !seen.insert((run.account_id.as_str(), mark.key.as_str())) {
+                claims.repeats.insert(i);
+                continue;
+            }
+            let answer = runbase_domain::idempotency::Answer::created(&run.pending());
+            claims.accounts.push(run.account_id.clone());
+            claims.keys.push(mark.key.clone());
+            claims.fingerprints.push(fresh.fingerprint.clone());
+            claims.run_ids.push(run.id.clone());
+            claims.claimed_at.push(mark.claimed_at.0);
+            claims.expired_before.push(fresh.expired_before.0);
+            claims.statuses.push(i32::from(answer.status));
+            claims.bodies.push(answer.body);
+        }
+        claims
+    }
+}
+
 /// The batch's transaction gives up rather than wait without end: on a lock held elsewhere (a
 /// stalled node's transaction, an operator's), and if this node stalls mid-transaction the server
 /// ends it, so its locks cannot stop other nodes' creates for longer than that.
 const BEGIN: &str = "BEGIN; SET LOCAL lock_timeout = '3s'; SET LOCAL statement_timeout = '10s';
      SET LOCAL idle_in_transaction_session_timeout = '10s'";
 
-/// Locks and reads the batch's keys, then its accounts' balances, in id order.
+/// The (account, key) pairs a batch claimed.
+type Claimed = std::collections::HashSet<(String, String)>;
+
+/// Locks and reads the batch's keys, then its accounts' balances, in id order; then claims its
+/// fresh idempotency keys (after the account locks: a row another node's batch inserted under
+/// the same account is committed or rolled back by the time this batch has that account).
 async fn lock_rows(
     client: &deadpool_postgres::Client,
     runs: &[&NewRun],
-) -> Result<(HashMap<String, ApiKey>, HashMap<String, Millicents>), Error> {
+    fresh: &FreshClaims,
+) -> Result<(HashMap<String, ApiKey>, HashMap<String, Millicents>, Claimed), Error> {
     let mut key_ids: Vec<&str> = runs.iter().map(|r| r.key_id.as_str()).collect();
     key_ids.sort_unstable();
     key_ids.dedup();
@@ -286,17 +369,42 @@ async fn lock_rows(
         format!("SELECT {KEY_COLS} FROM api_keys WHERE id = ANY($1) ORDER BY id FOR UPDATE");
     let account_sql =
         "SELECT id, balance_millicents FROM accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE";
-    let (key_stmt, account_stmt) = futures_util::future::try_join(
+    let (key_stmt, account_stmt, expire_stmt, claim_stmt) = futures_util::future::try_join4(
         client.prepare_cached(&key_sql),
         client.prepare_cached(account_sql),
+        client.prepare_cached(crate::idempotency::DELETE_EXPIRED_MANY),
+        client.prepare_cached(crate::idempotency::CLAIM_MANY),
     )
     .await?;
-    // Sent together; the server runs them in order: the transaction begins, then keys are
-    // locked before accounts.
-    let (_, key_rows, account_rows) = futures_util::future::try_join3(
+    let expire_params: [&Param; 3] = [&fresh.accounts, &fresh.keys, &fresh.expired_before];
+    let claim_params: [&Param; 7] = [
+        &fresh.accounts,
+        &fresh.keys,
+        &fresh.fingerprints,
+        &fresh.run_ids,
+        &fresh.claimed_at,
+        &fresh.statuses,
+        &fresh.bodies,
+    ];
+    let claiming = !fresh.keys.is_empty();
+    // Sent together; the server runs them in order: the transaction begins, keys are locked
+    // before accounts, and the idempotency keys are claimed last.
+    let (_, key_rows, account_rows, claim_rows) = futures_util::future::try_join4(
         client.batch_execute(BEGIN),
         client.query(&key_stmt, &[&key_ids]),
         client.query(&account_stmt, &[&account_ids]),
+        async {
+            if !claiming {
+                return Ok(Vec::new());
+            }
+            // Both sent at once, in order.
+            futures_util::future::try_join(
+                client.execute(&expire_stmt, &expire_params),
+                client.query(&claim_stmt, &claim_params),
+            )
+            .await
+            .map(|(_, rows)| rows)
+        },
     )
     .await?;
     let mut keys = HashMap::with_capacity(key_rows.len());
@@ -308,7 +416,11 @@ async fn lock_rows(
     for row in &account_rows {
         balances.insert(row.try_get(0)?, Millicents(row.try_get(1)?));
     }
-    Ok((keys, balances))
+    let mut claimed = Claimed::with_capacity(claim_rows.len());
+    for row in &claim_rows {
+        claimed.insert((row.try_get(0)?, row.try_get(1)?));
+    }
+    Ok((keys, balances, claimed))
 }
 
 /// Writes what the batch admitted, one statement per table, and commits: all sent together.
@@ -405,18 +517,24 @@ async fn apply(
     const NOTIFY: &str = "SELECT pg_notify($1, '')";
     // Prepared first (once per connection): every statement must be on the wire before the
     // `COMMIT`, in order, and a statement waiting for its preparation would be sent after it.
-    let ((keys, accounts, runs, ledger, notify), answers) = futures_util::future::try_join(
-        futures_util::future::try_join5(
-            client.prepare_cached(KEYS),
-            client.prepare_cached(ACCOUNTS),
-            client.prepare_cached(RUNS),
-            client.prepare_cached(LEDGER),
-            client.prepare_cached(NOTIFY),
-        ),
-        client.prepare_cached(crate::idempotency::RECORD_MANY),
-    )
-    .await?;
+    let ((keys, accounts, runs, ledger, notify), (answers, unclaim)) =
+        futures_util::future::try_join(
+            futures_util::future::try_join5(
+                client.prepare_cached(KEYS),
+                client.prepare_cached(ACCOUNTS),
+                client.prepare_cached(RUNS),
+                client.prepare_cached(LEDGER),
+                client.prepare_cached(NOTIFY),
+            ),
+            futures_util::future::try_join(
+                client.prepare_cached(crate::idempotency::RECORD_MANY),
+                client.prepare_cached(crate::idempotency::UNCLAIM_MANY),
+            ),
+        )
+        .await?;
     let record = !w.answer_keys.is_empty();
+    let unclaiming = !w.unclaim_keys.is_empty();
+    let unclaim_params: [&Param; 3] = [&w.unclaim_accounts, &w.unclaim_keys, &w.unclaim_claims];
     let sent = futures_util::future::join(
         futures_util::future::join5(
             client.execute(&keys, &key_params),
@@ -425,22 +543,33 @@ async fn apply(
             client.execute(&ledger, &charge_params),
             client.execute(&notify, &[&QUEUE_CHANNEL]),
         ),
-        // The 201s of idempotent creates, kept in the transaction that charges them.
-        async {
-            if record {
-                client.execute(&answers, &answer_params).await.map(Some)
-            } else {
-                Ok(None)
-            }
-        },
+        // The 201s of idempotent creates, kept in the transaction that charges them, and the
+        // fresh keys of refused runs given up.
+        futures_util::future::join(
+            async {
+                if record {
+                    client.execute(&answers, &answer_params).await.map(Some)
+                } else {
+                    Ok(None)
+                }
+            },
+            async {
+                if unclaiming {
+                    client.execute(&unclaim, &unclaim_params).await.map(Some)
+                } else {
+                    Ok(None)
+                }
+            },
+        ),
     );
     // Every answer is awaited (not just the first error), so the connection is idle after.
-    let (((keys, accounts, runs, ledger, notify), answers), commit) =
+    let (((keys, accounts, runs, ledger, notify), (answers, unclaimed)), commit) =
         futures_util::future::join(sent, client.batch_execute("COMMIT")).await;
     for answer in [keys, accounts, runs, ledger, notify] {
         answer?;
     }
     answers?;
+    unclaimed?;
     commit?;
     Ok(())
 }

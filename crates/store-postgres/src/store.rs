@@ -335,6 +335,40 @@ async fn create_run_tx(
         return Ok(Err(CreateRunError::InsufficientBalance));
     };
     let balance_after: i64 = balance.try_get(0)?;
+    // A fresh idempotency key is claimed here, after the account's row (the lock order of a
+    // create batch), its row holding the 201; a live row under it refuses the run.
+    if let Some((mark, fresh)) = run
+        .idempotency
+        .as_ref()
+        .and_then(|m| m.fresh.as_ref().map(|f| (m, f)))
+    {
+        let answer = runbase_domain::idempotency::Answer::created(&run.pending());
+        let status = i32::from(answer.status);
+        let (account, key) = (vec![run.account_id.clone()], vec![mark.key.clone()]);
+        execute(
+            tx,
+            crate::idempotency::DELETE_EXPIRED_MANY,
+            &[&account, &key, &vec![fresh.expired_before.0]],
+        )
+        .await?;
+        let claimed = query_opt(
+            tx,
+            crate::idempotency::CLAIM_MANY,
+            &[
+                &account,
+                &key,
+                &vec![fresh.fingerprint.clone()],
+                &vec![run.id.clone()],
+                &vec![mark.claimed_at.0],
+                &vec![status],
+                &vec![answer.body],
+            ],
+        )
+        .await?;
+        if claimed.is_none() {
+            return Ok(Err(CreateRunError::KeyTaken));
+        }
+    }
     // The remaining writes do not depend on each other: sent together, they share round trips.
     let input = run.input.to_string();
     let spend_params: [&(dyn ToSql + Sync); 3] = [&run.key_id, &run.price.0, &run.created_at.0];
@@ -392,6 +426,7 @@ async fn create_run_tx(
     let answer = run
         .idempotency
         .as_ref()
+        .filter(|mark| mark.fresh.is_none())
         .map(|mark| (mark, runbase_domain::idempotency::Answer::created(&created)));
     let record = async {
         if let Some((mark, answer)) = &answer {
@@ -1349,13 +1384,12 @@ impl Store for PgStore {
         Ok(self.sweep_keys(expired_before.0, max).await?)
     }
 
+    fn claims_keys_in_creates(&self) -> bool {
+        // In the create batch's first round trip (`create_batch.rs`).
+        true
+    }
+
     async fn create_run(&self, run: NewRun) -> Result<Run, CreateRunError> {
-        // Keys are claimed before the create here (`claims_keys_in_creates` is false).
-        if run.idempotency.as_ref().is_some_and(|m| m.fresh.is_some()) {
-            return Err(CreateRunError::Store(StoreError::Backend(
-                "this store claims idempotency keys before the create".into(),
-            )));
-        }
         let created = self.creates.submit(run).await??;
         // This node's worker need not wait for the NOTIFY's round trip.
         self.queue_signal.notify_one();
