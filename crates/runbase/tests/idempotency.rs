@@ -359,7 +359,10 @@ async fn a_repeat_while_the_first_is_in_flight_is_409_in_use() {
                 if waiting == 1 {
                     break;
                 }
-                assert!(std::time::Instant::now() < deadline, "the first create never waited");
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the first create never waited"
+                );
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
             }
             let busy = create(&c, &key, "busy", &body).await;

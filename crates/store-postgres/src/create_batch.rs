@@ -358,7 +358,14 @@ async fn lock_rows(
     client: &deadpool_postgres::Client,
     runs: &[&NewRun],
     fresh: &FreshClaims,
-) -> Result<(HashMap<String, ApiKey>, HashMap<String, Millicents>, Claimed), Error> {
+) -> Result<
+    (
+        HashMap<String, ApiKey>,
+        HashMap<String, Millicents>,
+        Claimed,
+    ),
+    Error,
+> {
     let mut key_ids: Vec<&str> = runs.iter().map(|r| r.key_id.as_str()).collect();
     key_ids.sort_unstable();
     key_ids.dedup();
