@@ -254,6 +254,7 @@ docs-poll = Abfragen
 docs-run-object = Das Run-Objekt
 docs-retries = Sichere Wiederholungen
 docs-openapi = OpenAPI-Dokument
+docs-push = Ohne Abfragen
 
 ## Webhooks
 webhooks-title = Webhooks

@@ -255,6 +255,7 @@ docs-poll = Poll
 docs-run-object = The run object
 docs-retries = Safe retries
 docs-openapi = OpenAPI document
+docs-push = Without polling
 
 ## Webhooks
 webhooks-title = Webhooks

@@ -254,6 +254,7 @@ docs-poll = ポーリング
 docs-run-object = 実行オブジェクト
 docs-retries = 安全な再試行
 docs-openapi = OpenAPI ドキュメント
+docs-push = ポーリングなしで
 
 ## Webhooks
 webhooks-title = Webhook

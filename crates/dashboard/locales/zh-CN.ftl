@@ -254,6 +254,7 @@ docs-poll = 轮询
 docs-run-object = 运行对象
 docs-retries = 安全重试
 docs-openapi = OpenAPI 文档
+docs-push = 无需轮询
 
 ## Webhooks
 webhooks-title = Webhook

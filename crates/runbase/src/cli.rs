@@ -76,7 +76,7 @@ pub struct ApiArgs {
                field takes each repetition as an item); for a field the schema does not name,
                a number or true/false is sent as JSON, anything else as a string
   key:=JSON    raw JSON, e.g. duration:=5, image_urls:='[\"https://...\"]', text:='\"007\"'
-  key=@FILE    the text of FILE as a string
+  key=@FILE    the text of FILE as a string (without its final line end)
   A key given twice makes an array.
 
 Exit status: 0 done (with --wait: succeeded), 1 the API refused the request (its error code is

@@ -246,6 +246,11 @@ async fn a_dropped_stream_resumes_after_last_event_id() {
     assert_eq!(processing.name, "processing");
     assert!(processing.id > pending.id);
     drop(events);
+    // An id this live run has not had (another run's, or made up): its current state, as
+    // without one, not a silent stream.
+    let mut events = stream(&c, &key, &run, Some("999")).await;
+    assert_eq!(events.next().await.unwrap().name, "processing");
+    drop(events);
 
     // Away while it finished: only the terminal event, then the end.
     let done = c.wait(&key, &run).await;

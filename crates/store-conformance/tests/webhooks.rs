@@ -223,6 +223,23 @@ for_each_store! {
         assert_eq!(log[1].id, "msg_again");
         assert_eq!(log[1].event, "completed");
         assert_eq!(log[1].status, "pending");
+        // Clicked again (at once, many times) while that one waits: it is made due at the
+        // earliest click, and no other delivery is queued.
+        let earlier = lease(t, 10);
+        let clicks: Vec<_> = (0..10)
+            .map(|i| {
+                let (store, account, run_id) = (f.store.clone(), f.account.clone(), run.id.clone());
+                tokio::spawn(async move {
+                    store.redeliver(&account, &run_id, &format!("msg_click{i}"), earlier).await
+                })
+            })
+            .collect();
+        for click in clicks {
+            assert!(click.await.unwrap().unwrap());
+        }
+        let log = f.store.run_deliveries(&f.account, &run.id).await.unwrap().unwrap();
+        assert_eq!(log.len(), 2, "{log:?}");
+        assert_eq!(log[1].next_attempt_at, Some(earlier));
         let plain = f.store.create_run(f.new_run(0, 10)).await.unwrap();
         assert!(!f.store.redeliver(&f.account, &plain.id, "msg_plain", at).await.unwrap());
     }

@@ -217,22 +217,46 @@ impl PgStore {
         id: &str,
         now: Timestamp,
     ) -> Result<Option<bool>, Error> {
-        let row = self
-            .row(
-                "WITH r AS (SELECT webhook, status FROM runs WHERE id = $2 AND account_id = $3),
-                 ins AS (
-                     INSERT INTO webhook_deliveries (id, run_id, account_id, event, url, created_at, next_attempt_at)
-                     SELECT $1, $2, $3,
-                            CASE WHEN r.status = 'processing' THEN 'start' ELSE 'completed' END,
-                            r.webhook, $4, $4
-                     FROM r WHERE r.webhook IS NOT NULL AND r.status <> 'pending'
-                     RETURNING 1)
-                 SELECT (SELECT count(*) FROM r), (SELECT count(*) FROM ins)",
-                &[&id, &run_id, &account_id, &now.0],
+        // The run's row is locked first, so redeliveries of one run queue behind each other
+        // and each sees the others' rows (one statement's snapshot would not).
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let run = tx
+            .query_opt(
+                "SELECT webhook, status FROM runs WHERE id = $1 AND account_id = $2 FOR UPDATE",
+                &[&run_id, &account_id],
             )
-            .await?
-            .ok_or_else(|| Error::Data("the redelivery returned no row".into()))?;
-        let (runs, queued): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
-        Ok((runs > 0).then_some(queued > 0))
+            .await?;
+        let Some(run) = run else {
+            return Ok(None);
+        };
+        let (webhook, status): (Option<String>, String) = (run.try_get(0)?, run.try_get(1)?);
+        let Some(url) = webhook.filter(|_| status != "pending") else {
+            return Ok(Some(false));
+        };
+        // A delivery of the run still pending (waiting for a retry) is made due now instead:
+        // however often one clicks, a run has at most one delivery waiting.
+        let hurried = tx
+            .execute(
+                "UPDATE webhook_deliveries SET next_attempt_at = LEAST(COALESCE(next_attempt_at, $3), $3)
+                 WHERE run_id = $1 AND account_id = $2 AND status = 'pending'",
+                &[&run_id, &account_id, &now.0],
+            )
+            .await?;
+        if hurried == 0 {
+            let event = if status == "processing" {
+                "start"
+            } else {
+                "completed"
+            };
+            tx.execute(
+                "INSERT INTO webhook_deliveries (id, run_id, account_id, event, url, created_at, next_attempt_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $6)",
+                &[&id, &run_id, &account_id, &event, &url, &now.0],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Some(true))
     }
 }

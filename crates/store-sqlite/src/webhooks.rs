@@ -200,6 +200,17 @@ pub(crate) fn redeliver(
     let Some(url) = webhook else {
         return Ok(Some(false));
     };
+    // A delivery of the run still pending (waiting for a retry) is made due now instead:
+    // however often one clicks, a run has at most one delivery waiting.
+    let hurried = c
+        .prepare_cached(
+            "UPDATE webhook_deliveries SET next_attempt_at = MIN(COALESCE(next_attempt_at, ?3), ?3)
+             WHERE run_id = ?1 AND account_id = ?2 AND status = 'pending'",
+        )?
+        .execute(params![run_id, account_id, now.0])?;
+    if hurried > 0 {
+        return Ok(Some(true));
+    }
     c.prepare_cached(
         "INSERT INTO webhook_deliveries (id, run_id, account_id, event, url, created_at, next_attempt_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)",

@@ -58,10 +58,17 @@ impl Dispatcher {
         let mut sends = tokio::task::JoinSet::new();
         let mut account_of: HashMap<tokio::task::Id, String> = HashMap::new();
         let mut per_account: HashMap<String, usize> = HashMap::new();
+        // Whether to look at the outbox now: after a full claim (there may be more), when the
+        // poll interval has passed since a claim came back short, or when a send ends for an
+        // account that claim left out (its deliveries may be waiting). Not after every send:
+        // an empty outbox is not asked again for each delivery that ends.
+        let mut look = true;
+        let mut left_out: Vec<String> = Vec::new();
+        let mut next_poll = tokio::time::Instant::now();
         loop {
             // Claim while there is room, a few at a time, leaving out the accounts that already
             // have their share in flight.
-            while sends.len() < IN_FLIGHT {
+            while look && sends.len() < IN_FLIGHT {
                 let now = Timestamp::now();
                 let until = Timestamp(now.0.saturating_add(LEASE.as_micros() as i64));
                 let busy: Vec<String> = per_account
@@ -78,7 +85,9 @@ impl Dispatcher {
                     Ok(d) => d,
                     Err(e) => {
                         tracing::error!(error = %e, "claiming webhook deliveries failed");
-                        Vec::new()
+                        look = false;
+                        next_poll = tokio::time::Instant::now() + self.config.poll_interval;
+                        break;
                     }
                 };
                 let got = due.len();
@@ -90,6 +99,10 @@ impl Dispatcher {
                     account_of.insert(task.id(), account);
                 }
                 if got < want {
+                    // The outbox has no more due for the accounts asked about.
+                    look = false;
+                    left_out = busy;
+                    next_poll = tokio::time::Instant::now() + self.config.poll_interval;
                     break;
                 }
             }
@@ -100,16 +113,21 @@ impl Dispatcher {
                         Ok((id, ())) => id,
                         Err(e) => e.id(),
                     };
-                    if let Some(account) = account_of.remove(&task)
-                        && let Some(n) = per_account.get_mut(&account)
-                    {
-                        *n -= 1;
-                        if *n == 0 {
-                            per_account.remove(&account);
+                    if let Some(account) = account_of.remove(&task) {
+                        if left_out.contains(&account) {
+                            look = true;
+                        }
+                        if let Some(n) = per_account.get_mut(&account) {
+                            *n -= 1;
+                            if *n == 0 {
+                                per_account.remove(&account);
+                            }
                         }
                     }
                 }
-                _ = tokio::time::sleep(self.config.poll_interval) => {}
+                _ = tokio::time::sleep_until(next_poll), if !look => {
+                    look = true;
+                }
                 _ = &mut shutdown => return,
             }
         }

@@ -14,18 +14,18 @@
 //! [`StreamLimits::max_duration`]: runbase_domain::events::StreamLimits::max_duration
 
 use super::api_key::{authorize_runs_and_read, peer, with_rate_headers};
+use super::runs::RunIdPath;
 use crate::error::HttpError;
 use crate::state::AppState;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::Stream;
+use runbase_domain::ErrorCode;
 use runbase_domain::events::{self, StreamSlot, Watch};
 use runbase_domain::run::Run;
 use runbase_domain::store::Store;
-use runbase_domain::{ErrorCode, ids};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,21 +68,23 @@ pub async fn events(
     State(state): State<AppState>,
     ext: Extensions,
     headers: HeaderMap,
-    id: Result<Path<String>, PathRejection>,
+    id: RunIdPath,
 ) -> Response {
-    let id = id.map_or_else(|_| String::new(), |Path(id)| id);
-    let read = ids::looks_like_run_id(&id).then_some(id.as_str());
     // Watching before the first read: a change committed after it is not missed.
-    let watch = state.run_events.watch(&id);
+    let watch = state.run_events.watch(&id.raw);
     // The same checks as GET of the run, counted once by the runs limiter.
-    let (key, rate, run) = match authorize_runs_and_read(&state, &headers, peer(&ext), read).await {
-        Ok(ok) => ok,
-        Err(resp) => return resp,
-    };
+    let (key, rate, run) =
+        match authorize_runs_and_read(&state, &headers, peer(&ext), id.run_id()).await {
+            Ok(ok) => ok,
+            Err(resp) => return resp,
+        };
     let Some(run) = run else {
         return with_rate_headers(HttpError(ErrorCode::RunNotFound.into()), &rate);
     };
-    let seen = last_event_id(&headers);
+    // An id above the live run's current state names nothing this run has had (it is from
+    // another run, or made up): the stream starts from the current state, as without one.
+    let seen = last_event_id(&headers)
+        .filter(|&seen| run.status.is_terminal() || seen <= events::event_id(&run));
     if run.status.is_terminal() && seen.is_some_and(|seen| seen >= events::event_id(&run)) {
         // Everything was seen: nothing to stream, and an EventSource stops reconnecting.
         return with_rate_headers(StatusCode::NO_CONTENT, &rate);

@@ -12,7 +12,7 @@ use crate::prefer;
 use crate::state::AppState;
 use axum::Json;
 use axum::body::Body;
-use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -24,6 +24,35 @@ use runbase_domain::{ApiError, ErrorCode, service};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use utoipa::{IntoParams, ToSchema};
+
+/// The `{id}` of a run's route. Never refused: an id that is not UTF-8 or not shaped like a run
+/// id names no run, which each route answers `404 run_not_found` only after the key's checks
+/// (so a stranger learns nothing from the answer before authenticating).
+pub struct RunIdPath {
+    /// The id as given (empty when it was not UTF-8).
+    pub raw: String,
+}
+
+impl RunIdPath {
+    /// The id when it is shaped like a run id: only such an id is looked up.
+    pub fn run_id(&self) -> Option<&str> {
+        ids::looks_like_run_id(&self.raw).then_some(self.raw.as_str())
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RunIdPath {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let raw = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_or_else(|_| String::new(), |Path(id)| id);
+        Ok(RunIdPath { raw })
+    }
+}
 
 /// A page of runs, newest first.
 #[derive(Serialize, ToSchema)]
@@ -183,17 +212,14 @@ pub async fn get(
     State(state): State<AppState>,
     ext: Extensions,
     headers: HeaderMap,
-    id: Result<Path<String>, PathRejection>,
+    id: RunIdPath,
 ) -> Response {
-    // An id that is not even valid UTF-8, or not shaped like a run id, names no run (and is
-    // answered only after the key's checks).
-    let id = id.map_or_else(|_| String::new(), |Path(id)| id);
-    let read = ids::looks_like_run_id(&id).then_some(id.as_str());
     // The key and the run are read together.
-    let (_, rate, run) = match authorize_runs_and_read(&state, &headers, peer(&ext), read).await {
-        Ok(ok) => ok,
-        Err(resp) => return resp,
-    };
+    let (_, rate, run) =
+        match authorize_runs_and_read(&state, &headers, peer(&ext), id.run_id()).await {
+            Ok(ok) => ok,
+            Err(resp) => return resp,
+        };
     match run {
         Some(run) => with_rate_headers(Json(run), &rate),
         None => with_rate_headers(HttpError(ErrorCode::RunNotFound.into()), &rate),
@@ -216,7 +242,7 @@ pub async fn cancel(
     State(state): State<AppState>,
     ext: Extensions,
     headers: HeaderMap,
-    id: Result<Path<String>, PathRejection>,
+    id: RunIdPath,
     body: Body,
 ) -> Response {
     let (key, rate) = match authorize_runs(&state, &headers, peer(&ext)).await {
@@ -226,8 +252,8 @@ pub async fn cancel(
             return resp;
         }
     };
-    // An id that is not even valid UTF-8 names no run (and is answered only after the key).
-    let id = id.map_or_else(|_| String::new(), |Path(id)| id);
+    // Looked up as given: a cancel under an idempotency key keeps its 404 under the key too.
+    let id = id.raw;
     let idempotency_key = match idempotency::parse_key(
         headers
             .get_all(idempotency::HEADER)
@@ -287,17 +313,16 @@ pub async fn deliveries(
     State(state): State<AppState>,
     ext: Extensions,
     headers: HeaderMap,
-    id: Result<Path<String>, PathRejection>,
+    id: RunIdPath,
 ) -> Response {
     let (key, rate) = match authorize_runs(&state, &headers, peer(&ext)).await {
         Ok(ok) => ok,
         Err(resp) => return resp,
     };
-    let id = id.map_or_else(|_| String::new(), |Path(id)| id);
-    if !ids::looks_like_run_id(&id) {
+    let Some(id) = id.run_id() else {
         return with_rate_headers(HttpError(ErrorCode::RunNotFound.into()), &rate);
-    }
-    match state.store.run_deliveries(&key.account_id, &id).await {
+    };
+    match state.store.run_deliveries(&key.account_id, id).await {
         Ok(Some(data)) => with_rate_headers(Json(DeliveryList { data }), &rate),
         Ok(None) => with_rate_headers(HttpError(ErrorCode::RunNotFound.into()), &rate),
         Err(e) => with_rate_headers(HttpError(service::internal(e)), &rate),

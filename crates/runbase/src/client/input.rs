@@ -18,9 +18,15 @@ pub fn build(fields: &[String], schema: &Value) -> Result<Value, String> {
     }
     let mut input = Map::new();
     for (key, mut vs) in values {
-        let is_array = properties
-            .and_then(|p| p.get(&key))
-            .is_some_and(|p| has_type(p, "array"));
+        let property = properties.and_then(|p| p.get(&key));
+        let is_array = property.is_some_and(|p| has_type(p, "array"));
+        if vs.len() > 1 && property.is_some() && !is_array {
+            // Said here rather than sent: the server would refuse the array.
+            return Err(format!(
+                "{key} takes one value, but was given {} ({key}=... repeated)",
+                vs.len()
+            ));
+        }
         let value = match vs.pop() {
             // One value: as is, or as the only item of an array field.
             Some(v) if vs.is_empty() => {
@@ -61,8 +67,16 @@ fn parse_field(field: &str, properties: Option<&Value>) -> Result<(String, Value
         return Ok((key.to_owned(), value));
     }
     if let Some(path) = text.strip_prefix('@') {
-        let content = std::fs::read_to_string(path)
+        let mut content = std::fs::read_to_string(path)
             .map_err(|e| format!("{key}=@{path}: cannot read the file: {e}"))?;
+        // The line end an editor or `echo` leaves at the end of a file is not part of the
+        // value (as with the shell's `$(cat FILE)`); other whitespace is kept.
+        if content.ends_with('\n') {
+            content.pop();
+            if content.ends_with('\r') {
+                content.pop();
+            }
+        }
         return Ok((key.to_owned(), Value::String(content)));
     }
     let property = properties.and_then(|p| p.get(key));
@@ -179,7 +193,7 @@ mod tests {
     fn raw_json_files_and_repeated_keys() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("prompt.txt");
-        std::fs::write(&file, "from a file").expect("write");
+        std::fs::write(&file, "from a file\n").expect("write");
         let input = build(
             &fields(&[
                 "a:=[1,2]",
@@ -201,5 +215,22 @@ mod tests {
         for bad in ["novalue", "=x", ":=1", "a:=nope", "p=@/does/not/exist"] {
             assert!(build(&fields(&[bad]), &Value::Null).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_field_of_one_value_given_twice_is_refused_before_sending() {
+        let schema = json!({"properties": {
+            "prompt": {"type": "string"},
+            "image_urls": {"type": "array", "items": {"type": "string"}},
+        }});
+        let twice = build(&fields(&["prompt=a", "prompt=b"]), &schema).expect_err("twice");
+        assert!(twice.contains("prompt takes one value"), "{twice}");
+        // An array field takes each; a field the schema does not know, too.
+        let input = build(
+            &fields(&["image_urls=x", "image_urls=y", "extra=1", "extra=2"]),
+            &schema,
+        )
+        .expect("input");
+        assert_eq!(input, json!({"image_urls": ["x", "y"], "extra": [1, 2]}));
     }
 }
