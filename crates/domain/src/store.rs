@@ -427,6 +427,13 @@ pub trait Store: Send + Sync + 'static {
     /// run never has more than one delivery waiting however often it is redelivered. Returns
     /// whether one is due: `false` when the run has no webhook or has not started; `NotFound`
     /// when the account has no such run.
+    /// Deletes up to `max` deliveries that are no longer pending (delivered or given up) and
+    /// were queued before `before`, oldest first, with their attempts; returns how many.
+    async fn sweep_webhook_deliveries(
+        &self,
+        before: Timestamp,
+        max: u32,
+    ) -> Result<u64, StoreError>;
     async fn redeliver(
         &self,
         account_id: &str,

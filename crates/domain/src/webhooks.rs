@@ -294,6 +294,26 @@ pub fn new_delivery_id() -> String {
     format!("msg_{}", crate::ids::random_token(26))
 }
 
+/// Deletes the deliveries that finished (delivered or given up) and were queued more than
+/// `keep` ago, with their attempts, a bounded batch at a time; returns how many. Pending ones
+/// stay whatever their age (they are still being retried).
+pub async fn sweep(
+    store: &dyn crate::store::Store,
+    keep: Duration,
+) -> Result<u64, crate::store::StoreError> {
+    const BATCH: u32 = 10_000;
+    let keep = i64::try_from(keep.as_micros()).unwrap_or(i64::MAX);
+    let before = Timestamp(Timestamp::now().0.saturating_sub(keep));
+    let mut total = 0;
+    loop {
+        let n = store.sweep_webhook_deliveries(before, BATCH).await?;
+        total += n;
+        if n < u64::from(BATCH) {
+            return Ok(total);
+        }
+    }
+}
+
 /// When retries happen.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {

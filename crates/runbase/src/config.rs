@@ -163,6 +163,9 @@ pub struct WebhooksSettings {
     pub retry_for_secs: u64,
     /// The limit of one attempt, in seconds; 10 by default.
     pub timeout_secs: u64,
+    /// How long the delivery log keeps a finished delivery (delivered or given up), in days;
+    /// 30 by default, 0 for ever.
+    pub keep_days: u64,
 }
 
 impl Default for WebhooksSettings {
@@ -174,6 +177,7 @@ impl Default for WebhooksSettings {
             retry_max_ms: retry.max.as_millis() as u64,
             retry_for_secs: retry.window.as_secs(),
             timeout_secs: 10,
+            keep_days: 30,
         }
     }
 }

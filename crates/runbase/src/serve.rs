@@ -282,9 +282,12 @@ pub async fn run(config: Config, warnings: Vec<String>, migrate: bool) -> anyhow
     };
 
     // Idempotency keys past their 24 hours are deleted now and then (a reused one is replaced
-    // anyway); every API node does it, which is harmless.
+    // anyway), and finished webhook deliveries past `[webhooks] keep_days`; every API node
+    // does it, which is harmless.
     let sweeper = role.serves_api().then(|| {
         let store = store.clone();
+        let keep_deliveries = (config.webhooks.keep_days > 0)
+            .then(|| Duration::from_secs(config.webhooks.keep_days.saturating_mul(86_400)));
         tokio::spawn(async move {
             let every = Duration::from_secs(runbase_domain::idempotency::SWEEP_EVERY_SECS);
             loop {
@@ -294,6 +297,15 @@ pub async fn run(config: Config, warnings: Vec<String>, migrate: bool) -> anyhow
                     Ok(n) => tracing::debug!(keys = n, "expired idempotency keys deleted"),
                     Err(e) => {
                         tracing::warn!(error = %e, "deleting expired idempotency keys failed")
+                    }
+                }
+                if let Some(keep) = keep_deliveries {
+                    match runbase_domain::webhooks::sweep(store.as_ref(), keep).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::debug!(deliveries = n, "old webhook deliveries deleted"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "deleting old webhook deliveries failed")
+                        }
                     }
                 }
             }

@@ -242,6 +242,17 @@ for_each_store! {
         assert_eq!(log[1].next_attempt_at, Some(earlier));
         let plain = f.store.create_run(f.new_run(0, 10)).await.unwrap();
         assert!(!f.store.redeliver(&f.account, &plain.id, "msg_plain", at).await.unwrap());
+
+        // The log's retention: finished deliveries queued before the cut-off go, with their
+        // attempts; a pending one stays whatever its age; a batch is bounded.
+        let cutoff = lease(Timestamp::now(), 7200);
+        assert_eq!(f.store.sweep_webhook_deliveries(cutoff, 1).await.unwrap(), 1);
+        assert_eq!(f.store.sweep_webhook_deliveries(cutoff, 100).await.unwrap(), 1);
+        assert_eq!(f.store.sweep_webhook_deliveries(cutoff, 100).await.unwrap(), 0);
+        let log = f.store.run_deliveries(&f.account, &run.id).await.unwrap().unwrap();
+        assert_eq!(log.len(), 1, "{log:?}");
+        assert_eq!((log[0].id.as_str(), log[0].status.as_str()), ("msg_again", "pending"));
+        assert!(f.store.run_deliveries(&f.account, &other_run.id).await.unwrap().unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -1245,6 +1245,14 @@ impl Store for PgStore {
         Ok(self.deliveries_of_run(account_id, run_id).await?)
     }
 
+    async fn sweep_webhook_deliveries(
+        &self,
+        before: Timestamp,
+        max: u32,
+    ) -> Result<u64, StoreError> {
+        Ok(self.sweep_deliveries(before, max).await?)
+    }
+
     async fn redeliver(
         &self,
         account_id: &str,

@@ -259,4 +259,23 @@ impl PgStore {
         tx.commit().await?;
         Ok(Some(true))
     }
+
+    /// See [`runbase_domain::store::Store::sweep_webhook_deliveries`]: one statement, walking
+    /// the outbox in queue order (`seq`), where the oldest are first.
+    pub(crate) async fn sweep_deliveries(&self, before: Timestamp, max: u32) -> Result<u64, Error> {
+        let row = self
+            .row(
+                "WITH d AS (
+                     DELETE FROM webhook_deliveries WHERE seq IN
+                       (SELECT seq FROM webhook_deliveries
+                        WHERE status <> 'pending' AND created_at < $1 ORDER BY seq LIMIT $2)
+                     RETURNING id),
+                 a AS (DELETE FROM webhook_attempts WHERE delivery_id IN (SELECT id FROM d))
+                 SELECT count(*) FROM d",
+                &[&before.0, &i64::from(max)],
+            )
+            .await?
+            .ok_or_else(|| Error::Data("the sweep returned no row".into()))?;
+        Ok(u64::try_from(row.try_get::<_, i64>(0)?).unwrap_or(0))
+    }
 }

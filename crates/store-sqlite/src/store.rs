@@ -945,6 +945,15 @@ impl Store for SqliteStore {
         self.read(|c| crate::webhooks::run_deliveries(c, account_id, run_id))
     }
 
+    async fn sweep_webhook_deliveries(
+        &self,
+        before: Timestamp,
+        max: u32,
+    ) -> Result<u64, StoreError> {
+        self.write(move |c| crate::webhooks::sweep(c, before, max))
+            .await
+    }
+
     async fn redeliver(
         &self,
         account_id: &str,

@@ -218,3 +218,21 @@ pub(crate) fn redeliver(
     .execute(params![id, run_id, account_id, event, url, now.0])?;
     Ok(Some(true))
 }
+
+/// See [`runbase_domain::store::Store::sweep_webhook_deliveries`]. Walks the outbox in queue
+/// order (`seq`), where the oldest are first, so it stops after `max` finds without an index on
+/// the time; both statements pick the same rows (one transaction on the writer).
+pub(crate) fn sweep(c: &Connection, before: Timestamp, max: u32) -> rusqlite::Result<u64> {
+    const OLD: &str = "SELECT seq FROM webhook_deliveries
+         WHERE status <> 'pending' AND created_at < ?1 ORDER BY seq LIMIT ?2";
+    c.prepare_cached(&format!(
+        "DELETE FROM webhook_attempts WHERE delivery_id IN
+           (SELECT id FROM webhook_deliveries WHERE seq IN ({OLD}))"
+    ))?
+    .execute(params![before.0, max])?;
+    c.prepare_cached(&format!(
+        "DELETE FROM webhook_deliveries WHERE seq IN ({OLD})"
+    ))?
+    .execute(params![before.0, max])
+    .map(|n| n as u64)
+}
