@@ -293,7 +293,15 @@ pub async fn serve(
             }
         }),
     );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
+    // The API's hardened server with small bounds: a scraper needs a connection or two, and
+    // an idle or slow one is closed as on the API's port.
+    let config = runbase_http::ServeConfig {
+        header_timeout: std::time::Duration::from_secs(10),
+        body_timeout: std::time::Duration::from_secs(10),
+        write_timeout: std::time::Duration::from_secs(10),
+        max_connections: 64,
+        max_connections_per_ip: 16,
+        exempt: Vec::new(),
+    };
+    runbase_http::serve(listener, app, config, stop).await
 }

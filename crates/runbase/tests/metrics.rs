@@ -138,3 +138,47 @@ async fn metrics_count_requests_runs_the_queue_providers_and_refusals() {
         .unwrap();
     assert_eq!(on_api.status(), 404);
 }
+
+/// The metrics port is bounded like the API's: idle connections from one address take at most
+/// 16 places, so they cannot keep a scraper (from another address, or after they go) out.
+#[tokio::test]
+async fn idle_connections_cannot_fill_the_metrics_port() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let at = format!("127.0.0.1:{port}");
+    let _server = Server::start_with(&[("RUNBASE_METRICS_LISTEN", at.as_str())]);
+    let scrape = |at: String| async move {
+        let mut c = tokio::net::TcpStream::connect(&at).await.unwrap();
+        if c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            c.read_to_end(&mut answer),
+        )
+        .await;
+        matches!(read, Ok(Ok(_))) && answer.starts_with(b"HTTP/1.1 200")
+    };
+    assert!(scrape(at.clone()).await);
+    // 16 connections that never send a byte hold every place of 127.0.0.1.
+    let mut idle = Vec::new();
+    for _ in 0..16 {
+        idle.push(tokio::net::TcpStream::connect(&at).await.unwrap());
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        !scrape(at.clone()).await,
+        "a 17th connection from one address is refused"
+    );
+    drop(idle);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(scrape(at).await, "the places come back");
+}
