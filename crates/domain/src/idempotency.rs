@@ -100,6 +100,18 @@ pub fn fingerprint(method: &str, path: &str, body: &[u8]) -> String {
     hex::encode(h.finalize())
 }
 
+/// The fingerprint of a request made with `key`. The same bytes sent with a test key and with a
+/// live key are different requests (a simulated run must never answer for a real one, or the
+/// reverse): a test key's path is marked with a fragment, which no request path can carry, so
+/// a live key's fingerprint is what it always was.
+fn key_fingerprint(key: &ApiKey, method: &str, path: &str, body: &[u8]) -> String {
+    if key.test {
+        fingerprint(method, &format!("{path}#test"), body)
+    } else {
+        fingerprint(method, path, body)
+    }
+}
+
 /// Whether an answer of this status, given by a request that started executing, is kept under
 /// its key: everything below 500 but 429.
 pub fn is_kept(status: u16) -> bool {
@@ -333,7 +345,7 @@ pub async fn create_run(
     let new = NewClaim::new(
         &key.account_id,
         idempotency_key,
-        fingerprint("POST", "/api/v1/runs", body),
+        key_fingerprint(key, "POST", "/api/v1/runs", body),
         Some(crate::ids::new_run_id()),
     );
     if store.claims_keys_in_creates() {
@@ -506,7 +518,7 @@ pub async fn cancel_run(
     let new = NewClaim::new(
         &key.account_id,
         idempotency_key,
-        fingerprint("POST", &path, body),
+        key_fingerprint(key, "POST", &path, body),
         None,
     );
     let claim = match begin(store, &new).await? {

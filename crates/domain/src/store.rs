@@ -422,9 +422,10 @@ pub trait Store: Send + Sync + 'static {
         run_id: &str,
     ) -> Result<Option<Vec<crate::webhooks::Delivery>>, StoreError>;
     /// Queues, due at `now`, a new delivery (`id`) of the latest event of the account's run
-    /// (`completed` once it has finished, else `start`) to its webhook; when a delivery of the
-    /// run is still pending (waiting for a retry), makes that one due at `now` instead, so a
-    /// run never has more than one delivery waiting however often it is redelivered. Returns
+    /// (`completed` once it has finished, else `start`) to its webhook; when a delivery of that
+    /// event is waiting for a retry (pending, and not being sent now), makes that one due at
+    /// `now` instead, so a run never has more than one delivery waiting however often it is
+    /// redelivered. Returns
     /// whether one is due: `false` when the run has no webhook or has not started; `NotFound`
     /// when the account has no such run.
     /// Deletes up to `max` deliveries that are no longer pending (delivered or given up) and

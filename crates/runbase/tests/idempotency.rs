@@ -155,6 +155,17 @@ async fn the_same_key_for_another_request_is_a_409_mismatch() {
     )
     .await
     .assert_error(409, "idempotency_key_mismatch");
+    // The same bytes with a test key of the account are another request too: a simulated run
+    // never answers for a real one, nor the reverse.
+    let test_key = s.key("mismatch@example.com", &["--test"]);
+    create(&c, &test_key, "k", &echo("a"))
+        .await
+        .assert_error(409, "idempotency_key_mismatch");
+    let simulated = create(&c, &test_key, "t", &echo("a")).await;
+    assert_eq!(simulated.status, 201);
+    create(&c, &key, "t", &echo("a"))
+        .await
+        .assert_error(409, "idempotency_key_mismatch");
     // The first request's answer is untouched.
     let again = create(&c, &key, "k", &echo("a")).await;
     assert_eq!((again.status, &again.body), (201, &first.body));

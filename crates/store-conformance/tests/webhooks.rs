@@ -253,6 +253,16 @@ for_each_store! {
         assert_eq!(log.len(), 1, "{log:?}");
         assert_eq!((log[0].id.as_str(), log[0].status.as_str()), ("msg_again", "pending"));
         assert!(f.store.run_deliveries(&f.account, &other_run.id).await.unwrap().unwrap().is_empty());
+
+        // A click while the waiting delivery is being sent (claimed) queues a new one: the one
+        // out may fail and then wait its backoff. Further clicks hurry the new one.
+        let sending = f.store.claim_deliveries(10, earlier, lease(earlier, 60), &[]).await.unwrap();
+        assert_eq!(sending.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["msg_again"]);
+        assert!(f.store.redeliver(&f.account, &run.id, "msg_while_sending", earlier).await.unwrap());
+        assert!(f.store.redeliver(&f.account, &run.id, "msg_once_more", earlier).await.unwrap());
+        let log = f.store.run_deliveries(&f.account, &run.id).await.unwrap().unwrap();
+        let ids: Vec<&str> = log.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(ids, ["msg_again", "msg_while_sending"]);
     }
 
     #[tokio::test]

@@ -320,6 +320,48 @@ async fn create_run_tx(
         return Ok(Err(CreateRunError::KeyNotUsable));
     };
     let key = rows::api_key(&key)?;
+    // A fresh idempotency key is claimed before the checks (a repeat is answered from the key,
+    // whatever the checks would now say), after the account's row is locked: the lock order of
+    // a create batch (key, account, idempotency row), so the two never deadlock. Its row holds
+    // the 201; a live row under the key refuses the run.
+    if let Some((mark, fresh)) = run
+        .idempotency
+        .as_ref()
+        .and_then(|m| m.fresh.as_ref().map(|f| (m, f)))
+    {
+        execute(
+            tx,
+            "SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE",
+            &[&run.account_id],
+        )
+        .await?;
+        let answer = runbase_domain::idempotency::Answer::created(&run.pending());
+        let status = i32::from(answer.status);
+        let (accounts, keys) = (vec![run.account_id.clone()], vec![mark.key.clone()]);
+        execute(
+            tx,
+            crate::idempotency::DELETE_EXPIRED_MANY,
+            &[&accounts, &keys, &vec![fresh.expired_before.0]],
+        )
+        .await?;
+        let claimed = query_opt(
+            tx,
+            crate::idempotency::CLAIM_MANY,
+            &[
+                &accounts,
+                &keys,
+                &vec![fresh.fingerprint.clone()],
+                &vec![run.id.clone()],
+                &vec![mark.claimed_at.0],
+                &vec![status],
+                &vec![answer.body],
+            ],
+        )
+        .await?;
+        if claimed.is_none() {
+            return Ok(Err(CreateRunError::KeyTaken));
+        }
+    }
     if let Err(refused) = runbase_domain::admission::check_key(&key, run) {
         return Ok(Err(refused));
     }
@@ -335,40 +377,6 @@ async fn create_run_tx(
         return Ok(Err(CreateRunError::InsufficientBalance));
     };
     let balance_after: i64 = balance.try_get(0)?;
-    // A fresh idempotency key is claimed here, after the account's row (the lock order of a
-    // create batch), its row holding the 201; a live row under it refuses the run.
-    if let Some((mark, fresh)) = run
-        .idempotency
-        .as_ref()
-        .and_then(|m| m.fresh.as_ref().map(|f| (m, f)))
-    {
-        let answer = runbase_domain::idempotency::Answer::created(&run.pending());
-        let status = i32::from(answer.status);
-        let (account, key) = (vec![run.account_id.clone()], vec![mark.key.clone()]);
-        execute(
-            tx,
-            crate::idempotency::DELETE_EXPIRED_MANY,
-            &[&account, &key, &vec![fresh.expired_before.0]],
-        )
-        .await?;
-        let claimed = query_opt(
-            tx,
-            crate::idempotency::CLAIM_MANY,
-            &[
-                &account,
-                &key,
-                &vec![fresh.fingerprint.clone()],
-                &vec![run.id.clone()],
-                &vec![mark.claimed_at.0],
-                &vec![status],
-                &vec![answer.body],
-            ],
-        )
-        .await?;
-        if claimed.is_none() {
-            return Ok(Err(CreateRunError::KeyTaken));
-        }
-    }
     // The remaining writes do not depend on each other: sent together, they share round trips.
     let input = run.input.to_string();
     let spend_params: [&(dyn ToSql + Sync); 3] = [&run.key_id, &run.price.0, &run.created_at.0];

@@ -234,21 +234,24 @@ impl PgStore {
         let Some(url) = webhook.filter(|_| status != "pending") else {
             return Ok(Some(false));
         };
-        // A delivery of the run still pending (waiting for a retry) is made due now instead:
-        // however often one clicks, a run has at most one delivery waiting.
+        // A delivery of this event waiting for a retry (pending and not being sent right now)
+        // is made due now instead: however often one clicks, a run has at most one such
+        // delivery waiting. One being sent may fail and wait an hour: a click then queues a
+        // new one.
+        let event = if status == "processing" {
+            "start"
+        } else {
+            "completed"
+        };
         let hurried = tx
             .execute(
                 "UPDATE webhook_deliveries SET next_attempt_at = LEAST(COALESCE(next_attempt_at, $3), $3)
-                 WHERE run_id = $1 AND account_id = $2 AND status = 'pending'",
-                &[&run_id, &account_id, &now.0],
+                 WHERE run_id = $1 AND account_id = $2 AND status = 'pending' AND event = $4
+                   AND (locked_until IS NULL OR locked_until <= $3)",
+                &[&run_id, &account_id, &now.0, &event],
             )
             .await?;
         if hurried == 0 {
-            let event = if status == "processing" {
-                "start"
-            } else {
-                "completed"
-            };
             tx.execute(
                 "INSERT INTO webhook_deliveries (id, run_id, account_id, event, url, created_at, next_attempt_at)
                  VALUES ($1, $2, $3, $4, $5, $6, $6)",

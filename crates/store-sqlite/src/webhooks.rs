@@ -200,14 +200,16 @@ pub(crate) fn redeliver(
     let Some(url) = webhook else {
         return Ok(Some(false));
     };
-    // A delivery of the run still pending (waiting for a retry) is made due now instead:
-    // however often one clicks, a run has at most one delivery waiting.
+    // A delivery of this event waiting for a retry (pending and not being sent right now) is
+    // made due now instead: however often one clicks, a run has at most one such delivery
+    // waiting. One being sent may fail and wait an hour: a click then queues a new one.
     let hurried = c
         .prepare_cached(
             "UPDATE webhook_deliveries SET next_attempt_at = MIN(COALESCE(next_attempt_at, ?3), ?3)
-             WHERE run_id = ?1 AND account_id = ?2 AND status = 'pending'",
+             WHERE run_id = ?1 AND account_id = ?2 AND status = 'pending' AND event = ?4
+               AND (locked_until IS NULL OR locked_until <= ?3)",
         )?
-        .execute(params![run_id, account_id, now.0])?;
+        .execute(params![run_id, account_id, now.0, event])?;
     if hurried > 0 {
         return Ok(Some(true));
     }

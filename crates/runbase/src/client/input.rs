@@ -22,10 +22,7 @@ pub fn build(fields: &[String], schema: &Value) -> Result<Value, String> {
         let is_array = property.is_some_and(|p| has_type(p, "array"));
         if vs.len() > 1 && property.is_some() && !is_array {
             // Said here rather than sent: the server would refuse the array.
-            return Err(format!(
-                "{key} takes one value, but was given {} ({key}=... repeated)",
-                vs.len()
-            ));
+            return Err(format!("{key} takes one value, but was given {}", vs.len()));
         }
         let value = match vs.pop() {
             // One value: as is, or as the only item of an array field.
