@@ -9,6 +9,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, reason = "tests may unwrap"))]
 
 mod backup;
+mod create_batch;
 mod dashboard;
 mod idempotency;
 mod migrations;
