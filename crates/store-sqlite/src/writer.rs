@@ -36,7 +36,7 @@ pub fn run(conn: Connection, rx: Receiver<Op>) {
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(e) = exec(&conn, "BEGIN IMMEDIATE") {
             // Dropping the ops drops their answer channels: each caller sees the write fail.
             tracing::error!(error = %e, ops = batch.len(), "sqlite writer could not begin a transaction");
             drop(batch);
@@ -51,14 +51,18 @@ pub fn run(conn: Connection, rx: Receiver<Op>) {
             }
         }
         completions.extend(create_batch::write(&conn, creates));
-        let outcome = conn
-            .execute_batch("COMMIT")
-            .map_err(|e| format!("commit: {e}"));
+        let outcome = exec(&conn, "COMMIT").map_err(|e| format!("commit: {e}"));
         if outcome.is_err() {
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = exec(&conn, "ROLLBACK");
         }
         for c in completions {
             c(outcome.clone());
         }
     }
+}
+
+/// Runs a statement from the connection's cache: `BEGIN` and `COMMIT` are run for every batch, and
+/// `execute_batch` would parse them each time.
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
