@@ -527,6 +527,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_fresh_idempotency_key_creates_one_run_per_batch_and_after() {
+        use runbase_domain::idempotency::FreshKey;
+        let s = setup(1_000).await;
+        let key = s.key(KeySettings::default()).await;
+        let keyed = |idem: &str| {
+            let mut run = s.run(&key, 100);
+            run.idempotency = Some(RunMark {
+                key: idem.to_owned(),
+                claimed_at: run.created_at,
+                fresh: Some(FreshKey {
+                    fingerprint: "f".into(),
+                    expired_before: Timestamp(0),
+                }),
+            });
+            run
+        };
+        // Two requests with one key in the same batch (two processes sharing the file could
+        // send them): the first creates its run, the second is told the key is taken and
+        // writes nothing; another key in the same batch is not affected.
+        let runs = vec![keyed("k1"), keyed("k1"), keyed("k2")];
+        let answers = s.batch(&runs).await;
+        assert!(answers[0].is_ok());
+        assert!(matches!(answers[1], Err(CreateRunError::KeyTaken)));
+        assert!(answers[2].is_ok());
+        // In a later batch, the key's row is there.
+        let again = s.batch(&[keyed("k1")]).await;
+        assert!(matches!(again[0], Err(CreateRunError::KeyTaken)));
+        let record = s
+            .store
+            .idempotency_record(&s.account, "k1", Timestamp(0))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(record.answer.map(|a| a.status), Some(201));
+        let account = s.store.account(&s.account).await.unwrap().unwrap();
+        assert_eq!(account.balance, Millicents(800));
+        s.check_ledger().await;
+    }
+
+    #[tokio::test]
     async fn batches_larger_than_one_statement_keep_arrival_order() {
         let s = setup(1_000_000).await;
         let key = s.key(KeySettings::default()).await;
