@@ -235,6 +235,9 @@ def main():
     ap.add_argument("--postgres-only", action="store_true", help="only the PostgreSQL and Redis rows")
     ap.add_argument("--creates-only", action="store_true",
                     help="only accepted creates, without and with an Idempotency-Key (SQLite, then PostgreSQL when reachable)")
+    ap.add_argument("--sqlite-creates", action="store_true",
+                    help="only issue 15's SQLite figures: accepted creates without and with an Idempotency-Key, "
+                         "the 1-insert group-commit ceiling, pickup, lifecycle and idle RSS")
     ap.add_argument("--pg-pool", type=int, default=16, help="pool size of Runbase and the PostgreSQL ceilings")
     ap.add_argument("--scale", default="", help="comma-separated store sizes (e.g. 1000000,10000000): only measure GET and create with that many runs already stored")
     args = ap.parse_args()
@@ -281,6 +284,24 @@ def main():
     pickup_line, lifecycle_line = creates(rb.url, db, create_lua, conns, secs, row, "POST /api/v1/runs (accepted)")
     idem_lua = lua(os.path.join(tmp, "idem.lua"), "POST", body, keys, idempotency=True)
     creates(rb.url, db, idem_lua, conns, secs, row, "POST /api/v1/runs (accepted, Idempotency-Key)")
+    if args.sqlite_creates:
+        rb.stop()
+        ins = Proc([os.path.join(args.ceilings, "sqlite-insert"), "127.0.0.1:0", os.path.join(tmp, "ceiling.db"), args.durability])
+        ins_lua = os.path.join(tmp, "ins.lua")
+        with open(ins_lua, "w") as f:
+            f.write('wrk.method = "POST"\nwrk.body = \'{"text":"hello"}\'\n')
+        for c in conns:
+            row("ceiling: axum + 1 SQLite insert (group commit)", c, wrk(ins.url + "/", c, secs, ins_lua))
+        ins.stop()
+        print_table(rows, secs, args.durability)
+        print(f"- {pickup_line}")
+        if lifecycle_line:
+            print(f"- {lifecycle_line}")
+        print(f"- Runbase RSS: idle {idle_rss / 1024:.1f} MiB")
+        print()
+        for line in ratios(rows, conns):
+            print(f"- {line}")
+        return
     if args.creates_only:
         rb.stop()
         # The same creates with the operator's metrics on (issue 14: at most 5% slower).

@@ -20,7 +20,7 @@ pub mod upload_slots;
 
 pub use routes::{api_routes, finish};
 pub use serve::{ServeConfig, serve};
-pub use state::{AppState, HttpConfig, Limits};
+pub use state::{AppState, HttpConfig, Limits, Shared};
 
 use axum::Router;
 

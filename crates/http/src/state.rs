@@ -84,9 +84,28 @@ impl HttpConfig {
     }
 }
 
-/// Shared state of the API and the dashboard.
+/// Shared state of the API and the dashboard, behind one `Arc`: axum clones the state for every
+/// handler and every middleware of every request, and a clone of [`Shared`] itself was fifteen
+/// reference counts to raise and drop again (2–3% of the create path's CPU in a profile).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+pub struct Shared {
     pub store: Arc<dyn Store>,
     pub catalog: Arc<Catalog>,
     pub files: Arc<dyn FileStore>,

@@ -10,7 +10,7 @@ use runbase_domain::payments::PaymentProvider;
 use runbase_domain::ratelimit::RateLimit;
 use runbase_domain::store::Store;
 use runbase_domain::time::Timestamp;
-use runbase_http::{AppState, HttpConfig, Limits};
+use runbase_http::{AppState, HttpConfig, Limits, Shared};
 use runbase_providers::Providers;
 use runbase_worker::{Worker, WorkerConfig};
 use std::sync::Arc;
@@ -172,7 +172,7 @@ pub async fn run(config: Config, warnings: Vec<String>, migrate: bool) -> anyhow
         session: limit(config.rate_limits.session),
     };
     let limiters = crate::limiters::build(&config, limits)?;
-    let state = AppState {
+    let state = AppState::new(Shared {
         store: store.clone(),
         catalog: catalog.clone(),
         files: files.clone(),
@@ -210,7 +210,7 @@ pub async fn run(config: Config, warnings: Vec<String>, migrate: bool) -> anyhow
                 .signup_credit()
                 .map_err(anyhow::Error::msg)?,
         }),
-    };
+    });
 
     let shutdown = shutdown_signal()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

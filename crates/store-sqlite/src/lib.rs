@@ -1,7 +1,8 @@
 //! The SQLite implementation of [`runbase_domain::store::Store`]: the embedded default.
 //!
 //! Writes go through one writer thread that batches whatever requests are waiting into a single
-//! transaction (group commit), each in its own savepoint, and answers them after the commit; so
+//! transaction (group commit), each in its own savepoint except the creates, which are admitted
+//! together (`create_batch`), and answers them after the commit; so
 //! every money check runs serialized against the committed state, and one fsync serves many
 //! requests. Reads use a small pool of connections in WAL mode and see the last commit, so a key
 //! disabled from the CLI (another process) fails on the very next request.
@@ -9,6 +10,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, reason = "tests may unwrap"))]
 
 mod backup;
+mod create_batch;
 mod dashboard;
 mod idempotency;
 mod migrations;

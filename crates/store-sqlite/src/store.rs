@@ -20,7 +20,7 @@ use runbase_domain::uploads::{Upload, UploadQuota, UploadUsage};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use std::sync::Arc;
 
-fn is_unique_violation(e: &rusqlite::Error) -> bool {
+pub(crate) fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation)
 }
 
@@ -109,15 +109,58 @@ fn insert_ledger_row(
     })
 }
 
-fn key_by_id(conn: &Connection, id: &str) -> rusqlite::Result<Option<ApiKey>> {
+const LEDGER_INSERT: &str = "INSERT INTO ledger (account_id, kind, amount_millicents, balance_after_millicents, run_id, key_id, memo, created_at, granted_by) VALUES ";
+const LEDGER_VALUES: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+/// Appends ledger rows for balance changes already applied (each with its balance after), in
+/// order, with multi-row `INSERT`s.
+pub(crate) fn insert_ledger_rows(
+    conn: &Connection,
+    lines: &[(LedgerLine<'_>, i64)],
+) -> rusqlite::Result<()> {
+    use crate::create_batch::{CHUNKS, multi_row};
+    use rusqlite::types::ToSql;
+    let mut rest = lines;
+    while !rest.is_empty() {
+        let n = CHUNKS.into_iter().find(|&n| n <= rest.len()).unwrap_or(1);
+        let (chunk, tail) = rest.split_at(n);
+        let mut stmt = conn.prepare_cached(&multi_row(LEDGER_INSERT, LEDGER_VALUES, n))?;
+        let kinds: Vec<&str> = chunk.iter().map(|(l, _)| l.kind.as_str()).collect();
+        let mut values: Vec<&dyn ToSql> = Vec::with_capacity(n * 9);
+        for ((line, balance_after), kind) in chunk.iter().zip(&kinds) {
+            values.extend_from_slice(&[
+                &line.account_id,
+                kind,
+                &line.amount.0,
+                balance_after,
+                &line.run_id,
+                &line.key_id,
+                &line.memo,
+                &line.now.0,
+                &line.granted_by,
+            ]);
+        }
+        stmt.execute(values.as_slice())?;
+        rest = tail;
+    }
+    Ok(())
+}
+
+pub(crate) fn key_by_id(conn: &Connection, id: &str) -> rusqlite::Result<Option<ApiKey>> {
     conn.prepare_cached(&format!("SELECT {KEY_COLS} FROM api_keys WHERE id = ?1"))?
         .query_row([id], rows::api_key)
         .optional()
 }
 
-/// Admits a run: re-checks the key, its quota and spend limit, debits the balance, and inserts
-/// the run (which queues it) and its ledger row.
-fn create_run_tx(conn: &Connection, run: &NewRun) -> rusqlite::Result<Result<Run, CreateRunError>> {
+/// Admits a run on its own: re-checks the key, its quota and spend limit, debits the balance,
+/// and inserts the run (which queues it) and its ledger row. `input` is the run's input as JSON
+/// text. The writer admits the creates of a batch together ([`crate::create_batch`]); this is
+/// the path a create takes when its batch's statements failed.
+pub(crate) fn create_run_tx(
+    conn: &Connection,
+    run: &NewRun,
+    input: &str,
+) -> rusqlite::Result<Result<(), CreateRunError>> {
     if let Some(mark) = &run.idempotency
         && crate::idempotency::key_taken(conn, &run.account_id, mark)?
     {
@@ -155,7 +198,7 @@ fn create_run_tx(conn: &Connection, run: &NewRun) -> rusqlite::Result<Result<Run
         run.account_id,
         run.key_id,
         run.model,
-        run.input.to_string(),
+        input,
         run.price.0,
         run.created_at.0,
         run.test,
@@ -163,26 +206,12 @@ fn create_run_tx(conn: &Connection, run: &NewRun) -> rusqlite::Result<Result<Run
         run.webhook.as_ref().map_or(0, |w| w.events),
     ])?;
     if run.price > Millicents::ZERO {
-        insert_ledger_row(
-            conn,
-            LedgerLine {
-                account_id: &run.account_id,
-                kind: LedgerKind::RunCharge,
-                amount: -run.price,
-                run_id: Some(&run.id),
-                key_id: Some(&run.key_id),
-                memo: &run.model,
-                granted_by: None,
-                now: run.created_at,
-            },
-            balance_after,
-        )?;
+        insert_ledger_row(conn, crate::create_batch::charge_line(run), balance_after)?;
     }
-    let created = run.pending();
     if let Some(mark) = &run.idempotency {
-        crate::idempotency::record_created(conn, &run.account_id, mark, &created)?;
+        crate::idempotency::record_created(conn, &run.account_id, mark, &run.pending())?;
     }
-    Ok(Ok(created))
+    Ok(Ok(()))
 }
 
 /// Ends a `processing` run; refunds a failure. A run in any other state is left alone, so
@@ -194,13 +223,7 @@ fn finish_tx(
     now: Timestamp,
 ) -> rusqlite::Result<()> {
     match outcome {
-        RunOutcome::Succeeded { output } => {
-            conn.prepare_cached(
-                "UPDATE runs SET status = 'succeeded', output = ?2, completed_at = ?3
-                 WHERE id = ?1 AND status = 'processing'",
-            )?
-            .execute(params![run_id, output.to_string(), now.0])?;
-        }
+        RunOutcome::Succeeded { output } => succeed(conn, run_id, &output.to_string(), now)?,
         RunOutcome::Failed { error } => {
             let charged: Option<(i64, String, String, String)> = conn
                 .prepare_cached(
@@ -217,6 +240,16 @@ fn finish_tx(
             }
         }
     }
+    Ok(())
+}
+
+/// Ends a `processing` run as succeeded with `output` (JSON text); one statement.
+fn succeed(conn: &Connection, run_id: &str, output: &str, now: Timestamp) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "UPDATE runs SET status = 'succeeded', output = ?2, completed_at = ?3
+         WHERE id = ?1 AND status = 'processing'",
+    )?
+    .execute(params![run_id, output, now.0])?;
     Ok(())
 }
 
@@ -1077,7 +1110,8 @@ impl Store for SqliteStore {
     }
 
     async fn create_run(&self, run: NewRun) -> Result<Run, CreateRunError> {
-        let created = self.write(move |c| create_run_tx(c, &run)).await??;
+        let created = run.pending();
+        self.create(run).await?;
         self.queue_signal.notify_one();
         Ok(created)
     }
@@ -1192,8 +1226,18 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         let id = run_id.to_owned();
-        self.write(move |c| finish_tx(c, &id, &outcome, now))
-            .await?;
+        match outcome {
+            // One statement (its webhook triggers are part of it), so no savepoint; the output
+            // is serialized here rather than on the writer thread.
+            RunOutcome::Succeeded { output } => {
+                let output = output.to_string();
+                self.write_one(move |c| succeed(c, &id, &output, now))
+                    .await?;
+            }
+            failed @ RunOutcome::Failed { .. } => {
+                self.write(move |c| finish_tx(c, &id, &failed, now)).await?;
+            }
+        }
         self.announce([run_id]);
         Ok(())
     }

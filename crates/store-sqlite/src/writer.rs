@@ -1,19 +1,31 @@
 //! The single writer thread and its group commit.
 
+use crate::create_batch::{self, Create};
 use rusqlite::Connection;
 use std::sync::mpsc::{Receiver, TryRecvError};
 
 /// What a writer operation leaves to do after the commit: answer its caller with the commit's
 /// outcome.
 pub type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
-/// An operation: runs inside the batch transaction (in its own savepoint) and returns its
-/// completion.
-pub type Op = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+
+/// One request to the writer.
+pub enum Op {
+    /// Any write: runs inside the batch transaction (in its own savepoint, unless it is a single
+    /// statement) and returns its completion.
+    Alone(Box<dyn FnOnce(&Connection) -> Completion + Send>),
+    /// A run's create, admitted together with the batch's other creates
+    /// ([`create_batch::write`]).
+    Create(Box<Create>),
+}
 
 /// The most operations one transaction takes; bounds the latency of a batch.
 const MAX_BATCH: usize = 512;
 
 /// Runs until every sender is gone.
+///
+/// A batch runs its other operations in arrival order, then its creates together. Every
+/// operation of a batch was sent before any of them was answered (answers wait for the commit),
+/// so they are all concurrent and any order among them is one their callers could have seen.
 pub fn run(conn: Connection, rx: Receiver<Op>) {
     while let Ok(first) = rx.recv() {
         let mut batch = Vec::with_capacity(64);
@@ -24,21 +36,33 @@ pub fn run(conn: Connection, rx: Receiver<Op>) {
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(e) = exec(&conn, "BEGIN IMMEDIATE") {
             // Dropping the ops drops their answer channels: each caller sees the write fail.
             tracing::error!(error = %e, ops = batch.len(), "sqlite writer could not begin a transaction");
             drop(batch);
             continue;
         }
-        let completions: Vec<Completion> = batch.into_iter().map(|op| op(&conn)).collect();
-        let outcome = conn
-            .execute_batch("COMMIT")
-            .map_err(|e| format!("commit: {e}"));
+        let mut creates = Vec::new();
+        let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
+        for op in batch {
+            match op {
+                Op::Alone(op) => completions.push(op(&conn)),
+                Op::Create(c) => creates.push(*c),
+            }
+        }
+        completions.extend(create_batch::write(&conn, creates));
+        let outcome = exec(&conn, "COMMIT").map_err(|e| format!("commit: {e}"));
         if outcome.is_err() {
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = exec(&conn, "ROLLBACK");
         }
         for c in completions {
             c(outcome.clone());
         }
     }
+}
+
+/// Runs a statement from the connection's cache: `BEGIN` and `COMMIT` are run for every batch, and
+/// `execute_batch` would parse them each time.
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
