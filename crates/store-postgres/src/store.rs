@@ -460,7 +460,7 @@ async fn reclaim_tx(
 ) -> Result<(u64, u64), Error> {
     let expired = query(
         tx,
-        "SELECT id, attempts FROM runs WHERE status = 'processing' AND locked_until < $1
+        "SELECT id, attempts FROM runs WHERE completed_at IS NULL AND status = 'processing' AND locked_until < $1
          ORDER BY seq LIMIT 1000 FOR UPDATE SKIP LOCKED",
         &[&now.0],
     )
@@ -733,7 +733,14 @@ impl Store for PgStore {
     ) -> Result<Vec<LedgerEntry>, StoreError> {
         let rows = self
             .rows(
-                &format!("SELECT {LEDGER_COLS} FROM ledger WHERE run_id = $1 AND account_id = $2 ORDER BY id"),
+                // Only charges and refunds name a run: each kind's unique partial index finds
+                // its line (migration 0008; a bitmap OR of the two).
+                &format!(
+                    "SELECT {LEDGER_COLS} FROM ledger
+                     WHERE ((run_id = $1 AND kind = 'run_charge') OR (run_id = $1 AND kind = 'run_refund'))
+                       AND account_id = $2
+                     ORDER BY id"
+                ),
                 &[&run_id, &account_id],
             )
             .await?;
@@ -1258,11 +1265,11 @@ impl Store for PgStore {
     }
 
     async fn queue_depth(&self) -> Result<(u64, u64), StoreError> {
-        // Each count walks its partial index (`runs_queued`, `runs_leases`).
+        // Both counts walk the index of the runs not yet finished (`runs_open`, migration 0008).
         let row = self
             .row(
-                "SELECT (SELECT count(*) FROM runs WHERE status = 'pending'),
-                        (SELECT count(*) FROM runs WHERE status = 'processing')",
+                "SELECT (SELECT count(*) FROM runs WHERE completed_at IS NULL AND status = 'pending'),
+                        (SELECT count(*) FROM runs WHERE completed_at IS NULL AND status = 'processing')",
                 &[],
             )
             .await?
@@ -1412,22 +1419,25 @@ impl Store for PgStore {
         run_id: &str,
     ) -> Result<(Option<ApiKey>, Option<Run>), StoreError> {
         // One statement, one round trip: the key by its hash, and the run only if it is the
-        // key's account's (another account's run id finds nothing, as in `get_run`).
+        // key's account's (another account's run id finds nothing, as in `get_run`). Only the
+        // columns the GET uses: what authentication reads of the key and what the API object
+        // shows of the run (`rows::api_key_for_auth`, `rows::run_for_wire_at`): 20, not 31.
         static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
             format!(
                 "SELECT {}, {} FROM api_keys k LEFT JOIN runs r ON r.id = $2 AND r.account_id = k.account_id
                  WHERE k.hash = $1",
-                rows::qualified(KEY_COLS, "k"),
-                rows::qualified(RUN_COLS, "r"),
+                rows::qualified(rows::KEY_AUTH_COLS, "k"),
+                rows::qualified(rows::RUN_WIRE_COLS, "r"),
             )
         });
         let Some(row) = self.row(&SQL, &[&hash.0, &run_id]).await? else {
             return Ok((None, None));
         };
-        let key = rows::api_key(&row)?;
-        let run_id: Option<String> = row.try_get(rows::KEY_COL_COUNT).map_err(Error::from)?;
+        let key = rows::api_key_for_auth(&row)?;
+        let at = rows::KEY_AUTH_COL_COUNT;
+        let run_id: Option<&str> = row.try_get(at).map_err(Error::from)?;
         let run = match run_id {
-            Some(_) => Some(rows::run_at(&row, rows::KEY_COL_COUNT)?),
+            Some(_) => Some(rows::run_for_wire_at(&row, at, &key.account_id)?),
             None => None,
         };
         Ok((Some(key), run))
@@ -1464,12 +1474,16 @@ impl Store for PgStore {
         lease_until: Timestamp,
     ) -> Result<Vec<Run>, StoreError> {
         // SKIP LOCKED: workers of other nodes claiming at the same moment take other runs
-        // instead of waiting; a run claimed and committed meanwhile no longer matches.
+        // instead of waiting; a run claimed and committed meanwhile no longer matches. The
+        // pending runs are found by walking `runs_open` (the runs not finished, migration 0008)
+        // in queue order past those being executed; no index holds the columns this changes, so
+        // the update is HOT.
         let rows = self
             .rows(
                 &format!(
                     "UPDATE runs SET status = 'processing', started_at = $2, attempts = attempts + 1, locked_until = $3
-                     WHERE seq IN (SELECT seq FROM runs WHERE status = 'pending' ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
+                     WHERE seq IN (SELECT seq FROM runs WHERE completed_at IS NULL AND status = 'pending'
+                                   ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
                      RETURNING {RUN_COLS}, pg_notify('{RUN_CHANNEL}', id)"
                 ),
                 &[&i64::from(max), &now.0, &lease_until.0],
