@@ -66,11 +66,12 @@ pub const KEY_AUTH_COLS: &str =
 /// How many columns [`KEY_AUTH_COLS`] names.
 pub const KEY_AUTH_COL_COUNT: usize = 8;
 
-/// A key read for authentication only (the GET path): what steps 1–3 and the limiter read
-/// (usable, allowlist, last use, id and account) is the row's; the rest is left empty (no name,
-/// no spend, no quota), since a GET shows and checks none of it. Each column of a statement
-/// costs PostgreSQL work on every execution (its projection and result descriptor are built
-/// per execution), so the GET reads these 8 of the key's 16.
+/// A key read for authentication only (`Store::key_and_run`: GET of a run and its event
+/// stream): what steps 1–3, the limiter and a stream's slot read (usable, allowlist, last use,
+/// id and account) is the row's; the rest is left empty (no name, no spend, no quota), since
+/// those paths show and check none of it. Each column of a statement costs PostgreSQL work on
+/// every execution (its projection and result descriptor are built per execution), so they
+/// read these 8 of the key's 16.
 pub fn api_key_for_auth(r: &Row) -> Result<ApiKey, Error> {
     Ok(ApiKey {
         id: r.try_get(0)?,
@@ -98,9 +99,10 @@ fn allowlist(ips: &str) -> Result<IpAllowlist, Error> {
     IpAllowlist::parse(&ips).map_err(|e| Error::Data(format!("allow_ips: {e}")))
 }
 
-/// The columns of a run that its API object shows (see [`run_for_wire_at`]).
-pub const RUN_WIRE_COLS: &str = "id, model, status, input, output, error_message, error_code, \
-     cost_millicents, created_at, started_at, completed_at, test";
+/// [`RUN_COLS`] but `account_id`, for a run read with its account's key (see
+/// [`run_of_account_at`]).
+pub const RUN_OF_KEY_COLS: &str = "id, model, status, input, output, error_message, error_code, \
+     cost_millicents, created_at, started_at, completed_at, key_id, attempts, test";
 
 pub const RUN_COLS: &str = "id, model, status, input, output, error_message, error_code, cost_millicents, \
      created_at, started_at, completed_at, account_id, key_id, attempts, test";
@@ -139,9 +141,9 @@ fn run_at(r: &Row, at: usize) -> Result<Run, Error> {
     })
 }
 
-/// The run whose [`RUN_WIRE_COLS`] start at column `at`, of the account `account_id`: what the
-/// API object shows is the row's; `key_id` is left empty and `attempts` 0 (neither is shown).
-pub fn run_for_wire_at(r: &Row, at: usize, account_id: &str) -> Result<Run, Error> {
+/// The run whose [`RUN_OF_KEY_COLS`] start at column `at`, read as a run of the account
+/// `account_id` (the statement matched it on that account).
+pub fn run_of_account_at(r: &Row, at: usize, account_id: &str) -> Result<Run, Error> {
     let status: String = r.try_get(at + 2)?;
     let input: String = r.try_get(at + 3)?;
     let output: Option<String> = r.try_get(at + 4)?;
@@ -164,9 +166,9 @@ pub fn run_for_wire_at(r: &Row, at: usize, account_id: &str) -> Result<Run, Erro
         started_at: ts(r.try_get(at + 9)?),
         completed_at: ts(r.try_get(at + 10)?),
         account_id: account_id.to_owned(),
-        key_id: String::new(),
-        attempts: 0,
-        test: r.try_get(at + 11)?,
+        key_id: r.try_get(at + 11)?,
+        attempts: r.try_get::<_, i64>(at + 12)?.clamp(0, i64::from(u32::MAX)) as u32,
+        test: r.try_get(at + 13)?,
     })
 }
 

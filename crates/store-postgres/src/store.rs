@@ -1420,14 +1420,14 @@ impl Store for PgStore {
     ) -> Result<(Option<ApiKey>, Option<Run>), StoreError> {
         // One statement, one round trip: the key by its hash, and the run only if it is the
         // key's account's (another account's run id finds nothing, as in `get_run`). Only the
-        // columns the GET uses: what authentication reads of the key and what the API object
-        // shows of the run (`rows::api_key_for_auth`, `rows::run_for_wire_at`): 20, not 31.
+        // columns used: what authentication reads of the key (`rows::api_key_for_auth`), and
+        // the run but its account, which is the key's: 22 columns, not 31.
         static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
             format!(
                 "SELECT {}, {} FROM api_keys k LEFT JOIN runs r ON r.id = $2 AND r.account_id = k.account_id
                  WHERE k.hash = $1",
                 rows::qualified(rows::KEY_AUTH_COLS, "k"),
-                rows::qualified(rows::RUN_WIRE_COLS, "r"),
+                rows::qualified(rows::RUN_OF_KEY_COLS, "r"),
             )
         });
         let Some(row) = self.row(&SQL, &[&hash.0, &run_id]).await? else {
@@ -1437,7 +1437,7 @@ impl Store for PgStore {
         let at = rows::KEY_AUTH_COL_COUNT;
         let run_id: Option<&str> = row.try_get(at).map_err(Error::from)?;
         let run = match run_id {
-            Some(_) => Some(rows::run_for_wire_at(&row, at, &key.account_id)?),
+            Some(_) => Some(rows::run_of_account_at(&row, at, &key.account_id)?),
             None => None,
         };
         Ok((Some(key), run))
