@@ -190,8 +190,7 @@ class Pg:
 
 def queue_drained(db):
     if isinstance(db, Pg):
-        # `completed_at IS NULL`: the index of the runs not finished (migration 0008), not a scan.
-        return db.query("SELECT count(*) FROM runs WHERE completed_at IS NULL AND status IN ('pending','processing')") == [(0,)]
+        return db.query("SELECT count(*) FROM runs WHERE status IN ('pending','processing')") == [(0,)]
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         (n,) = con.execute("SELECT count(*) FROM runs WHERE status IN ('pending','processing')").fetchone()

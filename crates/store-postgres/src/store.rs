@@ -460,7 +460,7 @@ async fn reclaim_tx(
 ) -> Result<(u64, u64), Error> {
     let expired = query(
         tx,
-        "SELECT id, attempts FROM runs WHERE completed_at IS NULL AND status = 'processing' AND locked_until < $1
+        "SELECT id, attempts FROM runs WHERE status = 'processing' AND locked_until < $1
          ORDER BY seq LIMIT 1000 FOR UPDATE SKIP LOCKED",
         &[&now.0],
     )
@@ -1265,11 +1265,11 @@ impl Store for PgStore {
     }
 
     async fn queue_depth(&self) -> Result<(u64, u64), StoreError> {
-        // Both counts walk the index of the runs not yet finished (`runs_open`, migration 0008).
+        // Each count walks its partial index (`runs_queued`, `runs_leases`).
         let row = self
             .row(
-                "SELECT (SELECT count(*) FROM runs WHERE completed_at IS NULL AND status = 'pending'),
-                        (SELECT count(*) FROM runs WHERE completed_at IS NULL AND status = 'processing')",
+                "SELECT (SELECT count(*) FROM runs WHERE status = 'pending'),
+                        (SELECT count(*) FROM runs WHERE status = 'processing')",
                 &[],
             )
             .await?
@@ -1474,16 +1474,12 @@ impl Store for PgStore {
         lease_until: Timestamp,
     ) -> Result<Vec<Run>, StoreError> {
         // SKIP LOCKED: workers of other nodes claiming at the same moment take other runs
-        // instead of waiting; a run claimed and committed meanwhile no longer matches. The
-        // pending runs are found by walking `runs_open` (the runs not finished, migration 0008)
-        // in queue order past those being executed; no index holds the columns this changes, so
-        // the update is HOT.
+        // instead of waiting; a run claimed and committed meanwhile no longer matches.
         let rows = self
             .rows(
                 &format!(
                     "UPDATE runs SET status = 'processing', started_at = $2, attempts = attempts + 1, locked_until = $3
-                     WHERE seq IN (SELECT seq FROM runs WHERE completed_at IS NULL AND status = 'pending'
-                                   ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
+                     WHERE seq IN (SELECT seq FROM runs WHERE status = 'pending' ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
                      RETURNING {RUN_COLS}, pg_notify('{RUN_CHANNEL}', id)"
                 ),
                 &[&i64::from(max), &now.0, &lease_until.0],
