@@ -155,7 +155,8 @@ class Conn:
                 new_round_trip = False
                 continue
             if self.in_tx:
-                if self.tx_step is None and sql != "(prepare)":
+                # `SET LOCAL` (the batch's timeouts, sent with its BEGIN) names no step.
+                if self.tx_step is None and sql != "(prepare)" and word != "SET":
                     self.tx_step = step_of(sql)
                 self.tx_statements += 1 if sql != "(prepare)" else 0
                 self.tx_round_trips += 1 if new_round_trip else 0
@@ -168,7 +169,9 @@ class Conn:
                     self.counter.add(self.tx_step, sql=sql)
                 continue
             step = step_of(sql) if sql != "(prepare)" else "prepare (first use on a connection)"
-            writes = word in ("INSERT", "UPDATE", "DELETE")
+            # A `WITH ... UPDATE` (the lease renewal, the batched successes) writes too.
+            writes = word in ("INSERT", "UPDATE", "DELETE") or (
+                word == "WITH" and re.search(r"\b(INSERT|UPDATE|DELETE)\b", sql, re.I) is not None)
             self.counter.add(step, 1 if sql != "(prepare)" else 0, 1 if new_round_trip else 0,
                              1 if writes else 0, sql if sql != "(prepare)" else None)
             new_round_trip = False

@@ -30,9 +30,6 @@ pub fn account(r: &Row) -> Result<Account, Error> {
 pub const KEY_COLS: &str = "id, account_id, name, prefix, hash, disabled, test, expires_at, allow_ips, \
      spend_limit_millicents, spent_millicents, quota, runs_created, created_at, last_used_at, deleted_at";
 
-/// How many columns [`KEY_COLS`] names (where a joined table's columns start).
-pub const KEY_COL_COUNT: usize = 16;
-
 /// `cols` (a column list) with each column qualified by `table` (`"k"` → `k.id, k.name, ...`).
 pub fn qualified(cols: &str, table: &str) -> String {
     cols.split(',')
@@ -42,9 +39,6 @@ pub fn qualified(cols: &str, table: &str) -> String {
 }
 
 pub fn api_key(r: &Row) -> Result<ApiKey, Error> {
-    let ips: String = r.try_get(8)?;
-    let ips: Vec<String> =
-        serde_json::from_str(&ips).map_err(|e| Error::Data(format!("allow_ips: {e}")))?;
     Ok(ApiKey {
         id: r.try_get(0)?,
         account_id: r.try_get(1)?,
@@ -54,7 +48,7 @@ pub fn api_key(r: &Row) -> Result<ApiKey, Error> {
         disabled: r.try_get(5)?,
         test: r.try_get(6)?,
         expires_at: ts(r.try_get(7)?),
-        allow_ips: IpAllowlist::parse(&ips).map_err(|e| Error::Data(format!("allow_ips: {e}")))?,
+        allow_ips: allowlist(r.try_get(8)?)?,
         spend_limit: r.try_get::<_, Option<i64>>(9)?.map(Millicents),
         spent: Millicents(r.try_get(10)?),
         quota: r.try_get::<_, Option<i64>>(11)?.map(|q| q.max(0) as u64),
@@ -65,6 +59,51 @@ pub fn api_key(r: &Row) -> Result<ApiKey, Error> {
     })
 }
 
+/// The columns of a key that authentication reads (see [`api_key_for_auth`]).
+pub const KEY_AUTH_COLS: &str =
+    "id, account_id, hash, disabled, expires_at, allow_ips, last_used_at, deleted_at";
+
+/// How many columns [`KEY_AUTH_COLS`] names.
+pub const KEY_AUTH_COL_COUNT: usize = 8;
+
+/// A key read for authentication only (`Store::key_and_run`: GET of a run and its event
+/// stream): what steps 1–3, the limiter and a stream's slot read (usable, allowlist, last use,
+/// id and account) is the row's; the rest is left empty (no name, no spend, no quota), since
+/// those paths show and check none of it. Each column of a statement costs PostgreSQL work on
+/// every execution (its projection and result descriptor are built per execution), so they
+/// read these 8 of the key's 16.
+pub fn api_key_for_auth(r: &Row) -> Result<ApiKey, Error> {
+    Ok(ApiKey {
+        id: r.try_get(0)?,
+        account_id: r.try_get(1)?,
+        name: String::new(),
+        prefix: String::new(),
+        hash: KeyHash(r.try_get(2)?),
+        disabled: r.try_get(3)?,
+        test: false,
+        expires_at: ts(r.try_get(4)?),
+        allow_ips: allowlist(r.try_get(5)?)?,
+        spend_limit: None,
+        spent: Millicents(0),
+        quota: None,
+        runs_created: 0,
+        created_at: Timestamp(0),
+        last_used_at: ts(r.try_get(6)?),
+        deleted_at: ts(r.try_get(7)?),
+    })
+}
+
+fn allowlist(ips: &str) -> Result<IpAllowlist, Error> {
+    let ips: Vec<String> =
+        serde_json::from_str(ips).map_err(|e| Error::Data(format!("allow_ips: {e}")))?;
+    IpAllowlist::parse(&ips).map_err(|e| Error::Data(format!("allow_ips: {e}")))
+}
+
+/// [`RUN_COLS`] but `account_id`, for a run read with its account's key (see
+/// [`run_of_account_at`]).
+pub const RUN_OF_KEY_COLS: &str = "id, model, status, input, output, error_message, error_code, \
+     cost_millicents, created_at, started_at, completed_at, key_id, attempts, test";
+
 pub const RUN_COLS: &str = "id, model, status, input, output, error_message, error_code, cost_millicents, \
      created_at, started_at, completed_at, account_id, key_id, attempts, test";
 
@@ -72,8 +111,8 @@ pub fn run(r: &Row) -> Result<Run, Error> {
     run_at(r, 0)
 }
 
-/// The run whose [`RUN_COLS`] start at column `at` (after another table's columns in a join).
-pub fn run_at(r: &Row, at: usize) -> Result<Run, Error> {
+/// The run whose [`RUN_COLS`] start at column `at`.
+fn run_at(r: &Row, at: usize) -> Result<Run, Error> {
     let status: String = r.try_get(at + 2)?;
     let input: String = r.try_get(at + 3)?;
     let output: Option<String> = r.try_get(at + 4)?;
@@ -99,6 +138,37 @@ pub fn run_at(r: &Row, at: usize) -> Result<Run, Error> {
         key_id: r.try_get(at + 12)?,
         attempts: r.try_get::<_, i64>(at + 13)?.clamp(0, i64::from(u32::MAX)) as u32,
         test: r.try_get(at + 14)?,
+    })
+}
+
+/// The run whose [`RUN_OF_KEY_COLS`] start at column `at`, read as a run of the account
+/// `account_id` (the statement matched it on that account).
+pub fn run_of_account_at(r: &Row, at: usize, account_id: &str) -> Result<Run, Error> {
+    let status: String = r.try_get(at + 2)?;
+    let input: String = r.try_get(at + 3)?;
+    let output: Option<String> = r.try_get(at + 4)?;
+    let error_message: Option<String> = r.try_get(at + 5)?;
+    let error_code: Option<String> = r.try_get(at + 6)?;
+    let json = |s: &str| serde_json::from_str(s).map_err(|e| Error::Data(format!("run JSON: {e}")));
+    Ok(Run {
+        id: r.try_get(at)?,
+        model: r.try_get(at + 1)?,
+        status: RunStatus::parse(&status)
+            .ok_or_else(|| Error::Data(format!("unknown status {status}")))?,
+        input: json(&input)?,
+        output: output.as_deref().map(json).transpose()?,
+        error: error_message.map(|message| RunError {
+            message,
+            code: error_code.unwrap_or_default(),
+        }),
+        cost: Millicents(r.try_get(at + 7)?),
+        created_at: Timestamp(r.try_get(at + 8)?),
+        started_at: ts(r.try_get(at + 9)?),
+        completed_at: ts(r.try_get(at + 10)?),
+        account_id: account_id.to_owned(),
+        key_id: r.try_get(at + 11)?,
+        attempts: r.try_get::<_, i64>(at + 12)?.clamp(0, i64::from(u32::MAX)) as u32,
+        test: r.try_get(at + 13)?,
     })
 }
 
@@ -158,7 +228,8 @@ mod tests {
 
     #[test]
     fn key_col_count_matches_the_list() {
-        assert_eq!(KEY_COLS.split(',').count(), KEY_COL_COUNT);
+        assert_eq!(KEY_COLS.split(',').count(), 16);
+        assert_eq!(KEY_AUTH_COLS.split(',').count(), KEY_AUTH_COL_COUNT);
         assert_eq!(qualified("id, name", "k"), "k.id, k.name");
     }
 }

@@ -741,7 +741,14 @@ impl Store for PgStore {
     ) -> Result<Vec<LedgerEntry>, StoreError> {
         let rows = self
             .rows(
-                &format!("SELECT {LEDGER_COLS} FROM ledger WHERE run_id = $1 AND account_id = $2 ORDER BY id"),
+                // Only charges and refunds name a run: each kind's unique partial index finds
+                // its line (migration 0008; a bitmap OR of the two).
+                &format!(
+                    "SELECT {LEDGER_COLS} FROM ledger
+                     WHERE ((run_id = $1 AND kind = 'run_charge') OR (run_id = $1 AND kind = 'run_refund'))
+                       AND account_id = $2
+                     ORDER BY id"
+                ),
                 &[&run_id, &account_id],
             )
             .await?;
@@ -1428,22 +1435,25 @@ impl Store for PgStore {
         run_id: &str,
     ) -> Result<(Option<ApiKey>, Option<Run>), StoreError> {
         // One statement, one round trip: the key by its hash, and the run only if it is the
-        // key's account's (another account's run id finds nothing, as in `get_run`).
+        // key's account's (another account's run id finds nothing, as in `get_run`). Only the
+        // columns used: what authentication reads of the key (`rows::api_key_for_auth`), and
+        // the run but its account, which is the key's: 22 columns, not 31.
         static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
             format!(
                 "SELECT {}, {} FROM api_keys k LEFT JOIN runs r ON r.id = $2 AND r.account_id = k.account_id
                  WHERE k.hash = $1",
-                rows::qualified(KEY_COLS, "k"),
-                rows::qualified(RUN_COLS, "r"),
+                rows::qualified(rows::KEY_AUTH_COLS, "k"),
+                rows::qualified(rows::RUN_OF_KEY_COLS, "r"),
             )
         });
         let Some(row) = self.row(&SQL, &[&hash.0, &run_id]).await? else {
             return Ok((None, None));
         };
-        let key = rows::api_key(&row)?;
-        let run_id: Option<String> = row.try_get(rows::KEY_COL_COUNT).map_err(Error::from)?;
+        let key = rows::api_key_for_auth(&row)?;
+        let at = rows::KEY_AUTH_COL_COUNT;
+        let run_id: Option<&str> = row.try_get(at).map_err(Error::from)?;
         let run = match run_id {
-            Some(_) => Some(rows::run_at(&row, rows::KEY_COL_COUNT)?),
+            Some(_) => Some(rows::run_of_account_at(&row, at, &key.account_id)?),
             None => None,
         };
         Ok((Some(key), run))
