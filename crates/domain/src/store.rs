@@ -305,7 +305,7 @@ pub trait Store: Send + Sync + 'static {
     /// when there is one, the run `run_id` if it belongs to the key's account. A store may answer
     /// both with one statement, and may leave out of the key what authenticating a read does not
     /// look at (its name, spend, quota and usage counts: the PostgreSQL store does); callers use
-    /// only its identity, state, expiry, IP allowlist and mode.
+    /// only its identity, state, expiry, IP allowlist and last use.
     async fn key_and_run(
         &self,
         hash: &KeyHash,
