@@ -376,15 +376,14 @@ async fn lock_rows(
         format!("SELECT {KEY_COLS} FROM api_keys WHERE id = ANY($1) ORDER BY id FOR UPDATE");
     let account_sql =
         "SELECT id, balance_millicents FROM accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE";
-    let (key_stmt, account_stmt, expire_stmt, claim_stmt) = futures_util::future::try_join4(
+    let (key_stmt, account_stmt, claim_stmt) = futures_util::future::try_join3(
         client.prepare_cached(&key_sql),
         client.prepare_cached(account_sql),
-        client.prepare_cached(crate::idempotency::DELETE_EXPIRED_MANY),
         client.prepare_cached(crate::idempotency::CLAIM_MANY),
     )
     .await?;
-    let expire_params: [&Param; 3] = [&fresh.accounts, &fresh.keys, &fresh.expired_before];
-    let claim_params: [&Param; 7] = [
+    let expired_before = fresh.expired_before.iter().copied().min().unwrap_or(0);
+    let claim_params: [&Param; 8] = [
         &fresh.accounts,
         &fresh.keys,
         &fresh.fingerprints,
@@ -392,6 +391,7 @@ async fn lock_rows(
         &fresh.claimed_at,
         &fresh.statuses,
         &fresh.bodies,
+        &expired_before,
     ];
     let claiming = !fresh.keys.is_empty();
     // Sent together; the server runs them in order: the transaction begins, keys are locked
@@ -404,13 +404,7 @@ async fn lock_rows(
             if !claiming {
                 return Ok(Vec::new());
             }
-            // Both sent at once, in order.
-            futures_util::future::try_join(
-                client.execute(&expire_stmt, &expire_params),
-                client.query(&claim_stmt, &claim_params),
-            )
-            .await
-            .map(|(_, rows)| rows)
+            client.query(&claim_stmt, &claim_params).await
         },
     )
     .await?;

@@ -37,24 +37,27 @@ pub(crate) const RECORD_MANY: &str =
        AND i.status IS NULL";
 
 /// Claims the fresh keys of a batch of creates (`create_batch.rs`), or of a create alone
-/// (`store::create_run_tx`), in the create's transaction: a row created before its key's
-/// `expired_before` is deleted ([`DELETE_EXPIRED_MANY`], sent first), then each key's row is
-/// inserted with the create's `201` as its answer, unless a live row has it. `RETURNING` names
-/// the keys claimed: a create whose key is not among them writes nothing (`KeyTaken`). A row
-/// inserted by another uncommitted transaction makes this one wait for its outcome (the unique
-/// key), so two nodes never both claim a key.
-pub(crate) const CLAIM_MANY: &str = "INSERT INTO idempotency_keys (account_id, key, fingerprint, run_id, created_at, claimed_at, status, body)
+/// (`store::create_run_tx`), in the create's transaction: each key's row is inserted with the
+/// create's `201` as its answer, or replaces a row under the key created before `$8` (expired);
+/// a live row is left alone. `RETURNING` names the keys claimed: a create whose key is not among
+/// them writes nothing (`KeyTaken`). `$8` is one cut-off for the whole batch, the earliest of its
+/// runs' `expired_before`: a row expired for one run but not for all is left to the domain,
+/// which finds it expired and claims it on its own (exact). One statement, driven by the
+/// primary key: a separate `DELETE ... USING unnest(...)` of expired rows was planned as a scan
+/// of the whole table once its plan was cached. A row inserted by another uncommitted
+/// transaction makes this one wait for its outcome (the unique key), so two nodes never both
+/// claim a key.
+pub(crate) const CLAIM_MANY: &str = "INSERT INTO idempotency_keys AS i (account_id, key, fingerprint, run_id, created_at, claimed_at, status, body)
      SELECT account_id, key, fingerprint, run_id, claimed_at, claimed_at, status, body
      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::int[], $7::bytea[])
           WITH ORDINALITY AS u(account_id, key, fingerprint, run_id, claimed_at, status, body, ord)
      ORDER BY ord
-     ON CONFLICT (account_id, key) DO NOTHING
+     ON CONFLICT (account_id, key) DO UPDATE SET
+         fingerprint = EXCLUDED.fingerprint, run_id = EXCLUDED.run_id,
+         created_at = EXCLUDED.created_at, claimed_at = EXCLUDED.claimed_at,
+         status = EXCLUDED.status, body = EXCLUDED.body
+     WHERE i.created_at < $8
      RETURNING account_id, key";
-
-/// See [`CLAIM_MANY`]: an expired row gives its key up to the claim.
-pub(crate) const DELETE_EXPIRED_MANY: &str = "DELETE FROM idempotency_keys i
-     USING unnest($1::text[], $2::text[], $3::bigint[]) AS u(account_id, key, expired_before)
-     WHERE i.account_id = u.account_id AND i.key = u.key AND i.created_at < u.expired_before";
 
 /// Gives up the fresh keys a batch claimed for creates it then refused (their rows were inserted
 /// by this transaction, so no other claim can have them).

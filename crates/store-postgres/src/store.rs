@@ -338,12 +338,6 @@ async fn create_run_tx(
         let answer = runbase_domain::idempotency::Answer::created(&run.pending());
         let status = i32::from(answer.status);
         let (accounts, keys) = (vec![run.account_id.clone()], vec![mark.key.clone()]);
-        execute(
-            tx,
-            crate::idempotency::DELETE_EXPIRED_MANY,
-            &[&accounts, &keys, &vec![fresh.expired_before.0]],
-        )
-        .await?;
         let claimed = query_opt(
             tx,
             crate::idempotency::CLAIM_MANY,
@@ -355,6 +349,7 @@ async fn create_run_tx(
                 &vec![mark.claimed_at.0],
                 &vec![status],
                 &vec![answer.body],
+                &fresh.expired_before.0,
             ],
         )
         .await?;
