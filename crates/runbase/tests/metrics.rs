@@ -16,15 +16,19 @@ fn sample(text: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-#[tokio::test]
-async fn metrics_count_requests_runs_the_queue_providers_and_refusals() {
-    // A free port, found by binding and letting go.
+/// A free address for the metrics port, found by binding and letting go.
+fn free_address() -> String {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let at = format!("127.0.0.1:{port}");
+    format!("127.0.0.1:{port}")
+}
+
+#[tokio::test]
+async fn metrics_count_requests_runs_the_queue_providers_and_refusals() {
+    let at = free_address();
     let server = Server::start_with(&[
         ("RUNBASE_METRICS_LISTEN", at.as_str()),
         ("RUNBASE_RATE_LIMITS__RUNS__REQUESTS", "3"),
@@ -144,12 +148,7 @@ async fn metrics_count_requests_runs_the_queue_providers_and_refusals() {
 #[tokio::test]
 async fn idle_connections_cannot_fill_the_metrics_port() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let at = format!("127.0.0.1:{port}");
+    let at = free_address();
     let _server = Server::start_with(&[("RUNBASE_METRICS_LISTEN", at.as_str())]);
     let scrape = |at: String| async move {
         let mut c = tokio::net::TcpStream::connect(&at).await.unwrap();

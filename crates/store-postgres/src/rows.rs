@@ -113,43 +113,29 @@ pub fn run(r: &Row) -> Result<Run, Error> {
 
 /// The run whose [`RUN_COLS`] start at column `at`.
 fn run_at(r: &Row, at: usize) -> Result<Run, Error> {
-    let status: String = r.try_get(at + 2)?;
-    let input: String = r.try_get(at + 3)?;
-    let output: Option<String> = r.try_get(at + 4)?;
-    let error_message: Option<String> = r.try_get(at + 5)?;
-    let error_code: Option<String> = r.try_get(at + 6)?;
-    let json = |s: &str| serde_json::from_str(s).map_err(|e| Error::Data(format!("run JSON: {e}")));
-    Ok(Run {
-        id: r.try_get(at)?,
-        model: r.try_get(at + 1)?,
-        status: RunStatus::parse(&status)
-            .ok_or_else(|| Error::Data(format!("unknown status {status}")))?,
-        input: json(&input)?,
-        output: output.as_deref().map(json).transpose()?,
-        error: error_message.map(|message| RunError {
-            message,
-            code: error_code.unwrap_or_default(),
-        }),
-        cost: Millicents(r.try_get(at + 7)?),
-        created_at: Timestamp(r.try_get(at + 8)?),
-        started_at: ts(r.try_get(at + 9)?),
-        completed_at: ts(r.try_get(at + 10)?),
-        account_id: r.try_get(at + 11)?,
-        key_id: r.try_get(at + 12)?,
-        attempts: r.try_get::<_, i64>(at + 13)?.clamp(0, i64::from(u32::MAX)) as u32,
-        test: r.try_get(at + 14)?,
-    })
+    run_columns(r, at, None)
 }
 
 /// The run whose [`RUN_OF_KEY_COLS`] start at column `at`, read as a run of the account
 /// `account_id` (the statement matched it on that account).
 pub fn run_of_account_at(r: &Row, at: usize, account_id: &str) -> Result<Run, Error> {
+    run_columns(r, at, Some(account_id))
+}
+
+/// A run's columns from `at`: [`RUN_COLS`], or, when the account is known, the same without
+/// `account_id` ([`RUN_OF_KEY_COLS`]).
+fn run_columns(r: &Row, at: usize, account_id: Option<&str>) -> Result<Run, Error> {
     let status: String = r.try_get(at + 2)?;
     let input: String = r.try_get(at + 3)?;
     let output: Option<String> = r.try_get(at + 4)?;
     let error_message: Option<String> = r.try_get(at + 5)?;
     let error_code: Option<String> = r.try_get(at + 6)?;
     let json = |s: &str| serde_json::from_str(s).map_err(|e| Error::Data(format!("run JSON: {e}")));
+    // The columns after `completed_at`: `account_id` when read, then the key, ...
+    let (account_id, rest) = match account_id {
+        Some(id) => (id.to_owned(), at + 11),
+        None => (r.try_get(at + 11)?, at + 12),
+    };
     Ok(Run {
         id: r.try_get(at)?,
         model: r.try_get(at + 1)?,
@@ -165,10 +151,10 @@ pub fn run_of_account_at(r: &Row, at: usize, account_id: &str) -> Result<Run, Er
         created_at: Timestamp(r.try_get(at + 8)?),
         started_at: ts(r.try_get(at + 9)?),
         completed_at: ts(r.try_get(at + 10)?),
-        account_id: account_id.to_owned(),
-        key_id: r.try_get(at + 11)?,
-        attempts: r.try_get::<_, i64>(at + 12)?.clamp(0, i64::from(u32::MAX)) as u32,
-        test: r.try_get(at + 13)?,
+        account_id,
+        key_id: r.try_get(rest)?,
+        attempts: r.try_get::<_, i64>(rest + 1)?.clamp(0, i64::from(u32::MAX)) as u32,
+        test: r.try_get(rest + 2)?,
     })
 }
 
