@@ -6,12 +6,17 @@
 //! When Redis cannot be reached the limiter answers at once (it never waits for a connection):
 //! refuses (`fail = closed`, the caller answers 503) or lets the request through uncounted
 //! (`fail = open`). The connection is rebuilt by a background task.
+//!
+//! A refusal is certain until the oldest admission leaves the window, so each node remembers
+//! it and refuses by itself until then (`refusals`): an over-limit flood does not reach Redis.
 
 mod connection;
+mod refusals;
 mod script;
 
 use async_trait::async_trait;
 use connection::Connection;
+use refusals::Refusals;
 use runbase_domain::ratelimit::{LimiterUnavailable, RateDecision, RateLimit, RateLimiter};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,6 +68,7 @@ impl RedisLimits {
             shared: self.clone(),
             key_prefix: format!("{}{scope}:", self.prefix),
             limit,
+            refusals: Refusals::default(),
         }
     }
 }
@@ -72,13 +78,31 @@ pub struct RedisLimiter {
     shared: RedisLimits,
     key_prefix: String,
     limit: RateLimit,
+    refusals: Refusals,
 }
 
 impl RedisLimiter {
     async fn decide(&self, key: &str, count: bool) -> Result<RateDecision, LimiterUnavailable> {
+        let asked = Instant::now();
+        if let Some(left) = self.refusals.refused_for(key, asked) {
+            return Ok(RateDecision {
+                allowed: false,
+                limit: self.limit.requests,
+                remaining: 0,
+                reset_after: left,
+            });
+        }
         let redis_key = format!("{}{key}", self.key_prefix);
         match self.shared.conn.window(&redis_key, self.limit, count).await {
-            Ok(d) => Ok(d),
+            Ok(d) => {
+                if !d.allowed {
+                    // Measured from `asked`, before Redis read its clock: never later than the
+                    // moment the oldest admission leaves the window.
+                    self.refusals
+                        .remember(key, asked + d.reset_after, Instant::now());
+                }
+                Ok(d)
+            }
             Err(e) => {
                 let fail = self.shared.fail;
                 self.shared.log.failed(fail, &e);

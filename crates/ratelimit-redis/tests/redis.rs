@@ -131,6 +131,58 @@ async fn a_slot_frees_when_the_oldest_request_leaves_the_window() {
     assert_eq!(d.remaining, 0, "the second request is still in the window");
 }
 
+/// Sends one inline command to Redis and returns its first reply line.
+async fn redis_command(line: &str) -> String {
+    let url = redis_url();
+    let addr = url.trim_start_matches("redis://").trim_end_matches('/');
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("redis");
+    s.write_all(format!("{line}\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut buf = vec![0u8; 256];
+    let n = s.read(&mut buf).await.expect("read");
+    String::from_utf8_lossy(&buf[..n]).trim_end().to_owned()
+}
+
+#[tokio::test]
+async fn a_node_answers_a_certain_refusal_itself_until_the_window_frees() {
+    if !redis_up().await {
+        return;
+    }
+    let prefix = prefix();
+    let (a, b) = (
+        limits(&redis_url(), &prefix, FailMode::Closed),
+        limits(&redis_url(), &prefix, FailMode::Closed),
+    );
+    connected(&a).await;
+    connected(&b).await;
+    let window = Duration::from_millis(1500);
+    let (la, lb) = (
+        a.limiter("runs", per(2, window)),
+        b.limiter("runs", per(2, window)),
+    );
+    assert!(la.check("k").await.expect("answer").allowed);
+    assert!(lb.check("k").await.expect("answer").allowed);
+    let first = la.check("k").await.expect("answer");
+    assert!(!first.allowed);
+    // Redis is no longer asked by node A: with the key deleted behind its back (the one way to
+    // shorten a window), A still refuses, for no longer than Redis said, while B, which has not
+    // been refused yet, asks Redis and is admitted.
+    assert_eq!(redis_command(&format!("DEL {prefix}runs:k")).await, ":1");
+    let cached = la.check("k").await.expect("answer");
+    assert!(!cached.allowed);
+    assert_eq!(cached.remaining, 0);
+    assert!(
+        cached.reset_after <= first.reset_after,
+        "{cached:?} after {first:?}"
+    );
+    assert!(la.peek("k").await.expect("answer").allowed.eq(&false));
+    assert!(lb.check("k").await.expect("answer").allowed);
+    // Once the moment passes, A asks Redis again.
+    tokio::time::sleep(cached.reset_after + Duration::from_millis(20)).await;
+    assert!(la.check("k").await.expect("answer").allowed);
+}
+
 /// A port nothing listens on.
 async fn closed_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
