@@ -125,3 +125,46 @@ async fn a_run_longer_than_its_lease_stays_with_its_live_worker() {
     assert!(!s.log().contains("reclaimed runs"), "{}", s.log());
     assert_eq!(c.balance(&key).await, json!(9));
 }
+
+#[tokio::test]
+async fn a_graceful_stop_writes_the_outcome_of_every_run_it_executed() {
+    // Few slots and short runs: at the SIGTERM some runs are executing, some have just
+    // executed and are having their outcome written, and the rest wait in the queue.
+    let mut s = Server::start_with(&[
+        ("RUNBASE_WORKER__CONCURRENCY", "4"),
+        ("RUNBASE_RATE_LIMITS__RUNS__REQUESTS", "100000"),
+    ]);
+    let key = s.account("graceful@example.com", 100);
+    let c = s.client();
+    let mut ids = Vec::new();
+    for i in 0..60 {
+        let r = c
+            .create(
+                &key,
+                json!({"model": "runbase/echo", "input": {"text": format!("r{i}"), "delay_ms": 20}}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        ids.push(r.body["id"].as_str().unwrap().to_owned());
+    }
+    // Stopped once the ninth run has been picked up (it may already be done: it is short).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while c.run(&key, &ids[8]).await.body["status"] == "pending" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ninth run was never picked up"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(s.terminate().success());
+    // Stopped: nothing it had claimed is left half-done (a run left `processing` would be
+    // executed again at the next start). Every run is either finished or still queued.
+    let processing = s.count("SELECT count(*) FROM runs WHERE status = 'processing'");
+    let succeeded = s.count("SELECT count(*) FROM runs WHERE status = 'succeeded'");
+    let pending = s.count("SELECT count(*) FROM runs WHERE status = 'pending'");
+    assert_eq!(processing, 0, "{succeeded} succeeded, {pending} pending");
+    assert!(succeeded >= 8, "{succeeded} succeeded");
+    assert_eq!(succeeded + pending, 60);
+    let twice = s.count("SELECT count(*) FROM runs WHERE attempts > 1");
+    assert_eq!(twice, 0);
+}

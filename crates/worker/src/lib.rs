@@ -95,6 +95,9 @@ impl Worker {
     /// for runs in flight (any still running are re-queued at the next start).
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
+        // Outcomes being written: a run gives its slot back once its provider has answered,
+        // and holds one of these until its outcome is committed (see `execute_in_span`).
+        let settling = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
         let signal = self.store.queue_signal();
         let leases = tokio::spawn(self.clone().keep_leases());
         let cancels = self
@@ -135,11 +138,17 @@ impl Worker {
                         Err(_) => break,
                     },
                 };
-                tokio::spawn(self.clone().execute(run, permit));
+                tokio::spawn(self.clone().execute(run, permit, settling.clone()));
             }
         }
         let all = self.config.concurrency.max(1) as u32;
-        let _ = tokio::time::timeout(self.config.shutdown_grace, slots.acquire_many(all)).await;
+        // Every run executing, then every outcome being written: none is left half-recorded.
+        let _ = tokio::time::timeout(self.config.shutdown_grace, async {
+            let executed = slots.acquire_many(all).await;
+            let settled = settling.acquire_many(all).await;
+            (executed, settled)
+        })
+        .await;
         leases.abort();
         if let Some(c) = cancels {
             c.abort();
@@ -245,12 +254,23 @@ impl Worker {
         }
     }
 
-    async fn execute(self, run: Run, permit: OwnedSemaphorePermit) {
+    async fn execute(self, run: Run, permit: OwnedSemaphorePermit, settling: Arc<Semaphore>) {
         let span = tracing::info_span!("run.execute", run.id = %run.id, run.model = %run.model);
-        self.execute_in_span(run, permit).instrument(span).await
+        self.execute_in_span(run, permit, settling)
+            .instrument(span)
+            .await
     }
 
-    async fn execute_in_span(self, run: Run, _permit: OwnedSemaphorePermit) {
+    /// Runs the provider while holding `permit` (one of `concurrency` slots), then writes the
+    /// outcome holding a place in `settling` instead: the slot is free for the next run while
+    /// the store commits (a commit waits for the writer's batch, as long as a fast model's
+    /// whole execution), and shutdown still waits for the write.
+    async fn execute_in_span(
+        self,
+        run: Run,
+        permit: OwnedSemaphorePermit,
+        settling: Arc<Semaphore>,
+    ) {
         let started = std::time::Instant::now();
         if let Some(claimed) = run.started_at {
             let waited = claimed.0.saturating_sub(run.created_at.0).max(0);
@@ -289,7 +309,12 @@ impl Worker {
         };
         drop(registration);
         let ok = matches!(outcome, RunOutcome::Succeeded { .. });
+        // Taken before the slot is given back, so that runs waiting on the store stay bounded
+        // (at most `concurrency` executing and as many being written).
+        let settling = settling.acquire_owned().await;
+        drop(permit);
         self.finish(&run.id, outcome).await;
+        drop(settling);
         self.metrics
             .run_finished(&run.model, if ok { "succeeded" } else { "failed" });
         tracing::info!(

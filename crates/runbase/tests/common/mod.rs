@@ -350,6 +350,39 @@ impl Server {
     }
 }
 
+impl Server {
+    /// The number a `SELECT count(*) ...` query gives on the server's database, whichever it is.
+    pub fn count(&self, query: &str) -> i64 {
+        match self.database_url() {
+            Some(url) if url.starts_with("postgres") => {
+                let query = query.to_owned();
+                std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("runtime");
+                    rt.block_on(async move {
+                        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                            .await
+                            .expect("connect to the test database");
+                        tokio::spawn(conn);
+                        let row = client.query_one(&query, &[]).await.expect("SQL");
+                        row.get::<_, i64>(0)
+                    })
+                })
+                .join()
+                .expect("SQL thread")
+            }
+            _ => {
+                let conn = rusqlite::Connection::open(self.dir.join("runbase.db")).expect("open");
+                conn.busy_timeout(Duration::from_secs(10))
+                    .expect("busy timeout");
+                conn.query_row(query, [], |r| r.get(0)).expect("SQL")
+            }
+        }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
