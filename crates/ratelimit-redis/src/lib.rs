@@ -68,7 +68,7 @@ impl RedisLimits {
             shared: self.clone(),
             key_prefix: format!("{}{scope}:", self.prefix),
             limit,
-            refusals: Refusals::default(),
+            refusals: Refusals::new(limit.window),
         }
     }
 }
