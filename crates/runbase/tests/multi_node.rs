@@ -9,8 +9,8 @@
 //! - a cancel through an API node stops the run a worker is executing;
 //! - a worker killed with SIGKILL mid-run: the other worker finishes the run once, charged once;
 //! - the runs limit (20 per 10 s) is exact across both API nodes;
-//! - with Redis gone, `fail = closed` answers 503 and `fail = open` lets requests through, and
-//!   counting resumes when Redis is back.
+//! - with Redis gone, `fail = closed` answers 503 and `fail = open` lets requests through (a
+//!   refusal a node already had from Redis still holds), and counting resumes when Redis is back.
 //!
 //! Always on PostgreSQL (whatever `RUNBASE_TEST_DATABASE` says); skipped without PostgreSQL or
 //! Redis, except under CI where it fails.
@@ -408,7 +408,8 @@ async fn the_runs_limit_is_exact_across_two_api_nodes() {
 
 /// Redis goes away (a proxy in front of it is stopped): the API node with `fail = closed`
 /// answers 503 `service_unavailable` at once, the one with `fail = open` lets requests
-/// through, both keep answering; when Redis is back, the limit is counted and shared again.
+/// through, both keep answering 429 for a key Redis refused them before; when Redis is back,
+/// the limit is counted and shared again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_redis_fail_closed_refuses_and_fail_open_admits() {
     let Some(db) = services() else { return };
@@ -420,6 +421,8 @@ async fn without_redis_fail_closed_refuses_and_fail_open_admits() {
     let cluster = Cluster::start(db, &model.url, 2, 2, |node| {
         let mut env = redis_env(&proxied, &prefix);
         env.push(("RUNBASE_RATE_LIMITS__RUNS__REQUESTS", "4".into()));
+        // A minute, so that the refusals below certainly hold through the outage.
+        env.push(("RUNBASE_RATE_LIMITS__RUNS__WINDOW_SECS", "60".into()));
         let fail = if node == "api2" { "open" } else { "closed" };
         env.push(("RUNBASE_RATE_LIMITS__FAIL", fail.into()));
         env
@@ -431,6 +434,7 @@ async fn without_redis_fail_closed_refuses_and_fail_open_admits() {
     let before = closed.key("redis@example.com", &[]);
     let after = closed.key("redis@example.com", &[]);
     let probe = closed.key("redis@example.com", &[]);
+    let under = closed.key("redis@example.com", &[]);
 
     // Through the proxy, both nodes count one limit of 4.
     for i in 0..8 {
@@ -447,10 +451,17 @@ async fn without_redis_fail_closed_refuses_and_fail_open_admits() {
         cc.run(&key, "run_none")
             .await
             .assert_error(503, "service_unavailable");
-        // `before` is over its limit, but nothing is counted now.
-        co.run(&before, "run_none")
+        // `under` is under its limit, and nothing is counted now.
+        co.run(&under, "run_none")
             .await
             .assert_error(404, "run_not_found");
+        // Both nodes were refused `before` by Redis: the refusal is certain until its oldest
+        // admission leaves the window, and each node answers it by itself, Redis or not.
+        for c in nodes {
+            c.run(&before, "run_none")
+                .await
+                .assert_error(429, "RATE_LIMITED");
+        }
     }
     // A create through the closed node is refused before any money moves; through the open
     // node it is accepted and executed.
