@@ -168,3 +168,52 @@ async fn a_graceful_stop_writes_the_outcome_of_every_run_it_executed() {
     let twice = s.count("SELECT count(*) FROM runs WHERE attempts > 1");
     assert_eq!(twice, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_waits_for_an_outcome_the_store_is_slow_to_write() {
+    // PostgreSQL only: a test transaction holds the run's row, so the worker's write of the
+    // outcome waits on it after the run has executed (and given its slot back). A failure:
+    // its write is a transaction (the refund), which a process gone before it commits loses.
+    if !common::on_postgres() {
+        return;
+    }
+    let mut s = Server::start();
+    let key = s.account("slow-write@example.com", 10);
+    let c = s.client();
+    let r = c
+        .create(
+            &key,
+            json!({"model": "runbase/echo", "input": {"text": "x", "delay_ms": 300, "fail": "boom"}}),
+        )
+        .await;
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    c.wait_for_status(&key, &id, "processing").await;
+    let (db, conn) = tokio_postgres::connect(&s.database_url().unwrap(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    db.batch_execute("BEGIN").await.unwrap();
+    db.query("SELECT id FROM runs WHERE id = $1 FOR UPDATE", &[&id])
+        .await
+        .unwrap();
+    // The run has executed; its outcome waits for the row.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        db.batch_execute("ROLLBACK").await.unwrap();
+    });
+    // Within the shutdown grace (10 s), the stop waits for the write.
+    assert!(s.terminate().success());
+    release.await.unwrap();
+    let status = s.count(&format!(
+        "SELECT count(*) FROM runs WHERE id = '{id}' AND status = 'failed'"
+    ));
+    assert_eq!(
+        status, 1,
+        "the run's outcome was not written before the stop"
+    );
+    let refunds = s.count(&format!(
+        "SELECT count(*) FROM ledger WHERE run_id = '{id}' AND kind = 'run_refund'"
+    ));
+    assert_eq!(refunds, 1);
+}
