@@ -106,9 +106,11 @@ impl Worker {
             .map(|rx| tokio::spawn(self.clone().follow_cancels(rx)));
         tokio::pin!(shutdown);
         loop {
+            // Shutdown first: once it is asked for, no run is claimed.
             let first = tokio::select! {
-                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                biased;
                 _ = &mut shutdown => break,
+                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             };
             let want = 1 + slots.available_permits() as u32;
             let now = Timestamp::now();
