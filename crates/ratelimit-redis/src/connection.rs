@@ -9,8 +9,9 @@ use crate::script::SLIDING_WINDOW;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client};
 use runbase_domain::ratelimit::{RateDecision, RateLimit};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 
 /// Bounds on the time Redis may take.
@@ -45,6 +46,8 @@ pub enum Error {
     Redis(#[from] redis::RedisError),
     #[error("unexpected answer from the script")]
     BadReply,
+    #[error("the answer came after its deadline on Redis's clock")]
+    Late,
 }
 
 pub struct Connection {
@@ -52,6 +55,17 @@ pub struct Connection {
     /// Wakes the reconnect task when the current connection is given up.
     lost: Notify,
     timeouts: Timeouts,
+    /// How far ahead of this node's wall clock Redis's clock may be, in microseconds, from the
+    /// last answer: Redis's time minus when the question was sent (an upper bound, off by at
+    /// most that question's round trip). `i64::MIN` until the first answer.
+    clock_ahead: AtomicI64,
+}
+
+/// This node's wall clock, in microseconds since the epoch.
+fn wall_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 impl Connection {
@@ -62,6 +76,7 @@ impl Connection {
             current: RwLock::new(None),
             lost: Notify::new(),
             timeouts,
+            clock_ahead: AtomicI64::new(i64::MIN),
         });
         tokio::spawn(keep_connected(Arc::downgrade(&conn), client));
         Ok(conn)
@@ -79,6 +94,19 @@ impl Connection {
         self.lost.notify_one();
     }
 
+    /// The moment on Redis's clock after which a question sent at `sent` (this node's clock) is
+    /// not to be counted: by then its caller has long stopped waiting. The command timeout
+    /// twice over, from the latest estimate of Redis's clock, which is never behind the true
+    /// one; 0 (none) before the first answer.
+    fn deadline(&self, sent: i64) -> i64 {
+        let ahead = self.clock_ahead.load(Ordering::Relaxed);
+        if ahead == i64::MIN {
+            return 0;
+        }
+        let margin = i64::try_from(2 * self.timeouts.command.as_micros()).unwrap_or(i64::MAX);
+        sent.saturating_add(ahead).saturating_add(margin).max(1)
+    }
+
     /// Runs the sliding-window script for `key`.
     pub async fn window(
         &self,
@@ -89,18 +117,20 @@ impl Connection {
         let mut conn = self.get().ok_or(Error::NotConnected)?;
         let window_us = u64::try_from(limit.window.as_micros()).unwrap_or(u64::MAX);
         let nonce: u64 = rand::random();
+        let sent = wall_micros();
         let mut call = SLIDING_WINDOW.prepare_invoke();
         call.key(key)
             .arg(limit.requests)
             .arg(window_us)
             .arg(u8::from(count))
-            .arg(nonce);
+            .arg(nonce)
+            .arg(self.deadline(sent));
         let reply = tokio::time::timeout(
             self.timeouts.command,
-            call.invoke_async::<(i64, i64, i64)>(&mut conn),
+            call.invoke_async::<(i64, i64, i64, i64)>(&mut conn),
         )
         .await;
-        let (allowed, used, reset_us) = match reply {
+        let (allowed, used, reset_us, redis_now) = match reply {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 if e.is_unrecoverable_error() || e.is_io_error() || e.is_timeout() {
@@ -114,6 +144,12 @@ impl Connection {
                 return Err(Error::Timeout(self.timeouts.command));
             }
         };
+        self.clock_ahead
+            .store(redis_now.saturating_sub(sent), Ordering::Relaxed);
+        if allowed == 2 {
+            // Only when the clocks moved apart since the last answer; the next one is right.
+            return Err(Error::Late);
+        }
         let used = u32::try_from(used).map_err(|_| Error::BadReply)?;
         let reset_us = u64::try_from(reset_us).map_err(|_| Error::BadReply)?;
         Ok(RateDecision {

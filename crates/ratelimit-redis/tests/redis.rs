@@ -345,3 +345,115 @@ async fn a_redis_that_stops_answering_is_given_up_after_the_command_timeout() {
     }
     drop(relay);
 }
+
+/// A TCP relay to Redis that can hold what clients send and deliver it later, like a Redis
+/// that stalls (stopped, swapping) while its socket keeps taking commands: a held command
+/// reaches Redis even if its client has hung up meanwhile.
+struct HoldingRelay {
+    port: u16,
+    held: tokio::sync::watch::Sender<bool>,
+}
+
+impl HoldingRelay {
+    async fn start(target: String) -> HoldingRelay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
+        let port = listener.local_addr().expect("addr").port();
+        let (held, held_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let Ok(out) = tokio::net::TcpStream::connect(&target).await else {
+                    return;
+                };
+                let (mut from_client, mut to_client) = inbound.into_split();
+                let (mut from_redis, mut to_redis) = out.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut from_redis, &mut to_client).await;
+                });
+                let mut held = held_rx.clone();
+                tokio::spawn(async move {
+                    let (mut buf, mut pending) = (vec![0u8; 4096], Vec::new());
+                    let mut open = true;
+                    loop {
+                        tokio::select! {
+                            r = from_client.read(&mut buf), if open => match r {
+                                Ok(n) if n > 0 => pending.extend_from_slice(&buf[..n]),
+                                _ => open = false,
+                            },
+                            c = held.changed() => if c.is_err() { return },
+                        }
+                        if !*held.borrow() && !pending.is_empty() {
+                            if to_redis.write_all(&pending).await.is_err() {
+                                return;
+                            }
+                            pending.clear();
+                        }
+                        if !open && pending.is_empty() {
+                            let _ = to_redis.shutdown().await;
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        HoldingRelay { port, held }
+    }
+
+    fn hold(&self, on: bool) {
+        let _ = self.held.send(on);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_command_that_reaches_redis_after_its_caller_gave_up_is_not_counted() {
+    if !redis_up().await {
+        return;
+    }
+    let target = redis_url()
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_owned();
+    let relay = HoldingRelay::start(target).await;
+    let prefix = prefix();
+    let node = limits(
+        &format!("redis://127.0.0.1:{}", relay.port),
+        &prefix,
+        FailMode::Closed,
+    );
+    connected(&node).await;
+    let l = std::sync::Arc::new(node.limiter("runs", per(3, Duration::from_secs(3600))));
+    assert!(l.check("k").await.expect("answer").allowed);
+
+    // Redis stalls: five requests are sent, held, and given up after the command timeout
+    // (answered 503 by the caller).
+    relay.hold(true);
+    let waiting: Vec<_> = (0..5)
+        .map(|_| {
+            let l = l.clone();
+            tokio::spawn(async move { l.check("k").await })
+        })
+        .collect();
+    for w in waiting {
+        assert!(w.await.expect("task").is_err(), "answered while held");
+    }
+    // Well past their deadline, the held commands reach Redis; they must count nothing.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    relay.hold(false);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        redis_command(&format!("ZCARD {prefix}runs:k")).await,
+        ":1",
+        "the requests given up were counted"
+    );
+    // The node reconnects and counts on from where it was.
+    let mut next = None;
+    for _ in 0..200 {
+        if let Ok(d) = l.check("k").await {
+            next = Some(d);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let d = next.expect("the limiter reconnected");
+    assert!(d.allowed);
+    assert_eq!(d.remaining, 1);
+}
