@@ -117,39 +117,50 @@ impl Connection {
         let mut conn = self.get().ok_or(Error::NotConnected)?;
         let window_us = u64::try_from(limit.window.as_micros()).unwrap_or(u64::MAX);
         let nonce: u64 = rand::random();
-        let sent = wall_micros();
-        let mut call = SLIDING_WINDOW.prepare_invoke();
-        call.key(key)
-            .arg(limit.requests)
-            .arg(window_us)
-            .arg(u8::from(count))
-            .arg(nonce)
-            .arg(self.deadline(sent));
-        let reply = tokio::time::timeout(
-            self.timeouts.command,
-            call.invoke_async::<(i64, i64, i64, i64)>(&mut conn),
-        )
-        .await;
-        let (allowed, used, reset_us, redis_now) = match reply {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                if e.is_unrecoverable_error() || e.is_io_error() || e.is_timeout() {
-                    self.drop_connection();
+        // One budget for the caller's wait, whether it takes one command or two.
+        let give_up = tokio::time::Instant::now() + self.timeouts.command;
+        let mut retried = false;
+        let (allowed, used, reset_us) = loop {
+            let sent = wall_micros();
+            let mut call = SLIDING_WINDOW.prepare_invoke();
+            call.key(key)
+                .arg(limit.requests)
+                .arg(window_us)
+                .arg(u8::from(count))
+                .arg(nonce)
+                .arg(self.deadline(sent));
+            let reply = tokio::time::timeout_at(
+                give_up,
+                call.invoke_async::<(i64, i64, i64, i64)>(&mut conn),
+            )
+            .await;
+            let (allowed, used, reset_us, redis_now) = match reply {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    if e.is_unrecoverable_error() || e.is_io_error() || e.is_timeout() {
+                        self.drop_connection();
+                    }
+                    return Err(e.into());
                 }
-                return Err(e.into());
+                Err(_) => {
+                    // A server that stops answering (a network partition) never closes the socket.
+                    self.drop_connection();
+                    return Err(Error::Timeout(self.timeouts.command));
+                }
+            };
+            self.clock_ahead
+                .store(redis_now.saturating_sub(sent), Ordering::Relaxed);
+            if allowed != 2 {
+                break (allowed, used, reset_us);
             }
-            Err(_) => {
-                // A server that stops answering (a network partition) never closes the socket.
-                self.drop_connection();
-                return Err(Error::Timeout(self.timeouts.command));
+            // Past its deadline yet answered while its caller still waits: the estimate was
+            // stale (a clock stepped, another Redis after a reconnect), not the command late.
+            // It counted nothing, so it is asked again, once, with the estimate it corrected.
+            if retried {
+                return Err(Error::Late);
             }
+            retried = true;
         };
-        self.clock_ahead
-            .store(redis_now.saturating_sub(sent), Ordering::Relaxed);
-        if allowed == 2 {
-            // Only when the clocks moved apart since the last answer; the next one is right.
-            return Err(Error::Late);
-        }
         let used = u32::try_from(used).map_err(|_| Error::BadReply)?;
         let reset_us = u64::try_from(reset_us).map_err(|_| Error::BadReply)?;
         Ok(RateDecision {
@@ -240,4 +251,60 @@ async fn ping(conn: &mut MultiplexedConnection, timeout: Duration) -> bool {
         tokio::time::timeout(timeout, conn.req_packed_command(&cmd)).await,
         Ok(Ok(_))
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn redis_url() -> String {
+        std::env::var("RUNBASE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+    }
+
+    /// Redis's clock stepped ahead of this node's since the last answer (or the node reconnected
+    /// to another Redis whose clock is ahead): the estimate is too low, and the next command
+    /// finds its deadline passed although it is answered at once. That must not fail a request.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stale_clock_estimate_does_not_fail_a_command_answered_in_time() {
+        let addr = redis_url()
+            .trim_start_matches("redis://")
+            .trim_end_matches('/')
+            .to_owned();
+        if tokio::net::TcpStream::connect(&addr).await.is_err() {
+            assert!(
+                std::env::var("CI").is_err(),
+                "Redis is not running at {addr}"
+            );
+            return;
+        }
+        let conn = Connection::start(&redis_url(), Timeouts::default()).expect("url");
+        let key = format!("runbase-test:{:016x}:stale", rand::random::<u64>());
+        let limit = RateLimit {
+            requests: 5,
+            window: Duration::from_secs(60),
+        };
+        let mut first = None;
+        for _ in 0..200 {
+            if let Ok(d) = conn.window(&key, limit, true).await {
+                first = Some(d);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(first.expect("connected").remaining, 4);
+        // As if Redis's clock had stepped 2 s ahead since that answer.
+        let ahead = conn.clock_ahead.load(Ordering::Relaxed);
+        conn.clock_ahead.store(ahead - 2_000_000, Ordering::Relaxed);
+        let d = conn
+            .window(&key, limit, true)
+            .await
+            .expect("a command answered in time is not dropped as late");
+        assert!(d.allowed);
+        assert_eq!(d.remaining, 3, "counted once");
+        let d = conn.window(&key, limit, false).await.expect("peek");
+        assert_eq!(d.remaining, 3);
+        if let Some(mut m) = conn.get() {
+            let _: Result<i64, _> = redis::cmd("DEL").arg(&key).query_async(&mut m).await;
+        }
+    }
 }

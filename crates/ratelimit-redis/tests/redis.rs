@@ -294,13 +294,16 @@ async fn reconnects_in_the_background_after_an_outage() {
     assert!(l.check("k").await.expect("answer").allowed);
 
     let port = relay.cut();
-    // The cut is noticed by the first request that uses the dead connection.
+    // The cut is noticed by the first request that uses the dead connection. It takes effect
+    // when the relay's tasks see it: requests answered before then were counted.
     let mut refused = false;
+    let mut counted = 0;
     for _ in 0..100 {
         if l.check("k").await.is_err() {
             refused = true;
             break;
         }
+        counted += 1;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(refused, "requests kept being counted with Redis cut off");
@@ -315,8 +318,14 @@ async fn reconnects_in_the_background_after_an_outage() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let d = back.expect("the limiter reconnected");
-    // The count survived the outage: it lives in Redis.
-    assert_eq!(d.remaining, 98);
+    // The count survived the outage: it lives in Redis. The request that found the connection
+    // cut may have reached Redis before the relay dropped its answer (counted, answered 503).
+    let before = 98 - counted;
+    assert!(
+        d.remaining == before || d.remaining + 1 == before,
+        "remaining {} after {counted} counted during the cut",
+        d.remaining
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
