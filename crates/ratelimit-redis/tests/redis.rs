@@ -12,11 +12,18 @@ fn redis_url() -> String {
     std::env::var("RUNBASE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// The `host:port` of [`redis_url`], for raw TCP (a probe, a relay).
+fn redis_addr() -> String {
+    redis_url()
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_owned()
+}
+
 /// Whether Redis answers; panics under CI when it does not.
 async fn redis_up() -> bool {
-    let url = redis_url();
-    let addr = url.trim_start_matches("redis://").trim_end_matches('/');
-    let up = match tokio::net::TcpStream::connect(addr).await {
+    let (url, addr) = (redis_url(), redis_addr());
+    let up = match tokio::net::TcpStream::connect(&addr).await {
         Ok(mut s) => {
             let mut buf = [0u8; 7];
             s.write_all(b"PING\r\n").await.is_ok()
@@ -133,9 +140,9 @@ async fn a_slot_frees_when_the_oldest_request_leaves_the_window() {
 
 /// Sends one inline command to Redis and returns its first reply line.
 async fn redis_command(line: &str) -> String {
-    let url = redis_url();
-    let addr = url.trim_start_matches("redis://").trim_end_matches('/');
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("redis");
+    let mut s = tokio::net::TcpStream::connect(redis_addr())
+        .await
+        .expect("redis");
     s.write_all(format!("{line}\r\n").as_bytes())
         .await
         .expect("write");
@@ -282,10 +289,7 @@ async fn reconnects_in_the_background_after_an_outage() {
     if !redis_up().await {
         return;
     }
-    let target = redis_url()
-        .trim_start_matches("redis://")
-        .trim_end_matches('/')
-        .to_owned();
+    let target = redis_addr();
     let relay = Relay::start(0, target.clone()).await;
     let url = format!("redis://127.0.0.1:{}", relay.port);
     let node = limits(&url, &prefix(), FailMode::Closed);
@@ -333,10 +337,7 @@ async fn a_redis_that_stops_answering_is_given_up_after_the_command_timeout() {
     if !redis_up().await {
         return;
     }
-    let target = redis_url()
-        .trim_start_matches("redis://")
-        .trim_end_matches('/')
-        .to_owned();
+    let target = redis_addr();
     let relay = Relay::start(0, target).await;
     let url = format!("redis://127.0.0.1:{}", relay.port);
     let node = limits(&url, &prefix(), FailMode::Closed);
@@ -417,10 +418,7 @@ async fn a_command_that_reaches_redis_after_its_caller_gave_up_is_not_counted() 
     if !redis_up().await {
         return;
     }
-    let target = redis_url()
-        .trim_start_matches("redis://")
-        .trim_end_matches('/')
-        .to_owned();
+    let target = redis_addr();
     let relay = HoldingRelay::start(target).await;
     let prefix = prefix();
     let node = limits(

@@ -316,71 +316,72 @@ impl Server {
     /// Runs SQL statements on the server's database, whichever it is (to set up what an API
     /// cannot, such as an upload made weeks ago). Written in the SQL both stores read.
     pub fn sql(&self, statements: &str) {
-        let url = self
-            .env
-            .iter()
-            .find(|(k, _)| k == "RUNBASE_DATABASE_URL")
-            .map(|(_, v)| v.clone());
-        match url {
+        match self.database_url() {
             Some(url) if url.starts_with("postgres") => {
                 let statements = statements.to_owned();
-                std::thread::spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .expect("runtime");
-                    rt.block_on(async move {
-                        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                            .await
-                            .expect("connect to the test database");
-                        tokio::spawn(conn);
+                with_postgres(url, move |client| {
+                    Box::pin(async move {
                         client.batch_execute(&statements).await.expect("SQL");
-                    });
-                })
-                .join()
-                .expect("SQL thread");
+                    })
+                });
             }
-            _ => {
-                let conn = rusqlite::Connection::open(self.dir.join("runbase.db")).expect("open");
-                conn.busy_timeout(Duration::from_secs(10))
-                    .expect("busy timeout");
-                conn.execute_batch(statements).expect("SQL");
-            }
+            _ => self.sqlite().execute_batch(statements).expect("SQL"),
         }
     }
-}
 
-impl Server {
     /// The number a `SELECT count(*) ...` query gives on the server's database, whichever it is.
     pub fn count(&self, query: &str) -> i64 {
         match self.database_url() {
             Some(url) if url.starts_with("postgres") => {
                 let query = query.to_owned();
-                std::thread::spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .expect("runtime");
-                    rt.block_on(async move {
-                        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                            .await
-                            .expect("connect to the test database");
-                        tokio::spawn(conn);
+                with_postgres(url, move |client| {
+                    Box::pin(async move {
                         let row = client.query_one(&query, &[]).await.expect("SQL");
                         row.get::<_, i64>(0)
                     })
                 })
-                .join()
-                .expect("SQL thread")
             }
-            _ => {
-                let conn = rusqlite::Connection::open(self.dir.join("runbase.db")).expect("open");
-                conn.busy_timeout(Duration::from_secs(10))
-                    .expect("busy timeout");
-                conn.query_row(query, [], |r| r.get(0)).expect("SQL")
-            }
+            _ => self
+                .sqlite()
+                .query_row(query, [], |r| r.get(0))
+                .expect("SQL"),
         }
     }
+
+    /// A connection to the server's SQLite database, waiting for its writer.
+    fn sqlite(&self) -> rusqlite::Connection {
+        let conn = rusqlite::Connection::open(self.dir.join("runbase.db")).expect("open");
+        conn.busy_timeout(Duration::from_secs(10))
+            .expect("busy timeout");
+        conn
+    }
+}
+
+/// Runs `work` with a connection to the PostgreSQL database `url`, on a thread and runtime of
+/// its own (callers may be inside a test's runtime), and returns what it gives.
+fn with_postgres<T: Send + 'static>(
+    url: String,
+    work: impl FnOnce(
+        tokio_postgres::Client,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>
+    + Send
+    + 'static,
+) -> T {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .expect("connect to the test database");
+            tokio::spawn(conn);
+            work(client).await
+        })
+    })
+    .join()
+    .expect("SQL thread")
 }
 
 impl Drop for Server {
