@@ -1407,6 +1407,10 @@ impl Store for PgStore {
         true
     }
 
+    fn claim_again_after_signal(&self) -> bool {
+        true
+    }
+
     async fn create_run(&self, run: NewRun) -> Result<Run, CreateRunError> {
         let created = self.creates.submit(run).await??;
         // This node's worker need not wait for the NOTIFY's round trip.

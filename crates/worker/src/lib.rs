@@ -99,6 +99,7 @@ impl Worker {
         // and holds one of these until its outcome is committed (see `execute_in_span`).
         let settling = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
         let signal = self.store.queue_signal();
+        let wait_when_drained = self.store.claim_again_after_signal();
         let leases = tokio::spawn(self.clone().keep_leases());
         let cancels = self
             .store
@@ -122,11 +123,10 @@ impl Worker {
                     Vec::new()
                 }
             };
-            // Fewer than asked for: the queue held no more (as this claim saw it). The next claim
-            // waits for news of a run queued since (the store's signal keeps one that came in
-            // meanwhile) or the poll interval, instead of asking again at once only to find
-            // nothing: measured, such empty claims were most of a worker's claims under load.
-            let drained = (runs.len() as u32) < want;
+            // Fewer than asked for: the queue held no more (as this claim saw it). Where the store
+            // says so, the next claim waits for news of a run queued since (the signal keeps one
+            // that came in meanwhile) or the poll interval, instead of asking again at once.
+            let drained = wait_when_drained && (runs.len() as u32) < want;
             let mut first = (!runs.is_empty()).then_some(first);
             for run in runs {
                 let permit = match first.take() {
