@@ -459,6 +459,9 @@ pub trait Store: Send + Sync + 'static {
     /// Signalled whenever new runs are queued (by this process, or by another one where the
     /// store is shared), so idle workers need not poll.
     fn queue_signal(&self) -> Arc<tokio::sync::Notify>;
+    /// Lets the store give runs it creates straight to this process's worker ([`Handoff`]).
+    /// A store that does not (the default) queues every run for a claim.
+    fn hand_off_to(&self, _handoff: Handoff) {}
     /// Where several processes share the store: the ids of runs canceled through any of them,
     /// so each worker can stop those it is executing. `None` where one process owns the store
     /// (its API signals its worker directly).
@@ -483,4 +486,32 @@ pub enum CreateUploadError {
     OverQuota { usage: crate::uploads::UploadUsage },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// A worker's offer to take runs from the create that makes them, registered with
+/// [`Store::hand_off_to`]. While the worker's last claim found the queue drained, a store may
+/// take one of the worker's free slots for a run it is creating, write the run already claimed
+/// (`processing`, attempt 1, leased until `lease` from now) in the create's own transaction, and
+/// send it with the slot once committed: one write fewer per run than a create and then a claim.
+/// The create's answer still shows the run `pending`, as accepted.
+pub struct Handoff {
+    /// The worker's slots; a run handed over holds one, as a claimed run does.
+    pub slots: Arc<tokio::sync::Semaphore>,
+    /// Set by the worker while its last claim got fewer runs than it asked for (no older run is
+    /// waiting), cleared when a claim fills its slots and when the worker stops.
+    pub drained: Arc<std::sync::atomic::AtomicBool>,
+    /// How long a run handed over is leased for.
+    pub lease: std::time::Duration,
+    /// Where committed runs go, each with the slot taken for it.
+    pub runs: tokio::sync::mpsc::UnboundedSender<(Run, tokio::sync::OwnedSemaphorePermit)>,
+}
+
+impl Handoff {
+    /// A free slot for a run about to be created, if the worker is idle enough to take one now.
+    pub fn take_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if !self.drained.load(std::sync::atomic::Ordering::Acquire) || self.runs.is_closed() {
+            return None;
+        }
+        self.slots.clone().try_acquire_owned().ok()
+    }
 }

@@ -5,7 +5,6 @@
 //! BENCHMARKS.md, issue 13).
 
 use crate::Error;
-use deadpool_postgres::Pool;
 use std::future::Future;
 use std::pin::Pin;
 use tokio::sync::{mpsc, oneshot};
@@ -19,9 +18,10 @@ pub(crate) struct Pending<Req, Out> {
     pub reply: oneshot::Sender<Result<Out, Error>>,
 }
 
-/// Writes a whole batch and answers each of its writes.
-pub(crate) type WriteBatch<Req, Out> =
-    fn(Pool, Vec<Pending<Req, Out>>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+/// Writes a whole batch with what it needs (`Ctx`: the pool, and for creates the worker's
+/// handoff) and answers each of its writes.
+pub(crate) type WriteBatch<Ctx, Req, Out> =
+    fn(Ctx, Vec<Pending<Req, Out>>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// The queue; dropping it ends its task once the queued writes are done.
 pub(crate) struct Batcher<Req, Out> {
@@ -30,9 +30,13 @@ pub(crate) struct Batcher<Req, Out> {
 
 impl<Req: Send + 'static, Out: Send + 'static> Batcher<Req, Out> {
     /// Starts the task that writes batches of at most `max` writes with `write`.
-    pub(crate) fn start(pool: Pool, max: usize, write: WriteBatch<Req, Out>) -> Self {
+    pub(crate) fn start<Ctx: Clone + Send + 'static>(
+        ctx: Ctx,
+        max: usize,
+        write: WriteBatch<Ctx, Req, Out>,
+    ) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(pool, rx, max, write));
+        tokio::spawn(run(ctx, rx, max, write));
         Batcher { queue }
     }
 
@@ -49,11 +53,11 @@ impl<Req: Send + 'static, Out: Send + 'static> Batcher<Req, Out> {
     }
 }
 
-async fn run<Req, Out>(
-    pool: Pool,
+async fn run<Ctx: Clone, Req, Out>(
+    ctx: Ctx,
     mut rx: mpsc::Receiver<Pending<Req, Out>>,
     max: usize,
-    write: WriteBatch<Req, Out>,
+    write: WriteBatch<Ctx, Req, Out>,
 ) {
     while let Some(first) = rx.recv().await {
         let mut batch = Vec::with_capacity(64);
@@ -64,6 +68,6 @@ async fn run<Req, Out>(
                 Err(_) => break,
             }
         }
-        write(pool.clone(), batch).await;
+        write(ctx.clone(), batch).await;
     }
 }

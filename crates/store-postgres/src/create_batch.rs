@@ -25,9 +25,12 @@ use deadpool_postgres::Pool;
 use runbase_domain::account::ApiKey;
 use runbase_domain::admission;
 use runbase_domain::money::Millicents;
+use runbase_domain::run::RunStatus;
 use runbase_domain::run::{NewRun, Run};
-use runbase_domain::store::CreateRunError;
+use runbase_domain::store::{CreateRunError, Handoff};
+use runbase_domain::time::Timestamp;
 use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
 
 /// The most runs one transaction admits; bounds a batch's latency and its statements' size.
 const MAX_BATCH: usize = 256;
@@ -35,16 +38,25 @@ const MAX_BATCH: usize = 256;
 /// The node's queue of creates.
 pub(crate) type Creates = Batcher<NewRun, Result<Run, CreateRunError>>;
 
-pub(crate) fn start(pool: Pool) -> Creates {
-    Batcher::start(pool, MAX_BATCH, |pool, batch| Box::pin(answer(pool, batch)))
+/// This process's worker, once it offers to take runs from their creates ([`Handoff`]).
+pub(crate) type Handoffs = Arc<OnceLock<Handoff>>;
+
+pub(crate) fn start(pool: Pool, handoff: Handoffs) -> Creates {
+    Batcher::start((pool, handoff), MAX_BATCH, |(pool, handoff), batch| {
+        Box::pin(answer(pool, handoff, batch))
+    })
 }
 
 /// Writes a batch and answers each of its callers.
-async fn answer(pool: Pool, batch: Vec<Pending<NewRun, Result<Run, CreateRunError>>>) {
+async fn answer(
+    pool: Pool,
+    handoff: Handoffs,
+    batch: Vec<Pending<NewRun, Result<Run, CreateRunError>>>,
+) {
     let pool = &pool;
     let runs: Vec<&NewRun> = batch.iter().map(|p| &p.req).collect();
     let started = std::time::Instant::now();
-    let written = write_batch(pool, &runs).await;
+    let written = write_batch(pool, handoff.get(), &runs).await;
     tracing::debug!(runs = runs.len(), took = ?started.elapsed(), "create batch");
     let outcomes = match written {
         Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
@@ -156,6 +168,11 @@ struct Writes {
     tests: Vec<bool>,
     webhooks: Vec<Option<String>>,
     webhook_events: Vec<i64>,
+    // `pending`, or `processing` for a run handed to this process's worker (with its claim).
+    statuses: Vec<&'static str>,
+    started: Vec<Option<i64>>,
+    attempts: Vec<i64>,
+    leases: Vec<Option<i64>>,
     // Ledger lines of the runs with a price.
     charge_accounts: Vec<String>,
     charge_amounts: Vec<i64>,
@@ -179,13 +196,14 @@ struct Writes {
 
 async fn write_batch(
     pool: &Pool,
+    handoff: Option<&Handoff>,
     runs: &[&NewRun],
 ) -> Result<Vec<Result<Run, CreateRunError>>, Failed> {
     let client = pool
         .get()
         .await
         .map_err(|e| Failed::NothingSent(e.into()))?;
-    match admit_and_write(&client, runs).await {
+    match admit_and_write(&client, handoff, runs).await {
         Ok(outcomes) => Ok(outcomes),
         Err(e) => {
             // The transaction may still be open: end it, or retire the connection.
@@ -200,10 +218,19 @@ async fn write_batch(
 /// The batch's transaction, in two round trips: `BEGIN` with the locking reads, then the writes
 /// with `COMMIT`. Statements sent together run in order; if a write fails the server rolls the
 /// rest back (its `COMMIT` ends an aborted transaction), and the write's error is returned.
+///
+/// While this process's worker is idle ([`Handoff`]), an admitted run may be written already
+/// claimed by it, holding one of its free slots, and is given to it once committed: no claim
+/// is written for it. If the batch fails, the slots are given back; a run whose commit is then
+/// unknown and was committed stays leased to this worker until its lease runs out, and is
+/// reclaimed like the run of a worker that died.
 async fn admit_and_write(
     client: &deadpool_postgres::Client,
+    handoff: Option<&Handoff>,
     runs: &[&NewRun],
 ) -> Result<Vec<Result<Run, CreateRunError>>, Failed> {
+    let now = Timestamp::now();
+    let mut handed = Vec::new();
     let fresh = FreshClaims::of(runs);
     let (keys, balances, claimed) = lock_rows(client, runs, &fresh)
         .await
@@ -245,7 +272,28 @@ async fn admit_and_write(
             outcomes.push(Err(refusal));
             continue;
         }
-        writes.push(run, *balance);
+        // A run with a webhook is left for a claim: its `start` event is written by the
+        // trigger on the claim's update (migration 0007).
+        let slot = handoff
+            .filter(|_| run.webhook.is_none())
+            .and_then(Handoff::take_slot);
+        let lease = handoff.map(|h| {
+            Timestamp(
+                now.0
+                    .saturating_add(h.lease.as_micros().min(i64::MAX as u128) as i64),
+            )
+        });
+        match (slot, lease) {
+            (Some(slot), Some(until)) => {
+                writes.push(run, *balance, Some((now, until)));
+                let mut claimed = run.pending();
+                claimed.status = RunStatus::Processing;
+                claimed.started_at = Some(now);
+                claimed.attempts = 1;
+                handed.push((claimed, slot));
+            }
+            _ => writes.push(run, *balance, None),
+        }
         outcomes.push(Ok(run.pending()));
     }
     if writes.run_ids.is_empty() {
@@ -258,12 +306,37 @@ async fn admit_and_write(
         apply(client, &writes, &keys, &current, &balances, &balance_now)
             .await
             .map_err(Failed::MaybeCommitted)?;
+        if let Some(h) = handoff {
+            for run in handed {
+                if h.runs.send(run).is_err() {
+                    // The worker stopped meanwhile: the run is reclaimed once its lease is out.
+                    tracing::warn!(
+                        "a run handed to a stopped worker waits for its lease to run out"
+                    );
+                }
+            }
+        }
     }
     Ok(outcomes)
 }
 
 impl Writes {
-    fn push(&mut self, run: &NewRun, balance_after: Millicents) {
+    /// Adds an admitted run; with `claimed` (claimed at, leased until), written already claimed
+    /// by this process's worker.
+    fn push(
+        &mut self,
+        run: &NewRun,
+        balance_after: Millicents,
+        claimed: Option<(Timestamp, Timestamp)>,
+    ) {
+        self.statuses.push(if claimed.is_some() {
+            "processing"
+        } else {
+            "pending"
+        });
+        self.started.push(claimed.map(|(at, _)| at.0));
+        self.attempts.push(i64::from(claimed.is_some()));
+        self.leases.push(claimed.map(|(_, until)| until.0));
         self.run_ids.push(run.id.clone());
         self.run_accounts.push(run.account_id.clone());
         self.run_keys.push(run.key_id.clone());
@@ -473,7 +546,7 @@ async fn apply(
     }
     let key_params: [&Param; 4] = [&key_ids, &spent, &counted, &used];
     let account_params: [&Param; 2] = [&account_ids, &debits];
-    let run_params: [&Param; 10] = [
+    let run_params: [&Param; 14] = [
         &w.run_ids,
         &w.run_accounts,
         &w.run_keys,
@@ -484,6 +557,10 @@ async fn apply(
         &w.tests,
         &w.webhooks,
         &w.webhook_events,
+        &w.statuses,
+        &w.started,
+        &w.attempts,
+        &w.leases,
     ];
     let charge_params: [&Param; 7] = [
         &w.charge_accounts,
@@ -503,10 +580,11 @@ async fn apply(
         "UPDATE accounts a SET balance_millicents = a.balance_millicents - u.debit
          FROM unnest($1::text[], $2::bigint[]) AS u(id, debit) WHERE a.id = u.id";
     // Inserting `pending` runs is what enqueues them, in arrival order (their `seq`).
-    const RUNS: &str = "INSERT INTO runs (id, account_id, key_id, model, status, input, cost_millicents, created_at, test, webhook, webhook_events)
-         SELECT id, account_id, key_id, model, 'pending', input, cost, created_at, test, webhook, webhook_events
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::bool[], $9::text[], $10::bigint[])
-              WITH ORDINALITY AS u(id, account_id, key_id, model, input, cost, created_at, test, webhook, webhook_events, ord)
+    const RUNS: &str = "INSERT INTO runs (id, account_id, key_id, model, status, input, cost_millicents, created_at, test, webhook, webhook_events, started_at, attempts, locked_until)
+         SELECT id, account_id, key_id, model, status, input, cost, created_at, test, webhook, webhook_events, started_at, attempts, locked_until
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], $8::bool[], $9::text[], $10::bigint[],
+                     $11::text[], $12::bigint[], $13::bigint[], $14::bigint[])
+              WITH ORDINALITY AS u(id, account_id, key_id, model, input, cost, created_at, test, webhook, webhook_events, status, started_at, attempts, locked_until, ord)
          ORDER BY ord";
     const LEDGER: &str = "INSERT INTO ledger (account_id, kind, amount_millicents, balance_after_millicents, run_id, key_id, memo, created_at)
          SELECT account_id, 'run_charge', amount, balance_after, run_id, key_id, memo, created_at
@@ -548,7 +626,14 @@ async fn apply(
             client.execute(&accounts, &account_params),
             client.execute(&runs, &run_params),
             client.execute(&ledger, &charge_params),
-            client.execute(&notify, &[&QUEUE_CHANNEL]),
+            async {
+                // Only runs left for a claim wake workers (none, when all were handed over).
+                if w.statuses.contains(&"pending") {
+                    client.execute(&notify, &[&QUEUE_CHANNEL]).await
+                } else {
+                    Ok(0)
+                }
+            },
         ),
         // The 201s of idempotent creates, kept in the transaction that charges them, and the
         // fresh keys of refused runs given up.

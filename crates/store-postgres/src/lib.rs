@@ -75,6 +75,8 @@ pub struct PgStore {
     pool: Pool,
     creates: create_batch::Creates,
     finishes: store::Finishes,
+    /// This process's worker, once it offers to take runs from their creates.
+    handoff: Arc<std::sync::OnceLock<runbase_domain::store::Handoff>>,
     queue_signal: Arc<Notify>,
     cancels: tokio::sync::broadcast::Sender<String>,
     run_changes: tokio::sync::broadcast::Sender<String>,
@@ -118,6 +120,7 @@ impl PgStore {
             .map_err(|e| Error::Data(format!("building the connection pool: {e}")))?;
         // Fail now, with the server's reason, rather than at the first request.
         drop(pool.get().await?);
+        let handoff = Arc::new(std::sync::OnceLock::new());
         let queue_signal = Arc::new(Notify::new());
         let (cancels, _) = tokio::sync::broadcast::channel(1024);
         let run_changes = tokio::sync::broadcast::Sender::new(RUN_CHANGES_BUFFER);
@@ -128,7 +131,8 @@ impl PgStore {
             run_changes.clone(),
         ));
         Ok(PgStore {
-            creates: create_batch::start(pool.clone()),
+            creates: create_batch::start(pool.clone(), handoff.clone()),
+            handoff,
             finishes: store::start_finishes(pool.clone()),
             pool,
             queue_signal,

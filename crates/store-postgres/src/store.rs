@@ -1411,11 +1411,15 @@ impl Store for PgStore {
         true
     }
 
+    fn hand_off_to(&self, handoff: runbase_domain::store::Handoff) {
+        // The first worker of this process; a second one (tests) only claims.
+        let _ = self.handoff.set(handoff);
+    }
+
     async fn create_run(&self, run: NewRun) -> Result<Run, CreateRunError> {
-        let created = self.creates.submit(run).await??;
-        // This node's worker need not wait for the NOTIFY's round trip.
-        self.queue_signal.notify_one();
-        Ok(created)
+        // This node's worker, when idle, is handed the run in its create; when busy, it claims
+        // again as soon as a slot frees. Either way it needs no wake-up of its own here.
+        Ok(self.creates.submit(run).await??)
     }
 
     async fn get_run(&self, account_id: &str, run_id: &str) -> Result<Option<Run>, StoreError> {

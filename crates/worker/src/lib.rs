@@ -100,6 +100,24 @@ impl Worker {
         let settling = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
         let signal = self.store.queue_signal();
         let wait_when_drained = self.store.claim_again_after_signal();
+        // Runs the store gives this worker from their creates, while it is idle (`Handoff`):
+        // executed as claimed runs are, each holding the slot taken for it.
+        let drained = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (handed_tx, mut handed) = tokio::sync::mpsc::unbounded_channel();
+        self.store.hand_off_to(runbase_domain::store::Handoff {
+            slots: slots.clone(),
+            drained: drained.clone(),
+            lease: self.config.lease,
+            runs: handed_tx,
+        });
+        let intake = {
+            let (worker, settling) = (self.clone(), settling.clone());
+            tokio::spawn(async move {
+                while let Some((run, permit)) = handed.recv().await {
+                    tokio::spawn(worker.clone().execute(run, permit, settling.clone()));
+                }
+            })
+        };
         let leases = tokio::spawn(self.clone().keep_leases());
         let cancels = self
             .store
@@ -126,7 +144,9 @@ impl Worker {
             // Fewer than asked for: the queue held no more (as this claim saw it). Where the store
             // says so, the next claim waits for news of a run queued since (the signal keeps one
             // that came in meanwhile) or the poll interval, instead of asking again at once.
-            let drained = wait_when_drained && (runs.len() as u32) < want;
+            let short = (runs.len() as u32) < want;
+            drained.store(short, std::sync::atomic::Ordering::Release);
+            let drained = wait_when_drained && short;
             let mut first = (!runs.is_empty()).then_some(first);
             for run in runs {
                 let permit = match first.take() {
@@ -147,6 +167,9 @@ impl Worker {
                 }
             }
         }
+        // No run is handed over once every slot is back here; one handed over before that is
+        // executed (the intake runs until then).
+        drained.store(false, std::sync::atomic::Ordering::Release);
         let all = self.config.concurrency.max(1) as u32;
         // Every run executing, then every outcome being written: none is left half-recorded.
         let _ = tokio::time::timeout(self.config.shutdown_grace, async {
@@ -155,6 +178,7 @@ impl Worker {
             (executed, settled)
         })
         .await;
+        intake.abort();
         leases.abort();
         if let Some(c) = cancels {
             c.abort();
