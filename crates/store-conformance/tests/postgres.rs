@@ -268,6 +268,27 @@ async fn an_idle_worker_is_handed_runs_in_their_creates() {
         runs: tx,
     });
     let db = raw(&url).await;
+    // Every announcement on the queue channel, as another node's listener sees them.
+    let (listener, mut conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let (announced_tx, mut announced) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(m)) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = m {
+                let _ = announced_tx.send(n.channel().to_owned());
+            }
+        }
+    });
+    listener
+        .batch_execute("LISTEN runbase_queue")
+        .await
+        .unwrap();
+    async fn quiet(rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> bool {
+        tokio::time::timeout(Duration::from_millis(300), rx.recv())
+            .await
+            .is_err()
+    }
     let status = |id: String| {
         let db = &db;
         async move {
@@ -287,10 +308,11 @@ async fn an_idle_worker_is_handed_runs_in_their_creates() {
         }
     };
 
-    // Busy (its last claim filled its slots): queued.
+    // Busy (its last claim filled its slots): queued, and announced to the workers.
     let busy = node.create_run(f.new_run(0, 1000)).await.unwrap();
     assert_eq!(status(busy.id.clone()).await.0, "pending");
     assert!(handed.try_recv().is_err());
+    assert!(!quiet(&mut announced).await, "a queued run is announced");
 
     // Idle: the first two runs take its two slots, the third is queued.
     drained.store(true, Ordering::Release);
@@ -311,6 +333,12 @@ async fn an_idle_worker_is_handed_runs_in_their_creates() {
     };
     let (first, slot1) = next(&mut handed);
     let (second, slot2) = next(&mut handed);
+    // Two creates handed over, the third queued: one announcement, for the third.
+    assert!(!quiet(&mut announced).await);
+    assert!(
+        quiet(&mut announced).await,
+        "runs handed over are not announced"
+    );
     assert!(handed.try_recv().is_err(), "no slot was left for the third");
     assert_eq!(slots.available_permits(), 0);
     for (run, id) in [(&first, &created[0].id), (&second, &created[1].id)] {

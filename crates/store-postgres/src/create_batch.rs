@@ -41,25 +41,55 @@ pub(crate) type Creates = Batcher<NewRun, Result<Run, CreateRunError>>;
 /// This process's worker, once it offers to take runs from their creates ([`Handoff`]).
 pub(crate) type Handoffs = Arc<OnceLock<Handoff>>;
 
-pub(crate) fn start(pool: Pool, handoff: Handoffs) -> Creates {
-    Batcher::start((pool, handoff), MAX_BATCH, |(pool, handoff), batch| {
-        Box::pin(answer(pool, handoff, batch))
-    })
+/// Runs written already claimed by this process's worker, each with the slot taken for it; sent
+/// to the worker once their commit is known.
+type Handed = Vec<(Run, tokio::sync::OwnedSemaphorePermit)>;
+
+/// What a batch needs besides its runs: the pool, this process's worker (if it takes runs from
+/// their creates), and its queue signal (woken when runs were queued for a claim).
+#[derive(Clone)]
+pub(crate) struct Context {
+    pub pool: Pool,
+    pub handoff: Handoffs,
+    pub queue_signal: Arc<tokio::sync::Notify>,
+}
+
+pub(crate) fn start(ctx: Context) -> Creates {
+    Batcher::start(ctx, MAX_BATCH, |ctx, batch| Box::pin(answer(ctx, batch)))
+}
+
+/// Gives the worker the runs handed to it, once their batch is known to be committed.
+fn hand_over(handoff: Option<&Handoff>, handed: Handed) {
+    let Some(h) = handoff else { return };
+    for run in handed {
+        if h.runs.send(run).is_err() {
+            // The worker stopped meanwhile: the run is reclaimed once its lease is out.
+            tracing::warn!("a run handed to a stopped worker waits for its lease to run out");
+        }
+    }
 }
 
 /// Writes a batch and answers each of its callers.
-async fn answer(
-    pool: Pool,
-    handoff: Handoffs,
-    batch: Vec<Pending<NewRun, Result<Run, CreateRunError>>>,
-) {
-    let pool = &pool;
+async fn answer(ctx: Context, batch: Vec<Pending<NewRun, Result<Run, CreateRunError>>>) {
+    let pool = &ctx.pool;
+    let handoff = ctx.handoff.get();
     let runs: Vec<&NewRun> = batch.iter().map(|p| &p.req).collect();
     let started = std::time::Instant::now();
-    let written = write_batch(pool, handoff.get(), &runs).await;
+    let written = write_batch(pool, handoff, &runs).await;
     tracing::debug!(runs = runs.len(), took = ?started.elapsed(), "create batch");
     let outcomes = match written {
-        Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+        Ok(Written {
+            outcomes,
+            handed,
+            queued,
+        }) => {
+            hand_over(handoff, handed);
+            if queued {
+                // This node's worker need not wait for the NOTIFY's round trip.
+                ctx.queue_signal.notify_one();
+            }
+            outcomes.into_iter().map(Ok).collect()
+        }
         Err(Failed::NothingSent(e)) => {
             // Nothing was written (no connection, a lock not had in time, a lost connection
             // before the writes): every run may be retried by its client (503).
@@ -69,12 +99,19 @@ async fn answer(
                 .map(|_| Err(Error::Unavailable(reason.clone())))
                 .collect()
         }
-        Err(Failed::MaybeCommitted(e)) => {
+        Err(Failed::MaybeCommitted(e, handed)) => {
             tracing::warn!(error = %e, runs = runs.len(), "a create batch failed after its writes were sent");
             // An error the server answered (a bad row, a taken run id) aborted the transaction:
             // nothing of it was committed. Only a lost connection leaves the outcome unknown.
             let rolled_back = matches!(&e, Error::Db(db) if db.as_db_error().is_some());
-            settle(pool, &runs, rolled_back).await
+            let (outcomes, committed) = settle(pool, &runs, rolled_back).await;
+            if committed {
+                // The batch did commit (all of it): its handed runs are the worker's.
+                hand_over(handoff, handed);
+            }
+            // Runs created again alone are queued (and announced by their own NOTIFY).
+            ctx.queue_signal.notify_one();
+            outcomes
         }
     };
     for (request, outcome) in batch.into_iter().zip(outcomes) {
@@ -90,11 +127,13 @@ const SETTLE_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 /// batch was rolled back (a bad row, a connection lost before the commit) and each run is tried
 /// alone, so one bad run cannot fail its neighbours. Bounded: a run not settled in
 /// [`SETTLE_WITHIN`] is answered 500 ("may have happened"), never 503.
+///
+/// Also says whether the batch was found committed.
 async fn settle(
     pool: &Pool,
     runs: &[&NewRun],
     rolled_back: bool,
-) -> Vec<Result<Result<Run, CreateRunError>, Error>> {
+) -> (Vec<Result<Result<Run, CreateRunError>, Error>>, bool) {
     let deadline = tokio::time::Instant::now() + SETTLE_WITHIN;
     let unknown =
         || Error::Data("the create batch failed and its outcome could not be read".into());
@@ -128,8 +167,9 @@ async fn settle(
         .await
     };
     let Ok(existing) = existing else {
-        return runs.iter().map(|_| Err(unknown())).collect();
+        return (runs.iter().map(|_| Err(unknown())).collect(), false);
     };
+    let committed = !existing.is_empty();
     let mut outcomes = Vec::with_capacity(runs.len());
     for run in runs {
         // This batch's run: its id with its creation time (a run id taken before, by another
@@ -145,14 +185,23 @@ async fn settle(
             Err(_) => Err(unknown()),
         });
     }
-    outcomes
+    (outcomes, committed)
 }
 
 /// How a batch failed: before any write was sent (nothing happened), or after its writes and
 /// `COMMIT` were sent (it may have committed).
 enum Failed {
     NothingSent(Error),
-    MaybeCommitted(Error),
+    /// With the runs it wrote already claimed, to give the worker if it did commit.
+    MaybeCommitted(Error, Handed),
+}
+
+/// A committed batch: each run's outcome, the runs handed to this process's worker, and whether
+/// any run was queued for a claim.
+struct Written {
+    outcomes: Vec<Result<Run, CreateRunError>>,
+    handed: Handed,
+    queued: bool,
 }
 
 /// The runs admitted by a batch and what they change, as column arrays for `unnest`.
@@ -198,13 +247,13 @@ async fn write_batch(
     pool: &Pool,
     handoff: Option<&Handoff>,
     runs: &[&NewRun],
-) -> Result<Vec<Result<Run, CreateRunError>>, Failed> {
+) -> Result<Written, Failed> {
     let client = pool
         .get()
         .await
         .map_err(|e| Failed::NothingSent(e.into()))?;
     match admit_and_write(&client, handoff, runs).await {
-        Ok(outcomes) => Ok(outcomes),
+        Ok(written) => Ok(written),
         Err(e) => {
             // The transaction may still be open: end it, or retire the connection.
             if client.batch_execute("ROLLBACK").await.is_err() {
@@ -220,21 +269,24 @@ async fn write_batch(
 /// rest back (its `COMMIT` ends an aborted transaction), and the write's error is returned.
 ///
 /// While this process's worker is idle ([`Handoff`]), an admitted run may be written already
-/// claimed by it, holding one of its free slots, and is given to it once committed: no claim
-/// is written for it. If the batch fails, the slots are given back; a run whose commit is then
-/// unknown and was committed stays leased to this worker until its lease runs out, and is
-/// reclaimed like the run of a worker that died.
+/// claimed by it, holding one of its free slots, and is given to it once the commit is known
+/// (by [`answer`], also after a failure that [`settle`] finds committed): no claim is written
+/// for it. A batch rolled back gives the slots back; one whose outcome cannot be learnt in
+/// time leaves a committed handed run leased until its lease runs out, then reclaimed like the
+/// run of a worker that died.
 async fn admit_and_write(
     client: &deadpool_postgres::Client,
     handoff: Option<&Handoff>,
     runs: &[&NewRun],
-) -> Result<Vec<Result<Run, CreateRunError>>, Failed> {
-    let now = Timestamp::now();
+) -> Result<Written, Failed> {
     let mut handed = Vec::new();
     let fresh = FreshClaims::of(runs);
     let (keys, balances, claimed) = lock_rows(client, runs, &fresh)
         .await
         .map_err(Failed::NothingSent)?;
+    // A handed run's claim time and lease start: after the locks were had, shortly before the
+    // commit (the lease is counted from here, as a claim's is from its statement).
+    let now = Timestamp::now();
     let mut current = keys.clone();
     let mut balance_now = balances.clone();
     let mut writes = Writes::default();
@@ -303,21 +355,15 @@ async fn admit_and_write(
             .await
             .map_err(|e| Failed::NothingSent(e.into()))?;
     } else {
-        apply(client, &writes, &keys, &current, &balances, &balance_now)
-            .await
-            .map_err(Failed::MaybeCommitted)?;
-        if let Some(h) = handoff {
-            for run in handed {
-                if h.runs.send(run).is_err() {
-                    // The worker stopped meanwhile: the run is reclaimed once its lease is out.
-                    tracing::warn!(
-                        "a run handed to a stopped worker waits for its lease to run out"
-                    );
-                }
-            }
+        if let Err(e) = apply(client, &writes, &keys, &current, &balances, &balance_now).await {
+            return Err(Failed::MaybeCommitted(e, handed));
         }
     }
-    Ok(outcomes)
+    Ok(Written {
+        outcomes,
+        handed,
+        queued: writes.statuses.contains(&"pending"),
+    })
 }
 
 impl Writes {

@@ -131,7 +131,11 @@ impl PgStore {
             run_changes.clone(),
         ));
         Ok(PgStore {
-            creates: create_batch::start(pool.clone(), handoff.clone()),
+            creates: create_batch::start(create_batch::Context {
+                pool: pool.clone(),
+                handoff: handoff.clone(),
+                queue_signal: queue_signal.clone(),
+            }),
             handoff,
             finishes: store::start_finishes(pool.clone()),
             pool,

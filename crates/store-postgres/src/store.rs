@@ -1417,8 +1417,8 @@ impl Store for PgStore {
     }
 
     async fn create_run(&self, run: NewRun) -> Result<Run, CreateRunError> {
-        // This node's worker, when idle, is handed the run in its create; when busy, it claims
-        // again as soon as a slot frees. Either way it needs no wake-up of its own here.
+        // The batch wakes this node's worker when it queued runs for a claim (a run handed to
+        // the worker in its create needs no claim).
         Ok(self.creates.submit(run).await??)
     }
 

@@ -102,11 +102,11 @@ impl Worker {
         let wait_when_drained = self.store.claim_again_after_signal();
         // Runs the store gives this worker from their creates, while it is idle (`Handoff`):
         // executed as claimed runs are, each holding the slot taken for it.
-        let drained = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let idle = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (handed_tx, mut handed) = tokio::sync::mpsc::unbounded_channel();
         self.store.hand_off_to(runbase_domain::store::Handoff {
             slots: slots.clone(),
-            drained: drained.clone(),
+            drained: idle.clone(),
             lease: self.config.lease,
             runs: handed_tx,
         });
@@ -131,7 +131,14 @@ impl Worker {
                 _ = &mut shutdown => break,
                 p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             };
-            let want = 1 + slots.available_permits() as u32;
+            // Every free slot is taken before the claim asks for as many runs, so that none of
+            // them can go to a run handed over meanwhile (`Handoff`), and no run claimed has to
+            // wait for a slot (unrenewed, its lease could run out).
+            let mut permits = vec![first];
+            while let Ok(p) = slots.clone().try_acquire_owned() {
+                permits.push(p);
+            }
+            let want = permits.len() as u32;
             let now = Timestamp::now();
             let until = lease_end(now, self.config.lease);
             let runs = match self.store.claim_runs(want, now, until).await {
@@ -145,19 +152,14 @@ impl Worker {
             // says so, the next claim waits for news of a run queued since (the signal keeps one
             // that came in meanwhile) or the poll interval, instead of asking again at once.
             let short = (runs.len() as u32) < want;
-            drained.store(short, std::sync::atomic::Ordering::Release);
             let drained = wait_when_drained && short;
-            let mut first = (!runs.is_empty()).then_some(first);
             for run in runs {
-                let permit = match first.take() {
-                    Some(p) => p,
-                    None => match slots.clone().acquire_owned().await {
-                        Ok(p) => p,
-                        Err(_) => break,
-                    },
-                };
+                let Some(permit) = permits.pop() else { break };
                 tokio::spawn(self.clone().execute(run, permit, settling.clone()));
             }
+            // The slots left over are free again, for the next claim or a run handed over.
+            drop(permits);
+            idle.store(short, std::sync::atomic::Ordering::Release);
             if drained {
                 tokio::select! {
                     biased;
@@ -169,7 +171,7 @@ impl Worker {
         }
         // No run is handed over once every slot is back here; one handed over before that is
         // executed (the intake runs until then).
-        drained.store(false, std::sync::atomic::Ordering::Release);
+        idle.store(false, std::sync::atomic::Ordering::Release);
         let all = self.config.concurrency.max(1) as u32;
         // Every run executing, then every outcome being written: none is left half-recorded.
         let _ = tokio::time::timeout(self.config.shutdown_grace, async {
