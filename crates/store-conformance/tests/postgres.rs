@@ -351,6 +351,10 @@ async fn an_idle_worker_is_handed_runs_in_their_creates() {
         );
     }
     assert_eq!(status(created[2].id.clone()).await.0, "pending");
+    assert!(
+        !drained.load(Ordering::Acquire),
+        "a run left queued ends the handoff until a claim has taken it"
+    );
 
     // A claim finds only the queued runs, oldest first.
     let now = Timestamp::now();
@@ -361,8 +365,9 @@ async fn an_idle_worker_is_handed_runs_in_their_creates() {
     let claimed: Vec<String> = claimed.into_iter().map(|r| r.id).collect();
     assert_eq!(claimed, vec![busy.id.clone(), created[2].id.clone()]);
 
-    // A run with a webhook is queued even with a slot free.
+    // A run with a webhook is queued even with a slot free and the worker idle.
     drop(slot1);
+    drained.store(true, Ordering::Release);
     let mut hooked = f.new_run(0, 1000);
     hooked.webhook = Some(runbase_domain::webhooks::Subscription {
         url: "https://example.com/hook".into(),
@@ -374,6 +379,7 @@ async fn an_idle_worker_is_handed_runs_in_their_creates() {
 
     // Once the worker has stopped (its intake dropped), nothing is handed over.
     drop(handed);
+    drained.store(true, Ordering::Release);
     let after = node.create_run(f.new_run(0, 1000)).await.unwrap();
     assert_eq!(status(after.id.clone()).await.0, "pending");
     assert_eq!(slots.available_permits(), 1, "no slot was taken for it");

@@ -359,10 +359,16 @@ async fn admit_and_write(
             return Err(Failed::MaybeCommitted(e, handed));
         }
     }
+    let queued = writes.statuses.contains(&"pending");
+    if queued && let Some(h) = handoff {
+        // A run left queued (no slot free, or a webhook): no later run is handed over before
+        // the worker's claims have taken it, so this node's runs start in the order created.
+        h.drained.store(false, std::sync::atomic::Ordering::Release);
+    }
     Ok(Written {
         outcomes,
         handed,
-        queued: writes.statuses.contains(&"pending"),
+        queued,
     })
 }
 
