@@ -104,12 +104,34 @@ async fn answer(ctx: Context, batch: Vec<Pending<NewRun, Result<Run, CreateRunEr
             // An error the server answered (a bad row, a taken run id) aborted the transaction:
             // nothing of it was committed. Only a lost connection leaves the outcome unknown.
             let rolled_back = matches!(&e, Error::Db(db) if db.as_db_error().is_some());
-            let (outcomes, committed) = settle(pool, &runs, rolled_back).await;
-            if committed {
-                // The batch did commit (all of it): its handed runs are the worker's.
-                hand_over(handoff, handed);
+            let mut handed = Some(handed);
+            if rolled_back {
+                // Nothing was written: the slots are free again at once.
+                handed = None;
             }
-            // Runs created again alone are queued (and announced by their own NOTIFY).
+            let (outcomes, committed) = settle(pool, &runs, rolled_back).await;
+            if let (true, Some(handed), Some(h)) = (committed, handed, handoff) {
+                // The batch did commit (all of it): its handed runs are the worker's, if most
+                // of their lease is left (learning it can take a lost connection's timeout);
+                // otherwise they are left to be reclaimed once it has run out, so that no run
+                // is executed by a worker that may no longer hold it.
+                let fresh_until =
+                    Timestamp::now().0 - i64::try_from(h.lease.as_micros() / 2).unwrap_or(i64::MAX);
+                let (fresh, stale): (Handed, Handed) = handed
+                    .into_iter()
+                    .partition(|(run, _)| run.started_at.is_some_and(|at| at.0 > fresh_until));
+                if !stale.is_empty() {
+                    tracing::warn!(
+                        runs = stale.len(),
+                        "runs of a failed batch found committed late are left to be reclaimed"
+                    );
+                }
+                hand_over(handoff, fresh);
+            }
+            if let Some(h) = handoff {
+                // Runs created again alone are queued (and announced by their own NOTIFY).
+                h.drained.store(false, std::sync::atomic::Ordering::Release);
+            }
             ctx.queue_signal.notify_one();
             outcomes
         }
@@ -169,7 +191,10 @@ async fn settle(
     let Ok(existing) = existing else {
         return (runs.iter().map(|_| Err(unknown())).collect(), false);
     };
-    let committed = !existing.is_empty();
+    // Committed: this batch's runs exist (a run id taken before by another request is not one).
+    let committed = runs
+        .iter()
+        .any(|run| existing.contains(&(run.id.clone(), run.created_at.0)));
     let mut outcomes = Vec::with_capacity(runs.len());
     for run in runs {
         // This batch's run: its id with its creation time (a run id taken before, by another
@@ -287,6 +312,7 @@ async fn admit_and_write(
     // A handed run's claim time and lease start: after the locks were had, shortly before the
     // commit (the lease is counted from here, as a claim's is from its statement).
     let now = Timestamp::now();
+    let mut queued = false;
     let mut current = keys.clone();
     let mut balance_now = balances.clone();
     let mut writes = Writes::default();
@@ -327,7 +353,7 @@ async fn admit_and_write(
         // A run with a webhook is left for a claim: its `start` event is written by the
         // trigger on the claim's update (migration 0007).
         let slot = handoff
-            .filter(|_| run.webhook.is_none())
+            .filter(|_| run.webhook.is_none() && !queued)
             .and_then(Handoff::take_slot);
         let lease = handoff.map(|h| {
             Timestamp(
@@ -344,7 +370,11 @@ async fn admit_and_write(
                 claimed.attempts = 1;
                 handed.push((claimed, slot));
             }
-            _ => writes.push(run, *balance, None),
+            _ => {
+                // Queued: no later run is handed over before the worker's claims take it.
+                queued = true;
+                writes.push(run, *balance, None);
+            }
         }
         outcomes.push(Ok(run.pending()));
     }
@@ -359,7 +389,6 @@ async fn admit_and_write(
             return Err(Failed::MaybeCommitted(e, handed));
         }
     }
-    let queued = writes.statuses.contains(&"pending");
     if queued && let Some(h) = handoff {
         // A run left queued (no slot free, or a webhook): no later run is handed over before
         // the worker's claims have taken it, so this node's runs start in the order created.
