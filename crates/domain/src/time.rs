@@ -19,6 +19,14 @@ impl Timestamp {
         self.0
     }
 
+    /// `d` later (saturating): when a lease taken now ends.
+    pub fn after(self, d: std::time::Duration) -> Self {
+        Timestamp(
+            self.0
+                .saturating_add(d.as_micros().min(i64::MAX as u128) as i64),
+        )
+    }
+
     /// Parses an RFC 3339 timestamp (any offset), from 1970 to 9999 in UTC: what the wire
     /// format can write back (`0000-01-01T00:30:00+01:00` would be year -1).
     pub fn parse_rfc3339(s: &str) -> Result<Self, String> {

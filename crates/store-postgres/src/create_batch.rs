@@ -312,6 +312,7 @@ async fn admit_and_write(
     // A handed run's claim time and lease start: after the locks were had, shortly before the
     // commit (the lease is counted from here, as a claim's is from its statement).
     let now = Timestamp::now();
+    let lease_until = handoff.map(|h| now.after(h.lease));
     let mut queued = false;
     let mut current = keys.clone();
     let mut balance_now = balances.clone();
@@ -355,14 +356,8 @@ async fn admit_and_write(
         let slot = handoff
             .filter(|_| run.webhook.is_none() && !queued)
             .and_then(Handoff::take_slot);
-        let lease = handoff.map(|h| {
-            Timestamp(
-                now.0
-                    .saturating_add(h.lease.as_micros().min(i64::MAX as u128) as i64),
-            )
-        });
-        match (slot, lease) {
-            (Some(slot), Some(until)) => {
+        match slot.zip(lease_until) {
+            Some((slot, until)) => {
                 writes.push(run, *balance, Some((now, until)));
                 let mut claimed = run.pending();
                 claimed.status = RunStatus::Processing;
@@ -370,7 +365,7 @@ async fn admit_and_write(
                 claimed.attempts = 1;
                 handed.push((claimed, slot));
             }
-            _ => {
+            None => {
                 // Queued: no later run is handed over before the worker's claims take it.
                 queued = true;
                 writes.push(run, *balance, None);

@@ -57,13 +57,6 @@ pub struct Worker {
 /// The runs a worker is executing: run id to the attempt it claimed.
 pub type Executing = Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>;
 
-fn lease_end(now: Timestamp, lease: Duration) -> Timestamp {
-    Timestamp(
-        now.0
-            .saturating_add(lease.as_micros().min(i64::MAX as u128) as i64),
-    )
-}
-
 /// Keeps a run in [`Executing`] while it executes here.
 struct ExecutingGuard {
     executing: Executing,
@@ -140,7 +133,7 @@ impl Worker {
             }
             let want = permits.len() as u32;
             let now = Timestamp::now();
-            let until = lease_end(now, self.config.lease);
+            let until = now.after(self.config.lease);
             let runs = match self.store.claim_runs(want, now, until).await {
                 Ok(runs) => runs,
                 Err(e) => {
@@ -148,11 +141,12 @@ impl Worker {
                     Vec::new()
                 }
             };
-            // Fewer than asked for: the queue held no more (as this claim saw it). Where the store
-            // says so, the next claim waits for news of a run queued since (the signal keeps one
-            // that came in meanwhile) or the poll interval, instead of asking again at once.
+            // Fewer than asked for: the queue held no more (as this claim saw it). After an empty
+            // claim, and where the store says so after any short one, the next claim waits for
+            // news of a run queued since (the signal keeps one that came in meanwhile) or the
+            // poll interval, instead of asking again at once.
             let short = (runs.len() as u32) < want;
-            let drained = wait_when_drained && short;
+            let wait = runs.is_empty() || (wait_when_drained && short);
             for run in runs {
                 let Some(permit) = permits.pop() else { break };
                 tokio::spawn(self.clone().execute(run, permit, settling.clone()));
@@ -160,7 +154,7 @@ impl Worker {
             // The slots left over are free again, for the next claim or a run handed over.
             drop(permits);
             idle.store(short, std::sync::atomic::Ordering::Release);
-            if drained {
+            if wait {
                 tokio::select! {
                     biased;
                     _ = &mut shutdown => break,
@@ -239,7 +233,7 @@ impl Worker {
                 });
             }
             if !mine.is_empty() {
-                let until = lease_end(Timestamp::now(), self.config.lease);
+                let until = Timestamp::now().after(self.config.lease);
                 // Bounded: a renewal stuck on a dead connection must not hold up the stopping.
                 let renewed = tokio::time::timeout(every, self.store.renew_leases(&mine, until))
                     .await
