@@ -82,6 +82,13 @@ def cli(binary, data_dir, *args, env=None):
     return out.stdout.strip()
 
 
+def funded_keys(binary, data_dir, n, email="bench@example.com", env=None):
+    """An account `email` with 10 million dollars of credit and `n` API keys on it: the keys."""
+    cli(binary, data_dir, "accounts", "create", email, env=env)
+    cli(binary, data_dir, "credits", "add", "--account", email, "--cents", "1000000000", env=env)
+    return [cli(binary, data_dir, "keys", "create", "--account", email, env=env) for _ in range(n)]
+
+
 def parse_ms(s):
     m = re.match(r"([0-9.]+)(us|ms|s)", s)
     v, unit = float(m.group(1)), m.group(2)
@@ -275,9 +282,7 @@ def main():
     rb = start_runbase(args.bin, data, env)
     time.sleep(0.5)
     idle_rss = rb.rss_kb()
-    cli(args.bin, data, "accounts", "create", "bench@example.com")
-    cli(args.bin, data, "credits", "add", "--account", "bench@example.com", "--cents", "1000000000")
-    keys = [cli(args.bin, data, "keys", "create", "--account", "bench@example.com") for _ in range(64 if not args.quick else 4)]
+    keys = funded_keys(args.bin, data, 64 if not args.quick else 4)
     body = json.dumps({"model": "runbase/echo", "input": {"text": "hello"}})
     create_lua = lua(os.path.join(tmp, "create.lua"), "POST", body, keys)
 
@@ -307,9 +312,7 @@ def main():
         # The same creates with the operator's metrics on (issue 14: at most 5% slower).
         data_m = os.path.join(tmp, "data-metrics")
         rb = start_runbase(args.bin, data_m, {**env, "RUNBASE_METRICS_LISTEN": "127.0.0.1:0"})
-        cli(args.bin, data_m, "accounts", "create", "bench@example.com")
-        cli(args.bin, data_m, "credits", "add", "--account", "bench@example.com", "--cents", "1000000000")
-        mkeys = [cli(args.bin, data_m, "keys", "create", "--account", "bench@example.com") for _ in range(len(keys))]
+        mkeys = funded_keys(args.bin, data_m, len(keys))
         metrics_lua = lua(os.path.join(tmp, "metrics.lua"), "POST", body, mkeys)
         creates(rb.url, os.path.join(data_m, "runbase.db"), metrics_lua, conns, secs, row,
                 "POST /api/v1/runs (accepted, metrics on)")
@@ -478,10 +481,7 @@ def pg_rows(args, conns, secs, tmp, row, notes):
         cli(args.bin, data, "migrate", env=env)
         rb = start_runbase(args.bin, data, env)
         try:
-            cli(args.bin, data, "accounts", "create", "bench@example.com", env=env)
-            cli(args.bin, data, "credits", "add", "--account", "bench@example.com", "--cents", "1000000000", env=env)
-            keys = [cli(args.bin, data, "keys", "create", "--account", "bench@example.com", env=env)
-                    for _ in range(64 if not args.quick else 4)]
+            keys = funded_keys(args.bin, data, 64 if not args.quick else 4, env=env)
             create_lua = lua(os.path.join(tmp, "pgcreate.lua"), "POST", body, keys)
             pickup, lifecycle = creates(rb.url, pg, create_lua, conns, secs, row, "PostgreSQL: POST /api/v1/runs (accepted)",
                                         cpu_pid=rb.p.pid, notes=notes)
@@ -596,9 +596,7 @@ def print_table(rows, secs, durability):
 def scale_rows(args, n, tmp, secs, row):
     """GET and create with `n` finished runs already in the store (bench/load_runs.py)."""
     data = os.path.join(tmp, f"scale{n}")
-    cli(args.bin, data, "accounts", "create", "scale@example.com")
-    cli(args.bin, data, "credits", "add", "--account", "scale@example.com", "--cents", "1000000000")
-    keys = [cli(args.bin, data, "keys", "create", "--account", "scale@example.com") for _ in range(64)]
+    keys = funded_keys(args.bin, data, 64, email="scale@example.com")
     t0 = time.time()
     old_run = subprocess.run(
         [sys.executable, os.path.join(ROOT, "bench", "load_runs.py"), data, "scale@example.com", str(n)],

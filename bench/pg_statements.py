@@ -28,7 +28,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import Pg, cli, cpu_seconds, log, lua, postgres_pids, start_runbase, wrk  # noqa: E402
+from bench import Pg, cli, cpu_seconds, funded_keys, log, lua, postgres_pids, start_runbase, wrk  # noqa: E402
 
 
 def psql(server_url, sql):
@@ -82,10 +82,7 @@ def main():
                 cli(args.bin, data, "migrate", env=env)
                 rb = start_runbase(args.bin, data, env)
                 try:
-                    cli(args.bin, data, "accounts", "create", "bench@example.com", env=env)
-                    cli(args.bin, data, "credits", "add", "--account", "bench@example.com", "--cents", "1000000000", env=env)
-                    keys = [cli(args.bin, data, "keys", "create", "--account", "bench@example.com", env=env)
-                            for _ in range(64)]
+                    keys = funded_keys(args.bin, data, 64, env=env)
                     script = lua(os.path.join(tmp, "create.lua"), "POST", body, keys)
                     wrk(rb.url, c, 2, script)  # warm-up: connections, prepared statements
                     tracked = statements_ready(server)
