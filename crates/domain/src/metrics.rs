@@ -15,6 +15,9 @@ pub trait Metrics: Send + Sync + 'static {
     fn rate_limited(&self, _limiter: &str) {}
     /// A run was created (charged and queued).
     fn run_created(&self, _model: &str) {}
+    /// A worker asked the queue for `asked` runs and was given `got` (an idle worker asks once
+    /// per poll interval or queue signal, not in a loop).
+    fn queue_claimed(&self, _asked: u32, _got: u32) {}
     /// A worker claimed a run this long after it was created (or requeued).
     fn run_picked_up(&self, _waited_seconds: f64) {}
     /// A provider call ended: `succeeded`, `failed` (with the error's code) or `canceled`.

@@ -51,6 +51,11 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClaimLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LimiterLabels {
     limiter: String,
 }
@@ -70,6 +75,7 @@ pub struct Prometheus {
     runs_created: Family<ModelLabels, Counter>,
     runs_finished: Family<RunLabels, Counter>,
     pickup_seconds: Histogram,
+    claims: Family<ClaimLabels, Counter>,
     provider_seconds: Histograms<RunLabels>,
     provider_errors: Family<ProviderErrorLabels, Counter>,
     rate_limited: Family<LimiterLabels, Counter>,
@@ -112,6 +118,13 @@ impl Prometheus {
             "run_pickup_seconds",
             "Time from a run's creation to its claim by a worker of this node",
             pickup_seconds.clone(),
+        );
+        let claims = Family::default();
+        registry.register(
+            "worker_claims",
+            "Claims this node's worker made on the queue, by result: full (as many runs as it \
+             had free slots), short (fewer) or empty",
+            claims.clone(),
         );
         let provider_seconds: Histograms<RunLabels> =
             Family::new_with_constructor(latency_histogram);
@@ -163,6 +176,7 @@ impl Prometheus {
             runs_created,
             runs_finished,
             pickup_seconds,
+            claims,
             provider_seconds,
             provider_errors,
             rate_limited,
@@ -224,6 +238,15 @@ impl Metrics for Prometheus {
 
     fn run_picked_up(&self, waited_seconds: f64) {
         self.pickup_seconds.observe(waited_seconds);
+    }
+
+    fn queue_claimed(&self, asked: u32, got: u32) {
+        let result = match got {
+            0 => "empty",
+            n if n < asked => "short",
+            _ => "full",
+        };
+        self.claims.get_or_create(&ClaimLabels { result }).inc();
     }
 
     fn provider_call(&self, model: &str, outcome: &str, error_code: Option<&str>, seconds: f64) {

@@ -181,3 +181,58 @@ async fn idle_connections_cannot_fill_the_metrics_port() {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert!(scrape(at).await, "the places come back");
 }
+
+/// An idle worker waits between claims (for a queue signal or its poll interval) instead of
+/// asking the queue in a loop: a regression test for a worker that claimed without pause once
+/// its queue was empty (about 84% of a core at idle). A run is then claimed as usual.
+#[tokio::test]
+async fn an_idle_worker_claims_once_per_poll_interval() {
+    let at = free_address();
+    let server = Server::start_with(&[
+        ("RUNBASE_METRICS_LISTEN", at.as_str()),
+        ("RUNBASE_WORKER__POLL_INTERVAL_MS", "200"),
+    ]);
+    let metrics_url = format!("http://{at}/metrics");
+    let scrape = || async {
+        reqwest::get(&metrics_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let claims = |text: &str, result: &str| {
+        sample(
+            text,
+            &format!(r#"runbase_worker_claims_total{{result="{result}"}}"#),
+        )
+        .unwrap_or(0.0)
+    };
+    let before = claims(&scrape().await, "empty");
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let idle = claims(&scrape().await, "empty") - before;
+    // About ten at one claim per 200 ms; a worker asking in a loop makes thousands.
+    assert!(
+        (1.0..=30.0).contains(&idle),
+        "{idle} empty claims in 2 s of idle"
+    );
+
+    server.account("idle@example.com", 100);
+    let key = server.key("idle@example.com", &[]);
+    let c = server.client();
+    let created = c
+        .create(&key, json!({"model": "runbase/echo", "input": {"text": "hi"}}))
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    c.wait(&key, &id).await;
+    let text = scrape().await;
+    assert_eq!(
+        sample(
+            &text,
+            r#"runbase_runs_finished_total{model="runbase/echo",status="succeeded"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+}

@@ -135,7 +135,10 @@ impl Worker {
             let now = Timestamp::now();
             let until = now.after(self.config.lease);
             let runs = match self.store.claim_runs(want, now, until).await {
-                Ok(runs) => runs,
+                Ok(runs) => {
+                    self.metrics.queue_claimed(want, runs.len() as u32);
+                    runs
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "claiming runs failed");
                     Vec::new()
