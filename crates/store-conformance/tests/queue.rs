@@ -143,4 +143,58 @@ for_each_store! {
         assert_eq!(f.store.renew_leases(&stale, lease(t0, 300)).await.unwrap(), vec![b.id.clone()]);
         f.check_invariants().await;
     }
+
+    /// Successes finishing at once are written together (one statement per batch where the
+    /// store batches them): each run gets its own output, a run canceled meanwhile stays
+    /// canceled, and a run whose lease is being renewed at the same moment is neither lost nor
+    /// deadlocked.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn successes_finishing_together_keep_their_own_outputs_and_spare_canceled_runs() {
+        let Some(f) = Fixture::new(BACKEND, 1_000, 0, 0).await else { return };
+        let mut ids = Vec::new();
+        for _ in 0..60 {
+            ids.push(f.store.create_run(f.new_run(0, 1000)).await.unwrap().id);
+        }
+        let t0 = Timestamp::now();
+        let claimed = f.store.claim_runs(60, t0, lease(t0, 60)).await.unwrap();
+        assert_eq!(claimed.len(), 60);
+        let canceled: HashSet<String> = ids.iter().step_by(4).cloned().collect();
+        for id in &canceled {
+            f.store.cancel_run(&f.account, id, Timestamp::now()).await.unwrap();
+        }
+        let mine: Vec<(String, u32)> = claimed.iter().map(|r| (r.id.clone(), r.attempts)).collect();
+        let renewing = {
+            let store = f.store.clone();
+            tokio::spawn(async move {
+                for n in 0..5 {
+                    store.renew_leases(&mine, lease(t0, 100 + n)).await.unwrap();
+                }
+            })
+        };
+        let finishes: Vec<_> = ids.iter().map(|id| {
+            let (store, id) = (f.store.clone(), id.clone());
+            tokio::spawn(async move {
+                let output = serde_json::json!({"urls": [format!("https://example.com/{id}.txt")]});
+                store.finish_run(&id, RunOutcome::Succeeded { output }, Timestamp::now()).await
+            })
+        }).collect();
+        for finished in finishes {
+            finished.await.unwrap().unwrap();
+        }
+        renewing.await.unwrap();
+        for id in &ids {
+            let r = f.store.get_run(&f.account, id).await.unwrap().unwrap();
+            if canceled.contains(id) {
+                assert_eq!(r.status, RunStatus::Canceled, "{id}");
+                assert!(r.output.is_none(), "{id}");
+            } else {
+                assert_eq!(r.status, RunStatus::Succeeded, "{id}");
+                let url = r.output.unwrap()["urls"][0].as_str().unwrap().to_owned();
+                assert_eq!(url, format!("https://example.com/{id}.txt"));
+            }
+        }
+        let account = f.store.account(&f.account).await.unwrap().unwrap();
+        assert_eq!(account.balance.0, 1_000 * 1000 - 45 * 1000, "15 canceled runs refunded");
+        f.check_invariants().await;
+    }
 }

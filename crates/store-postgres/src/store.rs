@@ -223,6 +223,14 @@ pub(crate) fn start_finishes(pool: deadpool_postgres::Pool) -> Finishes {
 
 /// Ends a batch of `processing` runs as succeeded, in one statement (autocommit). A run no
 /// longer `processing` (canceled, reclaimed meanwhile) is left alone, as by [`SUCCEED`].
+///
+/// The rows are found through the unique index on `id`, one probe per run, and their status is
+/// checked on the locked row (the latest version: `FOR UPDATE` waits for a concurrent change and
+/// returns its result). Asked for `processing` rows, the planner walked `runs_leases` instead:
+/// under load that index holds an entry for every run finished since the last vacuum, each a
+/// heap visit, and the statement cost about 3.5 ms per batch, 100 µs of PostgreSQL time per run,
+/// more than the create. Joining the arrays to the rows once, in the locking CTE, also keeps the
+/// statement linear in the batch (a second join to `unnest` was a nested loop over both).
 async fn write_successes(
     pool: deadpool_postgres::Pool,
     batch: Vec<crate::batch::Pending<(String, String, i64), ()>>,
@@ -245,11 +253,11 @@ async fn write_successes(
         let stmt = client
             .prepare_cached(
                 // Locked in id order first (see `renew_leases`): no deadlock between the two.
-                "WITH u AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(id, output, at)),
-                      locked AS (SELECT r.id FROM runs r JOIN u ON r.id = u.id
-                                 WHERE r.status = 'processing' ORDER BY r.id FOR UPDATE OF r)
-                 UPDATE runs r SET status = 'succeeded', output = u.output, completed_at = u.at, locked_until = NULL
-                 FROM u WHERE r.id = u.id AND r.id IN (SELECT id FROM locked)
+                "WITH locked AS (SELECT r.id, r.status, u.output, u.at
+                                 FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(id, output, at)
+                                 JOIN runs r ON r.id = u.id ORDER BY r.id FOR UPDATE OF r)
+                 UPDATE runs r SET status = 'succeeded', output = l.output, completed_at = l.at, locked_until = NULL
+                 FROM locked l WHERE r.id = l.id AND l.status = 'processing'
                  RETURNING pg_notify('runbase_run', r.id)",
             )
             .await?;
@@ -1520,12 +1528,13 @@ impl Store for PgStore {
             .rows(
                 // Rows locked in id order first, as every multi-row update of runs does (the
                 // batched successes too): two such updates never wait on each other in a cycle.
-                "WITH mine AS (SELECT * FROM unnest($1::text[], $2::bigint[]) AS m (id, attempt)),
-                      locked AS (SELECT r.id FROM runs r JOIN mine ON r.id = mine.id
-                                 WHERE r.attempts = mine.attempt AND r.status = 'processing'
-                                 ORDER BY r.id FOR UPDATE OF r)
-                 UPDATE runs SET locked_until = $3 WHERE id IN (SELECT id FROM locked)
-                 RETURNING runs.id",
+                // Found by id only, attempt and status checked once locked (see `write_successes`).
+                "WITH locked AS (SELECT r.id, r.status, r.attempts, m.attempt
+                                 FROM unnest($1::text[], $2::bigint[]) AS m (id, attempt)
+                                 JOIN runs r ON r.id = m.id ORDER BY r.id FOR UPDATE OF r)
+                 UPDATE runs r SET locked_until = $3
+                 FROM locked l WHERE r.id = l.id AND l.status = 'processing' AND l.attempts = l.attempt
+                 RETURNING r.id",
                 &[&ids, &attempts, &until.0],
             )
             .await?;
