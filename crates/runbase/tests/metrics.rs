@@ -221,7 +221,10 @@ async fn an_idle_worker_claims_once_per_poll_interval() {
     let key = server.key("idle@example.com", &[]);
     let c = server.client();
     let created = c
-        .create(&key, json!({"model": "runbase/echo", "input": {"text": "hi"}}))
+        .create(
+            &key,
+            json!({"model": "runbase/echo", "input": {"text": "hi"}}),
+        )
         .await;
     assert_eq!(created.status, 201, "{}", created.body);
     let id = created.body["id"].as_str().unwrap().to_owned();
