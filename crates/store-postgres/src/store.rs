@@ -204,10 +204,11 @@ async fn refund(
 }
 
 /// Announces the change on [`RUN_CHANNEL`] (`pg_notify` in `RETURNING`: once per changed row,
-/// delivered at commit).
-const SUCCEED: &str =
-    "UPDATE runs SET status = 'succeeded', output = $2, completed_at = $3, locked_until = NULL
-     WHERE id = $1 AND status = 'processing' RETURNING pg_notify('runbase_run', id)";
+/// delivered at commit). The run is found by id and its status checked on the locked row, as
+/// every statement given run ids does (see [`write_successes`]).
+const SUCCEED: &str = "WITH l AS (SELECT id, status FROM runs WHERE id = $1 FOR UPDATE)
+     UPDATE runs r SET status = 'succeeded', output = $2, completed_at = $3, locked_until = NULL
+     FROM l WHERE r.id = l.id AND l.status = 'processing' RETURNING pg_notify('runbase_run', r.id)";
 
 /// Successes waiting to be written: (run id, output JSON, completion time).
 pub(crate) type Finishes = crate::batch::Batcher<(String, String, i64), ()>;
@@ -290,9 +291,11 @@ async fn finish_tx(
         RunOutcome::Failed { error } => {
             let charged = query_opt(
                 tx,
-                "UPDATE runs SET status = 'failed', error_message = $2, error_code = $3, completed_at = $4, locked_until = NULL
-                 WHERE id = $1 AND status = 'processing'
-                 RETURNING cost_millicents, account_id, key_id, model",
+                // Found by id, the status checked on the locked row (see `write_successes`).
+                "WITH l AS (SELECT id, status FROM runs WHERE id = $1 FOR UPDATE)
+                 UPDATE runs r SET status = 'failed', error_message = $2, error_code = $3, completed_at = $4, locked_until = NULL
+                 FROM l WHERE r.id = l.id AND l.status = 'processing'
+                 RETURNING r.cost_millicents, r.account_id, r.key_id, r.model",
                 &[&run_id, &no_nul(&error.message), &no_nul(&error.code), &now.0],
             )
             .await?;
@@ -1585,10 +1588,12 @@ impl Store for PgStore {
                 Box::pin(async move {
                     let charged = query_opt(
                         tx,
-                        "UPDATE runs SET status = 'canceled', error_message = 'The run was canceled', error_code = 'canceled',
+                        // Found by id, the status checked on the locked row (see `write_successes`).
+                        "WITH l AS (SELECT id, status FROM runs WHERE id = $1 AND account_id = $2 FOR UPDATE)
+                         UPDATE runs r SET status = 'canceled', error_message = 'The run was canceled', error_code = 'canceled',
                              completed_at = $3, locked_until = NULL
-                         WHERE id = $1 AND account_id = $2 AND status IN ('pending', 'processing')
-                         RETURNING cost_millicents, account_id, key_id, model",
+                         FROM l WHERE r.id = l.id AND l.status IN ('pending', 'processing')
+                         RETURNING r.cost_millicents, r.account_id, r.key_id, r.model",
                         &[&run_id, &account_id, &now.0],
                     )
                     .await?;
