@@ -361,11 +361,15 @@ pub trait Store: Send + Sync + 'static {
         max_attempts: u32,
         now: Timestamp,
     ) -> Result<(u64, u64), StoreError>;
-    /// Ends a `processing` run; a failure refunds its full cost in the same transaction.
-    /// Finishing a run that is not `processing` changes nothing (idempotent).
+    /// Ends attempt `attempt` (the `attempts` of the claim that started it) of a `processing`
+    /// run; a failure refunds its full cost in the same transaction. Finishing a run that is not
+    /// `processing` changes nothing (idempotent), and neither does finishing an earlier attempt:
+    /// a worker that lost its lease, coming back after the run was reclaimed and started again,
+    /// leaves the new attempt's outcome to the new attempt.
     async fn finish_run(
         &self,
         run_id: &str,
+        attempt: u32,
         outcome: RunOutcome,
         now: Timestamp,
     ) -> Result<(), StoreError>;

@@ -111,7 +111,7 @@ fn sequential_operations_follow_the_rules(
                                 },
                             };
                             f.store
-                                .finish_run(id, outcome, Timestamp::now())
+                                .finish_run(id, 1, outcome, Timestamp::now())
                                 .await
                                 .unwrap();
                         }
@@ -132,12 +132,12 @@ fn sequential_operations_follow_the_rules(
                             }
                         };
                         f.store
-                            .finish_run(&id, outcome.clone(), Timestamp::now())
+                            .finish_run(&id, 1, outcome.clone(), Timestamp::now())
                             .await
                             .unwrap();
                         // Finishing twice changes nothing (no double refund).
                         f.store
-                            .finish_run(&id, outcome, Timestamp::now())
+                            .finish_run(&id, 1, outcome, Timestamp::now())
                             .await
                             .unwrap();
                     }
@@ -180,6 +180,7 @@ fn sequential_operations_follow_the_rules(
                         f.store
                             .finish_run(
                                 &id,
+                                1,
                                 RunOutcome::Succeeded {
                                     output: json!({"urls": []}),
                                 },
@@ -262,7 +263,7 @@ fn concurrent_batches_keep_the_invariants(
                                 }
                             };
                             f.store
-                                .finish_run(&id, outcome, Timestamp::now())
+                                .finish_run(&id, 1, outcome, Timestamp::now())
                                 .await
                                 .unwrap();
                         }

@@ -88,7 +88,7 @@ for_each_store! {
         assert_eq!(account.balance.0, 10_000, "refunded in full");
         // The first worker, coming back late, changes nothing.
         f.store
-            .finish_run(&run.id, RunOutcome::Succeeded { output: serde_json::json!({}) }, Timestamp::now())
+            .finish_run(&run.id, 1, RunOutcome::Succeeded { output: serde_json::json!({}) }, Timestamp::now())
             .await
             .unwrap();
         f.check_invariants().await;
@@ -182,7 +182,7 @@ for_each_store! {
                 let (store, id) = (f.store.clone(), id.clone());
                 tokio::spawn(async move {
                     let output = serde_json::json!({"urls": [format!("https://example.com/{id}.txt")]});
-                    store.finish_run(&id, RunOutcome::Succeeded { output }, Timestamp::now()).await
+                    store.finish_run(&id, 1, RunOutcome::Succeeded { output }, Timestamp::now()).await
                 })
             })
             .collect();
@@ -209,6 +209,38 @@ for_each_store! {
         assert!(succeeded >= 45, "only the 15 canceled runs may have missed their success");
         let account = f.store.account(&f.account).await.unwrap().unwrap();
         assert_eq!(account.balance.0, 1_000 * 1000 - succeeded * 1000, "the canceled runs refunded");
+        f.check_invariants().await;
+    }
+
+    /// A worker that lost its lease comes back after the run was reclaimed and started again:
+    /// its outcome, success or failure, is for an attempt that is over, and changes nothing;
+    /// the new attempt's outcome is the run's.
+    #[tokio::test]
+    async fn an_earlier_attempt_finishing_late_leaves_the_new_attempt_alone() {
+        let Some(f) = Fixture::new(BACKEND, 10, 0, 0).await else { return };
+        let run = f.store.create_run(f.new_run(0, 2000)).await.unwrap();
+        let t0 = Timestamp::now();
+        let first = f.store.claim_runs(5, t0, lease(t0, 10)).await.unwrap();
+        assert_eq!(first[0].attempts, 1);
+        assert_eq!(f.store.reclaim_expired(3, lease(t0, 11)).await.unwrap(), (1, 0));
+        let t1 = lease(t0, 20);
+        let second = f.store.claim_runs(5, t1, lease(t1, 60)).await.unwrap();
+        assert_eq!(second[0].attempts, 2);
+
+        let late = serde_json::json!({"urls": ["https://example.com/first.txt"]});
+        f.store.finish_run(&run.id, 1, RunOutcome::Succeeded { output: late }, Timestamp::now()).await.unwrap();
+        let error = runbase_domain::run::RunError { message: "late".into(), code: "model_error".into() };
+        f.store.finish_run(&run.id, 1, RunOutcome::Failed { error }, Timestamp::now()).await.unwrap();
+        let r = f.store.get_run(&f.account, &run.id).await.unwrap().unwrap();
+        assert_eq!(r.status, RunStatus::Processing, "the second attempt is still running");
+        assert_eq!(f.store.account(&f.account).await.unwrap().unwrap().balance.0, 8_000, "not refunded");
+        assert_eq!(f.store.renew_leases(&[(run.id.clone(), 2)], lease(t1, 90)).await.unwrap(), Vec::<String>::new());
+
+        let output = serde_json::json!({"urls": ["https://example.com/second.txt"]});
+        f.store.finish_run(&run.id, 2, RunOutcome::Succeeded { output }, Timestamp::now()).await.unwrap();
+        let r = f.store.get_run(&f.account, &run.id).await.unwrap().unwrap();
+        assert_eq!(r.status, RunStatus::Succeeded);
+        assert_eq!(r.output.unwrap()["urls"][0], "https://example.com/second.txt");
         f.check_invariants().await;
     }
 }

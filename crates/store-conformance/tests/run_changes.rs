@@ -46,7 +46,7 @@ for_each_store! {
         announced(&mut rx, &run.id).await;
         let output = json!({"urls": [], "text": "p"});
         f.store
-            .finish_run(&run.id, RunOutcome::Succeeded { output }, Timestamp::now())
+            .finish_run(&run.id, 1, RunOutcome::Succeeded { output }, Timestamp::now())
             .await
             .unwrap();
         announced(&mut rx, &run.id).await;
@@ -59,7 +59,7 @@ for_each_store! {
         announced(&mut rx, &run.id).await;
         let error = RunError { message: "no".into(), code: "model_error".into() };
         f.store
-            .finish_run(&run.id, RunOutcome::Failed { error }, Timestamp::now())
+            .finish_run(&run.id, 1, RunOutcome::Failed { error }, Timestamp::now())
             .await
             .unwrap();
         announced(&mut rx, &run.id).await;
@@ -125,7 +125,12 @@ async fn postgres_announces_changes_to_every_process() {
     announced(&mut rx, &run.id).await;
     let output = json!({"urls": []});
     f.store
-        .finish_run(&run.id, RunOutcome::Succeeded { output }, Timestamp::now())
+        .finish_run(
+            &run.id,
+            1,
+            RunOutcome::Succeeded { output },
+            Timestamp::now(),
+        )
         .await
         .unwrap();
     announced(&mut rx, &run.id).await;

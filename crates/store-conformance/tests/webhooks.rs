@@ -56,7 +56,7 @@ for_each_store! {
         assert_eq!(claimed.len(), 4);
         for r in [&both, &completed_only, &plain] {
             f.store
-                .finish_run(&r.id, RunOutcome::Succeeded { output: json!({"text": "ok"}) }, Timestamp::now())
+                .finish_run(&r.id, 1, RunOutcome::Succeeded { output: json!({"text": "ok"}) }, Timestamp::now())
                 .await
                 .unwrap();
         }
@@ -69,7 +69,7 @@ for_each_store! {
         assert_eq!(f.store.reclaim_expired(2, lease(expired, 120)).await.unwrap(), (0, 1));
         // Finishing twice writes nothing more.
         f.store
-            .finish_run(&both.id, RunOutcome::Failed { error: RunError { message: "late".into(), code: "x".into() } }, Timestamp::now())
+            .finish_run(&both.id, 1, RunOutcome::Failed { error: RunError { message: "late".into(), code: "x".into() } }, Timestamp::now())
             .await
             .unwrap();
 
@@ -141,7 +141,7 @@ for_each_store! {
         f.store.claim_runs(10, now, lease(now, 60)).await.unwrap();
         for r in [&run, &other_run] {
             f.store
-                .finish_run(&r.id, RunOutcome::Succeeded { output: json!({}) }, Timestamp::now())
+                .finish_run(&r.id, 1, RunOutcome::Succeeded { output: json!({}) }, Timestamp::now())
                 .await
                 .unwrap();
         }

@@ -204,14 +204,15 @@ async fn refund(
 }
 
 /// Announces the change on [`RUN_CHANNEL`] (`pg_notify` in `RETURNING`: once per changed row,
-/// delivered at commit). The run is found by id and its status checked on the locked row, as
-/// every statement given run ids does (see [`write_successes`]).
-const SUCCEED: &str = "WITH l AS (SELECT id, status FROM runs WHERE id = $1 FOR UPDATE)
+/// delivered at commit). The run is found by id and its status and attempt checked on the
+/// locked row, as every statement given run ids does (see [`write_successes`]).
+const SUCCEED: &str = "WITH l AS (SELECT id, status, attempts FROM runs WHERE id = $1 FOR UPDATE)
      UPDATE runs r SET status = 'succeeded', output = $2, completed_at = $3, locked_until = NULL
-     FROM l WHERE r.id = l.id AND l.status = 'processing' RETURNING pg_notify('runbase_run', r.id)";
+     FROM l WHERE r.id = l.id AND l.status = 'processing' AND l.attempts = $4
+     RETURNING pg_notify('runbase_run', r.id)";
 
-/// Successes waiting to be written: (run id, output JSON, completion time).
-pub(crate) type Finishes = crate::batch::Batcher<(String, String, i64), ()>;
+/// Successes waiting to be written: (run id, attempt, output JSON, completion time).
+pub(crate) type Finishes = crate::batch::Batcher<(String, i64, String, i64), ()>;
 
 /// The most successes one statement writes.
 const MAX_FINISHES: usize = 256;
@@ -222,8 +223,9 @@ pub(crate) fn start_finishes(pool: deadpool_postgres::Pool) -> Finishes {
     })
 }
 
-/// Ends a batch of `processing` runs as succeeded, in one statement (autocommit). A run no
-/// longer `processing` (canceled, reclaimed meanwhile) is left alone, as by [`SUCCEED`].
+/// Ends a batch of `processing` runs as succeeded, in one statement. A run no longer
+/// `processing` (canceled meanwhile), or started again since (a later attempt), is left alone,
+/// as by [`SUCCEED`].
 ///
 /// The rows are found through the unique index on `id`, one probe per run, and their status is
 /// checked on the locked row (the latest version: `FOR UPDATE` waits for a concurrent change and
@@ -234,31 +236,32 @@ pub(crate) fn start_finishes(pool: deadpool_postgres::Pool) -> Finishes {
 /// statement linear in the batch (a second join to `unnest` was a nested loop over both).
 async fn write_successes(
     pool: deadpool_postgres::Pool,
-    batch: Vec<crate::batch::Pending<(String, String, i64), ()>>,
+    batch: Vec<crate::batch::Pending<(String, i64, String, i64), ()>>,
 ) {
     let written = async {
         if batch.len() == 1 {
-            let (id, output, at) = &batch[0].req;
+            let (id, attempt, output, at) = &batch[0].req;
             let client = pool.get().await?;
             let stmt = client.prepare_cached(SUCCEED).await?;
-            client.execute(&stmt, &[id, output, at]).await?;
+            client.execute(&stmt, &[id, output, at, attempt]).await?;
             return Ok::<_, Error>(());
         }
-        let (mut ids, mut outputs, mut times) = (vec![], vec![], vec![]);
+        let (mut ids, mut attempts, mut outputs, mut times) = (vec![], vec![], vec![], vec![]);
         for p in &batch {
             ids.push(p.req.0.as_str());
-            outputs.push(p.req.1.as_str());
-            times.push(p.req.2);
+            attempts.push(p.req.1);
+            outputs.push(p.req.2.as_str());
+            times.push(p.req.3);
         }
         let client = pool.get().await?;
         let stmt = client
             .prepare_cached(
                 // Locked in id order first (see `renew_leases`): no deadlock between the two.
-                "WITH locked AS (SELECT r.id, r.status, u.output, u.at
-                                 FROM unnest($1::text[], $2::text[], $3::bigint[]) AS u(id, output, at)
+                "WITH locked AS (SELECT r.id, r.status, r.attempts, u.attempt, u.output, u.at
+                                 FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS u(id, output, at, attempt)
                                  JOIN runs r ON r.id = u.id ORDER BY r.id FOR UPDATE OF r)
                  UPDATE runs r SET status = 'succeeded', output = l.output, completed_at = l.at, locked_until = NULL
-                 FROM locked l WHERE r.id = l.id AND l.status = 'processing'
+                 FROM locked l WHERE r.id = l.id AND l.status = 'processing' AND l.attempts = l.attempt
                  RETURNING pg_notify('runbase_run', r.id)",
             )
             .await?;
@@ -267,7 +270,7 @@ async fn write_successes(
         // scanning the whole table, 400 µs of PostgreSQL time per run at c8 as the table grew.
         let (began, written, committed) = futures_util::future::join3(
             client.batch_execute("BEGIN; SET LOCAL plan_cache_mode = force_custom_plan"),
-            client.execute(&stmt, &[&ids, &outputs, &times]),
+            client.execute(&stmt, &[&ids, &outputs, &times, &attempts]),
             client.batch_execute("COMMIT"),
         )
         .await;
@@ -292,22 +295,29 @@ async fn write_successes(
 async fn finish_tx(
     tx: &Transaction<'_>,
     run_id: &str,
+    attempt: u32,
     outcome: &RunOutcome,
     now: Timestamp,
 ) -> Result<(), Error> {
+    let attempt = i64::from(attempt);
     match outcome {
         RunOutcome::Succeeded { output } => {
-            execute(tx, SUCCEED, &[&run_id, &output.to_string(), &now.0]).await?;
+            execute(
+                tx,
+                SUCCEED,
+                &[&run_id, &output.to_string(), &now.0, &attempt],
+            )
+            .await?;
         }
         RunOutcome::Failed { error } => {
             let charged = query_opt(
                 tx,
                 // Found by id, the status checked on the locked row (see `write_successes`).
-                "WITH l AS (SELECT id, status FROM runs WHERE id = $1 FOR UPDATE)
+                "WITH l AS (SELECT id, status, attempts FROM runs WHERE id = $1 FOR UPDATE)
                  UPDATE runs r SET status = 'failed', error_message = $2, error_code = $3, completed_at = $4, locked_until = NULL
-                 FROM l WHERE r.id = l.id AND l.status = 'processing'
+                 FROM l WHERE r.id = l.id AND l.status = 'processing' AND l.attempts = $5
                  RETURNING r.cost_millicents, r.account_id, r.key_id, r.model",
-                &[&run_id, &no_nul(&error.message), &no_nul(&error.code), &now.0],
+                &[&run_id, &no_nul(&error.message), &no_nul(&error.code), &now.0, &attempt],
             )
             .await?;
             if let Some(row) = charged {
@@ -494,8 +504,9 @@ async fn reclaim_tx(
     for row in expired {
         let (id, attempts): (String, i64) = (row.try_get(0)?, row.try_get(1)?);
         if attempts >= i64::from(max_attempts) {
-            let error = RunError::interrupted(attempts.clamp(0, i64::from(u32::MAX)) as u32);
-            finish_tx(tx, &id, &RunOutcome::Failed { error }, now).await?;
+            let attempt = attempts.clamp(0, i64::from(u32::MAX)) as u32;
+            let error = RunError::interrupted(attempt);
+            finish_tx(tx, &id, attempt, &RunOutcome::Failed { error }, now).await?;
             failed += 1;
         } else {
             execute(
@@ -1575,18 +1586,27 @@ impl Store for PgStore {
     async fn finish_run(
         &self,
         run_id: &str,
+        attempt: u32,
         outcome: RunOutcome,
         now: Timestamp,
     ) -> Result<(), StoreError> {
         if let RunOutcome::Succeeded { output } = &outcome {
             // No money moves: successes of this node are written together, one statement and
             // one commit per batch.
-            let success = (run_id.to_owned(), output.to_string(), now.0);
+            let success = (
+                run_id.to_owned(),
+                i64::from(attempt),
+                output.to_string(),
+                now.0,
+            );
             self.finishes.submit(success).await?;
             return Ok(());
         }
         let outcome = &outcome;
-        Ok(in_tx!(self, |tx| Box::pin(finish_tx(tx, run_id, outcome, now))).await?)
+        Ok(in_tx!(self, |tx| Box::pin(finish_tx(
+            tx, run_id, attempt, outcome, now
+        )))
+        .await?)
     }
 
     async fn cancel_run(

@@ -214,24 +214,28 @@ pub(crate) fn create_run_tx(
     Ok(Ok(()))
 }
 
-/// Ends a `processing` run; refunds a failure. A run in any other state is left alone, so
-/// finishing twice never refunds twice.
+/// Ends attempt `attempt` of a `processing` run; refunds a failure. A run in any other state,
+/// or started again since (a later attempt), is left alone, so finishing twice never refunds
+/// twice.
 fn finish_tx(
     conn: &Connection,
     run_id: &str,
+    attempt: u32,
     outcome: &RunOutcome,
     now: Timestamp,
 ) -> rusqlite::Result<()> {
     match outcome {
-        RunOutcome::Succeeded { output } => succeed(conn, run_id, &output.to_string(), now)?,
+        RunOutcome::Succeeded { output } => {
+            succeed(conn, run_id, attempt, &output.to_string(), now)?
+        }
         RunOutcome::Failed { error } => {
             let charged: Option<(i64, String, String, String)> = conn
                 .prepare_cached(
                     "UPDATE runs SET status = 'failed', error_message = ?2, error_code = ?3, completed_at = ?4
-                     WHERE id = ?1 AND status = 'processing'
+                     WHERE id = ?1 AND status = 'processing' AND attempts = ?5
                      RETURNING cost_millicents, account_id, key_id, model",
                 )?
-                .query_row(params![run_id, error.message, error.code, now.0], |r| {
+                .query_row(params![run_id, error.message, error.code, now.0, attempt], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                 })
                 .optional()?;
@@ -243,13 +247,20 @@ fn finish_tx(
     Ok(())
 }
 
-/// Ends a `processing` run as succeeded with `output` (JSON text); one statement.
-fn succeed(conn: &Connection, run_id: &str, output: &str, now: Timestamp) -> rusqlite::Result<()> {
+/// Ends attempt `attempt` of a `processing` run as succeeded with `output` (JSON text); one
+/// statement.
+fn succeed(
+    conn: &Connection,
+    run_id: &str,
+    attempt: u32,
+    output: &str,
+    now: Timestamp,
+) -> rusqlite::Result<()> {
     conn.prepare_cached(
         "UPDATE runs SET status = 'succeeded', output = ?2, completed_at = ?3
-         WHERE id = ?1 AND status = 'processing'",
+         WHERE id = ?1 AND status = 'processing' AND attempts = ?4",
     )?
-    .execute(params![run_id, output, now.0])?;
+    .execute(params![run_id, output, now.0, attempt])?;
     Ok(())
 }
 
@@ -323,8 +334,9 @@ fn requeue_or_fail(
     let ids = runs.iter().map(|(id, _)| id.clone()).collect();
     for (id, attempts) in runs {
         if attempts >= i64::from(max_attempts) {
-            let error = RunError::interrupted(attempts.clamp(0, i64::from(u32::MAX)) as u32);
-            finish_tx(c, &id, &RunOutcome::Failed { error }, now)?;
+            let attempt = attempts.clamp(0, i64::from(u32::MAX)) as u32;
+            let error = RunError::interrupted(attempt);
+            finish_tx(c, &id, attempt, &RunOutcome::Failed { error }, now)?;
             failed += 1;
         } else {
             c.execute(
@@ -1222,6 +1234,7 @@ impl Store for SqliteStore {
     async fn finish_run(
         &self,
         run_id: &str,
+        attempt: u32,
         outcome: RunOutcome,
         now: Timestamp,
     ) -> Result<(), StoreError> {
@@ -1231,11 +1244,12 @@ impl Store for SqliteStore {
             // is serialized here rather than on the writer thread.
             RunOutcome::Succeeded { output } => {
                 let output = output.to_string();
-                self.write_one(move |c| succeed(c, &id, &output, now))
+                self.write_one(move |c| succeed(c, &id, attempt, &output, now))
                     .await?;
             }
             failed @ RunOutcome::Failed { .. } => {
-                self.write(move |c| finish_tx(c, &id, &failed, now)).await?;
+                self.write(move |c| finish_tx(c, &id, attempt, &failed, now))
+                    .await?;
             }
         }
         self.announce([run_id]);

@@ -342,7 +342,7 @@ impl Worker {
         // (at most `concurrency` executing and as many being written).
         let settling = settling.acquire_owned().await;
         drop(permit);
-        self.finish(&run.id, outcome).await;
+        self.finish(&run.id, run.attempts, outcome).await;
         drop(settling);
         self.metrics
             .run_finished(&run.model, if ok { "succeeded" } else { "failed" });
@@ -426,17 +426,17 @@ impl Worker {
 
     /// Records the outcome, retrying while the store is unavailable: a run must not be left
     /// `processing` because one write failed.
-    async fn finish(&self, run_id: &str, outcome: RunOutcome) {
+    async fn finish(&self, run_id: &str, attempt: u32, outcome: RunOutcome) {
         let mut delay = Duration::from_millis(50);
-        for attempt in 1..=10 {
+        for tries in 1..=10 {
             match self
                 .store
-                .finish_run(run_id, outcome.clone(), Timestamp::now())
+                .finish_run(run_id, attempt, outcome.clone(), Timestamp::now())
                 .await
             {
                 Ok(()) => return,
                 Err(e) => {
-                    tracing::error!(error = %e, attempt, "recording a run's outcome failed");
+                    tracing::error!(error = %e, tries, "recording a run's outcome failed");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
