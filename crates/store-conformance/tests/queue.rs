@@ -86,11 +86,16 @@ for_each_store! {
         assert_eq!(r.error.unwrap().code, "interrupted");
         let account = f.store.account(&f.account).await.unwrap().unwrap();
         assert_eq!(account.balance.0, 10_000, "refunded in full");
-        // The first worker, coming back late, changes nothing.
+        // The first worker, coming back late, changes nothing; nor does the second, whose
+        // attempt is the run's but which is no longer processing (no second refund).
         f.store
             .finish_run(&run.id, 1, RunOutcome::Succeeded { output: serde_json::json!({}) }, Timestamp::now())
             .await
             .unwrap();
+        let error = runbase_domain::run::RunError { message: "late".into(), code: "model_error".into() };
+        f.store.finish_run(&run.id, 2, RunOutcome::Failed { error }, Timestamp::now()).await.unwrap();
+        let account = f.store.account(&f.account).await.unwrap().unwrap();
+        assert_eq!(account.balance.0, 10_000, "refunded once");
         f.check_invariants().await;
     }
 
@@ -241,6 +246,44 @@ for_each_store! {
         let r = f.store.get_run(&f.account, &run.id).await.unwrap().unwrap();
         assert_eq!(r.status, RunStatus::Succeeded);
         assert_eq!(r.output.unwrap()["urls"][0], "https://example.com/second.txt");
+        f.check_invariants().await;
+    }
+
+    /// Old and new attempts of the same runs finishing at the same moment (successes written
+    /// together where the store batches them, so one batch can hold both): each run ends with
+    /// its current attempt's output.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn old_and_new_attempts_finishing_together_end_with_the_new_output() {
+        let Some(f) = Fixture::new(BACKEND, 1_000, 0, 0).await else { return };
+        let mut ids = Vec::new();
+        for _ in 0..40 {
+            ids.push(f.store.create_run(f.new_run(0, 1000)).await.unwrap().id);
+        }
+        let t0 = Timestamp::now();
+        assert_eq!(f.store.claim_runs(40, t0, lease(t0, 10)).await.unwrap().len(), 40);
+        assert_eq!(f.store.reclaim_expired(3, lease(t0, 11)).await.unwrap(), (40, 0));
+        let t1 = lease(t0, 20);
+        let again = f.store.claim_runs(40, t1, lease(t1, 60)).await.unwrap();
+        assert!(again.iter().all(|r| r.attempts == 2));
+        let finishes: Vec<_> = ids
+            .iter()
+            .flat_map(|id| [(id.clone(), 1), (id.clone(), 2)])
+            .map(|(id, attempt)| {
+                let store = f.store.clone();
+                tokio::spawn(async move {
+                    let output = serde_json::json!({"urls": [format!("https://example.com/{id}-{attempt}.txt")]});
+                    store.finish_run(&id, attempt, RunOutcome::Succeeded { output }, Timestamp::now()).await
+                })
+            })
+            .collect();
+        for finished in finishes {
+            finished.await.unwrap().unwrap();
+        }
+        for id in &ids {
+            let r = f.store.get_run(&f.account, id).await.unwrap().unwrap();
+            assert_eq!(r.status, RunStatus::Succeeded, "{id}");
+            assert_eq!(r.output.unwrap()["urls"][0], format!("https://example.com/{id}-2.txt"));
+        }
         f.check_invariants().await;
     }
 }

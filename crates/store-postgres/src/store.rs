@@ -289,9 +289,10 @@ async fn write_successes(
     }
 }
 
-/// Ends a `processing` run; refunds a failure. A run in any other state is left alone, so
-/// finishing twice (or after a cancel) never refunds twice: the row lock taken by the UPDATE
-/// makes a racing cancel or finish see the new status and match nothing.
+/// Ends attempt `attempt` of a `processing` run; refunds a failure. A run in any other state, or
+/// started again since (a later attempt), is left alone, so finishing twice (or after a cancel)
+/// never refunds twice: the row lock taken first makes a racing cancel or finish see the new
+/// status and match nothing.
 async fn finish_tx(
     tx: &Transaction<'_>,
     run_id: &str,
