@@ -26,16 +26,20 @@ fn free_address() -> String {
     format!("127.0.0.1:{port}")
 }
 
-#[tokio::test]
-async fn metrics_count_requests_runs_the_queue_providers_and_refusals() {
-    let at = free_address();
-    let server = Server::start_with(&[
-        ("RUNBASE_METRICS_LISTEN", at.as_str()),
-        ("RUNBASE_RATE_LIMITS__RUNS__REQUESTS", "3"),
-    ]);
-    let metrics_url = format!("http://{at}/metrics");
-    server.account("m@example.com", 100);
-    let key = server.key("m@example.com", &[]);
+/// The metrics port's text exposition.
+async fn scrape(metrics_url: &str) -> String {
+    reqwest::get(metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// A new account with a key, and one echo run of it created and waited for to its end.
+async fn echo_run(server: &Server, email: &str) -> (String, String) {
+    server.account(email, 100);
+    let key = server.key(email, &[]);
     let c = server.client();
     let created = c
         .create(
@@ -46,6 +50,19 @@ async fn metrics_count_requests_runs_the_queue_providers_and_refusals() {
     assert_eq!(created.status, 201, "{}", created.body);
     let id = created.body["id"].as_str().unwrap().to_owned();
     c.wait(&key, &id).await;
+    (key, id)
+}
+
+#[tokio::test]
+async fn metrics_count_requests_runs_the_queue_providers_and_refusals() {
+    let at = free_address();
+    let server = Server::start_with(&[
+        ("RUNBASE_METRICS_LISTEN", at.as_str()),
+        ("RUNBASE_RATE_LIMITS__RUNS__REQUESTS", "3"),
+    ]);
+    let metrics_url = format!("http://{at}/metrics");
+    let (key, id) = echo_run(&server, "m@example.com").await;
+    let c = server.client();
     // Over the limit of 3 (the create and at least one poll counted): refused, and counted.
     for _ in 0..4 {
         c.run(&key, &id).await;
@@ -63,12 +80,7 @@ async fn metrics_count_requests_runs_the_queue_providers_and_refusals() {
         assert!(r.status().is_client_error(), "{}", r.status());
     }
 
-    let text = reqwest::get(&metrics_url)
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = scrape(&metrics_url).await;
     assert!(text.contains(r#"method="other""#), "{text}");
     assert!(
         !text.contains("BREW") && !text.contains("XYZZYPLUGH"),
@@ -193,14 +205,6 @@ async fn an_idle_worker_claims_once_per_poll_interval() {
         ("RUNBASE_WORKER__POLL_INTERVAL_MS", "200"),
     ]);
     let metrics_url = format!("http://{at}/metrics");
-    let scrape = || async {
-        reqwest::get(&metrics_url)
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
     let claims = |text: &str, result: &str| {
         sample(
             text,
@@ -208,28 +212,17 @@ async fn an_idle_worker_claims_once_per_poll_interval() {
         )
         .unwrap_or(0.0)
     };
-    let before = claims(&scrape().await, "empty");
+    let before = claims(&scrape(&metrics_url).await, "empty");
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    let idle = claims(&scrape().await, "empty") - before;
+    let idle = claims(&scrape(&metrics_url).await, "empty") - before;
     // About ten at one claim per 200 ms; a worker asking in a loop makes thousands.
     assert!(
         (1.0..=30.0).contains(&idle),
         "{idle} empty claims in 2 s of idle"
     );
 
-    server.account("idle@example.com", 100);
-    let key = server.key("idle@example.com", &[]);
-    let c = server.client();
-    let created = c
-        .create(
-            &key,
-            json!({"model": "runbase/echo", "input": {"text": "hi"}}),
-        )
-        .await;
-    assert_eq!(created.status, 201, "{}", created.body);
-    let id = created.body["id"].as_str().unwrap().to_owned();
-    c.wait(&key, &id).await;
-    let text = scrape().await;
+    echo_run(&server, "idle@example.com").await;
+    let text = scrape(&metrics_url).await;
     assert_eq!(
         sample(
             &text,

@@ -155,6 +155,21 @@ impl Fixture {
         }
     }
 
+    /// Creates `n` queued runs of the first key at `price` each; their ids, oldest first.
+    pub async fn create_runs(&self, n: usize, price: i64) -> Vec<String> {
+        let mut ids = Vec::with_capacity(n);
+        for _ in 0..n {
+            ids.push(
+                self.store
+                    .create_run(self.new_run(0, price))
+                    .await
+                    .unwrap()
+                    .id,
+            );
+        }
+        ids
+    }
+
     /// The invariants that hold whatever happened: no balance below zero, the ledger sums to
     /// the balance, a run is refunded exactly when it failed or was canceled, each key's spend
     /// is its charges less its refunds and within its limit, and no quota is passed.

@@ -14,10 +14,7 @@ for_each_store! {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_claims_take_each_run_once_oldest_first() {
         let Some(f) = Fixture::new(BACKEND, 100, 0, 0).await else { return };
-        let mut created = Vec::new();
-        for _ in 0..60 {
-            created.push(f.store.create_run(f.new_run(0, 1000)).await.unwrap().id);
-        }
+        f.create_runs(60, 1000).await;
         let f = Arc::new(f);
         let mut tasks = Vec::new();
         for _ in 0..8 {
@@ -102,9 +99,7 @@ for_each_store! {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_reclaims_take_each_expired_run_once() {
         let Some(f) = Fixture::new(BACKEND, 100, 0, 0).await else { return };
-        for _ in 0..30 {
-            f.store.create_run(f.new_run(0, 1000)).await.unwrap();
-        }
+        f.create_runs(30, 1000).await;
         let t0 = Timestamp::now();
         assert_eq!(f.store.claim_runs(30, t0, lease(t0, 1)).await.unwrap().len(), 30);
         let f = Arc::new(f);
@@ -156,10 +151,7 @@ for_each_store! {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn successes_finishing_together_keep_their_own_outputs_and_spare_canceled_runs() {
         let Some(f) = Fixture::new(BACKEND, 1_000, 0, 0).await else { return };
-        let mut ids = Vec::new();
-        for _ in 0..60 {
-            ids.push(f.store.create_run(f.new_run(0, 1000)).await.unwrap().id);
-        }
+        let ids = f.create_runs(60, 1000).await;
         let t0 = Timestamp::now();
         let claimed = f.store.claim_runs(60, t0, lease(t0, 60)).await.unwrap();
         assert_eq!(claimed.len(), 60);
@@ -255,10 +247,7 @@ for_each_store! {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn old_and_new_attempts_finishing_together_end_with_the_new_output() {
         let Some(f) = Fixture::new(BACKEND, 1_000, 0, 0).await else { return };
-        let mut ids = Vec::new();
-        for _ in 0..40 {
-            ids.push(f.store.create_run(f.new_run(0, 1000)).await.unwrap().id);
-        }
+        let ids = f.create_runs(40, 1000).await;
         let t0 = Timestamp::now();
         assert_eq!(f.store.claim_runs(40, t0, lease(t0, 10)).await.unwrap().len(), 40);
         assert_eq!(f.store.reclaim_expired(3, lease(t0, 11)).await.unwrap(), (40, 0));
