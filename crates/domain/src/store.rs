@@ -326,15 +326,6 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
         starting_after: Option<&str>,
     ) -> Result<Vec<Run>, StoreError>;
-    /// Whether a worker whose claim found the queue drained (fewer runs than it asked for)
-    /// should wait for [`Store::queue_signal`] before claiming again, rather than ask again at
-    /// once. On PostgreSQL an empty claim is a round trip and an index scan, and such claims
-    /// were most of a worker's claims under load; on SQLite the claim asked again at once waits
-    /// in the writer's queue and is served right after the next create, in its batch (measured:
-    /// waiting instead made the created-to-processing time at c1 three times longer).
-    fn claim_again_after_signal(&self) -> bool {
-        false
-    }
     /// Claims up to `max` queued runs for a worker, oldest first, marking them `processing`
     /// (one more attempt) and leased to the caller until `lease_until`. Concurrent callers, in
     /// this process or another, never claim the same run.

@@ -275,4 +275,99 @@ for_each_store! {
         }
         f.check_invariants().await;
     }
+
+    /// An idle worker is handed runs in the creates that make them: written already claimed
+    /// (one write fewer than a create and a claim), each with one of its free slots, and only
+    /// while its last claim found the queue drained. The rest are queued for a claim, as are runs
+    /// with a webhook (their `start` event comes from the claim) and every run once the worker
+    /// has stopped. A handed run is leased like a claimed one (reclaimed once its lease is out)
+    /// and money is charged the same either way.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idle_worker_is_handed_runs_in_their_creates() {
+        use runbase_domain::store::Handoff;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::time::Duration;
+
+        let Some(f) = Fixture::new(BACKEND, 1000, 1000, 1000).await else { return };
+        let slots = Arc::new(tokio::sync::Semaphore::new(2));
+        let drained = Arc::new(AtomicBool::new(false));
+        let (tx, mut handed) = tokio::sync::mpsc::unbounded_channel();
+        f.store.hand_off_to(Handoff {
+            slots: slots.clone(),
+            drained: drained.clone(),
+            lease: Duration::from_secs(60),
+            runs: tx,
+        });
+        let stored = |id: String| {
+            let f = &f;
+            async move {
+                let r = f.store.get_run(&f.account, &id).await.unwrap().unwrap();
+                (r.status, r.attempts, r.started_at.is_some())
+            }
+        };
+
+        // Busy (its last claim filled its slots): queued.
+        let busy = f.store.create_run(f.new_run(0, 1000)).await.unwrap();
+        assert_eq!(stored(busy.id.clone()).await.0, RunStatus::Pending);
+        assert!(handed.try_recv().is_err());
+
+        // Idle: the first two runs take its two slots, the third is queued.
+        drained.store(true, Ordering::Release);
+        let mut created = Vec::new();
+        for _ in 0..3 {
+            created.push(f.store.create_run(f.new_run(0, 1000)).await.unwrap());
+        }
+        let mut next = || handed.try_recv().expect("a run committed for the worker is in its intake");
+        let (first, slot1) = next();
+        let (second, slot2) = next();
+        assert!(handed.try_recv().is_err(), "no slot was left for the third");
+        assert_eq!(slots.available_permits(), 0);
+        for (run, id) in [(&first, &created[0].id), (&second, &created[1].id)] {
+            assert_eq!(&run.id, id);
+            assert_eq!((run.status, run.attempts), (RunStatus::Processing, 1));
+            assert_eq!(stored(id.clone()).await, (RunStatus::Processing, 1, true));
+        }
+        assert_eq!(stored(created[2].id.clone()).await.0, RunStatus::Pending);
+        assert!(
+            !drained.load(Ordering::Acquire),
+            "a run left queued ends the handoff until a claim has taken it"
+        );
+
+        // A claim finds only the queued runs, oldest first.
+        let now = Timestamp::now();
+        let claimed = f.store.claim_runs(10, now, lease(now, 60)).await.unwrap();
+        let claimed: Vec<String> = claimed.into_iter().map(|r| r.id).collect();
+        assert_eq!(claimed, vec![busy.id.clone(), created[2].id.clone()]);
+
+        // A run with a webhook is queued even with a slot free and the worker idle.
+        drop(slot1);
+        drained.store(true, Ordering::Release);
+        let mut hooked = f.new_run(0, 1000);
+        hooked.webhook = Some(runbase_domain::webhooks::Subscription {
+            url: "https://example.com/hook".into(),
+            events: 3,
+        });
+        let hooked = f.store.create_run(hooked).await.unwrap();
+        assert_eq!(stored(hooked.id.clone()).await.0, RunStatus::Pending);
+        assert!(handed.try_recv().is_err());
+
+        // Once the worker has stopped (its intake dropped), nothing is handed over.
+        drop(handed);
+        drained.store(true, Ordering::Release);
+        let after = f.store.create_run(f.new_run(0, 1000)).await.unwrap();
+        assert_eq!(stored(after.id.clone()).await.0, RunStatus::Pending);
+        assert_eq!(slots.available_permits(), 1, "no slot was taken for it");
+        drop(slot2);
+
+        // The handed runs hold a lease: past it, they are reclaimed like a dead worker's runs
+        // (attempt 1 of 3: queued again), and the other runs' leases were the claim's.
+        let later = lease(now, 61);
+        assert_eq!(f.store.reclaim_expired(3, later).await.unwrap(), (4, 0));
+        assert_eq!(stored(first.id.clone()).await.0, RunStatus::Pending);
+
+        // Every run was charged once, whichever way it went.
+        let account = f.store.account(&f.account).await.unwrap().unwrap();
+        assert_eq!(account.balance, runbase_domain::money::Millicents(1000 * 1000 - 6 * 1000));
+        f.check_invariants().await;
+    }
 }

@@ -1441,10 +1441,6 @@ impl Store for PgStore {
         true
     }
 
-    fn claim_again_after_signal(&self) -> bool {
-        true
-    }
-
     fn hand_off_to(&self, handoff: runbase_domain::store::Handoff) {
         // The first worker of this process; a second one (tests) only claims.
         let _ = self.handoff.set(handoff);

@@ -8,7 +8,9 @@
 //!    key and each account is updated once, by the batch's totals.
 //!
 //! So a run costs two row inserts and a share of two updates, where it cost a savepoint, a key
-//! read, three updates and two inserts of its own. A refused run writes nothing and fails no
+//! read, three updates and two inserts of its own. While this process's worker is idle
+//! ([`Handoff`]), an admitted run is written already claimed by it and given to it once the batch
+//! commits: no claim is written for it either. A refused run writes nothing and fails no
 //! other run. Any statement error (a taken run id, a full disk) rolls the group back to its
 //! savepoint and the creates are written again one by one, each in its own savepoint, so one bad
 //! run fails alone.
@@ -19,12 +21,21 @@ use runbase_domain::account::{ApiKey, LedgerKind};
 use runbase_domain::admission;
 use runbase_domain::idempotency::RunMark;
 use runbase_domain::money::Millicents;
-use runbase_domain::run::NewRun;
-use runbase_domain::store::{CreateRunError, StoreError};
+use runbase_domain::run::{NewRun, Run, RunStatus};
+use runbase_domain::store::{CreateRunError, Handoff, StoreError};
+use runbase_domain::time::Timestamp;
 use rusqlite::types::ToSql;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::{HashMap, HashSet};
-use tokio::sync::oneshot;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
+
+/// This process's worker, once it offers to take runs from their creates ([`Handoff`]).
+pub(crate) type Handoffs = Arc<OnceLock<Handoff>>;
+
+/// A run written already claimed by this process's worker, with the worker slot taken for it.
+type Handed = (Run, OwnedSemaphorePermit);
 
 /// One create waiting for the writer: the run, its input already serialized (on the caller's
 /// thread, not the writer's), and where to answer.
@@ -34,15 +45,22 @@ pub struct Create {
     pub reply: oneshot::Sender<Result<(), CreateRunError>>,
 }
 
-/// What became of one run in the batch, before the commit.
-type Outcome = rusqlite::Result<Result<(), CreateRunError>>;
+/// What became of one run in the batch, before the commit: admitted and queued (`None`) or
+/// handed to the worker, or refused.
+type Outcome = rusqlite::Result<Result<Option<Handed>, CreateRunError>>;
 
-/// Writes the batch's creates into the open transaction; answers each once the batch commits.
-pub fn write(conn: &Connection, creates: Vec<Create>) -> Vec<Completion> {
+/// Writes the batch's creates into the open transaction; answers each once the batch commits,
+/// and gives the worker the runs handed to it once that commit succeeded (a batch rolled back
+/// drops them, which frees their slots). Also says whether any run was queued for a claim.
+pub fn write(
+    conn: &Connection,
+    creates: Vec<Create>,
+    handoff: Option<&Handoff>,
+) -> (Vec<Completion>, bool) {
     if creates.is_empty() {
-        return Vec::new();
+        return (Vec::new(), false);
     }
-    let outcomes = match grouped(conn, &creates) {
+    let outcomes = match grouped(conn, &creates, handoff) {
         Ok(outcomes) => outcomes,
         Err(e) => {
             if !is_unique_violation(&e) {
@@ -51,25 +69,58 @@ pub fn write(conn: &Connection, creates: Vec<Create>) -> Vec<Completion> {
             creates.iter().map(|c| alone(conn, c)).collect()
         }
     };
-    creates
+    let queued = outcomes.iter().any(|o| matches!(o, Ok(Ok(None))));
+    if queued && let Some(h) = handoff {
+        // A run left queued (no slot free, a webhook, or written alone): no later run is handed
+        // over before the worker's claims have taken it, so runs start in the order created.
+        h.drained.store(false, Ordering::Release);
+    }
+    let completions = creates
         .into_iter()
         .zip(outcomes)
         .map(|(create, outcome)| -> Completion {
+            // Only a run handed over needs the worker's channel.
+            let to_worker = match &outcome {
+                Ok(Ok(Some(_))) => handoff.map(|h| h.runs.clone()),
+                _ => None,
+            };
             Box::new(move |committed: Result<(), String>| {
                 let answer = match (outcome, committed) {
-                    (Ok(admitted), Ok(())) => admitted,
+                    (Ok(Ok(Some(handed))), Ok(())) => {
+                        if let Some(tx) = to_worker
+                            && tx.send(handed).is_err()
+                        {
+                            // The worker stopped meanwhile: the run is recovered at the next
+                            // start, or reclaimed once its lease is out.
+                            tracing::warn!(
+                                "a run handed to a stopped worker waits for its lease to run out"
+                            );
+                        }
+                        Ok(())
+                    }
+                    (Ok(admitted), Ok(())) => admitted.map(|_| ()),
                     (Err(e), _) => Err(CreateRunError::Store(StoreError::Backend(e.to_string()))),
                     (Ok(_), Err(e)) => Err(CreateRunError::Store(StoreError::Backend(e))),
                 };
                 let _ = create.reply.send(answer);
             })
         })
-        .collect()
+        .collect();
+    (completions, queued)
 }
 
-/// A create on its own, as before batching: its own savepoint, rolled back on any error.
+/// A create on its own, as before batching: its own savepoint, rolled back on any error. Its run
+/// is queued.
 fn alone(conn: &Connection, c: &Create) -> Outcome {
     crate::pool::savepoint(conn, |conn| create_run_tx(conn, &c.run, &c.input))
+        .map(|admitted| admitted.map(|()| None))
+}
+
+/// A run written already claimed: when, and until when its lease holds.
+#[derive(Clone, Copy)]
+struct Claimed {
+    at: Timestamp,
+    until: Timestamp,
 }
 
 /// Running totals of one key over the batch.
@@ -81,17 +132,33 @@ struct KeyTotals {
 }
 
 /// The whole group in one savepoint; any error rolls it back (nothing of it stays written).
-fn grouped(conn: &Connection, creates: &[Create]) -> rusqlite::Result<Vec<Outcome>> {
-    crate::pool::savepoint(conn, |conn| admit_and_write(conn, creates))
+fn grouped(
+    conn: &Connection,
+    creates: &[Create],
+    handoff: Option<&Handoff>,
+) -> rusqlite::Result<Vec<Outcome>> {
+    crate::pool::savepoint(conn, |conn| admit_and_write(conn, creates, handoff))
 }
 
-fn admit_and_write(conn: &Connection, creates: &[Create]) -> rusqlite::Result<Vec<Outcome>> {
+fn admit_and_write(
+    conn: &Connection,
+    creates: &[Create],
+    handoff: Option<&Handoff>,
+) -> rusqlite::Result<Vec<Outcome>> {
+    // A handed run's claim time and lease start (a claim's are its statement's).
+    let now = Timestamp::now();
+    let claim = handoff.map(|h| Claimed {
+        at: now,
+        until: now.after(h.lease),
+    });
+    // Once a run of the batch is queued, no later one is handed over.
+    let mut queued = false;
     let mut keys: HashMap<&str, Option<KeyTotals>> = HashMap::new();
     // Per account: (balance now, the batch's total debit).
     let mut balances: HashMap<&str, Option<(Millicents, Millicents)>> = HashMap::new();
     // Fresh idempotency keys this batch has written rows for already.
     let mut fresh_keys: HashSet<(&str, &str)> = HashSet::new();
-    let mut admitted: Vec<(&Create, i64)> = Vec::with_capacity(creates.len());
+    let mut admitted: Vec<(&Create, i64, Option<Claimed>)> = Vec::with_capacity(creates.len());
     let mut outcomes = Vec::with_capacity(creates.len());
     for c in creates {
         let run = &c.run;
@@ -155,8 +222,26 @@ fn admit_and_write(conn: &Connection, creates: &[Create]) -> rusqlite::Result<Ve
         {
             fresh_keys.insert((run.account_id.as_str(), key.as_str()));
         }
-        admitted.push((c, balance.0));
-        outcomes.push(Ok(Ok(())));
+        // A run with a webhook is left for a claim: its `start` event is written by the
+        // trigger on the claim's update (migration 0010).
+        let slot = handoff
+            .filter(|_| run.webhook.is_none() && !queued)
+            .and_then(Handoff::take_slot);
+        match slot.zip(claim) {
+            Some((slot, claimed)) => {
+                admitted.push((c, balance.0, Some(claimed)));
+                let mut run = run.pending();
+                run.status = RunStatus::Processing;
+                run.started_at = Some(claimed.at);
+                run.attempts = 1;
+                outcomes.push(Ok(Ok(Some((run, slot)))));
+            }
+            None => {
+                queued = true;
+                admitted.push((c, balance.0, None));
+                outcomes.push(Ok(Ok(None)));
+            }
+        }
     }
     if admitted.is_empty() {
         return Ok(outcomes);
@@ -201,11 +286,11 @@ fn admit_and_write(conn: &Connection, creates: &[Create]) -> rusqlite::Result<Ve
     insert_runs(conn, &admitted)?;
     let charges: Vec<(LedgerLine<'_>, i64)> = admitted
         .iter()
-        .filter(|(c, _)| c.run.price > Millicents::ZERO)
-        .map(|(c, balance_after)| (charge_line(&c.run), *balance_after))
+        .filter(|(c, ..)| c.run.price > Millicents::ZERO)
+        .map(|(c, balance_after, _)| (charge_line(&c.run), *balance_after))
         .collect();
     insert_ledger_rows(conn, &charges)?;
-    for (c, _) in &admitted {
+    for (c, ..) in &admitted {
         if let Some(mark) = &c.run.idempotency {
             crate::idempotency::record_created(conn, &c.run.account_id, mark, &c.run.pending())?;
         }
@@ -231,44 +316,73 @@ pub(crate) fn charge_line(run: &NewRun) -> LedgerLine<'_> {
 /// so only a few distinct statements are ever prepared and cached.
 pub(crate) const CHUNKS: [usize; 5] = [32, 8, 4, 2, 1];
 
-const RUN_INSERT: &str = "INSERT INTO runs (id, account_id, key_id, model, status, input, cost_millicents, created_at, test, webhook, webhook_events) VALUES ";
-const RUN_VALUES: &str = "(?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)";
+const RUN_INSERT: &str = "INSERT INTO runs (id, account_id, key_id, model, status, input, cost_millicents, created_at, test, webhook, webhook_events, started_at, attempts, locked_until) VALUES ";
+const RUN_VALUES: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
-/// Inserts the admitted runs (which queues them), in arrival order.
-fn insert_runs(conn: &Connection, admitted: &[(&Create, i64)]) -> rusqlite::Result<()> {
+/// Inserts the admitted runs, in arrival order: `pending` (which queues them), or `processing`
+/// for those handed to the worker (attempt 1, leased).
+fn insert_runs(
+    conn: &Connection,
+    admitted: &[(&Create, i64, Option<Claimed>)],
+) -> rusqlite::Result<()> {
     let mut rest = admitted;
     while !rest.is_empty() {
         let n = CHUNKS.into_iter().find(|&n| n <= rest.len()).unwrap_or(1);
         let (chunk, tail) = rest.split_at(n);
         let sql = multi_row(RUN_INSERT, RUN_VALUES, n);
         let mut stmt = conn.prepare_cached(&sql)?;
-        let hooks: Vec<(Option<&str>, i64)> = chunk
+        let extra: Vec<Extra> = chunk
             .iter()
-            .map(|(c, _)| {
+            .map(|(c, _, claimed)| {
                 let w = c.run.webhook.as_ref();
-                (w.map(|w| w.url.as_str()), w.map_or(0, |w| w.events))
+                Extra {
+                    status: if claimed.is_some() {
+                        RunStatus::Processing.as_str()
+                    } else {
+                        RunStatus::Pending.as_str()
+                    },
+                    url: w.map(|w| w.url.as_str()),
+                    events: w.map_or(0, |w| w.events),
+                    started_at: claimed.map(|c| c.at.0),
+                    attempts: i64::from(claimed.is_some()),
+                    locked_until: claimed.map(|c| c.until.0),
+                }
             })
             .collect();
-        let mut values: Vec<&dyn ToSql> = Vec::with_capacity(n * 10);
-        for ((c, _), (url, events)) in chunk.iter().zip(&hooks) {
+        let mut values: Vec<&dyn ToSql> = Vec::with_capacity(n * 14);
+        for ((c, ..), x) in chunk.iter().zip(&extra) {
             let r = &c.run;
             values.extend_from_slice(&[
                 &r.id,
                 &r.account_id,
                 &r.key_id,
                 &r.model,
+                &x.status,
                 &c.input,
                 &r.price.0,
                 &r.created_at.0,
                 &r.test,
-                url,
-                events,
+                &x.url,
+                &x.events,
+                &x.started_at,
+                &x.attempts,
+                &x.locked_until,
             ]);
         }
         stmt.execute(values.as_slice())?;
         rest = tail;
     }
     Ok(())
+}
+
+/// A run's values that are not its `NewRun`'s fields as they are.
+struct Extra<'a> {
+    status: &'static str,
+    url: Option<&'a str>,
+    events: i64,
+    started_at: Option<i64>,
+    attempts: i64,
+    locked_until: Option<i64>,
 }
 
 /// `head` followed by `n` copies of `row`, comma-separated.
@@ -363,6 +477,15 @@ mod tests {
 
         /// Writes `runs` as one writer batch on a connection of its own, and answers each.
         async fn batch(&self, runs: &[NewRun]) -> Vec<Result<(), CreateRunError>> {
+            self.batch_with(runs, None).await
+        }
+
+        /// [`Setup::batch`] with a worker taking runs from their creates.
+        async fn batch_with(
+            &self,
+            runs: &[NewRun],
+            handoff: Option<&Handoff>,
+        ) -> Vec<Result<(), CreateRunError>> {
             let conn = Connection::open(&self.path).unwrap();
             let mut answers = Vec::new();
             let creates = runs
@@ -379,7 +502,7 @@ mod tests {
                 })
                 .collect();
             conn.execute_batch("BEGIN IMMEDIATE").unwrap();
-            let completions = write(&conn, creates);
+            let (completions, _) = write(&conn, creates, handoff);
             conn.execute_batch("COMMIT").unwrap();
             for c in completions {
                 c(Ok(()));
@@ -523,6 +646,66 @@ mod tests {
         assert_eq!(account.balance, Millicents(700));
         let k = s.store.key_by_id(&key).await.unwrap().unwrap();
         assert_eq!((k.spent, k.runs_created), (Millicents(300), 3));
+        s.check_ledger().await;
+    }
+
+    /// Within one batch, runs are handed to the idle worker until one is queued (here a run with
+    /// a webhook); a batch whose grouped write fails is written run by run, every run queued,
+    /// and the slots its grouped attempt took are given back.
+    #[tokio::test]
+    async fn a_batch_hands_over_runs_until_one_is_queued_and_a_failed_batch_none() {
+        use std::sync::atomic::AtomicBool;
+        let s = setup(10_000).await;
+        let key = s.key(KeySettings::default()).await;
+        let slots = Arc::new(tokio::sync::Semaphore::new(3));
+        let drained = Arc::new(AtomicBool::new(true));
+        let (tx, mut handed) = tokio::sync::mpsc::unbounded_channel();
+        let handoff = Handoff {
+            slots: slots.clone(),
+            drained: drained.clone(),
+            lease: std::time::Duration::from_secs(60),
+            runs: tx,
+        };
+        let s = &s;
+        let status = |id: String| async move {
+            s.store
+                .get_run(&s.account, &id)
+                .await
+                .unwrap()
+                .unwrap()
+                .status
+        };
+        let mut hooked = s.run(&key, 100);
+        hooked.webhook = Some(runbase_domain::webhooks::Subscription {
+            url: "https://example.com/hook".into(),
+            events: 3,
+        });
+        let runs = vec![s.run(&key, 100), hooked, s.run(&key, 100)];
+        let answers = s.batch_with(&runs, Some(&handoff)).await;
+        assert!(answers.iter().all(Result::is_ok));
+        let (first, _slot) = handed.try_recv().unwrap();
+        assert_eq!(first.id, runs[0].id);
+        assert!(handed.try_recv().is_err(), "no run after the queued one");
+        assert_eq!(status(runs[0].id.clone()).await, RunStatus::Processing);
+        for run in &runs[1..] {
+            assert_eq!(status(run.id.clone()).await, RunStatus::Pending);
+        }
+        assert_eq!(slots.available_permits(), 2);
+        assert!(!drained.load(Ordering::Acquire));
+
+        drained.store(true, Ordering::Release);
+        let retried = vec![s.run(&key, 100), runs[0].clone(), s.run(&key, 100)];
+        let answers = s.batch_with(&retried, Some(&handoff)).await;
+        assert!(answers[0].is_ok() && answers[1].is_err() && answers[2].is_ok());
+        assert!(handed.try_recv().is_err(), "runs written alone are queued");
+        assert_eq!(status(retried[0].id.clone()).await, RunStatus::Pending);
+        assert_eq!(status(retried[2].id.clone()).await, RunStatus::Pending);
+        assert_eq!(
+            slots.available_permits(),
+            2,
+            "the grouped attempt's slot is back"
+        );
+        assert!(!drained.load(Ordering::Acquire));
         s.check_ledger().await;
     }
 

@@ -33,6 +33,9 @@ pub struct SqliteStore {
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
     pub(crate) queue_signal: Arc<Notify>,
+    /// This process's worker, once it offers to take runs from their creates
+    /// ([`Handoff`](runbase_domain::store::Handoff)); the writer's create batches read it.
+    pub(crate) handoff: crate::create_batch::Handoffs,
     /// [`Store::run_changes`](runbase_domain::store::Store::run_changes): announced after each
     /// commit that changed a run's state.
     pub(crate) run_changes: tokio::sync::broadcast::Sender<String>,
@@ -120,9 +123,12 @@ impl SqliteStore {
             .collect::<Result<Vec<_>, _>>()
             .map_err(backend)?;
         let (tx, rx) = mpsc::channel::<Op>();
+        let handoff = crate::create_batch::Handoffs::default();
+        let queue_signal = Arc::new(Notify::new());
+        let (writer_handoff, writer_signal) = (handoff.clone(), queue_signal.clone());
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer::run(conn, rx))
+            .spawn(move || writer::run(conn, rx, writer_handoff, writer_signal))
             .map_err(backend)?;
         let checkpointer = open_conn(path, durability, READER_CACHE_KIB).map_err(backend)?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -138,7 +144,8 @@ impl SqliteStore {
             writer: tx,
             readers,
             next_reader: AtomicUsize::new(0),
-            queue_signal: Arc::new(Notify::new()),
+            queue_signal,
+            handoff,
             run_changes: tokio::sync::broadcast::Sender::new(RUN_CHANGES_BUFFER),
             stop_checkpoints: stop,
         })

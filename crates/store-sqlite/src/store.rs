@@ -1121,10 +1121,16 @@ impl Store for SqliteStore {
             .await
     }
 
+    fn hand_off_to(&self, handoff: runbase_domain::store::Handoff) {
+        // The first worker of this process; a second one (tests) only claims.
+        let _ = self.handoff.set(handoff);
+    }
+
     async fn create_run(&self, run: NewRun) -> Result<Run, CreateRunError> {
+        // The writer wakes the worker for a run queued for a claim (one handed to the worker in
+        // its create needs none).
         let created = run.pending();
         self.create(run).await?;
-        self.queue_signal.notify_one();
         Ok(created)
     }
 

@@ -2,7 +2,9 @@
 
 use crate::create_batch::{self, Create};
 use rusqlite::Connection;
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, TryRecvError};
+use tokio::sync::Notify;
 
 /// What a writer operation leaves to do after the commit: answer its caller with the commit's
 /// outcome.
@@ -26,7 +28,15 @@ const MAX_BATCH: usize = 512;
 /// A batch runs its other operations in arrival order, then its creates together. Every
 /// operation of a batch was sent before any of them was answered (answers wait for the commit),
 /// so they are all concurrent and any order among them is one their callers could have seen.
-pub fn run(conn: Connection, rx: Receiver<Op>) {
+///
+/// Runs queued for a claim by a committed batch's creates wake the worker (`queue_signal`), here
+/// rather than in each create's caller, whose request may be dropped before it could.
+pub fn run(
+    conn: Connection,
+    rx: Receiver<Op>,
+    handoff: create_batch::Handoffs,
+    queue_signal: Arc<Notify>,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = Vec::with_capacity(64);
         batch.push(first);
@@ -50,10 +60,13 @@ pub fn run(conn: Connection, rx: Receiver<Op>) {
                 Op::Create(c) => creates.push(*c),
             }
         }
-        completions.extend(create_batch::write(&conn, creates));
+        let (created, queued) = create_batch::write(&conn, creates, handoff.get());
+        completions.extend(created);
         let outcome = exec(&conn, "COMMIT").map_err(|e| format!("commit: {e}"));
         if outcome.is_err() {
             let _ = exec(&conn, "ROLLBACK");
+        } else if queued {
+            queue_signal.notify_one();
         }
         for c in completions {
             c(outcome.clone());

@@ -92,7 +92,6 @@ impl Worker {
         // and holds one of these until its outcome is committed (see `execute_in_span`).
         let settling = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
         let signal = self.store.queue_signal();
-        let wait_when_drained = self.store.claim_again_after_signal();
         // Runs the store gives this worker from their creates, while it is idle (`Handoff`):
         // executed as claimed runs are, each holding the slot taken for it.
         let idle = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -134,30 +133,33 @@ impl Worker {
             let want = permits.len() as u32;
             let now = Timestamp::now();
             let until = now.after(self.config.lease);
-            let runs = match self.store.claim_runs(want, now, until).await {
+            let (runs, claimed) = match self.store.claim_runs(want, now, until).await {
                 Ok(runs) => {
                     self.metrics.queue_claimed(want, runs.len() as u32);
-                    runs
+                    (runs, true)
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "claiming runs failed");
-                    Vec::new()
+                    (Vec::new(), false)
                 }
             };
-            // Fewer than asked for: the queue held no more (as this claim saw it). After an empty
-            // claim, and where the store says so after any short one, the next claim waits for
-            // news of a run queued since (the signal keeps one that came in meanwhile) or the
-            // poll interval, instead of asking again at once.
+            // Fewer than asked for: the queue held no more (as this claim saw it). The next claim
+            // waits for news of a run queued since (the signal keeps one that came in meanwhile)
+            // or the poll interval, instead of asking again at once; meanwhile the free slots
+            // take runs handed over in their creates (`Handoff`). Asking again at once made
+            // most claims empty ones on PostgreSQL (a round trip and an index scan each) and,
+            // on SQLite, left no slot free for a handoff under load.
             let short = (runs.len() as u32) < want;
-            let wait = runs.is_empty() || (wait_when_drained && short);
             for run in runs {
                 let Some(permit) = permits.pop() else { break };
                 tokio::spawn(self.clone().execute(run, permit, settling.clone()));
             }
             // The slots left over are free again, for the next claim or a run handed over.
             drop(permits);
-            idle.store(short, std::sync::atomic::Ordering::Release);
-            if wait {
+            // A failed claim learnt nothing of the queue: no run is handed over before a claim
+            // has found it drained.
+            idle.store(short && claimed, std::sync::atomic::Ordering::Release);
+            if short {
                 tokio::select! {
                     biased;
                     _ = &mut shutdown => break,
