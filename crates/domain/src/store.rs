@@ -493,7 +493,8 @@ pub struct Handoff {
     /// The worker's slots; a run handed over holds one, as a claimed run does.
     pub slots: Arc<tokio::sync::Semaphore>,
     /// Set by the worker while its last claim got fewer runs than it asked for (no older run is
-    /// waiting), cleared when a claim fills its slots and when the worker stops.
+    /// waiting), cleared when a claim fills its slots or fails, when the worker stops, and by the
+    /// store when a create batch leaves a run queued.
     pub drained: Arc<std::sync::atomic::AtomicBool>,
     /// How long a run handed over is leased for.
     pub lease: std::time::Duration,
