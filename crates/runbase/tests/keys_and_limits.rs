@@ -211,10 +211,12 @@ async fn spend_limit_is_never_exceeded_and_refunds_give_it_back() {
 
     // Raising the limit takes effect on the next request.
     s.cli(&["keys", "update", &key, "--spend-limit-cents", "4"]);
+    // It fails only after a second, so that it is certainly not refunded yet when the next
+    // create is refused (an idle worker starts a run as soon as its create commits).
     let failing = c
         .create(
             &key,
-            json!({"model": "runbase/echo", "input": {"text": "x", "fail": "no"}}),
+            json!({"model": "runbase/echo", "input": {"text": "x", "fail": "no", "delay_ms": 1000}}),
         )
         .await;
     assert_eq!(failing.status, 201); // spent 4

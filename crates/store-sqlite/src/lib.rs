@@ -2,7 +2,8 @@
 //!
 //! Writes go through one writer thread that batches whatever requests are waiting into a single
 //! transaction (group commit), each in its own savepoint except the creates, which are admitted
-//! together (`create_batch`), and answers them after the commit; so
+//! together (`create_batch`), and the runs' successes, written together (`success_batch`), and
+//! answers them after the commit; so
 //! every money check runs serialized against the committed state, and one fsync serves many
 //! requests. Reads use a small pool of connections in WAL mode and see the last commit, so a key
 //! disabled from the CLI (another process) fails on the very next request.
@@ -17,6 +18,7 @@ mod migrations;
 mod pool;
 mod rows;
 mod store;
+mod success_batch;
 mod webhooks;
 mod writer;
 

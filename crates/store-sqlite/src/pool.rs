@@ -209,6 +209,29 @@ impl SqliteStore {
             .map_err(|_| backend("the sqlite writer dropped the request"))?
     }
 
+    /// Ends a run's attempt as succeeded in the writer's next batch, with that batch's other
+    /// successes ([`crate::success_batch`]); resolves once the batch is committed.
+    pub(crate) async fn succeed(
+        &self,
+        run_id: String,
+        attempt: u32,
+        output: String,
+        now: runbase_domain::time::Timestamp,
+    ) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.writer
+            .send(Op::Succeed(Box::new(crate::success_batch::Success {
+                run_id,
+                attempt,
+                output,
+                now,
+                reply,
+            })))
+            .map_err(|_| backend("the sqlite writer has stopped"))?;
+        rx.await
+            .map_err(|_| backend("the sqlite writer dropped the request"))?
+    }
+
     /// Runs a read on one of the pooled connections. Reads are short primary-key or index
     /// lookups (microseconds), so they run on the calling thread rather than paying a hop to a
     /// blocking pool.

@@ -1246,12 +1246,10 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let id = run_id.to_owned();
         match outcome {
-            // One statement (its webhook triggers are part of it), so no savepoint; the output
-            // is serialized here rather than on the writer thread.
+            // With the batch's other successes, one statement per chunk (`success_batch`); the
+            // output is serialized here rather than on the writer thread.
             RunOutcome::Succeeded { output } => {
-                let output = output.to_string();
-                self.write_one(move |c| succeed(c, &id, attempt, &output, now))
-                    .await?;
+                self.succeed(id, attempt, output.to_string(), now).await?;
             }
             failed @ RunOutcome::Failed { .. } => {
                 self.write(move |c| finish_tx(c, &id, attempt, &failed, now))

@@ -1,6 +1,7 @@
 //! The single writer thread and its group commit.
 
 use crate::create_batch::{self, Create};
+use crate::success_batch::{self, Success};
 use rusqlite::Connection;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -18,6 +19,8 @@ pub enum Op {
     /// A run's create, admitted together with the batch's other creates
     /// ([`create_batch::write`]).
     Create(Box<Create>),
+    /// A run's success, written with the batch's other successes ([`success_batch::write`]).
+    Succeed(Box<Success>),
 }
 
 /// The most operations one transaction takes; bounds the latency of a batch.
@@ -25,7 +28,8 @@ const MAX_BATCH: usize = 512;
 
 /// Runs until every sender is gone.
 ///
-/// A batch runs its other operations in arrival order, then its creates together. Every
+/// A batch writes its runs' successes together first, then runs its other operations in arrival
+/// order, then its creates together. Every
 /// operation of a batch was sent before any of them was answered (answers wait for the commit),
 /// so they are all concurrent and any order among them is one their callers could have seen.
 ///
@@ -53,11 +57,25 @@ pub fn run(
             continue;
         }
         let mut creates = Vec::new();
+        let mut successes = Vec::new();
         let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
+        let mut others = Vec::with_capacity(batch.len());
         for op in batch {
+            match op {
+                Op::Succeed(s) => successes.push(*s),
+                op => others.push(op),
+            }
+        }
+        // Successes first: one that came with a reclaim of its run's expired lease is kept
+        // rather than executed again.
+        if !successes.is_empty() {
+            completions.extend(success_batch::write(&conn, successes));
+        }
+        for op in others {
             match op {
                 Op::Alone(op) => completions.push(op(&conn)),
                 Op::Create(c) => creates.push(*c),
+                Op::Succeed(_) => {} // taken above
             }
         }
         let (created, queued) = create_batch::write(&conn, creates, handoff.get());
