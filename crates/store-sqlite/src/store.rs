@@ -214,53 +214,29 @@ pub(crate) fn create_run_tx(
     Ok(Ok(()))
 }
 
-/// Ends attempt `attempt` of a `processing` run; refunds a failure. A run in any other state,
-/// or started again since (a later attempt), is left alone, so finishing twice never refunds
-/// twice.
-fn finish_tx(
+/// Ends attempt `attempt` of a `processing` run as failed, and refunds it. A run in any other
+/// state, or started again since (a later attempt), is left alone, so failing twice never
+/// refunds twice. (Successes are written per batch: `success_batch`.)
+fn fail_tx(
     conn: &Connection,
     run_id: &str,
     attempt: u32,
-    outcome: &RunOutcome,
+    error: &RunError,
     now: Timestamp,
 ) -> rusqlite::Result<()> {
-    match outcome {
-        RunOutcome::Succeeded { output } => {
-            succeed(conn, run_id, attempt, &output.to_string(), now)?
-        }
-        RunOutcome::Failed { error } => {
-            let charged: Option<(i64, String, String, String)> = conn
-                .prepare_cached(
-                    "UPDATE runs SET status = 'failed', error_message = ?2, error_code = ?3, completed_at = ?4
-                     WHERE id = ?1 AND status = 'processing' AND attempts = ?5
-                     RETURNING cost_millicents, account_id, key_id, model",
-                )?
-                .query_row(params![run_id, error.message, error.code, now.0, attempt], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                })
-                .optional()?;
-            if let Some(charged) = charged {
-                refund(conn, run_id, charged, now)?;
-            }
-        }
+    let charged: Option<(i64, String, String, String)> = conn
+        .prepare_cached(
+            "UPDATE runs SET status = 'failed', error_message = ?2, error_code = ?3, completed_at = ?4
+             WHERE id = ?1 AND status = 'processing' AND attempts = ?5
+             RETURNING cost_millicents, account_id, key_id, model",
+        )?
+        .query_row(params![run_id, error.message, error.code, now.0, attempt], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()?;
+    if let Some(charged) = charged {
+        refund(conn, run_id, charged, now)?;
     }
-    Ok(())
-}
-
-/// Ends attempt `attempt` of a `processing` run as succeeded with `output` (JSON text); one
-/// statement.
-fn succeed(
-    conn: &Connection,
-    run_id: &str,
-    attempt: u32,
-    output: &str,
-    now: Timestamp,
-) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "UPDATE runs SET status = 'succeeded', output = ?2, completed_at = ?3
-         WHERE id = ?1 AND status = 'processing' AND attempts = ?4",
-    )?
-    .execute(params![run_id, output, now.0, attempt])?;
     Ok(())
 }
 
@@ -336,7 +312,7 @@ fn requeue_or_fail(
         if attempts >= i64::from(max_attempts) {
             let attempt = attempts.clamp(0, i64::from(u32::MAX)) as u32;
             let error = RunError::interrupted(attempt);
-            finish_tx(c, &id, attempt, &RunOutcome::Failed { error }, now)?;
+            fail_tx(c, &id, attempt, &error, now)?;
             failed += 1;
         } else {
             c.execute(
@@ -1251,8 +1227,8 @@ impl Store for SqliteStore {
             RunOutcome::Succeeded { output } => {
                 self.succeed(id, attempt, output.to_string(), now).await?;
             }
-            failed @ RunOutcome::Failed { .. } => {
-                self.write(move |c| finish_tx(c, &id, attempt, &failed, now))
+            RunOutcome::Failed { error } => {
+                self.write(move |c| fail_tx(c, &id, attempt, &error, now))
                     .await?;
             }
         }

@@ -56,28 +56,19 @@ pub fn run(
             drop(batch);
             continue;
         }
-        let mut creates = Vec::new();
-        let mut successes = Vec::new();
-        let mut completions: Vec<Completion> = Vec::with_capacity(batch.len());
-        let mut others = Vec::with_capacity(batch.len());
+        let (mut alone, mut successes, mut creates) = (Vec::new(), Vec::new(), Vec::new());
         for op in batch {
             match op {
+                Op::Alone(op) => alone.push(op),
                 Op::Succeed(s) => successes.push(*s),
-                op => others.push(op),
+                Op::Create(c) => creates.push(*c),
             }
         }
         // Successes first: one that came with a reclaim of its run's expired lease is kept
         // rather than executed again.
-        if !successes.is_empty() {
-            completions.extend(success_batch::write(&conn, successes));
-        }
-        for op in others {
-            match op {
-                Op::Alone(op) => completions.push(op(&conn)),
-                Op::Create(c) => creates.push(*c),
-                Op::Succeed(_) => {} // taken above
-            }
-        }
+        let mut completions = success_batch::write(&conn, successes);
+        completions.reserve(alone.len() + creates.len());
+        completions.extend(alone.into_iter().map(|op| op(&conn)));
         let (created, queued) = create_batch::write(&conn, creates, handoff.get());
         completions.extend(created);
         let outcome = exec(&conn, "COMMIT").map_err(|e| format!("commit: {e}"));
