@@ -17,6 +17,7 @@ mod create_batch;
 mod dashboard;
 mod error;
 mod idempotency;
+mod key_reads;
 mod listen;
 mod migrations;
 mod rows;
@@ -75,6 +76,8 @@ pub struct PgStore {
     pool: Pool,
     creates: create_batch::Creates,
     finishes: store::Finishes,
+    keys_by_hash: key_reads::KeysByHash,
+    keys_and_runs: key_reads::KeysAndRuns,
     /// This process's worker, once it offers to take runs from their creates.
     handoff: Arc<std::sync::OnceLock<runbase_domain::store::Handoff>>,
     queue_signal: Arc<Notify>,
@@ -138,6 +141,8 @@ impl PgStore {
             }),
             handoff,
             finishes: store::start_finishes(pool.clone()),
+            keys_by_hash: key_reads::start_keys_by_hash(pool.clone()),
+            keys_and_runs: key_reads::start_keys_and_runs(pool.clone()),
             pool,
             queue_signal,
             cancels,

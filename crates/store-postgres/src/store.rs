@@ -1025,13 +1025,8 @@ impl Store for PgStore {
     }
 
     async fn key_by_hash(&self, hash: &KeyHash) -> Result<Option<ApiKey>, StoreError> {
-        let row = self
-            .row(
-                &format!("SELECT {KEY_COLS} FROM api_keys WHERE hash = $1"),
-                &[&hash.0],
-            )
-            .await?;
-        Ok(row.as_ref().map(rows::api_key).transpose()?)
+        // Batched with the other requests' (`key_reads`).
+        Ok(self.keys_by_hash.submit(hash.0.clone()).await?)
     }
 
     async fn key_by_id(&self, id: &str) -> Result<Option<ApiKey>, StoreError> {
@@ -1467,29 +1462,16 @@ impl Store for PgStore {
         hash: &KeyHash,
         run_id: &str,
     ) -> Result<(Option<ApiKey>, Option<Run>), StoreError> {
-        // One statement, one round trip: the key by its hash, and the run only if it is the
-        // key's account's (another account's run id finds nothing, as in `get_run`). Only the
-        // columns used: what authentication reads of the key (`rows::api_key_for_auth`), and
-        // the run but its account, which is the key's: 22 columns, not 31.
-        static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-            format!(
-                "SELECT {}, {} FROM api_keys k LEFT JOIN runs r ON r.id = $2 AND r.account_id = k.account_id
-                 WHERE k.hash = $1",
-                rows::qualified(rows::KEY_AUTH_COLS, "k"),
-                rows::qualified(rows::RUN_OF_KEY_COLS, "r"),
-            )
-        });
-        let Some(row) = self.row(&SQL, &[&hash.0, &run_id]).await? else {
-            return Ok((None, None));
-        };
-        let key = rows::api_key_for_auth(&row)?;
-        let at = rows::KEY_AUTH_COL_COUNT;
-        let run_id: Option<&str> = row.try_get(at).map_err(Error::from)?;
-        let run = match run_id {
-            Some(_) => Some(rows::run_of_account_at(&row, at, &key.account_id)?),
-            None => None,
-        };
-        Ok((Some(key), run))
+        // One statement, one round trip, batched with the other requests' (`key_reads`). An id
+        // Runbase cannot have made names no run, and never reaches a batch (PostgreSQL refuses
+        // a NUL in text: the whole batch would fail).
+        if !runbase_domain::ids::looks_like_run_id(run_id) {
+            return Ok((self.key_by_hash(hash).await?, None));
+        }
+        Ok(self
+            .keys_and_runs
+            .submit((hash.0.clone(), run_id.to_owned()))
+            .await?)
     }
 
     async fn list_runs(

@@ -116,3 +116,9 @@ impl Drop for TestDatabase {
         }
     }
 }
+
+/// The statements that read many requests' keys (and runs) at once, for the test that checks
+/// their plans (`key_reads`).
+pub fn batched_read_statements() -> [&'static str; 2] {
+    crate::key_reads::batch_statements()
+}
