@@ -26,6 +26,7 @@ use runbase_domain::store::{CreateRunError, Handoff, StoreError};
 use runbase_domain::time::Timestamp;
 use rusqlite::types::ToSql;
 use rusqlite::{Connection, OptionalExtension, params};
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
@@ -56,6 +57,7 @@ pub fn write(
     conn: &Connection,
     creates: Vec<Create>,
     handoff: Option<&Handoff>,
+    lost: &Cell<bool>,
 ) -> (Vec<Completion>, bool) {
     if creates.is_empty() {
         return (Vec::new(), false);
@@ -66,7 +68,15 @@ pub fn write(
             if !is_unique_violation(&e) {
                 tracing::warn!(error = %e, runs = creates.len(), "a create batch failed; writing its runs one by one");
             }
-            creates.iter().map(|c| alone(conn, c)).collect()
+            crate::writer::keep_open(conn, lost);
+            creates
+                .iter()
+                .map(|c| {
+                    let outcome = alone(conn, c);
+                    crate::writer::keep_open(conn, lost);
+                    outcome
+                })
+                .collect()
         }
     };
     let queued = outcomes.iter().any(|o| matches!(o, Ok(Ok(None))));
@@ -502,7 +512,7 @@ mod tests {
                 })
                 .collect();
             conn.execute_batch("BEGIN IMMEDIATE").unwrap();
-            let (completions, _) = write(&conn, creates, handoff);
+            let (completions, _) = write(&conn, creates, handoff, &Cell::new(false));
             conn.execute_batch("COMMIT").unwrap();
             for c in completions {
                 c(Ok(()));

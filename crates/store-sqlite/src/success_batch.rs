@@ -18,6 +18,7 @@ use runbase_domain::store::StoreError;
 use runbase_domain::time::Timestamp;
 use rusqlite::Connection;
 use rusqlite::types::ToSql;
+use std::cell::Cell;
 use tokio::sync::oneshot;
 
 /// One success waiting for the writer: attempt `attempt` of run `run_id` ended with `output`
@@ -41,13 +42,14 @@ const TAIL: &str = ") AS v
      WHERE runs.id = v.column1 AND runs.status = 'processing' AND runs.attempts = v.column2";
 
 /// Writes the batch's successes into the open transaction; answers each once the batch commits.
-pub fn write(conn: &Connection, successes: Vec<Success>) -> Vec<Completion> {
+pub fn write(conn: &Connection, successes: Vec<Success>, lost: &Cell<bool>) -> Vec<Completion> {
     let mut completions: Vec<Completion> = Vec::with_capacity(successes.len());
     let mut rest = successes;
     while !rest.is_empty() {
         let n = CHUNKS.into_iter().find(|&n| n <= rest.len()).unwrap_or(1);
         let tail = rest.split_off(n);
         let written = chunk(conn, &rest).map_err(|e| e.to_string());
+        crate::writer::keep_open(conn, lost);
         if let Err(e) = &written {
             tracing::warn!(error = %e, runs = rest.len(), "writing a chunk of successes failed");
         }

@@ -3,6 +3,7 @@
 use crate::create_batch::{self, Create};
 use crate::success_batch::{self, Success};
 use rusqlite::Connection;
+use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, TryRecvError};
 use tokio::sync::Notify;
@@ -66,12 +67,21 @@ pub fn run(
         }
         // Successes first: one that came with a reclaim of its run's expired lease is kept
         // rather than executed again.
-        let mut completions = success_batch::write(&conn, successes);
+        let lost = Cell::new(false);
+        let mut completions = success_batch::write(&conn, successes, &lost);
         completions.reserve(alone.len() + creates.len());
-        completions.extend(alone.into_iter().map(|op| op(&conn)));
-        let (created, queued) = create_batch::write(&conn, creates, handoff.get());
+        for op in alone {
+            completions.push(op(&conn));
+            keep_open(&conn, &lost);
+        }
+        let (created, queued) = create_batch::write(&conn, creates, handoff.get(), &lost);
         completions.extend(created);
-        let outcome = exec(&conn, "COMMIT").map_err(|e| format!("commit: {e}"));
+        let outcome = if lost.get() {
+            let _ = exec(&conn, "ROLLBACK");
+            Err("an error rolled back the batch's transaction".to_owned())
+        } else {
+            exec(&conn, "COMMIT").map_err(|e| format!("commit: {e}"))
+        };
         if outcome.is_err() {
             let _ = exec(&conn, "ROLLBACK");
         } else if queued {
@@ -83,8 +93,89 @@ pub fn run(
     }
 }
 
+/// Called after each of a batch's writes: whether its transaction is still open, and if not,
+/// opens another for the rest of the batch and marks the batch `lost`.
+///
+/// SQLite may roll back the whole transaction on an error (`SQLITE_FULL`, `SQLITE_IOERR`,
+/// `SQLITE_NOMEM`; "Response To Errors Within A Transaction" in its documentation). The writes
+/// after it would each run in autocommit and stay written, while the batch's `COMMIT` then
+/// failed and answered them all as failed: a create charged and queued, its caller told it
+/// failed. A lost batch runs the rest of its writes in the new transaction and rolls it back, so
+/// every write of the batch is answered the error and none of it stays written.
+pub(crate) fn keep_open(conn: &Connection, lost: &Cell<bool>) {
+    if !conn.is_autocommit() {
+        return;
+    }
+    if !lost.get() {
+        tracing::error!(
+            "an error rolled back the SQLite writer's transaction: its whole batch fails"
+        );
+    }
+    lost.set(true);
+    if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
+        tracing::error!(error = %e, "sqlite writer could not begin a transaction for the rest of a lost batch");
+    }
+}
+
 /// Runs a statement from the connection's cache: `BEGIN` and `COMMIT` are run for every batch, and
 /// `execute_batch` would parse them each time.
 fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests may unwrap")]
+
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A batch whose transaction an error rolled back (`SQLITE_FULL` from `max_page_count`)
+    /// fails as a whole: the writes before the error are undone by SQLite, the writes after it
+    /// are rolled back by the writer instead of committing alone, and every one is answered the
+    /// error.
+    #[test]
+    fn a_batch_whose_transaction_an_error_rolled_back_writes_nothing_and_fails_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("w.db")).unwrap();
+        conn.execute_batch("CREATE TABLE t (v BLOB NOT NULL)")
+            .unwrap();
+        let answers = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        for (n, size) in [(1, 10), (2, 1_000_000), (3, 10)] {
+            let answers = answers.clone();
+            let op = move |conn: &Connection| -> Completion {
+                if n == 2 {
+                    // No room for this row: the database may not grow.
+                    let pages: i64 = conn
+                        .query_row("PRAGMA page_count", [], |r| r.get(0))
+                        .unwrap();
+                    conn.execute_batch(&format!("PRAGMA max_page_count = {pages}"))
+                        .unwrap();
+                }
+                let wrote = conn.execute("INSERT INTO t (v) VALUES (zeroblob(?1))", [size]);
+                if n == 2 {
+                    assert!(wrote.is_err());
+                    conn.execute_batch("PRAGMA max_page_count = 1073741823")
+                        .unwrap();
+                }
+                Box::new(move |committed| answers.lock().unwrap().push((n, committed.is_ok())))
+            };
+            tx.send(Op::Alone(Box::new(op))).unwrap();
+        }
+        drop(tx);
+        let check = Connection::open(dir.path().join("w.db")).unwrap();
+        run(
+            conn,
+            rx,
+            Arc::new(std::sync::OnceLock::new()),
+            Arc::new(Notify::new()),
+        );
+        let rows: i64 = check
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 0, "nothing of the batch stays written");
+        let answers = answers.lock().unwrap().clone();
+        assert_eq!(answers, vec![(1, false), (2, false), (3, false)]);
+    }
 }
