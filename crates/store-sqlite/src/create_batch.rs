@@ -62,21 +62,34 @@ pub fn write(
     if creates.is_empty() {
         return (Vec::new(), false);
     }
-    let outcomes = match grouped(conn, &creates, handoff) {
-        Ok(outcomes) => outcomes,
-        Err(e) => {
-            if !is_unique_violation(&e) {
-                tracing::warn!(error = %e, runs = creates.len(), "a create batch failed; writing its runs one by one");
+    // A batch already lost writes nothing more ([`crate::writer::keep_open`]).
+    let not_written = || -> Outcome {
+        Ok(Err(CreateRunError::Store(StoreError::Backend(
+            crate::writer::LOST.to_owned(),
+        ))))
+    };
+    let outcomes = if lost.get() {
+        creates.iter().map(|_| not_written()).collect()
+    } else {
+        match grouped(conn, &creates, handoff) {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                if !is_unique_violation(&e) {
+                    tracing::warn!(error = %e, runs = creates.len(), "a create batch failed; writing its runs one by one");
+                }
+                crate::writer::keep_open(conn, lost);
+                creates
+                    .iter()
+                    .map(|c| {
+                        if lost.get() {
+                            return not_written();
+                        }
+                        let outcome = alone(conn, c);
+                        crate::writer::keep_open(conn, lost);
+                        outcome
+                    })
+                    .collect()
             }
-            crate::writer::keep_open(conn, lost);
-            creates
-                .iter()
-                .map(|c| {
-                    let outcome = alone(conn, c);
-                    crate::writer::keep_open(conn, lost);
-                    outcome
-                })
-                .collect()
         }
     };
     let queued = outcomes.iter().any(|o| matches!(o, Ok(Ok(None))));

@@ -265,8 +265,12 @@ pub(crate) fn savepoint<T>(
             Ok(v)
         }
         Err(e) => {
-            conn.prepare_cached("ROLLBACK TO op")?.execute([])?;
-            conn.prepare_cached("RELEASE op")?.execute([])?;
+            // When the error rolled back the whole transaction, the savepoint went with it:
+            // the error to report is still `e`, not the missing savepoint's.
+            if !conn.is_autocommit() {
+                conn.prepare_cached("ROLLBACK TO op")?.execute([])?;
+                conn.prepare_cached("RELEASE op")?.execute([])?;
+            }
             Err(e)
         }
     }

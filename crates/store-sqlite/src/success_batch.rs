@@ -48,8 +48,13 @@ pub fn write(conn: &Connection, successes: Vec<Success>, lost: &Cell<bool>) -> V
     while !rest.is_empty() {
         let n = CHUNKS.into_iter().find(|&n| n <= rest.len()).unwrap_or(1);
         let tail = rest.split_off(n);
-        let written = chunk(conn, &rest).map_err(|e| e.to_string());
-        crate::writer::keep_open(conn, lost);
+        let written = if lost.get() {
+            Err(crate::writer::LOST.to_owned())
+        } else {
+            let written = chunk(conn, &rest).map_err(|e| e.to_string());
+            crate::writer::keep_open(conn, lost);
+            written
+        };
         if let Err(e) = &written {
             tracing::warn!(error = %e, runs = rest.len(), "writing a chunk of successes failed");
         }

@@ -71,14 +71,18 @@ pub fn run(
         let mut completions = success_batch::write(&conn, successes, &lost);
         completions.reserve(alone.len() + creates.len());
         for op in alone {
+            if lost.get() {
+                // Not run: dropping it drops its answer channel, and its caller sees it fail.
+                drop(op);
+                continue;
+            }
             completions.push(op(&conn));
             keep_open(&conn, &lost);
         }
         let (created, queued) = create_batch::write(&conn, creates, handoff.get(), &lost);
         completions.extend(created);
         let outcome = if lost.get() {
-            let _ = exec(&conn, "ROLLBACK");
-            Err("an error rolled back the batch's transaction".to_owned())
+            Err(LOST.to_owned())
         } else {
             exec(&conn, "COMMIT").map_err(|e| format!("commit: {e}"))
         };
@@ -93,27 +97,24 @@ pub fn run(
     }
 }
 
-/// Called after each of a batch's writes: whether its transaction is still open, and if not,
-/// opens another for the rest of the batch and marks the batch `lost`.
+/// What every write of a lost batch is answered.
+pub(crate) const LOST: &str = "an error rolled back the writer's transaction";
+
+/// Called after each of a batch's writes: marks the batch `lost` when its transaction is gone.
 ///
-/// SQLite may roll back the whole transaction on an error (`SQLITE_FULL`, `SQLITE_IOERR`,
-/// `SQLITE_NOMEM`; "Response To Errors Within A Transaction" in its documentation). The writes
-/// after it would each run in autocommit and stay written, while the batch's `COMMIT` then
-/// failed and answered them all as failed: a create charged and queued, its caller told it
-/// failed. A lost batch runs the rest of its writes in the new transaction and rolls it back, so
-/// every write of the batch is answered the error and none of it stays written.
+/// SQLite may roll back the whole transaction on an error (`SQLITE_IOERR`, and `SQLITE_FULL` or
+/// `SQLITE_NOMEM` in a statement without a statement journal; "Response To Errors Within A
+/// Transaction" in its documentation). The writes after it would each run in autocommit and stay
+/// written, while the batch's `COMMIT` then failed and answered them all as failed: a create
+/// charged and queued, its caller told it failed. Nothing of a lost batch runs after the error:
+/// its remaining writes are answered [`LOST`] without being tried, and those before it were
+/// undone by SQLite's rollback.
 pub(crate) fn keep_open(conn: &Connection, lost: &Cell<bool>) {
-    if !conn.is_autocommit() {
-        return;
-    }
-    if !lost.get() {
+    if !lost.get() && conn.is_autocommit() {
         tracing::error!(
             "an error rolled back the SQLite writer's transaction: its whole batch fails"
         );
-    }
-    lost.set(true);
-    if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
-        tracing::error!(error = %e, "sqlite writer could not begin a transaction for the rest of a lost batch");
+        lost.set(true);
     }
 }
 
@@ -156,6 +157,9 @@ mod tests {
                 let wrote = conn.execute("INSERT INTO t (v) VALUES (zeroblob(?1))", [size]);
                 if n == 2 {
                     assert!(wrote.is_err());
+                    // The premise: this error rolled back the whole transaction (a one-row
+                    // INSERT has no statement journal to undo it alone).
+                    assert!(conn.is_autocommit());
                     conn.execute_batch("PRAGMA max_page_count = 1073741823")
                         .unwrap();
                 }
@@ -175,7 +179,9 @@ mod tests {
             .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
             .unwrap();
         assert_eq!(rows, 0, "nothing of the batch stays written");
+        // Ops 1 and 2 were run and answered the failure; op 3 was not run, its answer channel
+        // dropped (its caller sees the write fail).
         let answers = answers.lock().unwrap().clone();
-        assert_eq!(answers, vec![(1, false), (2, false), (3, false)]);
+        assert_eq!(answers, vec![(1, false), (2, false)]);
     }
 }
