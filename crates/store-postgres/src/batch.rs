@@ -192,3 +192,151 @@ fn take<Req, Out>(waiting: &mut Vec<Pending<Req, Out>>, max: usize) -> Vec<Pendi
         waiting.drain(..max).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests may unwrap")]
+
+    use super::*;
+    use tokio::sync::Semaphore;
+
+    /// What the batches saw (each batch's requests), and a gate each batch waits at before it
+    /// answers, so a test decides when a lane is busy.
+    struct Probe {
+        batches: Mutex<Vec<Vec<u32>>>,
+        gate: Semaphore,
+    }
+
+    type Reads = ReadBatcher<Arc<Probe>, u32, u32>;
+
+    /// Answers each request twice its value; a batch holding 666 panics instead.
+    fn double(
+        probe: Arc<Probe>,
+        batch: Vec<Pending<u32, u32>>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            probe
+                .batches
+                .lock()
+                .unwrap()
+                .push(batch.iter().map(|p| p.req).collect());
+            probe.gate.acquire().await.unwrap().forget();
+            assert!(batch.iter().all(|p| p.req != 666), "a batch that panics");
+            for p in batch {
+                let _ = p.reply.send(Ok(p.req * 2));
+            }
+        })
+    }
+
+    fn reads(lanes: usize) -> (Arc<Reads>, Arc<Probe>) {
+        let probe = Arc::new(Probe {
+            batches: Mutex::new(Vec::new()),
+            gate: Semaphore::new(0),
+        });
+        (
+            Arc::new(ReadBatcher::new(probe.clone(), 100, lanes, double)),
+            probe,
+        )
+    }
+
+    fn waiting(reads: &Reads) -> usize {
+        reads.inner.state.lock().unwrap().waiting.len()
+    }
+
+    fn busy(reads: &Reads) -> usize {
+        reads.inner.state.lock().unwrap().busy
+    }
+
+    async fn until(mut done: impl FnMut() -> bool) {
+        for _ in 0..10_000 {
+            if done() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("the condition never held");
+    }
+
+    fn submit(reads: &Arc<Reads>, n: u32) -> tokio::task::JoinHandle<Result<u32, Error>> {
+        let reads = reads.clone();
+        tokio::spawn(async move { reads.submit(n).await })
+    }
+
+    #[tokio::test]
+    async fn reads_that_wait_for_a_lane_form_the_next_batch_and_each_gets_its_own_answer() {
+        let (reads, probe) = reads(1);
+        let first = submit(&reads, 1);
+        until(|| probe.batches.lock().unwrap().len() == 1).await;
+        let rest: Vec<_> = (2..=10).map(|n| submit(&reads, n)).collect();
+        until(|| waiting(&reads) == 9).await;
+        probe.gate.add_permits(2);
+        assert_eq!(first.await.unwrap().unwrap(), 2);
+        for (n, r) in (2..=10).zip(rest) {
+            assert_eq!(r.await.unwrap().unwrap(), n * 2);
+        }
+        let batches = probe.batches.lock().unwrap().clone();
+        assert_eq!(batches, vec![vec![1], (2..=10).collect::<Vec<_>>()]);
+        until(|| busy(&reads) == 0).await;
+    }
+
+    #[tokio::test]
+    async fn a_read_whose_caller_hung_up_costs_no_statement() {
+        let (reads, probe) = reads(1);
+        let first = submit(&reads, 1);
+        until(|| probe.batches.lock().unwrap().len() == 1).await;
+        let gone = submit(&reads, 2);
+        until(|| waiting(&reads) == 1).await;
+        gone.abort();
+        let _ = gone.await;
+        let kept = submit(&reads, 3);
+        until(|| waiting(&reads) == 2).await;
+        probe.gate.add_permits(2);
+        assert_eq!(first.await.unwrap().unwrap(), 2);
+        assert_eq!(kept.await.unwrap().unwrap(), 6);
+        assert_eq!(
+            probe.batches.lock().unwrap().clone(),
+            vec![vec![1], vec![3]]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_panics_fails_its_reads_and_the_lane_goes_on() {
+        let (reads, probe) = reads(1);
+        probe.gate.add_permits(10);
+        assert!(submit(&reads, 666).await.unwrap().is_err());
+        assert_eq!(submit(&reads, 4).await.unwrap().unwrap(), 8);
+        until(|| busy(&reads) == 0).await;
+    }
+
+    #[tokio::test]
+    async fn lanes_run_at_once_up_to_their_number() {
+        let (reads, probe) = reads(3);
+        let running: Vec<_> = (1..=3).map(|n| submit(&reads, n)).collect();
+        until(|| probe.batches.lock().unwrap().len() == 3).await;
+        let queued = submit(&reads, 4);
+        until(|| waiting(&reads) == 1).await;
+        assert_eq!(busy(&reads), 3);
+        probe.gate.add_permits(4);
+        for r in running {
+            r.await.unwrap().unwrap();
+        }
+        assert_eq!(queued.await.unwrap().unwrap(), 8);
+        until(|| busy(&reads) == 0).await;
+    }
+
+    #[tokio::test]
+    async fn past_the_cap_a_read_is_refused_as_unavailable() {
+        let (reads, probe) = reads(1);
+        let first = submit(&reads, 1);
+        until(|| probe.batches.lock().unwrap().len() == 1).await;
+        let queued: Vec<_> = (0..QUEUE as u32).map(|n| submit(&reads, n + 1000)).collect();
+        until(|| waiting(&reads) == QUEUE).await;
+        let refused = reads.submit(0).await.unwrap_err();
+        assert!(matches!(refused, Error::Unavailable(_)), "{refused}");
+        probe.gate.add_permits(1000);
+        first.await.unwrap().unwrap();
+        for r in queued {
+            r.await.unwrap().unwrap();
+        }
+    }
+}
