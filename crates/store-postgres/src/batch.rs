@@ -329,7 +329,9 @@ mod tests {
         let (reads, probe) = reads(1);
         let first = submit(&reads, 1);
         until(|| probe.batches.lock().unwrap().len() == 1).await;
-        let queued: Vec<_> = (0..QUEUE as u32).map(|n| submit(&reads, n + 1000)).collect();
+        let queued: Vec<_> = (0..QUEUE as u32)
+            .map(|n| submit(&reads, n + 1000))
+            .collect();
         until(|| waiting(&reads) == QUEUE).await;
         let refused = reads.submit(0).await.unwrap_err();
         assert!(matches!(refused, Error::Unavailable(_)), "{refused}");
