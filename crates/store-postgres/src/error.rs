@@ -41,6 +41,17 @@ impl Error {
         }
     }
 
+    /// This failure again, for each request of a batch that shared it: a connection that could
+    /// not be had stays `Unavailable` (nothing was sent; the client may retry), anything else is
+    /// told as it was.
+    pub(crate) fn for_each_request(&self) -> Error {
+        match self {
+            Error::Pool(p) => Error::Unavailable(describe_pool(p)),
+            Error::Unavailable(why) => Error::Unavailable(why.clone()),
+            other => Error::Data(other.to_string()),
+        }
+    }
+
     pub(crate) fn is_unique_violation(&self) -> bool {
         self.sqlstate() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
     }
@@ -67,6 +78,20 @@ impl From<Error> for CreateRunError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shared_failure_is_told_to_each_request_as_it_was() {
+        let waited = Error::Pool(deadpool_postgres::PoolError::Timeout(
+            deadpool_postgres::TimeoutType::Wait,
+        ));
+        let each = waited.for_each_request();
+        assert!(matches!(each, Error::Unavailable(_)));
+        assert_eq!(each.to_string(), waited.to_string(), "one prefix, not two");
+        assert!(matches!(
+            Error::Data("bad row".into()).for_each_request(),
+            Error::Data(m) if m == "bad row"
+        ));
+    }
 
     #[test]
     fn no_connection_to_be_had_is_unavailable_and_a_failed_statement_is_not() {

@@ -110,12 +110,9 @@ async fn keys_by_hash(pool: Pool, batch: Vec<Pending<String, Option<ApiKey>>>) {
         let hashes: Vec<&str> = batch.iter().map(|p| p.req.as_str()).collect();
         let stmt = client.prepare_cached(&KEYS_BY_HASH).await?;
         let found = client.query(&stmt, &[&hashes]).await?;
-        let mut keys: Vec<Result<Option<ApiKey>, Error>> = batch.iter().map(|_| Ok(None)).collect();
-        for row in &found {
-            let at = position(row, batch.len())?;
-            keys[at] = rows::api_key(row).map(Some);
-        }
-        Ok::<_, Error>(keys)
+        by_position(&found, batch.len(), None, |row| {
+            rows::api_key(row).map(Some)
+        })
     }
     .await;
     answer(batch, read);
@@ -133,13 +130,7 @@ async fn keys_and_runs(pool: Pool, batch: Vec<Pending<(String, String), KeyAndRu
         let run_ids: Vec<&str> = batch.iter().map(|p| p.req.1.as_str()).collect();
         let stmt = client.prepare_cached(&KEYS_AND_RUNS).await?;
         let found = client.query(&stmt, &[&hashes, &run_ids]).await?;
-        let mut read: Vec<Result<KeyAndRun, Error>> =
-            batch.iter().map(|_| Ok((None, None))).collect();
-        for row in &found {
-            let at = position(row, batch.len())?;
-            read[at] = key_and_run(row);
-        }
-        Ok::<_, Error>(read)
+        by_position(&found, batch.len(), (None, None), key_and_run)
     }
     .await;
     answer(batch, read);
@@ -157,18 +148,28 @@ fn key_and_run(row: &tokio_postgres::Row) -> Result<KeyAndRun, Error> {
     Ok((Some(key), run))
 }
 
-/// Which request of a batch of `len` a row answers: its last column, the request's position in
+/// Each request's outcome, for a batch of `len`: `missing` where no row answered it, else its
+/// row read with `read`. A row answers the request at its last column, the request's position in
 /// the arrays from 1.
-fn position(row: &tokio_postgres::Row, len: usize) -> Result<usize, Error> {
-    let n: i64 = row.try_get(row.len() - 1)?;
-    usize::try_from(n - 1)
-        .ok()
-        .filter(|&at| at < len)
-        .ok_or_else(|| Error::Data(format!("a batched read answered position {n} of {len}")))
+fn by_position<Out: Clone>(
+    found: &[tokio_postgres::Row],
+    len: usize,
+    missing: Out,
+    read: impl Fn(&tokio_postgres::Row) -> Result<Out, Error>,
+) -> Result<Vec<Result<Out, Error>>, Error> {
+    let mut outs: Vec<Result<Out, Error>> = (0..len).map(|_| Ok(missing.clone())).collect();
+    for row in found {
+        let n: i64 = row.try_get(row.len() - 1)?;
+        let at = usize::try_from(n - 1)
+            .ok()
+            .filter(|&at| at < len)
+            .ok_or_else(|| Error::Data(format!("a batched read answered position {n} of {len}")))?;
+        outs[at] = read(row);
+    }
+    Ok(outs)
 }
 
-/// Gives each request its own outcome, or, when the statement failed, the failure. A connection
-/// that could not be had is `Unavailable` (nothing was sent; the client may retry).
+/// Gives each request its own outcome, or, when the statement failed, the failure.
 fn answer<Req, Out>(batch: Vec<Pending<Req, Out>>, read: Result<Vec<Result<Out, Error>>, Error>) {
     match read {
         Ok(outs) => {
@@ -177,16 +178,8 @@ fn answer<Req, Out>(batch: Vec<Pending<Req, Out>>, read: Result<Vec<Result<Out, 
             }
         }
         Err(e) => {
-            let pool = matches!(e, Error::Pool(_));
-            let reason = e.to_string();
             for p in batch {
-                let _ = p.reply.send(Err(if pool {
-                    // `Unavailable` says "connection pool:" itself.
-                    let why = reason.strip_prefix("connection pool: ").unwrap_or(&reason);
-                    Error::Unavailable(why.to_owned())
-                } else {
-                    Error::Data(reason.clone())
-                }));
+                let _ = p.reply.send(Err(e.for_each_request()));
             }
         }
     }

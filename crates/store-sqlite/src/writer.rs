@@ -30,9 +30,9 @@ const MAX_BATCH: usize = 512;
 /// Runs until every sender is gone.
 ///
 /// A batch writes its runs' successes together first, then runs its other operations in arrival
-/// order, then its creates together. Every
-/// operation of a batch was sent before any of them was answered (answers wait for the commit),
-/// so they are all concurrent and any order among them is one their callers could have seen.
+/// order, then its creates together. Every operation of a batch was sent before any of them was
+/// answered (answers wait for the commit), so they are all concurrent and any order among them
+/// is one their callers could have seen.
 ///
 /// Runs queued for a claim by a committed batch's creates wake the worker (`queue_signal`), here
 /// rather than in each create's caller, whose request may be dropped before it could.
