@@ -87,12 +87,22 @@ pub fn router(state: AppState, oidc: std::sync::Arc<oidc::Oidc>) -> Router {
         state.clone(),
         i18n::middleware,
     ));
-    runbase_http::finish(
-        runbase_http::api_routes().merge(pages).fallback(not_found),
-        state,
+    let max_body = state.config.body_limit();
+    let app = runbase_http::shared(
+        runbase_http::routed(
+            runbase_http::api_routes().merge(pages).fallback(not_found),
+            state,
+        ),
+        max_body,
+    );
+    // The dashboard's own layers around the API's, in the same single wrapping (see
+    // `runbase_http::routed`).
+    runbase_http::as_router(
+        tower::ServiceBuilder::new()
+            .layer(axum::middleware::from_fn(page_header_limits))
+            .layer(axum::Extension(oidc))
+            .service(app),
     )
-    .layer(axum::Extension(oidc))
-    .layer(axum::middleware::from_fn(page_header_limits))
 }
 
 /// Too many headers on a page's path: the error page (or the envelope, for a JSON caller), as

@@ -87,14 +87,21 @@ const RECENT_KEYS_MAX: usize = 65_536;
 /// request the limiter admits still reads the key's current row, so a disabled key fails on the
 /// very next request; for at most [`RECENT_KEY_TTL`] after a disable, a deletion or an
 /// allowlist change, a key that is also over its limit is answered 429 instead of 401 or 403.
+///
+/// Only what that answer reads of a key is kept current: its id, whether it is usable, and its
+/// allowlist. A key read again with those unchanged only has its time renewed (every create
+/// changes its spend and count): a request costs no copy of the key here.
 #[derive(Default)]
 pub struct RecentKeys {
-    keys: std::sync::Mutex<std::collections::HashMap<String, (ApiKey, std::time::Instant)>>,
+    keys: std::sync::Mutex<
+        std::collections::HashMap<String, (std::sync::Arc<ApiKey>, std::time::Instant)>,
+    >,
 }
 
 impl RecentKeys {
-    /// The remembered key with this hash, unless it is older than [`RECENT_KEY_TTL`].
-    pub fn get(&self, hash: &KeyHash) -> Option<ApiKey> {
+    /// The remembered key with this hash, unless it is older than [`RECENT_KEY_TTL`]. Only its
+    /// id, usability and allowlist are current (see [`RecentKeys`]).
+    pub fn get(&self, hash: &KeyHash) -> Option<std::sync::Arc<ApiKey>> {
         let keys = self
             .keys
             .lock()
@@ -106,20 +113,107 @@ impl RecentKeys {
 
     /// Remembers a key just read from the store.
     pub fn put(&self, key: &ApiKey) {
+        let now = std::time::Instant::now();
         let mut keys = self
             .keys
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((known, at)) = keys.get_mut(&key.hash.0)
+            && same_for_refusal(known, key)
+        {
+            *at = now;
+            return;
+        }
         if keys.len() >= RECENT_KEYS_MAX && !keys.contains_key(&key.hash.0) {
             keys.clear();
         }
-        keys.insert(key.hash.0.clone(), (key.clone(), std::time::Instant::now()));
+        keys.insert(key.hash.0.clone(), (std::sync::Arc::new(key.clone()), now));
     }
+}
+
+/// Whether `a` and `b` agree on everything the early refusal reads of a key.
+fn same_for_refusal(a: &ApiKey, b: &ApiKey) -> bool {
+    a.id == b.id
+        && a.disabled == b.disabled
+        && a.deleted_at == b.deleted_at
+        && a.expires_at == b.expires_at
+        && a.allow_ips == b.allow_ips
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn key() -> ApiKey {
+        ApiKey {
+            id: "key_1".into(),
+            account_id: "acct_1".into(),
+            name: String::new(),
+            prefix: "sk-x".into(),
+            hash: KeyHash::of("sk-x"),
+            disabled: false,
+            test: false,
+            expires_at: None,
+            allow_ips: Default::default(),
+            spend_limit: None,
+            spent: crate::money::Millicents::ZERO,
+            quota: None,
+            runs_created: 0,
+            created_at: Timestamp(0),
+            last_used_at: None,
+            deleted_at: None,
+        }
+    }
+
+    /// A key read again with what the early refusal reads unchanged keeps its remembered copy
+    /// (a create changes only its spend and count); any change of those is remembered at once.
+    #[test]
+    fn recent_keys_copy_a_key_only_when_what_the_refusal_reads_changed() {
+        let recent = RecentKeys::default();
+        let mut k = key();
+        recent.put(&k);
+        let first = recent.get(&k.hash).unwrap();
+        k.spent = crate::money::Millicents(500);
+        k.runs_created = 7;
+        recent.put(&k);
+        assert!(std::sync::Arc::ptr_eq(
+            &first,
+            &recent.get(&k.hash).unwrap()
+        ));
+        for change in [
+            |k: &mut ApiKey| k.id = "key_2".into(),
+            |k: &mut ApiKey| k.disabled = true,
+            |k: &mut ApiKey| k.deleted_at = Some(Timestamp(5)),
+            |k: &mut ApiKey| k.expires_at = Some(Timestamp(9)),
+            |k: &mut ApiKey| k.allow_ips = crate::ip::IpAllowlist::parse(&["10.0.0.0/8"]).unwrap(),
+        ] {
+            let mut changed = key();
+            change(&mut changed);
+            recent.put(&changed);
+            assert_eq!(*recent.get(&k.hash).unwrap(), changed);
+            recent.put(&key());
+            assert_eq!(*recent.get(&k.hash).unwrap(), key());
+        }
+    }
+
+    /// A key read again is remembered for another [`RECENT_KEY_TTL`] from then, also when its
+    /// copy is kept.
+    #[test]
+    fn a_key_read_again_is_remembered_from_then() {
+        let recent = RecentKeys::default();
+        let mut k = key();
+        recent.put(&k);
+        std::thread::sleep(RECENT_KEY_TTL * 6 / 10);
+        k.runs_created = 1;
+        recent.put(&k);
+        std::thread::sleep(RECENT_KEY_TTL * 6 / 10);
+        assert!(recent.get(&k.hash).is_some(), "renewed by the second read");
+        std::thread::sleep(RECENT_KEY_TTL * 6 / 10);
+        assert!(
+            recent.get(&k.hash).is_none(),
+            "forgotten a TTL after the last read"
+        );
+    }
 
     #[test]
     fn bearer_header_forms() {

@@ -18,7 +18,7 @@ pub mod state;
 pub mod upload;
 pub mod upload_slots;
 
-pub use routes::{api_routes, finish};
+pub use routes::{api_routes, as_router, finish, routed, shared};
 pub use serve::{ServeConfig, serve};
 pub use state::{AppState, HttpConfig, Limits, Shared};
 

@@ -121,7 +121,7 @@ pub async fn authorize_runs_and_read(
         if !decision.allowed {
             return Err(runs_rate_limited(state, &decision));
         }
-        decided = Some((recent.id, decision));
+        decided = Some((recent, decision));
     }
     let (found, run) = match run_id {
         Some(id) => state.store.key_and_run(&hash, id).await,
@@ -132,7 +132,7 @@ pub async fn authorize_runs_and_read(
         .and_then(|key| admit_key(state, headers, peer, key, now))
         .map_err(refuse)?;
     let decision = match decided {
-        Some((id, decision)) if id == key.id => decision,
+        Some((recent, decision)) if recent.id == key.id => decision,
         _ => limit(state, &key.id).await?,
     };
     if !decision.allowed {

@@ -55,9 +55,19 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Adds what every route shares: the body limit, a `Request-Id` and a tracing span named after
-/// the route template for each request, panics turned into the 500 envelope, and the 405 answer.
+/// the route template for each request, panics turned into the 500 envelope, and the 405 answer
+/// ([`routed`] inside [`shared`]).
 pub fn finish(routes: Router<AppState>, state: AppState) -> Router {
     let max_body = state.config.body_limit();
+    as_router(shared(routed(routes, state), max_body))
+}
+
+/// The route layers: only what needs the matched route, the tracing span (named after the route
+/// template) and the request metrics, plus the 405 answer. Everything else wraps the whole router
+/// once ([`shared`]): `Router::layer` wraps every route in a boxed service of its own, and a
+/// request clones one box per layer (about a fifth of a create's allocations; BENCHMARKS.md,
+/// tenth session).
+pub fn routed(routes: Router<AppState>, state: AppState) -> Router {
     let routes = routes.method_not_allowed_fallback(method_not_allowed);
     // Requests are timed only when the metrics are read (`--metrics-listen`).
     let routes = if state.metrics.enabled() {
@@ -69,8 +79,6 @@ pub fn finish(routes: Router<AppState>, state: AppState) -> Router {
         routes
     };
     routes
-        .layer(DefaultBodyLimit::max(max_body))
-        .layer(axum::middleware::from_fn(header_limits))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
                 let route = req
@@ -87,13 +95,51 @@ pub fn finish(routes: Router<AppState>, state: AppState) -> Router {
                 tracing::info_span!("http.request", request_id = %id, http.method = %req.method(), http.route = %route)
             }),
         )
-        .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| -> Response {
-            tracing::error!("a request handler panicked");
-            HttpError::from(ErrorCode::Internal).into_response()
-        }))
-        // Outermost: the id is set before the span is made, and even a panic's answer has it.
-        .layer(axum::middleware::from_fn(crate::request_id::request_id))
         .with_state(state)
+}
+
+/// `router` inside the layers every request passes once, outermost first: the request id (set
+/// before the span is made, and on every answer, a panic's too), panics turned into the 500
+/// envelope, the header limits, and the body limit.
+pub fn shared(
+    router: Router,
+    max_body: usize,
+) -> impl tower::Service<
+    Request<axum::body::Body>,
+    Response = Response,
+    Error = std::convert::Infallible,
+    Future = axum::middleware::future::FromFnResponseFuture,
+> + Clone
++ Send
++ Sync
++ 'static {
+    tower::ServiceBuilder::new()
+        .layer(axum::middleware::from_fn(crate::request_id::request_id))
+        .layer(CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| -> Response {
+                tracing::error!("a request handler panicked");
+                HttpError::from(ErrorCode::Internal).into_response()
+            },
+        ))
+        .layer(axum::middleware::from_fn(header_limits))
+        .layer(DefaultBodyLimit::max(max_body))
+        .service(router)
+}
+
+/// A whole application as one router, to serve: `app` answers every request (as the fallback of
+/// a router without routes). Routes go in the router given to [`routed`]: one added to this
+/// router, or a fallback set on it, would bypass every shared layer.
+pub fn as_router<S>(app: S) -> Router
+where
+    S: tower::Service<Request<axum::body::Body>, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Response: IntoResponse + 'static,
+    S::Future: Send + 'static,
+{
+    Router::new().fallback_service(app)
 }
 
 /// A request method as a metrics label: the standard ones by name, any other (hyper accepts
