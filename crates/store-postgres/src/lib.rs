@@ -138,6 +138,7 @@ impl PgStore {
                 pool: pool.clone(),
                 handoff: handoff.clone(),
                 queue_signal: queue_signal.clone(),
+                refusals: Default::default(),
             }),
             handoff,
             finishes: store::start_finishes(pool.clone()),
