@@ -16,12 +16,6 @@
 //! another reason than a refused run (a bad row, a lost connection) is retried run by run, so one
 //! bad run cannot fail the others; a run id is unique, so a run the failed batch did commit is
 //! never created twice.
-//!
-//! Most batches take a shorter way first ([`one_trip`]): when none of its runs has an
-//! idempotency key, one statement locks the same rows in the same order, checks that every run
-//! of the batch is admitted, and only then writes them all, in a single round trip with its
-//! `BEGIN` and `COMMIT`. If any run would be refused it writes nothing, and the batch is admitted
-//! run by run as above.
 
 use crate::batch::{Batcher, Pending};
 use crate::rows::{self, KEY_COLS};
@@ -37,8 +31,6 @@ use runbase_domain::store::{CreateRunError, Handoff};
 use runbase_domain::time::Timestamp;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
-
-mod one_trip;
 
 /// The most runs one transaction admits; bounds a batch's latency and its statements' size.
 const MAX_BATCH: usize = 256;
@@ -60,8 +52,6 @@ pub(crate) struct Context {
     pub pool: Pool,
     pub handoff: Handoffs,
     pub queue_signal: Arc<tokio::sync::Notify>,
-    /// The keys and accounts that refused a run lately ([`one_trip::Refusals`]).
-    pub refusals: Arc<one_trip::Refusals>,
 }
 
 pub(crate) fn start(ctx: Context) -> Creates {
@@ -85,7 +75,7 @@ async fn answer(ctx: Context, batch: Vec<Pending<NewRun, Result<Run, CreateRunEr
     let handoff = ctx.handoff.get();
     let runs: Vec<&NewRun> = batch.iter().map(|p| &p.req).collect();
     let started = std::time::Instant::now();
-    let written = write_batch(pool, handoff, &ctx.refusals, &runs).await;
+    let written = write_batch(pool, handoff, &runs).await;
     tracing::debug!(runs = runs.len(), took = ?started.elapsed(), "create batch");
     let outcomes = match written {
         Ok(Written {
@@ -281,14 +271,13 @@ struct Writes {
 async fn write_batch(
     pool: &Pool,
     handoff: Option<&Handoff>,
-    refusals: &one_trip::Refusals,
     runs: &[&NewRun],
 ) -> Result<Written, Failed> {
     let client = pool
         .get()
         .await
         .map_err(|e| Failed::NothingSent(e.into()))?;
-    match admit_and_write(&client, handoff, refusals, runs).await {
+    match admit_and_write(&client, handoff, runs).await {
         Ok(written) => Ok(written),
         Err(e) => {
             // The transaction may still be open: end it, or retire the connection.
@@ -300,12 +289,9 @@ async fn write_batch(
     }
 }
 
-/// The batch's transaction: in one round trip when every run is admitted ([`one_trip`]);
-/// otherwise (nothing written by that) in two: `BEGIN` with the locking reads, then the writes
+/// The batch's transaction, in two round trips: `BEGIN` with the locking reads, then the writes
 /// with `COMMIT`. Statements sent together run in order; if a write fails the server rolls the
-/// rest back (its `COMMIT` ends an aborted transaction), and the write's error is returned. A
-/// run refused here keeps its key's (or account's) batches off the one-trip form for a while
-/// ([`one_trip::Refusals`]).
+/// rest back (its `COMMIT` ends an aborted transaction), and the write's error is returned.
 ///
 /// While this process's worker is idle ([`Handoff`]), an admitted run may be written already
 /// claimed by it, holding one of its free slots, and is given to it once the commit is known
@@ -316,14 +302,8 @@ async fn write_batch(
 async fn admit_and_write(
     client: &deadpool_postgres::Client,
     handoff: Option<&Handoff>,
-    refusals: &one_trip::Refusals,
     runs: &[&NewRun],
 ) -> Result<Written, Failed> {
-    if runs.iter().all(|run| run.idempotency.is_none())
-        && let Some(written) = one_trip::write(client, handoff, refusals, runs).await?
-    {
-        return Ok(written);
-    }
     let mut handed = Vec::new();
     let fresh = FreshClaims::of(runs);
     let (keys, balances, claimed) = lock_rows(client, runs, &fresh)
@@ -362,16 +342,11 @@ async fn admit_and_write(
             balance_now.get_mut(&run.account_id),
         ) else {
             // No such key (or account): what the single-run path answers for a missing key.
-            refusals.note(&run.key_id);
             refused(&mut writes);
             outcomes.push(Err(CreateRunError::KeyNotUsable));
             continue;
         };
         if let Err(refusal) = admission::admit(key, balance, run) {
-            refusals.note(match refusal {
-                CreateRunError::InsufficientBalance => &run.account_id,
-                _ => &run.key_id,
-            });
             refused(&mut writes);
             outcomes.push(Err(refusal));
             continue;
@@ -423,8 +398,7 @@ async fn admit_and_write(
 
 impl Writes {
     /// Adds an admitted run; with `claimed` (claimed at, leased until), written already claimed
-    /// by this process's worker. `balance_after` is its ledger line's (the one-round-trip form
-    /// computes it in its statement instead, and passes zero).
+    /// by this process's worker.
     fn push(
         &mut self,
         run: &NewRun,

@@ -138,7 +138,6 @@ impl PgStore {
                 pool: pool.clone(),
                 handoff: handoff.clone(),
                 queue_signal: queue_signal.clone(),
-                refusals: Default::default(),
             }),
             handoff,
             finishes: store::start_finishes(pool.clone()),
