@@ -386,3 +386,56 @@ async fn batched_key_reads_probe_the_unique_indexes() {
         }
     }
 }
+
+/// The batched successes keep one plan (no planning per batch), and it probes `runs_id_key`
+/// once per run whether it was made on a young table or an analyzed one of 20,000 runs: a plan
+/// that scanned `runs` would cost a whole table per batch as the table grew.
+#[tokio::test]
+async fn batched_successes_keep_a_plan_that_probes_the_unique_index() {
+    let Some(f) = Fixture::new(Backend::Postgres, 5, 0, 0).await else {
+        return;
+    };
+    let db = raw(f.fresh.url.as_deref().unwrap()).await;
+    let (begin, statement) = runbase_store_postgres::testing::success_batch_statement();
+    db.batch_execute(&format!(
+        "PREPARE successes(text[], text[], bigint[], bigint[]) AS {statement}"
+    ))
+    .await
+    .unwrap();
+    for tables in ["young", "analyzed"] {
+        if tables == "analyzed" {
+            db.batch_execute(&format!(
+                "INSERT INTO runs (id, account_id, key_id, model, status, input, cost_millicents, created_at)
+                   SELECT 'run_x' || g, '{acct}', '{key}', 'runbase/echo', 'processing', '{{}}', 0, 0
+                   FROM generate_series(1, 20000) g;
+                 ANALYZE runs",
+                acct = f.account,
+                key = f.keys[0].id,
+            ))
+            .await
+            .unwrap();
+        }
+        // In the batch's own transaction settings. The `ANALYZE` invalidated the plan the
+        // first pass cached, so the second is made on the analyzed table.
+        db.batch_execute(begin).await.unwrap();
+        let rows = db
+            .simple_query(
+                "EXPLAIN EXECUTE successes('{run_x1,run_x2}', '{\"{}\",\"{}\"}', '{1,2}', '{1,1}')",
+            )
+            .await
+            .unwrap();
+        db.batch_execute("ROLLBACK").await.unwrap();
+        let plan = rows
+            .iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_eq!(plan.matches("runs_id_key").count(), 2, "{tables}:\n{plan}");
+        for scan in ["Seq Scan", "Hash", "Merge", "Bitmap", "runs_leases"] {
+            assert!(!plan.contains(scan), "{tables}:\n{plan}");
+        }
+    }
+}
