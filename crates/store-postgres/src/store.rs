@@ -211,20 +211,6 @@ const SUCCEED: &str = "WITH l AS (SELECT id, status, attempts FROM runs WHERE id
      FROM l WHERE r.id = l.id AND l.status = 'processing' AND l.attempts = $4
      RETURNING pg_notify('runbase_run', r.id)";
 
-/// A batch of successes: rows locked in id order first (see `renew_leases`: no deadlock between
-/// the two), then each still `processing` in the attempt that succeeded is ended.
-pub(crate) const SUCCESS_BATCH: &str = "WITH locked AS (SELECT r.id, r.status, r.attempts, u.attempt, u.output, u.at
-     FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS u(id, output, at, attempt)
-     JOIN runs r ON r.id = u.id ORDER BY r.id FOR UPDATE OF r)
-     UPDATE runs r SET status = 'succeeded', output = l.output, completed_at = l.at, locked_until = NULL
-     FROM locked l WHERE r.id = l.id AND l.status = 'processing' AND l.attempts = l.attempt
-     RETURNING pg_notify('runbase_run', r.id)";
-
-/// The transaction of a batch of successes: its statement's plan (see [`write_successes`]).
-pub(crate) const SUCCESSES_PLAN: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan;
-     SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off;
-     SET LOCAL enable_mergejoin = off";
-
 /// Successes waiting to be written: (run id, attempt, output JSON, completion time).
 pub(crate) type Finishes = crate::batch::Batcher<(String, i64, String, i64), ()>;
 
@@ -268,16 +254,22 @@ async fn write_successes(
             times.push(p.req.3);
         }
         let client = pool.get().await?;
-        let stmt = client.prepare_cached(SUCCESS_BATCH).await?;
-        // One plan, kept, that probes the unique index on `id` once per run whatever the
-        // table's size: a generic plan made while `runs` was young (at start, or until
-        // autovacuum's first ANALYZE) joined the batch by scanning the whole table, 400 µs of
-        // PostgreSQL time per run at c8 as the table grew; planning each batch instead cost 9 µs
-        // per run. With sequential scans and hash and merge joins off for this transaction
-        // (priced out, not forbidden), the plan is the nested loop over the batch's ids, young
-        // table or not (a test checks it).
+        let stmt = client
+            .prepare_cached(
+                // Locked in id order first (see `renew_leases`): no deadlock between the two.
+                "WITH locked AS (SELECT r.id, r.status, r.attempts, u.attempt, u.output, u.at
+                                 FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS u(id, output, at, attempt)
+                                 JOIN runs r ON r.id = u.id ORDER BY r.id FOR UPDATE OF r)
+                 UPDATE runs r SET status = 'succeeded', output = l.output, completed_at = l.at, locked_until = NULL
+                 FROM locked l WHERE r.id = l.id AND l.status = 'processing' AND l.attempts = l.attempt
+                 RETURNING pg_notify('runbase_run', r.id)",
+            )
+            .await?;
+        // Planned for each batch, in one round trip with its transaction: a plan kept from a
+        // young `runs` (at start, or until autovacuum's first ANALYZE) joined the batch by
+        // scanning the whole table, 400 µs of PostgreSQL time per run at c8 as the table grew.
         let (began, written, committed) = futures_util::future::join3(
-            client.batch_execute(SUCCESSES_PLAN),
+            client.batch_execute("BEGIN; SET LOCAL plan_cache_mode = force_custom_plan"),
             client.execute(&stmt, &[&ids, &outputs, &times, &attempts]),
             client.batch_execute("COMMIT"),
         )

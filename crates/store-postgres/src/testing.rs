@@ -122,9 +122,3 @@ impl Drop for TestDatabase {
 pub fn batched_read_statements() -> [&'static str; 2] {
     crate::key_reads::batch_statements()
 }
-
-/// The statement that writes a batch of successes, and the `BEGIN` (with its planner settings)
-/// of its transaction, for the test that checks its plan (`store::write_successes`).
-pub fn success_batch_statement() -> (&'static str, &'static str) {
-    (crate::store::SUCCESSES_PLAN, crate::store::SUCCESS_BATCH)
-}
