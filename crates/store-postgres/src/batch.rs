@@ -207,6 +207,13 @@ mod tests {
         gate: Semaphore,
     }
 
+    impl Probe {
+        /// Each batch's requests so far.
+        fn seen(&self) -> Vec<Vec<u32>> {
+            self.batches.lock().unwrap().clone()
+        }
+    }
+
     type Reads = ReadBatcher<Arc<Probe>, u32, u32>;
 
     /// Answers each request twice its value; a batch holding 666 panics instead.
@@ -239,6 +246,18 @@ mod tests {
         )
     }
 
+    /// One lane, busy with a first read (1) until the gate opens; that read's handle.
+    async fn one_lane_busy() -> (
+        Arc<Reads>,
+        Arc<Probe>,
+        tokio::task::JoinHandle<Result<u32, Error>>,
+    ) {
+        let (reads, probe) = reads(1);
+        let first = submit(&reads, 1);
+        until(|| probe.seen().len() == 1).await;
+        (reads, probe, first)
+    }
+
     fn waiting(reads: &Reads) -> usize {
         reads.inner.state.lock().unwrap().waiting.len()
     }
@@ -264,9 +283,7 @@ mod tests {
 
     #[tokio::test]
     async fn reads_that_wait_for_a_lane_form_the_next_batch_and_each_gets_its_own_answer() {
-        let (reads, probe) = reads(1);
-        let first = submit(&reads, 1);
-        until(|| probe.batches.lock().unwrap().len() == 1).await;
+        let (reads, probe, first) = one_lane_busy().await;
         let rest: Vec<_> = (2..=10).map(|n| submit(&reads, n)).collect();
         until(|| waiting(&reads) == 9).await;
         probe.gate.add_permits(2);
@@ -274,16 +291,13 @@ mod tests {
         for (n, r) in (2..=10).zip(rest) {
             assert_eq!(r.await.unwrap().unwrap(), n * 2);
         }
-        let batches = probe.batches.lock().unwrap().clone();
-        assert_eq!(batches, vec![vec![1], (2..=10).collect::<Vec<_>>()]);
+        assert_eq!(probe.seen(), vec![vec![1], (2..=10).collect::<Vec<_>>()]);
         until(|| busy(&reads) == 0).await;
     }
 
     #[tokio::test]
     async fn a_read_whose_caller_hung_up_costs_no_statement() {
-        let (reads, probe) = reads(1);
-        let first = submit(&reads, 1);
-        until(|| probe.batches.lock().unwrap().len() == 1).await;
+        let (reads, probe, first) = one_lane_busy().await;
         let gone = submit(&reads, 2);
         until(|| waiting(&reads) == 1).await;
         gone.abort();
@@ -293,10 +307,7 @@ mod tests {
         probe.gate.add_permits(2);
         assert_eq!(first.await.unwrap().unwrap(), 2);
         assert_eq!(kept.await.unwrap().unwrap(), 6);
-        assert_eq!(
-            probe.batches.lock().unwrap().clone(),
-            vec![vec![1], vec![3]]
-        );
+        assert_eq!(probe.seen(), vec![vec![1], vec![3]]);
     }
 
     #[tokio::test]
@@ -312,7 +323,7 @@ mod tests {
     async fn lanes_run_at_once_up_to_their_number() {
         let (reads, probe) = reads(3);
         let running: Vec<_> = (1..=3).map(|n| submit(&reads, n)).collect();
-        until(|| probe.batches.lock().unwrap().len() == 3).await;
+        until(|| probe.seen().len() == 3).await;
         let queued = submit(&reads, 4);
         until(|| waiting(&reads) == 1).await;
         assert_eq!(busy(&reads), 3);
@@ -326,9 +337,7 @@ mod tests {
 
     #[tokio::test]
     async fn past_the_cap_a_read_is_refused_as_unavailable() {
-        let (reads, probe) = reads(1);
-        let first = submit(&reads, 1);
-        until(|| probe.batches.lock().unwrap().len() == 1).await;
+        let (reads, probe, first) = one_lane_busy().await;
         let queued: Vec<_> = (0..QUEUE as u32)
             .map(|n| submit(&reads, n + 1000))
             .collect();
