@@ -19,9 +19,7 @@ mod uploads;
 pub mod web;
 
 use axum::Router;
-use axum::extract::Request;
 use axum::http::{HeaderMap, Uri};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use pages::{auth, credits, docs, home, keys, models, playground, runs, webhooks};
@@ -99,7 +97,9 @@ pub fn router(state: AppState, oidc: std::sync::Arc<oidc::Oidc>) -> Router {
     // `runbase_http::routed`).
     runbase_http::as_router(
         tower::ServiceBuilder::new()
-            .layer(axum::middleware::from_fn(page_header_limits))
+            .layer(runbase_http::answer_early::AnswerEarlyLayer(
+                page_header_limits,
+            ))
             .layer(axum::Extension(oidc))
             .service(app),
     )
@@ -108,21 +108,21 @@ pub fn router(state: AppState, oidc: std::sync::Arc<oidc::Oidc>) -> Router {
 /// Too many headers on a page's path: the error page (or the envelope, for a JSON caller), as
 /// any other page error, rather than the API's envelope that `runbase_http` answers with. The
 /// API's own paths are left to it.
-async fn page_header_limits(req: Request, next: Next) -> Response {
-    let path = req.uri().path();
+fn page_header_limits(uri: &Uri, headers: &HeaderMap) -> Option<Response> {
+    let path = uri.path();
     let api = ["/api/", "/webhooks/", "/files/"]
         .iter()
         .any(|p| path.starts_with(p))
         || path == "/health";
-    if !api && runbase_http::routes::headers_too_large(req.headers()) {
-        let mut resp = web::error_response(req.headers(), ErrorCode::HeadersTooLarge.into());
-        resp.headers_mut().insert(
-            axum::http::header::CONNECTION,
-            axum::http::HeaderValue::from_static("close"),
-        );
-        return resp;
+    if api || !runbase_http::routes::headers_too_large(headers) {
+        return None;
     }
-    next.run(req).await
+    let mut resp = web::error_response(headers, ErrorCode::HeadersTooLarge.into());
+    resp.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    Some(resp)
 }
 
 /// Unknown paths: a page (with the support contact) for browsers, the JSON envelope for the

@@ -7,6 +7,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, reason = "tests may unwrap"))]
 
+pub mod answer_early;
 pub mod body;
 pub mod client_ip;
 pub mod error;

@@ -4,10 +4,10 @@
 //! it is a plausible id (1 to 64 of `A-Z a-z 0-9 - _ .`), so a caller's or a proxy's id runs
 //! through; anything else is replaced, never echoed into logs.
 
-use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue};
-use axum::middleware::Next;
-use axum::response::Response;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
 
@@ -16,19 +16,76 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
 pub struct RequestId(pub HeaderValue);
 
 /// Sets the request's id before the rest of the stack (tracing included) sees the request, and
-/// puts it on the response.
-pub async fn request_id(mut req: Request, next: Next) -> Response {
-    let id = req
-        .headers()
-        .get(&REQUEST_ID)
-        .filter(|v| plausible(v.as_bytes()))
-        .cloned()
-        .unwrap_or_else(new_id);
-    req.headers_mut().insert(REQUEST_ID, id.clone());
-    req.extensions_mut().insert(RequestId(id.clone()));
-    let mut resp = next.run(req).await;
-    resp.headers_mut().insert(REQUEST_ID, id);
-    resp
+/// puts it on the response: a layer written out rather than `axum::middleware::from_fn`, which
+/// boxes a clone of the inner service and a future for every request.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RequestIdLayer;
+
+impl<S> tower::Layer<S> for RequestIdLayer {
+    type Service = WithRequestId<S>;
+
+    fn layer(&self, inner: S) -> WithRequestId<S> {
+        WithRequestId { inner }
+    }
+}
+
+/// The service of [`RequestIdLayer`].
+#[derive(Clone, Debug)]
+pub struct WithRequestId<S> {
+    inner: S,
+}
+
+impl<S, B, R> tower::Service<axum::http::Request<B>> for WithRequestId<S>
+where
+    S: tower::Service<axum::http::Request<B>, Response = axum::http::Response<R>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = IdOnResponse<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: axum::http::Request<B>) -> Self::Future {
+        let id = req
+            .headers()
+            .get(&REQUEST_ID)
+            .filter(|v| plausible(v.as_bytes()))
+            .cloned()
+            .unwrap_or_else(new_id);
+        req.headers_mut().insert(REQUEST_ID, id.clone());
+        req.extensions_mut().insert(RequestId(id.clone()));
+        IdOnResponse {
+            inner: self.inner.call(req),
+            id: Some(id),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The inner service's answer, with the request's id put on it.
+    pub struct IdOnResponse<F> {
+        #[pin]
+        inner: F,
+        id: Option<HeaderValue>,
+    }
+}
+
+impl<F, R, E> Future for IdOnResponse<F>
+where
+    F: Future<Output = Result<axum::http::Response<R>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut resp = std::task::ready!(this.inner.poll(cx))?;
+        if let Some(id) = this.id.take() {
+            resp.headers_mut().insert(REQUEST_ID, id);
+        }
+        Poll::Ready(Ok(resp))
+    }
 }
 
 fn plausible(id: &[u8]) -> bool {

@@ -108,20 +108,22 @@ pub fn shared(
     Request<axum::body::Body>,
     Response = Response,
     Error = std::convert::Infallible,
-    Future = axum::middleware::future::FromFnResponseFuture,
+    Future: Send + 'static,
 > + Clone
 + Send
 + Sync
 + 'static {
     tower::ServiceBuilder::new()
-        .layer(axum::middleware::from_fn(crate::request_id::request_id))
+        .layer(crate::request_id::RequestIdLayer)
+        // The panic catcher's body as axum's, as the middleware that was here converted it.
+        .map_response(IntoResponse::into_response)
         .layer(CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| -> Response {
                 tracing::error!("a request handler panicked");
                 HttpError::from(ErrorCode::Internal).into_response()
             },
         ))
-        .layer(axum::middleware::from_fn(header_limits))
+        .layer(crate::answer_early::AnswerEarlyLayer(header_limits))
         .layer(DefaultBodyLimit::max(max_body))
         .service(router)
 }
@@ -199,16 +201,17 @@ pub fn headers_too_large(headers: &axum::http::HeaderMap) -> bool {
     headers.len() > MAX_HEADERS || bytes > MAX_HEADER_BYTES
 }
 
-async fn header_limits(req: Request<axum::body::Body>, next: axum::middleware::Next) -> Response {
-    if headers_too_large(req.headers()) {
-        let mut resp = HttpError::from(ErrorCode::HeadersTooLarge).into_response();
-        resp.headers_mut().insert(
-            axum::http::header::CONNECTION,
-            axum::http::HeaderValue::from_static("close"),
-        );
-        return resp;
+/// The envelope `431` (and the connection closed) for a request over the header limits.
+fn header_limits(_: &axum::http::Uri, headers: &axum::http::HeaderMap) -> Option<Response> {
+    if !headers_too_large(headers) {
+        return None;
     }
-    next.run(req).await
+    let mut resp = HttpError::from(ErrorCode::HeadersTooLarge).into_response();
+    resp.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    Some(resp)
 }
 
 /// The JSON `not_found` envelope.
@@ -218,4 +221,80 @@ pub async fn not_found() -> HttpError {
 
 async fn method_not_allowed() -> HttpError {
     ErrorCode::MethodNotAllowed.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    fn app() -> impl tower::Service<
+        Request<axum::body::Body>,
+        Response = Response,
+        Error = std::convert::Infallible,
+        Future: Send,
+    > + Clone {
+        let router = Router::new()
+            .route("/ok", axum::routing::get(|| async { "ok" }))
+            .route(
+                "/panics",
+                axum::routing::get(|| async {
+                    if true {
+                        panic!("a handler that panics");
+                    }
+                    "never"
+                }),
+            );
+        shared(router, 1024)
+    }
+
+    fn get(path: &str) -> axum::http::request::Builder {
+        Request::builder().uri(path)
+    }
+
+    fn id_of(resp: &Response) -> &str {
+        resp.headers()[&crate::request_id::REQUEST_ID]
+            .to_str()
+            .unwrap()
+    }
+
+    /// Every answer of the shared layers carries the request's id: a handler's, a panic's
+    /// `500` and the header limit's `431` (answered before the router), and a client's
+    /// plausible id is the one kept.
+    #[tokio::test]
+    async fn every_answer_of_the_shared_layers_carries_the_request_id() {
+        let resp = app()
+            .oneshot(
+                get("/ok")
+                    .header("request-id", "client-1")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(id_of(&resp), "client-1");
+
+        let resp = app()
+            .oneshot(get("/panics").body(axum::body::Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 500);
+        assert!(id_of(&resp).starts_with("req_"));
+
+        let mut many = get("/ok");
+        for i in 0..=MAX_HEADERS {
+            many = many.header(format!("x-h{i}"), "v");
+        }
+        let resp = app()
+            .oneshot(many.body(axum::body::Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 431);
+        assert!(id_of(&resp).starts_with("req_"));
+        assert_eq!(resp.headers()["connection"], "close");
+        let body = axum::body::to_bytes(resp.into_body(), 4096).await.unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "request_headers_too_large", "{body}");
+    }
 }
