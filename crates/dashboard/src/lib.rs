@@ -92,29 +92,30 @@ pub fn router(state: AppState, oidc: std::sync::Arc<oidc::Oidc>) -> Router {
             state,
         ),
         max_body,
+        header_limits,
     );
-    // The dashboard's own layers around the API's, in the same single wrapping (see
+    // The dashboard's own layer around the API's, in the same single wrapping (see
     // `runbase_http::routed`).
     runbase_http::as_router(
         tower::ServiceBuilder::new()
-            .layer(runbase_http::answer_early::AnswerEarlyLayer(
-                page_header_limits,
-            ))
             .layer(axum::Extension(oidc))
             .service(app),
     )
 }
 
-/// Too many headers on a page's path: the error page (or the envelope, for a JSON caller), as
-/// any other page error, rather than the API's envelope that `runbase_http` answers with. The
-/// API's own paths are left to it.
-fn page_header_limits(uri: &Uri, headers: &HeaderMap) -> Option<Response> {
+/// Too many headers: on a page's path the error page (or the envelope, for a JSON caller), as
+/// any other page error; on the API's paths the API's envelope (`runbase_http`'s check). Inside
+/// the shared layers, so the answer carries the request id and a panic is caught.
+fn header_limits(uri: &Uri, headers: &HeaderMap) -> Option<Response> {
     let path = uri.path();
     let api = ["/api/", "/webhooks/", "/files/"]
         .iter()
         .any(|p| path.starts_with(p))
         || path == "/health";
-    if api || !runbase_http::routes::headers_too_large(headers) {
+    if api {
+        return runbase_http::routes::header_limits(uri, headers);
+    }
+    if !runbase_http::routes::headers_too_large(headers) {
         return None;
     }
     let mut resp = web::error_response(headers, ErrorCode::HeadersTooLarge.into());

@@ -11,10 +11,6 @@ use std::task::{Context, Poll};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
 
-/// The request's id, in its extensions for handlers that want it.
-#[derive(Clone, Debug)]
-pub struct RequestId(pub HeaderValue);
-
 /// Sets the request's id before the rest of the stack (tracing included) sees the request, and
 /// puts it on the response: a layer written out rather than `axum::middleware::from_fn`, which
 /// boxes a clone of the inner service and a future for every request.
@@ -54,8 +50,8 @@ where
             .filter(|v| plausible(v.as_bytes()))
             .cloned()
             .unwrap_or_else(new_id);
+        // Handlers and the span read it from the request's headers.
         req.headers_mut().insert(REQUEST_ID, id.clone());
-        req.extensions_mut().insert(RequestId(id.clone()));
         IdOnResponse {
             inner: self.inner.call(req),
             id: Some(id),

@@ -61,6 +61,34 @@ async fn every_response_has_a_request_id_and_a_plausible_one_is_kept() {
     }
 }
 
+/// A request over the header limits is answered before any route, on the API's paths (the
+/// envelope) and on a page's (the error page) alike: with a request id, and the connection
+/// closed.
+#[tokio::test]
+async fn the_header_limits_answer_carries_a_request_id() {
+    let server = Server::start();
+    let c = server.client();
+    for (path, page) in [("/api/v1/models", false), ("/login", true)] {
+        let mut req = c
+            .http
+            .get(format!("{}{path}", c.base))
+            .header("accept", "text/html");
+        for i in 0..=100 {
+            req = req.header(format!("x-h{i}"), "v");
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 431, "{path}");
+        let id = r.headers()["request-id"].to_str().unwrap().to_owned();
+        assert!(id.starts_with("req_"), "{path}: {id}");
+        assert_eq!(r.headers()["connection"], "close", "{path}");
+        let html = r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html");
+        assert_eq!(html, page, "{path}: a page for a page's path only");
+    }
+}
+
 #[tokio::test]
 async fn json_logs_carry_the_request_id_of_the_request_that_logged() {
     let server = Server::start_with(&[

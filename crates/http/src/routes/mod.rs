@@ -59,7 +59,7 @@ pub fn router(state: AppState) -> Router {
 /// ([`routed`] inside [`shared`]).
 pub fn finish(routes: Router<AppState>, state: AppState) -> Router {
     let max_body = state.config.body_limit();
-    as_router(shared(routed(routes, state), max_body))
+    as_router(shared(routed(routes, state), max_body, header_limits))
 }
 
 /// The route layers: only what needs the matched route, the tracing span (named after the route
@@ -100,10 +100,12 @@ pub fn routed(routes: Router<AppState>, state: AppState) -> Router {
 
 /// `router` inside the layers every request passes once, outermost first: the request id (set
 /// before the span is made, and on every answer, a panic's too), panics turned into the 500
-/// envelope, the header limits, and the body limit.
+/// envelope, the header limits (`limits`: [`header_limits`] for the API; the dashboard's answers
+/// its pages with a page), and the body limit.
 pub fn shared(
     router: Router,
     max_body: usize,
+    limits: crate::answer_early::Check,
 ) -> impl tower::Service<
     Request<axum::body::Body>,
     Response = Response,
@@ -123,7 +125,7 @@ pub fn shared(
                 HttpError::from(ErrorCode::Internal).into_response()
             },
         ))
-        .layer(crate::answer_early::AnswerEarlyLayer(header_limits))
+        .layer(crate::answer_early::AnswerEarlyLayer(limits))
         .layer(DefaultBodyLimit::max(max_body))
         .service(router)
 }
@@ -202,7 +204,7 @@ pub fn headers_too_large(headers: &axum::http::HeaderMap) -> bool {
 }
 
 /// The envelope `431` (and the connection closed) for a request over the header limits.
-fn header_limits(_: &axum::http::Uri, headers: &axum::http::HeaderMap) -> Option<Response> {
+pub fn header_limits(_: &axum::http::Uri, headers: &axum::http::HeaderMap) -> Option<Response> {
     if !headers_too_large(headers) {
         return None;
     }
@@ -245,7 +247,7 @@ mod tests {
                     "never"
                 }),
             );
-        shared(router, 1024)
+        shared(router, 1024, header_limits)
     }
 
     fn get(path: &str) -> axum::http::request::Builder {
