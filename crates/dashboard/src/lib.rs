@@ -118,12 +118,10 @@ fn header_limits(uri: &Uri, headers: &HeaderMap) -> Option<Response> {
     if !runbase_http::routes::headers_too_large(headers) {
         return None;
     }
-    let mut resp = web::error_response(headers, ErrorCode::HeadersTooLarge.into());
-    resp.headers_mut().insert(
-        axum::http::header::CONNECTION,
-        axum::http::HeaderValue::from_static("close"),
-    );
-    Some(resp)
+    Some(runbase_http::routes::closing(web::error_response(
+        headers,
+        ErrorCode::HeadersTooLarge.into(),
+    )))
 }
 
 /// Unknown paths: a page (with the support contact) for browsers, the JSON envelope for the

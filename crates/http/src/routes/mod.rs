@@ -208,12 +208,19 @@ pub fn header_limits(_: &axum::http::Uri, headers: &axum::http::HeaderMap) -> Op
     if !headers_too_large(headers) {
         return None;
     }
-    let mut resp = HttpError::from(ErrorCode::HeadersTooLarge).into_response();
+    Some(closing(
+        HttpError::from(ErrorCode::HeadersTooLarge).into_response(),
+    ))
+}
+
+/// `resp` with the connection closed after it (a request over the header limits is not worth
+/// keeping the connection for).
+pub fn closing(mut resp: Response) -> Response {
     resp.headers_mut().insert(
         axum::http::header::CONNECTION,
         axum::http::HeaderValue::from_static("close"),
     );
-    Some(resp)
+    resp
 }
 
 /// The JSON `not_found` envelope.
