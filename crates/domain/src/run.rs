@@ -157,16 +157,41 @@ impl NewRun {
         Run {
             id: self.id.clone(),
             model: self.model.clone(),
-            status: RunStatus::Pending,
             input: self.input.clone(),
+            account_id: self.account_id.clone(),
+            key_id: self.key_id.clone(),
+            ..self.pending_without_strings()
+        }
+    }
+
+    /// [`NewRun::pending`], taking the run's strings and input instead of copying them.
+    pub fn into_pending(self) -> Run {
+        let rest = self.pending_without_strings();
+        Run {
+            id: self.id,
+            model: self.model,
+            input: self.input,
+            account_id: self.account_id,
+            key_id: self.key_id,
+            ..rest
+        }
+    }
+
+    /// The pending run's fields that are not the run's own strings (those left empty).
+    fn pending_without_strings(&self) -> Run {
+        Run {
+            id: String::new(),
+            model: String::new(),
+            status: RunStatus::Pending,
+            input: Value::Null,
             output: None,
             error: None,
             cost: self.price,
             created_at: self.created_at,
             started_at: None,
             completed_at: None,
-            account_id: self.account_id.clone(),
-            key_id: self.key_id.clone(),
+            account_id: String::new(),
+            key_id: String::new(),
             attempts: 0,
             test: self.test,
         }

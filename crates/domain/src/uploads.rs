@@ -199,8 +199,11 @@ pub fn file_url(public_url: &str, path: &str) -> String {
 /// unique, so the path alone decides. Percent-escapes are decoded first, as the files route
 /// decodes them.
 pub fn upload_id_in(url: &str) -> Option<String> {
-    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
-    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+    let scheme = |s: &str| {
+        url.get(..s.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(s))
+    };
+    if !(scheme("http://") || scheme("https://")) {
         return None;
     }
     let parsed = url::Url::parse(url).ok()?;
@@ -231,8 +234,11 @@ pub fn upload_id_in(url: &str) -> Option<String> {
 /// run reads directly rather than over HTTP. Anything else is `None`.
 pub fn own_file_path(public_url: &str, url: &str) -> Option<String> {
     let base = url::Url::parse(public_url).ok()?;
-    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
-    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+    let scheme = |s: &str| {
+        url.get(..s.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(s))
+    };
+    if !(scheme("http://") || scheme("https://")) {
         return None;
     }
     let target = url::Url::parse(url).ok()?;
@@ -293,8 +299,7 @@ pub async fn check_input_files(
     account_id: &str,
     input: &Value,
 ) -> Result<(), ApiError> {
-    let mut named = Vec::new();
-    collect(input, "input".to_owned(), &mut named);
+    let named = named_uploads(input);
     if named.len() > MAX_CHECKED {
         return Err(ApiError::new(
             ErrorCode::InvalidInput,
@@ -319,21 +324,50 @@ pub async fn check_input_files(
     Ok(())
 }
 
-fn collect(value: &Value, path: String, out: &mut Vec<(String, String)>) {
+/// The upload ids named by the input's strings, each with its field's path (`input.images[1]`).
+fn named_uploads(input: &Value) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    collect(input, &mut Vec::new(), &mut out);
+    out
+}
+
+/// One step of the path from the input down to a value.
+enum Step<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// The path is written out only for a string that names an upload: most inputs name none, and
+/// formatting every field's path cost allocations on each create.
+fn collect<'a>(value: &'a Value, path: &mut Vec<Step<'a>>, out: &mut Vec<(String, String)>) {
     match value {
         Value::String(s) => {
             if let Some(id) = upload_id_in(s) {
-                out.push((path, id));
+                let mut field = String::from("input");
+                for step in path.iter() {
+                    match step {
+                        Step::Key(k) => {
+                            field.push('.');
+                            field.push_str(k);
+                        }
+                        Step::Index(i) => field.push_str(&format!("[{i}]")),
+                    }
+                }
+                out.push((field, id));
             }
         }
         Value::Array(items) => {
             for (i, v) in items.iter().enumerate() {
-                collect(v, format!("{path}[{i}]"), out);
+                path.push(Step::Index(i));
+                collect(v, path, out);
+                path.pop();
             }
         }
         Value::Object(map) => {
             for (k, v) in map {
-                collect(v, format!("{path}.{k}"), out);
+                path.push(Step::Key(k));
+                collect(v, path, out);
+                path.pop();
             }
         }
         _ => {}
@@ -400,6 +434,24 @@ mod tests {
                 "{spelling}"
             );
         }
+        // The scheme in any case; anything else that is not http(s), or too short to be, is no URL.
+        assert_eq!(
+            upload_id_in("HTTPS://h/files/upl_abc/x.png").as_deref(),
+            Some("upl_abc")
+        );
+        assert_eq!(
+            upload_id_in("hTTp://h/files/upl_abc").as_deref(),
+            Some("upl_abc")
+        );
+        for not_one in [
+            "ftp://h/files/upl_abc",
+            "http:/",
+            "",
+            "é://h/files/upl_abc",
+            "httpé",
+        ] {
+            assert_eq!(upload_id_in(not_one), None, "{not_one}");
+        }
         // Under a `public_url` with a path, too (the ownership check must see it).
         assert_eq!(
             upload_id_in("http://127.0.0.1:8080/base/files/upl_abc/upload.png").as_deref(),
@@ -440,13 +492,14 @@ mod tests {
         let input = serde_json::json!({
             "prompt": "http://h/files/upl_a/x.png",
             "image_urls": ["https://x.test/a.png", "http://h/files/upl_b/y.png"],
+            "deep": {"list": [{"n": 1}, [null, "http://h/files/upl_c/z.png"]]},
         });
-        let mut out = Vec::new();
-        collect(&input, "input".into(), &mut out);
+        let mut out = named_uploads(&input);
         out.sort();
         assert_eq!(
             out,
             [
+                ("input.deep.list[1][1]".to_owned(), "upl_c".to_owned()),
                 ("input.image_urls[1]".to_owned(), "upl_b".to_owned()),
                 ("input.prompt".to_owned(), "upl_a".to_owned())
             ]

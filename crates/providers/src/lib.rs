@@ -149,7 +149,8 @@ const RESERVED: &[&str] = &[
 /// The configured adapters, by the provider name the catalogue uses.
 #[derive(Clone)]
 pub struct Providers {
-    by_name: HashMap<String, Arc<dyn Provider>>,
+    /// Shared, not copied, by each clone (a worker's tasks hold one each).
+    by_name: Arc<HashMap<String, Arc<dyn Provider>>>,
     simulator: Arc<dyn Provider>,
     client: reqwest::Client,
     retry: RetryPolicy,
@@ -315,7 +316,7 @@ impl Providers {
             );
         }
         Ok(Self {
-            by_name,
+            by_name: Arc::new(by_name),
             simulator: Arc::new(simulator::Simulator),
             client,
             retry: RetryPolicy {

@@ -43,7 +43,8 @@ type Handed = (Run, OwnedSemaphorePermit);
 pub struct Create {
     pub run: NewRun,
     pub input: String,
-    pub reply: oneshot::Sender<Result<(), CreateRunError>>,
+    /// Answered the run as created (taken from `run`, not copied).
+    pub reply: oneshot::Sender<Result<Run, CreateRunError>>,
 }
 
 /// What became of one run in the batch, before the commit: admitted and queued (`None`) or
@@ -108,6 +109,7 @@ pub fn write(
                 _ => None,
             };
             Box::new(move |committed: Result<(), String>| {
+                let Create { run, reply, .. } = create;
                 let answer = match (outcome, committed) {
                     (Ok(Ok(Some(handed))), Ok(())) => {
                         if let Some(tx) = to_worker
@@ -119,13 +121,13 @@ pub fn write(
                                 "a run handed to a stopped worker waits for its lease to run out"
                             );
                         }
-                        Ok(())
+                        Ok(run.into_pending())
                     }
-                    (Ok(admitted), Ok(())) => admitted.map(|_| ()),
+                    (Ok(admitted), Ok(())) => admitted.map(|_| run.into_pending()),
                     (Err(e), _) => Err(CreateRunError::Store(StoreError::Backend(e.to_string()))),
                     (Ok(_), Err(e)) => Err(CreateRunError::Store(StoreError::Backend(e))),
                 };
-                let _ = create.reply.send(answer);
+                let _ = reply.send(answer);
             })
         })
         .collect();
@@ -531,8 +533,11 @@ mod tests {
                 c(Ok(()));
             }
             let mut out = Vec::new();
-            for rx in answers {
-                out.push(rx.await.unwrap());
+            for (run, rx) in runs.iter().zip(answers) {
+                // An admitted run is answered as created: its pending form.
+                out.push(rx.await.unwrap().map(|created| {
+                    assert_eq!(created, run.pending());
+                }));
             }
             out
         }

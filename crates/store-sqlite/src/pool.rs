@@ -197,7 +197,10 @@ impl SqliteStore {
 
     /// Admits and writes a run in the writer's next batch, with that batch's other creates
     /// ([`crate::create_batch`]); resolves once the batch is committed.
-    pub(crate) async fn create(&self, run: NewRun) -> Result<(), CreateRunError> {
+    pub(crate) async fn create(
+        &self,
+        run: NewRun,
+    ) -> Result<runbase_domain::run::Run, CreateRunError> {
         // Serialized here, on the caller's thread: the writer thread is the one every write
         // waits for.
         let input = run.input.to_string();

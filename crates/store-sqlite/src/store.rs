@@ -1105,9 +1105,7 @@ impl Store for SqliteStore {
     async fn create_run(&self, run: NewRun) -> Result<Run, CreateRunError> {
         // The writer wakes the worker for a run queued for a claim (one handed to the worker in
         // its create needs none).
-        let created = run.pending();
-        self.create(run).await?;
-        Ok(created)
+        self.create(run).await
     }
 
     async fn get_run(&self, account_id: &str, run_id: &str) -> Result<Option<Run>, StoreError> {

@@ -87,34 +87,38 @@ impl Worker {
     /// Claims and executes runs until `shutdown` resolves, then waits up to the grace period
     /// for runs in flight (any still running are re-queued at the next start).
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
+        // Shared by the tasks below and every run's task: cloning the worker itself per run
+        // copied its providers' table and configuration (a dozen allocations a run).
+        let this = Arc::new(self);
+        let this = &this;
+        let slots = Arc::new(Semaphore::new(this.config.concurrency.max(1)));
         // Outcomes being written: a run gives its slot back once its provider has answered,
         // and holds one of these until its outcome is committed (see `execute_in_span`).
-        let settling = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
-        let signal = self.store.queue_signal();
+        let settling = Arc::new(Semaphore::new(this.config.concurrency.max(1)));
+        let signal = this.store.queue_signal();
         // Runs the store gives this worker from their creates, while it is idle (`Handoff`):
         // executed as claimed runs are, each holding the slot taken for it.
         let idle = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (handed_tx, mut handed) = tokio::sync::mpsc::unbounded_channel();
-        self.store.hand_off_to(runbase_domain::store::Handoff {
+        this.store.hand_off_to(runbase_domain::store::Handoff {
             slots: slots.clone(),
             drained: idle.clone(),
-            lease: self.config.lease,
+            lease: this.config.lease,
             runs: handed_tx,
         });
         let intake = {
-            let (worker, settling) = (self.clone(), settling.clone());
+            let (worker, settling) = (Arc::clone(this), settling.clone());
             tokio::spawn(async move {
                 while let Some((run, permit)) = handed.recv().await {
                     tokio::spawn(worker.clone().execute(run, permit, settling.clone()));
                 }
             })
         };
-        let leases = tokio::spawn(self.clone().keep_leases());
-        let cancels = self
+        let leases = tokio::spawn(Arc::clone(this).keep_leases());
+        let cancels = this
             .store
             .cancellations()
-            .map(|rx| tokio::spawn(self.clone().follow_cancels(rx)));
+            .map(|rx| tokio::spawn(Arc::clone(this).follow_cancels(rx)));
         tokio::pin!(shutdown);
         loop {
             // Shutdown first: once it is asked for, no run is claimed.
@@ -132,10 +136,10 @@ impl Worker {
             }
             let want = permits.len() as u32;
             let now = Timestamp::now();
-            let until = now.after(self.config.lease);
-            let (runs, claimed) = match self.store.claim_runs(want, now, until).await {
+            let until = now.after(this.config.lease);
+            let (runs, claimed) = match this.store.claim_runs(want, now, until).await {
                 Ok(runs) => {
-                    self.metrics.queue_claimed(want, runs.len() as u32);
+                    this.metrics.queue_claimed(want, runs.len() as u32);
                     (runs, true)
                 }
                 Err(e) => {
@@ -152,7 +156,7 @@ impl Worker {
             let short = (runs.len() as u32) < want;
             for run in runs {
                 let Some(permit) = permits.pop() else { break };
-                tokio::spawn(self.clone().execute(run, permit, settling.clone()));
+                tokio::spawn(Arc::clone(this).execute(run, permit, settling.clone()));
             }
             // The slots left over are free again, for the next claim or a run handed over.
             drop(permits);
@@ -164,16 +168,16 @@ impl Worker {
                     biased;
                     _ = &mut shutdown => break,
                     _ = signal.notified() => {}
-                    _ = tokio::time::sleep(self.config.poll_interval) => {}
+                    _ = tokio::time::sleep(this.config.poll_interval) => {}
                 }
             }
         }
         // No run is handed over once every slot is back here; one handed over before that is
         // executed (the intake runs until then).
         idle.store(false, std::sync::atomic::Ordering::Release);
-        let all = self.config.concurrency.max(1) as u32;
+        let all = this.config.concurrency.max(1) as u32;
         // Every run executing, then every outcome being written: none is left half-recorded.
-        let _ = tokio::time::timeout(self.config.shutdown_grace, async {
+        let _ = tokio::time::timeout(this.config.shutdown_grace, async {
             let executed = slots.acquire_many(all).await;
             let settled = settling.acquire_many(all).await;
             (executed, settled)
@@ -187,7 +191,7 @@ impl Worker {
     }
 
     /// Stops the runs executing here that were canceled through another process.
-    async fn follow_cancels(self, mut rx: tokio::sync::broadcast::Receiver<String>) {
+    async fn follow_cancels(self: Arc<Self>, mut rx: tokio::sync::broadcast::Receiver<String>) {
         use tokio::sync::broadcast::error::RecvError;
         loop {
             match rx.recv().await {
@@ -213,7 +217,7 @@ impl Worker {
     /// partition) is stopped here before its lease can run out: past that, another worker
     /// takes it over, and two executions would run at once. Nothing is written for it; the
     /// worker that reclaims it runs it again.
-    async fn keep_leases(self) {
+    async fn keep_leases(self: Arc<Self>) {
         let every = (self.config.lease / 3).max(Duration::from_millis(100));
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -285,7 +289,12 @@ impl Worker {
         }
     }
 
-    async fn execute(self, run: Run, permit: OwnedSemaphorePermit, settling: Arc<Semaphore>) {
+    async fn execute(
+        self: Arc<Self>,
+        run: Run,
+        permit: OwnedSemaphorePermit,
+        settling: Arc<Semaphore>,
+    ) {
         let span = tracing::info_span!("run.execute", run.id = %run.id, run.model = %run.model);
         self.execute_in_span(run, permit, settling)
             .instrument(span)
@@ -297,7 +306,7 @@ impl Worker {
     /// the store commits (a commit waits for the writer's batch, as long as a fast model's
     /// whole execution), and shutdown still waits for the write.
     async fn execute_in_span(
-        self,
+        self: Arc<Self>,
         run: Run,
         permit: OwnedSemaphorePermit,
         settling: Arc<Semaphore>,
@@ -307,6 +316,8 @@ impl Worker {
             let waited = claimed.0.saturating_sub(run.created_at.0).max(0);
             self.metrics.run_picked_up(waited as f64 / 1e6);
         }
+        // Shared with the provider's task, not copied into it.
+        let run = Arc::new(run);
         let registration = self.inflight.register(&run.id);
         let _executing = ExecutingGuard::new(&self.executing, &run);
         let execution = self.call_provider(&run, &registration.signal).await;
@@ -355,25 +366,24 @@ impl Worker {
         );
     }
 
-    async fn call_provider(&self, run: &Run, cancel: &tokio::sync::Notify) -> Execution {
+    async fn call_provider(&self, run: &Arc<Run>, cancel: &tokio::sync::Notify) -> Execution {
         let Some(model) = self.catalog.get(&run.model).cloned() else {
             return Execution::Failed(ProviderError::new(
                 "model_unavailable",
                 format!("Model {} is no longer offered", run.model),
             ));
         };
-        let (providers, id, input, test) = (
-            self.providers.clone(),
-            run.id.clone(),
-            run.input.clone(),
-            run.test,
-        );
+        let (providers, run) = (self.providers.clone(), run.clone());
         // A task of its own, so a panicking adapter fails the run instead of leaving it stuck.
         // The cancel signal is forwarded into the task.
         let inner = Arc::new(tokio::sync::Notify::new());
         let task = tokio::spawn({
             let inner = inner.clone();
-            async move { providers.execute(&id, &model, &input, test, &inner).await }
+            async move {
+                providers
+                    .execute(&run.id, &model, &run.input, run.test, &inner)
+                    .await
+            }
         });
         let abort = task.abort_handle();
         tokio::pin!(task);

@@ -1,12 +1,12 @@
 //! `GET /api/v1/account`: the balance, and the calling key's spend, limits and rate-limit
 //! state, so a client can check before it submits.
 
-use super::api_key::{authenticate, peer};
+use super::api_key::{Peer, authenticate};
 use crate::error::HttpError;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::State;
-use axum::http::{Extensions, HeaderMap};
+use axum::http::HeaderMap;
 use runbase_domain::ratelimit::RateDecision;
 use runbase_domain::service::internal;
 use runbase_domain::time::Timestamp;
@@ -76,10 +76,10 @@ pub struct RateLimitObject {
 )]
 pub async fn get(
     State(state): State<AppState>,
-    ext: Extensions,
+    Peer(peer): Peer,
     headers: HeaderMap,
 ) -> Result<Json<AccountObject>, HttpError> {
-    let key = authenticate(&state, &headers, peer(&ext)).await?;
+    let key = authenticate(&state, &headers, peer).await?;
     let account = state
         .store
         .account(&key.account_id)

@@ -22,6 +22,22 @@ pub fn peer(extensions: &axum::http::Extensions) -> Option<std::net::IpAddr> {
         .map(|c| c.0.ip())
 }
 
+/// [`peer`] as an extractor. It reads the one extension in place, where axum's `Extensions`
+/// extractor copies them all (a map and a box per extension, on every request).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Peer(peer(&parts.extensions)))
+    }
+}
+
 /// Steps 1–3: header, key, IP allowlist.
 pub async fn authenticate(
     state: &AppState,

@@ -13,12 +13,12 @@
 //! [`StreamLimits::per_key`]: runbase_domain::events::StreamLimits::per_key
 //! [`StreamLimits::max_duration`]: runbase_domain::events::StreamLimits::max_duration
 
-use super::api_key::{authorize_runs_and_read, peer, with_rate_headers};
+use super::api_key::{Peer, authorize_runs_and_read, with_rate_headers};
 use super::runs::RunIdPath;
 use crate::error::HttpError;
 use crate::state::AppState;
 use axum::extract::State;
-use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::Stream;
@@ -66,18 +66,18 @@ pub struct RunEventSchema {
 )]
 pub async fn events(
     State(state): State<AppState>,
-    ext: Extensions,
+    Peer(peer): Peer,
     headers: HeaderMap,
     id: RunIdPath,
 ) -> Response {
     // Watching before the first read: a change committed after it is not missed.
     let watch = state.run_events.watch(&id.raw);
     // The same checks as GET of the run, counted once by the runs limiter.
-    let (key, rate, run) =
-        match authorize_runs_and_read(&state, &headers, peer(&ext), id.run_id()).await {
-            Ok(ok) => ok,
-            Err(resp) => return resp,
-        };
+    let (key, rate, run) = match authorize_runs_and_read(&state, &headers, peer, id.run_id()).await
+    {
+        Ok(ok) => ok,
+        Err(resp) => return resp,
+    };
     let Some(run) = run else {
         return with_rate_headers(HttpError(ErrorCode::RunNotFound.into()), &rate);
     };

@@ -4,7 +4,7 @@
 //! ([`crate::prefer`]).
 
 use super::api_key::{
-    authenticate, authorize_runs, authorize_runs_and_read, peer, with_rate_headers,
+    Peer, authenticate, authorize_runs, authorize_runs_and_read, with_rate_headers,
 };
 use crate::body::{discard, read_body};
 use crate::error::HttpError;
@@ -14,7 +14,7 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use runbase_domain::events;
 use runbase_domain::idempotency::{self, Answered};
@@ -76,12 +76,12 @@ pub struct RunList {
 )]
 pub async fn create(
     State(state): State<AppState>,
-    ext: Extensions,
+    Peer(peer): Peer,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     // Steps 1-5 before a byte of the body is read: an unauthenticated upload costs nothing.
-    let (key, rate) = match authorize_runs(&state, &headers, peer(&ext)).await {
+    let (key, rate) = match authorize_runs(&state, &headers, peer).await {
         Ok(ok) => ok,
         Err(resp) => {
             discard(body, state.config.body_limit());
@@ -210,16 +210,15 @@ fn created_run_id(answered: &Answered) -> Option<String> {
 )]
 pub async fn get(
     State(state): State<AppState>,
-    ext: Extensions,
+    Peer(peer): Peer,
     headers: HeaderMap,
     id: RunIdPath,
 ) -> Response {
     // The key and the run are read together.
-    let (_, rate, run) =
-        match authorize_runs_and_read(&state, &headers, peer(&ext), id.run_id()).await {
-            Ok(ok) => ok,
-            Err(resp) => return resp,
-        };
+    let (_, rate, run) = match authorize_runs_and_read(&state, &headers, peer, id.run_id()).await {
+        Ok(ok) => ok,
+        Err(resp) => return resp,
+    };
     match run {
         Some(run) => with_rate_headers(Json(run), &rate),
         None => with_rate_headers(HttpError(ErrorCode::RunNotFound.into()), &rate),
@@ -240,12 +239,12 @@ pub async fn get(
 )]
 pub async fn cancel(
     State(state): State<AppState>,
-    ext: Extensions,
+    Peer(peer): Peer,
     headers: HeaderMap,
     id: RunIdPath,
     body: Body,
 ) -> Response {
-    let (key, rate) = match authorize_runs(&state, &headers, peer(&ext)).await {
+    let (key, rate) = match authorize_runs(&state, &headers, peer).await {
         Ok(ok) => ok,
         Err(resp) => {
             discard(body, state.config.body_limit());
@@ -311,11 +310,11 @@ pub async fn cancel(
 )]
 pub async fn deliveries(
     State(state): State<AppState>,
-    ext: Extensions,
+    Peer(peer): Peer,
     headers: HeaderMap,
     id: RunIdPath,
 ) -> Response {
-    let (key, rate) = match authorize_runs(&state, &headers, peer(&ext)).await {
+    let (key, rate) = match authorize_runs(&state, &headers, peer).await {
         Ok(ok) => ok,
         Err(resp) => return resp,
     };
@@ -383,11 +382,11 @@ pub struct ListParams {
 )]
 pub async fn list(
     State(state): State<AppState>,
-    ext: Extensions,
+    Peer(peer): Peer,
     headers: HeaderMap,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Response, HttpError> {
-    let key = authenticate(&state, &headers, peer(&ext)).await?;
+    let key = authenticate(&state, &headers, peer).await?;
     let Query(params) = params.map_err(|e| {
         ApiError::new(
             ErrorCode::InvalidRequest,
