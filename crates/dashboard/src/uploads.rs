@@ -17,7 +17,7 @@ use runbase_http::error::HttpError;
 pub async fn create(
     State(state): State<AppState>,
     MaybeViewer(viewer): MaybeViewer,
-    ext: axum::http::Extensions,
+    runbase_http::routes::api_key::Peer(peer): runbase_http::routes::api_key::Peer,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -51,15 +51,7 @@ pub async fn create(
         discard(body, state.config.body_limit());
         return resp;
     }
-    match runbase_http::upload::receive(
-        &state,
-        &viewer.account.id,
-        runbase_http::routes::api_key::peer(&ext),
-        &headers,
-        body,
-    )
-    .await
-    {
+    match runbase_http::upload::receive(&state, &viewer.account.id, peer, &headers, body).await {
         Ok(answer) => (StatusCode::CREATED, Json(answer)).into_response(),
         Err(e) => HttpError(e).into_response(),
     }

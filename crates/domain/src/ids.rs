@@ -21,10 +21,21 @@ pub fn looks_like_run_id(s: &str) -> bool {
 
 /// `len` random characters from `[0-9a-z]`, from the operating system's CSPRNG-seeded generator.
 pub fn random_token(len: usize) -> String {
+    prefixed_token("", len)
+}
+
+/// `prefix` followed by [`random_token`]`(len)`, in one allocation (ids are made on every
+/// request: a `Request-Id`, a run's id).
+pub fn prefixed_token(prefix: &str, len: usize) -> String {
+    let mut s = String::with_capacity(prefix.len() + len);
+    s.push_str(prefix);
+    push_random(&mut s, len);
+    s
+}
+
+fn push_random(out: &mut String, len: usize) {
     let mut rng = rand::rng();
-    (0..len)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
+    out.extend((0..len).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char));
 }
 
 /// A new run id: `run_`, the creation time (microseconds, 10 base-36 digits), then 16 random
@@ -34,28 +45,40 @@ pub fn random_token(len: usize) -> String {
 /// index by run) grow at their right edge instead of taking every insert on a random page, which
 /// halved the pages each commit writes (BENCHMARKS.md).
 pub fn new_run_id() -> String {
+    time_ordered("run_")
+}
+
+/// `prefix`, the time in microseconds as 10 base-36 digits, then 16 random characters.
+fn time_ordered(prefix: &str) -> String {
     let micros = u64::try_from(crate::time::Timestamp::now().micros()).unwrap_or(0);
-    format!("run_{}{}", base36_fixed(micros, 10), random_token(16))
+    let mut s = String::with_capacity(prefix.len() + 26);
+    s.push_str(prefix);
+    push_base36_fixed(&mut s, micros, 10);
+    push_random(&mut s, 16);
+    s
 }
 
 /// `n` in base 36, left-padded with zeros to `width` digits (wider if it does not fit).
-fn base36_fixed(mut n: u64, width: usize) -> String {
-    let mut digits = Vec::with_capacity(width);
+fn push_base36_fixed(out: &mut String, mut n: u64, width: usize) {
+    // u64::MAX has 13 base-36 digits.
+    let mut digits = [b'0'; 13];
+    let mut first = digits.len();
     while n > 0 {
-        digits.push(ALPHABET[(n % 36) as usize]);
+        first -= 1;
+        digits[first] = ALPHABET[(n % 36) as usize];
         n /= 36;
     }
-    while digits.len() < width {
-        digits.push(b'0');
-    }
-    digits.iter().rev().map(|&b| b as char).collect()
+    out.extend(std::iter::repeat_n(
+        '0',
+        width.saturating_sub(digits.len() - first),
+    ));
+    out.extend(digits[first..].iter().map(|&b| b as char));
 }
 
 /// A new upload id: `upl_`, then the same time-ordered, ~82-bit random shape as a run id. The
 /// upload's URL is learned from the answer to the upload, never guessed.
 pub fn new_upload_id() -> String {
-    let micros = u64::try_from(crate::time::Timestamp::now().micros()).unwrap_or(0);
-    format!("upl_{}{}", base36_fixed(micros, 10), random_token(16))
+    time_ordered("upl_")
 }
 
 pub fn new_account_id() -> String {
@@ -139,7 +162,18 @@ mod tests {
         assert_eq!(a.len(), 30);
         assert!(a.starts_with("run_"));
         assert_ne!(a[14..], b[14..]);
-        assert_eq!(base36_fixed(35, 3), "00z");
+        let base36 = |n, width| {
+            let mut s = String::new();
+            push_base36_fixed(&mut s, n, width);
+            s
+        };
+        assert_eq!(base36(35, 3), "00z");
+        assert_eq!(base36(0, 3), "000");
+        assert_eq!(base36(36 * 36, 2), "100");
+        assert_eq!(base36(u64::MAX, 10), "3w5e11264sgsf");
+        assert_eq!(base36(1, 15), "000000000000001");
+        assert!(new_upload_id().starts_with("upl_") && new_upload_id().len() == 30);
+        assert_eq!(prefixed_token("req_", 20).len(), 24);
     }
 
     #[test]

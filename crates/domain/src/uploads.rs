@@ -350,7 +350,10 @@ fn collect<'a>(value: &'a Value, path: &mut Vec<Step<'a>>, out: &mut Vec<(String
                             field.push('.');
                             field.push_str(k);
                         }
-                        Step::Index(i) => field.push_str(&format!("[{i}]")),
+                        Step::Index(i) => {
+                            use std::fmt::Write as _;
+                            let _ = write!(field, "[{i}]");
+                        }
                     }
                 }
                 out.push((field, id));

@@ -19,7 +19,6 @@ use axum::http::Request;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use runbase_domain::ErrorCode;
-use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 /// The API's routes, without fallbacks or layers (the dashboard adds its pages to them).
@@ -99,9 +98,9 @@ pub fn routed(routes: Router<AppState>, state: AppState) -> Router {
 }
 
 /// `router` inside the layers every request passes once, outermost first: the request id (set
-/// before the span is made, and on every answer, a panic's too), panics turned into the 500
-/// envelope, the header limits (`limits`: [`header_limits`] for the API; the dashboard's answers
-/// its pages with a page), and the body limit.
+/// before the span is made, and on every answer; its layer also turns a panic into the 500
+/// envelope, logged with the id), the header limits (`limits`: [`header_limits`] for the API;
+/// the dashboard's answers its pages with a page), and the body limit.
 pub fn shared(
     router: Router,
     max_body: usize,
@@ -117,14 +116,6 @@ pub fn shared(
 + 'static {
     tower::ServiceBuilder::new()
         .layer(crate::request_id::RequestIdLayer)
-        // The panic catcher's body as axum's, as the middleware that was here converted it.
-        .map_response(IntoResponse::into_response)
-        .layer(CatchPanicLayer::custom(
-            |_: Box<dyn std::any::Any + Send>| -> Response {
-                tracing::error!("a request handler panicked");
-                HttpError::from(ErrorCode::Internal).into_response()
-            },
-        ))
         .layer(crate::answer_early::AnswerEarlyLayer(limits))
         .layer(DefaultBodyLimit::max(max_body))
         .service(router)
