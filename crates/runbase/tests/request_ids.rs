@@ -89,6 +89,33 @@ async fn the_header_limits_answer_carries_a_request_id() {
     }
 }
 
+/// The body limit's `413`, answered once the handler reads the body, carries the request's id
+/// like every other answer.
+#[tokio::test]
+async fn the_body_limit_answer_carries_a_request_id() {
+    let server = Server::start();
+    let key = server.account("big-body@example.com", 100);
+    let c = server.client();
+    let big = format!(
+        r#"{{"model":"runbase/echo","input":{{"text":"{}"}}}}"#,
+        "x".repeat(2 << 20)
+    );
+    let r = c
+        .http
+        .post(format!("{}/api/v1/runs", c.base))
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .header("request-id", "client-413")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(r.headers()["request-id"], "client-413");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
+}
+
 #[tokio::test]
 async fn json_logs_carry_the_request_id_of_the_request_that_logged() {
     let server = Server::start_with(&[
