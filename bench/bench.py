@@ -228,6 +228,16 @@ def pct(values, q):
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
+def slow_fsync(tmp, us):
+    """Builds bench/slow_fsync.c and preloads it into every process started from here on."""
+    lib = os.path.join(tmp, "slow_fsync.so")
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "slow_fsync.c")
+    subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", lib, src, "-ldl"], check=True)
+    os.environ["LD_PRELOAD"] = lib
+    os.environ["SLOW_FSYNC_US"] = str(us)
+    log(f"every fsync and fdatasync takes {us} µs longer (bench/slow_fsync.c)")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
@@ -245,6 +255,9 @@ def main():
     ap.add_argument("--sqlite-creates", action="store_true",
                     help="only issue 15's SQLite figures: accepted creates without and with an Idempotency-Key, "
                          "the 1-insert group-commit ceiling, pickup, lifecycle and idle RSS")
+    ap.add_argument("--slow-fsync", type=int, default=0, metavar="US",
+                    help="make every fsync of Runbase and the ceilings take US microseconds longer "
+                         "(bench/slow_fsync.c, preloaded): a disk slower to flush than this machine's")
     ap.add_argument("--pg-pool", type=int, default=16, help="pool size of Runbase and the PostgreSQL ceilings")
     ap.add_argument("--scale", default="", help="comma-separated store sizes (e.g. 1000000,10000000): only measure GET and create with that many runs already stored")
     args = ap.parse_args()
@@ -253,6 +266,8 @@ def main():
     conns = [8] if args.quick else [1, 8, 64]
     rows = []
     tmp = tempfile.mkdtemp(prefix="runbase-bench-")
+    if args.slow_fsync:
+        slow_fsync(tmp, args.slow_fsync)
     data = os.path.join(tmp, "data")
     db = os.path.join(data, "runbase.db")
 
@@ -585,7 +600,8 @@ def ratios(rows, conns):
 
 
 def print_table(rows, secs, durability):
-    print(f"Machine: {os.cpu_count()} cores; durability={durability}; {secs} s per scenario; wrk -t2 on 127.0.0.1.\n")
+    slow = f"; every fsync {os.environ['SLOW_FSYNC_US']} µs longer" if os.environ.get("SLOW_FSYNC_US") else ""
+    print(f"Machine: {os.cpu_count()} cores; durability={durability}{slow}; {secs} s per scenario; wrk -t2 on 127.0.0.1.\n")
     print("| scenario | c | req/s | p50 ms | p99 ms | non-2xx | socket errors |")
     print("|---|---|---|---|---|---|---|")
     for name, c, rps, p50, p99, non2xx, sock, _ in rows:

@@ -128,7 +128,15 @@ impl SqliteStore {
         let (writer_handoff, writer_signal) = (handoff.clone(), queue_signal.clone());
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer::run(conn, rx, writer_handoff, writer_signal))
+            .spawn(move || {
+                writer::run(
+                    conn,
+                    rx,
+                    writer_handoff,
+                    writer_signal,
+                    writer::SUCCESS_LINGER,
+                )
+            })
             .map_err(backend)?;
         let checkpointer = open_conn(path, durability, READER_CACHE_KIB).map_err(backend)?;
         let stop = Arc::new(AtomicBool::new(false));

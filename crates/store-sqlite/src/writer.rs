@@ -6,6 +6,7 @@ use rusqlite::Connection;
 use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, TryRecvError};
+use std::time::Duration;
 use tokio::sync::Notify;
 
 /// What a writer operation leaves to do after the commit: answer its caller with the commit's
@@ -27,12 +28,26 @@ pub enum Op {
 /// The most operations one transaction takes; bounds the latency of a batch.
 const MAX_BATCH: usize = 512;
 
+/// How long a batch of nothing but successes waits for another operation before it commits
+/// (PostgreSQL's `commit_delay`, for one kind of write). A run handed over in its create finishes
+/// while its client is still reading the answer, and without the wait its success took a commit
+/// and an fsync of its own just before that client's next create came in, which then waited for
+/// them: at c1, one client creating runs one after the other, a create took 0.55-0.64 ms at p50
+/// against 0.48-0.50 ms with no worker (BENCHMARKS.md, thirteenth session). With it, the success
+/// commits with that next create, in one fsync. A success nothing joins commits this much later:
+/// its run's `succeeded` is seen up to a millisecond later, and nobody waits on it but the
+/// worker's slot.
+pub(crate) const SUCCESS_LINGER: Duration = Duration::from_millis(1);
+
 /// Runs until every sender is gone.
 ///
 /// A batch writes its runs' successes together first, then runs its other operations in arrival
 /// order, then its creates together. Every operation of a batch was sent before any of them was
 /// answered (answers wait for the commit), so they are all concurrent and any order among them
 /// is one their callers could have seen.
+///
+/// A batch of nothing but successes first waits up to `success_linger` ([`SUCCESS_LINGER`]) for
+/// another operation to commit with.
 ///
 /// Runs queued for a claim by a committed batch's creates wake the worker (`queue_signal`), here
 /// rather than in each create's caller, whose request may be dropped before it could.
@@ -41,15 +56,18 @@ pub fn run(
     rx: Receiver<Op>,
     handoff: create_batch::Handoffs,
     queue_signal: Arc<Notify>,
+    success_linger: Duration,
 ) {
     while let Ok(first) = rx.recv() {
         let mut batch = Vec::with_capacity(64);
         batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-            }
+        take_waiting(&rx, &mut batch);
+        if batch.len() < MAX_BATCH
+            && batch.iter().all(|op| matches!(op, Op::Succeed(_)))
+            && let Ok(op) = rx.recv_timeout(success_linger)
+        {
+            batch.push(op);
+            take_waiting(&rx, &mut batch);
         }
         if let Err(e) = exec(&conn, "BEGIN IMMEDIATE") {
             // Dropping the ops drops their answer channels: each caller sees the write fail.
@@ -97,6 +115,16 @@ pub fn run(
     }
 }
 
+/// Adds to `batch` the operations already waiting, up to [`MAX_BATCH`].
+fn take_waiting(rx: &Receiver<Op>, batch: &mut Vec<Op>) {
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(op) => batch.push(op),
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+        }
+    }
+}
+
 /// What every write of a lost batch is answered.
 pub(crate) const LOST: &str = "an error rolled back the writer's transaction";
 
@@ -129,6 +157,7 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "tests may unwrap")]
 
     use super::*;
+    use runbase_domain::store::StoreError;
     use std::sync::Mutex;
 
     /// A batch whose transaction an error rolled back (`SQLITE_FULL` from `max_page_count`)
@@ -174,6 +203,7 @@ mod tests {
             rx,
             Arc::new(std::sync::OnceLock::new()),
             Arc::new(Notify::new()),
+            SUCCESS_LINGER,
         );
         let rows: i64 = check
             .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
@@ -183,5 +213,83 @@ mod tests {
         // dropped (its caller sees the write fail).
         let answers = answers.lock().unwrap().clone();
         assert_eq!(answers, vec![(1, false), (2, false)]);
+    }
+
+    fn success(run_id: &str) -> (Op, tokio::sync::oneshot::Receiver<Result<(), StoreError>>) {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let op = Op::Succeed(Box::new(Success {
+            run_id: run_id.into(),
+            attempt: 1,
+            output: "{}".into(),
+            now: runbase_domain::time::Timestamp(1),
+            reply,
+        }));
+        (op, answer)
+    }
+
+    /// Starts a writer on a migrated database with this linger; answers its sender and thread.
+    fn writer(
+        dir: &tempfile::TempDir,
+        linger: Duration,
+    ) -> (std::sync::mpsc::Sender<Op>, std::thread::JoinHandle<()>) {
+        let path = dir.path().join("runbase.db");
+        drop(crate::SqliteStore::open(&path, crate::Durability::Normal).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            run(
+                conn,
+                rx,
+                Arc::new(std::sync::OnceLock::new()),
+                Arc::new(Notify::new()),
+                linger,
+            )
+        });
+        (tx, thread)
+    }
+
+    /// A batch of nothing but successes waits for the next operation and commits with it: the
+    /// success is not answered before that operation has run in the same transaction.
+    #[test]
+    fn a_batch_of_successes_commits_with_an_operation_sent_during_its_linger() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, thread) = writer(&dir, Duration::from_secs(30));
+        let (op, mut answer) = success("run_x");
+        tx.send(op).unwrap();
+        // Long enough for the writer to have taken the success alone into a batch.
+        std::thread::sleep(Duration::from_millis(50));
+        let (seen, saw) = std::sync::mpsc::channel();
+        tx.send(Op::Alone(Box::new(move |_: &Connection| -> Completion {
+            // Inside the transaction: the success must not have been answered yet.
+            seen.send(answer.try_recv().is_err()).unwrap();
+            Box::new(move |committed| assert!(committed.is_ok()))
+        })))
+        .unwrap();
+        let started = std::time::Instant::now();
+        assert!(
+            saw.recv().unwrap(),
+            "the success was committed alone, before the operation sent during its linger"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the operation waited out the linger"
+        );
+        drop(tx);
+        thread.join().unwrap();
+    }
+
+    /// A success nothing joins is committed and answered once the linger is over.
+    #[test]
+    fn a_lone_success_is_answered_after_the_linger() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, thread) = writer(&dir, Duration::from_millis(200));
+        let (op, answer) = success("run_x");
+        let started = std::time::Instant::now();
+        tx.send(op).unwrap();
+        let answered = answer.blocking_recv().unwrap();
+        assert!(answered.is_ok(), "{answered:?}");
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        drop(tx);
+        thread.join().unwrap();
     }
 }
