@@ -155,6 +155,7 @@ def start_runbase(binary, data_dir, env):
             "RUNBASE_LOG": "warn",
             "RUNBASE_HTTP__MAX_CONNECTIONS": "4096",
             "RUNBASE_HTTP__MAX_CONNECTIONS_PER_IP": "4096",
+            **SLOW_FSYNC,
             **env,
         },
         prefix="Runbase listening on",
@@ -228,14 +229,17 @@ def pct(values, q):
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
+# Added to the environment of Runbase and of the SQLite ceiling (and nothing else) by --slow-fsync.
+SLOW_FSYNC = {}
+
+
 def slow_fsync(tmp, us):
-    """Builds bench/slow_fsync.c and preloads it into every process started from here on."""
+    """Builds bench/slow_fsync.c, to be preloaded into Runbase and the SQLite ceiling."""
     lib = os.path.join(tmp, "slow_fsync.so")
     src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "slow_fsync.c")
     subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", lib, src, "-ldl"], check=True)
-    os.environ["LD_PRELOAD"] = lib
-    os.environ["SLOW_FSYNC_US"] = str(us)
-    log(f"every fsync and fdatasync takes {us} µs longer (bench/slow_fsync.c)")
+    SLOW_FSYNC.update({"LD_PRELOAD": lib, "SLOW_FSYNC_US": str(us)})
+    log(f"every fsync and fdatasync of Runbase and the ceiling takes {us} µs longer (bench/slow_fsync.c)")
 
 
 def main():
@@ -256,11 +260,13 @@ def main():
                     help="only issue 15's SQLite figures: accepted creates without and with an Idempotency-Key, "
                          "the 1-insert group-commit ceiling, pickup, lifecycle and idle RSS")
     ap.add_argument("--slow-fsync", type=int, default=0, metavar="US",
-                    help="make every fsync of Runbase and the ceilings take US microseconds longer "
+                    help="with --sqlite-creates: make every fsync of Runbase and the SQLite ceiling take US microseconds longer "
                          "(bench/slow_fsync.c, preloaded): a disk slower to flush than this machine's")
     ap.add_argument("--pg-pool", type=int, default=16, help="pool size of Runbase and the PostgreSQL ceilings")
     ap.add_argument("--scale", default="", help="comma-separated store sizes (e.g. 1000000,10000000): only measure GET and create with that many runs already stored")
     args = ap.parse_args()
+    if args.slow_fsync and not args.sqlite_creates:
+        ap.error("--slow-fsync goes with --sqlite-creates: it cannot slow the PostgreSQL server's fsyncs")
 
     secs = 1 if args.quick else 10
     conns = [8] if args.quick else [1, 8, 64]
@@ -306,7 +312,7 @@ def main():
     creates(rb.url, db, idem_lua, conns, secs, row, "POST /api/v1/runs (accepted, Idempotency-Key)")
     if args.sqlite_creates:
         rb.stop()
-        ins = Proc([os.path.join(args.ceilings, "sqlite-insert"), "127.0.0.1:0", os.path.join(tmp, "ceiling.db"), args.durability])
+        ins = Proc([os.path.join(args.ceilings, "sqlite-insert"), "127.0.0.1:0", os.path.join(tmp, "ceiling.db"), args.durability], env=SLOW_FSYNC)
         ins_lua = os.path.join(tmp, "ins.lua")
         with open(ins_lua, "w") as f:
             f.write('wrk.method = "POST"\nwrk.body = \'{"text":"hello"}\'\n')
@@ -369,7 +375,7 @@ def main():
     for c in conns:
         row("ceiling: axum hello", c, wrk(hello.url + "/", c, secs))
     hello.stop()
-    ins = Proc([os.path.join(args.ceilings, "sqlite-insert"), "127.0.0.1:0", os.path.join(tmp, "ceiling.db"), args.durability])
+    ins = Proc([os.path.join(args.ceilings, "sqlite-insert"), "127.0.0.1:0", os.path.join(tmp, "ceiling.db"), args.durability], env=SLOW_FSYNC)
     ins_lua = os.path.join(tmp, "ins.lua")
     with open(ins_lua, "w") as f:
         f.write('wrk.method = "POST"\nwrk.body = \'{"text":"hello"}\'\n')
@@ -600,7 +606,7 @@ def ratios(rows, conns):
 
 
 def print_table(rows, secs, durability):
-    slow = f"; every fsync {os.environ['SLOW_FSYNC_US']} µs longer" if os.environ.get("SLOW_FSYNC_US") else ""
+    slow = f"; every fsync {SLOW_FSYNC['SLOW_FSYNC_US']} µs longer" if SLOW_FSYNC else ""
     print(f"Machine: {os.cpu_count()} cores; durability={durability}{slow}; {secs} s per scenario; wrk -t2 on 127.0.0.1.\n")
     print("| scenario | c | req/s | p50 ms | p99 ms | non-2xx | socket errors |")
     print("|---|---|---|---|---|---|---|")

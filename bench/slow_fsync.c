@@ -1,34 +1,46 @@
 /* A disk whose flush takes longer: LD_PRELOAD this library and every fsync() and fdatasync() of
- * the process sleeps SLOW_FSYNC_US microseconds (default 1000) before doing the real call.
+ * the process sleeps SLOW_FSYNC_US microseconds (default 1000; 0 or less: no delay) before doing
+ * the real call.
  *
  * This machine's virtual disk answers a flush in well under a millisecond, far faster than most
- * real disks, which hides what a design costs in commits. bench.py --slow-fsync US builds this
- * and preloads it into Runbase and the ceilings alike, so both pay the same per commit.
+ * real disks, which hides what a design costs in commits. `bench.py --sqlite-creates
+ * --slow-fsync US` builds this and preloads it into Runbase and the SQLite ceiling alike, so both
+ * pay the same per commit.
  *
  *     cc -O2 -shared -fPIC -o slow_fsync.so bench/slow_fsync.c -ldl
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <time.h>
 
-static void flush_delay(void) {
+static int (*real_fsync)(int);
+static int (*real_fdatasync)(int);
+static long delay_us = 1000;
+
+/* Resolved once, when the library is loaded, before any thread of the program runs. */
+__attribute__((constructor)) static void init(void) {
+    real_fsync = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+    real_fdatasync = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
     const char *s = getenv("SLOW_FSYNC_US");
-    long us = s ? atol(s) : 1000;
-    struct timespec t = {us / 1000000, (us % 1000000) * 1000};
-    nanosleep(&t, NULL);
+    if (s) delay_us = atol(s);
+}
+
+static void flush_delay(void) {
+    if (delay_us <= 0) return;
+    struct timespec t = {delay_us / 1000000, (delay_us % 1000000) * 1000};
+    /* A signal cuts a sleep short: sleep the rest. */
+    while (nanosleep(&t, &t) == -1 && errno == EINTR) {
+    }
 }
 
 int fsync(int fd) {
-    static int (*real)(int);
-    if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
     flush_delay();
-    return real(fd);
+    return real_fsync(fd);
 }
 
 int fdatasync(int fd) {
-    static int (*real)(int);
-    if (!real) real = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
     flush_delay();
-    return real(fd);
+    return real_fdatasync(fd);
 }

@@ -1,6 +1,7 @@
 //! The SQLite implementation of [`runbase_domain::store::Store`]: the embedded default.
 //!
-//! Writes go through one writer thread that batches whatever requests are waiting into a single
+//! Writes go through one writer thread that batches whatever requests are waiting (a batch of
+//! nothing but runs' successes may wait a moment for company: `writer::Linger`) into a single
 //! transaction (group commit), each in its own savepoint except the creates, which are admitted
 //! together (`create_batch`), and the runs' successes, written together (`success_batch`), and
 //! answers them after the commit; so

@@ -134,7 +134,11 @@ impl SqliteStore {
                     rx,
                     writer_handoff,
                     writer_signal,
-                    writer::SUCCESS_LINGER,
+                    // Without an fsync per commit there is nothing to share.
+                    writer::Linger::new(match durability {
+                        Durability::Full => writer::SUCCESS_LINGER,
+                        Durability::Normal => std::time::Duration::ZERO,
+                    }),
                 )
             })
             .map_err(backend)?;

@@ -5,7 +5,7 @@ use crate::success_batch::{self, Success};
 use rusqlite::Connection;
 use std::cell::Cell;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::Duration;
 use tokio::sync::Notify;
 
@@ -28,16 +28,69 @@ pub enum Op {
 /// The most operations one transaction takes; bounds the latency of a batch.
 const MAX_BATCH: usize = 512;
 
-/// How long a batch of nothing but successes waits for another operation before it commits
-/// (PostgreSQL's `commit_delay`, for one kind of write). A run handed over in its create finishes
-/// while its client is still reading the answer, and without the wait its success took a commit
-/// and an fsync of its own just before that client's next create came in, which then waited for
-/// them: at c1, one client creating runs one after the other, a create took 0.55-0.64 ms at p50
-/// against 0.48-0.50 ms with no worker (BENCHMARKS.md, thirteenth session). With it, the success
-/// commits with that next create, in one fsync. A success nothing joins commits this much later:
-/// its run's `succeeded` is seen up to a millisecond later, and nobody waits on it but the
-/// worker's slot.
+/// How long a batch of nothing but successes may wait for another operation before it commits.
+///
+/// A run handed over in its create finishes while its client is still reading the answer. Its
+/// success then took a commit and an fsync of its own, and the client's next create, arriving a
+/// moment later, waited for that fsync before its own. Waiting for the next operation commits
+/// both with one fsync (BENCHMARKS.md, thirteenth session). It is [`Linger`] that decides when to
+/// wait: a client that waits for its run's result (`Prefer: wait`, its events) sends nothing
+/// until the success is committed, and would only be delayed.
 pub(crate) const SUCCESS_LINGER: Duration = Duration::from_millis(1);
+
+/// Whether waiting for company pays off on this workload, learnt from how the last waits ended:
+/// PostgreSQL's `commit_delay` waits only when `commit_siblings` transactions are open; this
+/// writer cannot see who is about to write, so it keeps a score of recent waits instead. A wait
+/// another operation joined raises it by one, a wait that ran out lowers it by two; the writer
+/// waits while the score is at least [`Linger::WAIT_FROM`], and otherwise tries one wait in
+/// [`Linger::PROBE_EVERY`] batches, so that a workload that changes is noticed. Where nothing
+/// ever joins, one success in 16 is committed [`SUCCESS_LINGER`] later.
+#[derive(Debug)]
+pub(crate) struct Linger {
+    max: Duration,
+    score: u8,
+    skipped: u8,
+}
+
+impl Linger {
+    const WAIT_FROM: u8 = 4;
+    const SCORE_MAX: u8 = 8;
+    const PROBE_EVERY: u8 = 16;
+
+    /// Waits of at most `max`; zero never waits.
+    pub(crate) fn new(max: Duration) -> Self {
+        Linger {
+            max,
+            score: Self::WAIT_FROM,
+            skipped: 0,
+        }
+    }
+
+    /// How long the next batch of nothing but successes waits, if at all.
+    fn next_wait(&mut self) -> Option<Duration> {
+        if self.max.is_zero() {
+            return None;
+        }
+        if self.score >= Self::WAIT_FROM {
+            return Some(self.max);
+        }
+        self.skipped += 1;
+        if self.skipped < Self::PROBE_EVERY {
+            return None;
+        }
+        self.skipped = 0;
+        Some(self.max)
+    }
+
+    /// How a wait ended: another operation joined it, or it ran out.
+    fn ended(&mut self, joined: bool) {
+        self.score = if joined {
+            (self.score + 1).min(Self::SCORE_MAX)
+        } else {
+            self.score.saturating_sub(2)
+        };
+    }
+}
 
 /// Runs until every sender is gone.
 ///
@@ -46,8 +99,8 @@ pub(crate) const SUCCESS_LINGER: Duration = Duration::from_millis(1);
 /// answered (answers wait for the commit), so they are all concurrent and any order among them
 /// is one their callers could have seen.
 ///
-/// A batch of nothing but successes first waits up to `success_linger` ([`SUCCESS_LINGER`]) for
-/// another operation to commit with.
+/// A batch of nothing but successes may first wait for another operation to commit with, as
+/// `linger` decides.
 ///
 /// Runs queued for a claim by a committed batch's creates wake the worker (`queue_signal`), here
 /// rather than in each create's caller, whose request may be dropped before it could.
@@ -56,7 +109,7 @@ pub fn run(
     rx: Receiver<Op>,
     handoff: create_batch::Handoffs,
     queue_signal: Arc<Notify>,
-    success_linger: Duration,
+    mut linger: Linger,
 ) {
     while let Ok(first) = rx.recv() {
         let mut batch = Vec::with_capacity(64);
@@ -64,10 +117,17 @@ pub fn run(
         take_waiting(&rx, &mut batch);
         if batch.len() < MAX_BATCH
             && batch.iter().all(|op| matches!(op, Op::Succeed(_)))
-            && let Ok(op) = rx.recv_timeout(success_linger)
+            && let Some(wait) = linger.next_wait()
         {
-            batch.push(op);
-            take_waiting(&rx, &mut batch);
+            match rx.recv_timeout(wait) {
+                Ok(op) => {
+                    linger.ended(true);
+                    batch.push(op);
+                    take_waiting(&rx, &mut batch);
+                }
+                Err(RecvTimeoutError::Timeout) => linger.ended(false),
+                Err(RecvTimeoutError::Disconnected) => {}
+            }
         }
         if let Err(e) = exec(&conn, "BEGIN IMMEDIATE") {
             // Dropping the ops drops their answer channels: each caller sees the write fail.
@@ -203,7 +263,7 @@ mod tests {
             rx,
             Arc::new(std::sync::OnceLock::new()),
             Arc::new(Notify::new()),
-            SUCCESS_LINGER,
+            Linger::new(SUCCESS_LINGER),
         );
         let rows: i64 = check
             .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
@@ -227,7 +287,23 @@ mod tests {
         (op, answer)
     }
 
-    /// Starts a writer on a migrated database with this linger; answers its sender and thread.
+    /// An operation that answers, once committed, on the returned channel; `during` runs inside
+    /// the transaction.
+    fn alone(
+        during: impl FnOnce() + Send + 'static,
+    ) -> (Op, std::sync::mpsc::Receiver<Result<(), String>>) {
+        let (done, answer) = std::sync::mpsc::channel();
+        let op = Op::Alone(Box::new(move |_: &Connection| -> Completion {
+            during();
+            Box::new(move |committed| {
+                let _ = done.send(committed);
+            })
+        }));
+        (op, answer)
+    }
+
+    /// Starts a writer on a migrated database with waits of at most `linger`; answers its sender
+    /// and thread.
     fn writer(
         dir: &tempfile::TempDir,
         linger: Duration,
@@ -242,54 +318,130 @@ mod tests {
                 rx,
                 Arc::new(std::sync::OnceLock::new()),
                 Arc::new(Notify::new()),
-                linger,
+                Linger::new(linger),
             )
         });
         (tx, thread)
     }
 
+    const LONG: Duration = Duration::from_secs(30);
+
     /// A batch of nothing but successes waits for the next operation and commits with it: the
-    /// success is not answered before that operation has run in the same transaction.
+    /// success is not answered before that operation has run in the same transaction, and is
+    /// answered with it, long before the wait could have run out.
     #[test]
-    fn a_batch_of_successes_commits_with_an_operation_sent_during_its_linger() {
+    fn a_batch_of_successes_commits_with_an_operation_sent_during_its_wait() {
         let dir = tempfile::tempdir().unwrap();
-        let (tx, thread) = writer(&dir, Duration::from_secs(30));
-        let (op, mut answer) = success("run_x");
+        let (tx, thread) = writer(&dir, LONG);
+        let (op, answer) = success("run_x");
         tx.send(op).unwrap();
         // Long enough for the writer to have taken the success alone into a batch.
         std::thread::sleep(Duration::from_millis(50));
+        let answer = Arc::new(Mutex::new(answer));
         let (seen, saw) = std::sync::mpsc::channel();
-        tx.send(Op::Alone(Box::new(move |_: &Connection| -> Completion {
-            // Inside the transaction: the success must not have been answered yet.
-            seen.send(answer.try_recv().is_err()).unwrap();
-            Box::new(move |committed| assert!(committed.is_ok()))
-        })))
-        .unwrap();
+        let inside = answer.clone();
         let started = std::time::Instant::now();
+        let (op, committed) = alone(move || {
+            let not_yet = matches!(
+                inside.lock().unwrap().try_recv(),
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty)
+            );
+            seen.send(not_yet).unwrap();
+        });
+        tx.send(op).unwrap();
         assert!(
             saw.recv().unwrap(),
-            "the success was committed alone, before the operation sent during its linger"
+            "the success was committed alone, before the operation sent during its wait"
         );
+        assert_eq!(committed.recv().unwrap(), Ok(()));
+        assert!(answer.lock().unwrap().try_recv().unwrap().is_ok());
         assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the operation waited out the linger"
+            started.elapsed() < LONG / 3,
+            "the operation waited out the wait"
         );
         drop(tx);
         thread.join().unwrap();
     }
 
-    /// A success nothing joins is committed and answered once the linger is over.
+    /// Only a batch of nothing but successes waits: any other operation alone is committed at
+    /// once.
     #[test]
-    fn a_lone_success_is_answered_after_the_linger() {
+    fn other_operations_do_not_wait() {
         let dir = tempfile::tempdir().unwrap();
-        let (tx, thread) = writer(&dir, Duration::from_millis(200));
-        let (op, answer) = success("run_x");
+        let (tx, thread) = writer(&dir, LONG);
         let started = std::time::Instant::now();
+        let (op, committed) = alone(|| {});
         tx.send(op).unwrap();
-        let answered = answer.blocking_recv().unwrap();
-        assert!(answered.is_ok(), "{answered:?}");
-        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert_eq!(committed.recv().unwrap(), Ok(()));
+        assert!(started.elapsed() < LONG / 3);
         drop(tx);
         thread.join().unwrap();
+    }
+
+    /// A success nothing joins is committed once the wait runs out; the next lone success, with
+    /// nothing joining the waits, is committed without one; and a writer whose last sender is
+    /// gone stops waiting and commits at once.
+    #[test]
+    fn waits_that_run_out_stop_and_a_closing_writer_does_not_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let wait = Duration::from_millis(300);
+        let (tx, thread) = writer(&dir, wait);
+        let started = std::time::Instant::now();
+        let (op, answer) = success("run_x");
+        tx.send(op).unwrap();
+        assert!(answer.blocking_recv().unwrap().is_ok());
+        assert!(started.elapsed() >= wait, "the first lone success waits");
+        let started = std::time::Instant::now();
+        let (op, answer) = success("run_y");
+        tx.send(op).unwrap();
+        assert!(answer.blocking_recv().unwrap().is_ok());
+        assert!(
+            started.elapsed() < wait,
+            "a wait that ran out is not tried again at once"
+        );
+        drop(tx);
+        thread.join().unwrap();
+
+        let (tx, thread) = writer(&dir, LONG);
+        let started = std::time::Instant::now();
+        let (op, answer) = success("run_z");
+        tx.send(op).unwrap();
+        drop(tx);
+        assert!(answer.blocking_recv().unwrap().is_ok());
+        thread.join().unwrap();
+        assert!(
+            started.elapsed() < LONG / 3,
+            "the writer waited with no sender left"
+        );
+    }
+
+    /// The score: waits go on while they are joined, stop after waits that ran out, are then
+    /// tried once in every [`Linger::PROBE_EVERY`] batches, and resume once probes are joined
+    /// again; a zero wait never waits.
+    #[test]
+    fn linger_learns_from_how_its_waits_ended() {
+        let max = Duration::from_millis(1);
+        let mut linger = Linger::new(max);
+        for _ in 0..20 {
+            assert_eq!(linger.next_wait(), Some(max));
+            linger.ended(true);
+        }
+        // From the top score, three waits that ran out (8 -> 6 -> 4 -> 2) stop the waiting.
+        for _ in 0..3 {
+            assert_eq!(linger.next_wait(), Some(max));
+            linger.ended(false);
+        }
+        let waits =
+            |linger: &mut Linger, n| (0..n).filter(|_| linger.next_wait().is_some()).count();
+        assert_eq!(waits(&mut linger, Linger::PROBE_EVERY as usize * 4), 4);
+        // Probes that are joined bring it back: 2 -> 3 -> 4.
+        for _ in 0..2 {
+            while linger.next_wait().is_none() {}
+            linger.ended(true);
+        }
+        assert_eq!(waits(&mut linger, 10), 10);
+
+        let mut never = Linger::new(Duration::ZERO);
+        assert_eq!(waits(&mut never, 100), 0);
     }
 }
