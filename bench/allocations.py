@@ -16,7 +16,6 @@ deleted at the end.
 """
 import argparse
 import collections
-import json
 import os
 import re
 import subprocess
@@ -25,7 +24,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import funded_keys, lua, start_runbase, wrk  # noqa: E402
+from bench import echo_creates, start_runbase, wrk  # noqa: E402
 
 SYMBOL = "_mi_page_malloc_zero"
 
@@ -60,9 +59,7 @@ def one(binary, conns, secs, top):
     event = probe(binary)
     rb = start_runbase(binary, data, env)
     try:
-        keys = funded_keys(binary, data, 8, env=env)
-        body = json.dumps({"model": "runbase/echo", "input": {"text": "hello"}})
-        script = lua(os.path.join(tmp, "create.lua"), "POST", body, keys)
+        _, script = echo_creates(binary, data, os.path.join(tmp, "create.lua"), 8, env=env)
         wrk(rb.url, conns, 2, script)
         time.sleep(1)
         perf = subprocess.Popen(["perf", "stat", "-x,", "-e", event, "-p", str(rb.p.pid)], stderr=subprocess.PIPE, text=True)

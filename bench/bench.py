@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -87,6 +86,18 @@ def funded_keys(binary, data_dir, n, email="bench@example.com", env=None):
     cli(binary, data_dir, "accounts", "create", email, env=env)
     cli(binary, data_dir, "credits", "add", "--account", email, "--cents", "1000000000", env=env)
     return [cli(binary, data_dir, "keys", "create", "--account", email, env=env) for _ in range(n)]
+
+
+# What every create load here posts: an echo run, the cheapest model, so that the figures are the
+# platform's own cost.
+ECHO_BODY = json.dumps({"model": "runbase/echo", "input": {"text": "hello"}})
+
+
+def echo_creates(binary, data_dir, script, n_keys, env=None, **lua_options):
+    """Funds `n_keys` keys (`funded_keys`) and writes to the path `script` a wrk script creating
+    echo runs with them in turn (`lua`'s options apply): answers the keys and the script's path."""
+    keys = funded_keys(binary, data_dir, n_keys, env=env)
+    return keys, lua(script, "POST", ECHO_BODY, keys, **lua_options)
 
 
 def parse_ms(s):
@@ -238,7 +249,8 @@ def slow_fsync(tmp, us):
     lib = os.path.join(tmp, "slow_fsync.so")
     src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "slow_fsync.c")
     subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-o", lib, src, "-ldl"], check=True)
-    SLOW_FSYNC.update({"LD_PRELOAD": lib, "SLOW_FSYNC_US": str(us)})
+    preload = ":".join(p for p in [os.environ.get("LD_PRELOAD"), lib] if p)
+    SLOW_FSYNC.update({"LD_PRELOAD": preload, "SLOW_FSYNC_US": str(us)})
     log(f"every fsync and fdatasync of Runbase and the ceiling takes {us} µs longer (bench/slow_fsync.c)")
 
 
@@ -265,8 +277,9 @@ def main():
     ap.add_argument("--pg-pool", type=int, default=16, help="pool size of Runbase and the PostgreSQL ceilings")
     ap.add_argument("--scale", default="", help="comma-separated store sizes (e.g. 1000000,10000000): only measure GET and create with that many runs already stored")
     args = ap.parse_args()
-    if args.slow_fsync and not args.sqlite_creates:
-        ap.error("--slow-fsync goes with --sqlite-creates: it cannot slow the PostgreSQL server's fsyncs")
+    if args.slow_fsync and (not args.sqlite_creates or args.scale or args.postgres_only or args.slow_fsync < 0):
+        ap.error("--slow-fsync takes microseconds and goes with --sqlite-creates alone: it cannot slow the "
+                 "PostgreSQL server's fsyncs")
 
     secs = 1 if args.quick else 10
     conns = [8] if args.quick else [1, 8, 64]
@@ -303,9 +316,8 @@ def main():
     rb = start_runbase(args.bin, data, env)
     time.sleep(0.5)
     idle_rss = rb.rss_kb()
-    keys = funded_keys(args.bin, data, 64 if not args.quick else 4)
-    body = json.dumps({"model": "runbase/echo", "input": {"text": "hello"}})
-    create_lua = lua(os.path.join(tmp, "create.lua"), "POST", body, keys)
+    keys, create_lua = echo_creates(args.bin, data, os.path.join(tmp, "create.lua"), 64 if not args.quick else 4)
+    body = ECHO_BODY
 
     pickup_line, lifecycle_line = creates(rb.url, db, create_lua, conns, secs, row, "POST /api/v1/runs (accepted)")
     idem_lua = lua(os.path.join(tmp, "idem.lua"), "POST", body, keys, idempotency=True)
@@ -490,7 +502,7 @@ def pg_rows(args, conns, secs, tmp, row, notes):
         notes.append("PostgreSQL rows skipped: no server at 127.0.0.1:5432")
         return
     pool = str(args.pg_pool)
-    body = json.dumps({"model": "runbase/echo", "input": {"text": "hello"}})
+    body = ECHO_BODY
     pg = Pg(pg_url, f"runbase_bench_{os.getpid()}")
     try:
         data = os.path.join(tmp, "pgdata")
@@ -502,8 +514,8 @@ def pg_rows(args, conns, secs, tmp, row, notes):
         cli(args.bin, data, "migrate", env=env)
         rb = start_runbase(args.bin, data, env)
         try:
-            keys = funded_keys(args.bin, data, 64 if not args.quick else 4, env=env)
-            create_lua = lua(os.path.join(tmp, "pgcreate.lua"), "POST", body, keys)
+            keys, create_lua = echo_creates(args.bin, data, os.path.join(tmp, "pgcreate.lua"),
+                                            64 if not args.quick else 4, env=env)
             pickup, lifecycle = creates(rb.url, pg, create_lua, conns, secs, row, "PostgreSQL: POST /api/v1/runs (accepted)",
                                         cpu_pid=rb.p.pid, notes=notes)
             notes.append(f"PostgreSQL: {pickup}")
@@ -630,7 +642,7 @@ def scale_rows(args, n, tmp, secs, row):
         get_lua = lua(os.path.join(tmp, "sget.lua"), "GET", None, keys[:1], paths=[f"/api/v1/runs/{old_run}"])
         for c in (1, 64):
             row(f"GET /api/v1/runs/{{id}} with {n:,} runs stored", c, wrk(rb.url, c, secs, get_lua))
-        body = json.dumps({"model": "runbase/echo", "input": {"text": "hello"}})
+        body = ECHO_BODY
         create_lua = lua(os.path.join(tmp, "screate.lua"), "POST", body, keys)
         for c in (1, 64):
             row(f"POST /api/v1/runs with {n:,} runs stored", c, wrk(rb.url, c, secs, create_lua))

@@ -20,7 +20,6 @@ Needs valgrind and wrk; targets 127.0.0.1 only; every load is bounded in time.
 
 import argparse
 import glob
-import json
 import os
 import shutil
 import socket
@@ -30,7 +29,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import funded_keys, lua, queue_drained, wait_health, wrk  # noqa: E402
+from bench import echo_creates, queue_drained, wait_health, wrk  # noqa: E402
 
 
 def free_port():
@@ -61,9 +60,7 @@ def count(binary, secs, keep):
                 if time.time() > deadline or p.poll() is not None:
                     raise RuntimeError(f"{binary} did not start under valgrind")
                 time.sleep(0.5)
-        keys = funded_keys(binary, data, 8)
-        body = json.dumps({"model": "runbase/echo", "input": {"text": "hello"}})
-        script = lua(os.path.join(tmp, "create.lua"), "POST", body, keys)
+        _, script = echo_creates(binary, data, os.path.join(tmp, "create.lua"), 8)
         wrk(url, 8, 3, script)
         while not queue_drained(db):
             time.sleep(0.1)

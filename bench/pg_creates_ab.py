@@ -10,13 +10,12 @@ time per run of Runbase and of all PostgreSQL processes over the measured second
 library, psql and wrk; targets 127.0.0.1 only; bounded in time.
 """
 import argparse
-import json
 import os
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import Pg, cli, cpu_seconds, funded_keys, lua, postgres_pids, start_runbase, wrk  # noqa: E402
+from bench import Pg, cli, cpu_seconds, echo_creates, postgres_pids, start_runbase, wrk  # noqa: E402
 
 
 def one(binary, server, role, conns, secs):
@@ -29,9 +28,7 @@ def one(binary, server, role, conns, secs):
         cli(binary, data, "migrate", env=env)
         rb = start_runbase(binary, data, env)
         try:
-            keys = funded_keys(binary, data, 64, env=env)
-            body = json.dumps({"model": "runbase/echo", "input": {"text": "hello"}})
-            script = lua(os.path.join(tmp, "create.lua"), "POST", body, keys)
+            _, script = echo_creates(binary, data, os.path.join(tmp, "create.lua"), 64, env=env)
             wrk(rb.url, conns, 2, script)
             pids = postgres_pids()
             cpu0 = (cpu_seconds([rb.p.pid]), cpu_seconds(pids))

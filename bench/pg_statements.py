@@ -21,14 +21,13 @@ Standard library, psql and wrk; targets 127.0.0.1 only; every load is bounded in
 """
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import Pg, cli, cpu_seconds, funded_keys, log, lua, postgres_pids, start_runbase, wrk  # noqa: E402
+from bench import Pg, cli, cpu_seconds, echo_creates, log, postgres_pids, start_runbase, wrk  # noqa: E402
 
 
 def psql(server_url, sql):
@@ -70,7 +69,6 @@ def main():
     ap.add_argument("--pool", default="16")
     args = ap.parse_args()
     server = args.postgres.rstrip("/")
-    body = json.dumps({"model": "runbase/echo", "input": {"text": "hello"}})
     for role in args.roles.split(","):
         for c in [int(x) for x in args.conns.split(",")]:
             tmp = tempfile.mkdtemp(prefix="runbase-pgstat-")
@@ -82,8 +80,7 @@ def main():
                 cli(args.bin, data, "migrate", env=env)
                 rb = start_runbase(args.bin, data, env)
                 try:
-                    keys = funded_keys(args.bin, data, 64, env=env)
-                    script = lua(os.path.join(tmp, "create.lua"), "POST", body, keys)
+                    _, script = echo_creates(args.bin, data, os.path.join(tmp, "create.lua"), 64, env=env)
                     wrk(rb.url, c, 2, script)  # warm-up: connections, prepared statements
                     tracked = statements_ready(server)
                     pids = postgres_pids()

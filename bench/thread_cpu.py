@@ -13,7 +13,7 @@ the runs created. With --perf, records a perf profile of the burst into perf.dat
 import json, os, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import funded_keys, lua, queue_drained, start_runbase, wrk  # noqa: E402
+from bench import echo_creates, queue_drained, start_runbase, wrk  # noqa: E402
 
 
 def threads(pid):
@@ -36,9 +36,7 @@ def main():
     try:
         time.sleep(0.5)
         print(f"idle RSS {rb.rss_kb() / 1024:.1f} MiB")
-        keys = funded_keys(binary, data, 64)
-        body = json.dumps({"model": "runbase/echo", "input": {"text": "hello"}})
-        script = lua(os.path.join(tmp, "create.lua"), "POST", body, keys)
+        _, script = echo_creates(binary, data, os.path.join(tmp, "create.lua"), 64)
         wrk(rb.url, 64, 2, script)
         while not queue_drained(db):
             time.sleep(0.05)

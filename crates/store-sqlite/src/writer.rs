@@ -28,26 +28,35 @@ pub enum Op {
 /// The most operations one transaction takes; bounds the latency of a batch.
 const MAX_BATCH: usize = 512;
 
-/// How long a batch of nothing but successes may wait for another operation before it commits.
+/// How long a batch of nothing but successes may wait for another operation, at most.
 ///
 /// A run handed over in its create finishes while its client is still reading the answer. Its
 /// success then took a commit and an fsync of its own, and the client's next create, arriving a
 /// moment later, waited for that fsync before its own. Waiting for the next operation commits
-/// both with one fsync (BENCHMARKS.md, thirteenth session). It is [`Linger`] that decides when to
-/// wait: a client that waits for its run's result (`Prefer: wait`, its events) sends nothing
-/// until the success is committed, and would only be delayed.
+/// both with one fsync (BENCHMARKS.md, thirteenth session). It is [`Linger`] that decides whether
+/// and how long to wait: a client that waits for its run's result (`Prefer: wait`, its events)
+/// sends nothing until the success is committed, and would only be delayed.
 pub(crate) const SUCCESS_LINGER: Duration = Duration::from_millis(1);
 
-/// Whether waiting for company pays off on this workload, learnt from how the last waits ended:
-/// PostgreSQL's `commit_delay` waits only when `commit_siblings` transactions are open; this
-/// writer cannot see who is about to write, so it keeps a score of recent waits instead. A wait
-/// another operation joined raises it by one, a wait that ran out lowers it by two; the writer
-/// waits while the score is at least [`Linger::WAIT_FROM`], and otherwise tries one wait in
-/// [`Linger::PROBE_EVERY`] batches, so that a workload that changes is noticed. Where nothing
-/// ever joins, one success in 16 is committed [`SUCCESS_LINGER`] later.
+/// Whether, and how long, a batch of nothing but successes waits for company.
+///
+/// How long: no longer than a commit takes (a running average of the writer's `COMMIT`s), and at
+/// most its `max`. An operation that arrives during the wait would otherwise have queued behind
+/// the successes' own commit for about as long as the wait, so a wait costs the successes no more
+/// than it saves the operation; past that it could only lose. PostgreSQL's `commit_delay` is set
+/// the same way, to about a flush's time.
+///
+/// Whether: PostgreSQL waits only when `commit_siblings` transactions are open; this writer cannot
+/// see who is about to write, so it keeps a score of its recent waits. A wait another operation
+/// joined raises it by one, a wait that ran out lowers it by two (so waiting goes on only while
+/// more than two waits in three are joined); while it is below [`Linger::WAIT_FROM`], one
+/// successes-only batch in [`Linger::PROBE_EVERY`] waits, so that a workload that changes is
+/// noticed. From the top score, three waits that run out in a row stop the waiting.
 #[derive(Debug)]
 pub(crate) struct Linger {
     max: Duration,
+    /// The running average of a commit's time; `None` for a wait of `max` whatever commits take.
+    commit: Option<Duration>,
     score: u8,
     skipped: u8,
 }
@@ -57,29 +66,50 @@ impl Linger {
     const SCORE_MAX: u8 = 8;
     const PROBE_EVERY: u8 = 16;
 
-    /// Waits of at most `max`; zero never waits.
+    /// Waits of at most `max`, and no longer than a commit takes; zero never waits.
     pub(crate) fn new(max: Duration) -> Self {
         Linger {
             max,
+            commit: Some(Duration::ZERO),
             score: Self::WAIT_FROM,
             skipped: 0,
         }
     }
 
+    /// Waits of `max` whatever commits take, starting from `score`: for tests of the writer that
+    /// must not depend on the disk's speed.
+    #[cfg(test)]
+    fn fixed(max: Duration, score: u8) -> Self {
+        Linger {
+            max,
+            commit: None,
+            score,
+            skipped: 0,
+        }
+    }
+
+    /// Records how long a commit took.
+    fn committed(&mut self, took: Duration) {
+        if let Some(average) = &mut self.commit {
+            *average = (*average * 7 + took) / 8;
+        }
+    }
+
     /// How long the next batch of nothing but successes waits, if at all.
     fn next_wait(&mut self) -> Option<Duration> {
-        if self.max.is_zero() {
+        let wait = self.commit.map_or(self.max, |c| c.min(self.max));
+        if wait.is_zero() {
             return None;
         }
         if self.score >= Self::WAIT_FROM {
-            return Some(self.max);
+            return Some(wait);
         }
         self.skipped += 1;
         if self.skipped < Self::PROBE_EVERY {
             return None;
         }
         self.skipped = 0;
-        Some(self.max)
+        Some(wait)
     }
 
     /// How a wait ended: another operation joined it, or it ran out.
@@ -162,7 +192,10 @@ pub fn run(
         let outcome = if lost.get() {
             Err(LOST.to_owned())
         } else {
-            exec(&conn, "COMMIT").map_err(|e| format!("commit: {e}"))
+            let started = std::time::Instant::now();
+            let committed = exec(&conn, "COMMIT").map_err(|e| format!("commit: {e}"));
+            linger.committed(started.elapsed());
+            committed
         };
         if outcome.is_err() {
             let _ = exec(&conn, "ROLLBACK");
@@ -302,23 +335,27 @@ mod tests {
         (op, answer)
     }
 
-    /// Starts a writer on a migrated database with waits of at most `linger`; answers its sender
-    /// and thread.
+    /// Starts a writer on a migrated database with this `linger`; answers its sender and thread.
+    /// With `queued`, those operations are waiting before the writer starts.
     fn writer(
         dir: &tempfile::TempDir,
-        linger: Duration,
+        linger: Linger,
+        queued: Vec<Op>,
     ) -> (std::sync::mpsc::Sender<Op>, std::thread::JoinHandle<()>) {
         let path = dir.path().join("runbase.db");
         drop(crate::SqliteStore::open(&path, crate::Durability::Normal).unwrap());
         let conn = Connection::open(&path).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        for op in queued {
+            tx.send(op).unwrap();
+        }
         let thread = std::thread::spawn(move || {
             run(
                 conn,
                 rx,
                 Arc::new(std::sync::OnceLock::new()),
                 Arc::new(Notify::new()),
-                Linger::new(linger),
+                linger,
             )
         });
         (tx, thread)
@@ -326,16 +363,21 @@ mod tests {
 
     const LONG: Duration = Duration::from_secs(30);
 
-    /// A batch of nothing but successes waits for the next operation and commits with it: the
-    /// success is not answered before that operation has run in the same transaction, and is
-    /// answered with it, long before the wait could have run out.
-    #[test]
-    fn a_batch_of_successes_commits_with_an_operation_sent_during_its_wait() {
-        let dir = tempfile::tempdir().unwrap();
-        let (tx, thread) = writer(&dir, LONG);
+    /// Sends a lone success and answers how long it took to be answered (successfully).
+    fn lone_success(tx: &std::sync::mpsc::Sender<Op>) -> Duration {
+        let started = std::time::Instant::now();
         let (op, answer) = success("run_x");
         tx.send(op).unwrap();
-        // Long enough for the writer to have taken the success alone into a batch.
+        assert!(answer.blocking_recv().unwrap().is_ok());
+        started.elapsed()
+    }
+
+    /// Sends a success, then (once the writer has taken it alone, 50 ms later) another
+    /// operation; answers whether the success was still unanswered when that operation ran in
+    /// the transaction, and how long the operation took to be committed.
+    fn success_then_other(tx: &std::sync::mpsc::Sender<Op>) -> (bool, Duration) {
+        let (op, answer) = success("run_x");
+        tx.send(op).unwrap();
         std::thread::sleep(Duration::from_millis(50));
         let answer = Arc::new(Mutex::new(answer));
         let (seen, saw) = std::sync::mpsc::channel();
@@ -349,27 +391,42 @@ mod tests {
             seen.send(not_yet).unwrap();
         });
         tx.send(op).unwrap();
+        let joined = saw.recv().unwrap();
+        assert_eq!(committed.recv().unwrap(), Ok(()));
+        let took = started.elapsed();
+        assert!(answer.lock().unwrap().try_recv().unwrap().is_ok());
+        (joined, took)
+    }
+
+    /// A batch of nothing but successes waits for the next operation and commits with it: the
+    /// success is not answered before that operation has run in the same transaction, and is
+    /// answered with it, long before the wait could have run out. (Were the writer slower than
+    /// 50 ms to take the success, both would be one batch anyway, and this would check nothing.)
+    #[test]
+    fn a_batch_of_successes_commits_with_an_operation_sent_during_its_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, thread) = writer(&dir, Linger::fixed(LONG, Linger::WAIT_FROM), vec![]);
+        let (joined, took) = success_then_other(&tx);
         assert!(
-            saw.recv().unwrap(),
+            joined,
             "the success was committed alone, before the operation sent during its wait"
         );
-        assert_eq!(committed.recv().unwrap(), Ok(()));
-        assert!(answer.lock().unwrap().try_recv().unwrap().is_ok());
-        assert!(
-            started.elapsed() < LONG / 3,
-            "the operation waited out the wait"
-        );
+        assert!(took < LONG / 3, "the operation waited out the wait");
         drop(tx);
         thread.join().unwrap();
     }
 
-    /// Only a batch of nothing but successes waits: any other operation alone is committed at
-    /// once.
+    /// Only a batch of nothing but successes waits: any other operation alone, or with
+    /// successes, is committed at once.
     #[test]
     fn other_operations_do_not_wait() {
         let dir = tempfile::tempdir().unwrap();
-        let (tx, thread) = writer(&dir, LONG);
+        let (op, answer) = success("run_x");
+        let (with, with_committed) = alone(|| {});
         let started = std::time::Instant::now();
+        let (tx, thread) = writer(&dir, Linger::fixed(LONG, Linger::WAIT_FROM), vec![op, with]);
+        assert_eq!(with_committed.recv().unwrap(), Ok(()));
+        assert!(answer.blocking_recv().unwrap().is_ok());
         let (op, committed) = alone(|| {});
         tx.send(op).unwrap();
         assert_eq!(committed.recv().unwrap(), Ok(()));
@@ -378,31 +435,41 @@ mod tests {
         thread.join().unwrap();
     }
 
-    /// A success nothing joins is committed once the wait runs out; the next lone success, with
-    /// nothing joining the waits, is committed without one; and a writer whose last sender is
-    /// gone stops waiting and commits at once.
+    /// The writer keeps the score: after two joined waits and one that ran out, the next lone
+    /// success still waits (a writer that did not count the joined ones would have stopped);
+    /// after two more that ran out it no longer waits.
     #[test]
-    fn waits_that_run_out_stop_and_a_closing_writer_does_not_wait() {
+    fn the_writer_scores_its_waits() {
         let dir = tempfile::tempdir().unwrap();
         let wait = Duration::from_millis(300);
-        let (tx, thread) = writer(&dir, wait);
-        let started = std::time::Instant::now();
-        let (op, answer) = success("run_x");
-        tx.send(op).unwrap();
-        assert!(answer.blocking_recv().unwrap().is_ok());
-        assert!(started.elapsed() >= wait, "the first lone success waits");
-        let started = std::time::Instant::now();
-        let (op, answer) = success("run_y");
-        tx.send(op).unwrap();
-        assert!(answer.blocking_recv().unwrap().is_ok());
+        let (tx, thread) = writer(&dir, Linger::fixed(wait, Linger::WAIT_FROM), vec![]);
+        for _ in 0..2 {
+            assert!(success_then_other(&tx).0);
+        }
+        // 4 -> 5 -> 6; this one runs out: 4.
+        assert!(lone_success(&tx) >= wait);
+        // Still at the threshold: waits, and runs out: 2.
         assert!(
-            started.elapsed() < wait,
-            "a wait that ran out is not tried again at once"
+            lone_success(&tx) >= wait,
+            "the joined waits were not counted"
         );
         drop(tx);
         thread.join().unwrap();
 
-        let (tx, thread) = writer(&dir, LONG);
+        let (tx, thread) = writer(&dir, Linger::fixed(LONG, 0), vec![]);
+        assert!(
+            lone_success(&tx) < LONG / 3,
+            "a writer below the threshold waited"
+        );
+        drop(tx);
+        thread.join().unwrap();
+    }
+
+    /// A writer whose last sender is gone stops waiting and commits at once.
+    #[test]
+    fn a_closing_writer_does_not_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, thread) = writer(&dir, Linger::fixed(LONG, Linger::WAIT_FROM), vec![]);
         let started = std::time::Instant::now();
         let (op, answer) = success("run_z");
         tx.send(op).unwrap();
@@ -417,11 +484,11 @@ mod tests {
 
     /// The score: waits go on while they are joined, stop after waits that ran out, are then
     /// tried once in every [`Linger::PROBE_EVERY`] batches, and resume once probes are joined
-    /// again; a zero wait never waits.
+    /// again.
     #[test]
     fn linger_learns_from_how_its_waits_ended() {
         let max = Duration::from_millis(1);
-        let mut linger = Linger::new(max);
+        let mut linger = Linger::fixed(max, Linger::WAIT_FROM);
         for _ in 0..20 {
             assert_eq!(linger.next_wait(), Some(max));
             linger.ended(true);
@@ -436,12 +503,35 @@ mod tests {
         assert_eq!(waits(&mut linger, Linger::PROBE_EVERY as usize * 4), 4);
         // Probes that are joined bring it back: 2 -> 3 -> 4.
         for _ in 0..2 {
-            while linger.next_wait().is_none() {}
+            let probed = (0..Linger::PROBE_EVERY).any(|_| linger.next_wait().is_some());
+            assert!(probed, "no probe in {} batches", Linger::PROBE_EVERY);
             linger.ended(true);
         }
         assert_eq!(waits(&mut linger, 10), 10);
+    }
+
+    /// A wait lasts no longer than a commit takes (its running average), and never longer than
+    /// its maximum; before any commit, or with a maximum of zero, there is no wait.
+    #[test]
+    fn a_wait_lasts_about_a_commit() {
+        let max = Duration::from_millis(1);
+        let mut linger = Linger::new(max);
+        assert_eq!(linger.next_wait(), None);
+        for _ in 0..100 {
+            linger.committed(Duration::from_micros(200));
+        }
+        let wait = linger.next_wait().unwrap();
+        assert!(
+            wait > Duration::from_micros(150) && wait <= Duration::from_micros(200),
+            "{wait:?}"
+        );
+        for _ in 0..100 {
+            linger.committed(Duration::from_millis(5));
+        }
+        assert_eq!(linger.next_wait(), Some(max));
 
         let mut never = Linger::new(Duration::ZERO);
-        assert_eq!(waits(&mut never, 100), 0);
+        never.committed(Duration::from_millis(5));
+        assert_eq!(never.next_wait(), None);
     }
 }
