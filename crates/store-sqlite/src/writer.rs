@@ -64,7 +64,7 @@ pub(crate) struct Linger {
 impl Linger {
     const WAIT_FROM: u8 = 4;
     const SCORE_MAX: u8 = 8;
-    const PROBE_EVERY: u8 = 16;
+    const PROBE_EVERY: u8 = 64;
 
     /// Waits of at most `max`, and no longer than a commit takes; zero never waits.
     pub(crate) fn new(max: Duration) -> Self {
