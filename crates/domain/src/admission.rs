@@ -9,9 +9,14 @@ use crate::run::NewRun;
 use crate::store::CreateRunError;
 
 /// The key's checks (steps before the balance): the key, as it stands now, is usable by the run's
-/// account at the run's time, its quota has room and its spend limit takes the price.
+/// account at the run's time, its quota has room and its spend limit takes the price. A run
+/// authenticated from a remembered copy of the key ([`NewRun::key_remembered`]) also needs the
+/// key to have no IP allowlist: the request's address was not checked against the current one.
 pub fn check_key(key: &ApiKey, run: &NewRun) -> Result<(), CreateRunError> {
-    if !key.is_usable(run.created_at) || key.account_id != run.account_id {
+    if !key.is_usable(run.created_at)
+        || key.account_id != run.account_id
+        || (run.key_remembered && !key.allow_ips.is_empty())
+    {
         return Err(CreateRunError::KeyNotUsable);
     }
     if key.quota_exhausted() {
@@ -83,6 +88,7 @@ mod tests {
             test: false,
             idempotency: None,
             webhook: None,
+            key_remembered: false,
         }
     }
 
@@ -141,5 +147,22 @@ mod tests {
             admit(&mut k, &mut Millicents(10), &run(1)),
             Err(CreateRunError::KeyNotUsable)
         ));
+    }
+
+    /// A run authenticated from a remembered copy of its key passes only while the key has no
+    /// allowlist: one added since was not checked against the request's address.
+    #[test]
+    fn a_remembered_key_must_still_have_no_allowlist() {
+        let mut k = key(None, None);
+        let mut remembered = run(1);
+        remembered.key_remembered = true;
+        assert!(check_key(&k, &remembered).is_ok());
+        k.allow_ips = crate::ip::IpAllowlist::parse(&["127.0.0.1"]).unwrap();
+        assert!(matches!(
+            check_key(&k, &remembered),
+            Err(CreateRunError::KeyNotUsable)
+        ));
+        // A key read for the request had its allowlist checked then.
+        assert!(check_key(&k, &run(1)).is_ok());
     }
 }

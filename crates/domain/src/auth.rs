@@ -75,22 +75,39 @@ pub fn check_ip(key: &ApiKey, client: IpAddr) -> Result<(), ApiError> {
     }
 }
 
+/// How a request's key was authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySeen {
+    /// From its current row, read for the request: steps 1–3 passed on it.
+    Read,
+    /// From [`RecentKeys`]' copy, without a read: a create whose store transaction re-checks
+    /// the key on the row it locks ([`crate::run::NewRun::key_remembered`]). Only for a copy
+    /// that is usable and has no IP allowlist.
+    Remembered,
+}
+
 /// How old a remembered key may be when [`RecentKeys`] answers it.
 pub const RECENT_KEY_TTL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Keys remembered at most; past it the memory starts over (a flood of distinct keys cannot
 /// grow it).
 const RECENT_KEYS_MAX: usize = 65_536;
 
-/// The keys this process authenticated in the last [`RECENT_KEY_TTL`], by hash. Used for one
-/// thing only: to answer 429 to a key that is over its rate limit without reading its row (the
-/// limiter is asked first; when it refuses, the answer is 429 whatever the row says now). A
-/// request the limiter admits still reads the key's current row, so a disabled key fails on the
-/// very next request; for at most [`RECENT_KEY_TTL`] after a disable, a deletion or an
-/// allowlist change, a key that is also over its limit is answered 429 instead of 401 or 403.
+/// The keys this process authenticated in the last [`RECENT_KEY_TTL`], by hash. Used for two
+/// things, neither of which lets a disabled key do anything on its very next request:
+/// - to answer 429 to a key that is over its rate limit without reading its row (the limiter is
+///   asked first; when it refuses, the answer is 429 whatever the row says now). For at most
+///   [`RECENT_KEY_TTL`] after a disable, a deletion or an allowlist change, a key that is also
+///   over its limit is answered 429 instead of 401 or 403;
+/// - to authenticate a create without reading the key's row ([`KeySeen::Remembered`]), when the
+///   copy is usable and has no allowlist. The create's store transaction checks the key again
+///   on the row it locks, and any other answer than the run created is given only after the
+///   row was read ([`crate::run::NewRun::key_remembered`], the HTTP create).
 ///
-/// Only what that answer reads of a key is kept current: its id, whether it is usable, and its
-/// allowlist. A key read again with those unchanged only has its time renewed (every create
-/// changes its spend and count): a request costs no copy of the key here.
+/// Every other request reads the key's current row. Only what those uses read of a key is kept
+/// current: its id, whether it is usable, and its allowlist (its account and test flag never
+/// change). A key read again with those unchanged only has its time renewed (every create
+/// changes its spend and count): a request costs no copy of the key here. So the copy's spend,
+/// quota and limits may be old: a check made on them is redone on the key's row.
 #[derive(Default)]
 pub struct RecentKeys {
     keys: std::sync::Mutex<

@@ -148,6 +148,10 @@ pub struct NewRun {
     pub idempotency: Option<crate::idempotency::RunMark>,
     /// Where to send the run's webhooks, and for which events ([`crate::webhooks`]).
     pub webhook: Option<crate::webhooks::Subscription>,
+    /// The request was authenticated from this process's remembered copy of the key
+    /// ([`crate::auth::KeySeen::Remembered`]), which had no IP allowlist, not from its row: the
+    /// store's check of the key it locks also refuses the run if the key has an allowlist now.
+    pub key_remembered: bool,
 }
 
 impl NewRun {

@@ -2,6 +2,7 @@
 //! Each takes the store (and what else it needs) explicitly.
 
 use crate::account::{Account, ApiKey, KeySettings, KeyUpdate, LedgerEntry};
+use crate::auth::KeySeen;
 use crate::catalog::{Catalog, Model};
 use crate::error::{ApiError, ErrorCode};
 use crate::ids;
@@ -123,16 +124,16 @@ pub fn check_quota(key: &ApiKey) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Steps 5–12 for an authenticated key: validates, then charges and enqueues atomically.
+/// Steps 5–12 for an authenticated key: validates, then charges and enqueues atomically. `seen`
+/// says how the key was authenticated: the store re-checks a remembered one on its locked row.
 pub async fn create_run(
     store: &dyn Store,
     catalog: &Catalog,
     key: &ApiKey,
+    seen: KeySeen,
     body: &[u8],
-) -> Result<Run, ApiError> {
-    create_run_as(store, catalog, key, body, ids::new_run_id(), None)
-        .await
-        .map_err(CreateFailure::into_error)
+) -> Result<Run, CreateFailure> {
+    create(store, catalog, key, seen, body, ids::new_run_id(), None).await
 }
 
 /// Why [`create_run_as`] created no run, sorted by what an idempotency key does with the answer
@@ -172,6 +173,18 @@ pub async fn create_run_as(
     run_id: String,
     mark: Option<crate::idempotency::RunMark>,
 ) -> Result<Run, CreateFailure> {
+    create(store, catalog, key, KeySeen::Read, body, run_id, mark).await
+}
+
+async fn create(
+    store: &dyn Store,
+    catalog: &Catalog,
+    key: &ApiKey,
+    seen: KeySeen,
+    body: &[u8],
+    run_id: String,
+    mark: Option<crate::idempotency::RunMark>,
+) -> Result<Run, CreateFailure> {
     check_quota(key).map_err(CreateFailure::NotStarted)?;
     let req = parse_run_request(catalog, body, key.test).map_err(CreateFailure::NotStarted)?;
     // Still step 10: an input may name only this account's uploads.
@@ -199,6 +212,7 @@ pub async fn create_run_as(
         test: key.test,
         idempotency: mark,
         webhook: req.webhook,
+        key_remembered: seen == KeySeen::Remembered,
     };
     store.create_run(new).await.map_err(|e| match e {
         CreateRunError::KeyNotUsable => CreateFailure::Refused(ErrorCode::InvalidApiKey.into()),

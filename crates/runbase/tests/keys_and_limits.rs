@@ -265,6 +265,69 @@ async fn usage_quota() {
         .assert_error(429, "USAGE_EXCEEDED");
 }
 
+/// A create may be authenticated from the copy of its key this node read within the last second,
+/// without reading the key's row (`KeySeen::Remembered`). Its store transaction checks the key on
+/// the row it locks, and any answer but the run created is given from the key's row. Each change
+/// below comes right after a read of the key (a GET, which renews the copy), and is followed by a
+/// create that the copy alone would have let through or refused wrongly.
+#[tokio::test]
+async fn a_create_on_a_remembered_key_is_answered_from_the_key_row() {
+    let s = Server::start();
+    s.account("remembered@example.com", 100);
+    let c = s.client();
+    let key = s.key("remembered@example.com", &["--quota", "1"]);
+    let prime = || async { assert_eq!(c.get(Some(&key), "/api/v1/runs").await.status, 200) };
+
+    // An allowlist added since: the store refuses, and the answer is the row's.
+    prime().await;
+    s.cli(&["keys", "update", &key, "--allow-ip", "10.1.2.3"]);
+    c.create(&key, echo())
+        .await
+        .assert_error(403, "ip_not_allowed");
+    s.cli(&["keys", "update", &key, "--clear-allow-ips"]);
+
+    // Disabled since: a create, and one whose body is bad, are both answered 401.
+    prime().await;
+    s.cli(&["keys", "disable", &key]);
+    c.create(&key, echo())
+        .await
+        .assert_error(401, "invalid_api_key");
+    c.post_raw(Some(&key), "/api/v1/runs", "{bad json")
+        .await
+        .assert_error(401, "invalid_api_key");
+    s.cli(&["keys", "enable", &key]);
+
+    // Quota 1: the copy was read before the run that used it, the store refuses the next one.
+    prime().await;
+    assert_eq!(c.create(&key, echo()).await.status, 201);
+    c.create(&key, echo())
+        .await
+        .assert_error(429, "USAGE_EXCEEDED");
+
+    // A copy read once the quota was used up (an expiry set makes the node copy the key again),
+    // then the quota raised: the copy refuses, the row admits.
+    s.cli(&[
+        "keys",
+        "update",
+        &key,
+        "--expires-at",
+        "2099-01-01T00:00:00Z",
+    ]);
+    prime().await;
+    s.cli(&["keys", "update", &key, "--quota", "2"]);
+    assert_eq!(c.create(&key, echo()).await.status, 201);
+    c.create(&key, echo())
+        .await
+        .assert_error(429, "USAGE_EXCEEDED");
+
+    // Two runs, each charged once; nothing for the refused creates.
+    assert_eq!(s.count("SELECT count(*) FROM runs"), 2);
+    assert_eq!(
+        s.count("SELECT count(*) FROM ledger WHERE kind = 'run_charge'"),
+        2
+    );
+}
+
 #[tokio::test]
 async fn rate_limit_counts_creates_and_gets_together() {
     let s = Server::start_with(&[]);

@@ -152,6 +152,7 @@ impl Fixture {
             test: false,
             idempotency: None,
             webhook: None,
+            key_remembered: false,
         }
     }
 

@@ -497,6 +497,7 @@ mod tests {
                 test: false,
                 idempotency: None,
                 webhook: None,
+                key_remembered: false,
             }
         }
 

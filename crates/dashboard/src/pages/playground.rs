@@ -403,9 +403,11 @@ pub async fn create(
             state.store.as_ref(),
             &state.catalog,
             &key,
+            runbase_domain::auth::KeySeen::Read,
             req.to_string().as_bytes(),
         )
         .await
+        .map_err(service::CreateFailure::into_error)
     }
     .await;
     if let Ok(run) = &result {

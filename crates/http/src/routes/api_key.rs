@@ -7,7 +7,7 @@ use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use runbase_domain::account::ApiKey;
-use runbase_domain::auth;
+use runbase_domain::auth::{self, KeySeen};
 use runbase_domain::ratelimit::RateDecision;
 use runbase_domain::run::Run;
 use runbase_domain::service;
@@ -125,11 +125,80 @@ pub async fn authorize_runs_and_read(
     peer: Option<std::net::IpAddr>,
     run_id: Option<&str>,
 ) -> Result<(ApiKey, RateDecision, Option<Run>), Response> {
-    let refuse = |e: ApiError| HttpError(e).into_response();
     let now = Timestamp::now();
     let hash = auth::key_hash(auth_header(headers)).map_err(refuse)?;
-    let mut decided = None;
+    authorize_hashed(state, headers, peer, &hash, now, run_id).await
+}
+
+/// A create's key: read for the request, or this node's remembered copy ([`KeySeen`]).
+pub enum CreateKey {
+    Read(ApiKey),
+    Remembered(std::sync::Arc<ApiKey>),
+}
+
+impl CreateKey {
+    pub fn seen(&self) -> KeySeen {
+        match self {
+            CreateKey::Read(_) => KeySeen::Read,
+            CreateKey::Remembered(_) => KeySeen::Remembered,
+        }
+    }
+}
+
+impl std::ops::Deref for CreateKey {
+    type Target = ApiKey;
+
+    fn deref(&self) -> &ApiKey {
+        match self {
+            CreateKey::Read(key) => key,
+            CreateKey::Remembered(key) => key,
+        }
+    }
+}
+
+/// [`authorize_runs`] for a create without an idempotency key. A key this node read within
+/// [`auth::RECENT_KEY_TTL`] whose copy is usable and has no IP allowlist is taken as it is
+/// remembered ([`KeySeen::Remembered`]) once the limiter admits it, without reading its row. A
+/// create has the key's row read anyway: its store transaction locks the row and checks the key
+/// on it ([`runbase_domain::run::NewRun::key_remembered`]), and `runs::create` reads the row
+/// before it gives any answer but the run created. So a disabled key still fails on its very
+/// next request, and a create costs one read of the key instead of two.
+pub async fn authorize_create(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: Option<std::net::IpAddr>,
+) -> Result<(CreateKey, RateDecision), Response> {
+    let now = Timestamp::now();
+    let hash = auth::key_hash(auth_header(headers)).map_err(refuse)?;
     if let Some(recent) = state.recent_keys.get(&hash)
+        && recent.is_usable(now)
+        && recent.allow_ips.is_empty()
+    {
+        let decision = limit(state, &recent.id).await?;
+        if !decision.allowed {
+            return Err(runs_rate_limited(state, &decision));
+        }
+        return Ok((CreateKey::Remembered(recent), decision));
+    }
+    let (key, decision, _) = authorize_hashed(state, headers, peer, &hash, now, None).await?;
+    Ok((CreateKey::Read(key), decision))
+}
+
+fn refuse(e: ApiError) -> Response {
+    HttpError(e).into_response()
+}
+
+/// [`authorize_runs_and_read`] once the header's key is hashed.
+async fn authorize_hashed(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: Option<std::net::IpAddr>,
+    hash: &runbase_domain::ids::KeyHash,
+    now: Timestamp,
+    run_id: Option<&str>,
+) -> Result<(ApiKey, RateDecision, Option<Run>), Response> {
+    let mut decided = None;
+    if let Some(recent) = state.recent_keys.get(hash)
         && recent.is_usable(now)
         && check_ip(state, headers, peer, &recent).is_ok()
     {
@@ -140,11 +209,11 @@ pub async fn authorize_runs_and_read(
         decided = Some((recent, decision));
     }
     let (found, run) = match run_id {
-        Some(id) => state.store.key_and_run(&hash, id).await,
-        None => state.store.key_by_hash(&hash).await.map(|k| (k, None)),
+        Some(id) => state.store.key_and_run(hash, id).await,
+        None => state.store.key_by_hash(hash).await.map(|k| (k, None)),
     }
     .map_err(|e| refuse(service::internal(e)))?;
-    let key = auth::usable(found, &hash, now)
+    let key = auth::usable(found, hash, now)
         .and_then(|key| admit_key(state, headers, peer, key, now))
         .map_err(refuse)?;
     let decision = match decided {

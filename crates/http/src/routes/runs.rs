@@ -4,7 +4,8 @@
 //! ([`crate::prefer`]).
 
 use super::api_key::{
-    Peer, authenticate, authorize_runs, authorize_runs_and_read, with_rate_headers,
+    CreateKey, Peer, authenticate, authorize_create, authorize_runs, authorize_runs_and_read,
+    with_rate_headers,
 };
 use crate::body::{discard, read_body};
 use crate::error::HttpError;
@@ -16,10 +17,13 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use runbase_domain::account::ApiKey;
+use runbase_domain::auth::KeySeen;
 use runbase_domain::events;
 use runbase_domain::idempotency::{self, Answered};
 use runbase_domain::ids;
 use runbase_domain::run::Run;
+use runbase_domain::service::CreateFailure;
 use runbase_domain::{ApiError, ErrorCode, service};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -80,8 +84,17 @@ pub async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    // Steps 1-5 before a byte of the body is read: an unauthenticated upload costs nothing.
-    let (key, rate) = match authorize_runs(&state, &headers, peer).await {
+    // Steps 1-5 before a byte of the body is read: an unauthenticated upload costs nothing. A
+    // create with an idempotency key may be answered from what was recorded, without the
+    // store's check of the key, so it always reads the key.
+    let authorized = if headers.contains_key(idempotency::HEADER) {
+        authorize_runs(&state, &headers, peer)
+            .await
+            .map(|(key, rate)| (CreateKey::Read(key), rate))
+    } else {
+        authorize_create(&state, &headers, peer).await
+    };
+    let (key, rate) = match authorized {
         Ok(ok) => ok,
         Err(resp) => {
             discard(body, state.config.body_limit());
@@ -139,18 +152,25 @@ pub async fn create(
             Err(e) => with_rate_headers(HttpError(e), &rate),
         };
     }
-    let result = async {
-        if let Err(e) = service::check_quota(&key) {
-            discard(body, state.config.body_limit());
-            return Err(e);
-        }
-        let body = read_body(body, state.config.body_limit())
-            .await
-            .map_err(|e| e.into_api(ErrorCode::InvalidJson))?;
-        service::create_run(state.store.as_ref(), &state.catalog, &key, &body).await
+    let (mut result, mut payload) =
+        plain_create(&state, &key, key.seen(), Payload::Unread(body)).await;
+    // Anything but the run created, for a remembered key, is answered from the key's row: the
+    // key may have been disabled, given an allowlist, or its limits changed since its copy was
+    // read (that copy's spend and limits may be older still). Nothing was created.
+    if let (
+        CreateKey::Remembered(_),
+        Err(CreateFailure::NotStarted(_) | CreateFailure::Refused(_)),
+    ) = (&key, &result)
+    {
+        (result, payload) = match authenticate(&state, &headers, peer).await {
+            Ok(read) => plain_create(&state, &read, KeySeen::Read, payload).await,
+            Err(e) => (Err(CreateFailure::NotStarted(e)), payload),
+        };
     }
-    .await;
-    match result {
+    if let Payload::Unread(body) = payload {
+        discard(body, state.config.body_limit());
+    }
+    match result.map_err(CreateFailure::into_error) {
         Ok(run) => {
             state.metrics.run_created(&run.model);
             match prefer::wait(&headers) {
@@ -163,6 +183,49 @@ pub async fn create(
         }
         Err(e) => with_rate_headers(HttpError(e), &rate),
     }
+}
+
+/// What is left of a create's body.
+enum Payload {
+    /// Not read yet (a refusal before the body is read).
+    Unread(Body),
+    Read(bytes::Bytes),
+    /// Could not be read: why.
+    Refused(ApiError),
+}
+
+/// Steps 5-12 without an idempotency key: the quota before a byte of the body is read, then
+/// the body, then the create. Gives back what is left of the body, for a second attempt.
+async fn plain_create(
+    state: &AppState,
+    key: &ApiKey,
+    seen: KeySeen,
+    payload: Payload,
+) -> (Result<Run, CreateFailure>, Payload) {
+    if let Err(e) = service::check_quota(key) {
+        return (Err(CreateFailure::NotStarted(e)), payload);
+    }
+    let body = match payload {
+        Payload::Unread(body) => match read_body(body, state.config.body_limit()).await {
+            Ok(body) => body,
+            Err(e) => {
+                let e = e.into_api(ErrorCode::InvalidJson);
+                return (
+                    Err(CreateFailure::NotStarted(e.clone())),
+                    Payload::Refused(e),
+                );
+            }
+        },
+        Payload::Read(body) => body,
+        Payload::Refused(e) => {
+            return (
+                Err(CreateFailure::NotStarted(e.clone())),
+                Payload::Refused(e),
+            );
+        }
+    };
+    let created = service::create_run(state.store.as_ref(), &state.catalog, key, seen, &body).await;
+    (created, Payload::Read(body))
 }
 
 /// `Prefer: wait`: the run, created and committed, once it is terminal or when `wait` has
