@@ -9,12 +9,14 @@ use crate::run::NewRun;
 use crate::store::CreateRunError;
 
 /// The key's checks (steps before the balance): the key, as it stands now, is usable by the run's
-/// account at the run's time, its quota has room and its spend limit takes the price. A run
+/// account at the run's time, its quota has room and its spend limit takes the price. The run's
+/// test flag must be the key's (it decided the price and whether a provider is called). A run
 /// authenticated from a remembered copy of the key ([`NewRun::key_remembered`]) also needs the
 /// key to have no IP allowlist: the request's address was not checked against the current one.
 pub fn check_key(key: &ApiKey, run: &NewRun) -> Result<(), CreateRunError> {
     if !key.is_usable(run.created_at)
         || key.account_id != run.account_id
+        || key.test != run.test
         || (run.key_remembered && !key.allow_ips.is_empty())
     {
         return Err(CreateRunError::KeyNotUsable);
@@ -164,5 +166,23 @@ mod tests {
         ));
         // A key read for the request had its allowlist checked then.
         assert!(check_key(&k, &run(1)).is_ok());
+    }
+
+    /// A run made as a test key's (free, simulated) needs a test key, and the other way round.
+    #[test]
+    fn the_run_and_the_key_agree_on_test() {
+        let mut k = key(None, None);
+        let mut test_run = run(0);
+        test_run.test = true;
+        assert!(matches!(
+            check_key(&k, &test_run),
+            Err(CreateRunError::KeyNotUsable)
+        ));
+        k.test = true;
+        assert!(check_key(&k, &test_run).is_ok());
+        assert!(matches!(
+            check_key(&k, &run(1)),
+            Err(CreateRunError::KeyNotUsable)
+        ));
     }
 }

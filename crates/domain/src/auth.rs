@@ -107,44 +107,81 @@ const RECENT_KEYS_MAX: usize = 65_536;
 /// current: its id, whether it is usable, and its allowlist (its account and test flag never
 /// change). A key read again with those unchanged only has its time renewed (every create
 /// changes its spend and count): a request costs no copy of the key here. So the copy's spend,
-/// quota and limits may be old: a check made on them is redone on the key's row.
+/// quota and limits may be old: a create does not trust them (its store transaction checks
+/// them on the row), and a create they refused is answered from the row. A create refused in
+/// any way forgets the copy, so that the next request reads the row and copies it again.
+///
+/// A key read by a path that may leave columns out ([`crate::store::Store::key_and_run`]) is
+/// remembered as partial: it serves the early refusal, never a create.
 #[derive(Default)]
 pub struct RecentKeys {
-    keys: std::sync::Mutex<
-        std::collections::HashMap<String, (std::sync::Arc<ApiKey>, std::time::Instant)>,
-    >,
+    keys: std::sync::Mutex<std::collections::HashMap<String, Remembered>>,
+}
+
+/// A remembered key: the copy, when it was last read, and whether every column was read.
+struct Remembered {
+    key: std::sync::Arc<ApiKey>,
+    at: std::time::Instant,
+    whole: bool,
 }
 
 impl RecentKeys {
-    /// The remembered key with this hash, unless it is older than [`RECENT_KEY_TTL`]. Only its
-    /// id, usability and allowlist are current (see [`RecentKeys`]).
+    /// The remembered key with this hash, whole or partial, unless it is older than
+    /// [`RECENT_KEY_TTL`]. Only its id, usability and allowlist are current (see
+    /// [`RecentKeys`]).
     pub fn get(&self, hash: &KeyHash) -> Option<std::sync::Arc<ApiKey>> {
+        self.find(hash, false)
+    }
+
+    /// [`RecentKeys::get`], for a copy read whole (every column): its account and test flag
+    /// are the row's.
+    pub fn get_whole(&self, hash: &KeyHash) -> Option<std::sync::Arc<ApiKey>> {
+        self.find(hash, true)
+    }
+
+    fn find(&self, hash: &KeyHash, whole: bool) -> Option<std::sync::Arc<ApiKey>> {
         let keys = self
             .keys
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         keys.get(&hash.0)
-            .filter(|(_, at)| at.elapsed() < RECENT_KEY_TTL)
-            .map(|(key, _)| key.clone())
+            .filter(|r| r.at.elapsed() < RECENT_KEY_TTL && (r.whole || !whole))
+            .map(|r| r.key.clone())
     }
 
-    /// Remembers a key just read from the store.
-    pub fn put(&self, key: &ApiKey) {
+    /// Remembers a key just read from the store; `whole` when every column was read.
+    pub fn put(&self, key: &ApiKey, whole: bool) {
         let now = std::time::Instant::now();
         let mut keys = self
             .keys
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((known, at)) = keys.get_mut(&key.hash.0)
-            && same_for_refusal(known, key)
+        if let Some(known) = keys.get_mut(&key.hash.0)
+            && same_for_refusal(&known.key, key)
+            && (known.whole || !whole)
         {
-            *at = now;
+            known.at = now;
             return;
         }
         if keys.len() >= RECENT_KEYS_MAX && !keys.contains_key(&key.hash.0) {
             keys.clear();
         }
-        keys.insert(key.hash.0.clone(), (std::sync::Arc::new(key.clone()), now));
+        keys.insert(
+            key.hash.0.clone(),
+            Remembered {
+                key: std::sync::Arc::new(key.clone()),
+                at: now,
+                whole,
+            },
+        );
+    }
+
+    /// Forgets the key with this hash: the next request reads its row.
+    pub fn forget(&self, hash: &KeyHash) {
+        self.keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&hash.0);
     }
 }
 
@@ -188,11 +225,11 @@ mod tests {
     fn recent_keys_copy_a_key_only_when_what_the_refusal_reads_changed() {
         let recent = RecentKeys::default();
         let mut k = key();
-        recent.put(&k);
+        recent.put(&k, true);
         let first = recent.get(&k.hash).unwrap();
         k.spent = crate::money::Millicents(500);
         k.runs_created = 7;
-        recent.put(&k);
+        recent.put(&k, true);
         assert!(std::sync::Arc::ptr_eq(
             &first,
             &recent.get(&k.hash).unwrap()
@@ -206,11 +243,33 @@ mod tests {
         ] {
             let mut changed = key();
             change(&mut changed);
-            recent.put(&changed);
+            recent.put(&changed, true);
             assert_eq!(*recent.get(&k.hash).unwrap(), changed);
-            recent.put(&key());
+            recent.put(&key(), true);
             assert_eq!(*recent.get(&k.hash).unwrap(), key());
         }
+    }
+
+    /// A copy read partially (some columns left out) serves the early refusal but never a
+    /// create, does not replace a whole copy that agrees with it (only renews it), and is
+    /// replaced by a whole read. A forgotten key is not remembered at all.
+    #[test]
+    fn partial_copies_never_serve_a_create() {
+        let recent = RecentKeys::default();
+        let mut partial = key();
+        partial.test = false;
+        partial.quota = None;
+        let mut whole = key();
+        whole.test = true;
+        recent.put(&partial, false);
+        assert!(recent.get(&whole.hash).is_some());
+        assert!(recent.get_whole(&whole.hash).is_none());
+        recent.put(&whole, true);
+        assert!(recent.get_whole(&whole.hash).unwrap().test);
+        recent.put(&partial, false);
+        assert!(recent.get_whole(&whole.hash).unwrap().test, "kept whole");
+        recent.forget(&whole.hash);
+        assert!(recent.get(&whole.hash).is_none());
     }
 
     /// A key read again is remembered for another [`RECENT_KEY_TTL`] from then, also when its
@@ -222,11 +281,11 @@ mod tests {
             let recent = RecentKeys::default();
             let mut k = key();
             let first = std::time::Instant::now();
-            recent.put(&k);
+            recent.put(&k, true);
             std::thread::sleep(RECENT_KEY_TTL * 6 / 10);
             let renewed = std::time::Instant::now();
             k.runs_created = 1;
-            recent.put(&k);
+            recent.put(&k, true);
             std::thread::sleep(RECENT_KEY_TTL * 6 / 10);
             let got = recent.get(&k.hash);
             if renewed.elapsed() >= RECENT_KEY_TTL {

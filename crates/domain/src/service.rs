@@ -144,7 +144,9 @@ pub enum CreateFailure {
     /// done.
     NotStarted(ApiError),
     /// The money checks refused it (in the store's transaction, or on the key's snapshot
-    /// before it): nothing was done, and the same request would be refused again.
+    /// before it), or the store's check of the key did: nothing was done. The same request
+    /// would be refused again, except one whose key was remembered (`auth::KeySeen`): the HTTP
+    /// create answers that from the key's row.
     Refused(ApiError),
     /// The store failed: the run may or may not have been created (a lost commit answer).
     Failed(ApiError),
@@ -197,8 +199,9 @@ async fn create(
     } else {
         req.price
     };
-    // Step 11 early on the snapshot (the store re-checks it atomically).
-    if key.would_pass_spend_limit(price) {
+    // Step 11 early on the snapshot (the store re-checks it atomically). Not on a remembered
+    // copy, whose spend and limit may be old: the store's check is the answer then.
+    if seen == KeySeen::Read && key.would_pass_spend_limit(price) {
         return Err(CreateFailure::Refused(ErrorCode::SpendLimitExceeded.into()));
     }
     let new = NewRun {

@@ -304,8 +304,9 @@ pub trait Store: Send + Sync + 'static {
     /// The GET path's two reads at once: the key with this hash (as [`Store::key_by_hash`]) and,
     /// when there is one, the run `run_id` if it belongs to the key's account. A store may answer
     /// both with one statement, and may leave out of the key what authenticating a read does not
-    /// look at (its name, spend, quota and usage counts: the PostgreSQL store does); callers use
-    /// only its identity, state, expiry, IP allowlist and last use.
+    /// look at (its name, test flag, spend, quota and usage counts: the PostgreSQL store does);
+    /// callers use only its identity, state, expiry, IP allowlist and last use (such a key is
+    /// remembered as partial: `auth::RecentKeys`).
     async fn key_and_run(
         &self,
         hash: &KeyHash,

@@ -56,6 +56,11 @@ struct ClaimLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyLabels {
+    key: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LimiterLabels {
     limiter: String,
 }
@@ -79,6 +84,7 @@ pub struct Prometheus {
     provider_seconds: Histograms<RunLabels>,
     provider_errors: Family<ProviderErrorLabels, Counter>,
     rate_limited: Family<LimiterLabels, Counter>,
+    create_keys: Family<KeyLabels, Counter>,
     webhook_deliveries: Family<OutcomeLabels, Counter>,
     queued: Gauge,
     executing: Gauge,
@@ -145,6 +151,14 @@ impl Prometheus {
             "Requests refused by a rate limit, by limiter (runs, auth, session, uploads)",
             rate_limited.clone(),
         );
+        let create_keys = Family::default();
+        registry.register(
+            "create_key_checks",
+            "Creates without an idempotency key, by how their key was authenticated: read (its \
+             row) or remembered (this node's copy of it, read within the last second; the \
+             create's transaction checks the key on the row it locks)",
+            create_keys.clone(),
+        );
         let webhook_deliveries = Family::default();
         registry.register(
             "webhook_delivery_attempts",
@@ -180,6 +194,7 @@ impl Prometheus {
             provider_seconds,
             provider_errors,
             rate_limited,
+            create_keys,
             webhook_deliveries,
             queued,
             executing,
@@ -226,6 +241,15 @@ impl Metrics for Prometheus {
                 limiter: limiter.to_owned(),
             })
             .inc();
+    }
+
+    fn create_key(&self, seen: &str) {
+        let key = if seen == "remembered" {
+            "remembered"
+        } else {
+            "read"
+        };
+        self.create_keys.get_or_create(&KeyLabels { key }).inc();
     }
 
     fn run_created(&self, model: &str) {

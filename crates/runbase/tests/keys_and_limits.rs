@@ -267,55 +267,85 @@ async fn usage_quota() {
 
 /// A create may be authenticated from the copy of its key this node read within the last second,
 /// without reading the key's row (`KeySeen::Remembered`). Its store transaction checks the key on
-/// the row it locks, and any answer but the run created is given from the key's row. Each change
-/// below comes right after a read of the key (a GET, which renews the copy), and is followed by a
-/// create that the copy alone would have let through or refused wrongly.
+/// the row it locks, and any answer the copy could have got wrong is given from the key's row.
+/// Each change below comes right after a read of the key (a GET, which copies it), and is followed
+/// by a create that the copy alone would have let through or refused wrongly. The metrics count
+/// the creates made on a copy, so each step also checks that it took that path (unless the
+/// machine took longer than the copy lives, which it reports).
 #[tokio::test]
 async fn a_create_on_a_remembered_key_is_answered_from_the_key_row() {
-    let s = Server::start();
+    let at = common::free_address();
+    let s = Server::start_with(&[("RUNBASE_METRICS_LISTEN", at.as_str())]);
+    let metrics = format!("http://{at}/metrics");
     s.account("remembered@example.com", 100);
     let c = s.client();
     let key = s.key("remembered@example.com", &["--quota", "1"]);
-    let prime = || async { assert_eq!(c.get(Some(&key), "/api/v1/runs").await.status, 200) };
+    let remembered = || async {
+        common::sample(
+            &common::scrape(&metrics).await,
+            r#"runbase_create_key_checks_total{key="remembered"}"#,
+        )
+        .unwrap_or(0.0)
+    };
+    // Reads the key (copying it whole), then makes `change`; gives what `took` needs.
+    let primed = |change: &'static [&'static str]| {
+        let (c, s, key) = (&c, &s, &key);
+        async move {
+            let before = remembered().await;
+            let at = std::time::Instant::now();
+            assert_eq!(c.get(Some(key), "/api/v1/runs").await.status, 200);
+            let mut args = change.to_vec();
+            let i = args.iter().position(|a| *a == "KEY").unwrap();
+            args[i] = key;
+            s.cli(&args);
+            (before, at)
+        }
+    };
+    // Checks that the create after `primed` was made on the copy, when it could have been.
+    let took = |(before, at): (f64, std::time::Instant)| async move {
+        let elapsed = at.elapsed();
+        if elapsed < std::time::Duration::from_millis(800) {
+            assert_eq!(remembered().await, before + 1.0, "made on the copy");
+        } else {
+            eprintln!("the step took {elapsed:?}: the copy may have run out, not checked");
+        }
+    };
 
     // An allowlist added since: the store refuses, and the answer is the row's.
-    prime().await;
-    s.cli(&["keys", "update", &key, "--allow-ip", "10.1.2.3"]);
+    let step = primed(&["keys", "update", "KEY", "--allow-ip", "10.1.2.3"]).await;
     c.create(&key, echo())
         .await
         .assert_error(403, "ip_not_allowed");
+    took(step).await;
     s.cli(&["keys", "update", &key, "--clear-allow-ips"]);
 
-    // Disabled since: a create, and one whose body is bad, are both answered 401.
-    prime().await;
-    s.cli(&["keys", "disable", &key]);
-    c.create(&key, echo())
-        .await
-        .assert_error(401, "invalid_api_key");
+    // Disabled since: a create whose body is bad, and then a good one, are answered 401.
+    let step = primed(&["keys", "disable", "KEY"]).await;
     c.post_raw(Some(&key), "/api/v1/runs", "{bad json")
         .await
         .assert_error(401, "invalid_api_key");
+    took(step).await;
     s.cli(&["keys", "enable", &key]);
+    let step = primed(&["keys", "disable", "KEY"]).await;
+    c.create(&key, echo())
+        .await
+        .assert_error(401, "invalid_api_key");
+    took(step).await;
 
-    // Quota 1: the copy was read before the run that used it, the store refuses the next one.
-    prime().await;
+    // Quota 1: the copy was read before the run that used it up; the store refuses the next.
+    s.cli(&["keys", "enable", &key]);
+    let step = primed(&["keys", "update", "KEY", "--name", "renamed"]).await;
     assert_eq!(c.create(&key, echo()).await.status, 201);
+    took(step).await;
     c.create(&key, echo())
         .await
         .assert_error(429, "USAGE_EXCEEDED");
 
-    // A copy read once the quota was used up (an expiry set makes the node copy the key again),
-    // then the quota raised: the copy refuses, the row admits.
-    s.cli(&[
-        "keys",
-        "update",
-        &key,
-        "--expires-at",
-        "2099-01-01T00:00:00Z",
-    ]);
-    prime().await;
-    s.cli(&["keys", "update", &key, "--quota", "2"]);
+    // A copy read once the quota was used up, then the quota raised: the copy refuses, the row
+    // admits.
+    let step = primed(&["keys", "update", "KEY", "--quota", "2"]).await;
     assert_eq!(c.create(&key, echo()).await.status, 201);
+    took(step).await;
     c.create(&key, echo())
         .await
         .assert_error(429, "USAGE_EXCEEDED");
@@ -325,6 +355,38 @@ async fn a_create_on_a_remembered_key_is_answered_from_the_key_row() {
     assert_eq!(
         s.count("SELECT count(*) FROM ledger WHERE kind = 'run_charge'"),
         2
+    );
+}
+
+/// A key read with a run (GET of a run by id) may be read partially (on PostgreSQL: no test
+/// flag, no quota). Such a copy never authenticates a create: a test key's create right after it
+/// is a test run, free, never a charged one.
+#[tokio::test]
+async fn a_partial_copy_of_a_key_never_makes_a_create() {
+    let s = Server::start();
+    s.account("partial@example.com", 100);
+    let c = s.client();
+    let live = s.key("partial@example.com", &[]);
+    let created = c.create(&live, echo()).await;
+    assert_eq!(created.status, 201);
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    let test = s.key("partial@example.com", &["--test"]);
+    let read = c.run(&test, &id).await.status;
+    assert!(read == 200 || read == 404, "{read}");
+    let run = c.create(&test, echo()).await;
+    assert_eq!(run.status, 201, "{}", run.body);
+    let test_id = run.body["id"].as_str().unwrap();
+    assert_eq!(
+        s.count(&format!(
+            "SELECT count(*) FROM runs WHERE id = '{test_id}' AND test"
+        )),
+        1
+    );
+    assert_eq!(
+        s.count(&format!(
+            "SELECT count(*) FROM ledger WHERE run_id = '{test_id}'"
+        )),
+        0
     );
 }
 

@@ -5,36 +5,8 @@
 #![allow(clippy::unwrap_used, reason = "tests may unwrap")]
 
 mod common;
-use common::Server;
+use common::{Server, free_address, sample, scrape};
 use serde_json::json;
-
-/// The value of the sample `name{labels}` (labels as written in the exposition, in order).
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
-/// A free address for the metrics port, found by binding and letting go.
-fn free_address() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    format!("127.0.0.1:{port}")
-}
-
-/// The metrics port's text exposition.
-async fn scrape(metrics_url: &str) -> String {
-    reqwest::get(metrics_url)
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
 
 /// A new account with a key, and one echo run of it created and waited for to its end.
 async fn echo_run(server: &Server, email: &str) -> (String, String) {

@@ -2,7 +2,8 @@
 //! hash, and for a run's GET the run with it (`Store::key_by_hash`, `Store::key_and_run`).
 //!
 //! Every request reads its key's current row (a disabled key fails on the very next request,
-//! on any node), so this is a statement per request. Under load, the requests waiting at one
+//! on any node), so this is a statement per request; a create may be checked on the row its
+//! transaction locks instead (`auth::KeySeen::Remembered`). Under load, the requests waiting at one
 //! moment are read with one statement over arrays of hashes (and run ids), in one round trip:
 //! PostgreSQL's cost per statement (a backend woken, a protocol exchange, an executor started)
 //! is paid once per batch instead of once per request. A batch of one uses the single-row

@@ -68,8 +68,9 @@ pub const KEY_AUTH_COL_COUNT: usize = 8;
 
 /// A key read for authentication only (`Store::key_and_run`: GET of a run and its event
 /// stream): what steps 1–3, the limiter and a stream's slot read (usable, allowlist, last use,
-/// id and account) is the row's; the rest is left empty (no name, no spend, no quota), since
-/// those paths show and check none of it. Each column of a statement costs PostgreSQL work on
+/// id and account) is the row's; the rest is left empty (no name, no test flag, no spend, no
+/// quota), since those paths show and check none of it (and the HTTP layer remembers such a key
+/// as partial, never to authenticate a create with: `auth::RecentKeys`). Each column of a statement costs PostgreSQL work on
 /// every execution (its projection and result descriptor are built per execution), so they
 /// read these 8 of the key's 16.
 pub fn api_key_for_auth(r: &Row) -> Result<ApiKey, Error> {

@@ -51,7 +51,14 @@ pub async fn authenticate(
         .key_by_hash(&hash)
         .await
         .map_err(service::internal)?;
-    admit_key(state, headers, peer, auth::usable(found, &hash, now)?, now)
+    admit_key(
+        state,
+        headers,
+        peer,
+        auth::usable(found, &hash, now)?,
+        now,
+        true,
+    )
 }
 
 fn auth_header(headers: &HeaderMap) -> Option<&str> {
@@ -60,14 +67,16 @@ fn auth_header(headers: &HeaderMap) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
 }
 
-/// Step 3 for a usable key just read: the allowlist. Records the key's use, and remembers it
-/// for [`authorize_runs_and_read`]'s early refusal.
+/// Step 3 for a usable key just read (`whole`: every column of it): the allowlist. Records the
+/// key's use, and remembers it for [`authorize_runs_and_read`]'s early refusal and, read whole,
+/// for [`authorize_create`].
 fn admit_key(
     state: &AppState,
     headers: &HeaderMap,
     peer: Option<std::net::IpAddr>,
     key: ApiKey,
     now: Timestamp,
+    whole: bool,
 ) -> Result<ApiKey, ApiError> {
     check_ip(state, headers, peer, &key)?;
     if auth::should_touch(&key, now) {
@@ -79,7 +88,7 @@ fn admit_key(
             }
         });
     }
-    state.recent_keys.put(&key);
+    state.recent_keys.put(&key, whole);
     Ok(key)
 }
 
@@ -131,6 +140,10 @@ pub async fn authorize_runs_and_read(
 }
 
 /// A create's key: read for the request, or this node's remembered copy ([`KeySeen`]).
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per create, on its task's stack; boxing the read key would cost an allocation"
+)]
 pub enum CreateKey {
     Read(ApiKey),
     Remembered(std::sync::Arc<ApiKey>),
@@ -156,13 +169,13 @@ impl std::ops::Deref for CreateKey {
     }
 }
 
-/// [`authorize_runs`] for a create without an idempotency key. A key this node read within
+/// [`authorize_runs`] for a create without an idempotency key. A key this node read whole within
 /// [`auth::RECENT_KEY_TTL`] whose copy is usable and has no IP allowlist is taken as it is
 /// remembered ([`KeySeen::Remembered`]) once the limiter admits it, without reading its row. A
 /// create has the key's row read anyway: its store transaction locks the row and checks the key
-/// on it ([`runbase_domain::run::NewRun::key_remembered`]), and `runs::create` reads the row
-/// before it gives any answer but the run created. So a disabled key still fails on its very
-/// next request, and a create costs one read of the key instead of two.
+/// on it ([`runbase_domain::run::NewRun::key_remembered`]), and `runs::create` answers anything
+/// the copy could have got wrong from the row. So a disabled key still fails on its very next
+/// request, and a create costs one read of the key instead of two.
 pub async fn authorize_create(
     state: &AppState,
     headers: &HeaderMap,
@@ -170,7 +183,7 @@ pub async fn authorize_create(
 ) -> Result<(CreateKey, RateDecision), Response> {
     let now = Timestamp::now();
     let hash = auth::key_hash(auth_header(headers)).map_err(refuse)?;
-    if let Some(recent) = state.recent_keys.get(&hash)
+    if let Some(recent) = state.recent_keys.get_whole(&hash)
         && recent.is_usable(now)
         && recent.allow_ips.is_empty()
     {
@@ -214,7 +227,8 @@ async fn authorize_hashed(
     }
     .map_err(|e| refuse(service::internal(e)))?;
     let key = auth::usable(found, hash, now)
-        .and_then(|key| admit_key(state, headers, peer, key, now))
+        // `key_and_run` may leave columns out of the key (`Store::key_and_run`).
+        .and_then(|key| admit_key(state, headers, peer, key, now, run_id.is_none()))
         .map_err(refuse)?;
     let decision = match decided {
         Some((recent, decision)) if recent.id == key.id => decision,

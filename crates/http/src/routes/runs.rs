@@ -84,9 +84,10 @@ pub async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    // Steps 1-5 before a byte of the body is read: an unauthenticated upload costs nothing. A
-    // create with an idempotency key may be answered from what was recorded, without the
-    // store's check of the key, so it always reads the key.
+    // Steps 1-5 before a byte of the body is read: an unauthenticated upload costs nothing
+    // (a key disabled within the last second may have its body read before its 401: see
+    // `authorize_create`). A create with an idempotency key may be answered from what was
+    // recorded, without the store's check of the key, so it always reads the key.
     let authorized = if headers.contains_key(idempotency::HEADER) {
         authorize_runs(&state, &headers, peer)
             .await
@@ -152,20 +153,34 @@ pub async fn create(
             Err(e) => with_rate_headers(HttpError(e), &rate),
         };
     }
+    state.metrics.create_key(match key.seen() {
+        KeySeen::Read => "read",
+        KeySeen::Remembered => "remembered",
+    });
     let (mut result, mut payload) =
         plain_create(&state, &key, key.seen(), Payload::Unread(body)).await;
-    // Anything but the run created, for a remembered key, is answered from the key's row: the
-    // key may have been disabled, given an allowlist, or its limits changed since its copy was
-    // read (that copy's spend and limits may be older still). Nothing was created.
-    if let (
-        CreateKey::Remembered(_),
-        Err(CreateFailure::NotStarted(_) | CreateFailure::Refused(_)),
-    ) = (&key, &result)
+    if let CreateKey::Remembered(copy) = &key
+        && result.is_err()
     {
-        (result, payload) = match authenticate(&state, &headers, peer).await {
-            Ok(read) => plain_create(&state, &read, KeySeen::Read, payload).await,
-            Err(e) => (Err(CreateFailure::NotStarted(e)), payload),
+        // The copy's figures may be what refused it: the next request reads the row.
+        state.recent_keys.forget(&copy.hash);
+        // Refused before the store (the quota on the copy, the body), or by the store's check
+        // of the key: the key may have been disabled, limited or given an allowlist since its
+        // copy was read, so the answer is the row's, read now, and the create is made again
+        // if the row lets it. Nothing was created. The store's money checks (quota, spend
+        // limit, balance) were made on the locked row, which the store found usable and
+        // without an allowlist: theirs is the row's answer already.
+        let from_row = match &result {
+            Err(CreateFailure::NotStarted(_)) => true,
+            Err(CreateFailure::Refused(e)) => e.code == ErrorCode::InvalidApiKey,
+            _ => false,
         };
+        if from_row {
+            (result, payload) = match authenticate(&state, &headers, peer).await {
+                Ok(read) => plain_create(&state, &read, KeySeen::Read, payload).await,
+                Err(e) => (Err(CreateFailure::NotStarted(e)), payload),
+            };
+        }
     }
     if let Payload::Unread(body) = payload {
         discard(body, state.config.body_limit());

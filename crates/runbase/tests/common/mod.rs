@@ -553,3 +553,30 @@ mod reqwest {
             .ok_or_else(|| std::io::Error::other("bad response"))
     }
 }
+
+/// The value of the sample `name{labels}` (labels as written in the exposition, in order).
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A free address for the metrics port, found by binding and letting go.
+pub fn free_address() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+/// The metrics port's text exposition.
+pub async fn scrape(metrics_url: &str) -> String {
+    reqwest::get(metrics_url)
+        .await
+        .expect("the metrics port answers")
+        .text()
+        .await
+        .expect("the metrics text")
+}
