@@ -109,7 +109,8 @@ const RECENT_KEYS_MAX: usize = 65_536;
 /// changes its spend and count): a request costs no copy of the key here. So the copy's spend,
 /// quota and limits may be old: a create does not trust them (its store transaction checks
 /// them on the row), and a create they refused is answered from the row. A create refused in
-/// any way forgets the copy, so that the next request reads the row and copies it again.
+/// any way forgets the copy, so that the row read next (for that answer, or by the next
+/// request) is copied afresh.
 ///
 /// A key read by a path that may leave columns out ([`crate::store::Store::key_and_run`]) is
 /// remembered as partial: it serves the early refusal, never a create.

@@ -144,9 +144,9 @@ pub enum CreateFailure {
     /// done.
     NotStarted(ApiError),
     /// The money checks refused it (in the store's transaction, or on the key's snapshot
-    /// before it), or the store's check of the key did: nothing was done. The same request
-    /// would be refused again, except one whose key was remembered (`auth::KeySeen`): the HTTP
-    /// create answers that from the key's row.
+    /// before it), or the store's check of the key did: nothing was done, and the same request
+    /// would be refused again. (A refusal by the store's check of a remembered key
+    /// (`auth::KeySeen`) is answered by the HTTP create from the key's row.)
     Refused(ApiError),
     /// The store failed: the run may or may not have been created (a lost commit answer).
     Failed(ApiError),
@@ -199,10 +199,15 @@ async fn create(
     } else {
         req.price
     };
-    // Step 11 early on the snapshot (the store re-checks it atomically). Not on a remembered
-    // copy, whose spend and limit may be old: the store's check is the answer then.
-    if seen == KeySeen::Read && key.would_pass_spend_limit(price) {
-        return Err(CreateFailure::Refused(ErrorCode::SpendLimitExceeded.into()));
+    // Step 11 early on the snapshot (the store re-checks it atomically). A remembered copy's
+    // spend and limit may be old: its refusal is only a reason to read the key's row
+    // (`NotStarted`: nothing was done), which the HTTP create answers from.
+    if key.would_pass_spend_limit(price) {
+        let e = ErrorCode::SpendLimitExceeded.into();
+        return Err(match seen {
+            KeySeen::Read => CreateFailure::Refused(e),
+            KeySeen::Remembered => CreateFailure::NotStarted(e),
+        });
     }
     let new = NewRun {
         id: run_id,

@@ -350,11 +350,32 @@ async fn a_create_on_a_remembered_key_is_answered_from_the_key_row() {
         .await
         .assert_error(429, "USAGE_EXCEEDED");
 
-    // Two runs, each charged once; nothing for the refused creates.
-    assert_eq!(s.count("SELECT count(*) FROM runs"), 2);
+    // A spend limit met (the store refuses: its answer stands, and the copy is dropped), copied
+    // afresh, then raised: the copy refuses, the row admits.
+    s.cli(&[
+        "keys",
+        "update",
+        &key,
+        "--no-quota",
+        "--spend-limit-cents",
+        "3",
+    ]);
+    assert_eq!(c.create(&key, echo()).await.status, 201);
+    c.create(&key, echo())
+        .await
+        .assert_error(403, "api_key_spend_limit_exceeded");
+    let step = primed(&["keys", "update", "KEY", "--spend-limit-cents", "4"]).await;
+    assert_eq!(c.create(&key, echo()).await.status, 201);
+    took(step).await;
+    c.create(&key, echo())
+        .await
+        .assert_error(403, "api_key_spend_limit_exceeded");
+
+    // Four runs, each charged once; nothing for the refused creates.
+    assert_eq!(s.count("SELECT count(*) FROM runs"), 4);
     assert_eq!(
         s.count("SELECT count(*) FROM ledger WHERE kind = 'run_charge'"),
-        2
+        4
     );
 }
 
@@ -363,7 +384,20 @@ async fn a_create_on_a_remembered_key_is_answered_from_the_key_row() {
 /// is a test run, free, never a charged one.
 #[tokio::test]
 async fn a_partial_copy_of_a_key_never_makes_a_create() {
-    let s = Server::start();
+    let at = common::free_address();
+    let s = Server::start_with(&[("RUNBASE_METRICS_LISTEN", at.as_str())]);
+    let metrics = format!("http://{at}/metrics");
+    let checks = || async {
+        let text = common::scrape(&metrics).await;
+        let n = |seen: &str| {
+            common::sample(
+                &text,
+                &format!("runbase_create_key_checks_total{{key=\"{seen}\"}}"),
+            )
+            .unwrap_or(0.0)
+        };
+        (n("read"), n("remembered"))
+    };
     s.account("partial@example.com", 100);
     let c = s.client();
     let live = s.key("partial@example.com", &[]);
@@ -373,8 +407,11 @@ async fn a_partial_copy_of_a_key_never_makes_a_create() {
     let test = s.key("partial@example.com", &["--test"]);
     let read = c.run(&test, &id).await.status;
     assert!(read == 200 || read == 404, "{read}");
+    let (reads, remembered) = checks().await;
     let run = c.create(&test, echo()).await;
     assert_eq!(run.status, 201, "{}", run.body);
+    // Authenticated by reading the key, not from the copy the GET left.
+    assert_eq!(checks().await, (reads + 1.0, remembered));
     let test_id = run.body["id"].as_str().unwrap();
     assert_eq!(
         s.count(&format!(

@@ -92,6 +92,43 @@ async fn many_connections_creating_at_once_keep_balance_spend_limit_and_quota_ex
     f.check_invariants().await;
 }
 
+/// A create batch that lost its connection after sending its `COMMIT` settles its runs by
+/// looking for them, then making each alone; the commit may become visible only after that
+/// look. A run made alone that the batch did make is answered as created, once: not refused
+/// (here its own charge used the last cent, and its key's quota), and not made twice.
+#[tokio::test]
+async fn a_run_settled_alone_after_its_batch_committed_is_not_made_again() {
+    // 1 cent of credit; key 2 may make 25 runs.
+    let Some(f) = Fixture::new(Backend::Postgres, 1, 0, 25).await else {
+        return;
+    };
+    let pg = PgStore::connect(f.fresh.url.as_deref().unwrap())
+        .await
+        .unwrap();
+    let run = f.new_run(0, 1000);
+    let made = f.store.create_run(run.clone()).await.unwrap();
+    let again = runbase_store_postgres::testing::create_run_alone(&pg, &run)
+        .await
+        .unwrap();
+    assert_eq!(again.id, made.id);
+    let db = raw(f.fresh.url.as_deref().unwrap()).await;
+    let runs: i64 = db
+        .query_one("SELECT count(*) FROM runs", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(runs, 1);
+    let account = f.store.account(&f.account).await.unwrap().unwrap();
+    assert_eq!(account.balance, Millicents(0));
+    f.check_invariants().await;
+    // A run the batch did not make is still made alone, and still checked.
+    let refused = runbase_store_postgres::testing::create_run_alone(&pg, &f.new_run(0, 1000)).await;
+    assert!(
+        matches!(refused, Err(CreateRunError::InsufficientBalance)),
+        "{refused:?}"
+    );
+}
+
 #[tokio::test]
 async fn the_ledger_is_append_only_and_the_balance_never_negative_in_the_database() {
     let Some(f) = Fixture::new(Backend::Postgres, 5, 0, 0).await else {

@@ -584,6 +584,12 @@ impl PgStore {
 }
 
 /// Creates one run in its own transaction (a batch that failed is retried this way, run by run).
+///
+/// The batch may have committed after its caller looked for its runs (a connection lost once
+/// its `COMMIT` was sent). The batch held the run's key locked until it ended, so once this
+/// transaction has the key, the run is found if the batch made it, and answered as created:
+/// never refused (its own charge may be what a new check would refuse) and never made twice
+/// (a refusal of a remembered key's run is made again by the HTTP create).
 pub(crate) async fn create_run_alone(
     pool: &deadpool_postgres::Pool,
     run: &NewRun,
@@ -596,6 +602,23 @@ pub(crate) async fn create_run_alone(
          SET LOCAL idle_in_transaction_session_timeout = '10s'",
     )
     .await?;
+    // Two statements: the second's snapshot is taken once the first has the lock.
+    execute(
+        &tx,
+        "SELECT 1 FROM api_keys WHERE id = $1 FOR UPDATE",
+        &[&run.key_id],
+    )
+    .await?;
+    let made = query_opt(
+        &tx,
+        "SELECT 1 FROM runs WHERE id = $1 AND created_at = $2",
+        &[&run.id, &run.created_at.0],
+    )
+    .await?;
+    if made.is_some() {
+        tx.rollback().await?;
+        return Ok(Ok(run.pending()));
+    }
     let created = create_run_tx(&tx, run).await?;
     if created.is_ok() {
         tx.commit().await?;

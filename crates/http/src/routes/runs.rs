@@ -162,10 +162,11 @@ pub async fn create(
     if let CreateKey::Remembered(copy) = &key
         && result.is_err()
     {
-        // The copy's figures may be what refused it: the next request reads the row.
+        // The copy's figures may be what refused it: it is copied afresh from the row read
+        // next (below, or by the next request).
         state.recent_keys.forget(&copy.hash);
-        // Refused before the store (the quota on the copy, the body), or by the store's check
-        // of the key: the key may have been disabled, limited or given an allowlist since its
+        // Refused before the store (the quota or spend limit on the copy, the body), or by the
+        // store's check of the key: the key may have been disabled, limited or given an allowlist since its
         // copy was read, so the answer is the row's, read now, and the create is made again
         // if the row lets it. Nothing was created. The store's money checks (quota, spend
         // limit, balance) were made on the locked row, which the store found usable and
