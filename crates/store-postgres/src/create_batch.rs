@@ -203,7 +203,8 @@ async fn settle(
             outcomes.push(Ok(Ok(run.pending())));
             continue;
         }
-        let alone = tokio::time::timeout_at(deadline, create_run_alone(pool, run)).await;
+        let alone =
+            tokio::time::timeout_at(deadline, create_run_alone(pool, run, !rolled_back)).await;
         outcomes.push(match alone {
             Ok(Ok(created)) => Ok(created),
             Ok(Err(e)) => Err(e),

@@ -585,14 +585,17 @@ impl PgStore {
 
 /// Creates one run in its own transaction (a batch that failed is retried this way, run by run).
 ///
-/// The batch may have committed after its caller looked for its runs (a connection lost once
-/// its `COMMIT` was sent). The batch held the run's key locked until it ended, so once this
-/// transaction has the key, the run is found if the batch made it, and answered as created:
-/// never refused (its own charge may be what a new check would refuse) and never made twice
-/// (a refusal of a remembered key's run is made again by the HTTP create).
+/// With `unsettled`, the batch's outcome was unknown (a connection lost once its `COMMIT` was
+/// sent), and it may have committed after its caller looked for its runs. The batch held the
+/// run's key locked until it ended, so once this transaction has the key, the run is found if
+/// the batch made it (its id and creation time), and answered as created: never refused (its
+/// own charge may be what a new check would refuse) and never made twice (a refusal of a
+/// remembered key's run is made again by the HTTP create). A batch the server rolled back made
+/// nothing: a run of the same id found then is another request's, and the insert refuses it.
 pub(crate) async fn create_run_alone(
     pool: &deadpool_postgres::Pool,
     run: &NewRun,
+    unsettled: bool,
 ) -> Result<Result<Run, CreateRunError>, Error> {
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
@@ -602,22 +605,24 @@ pub(crate) async fn create_run_alone(
          SET LOCAL idle_in_transaction_session_timeout = '10s'",
     )
     .await?;
-    // Two statements: the second's snapshot is taken once the first has the lock.
-    execute(
-        &tx,
-        "SELECT 1 FROM api_keys WHERE id = $1 FOR UPDATE",
-        &[&run.key_id],
-    )
-    .await?;
-    let made = query_opt(
-        &tx,
-        "SELECT 1 FROM runs WHERE id = $1 AND created_at = $2",
-        &[&run.id, &run.created_at.0],
-    )
-    .await?;
-    if made.is_some() {
-        tx.rollback().await?;
-        return Ok(Ok(run.pending()));
+    if unsettled {
+        // Two statements: the second's snapshot is taken once the first has the lock.
+        execute(
+            &tx,
+            "SELECT 1 FROM api_keys WHERE id = $1 FOR UPDATE",
+            &[&run.key_id],
+        )
+        .await?;
+        let made = query_opt(
+            &tx,
+            "SELECT 1 FROM runs WHERE id = $1 AND created_at = $2",
+            &[&run.id, &run.created_at.0],
+        )
+        .await?;
+        if made.is_some() {
+            tx.rollback().await?;
+            return Ok(Ok(run.pending()));
+        }
     }
     let created = create_run_tx(&tx, run).await?;
     if created.is_ok() {

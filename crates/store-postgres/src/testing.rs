@@ -123,13 +123,13 @@ pub fn batched_read_statements() -> [&'static str; 2] {
     crate::key_reads::batch_statements()
 }
 
-/// Creates `run` the way a failed create batch settles it, alone in its own transaction
-/// (`create_batch::settle`).
+/// Creates `run` the way a create batch whose outcome was unknown settles it, alone in its own
+/// transaction (`create_batch::settle`).
 pub async fn create_run_alone(
     store: &crate::PgStore,
     run: &runbase_domain::run::NewRun,
 ) -> Result<runbase_domain::run::Run, runbase_domain::store::CreateRunError> {
-    match crate::store::create_run_alone(&store.pool, run).await {
+    match crate::store::create_run_alone(&store.pool, run, true).await {
         Ok(created) => created,
         Err(e) => Err(runbase_domain::store::CreateRunError::Store(e.into())),
     }
