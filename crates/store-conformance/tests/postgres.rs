@@ -95,24 +95,60 @@ async fn many_connections_creating_at_once_keep_balance_spend_limit_and_quota_ex
 /// A create batch that lost its connection after sending its `COMMIT` settles its runs by
 /// looking for them, then making each alone; the commit may become visible only after that
 /// look. A run made alone that the batch did make is answered as created, once: not refused
-/// (here its own charge used the last cent, and its key's quota), and not made twice.
+/// (here the batch's own charge used the last cent) and not made twice. The batch is played by
+/// a transaction of its own that holds the run's key, as a batch does, while the lone attempt
+/// starts, and commits only after.
 #[tokio::test]
 async fn a_run_settled_alone_after_its_batch_committed_is_not_made_again() {
-    // 1 cent of credit; key 2 may make 25 runs.
-    let Some(f) = Fixture::new(Backend::Postgres, 1, 0, 25).await else {
+    // 1 cent of credit.
+    let Some(f) = Fixture::new(Backend::Postgres, 1, 0, 0).await else {
         return;
     };
-    let pg = PgStore::connect(f.fresh.url.as_deref().unwrap())
-        .await
-        .unwrap();
+    let url = f.fresh.url.clone().unwrap();
+    let pg = Arc::new(PgStore::connect(&url).await.unwrap());
     let run = f.new_run(0, 1000);
-    let made = f.store.create_run(run.clone()).await.unwrap();
-    let again = runbase_store_postgres::testing::create_run_alone(&pg, &run)
+    let batch = raw(&url).await;
+    batch.batch_execute("BEGIN").await.unwrap();
+    batch
+        .execute(
+            "SELECT 1 FROM api_keys WHERE id = $1 FOR UPDATE",
+            &[&run.key_id],
+        )
         .await
         .unwrap();
-    assert_eq!(again.id, made.id);
-    let db = raw(f.fresh.url.as_deref().unwrap()).await;
-    let runs: i64 = db
+    batch
+        .execute(
+            "INSERT INTO runs (id, account_id, key_id, model, status, input, cost_millicents, created_at)
+             VALUES ($1, $2, $3, $4, 'pending', '{}', 1000, $5)",
+            &[&run.id, &run.account_id, &run.key_id, &run.model, &run.created_at.0],
+        )
+        .await
+        .unwrap();
+    batch
+        .batch_execute(&format!(
+            "UPDATE accounts SET balance_millicents = 0 WHERE id = '{}';
+             UPDATE api_keys SET spent_millicents = 1000, runs_created = 1 WHERE id = '{}';
+             INSERT INTO ledger (account_id, kind, amount_millicents, balance_after_millicents, run_id, key_id, memo, created_at)
+             VALUES ('{}', 'run_charge', -1000, 0, '{}', '{}', 'runbase/echo', {})",
+            run.account_id, run.key_id, run.account_id, run.id, run.key_id, run.created_at.0
+        ))
+        .await
+        .unwrap();
+    let alone = {
+        let (pg, run) = (pg.clone(), run.clone());
+        tokio::spawn(
+            async move { runbase_store_postgres::testing::create_run_alone(&pg, &run).await },
+        )
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !alone.is_finished(),
+        "the lone attempt waits for the run's key"
+    );
+    batch.batch_execute("COMMIT").await.unwrap();
+    let again = alone.await.unwrap().unwrap();
+    assert_eq!(again.id, run.id);
+    let runs: i64 = batch
         .query_one("SELECT count(*) FROM runs", &[])
         .await
         .unwrap()

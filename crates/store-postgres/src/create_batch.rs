@@ -146,8 +146,10 @@ const SETTLE_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// After a batch whose writes and `COMMIT` were sent failed: the runs that exist were committed
 /// (the batch is one transaction: all or none) and are answered as created; if none exist, the
-/// batch was rolled back (a bad row, a connection lost before the commit) and each run is tried
-/// alone, so one bad run cannot fail its neighbours. Bounded: a run not settled in
+/// batch was rolled back (a bad row, a connection lost before the commit) or its commit is not
+/// visible yet, and each run is tried alone, so one bad run cannot fail its neighbours (a lone
+/// attempt after an unknown outcome first waits for the batch's key lock and looks again:
+/// `store::create_run_alone`). Bounded: a run not settled in
 /// [`SETTLE_WITHIN`] is answered 500 ("may have happened"), never 503.
 ///
 /// Also says whether the batch was found committed.

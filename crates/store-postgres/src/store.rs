@@ -620,7 +620,8 @@ pub(crate) async fn create_run_alone(
         )
         .await?;
         if made.is_some() {
-            tx.rollback().await?;
+            // Made already: whatever becomes of this transaction (dropped, it is rolled back).
+            drop(tx.rollback().await);
             return Ok(Ok(run.pending()));
         }
     }
