@@ -15,9 +15,9 @@ pub trait Metrics: Send + Sync + 'static {
     fn rate_limited(&self, _limiter: &str) {}
     /// A run was created (charged and queued).
     fn run_created(&self, _model: &str) {}
-    /// A create without an idempotency key was authenticated: `read` (its key's row was read)
-    /// or `remembered` (this node's copy of the key was used: `auth::KeySeen::Remembered`).
-    fn create_key(&self, _seen: &str) {}
+    /// A create without an idempotency key was authenticated: from its key's row, read, or from
+    /// this node's copy of the key ([`crate::auth::KeySeen`]).
+    fn create_authenticated(&self, _seen: crate::auth::KeySeen) {}
     /// A worker asked the queue for `asked` runs and was given `got` (an idle worker asks once
     /// per poll interval or queue signal, not in a loop).
     fn queue_claimed(&self, _asked: u32, _got: u32) {}

@@ -11,6 +11,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use runbase_domain::auth::KeySeen;
 use runbase_domain::metrics::Metrics;
 use runbase_domain::store::Store;
 use std::sync::Arc;
@@ -243,11 +244,10 @@ impl Metrics for Prometheus {
             .inc();
     }
 
-    fn create_key(&self, seen: &str) {
-        let key = if seen == "remembered" {
-            "remembered"
-        } else {
-            "read"
+    fn create_authenticated(&self, seen: KeySeen) {
+        let key = match seen {
+            KeySeen::Read => "read",
+            KeySeen::Remembered => "remembered",
         };
         self.create_keys.get_or_create(&KeyLabels { key }).inc();
     }

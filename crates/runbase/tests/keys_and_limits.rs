@@ -310,6 +310,15 @@ async fn a_create_on_a_remembered_key_is_answered_from_the_key_row() {
             eprintln!("the step took {elapsed:?}: the copy may have run out, not checked");
         }
     };
+    // After `primed`: one create admitted on the copy, and the next refused with `code`.
+    let admits_one = |step, status: u16, code: &'static str| {
+        let (c, key, took) = (&c, &key, &took);
+        async move {
+            assert_eq!(c.create(key, echo()).await.status, 201);
+            took(step).await;
+            c.create(key, echo()).await.assert_error(status, code);
+        }
+    };
 
     // An allowlist added since: the store refuses, and the answer is the row's.
     let step = primed(&["keys", "update", "KEY", "--allow-ip", "10.1.2.3"]).await;
@@ -335,20 +344,12 @@ async fn a_create_on_a_remembered_key_is_answered_from_the_key_row() {
     // Quota 1: the copy was read before the run that used it up; the store refuses the next.
     s.cli(&["keys", "enable", &key]);
     let step = primed(&["keys", "update", "KEY", "--name", "renamed"]).await;
-    assert_eq!(c.create(&key, echo()).await.status, 201);
-    took(step).await;
-    c.create(&key, echo())
-        .await
-        .assert_error(429, "USAGE_EXCEEDED");
+    admits_one(step, 429, "USAGE_EXCEEDED").await;
 
     // A copy read once the quota was used up, then the quota raised: the copy refuses, the row
     // admits.
     let step = primed(&["keys", "update", "KEY", "--quota", "2"]).await;
-    assert_eq!(c.create(&key, echo()).await.status, 201);
-    took(step).await;
-    c.create(&key, echo())
-        .await
-        .assert_error(429, "USAGE_EXCEEDED");
+    admits_one(step, 429, "USAGE_EXCEEDED").await;
 
     // A spend limit met (the store refuses: its answer stands, and the copy is dropped), copied
     // afresh, then raised: the copy refuses, the row admits.
@@ -365,11 +366,7 @@ async fn a_create_on_a_remembered_key_is_answered_from_the_key_row() {
         .await
         .assert_error(403, "api_key_spend_limit_exceeded");
     let step = primed(&["keys", "update", "KEY", "--spend-limit-cents", "4"]).await;
-    assert_eq!(c.create(&key, echo()).await.status, 201);
-    took(step).await;
-    c.create(&key, echo())
-        .await
-        .assert_error(403, "api_key_spend_limit_exceeded");
+    admits_one(step, 403, "api_key_spend_limit_exceeded").await;
 
     // Four runs, each charged once; nothing for the refused creates.
     assert_eq!(s.count("SELECT count(*) FROM runs"), 4);

@@ -153,10 +153,7 @@ pub async fn create(
             Err(e) => with_rate_headers(HttpError(e), &rate),
         };
     }
-    state.metrics.create_key(match key.seen() {
-        KeySeen::Read => "read",
-        KeySeen::Remembered => "remembered",
-    });
+    state.metrics.create_authenticated(key.seen());
     let (mut result, mut payload) =
         plain_create(&state, &key, key.seen(), Payload::Unread(body)).await;
     if let CreateKey::Remembered(copy) = &key
