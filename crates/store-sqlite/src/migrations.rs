@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0008_idempotency.sql"),
     include_str!("../migrations/0009_uncredited_uploads.sql"),
     include_str!("../migrations/0010_webhooks.sql"),
+    include_str!("../migrations/0011_fewer_index_entries.sql"),
 ];
 
 /// Applies the migrations this database has not seen yet, each in its own transaction.
@@ -31,4 +32,74 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         tx.commit()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests may unwrap")]
+
+    use super::*;
+
+    fn migrated() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("runbase.db")).unwrap();
+        migrate(&mut conn).unwrap();
+        (dir, conn)
+    }
+
+    fn plan(conn: &Connection, sql: &str) -> String {
+        conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map(rusqlite::params_from_iter((0..sql.matches('?').count()).map(|_| 0)), |r| {
+                r.get::<_, String>(3)
+            })
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap()
+            .join("; ")
+    }
+
+    /// Migration 0011 dropped `runs_in_flight` and the ledger's per-kind run indexes: the
+    /// queries they served walk `runs_leases` and `ledger_run_lines`, not the tables.
+    #[test]
+    fn processing_runs_and_a_runs_ledger_lines_are_found_through_an_index() {
+        let (_dir, conn) = migrated();
+        for sql in [
+            "SELECT count(*) FROM runs WHERE status = 'processing'",
+            "SELECT id, attempts FROM runs WHERE status = 'processing'",
+            "SELECT id, attempts FROM runs WHERE status = 'processing' AND locked_until < ?1",
+        ] {
+            let plan = plan(&conn, sql);
+            assert!(plan.contains("USING INDEX runs_leases") || plan.contains("USING COVERING INDEX runs_leases"), "{sql}: {plan}");
+        }
+        let sql = format!("SELECT id FROM ledger {}", crate::store::RUN_LEDGER_WHERE);
+        let sql = sql.as_str();
+        let plan = plan(&conn, sql);
+        assert!(plan.contains("INDEX ledger_run_lines (run_id=?)"), "{sql}: {plan}");
+    }
+
+    /// One charge and one refund per run, whatever else the ledger holds.
+    #[test]
+    fn a_run_is_charged_once_and_refunded_once() {
+        let (_dir, conn) = migrated();
+        conn.execute(
+            "INSERT INTO accounts (id, email, balance_millicents, created_at) VALUES ('a', 'a@x', 0, 0)",
+            [],
+        )
+        .unwrap();
+        let line = |kind: &str, run: Option<&str>| {
+            conn.execute(
+                "INSERT INTO ledger (account_id, kind, amount_millicents, balance_after_millicents, run_id, created_at)
+                 VALUES ('a', ?1, 1, 1, ?2, 0)",
+                rusqlite::params![kind, run],
+            )
+        };
+        line("topup", None).unwrap();
+        line("topup", None).unwrap();
+        line("run_charge", Some("r1")).unwrap();
+        line("run_charge", Some("r2")).unwrap();
+        assert!(line("run_charge", Some("r1")).is_err(), "a second charge");
+        line("run_refund", Some("r1")).unwrap();
+        assert!(line("run_refund", Some("r1")).is_err(), "a second refund");
+    }
 }

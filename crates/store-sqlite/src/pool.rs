@@ -13,7 +13,20 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, oneshot};
 
-const WRITER_CACHE_KIB: i64 = 32 * 1024;
+/// The writer's page cache while the database file is under 1 GiB.
+///
+/// SQLite's B-tree balancing renumbers a page for a moment to the file's lock page (the page at
+/// 1 GiB, page 262,145 at 4 KiB, which never holds data). While the file is smaller than that,
+/// this leaves the page cache's highest page number past the end of the database, and every
+/// commit then trims the cache back to the database's size by walking its whole hash table
+/// (`pcache1TruncateUnsafe`). With a 32 MiB cache that walk was 9% of the writer's time at c64,
+/// and 0.9% with this one (BENCHMARKS.md, fifteenth session). Past 1 GiB the lock page is inside
+/// the file, no commit walks the cache, and the writer takes [`LARGE_WRITER_CACHE_KIB`] instead
+/// ([`crate::writer::CacheSize`]).
+pub(crate) const WRITER_CACHE_KIB: i64 = 4 * 1024;
+/// The writer's page cache once the database file is past 1 GiB: the hot index pages of a large
+/// database stay in memory.
+pub(crate) const LARGE_WRITER_CACHE_KIB: i64 = 32 * 1024;
 const READER_CACHE_KIB: i64 = 8 * 1024;
 
 /// How hard a commit tries to reach the disk.
@@ -93,8 +106,8 @@ fn open_conn(path: &Path, durability: Durability, cache_kib: i64) -> rusqlite::R
     // Savepoint sub-journals in memory: on disk they cost a pwrite per page a savepoint touches
     // (12% of the writer's time in a profile).
     conn.pragma_update(None, "temp_store", "MEMORY")?;
-    // Page cache (the default is 2 MiB): the writer's hot pages of runs, keys, accounts and the
-    // ledger's indexes stay in memory instead of being re-read after each commit.
+    // Page cache (SQLite's default is 2 MiB): the hot pages of runs, keys, accounts and the
+    // ledger's indexes stay in memory instead of being read again after each commit.
     conn.pragma_update(None, "cache_size", -cache_kib)?;
     // The writer still checkpoints after commits once the WAL holds 1000 pages (SQLite's default),
     // which is what lets the WAL start over; the checkpointer thread copies most pages before

@@ -20,6 +20,11 @@ use runbase_domain::uploads::{Upload, UploadQuota, UploadUsage};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use std::sync::Arc;
 
+/// How [`Store::run_ledger`] finds a run's lines. `+account_id`: through `ledger_run_lines` (a run
+/// has a line or two), never through `ledger_by_account`, which holds every line of the account
+/// and which the planner, without statistics, would pick for its order.
+pub(crate) const RUN_LEDGER_WHERE: &str = "WHERE run_id = ?1 AND +account_id = ?2 ORDER BY id";
+
 pub(crate) fn is_unique_violation(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation)
 }
@@ -487,9 +492,7 @@ impl Store for SqliteStore {
         run_id: &str,
     ) -> Result<Vec<LedgerEntry>, StoreError> {
         self.read(|c| {
-            c.prepare_cached(&format!(
-                "SELECT {LEDGER_COLS} FROM ledger WHERE run_id = ?1 AND account_id = ?2 ORDER BY id"
-            ))?
+            c.prepare_cached(&format!("SELECT {LEDGER_COLS} FROM ledger {RUN_LEDGER_WHERE}"))?
             .query_map([run_id, account_id], rows::ledger)?
             .collect()
         })
@@ -989,7 +992,7 @@ impl Store for SqliteStore {
     }
 
     async fn queue_depth(&self) -> Result<(u64, u64), StoreError> {
-        // Each count walks its partial index (`runs_queued`, `runs_in_flight`).
+        // Each count walks its partial index (`runs_queued`, `runs_leases`).
         let (pending, processing): (i64, i64) = self.read(|c| {
             c.prepare_cached(
                 "SELECT (SELECT count(*) FROM runs WHERE status = 'pending'),

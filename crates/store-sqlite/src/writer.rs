@@ -141,6 +141,7 @@ pub fn run(
     queue_signal: Arc<Notify>,
     mut linger: Linger,
 ) {
+    let mut cache = CacheSize::new(&conn);
     while let Ok(first) = rx.recv() {
         let mut batch = Vec::with_capacity(64);
         batch.push(first);
@@ -199,13 +200,69 @@ pub fn run(
         };
         if outcome.is_err() {
             let _ = exec(&conn, "ROLLBACK");
-        } else if queued {
-            queue_signal.notify_one();
+        } else {
+            if queued {
+                queue_signal.notify_one();
+            }
+            cache.committed(&conn);
         }
         for c in completions {
             c(outcome.clone());
         }
     }
+}
+
+/// The writer's page cache: small while the database file is under 1 GiB, large once it is past
+/// it ([`crate::pool::WRITER_CACHE_KIB`] says why).
+struct CacheSize {
+    large: bool,
+    commits: u32,
+}
+
+impl CacheSize {
+    /// Commits between two looks at the file's size.
+    const LOOK_EVERY: u32 = 1024;
+
+    fn new(conn: &Connection) -> Self {
+        let mut cache = CacheSize {
+            large: false,
+            commits: 0,
+        };
+        cache.look(conn);
+        cache
+    }
+
+    fn committed(&mut self, conn: &Connection) {
+        if self.large {
+            return;
+        }
+        self.commits += 1;
+        if self.commits.is_multiple_of(Self::LOOK_EVERY) {
+            self.look(conn);
+        }
+    }
+
+    fn look(&mut self, conn: &Connection) {
+        let size = conn.query_row("PRAGMA page_count", [], |r| r.get::<_, i64>(0)).and_then(
+            |pages| conn.query_row("PRAGMA page_size", [], |r| Ok((pages, r.get::<_, i64>(0)?))),
+        );
+        let Ok((pages, page_size)) = size else {
+            return;
+        };
+        if holds_lock_page(pages, page_size) {
+            match conn.pragma_update(None, "cache_size", -crate::pool::LARGE_WRITER_CACHE_KIB) {
+                Ok(()) => self.large = true,
+                Err(e) => tracing::warn!(error = %e, "could not enlarge the writer's page cache"),
+            }
+        }
+    }
+}
+
+/// Whether a database of `pages` pages reaches its lock page: the page holding byte 1 GiB of the
+/// file (SQLite's `PENDING_BYTE`), numbered from 1.
+fn holds_lock_page(pages: i64, page_size: i64) -> bool {
+    const PENDING_BYTE: i64 = 0x4000_0000;
+    page_size > 0 && pages > PENDING_BYTE / page_size
 }
 
 /// Adds to `batch` the operations already waiting, up to [`MAX_BATCH`].
@@ -306,6 +363,16 @@ mod tests {
         // dropped (its caller sees the write fail).
         let answers = answers.lock().unwrap().clone();
         assert_eq!(answers, vec![(1, false), (2, false)]);
+    }
+
+    /// The lock page is the one holding byte 1 GiB, whatever the page size.
+    #[test]
+    fn a_database_holds_its_lock_page_from_1_gib() {
+        assert!(!holds_lock_page(262_144, 4096));
+        assert!(holds_lock_page(262_145, 4096));
+        assert!(!holds_lock_page(2_097_152, 512));
+        assert!(holds_lock_page(2_097_153, 512));
+        assert!(!holds_lock_page(1, 0));
     }
 
     fn success(run_id: &str) -> (Op, tokio::sync::oneshot::Receiver<Result<(), StoreError>>) {
