@@ -12,7 +12,7 @@ Under callgrind the process runs 20-50 times slower and one thread at a time, so
 batches are not those of a real load: compare two builds with this script, never its figures
 with a real run's.
 
-    python3 bench/writer_instructions.py BIN [SECS] [--conns N]
+    python3 bench/writer_instructions.py BIN [SECS] [--conns N] [--idempotency]
 """
 import argparse, os, re, subprocess, sys, tempfile, time
 
@@ -23,6 +23,7 @@ from bench import Proc, echo_creates, queue_drained, wait_health, wrk  # noqa: E
 PARTS = [
     ("writer loop", "runbase_store_sqlite::writer::run"),
     ("create batches", "runbase_store_sqlite::create_batch::write"),
+    ("idempotency records", "runbase_store_sqlite::idempotency::record_created"),
     ("success batches", "runbase_store_sqlite::success_batch::write"),
     ("claims", "claim_runs::{{closure}}::{{closure}}"),
     ("commits (pager)", "sqlite3PagerCommitPhaseOne"),
@@ -35,6 +36,7 @@ def main():
     ap.add_argument("binary")
     ap.add_argument("secs", nargs="?", type=int, default=10)
     ap.add_argument("--conns", type=int, default=16)
+    ap.add_argument("--idempotency", action="store_true", help="every create carries an Idempotency-Key of its own")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="runbase-writer-ir-")
     data = os.path.join(tmp, "data")
@@ -52,7 +54,7 @@ def main():
         env=env, prefix="Runbase listening on")
     try:
         wait_health(rb.url)
-        _, script = echo_creates(a.binary, data, os.path.join(tmp, "create.lua"), 64)
+        _, script = echo_creates(a.binary, data, os.path.join(tmp, "create.lua"), 64, idempotency=a.idempotency)
         db = os.path.join(data, "runbase.db")
         wrk(rb.url, a.conns, 3, script)
         while not queue_drained(db):

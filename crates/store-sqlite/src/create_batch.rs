@@ -19,7 +19,7 @@ use crate::store::{LedgerLine, create_run_tx, insert_ledger_rows, is_unique_viol
 use crate::writer::Completion;
 use runbase_domain::account::{ApiKey, LedgerKind};
 use runbase_domain::admission;
-use runbase_domain::idempotency::RunMark;
+use runbase_domain::idempotency::{Answer, RunMark};
 use runbase_domain::money::Millicents;
 use runbase_domain::run::{NewRun, Run, RunStatus};
 use runbase_domain::store::{CreateRunError, Handoff, StoreError};
@@ -43,6 +43,9 @@ type Handed = (Run, OwnedSemaphorePermit);
 pub struct Create {
     pub run: NewRun,
     pub input: String,
+    /// The answer kept under the run's idempotency key, if it has one: `201` and the run as
+    /// created (`NewRun::pending`), also serialized on the caller's thread.
+    pub answer: Option<Answer>,
     /// Answered the run as created (taken from `run`, not copied).
     pub reply: oneshot::Sender<Result<Run, CreateRunError>>,
 }
@@ -137,7 +140,9 @@ pub fn write(
 /// A create on its own, as before batching: its own savepoint, rolled back on any error. Its run
 /// is queued.
 fn alone(conn: &Connection, c: &Create) -> Outcome {
-    crate::pool::savepoint(conn, |conn| create_run_tx(conn, &c.run, &c.input))
+    crate::pool::savepoint(conn, |conn| {
+        create_run_tx(conn, &c.run, &c.input, c.answer.as_ref())
+    })
         .map(|admitted| admitted.map(|()| None))
 }
 
@@ -317,7 +322,7 @@ fn admit_and_write(
     insert_ledger_rows(conn, &charges)?;
     for (c, ..) in &admitted {
         if let Some(mark) = &c.run.idempotency {
-            crate::idempotency::record_created(conn, &c.run.account_id, mark, &c.run.pending())?;
+            crate::idempotency::record_created(conn, &c.run, mark, c.answer.as_ref())?;
         }
     }
     Ok(outcomes)
@@ -520,9 +525,15 @@ mod tests {
                     let (reply, rx) = oneshot::channel();
                     answers.push(rx);
                     let input = run.input.to_string();
+                    // As `SqliteStore::create_run` makes it.
+                    let answer = run
+                        .idempotency
+                        .as_ref()
+                        .map(|_| Answer::created(&run.pending()));
                     Create {
                         run: run.clone(),
                         input,
+                        answer,
                         reply,
                     }
                 })

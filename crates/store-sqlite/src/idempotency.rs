@@ -135,15 +135,25 @@ pub(crate) fn key_taken(
 /// In a create's transaction: keeps its `201` under the key it was made with. A fresh key's
 /// row is written here, with the answer (replacing an expired row: [`key_taken`] saw no live
 /// one, on the same writer); a claimed key's row gets the answer if the claim still holds it.
+/// `answer` is `Answer::created` of the run as created, serialized by the create's caller; made
+/// here if it was not.
 pub(crate) fn record_created(
     c: &Connection,
-    account_id: &str,
+    run: &runbase_domain::run::NewRun,
     mark: &RunMark,
-    run: &runbase_domain::run::Run,
+    answer: Option<&Answer>,
 ) -> rusqlite::Result<()> {
-    let answer = Answer::created(run);
+    let made;
+    let answer = match answer {
+        Some(answer) => answer,
+        None => {
+            made = Answer::created(&run.pending());
+            &made
+        }
+    };
+    let account_id = run.account_id.as_str();
     let Some(fresh) = &mark.fresh else {
-        return record(c, account_id, &mark.key, mark.claimed_at.0, &answer);
+        return record(c, account_id, &mark.key, mark.claimed_at.0, answer);
     };
     c.prepare_cached(
         "INSERT OR REPLACE INTO idempotency_keys

@@ -227,11 +227,20 @@ impl SqliteStore {
         run: NewRun,
     ) -> Result<runbase_domain::run::Run, CreateRunError> {
         // Serialized here, on the caller's thread: the writer thread is the one every write
-        // waits for.
+        // waits for. So is the answer kept under an idempotency key: the run as created.
         let input = run.input.to_string();
+        let answer = run
+            .idempotency
+            .as_ref()
+            .map(|_| runbase_domain::idempotency::Answer::created(&run.pending()));
         let (reply, rx) = oneshot::channel();
         self.writer
-            .send(Op::Create(Box::new(Create { run, input, reply })))
+            .send(Op::Create(Box::new(Create {
+                run,
+                input,
+                answer,
+                reply,
+            })))
             .map_err(|_| backend("the sqlite writer has stopped"))?;
         rx.await
             .map_err(|_| backend("the sqlite writer dropped the request"))?

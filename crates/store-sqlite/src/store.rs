@@ -165,6 +165,7 @@ pub(crate) fn create_run_tx(
     conn: &Connection,
     run: &NewRun,
     input: &str,
+    answer: Option<&runbase_domain::idempotency::Answer>,
 ) -> rusqlite::Result<Result<(), CreateRunError>> {
     if let Some(mark) = &run.idempotency
         && crate::idempotency::key_taken(conn, &run.account_id, mark)?
@@ -214,7 +215,7 @@ pub(crate) fn create_run_tx(
         insert_ledger_row(conn, crate::create_batch::charge_line(run), balance_after)?;
     }
     if let Some(mark) = &run.idempotency {
-        crate::idempotency::record_created(conn, &run.account_id, mark, &run.pending())?;
+        crate::idempotency::record_created(conn, run, mark, answer)?;
     }
     Ok(Ok(()))
 }
