@@ -669,6 +669,140 @@ mod tests {
         s.check_ledger().await;
     }
 
+    /// A group of many keys, each with a few runs: every key's totals land on its own row, and
+    /// a key used with a quota of one is refused its second run.
+    #[tokio::test]
+    async fn a_group_of_many_keys_keeps_each_keys_totals() {
+        let s = setup(1_000_000).await;
+        let mut keys = Vec::new();
+        for _ in 0..44 {
+            keys.push(s.key(KeySettings::default()).await);
+        }
+        let one = s
+            .key(KeySettings {
+                quota: Some(1),
+                ..Default::default()
+            })
+            .await;
+        let mut runs = Vec::new();
+        for (i, key) in keys.iter().enumerate() {
+            // Key i makes i % 3 + 1 runs of 10 * (i + 1) each.
+            for _ in 0..i % 3 + 1 {
+                runs.push(s.run(key, 10 * (i as i64 + 1)));
+            }
+        }
+        runs.push(s.run(&one, 5));
+        runs.push(s.run(&one, 5));
+        // Written as one group (not the one-by-one fallback a failed group takes, which would
+        // get the same totals).
+        let conn = Connection::open(&s.path).unwrap();
+        let creates: Vec<Create> = runs
+            .iter()
+            .map(|run| Create {
+                run: run.clone(),
+                input: run.input.to_string(),
+                answer: None,
+                reply: oneshot::channel().0,
+            })
+            .collect();
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let outcomes = grouped(&conn, &creates, None).unwrap();
+        conn.execute_batch("COMMIT").unwrap();
+        let refused: Vec<usize> = (0..outcomes.len())
+            .filter(|&i| !matches!(outcomes[i], Ok(Ok(None))))
+            .collect();
+        assert_eq!(refused, vec![runs.len() - 1], "only the key of quota 1's second run");
+        for (i, key) in keys.iter().enumerate() {
+            let k = s.store.key_by_id(key).await.unwrap().unwrap();
+            let n = (i % 3 + 1) as u64;
+            assert_eq!(
+                (k.spent, k.runs_created),
+                (Millicents(10 * (i as i64 + 1) * n as i64), n),
+                "key {i}"
+            );
+        }
+        let k = s.store.key_by_id(&one).await.unwrap().unwrap();
+        assert_eq!((k.spent, k.runs_created), (Millicents(5), 1));
+        s.check_ledger().await;
+    }
+
+    /// Not a check: a fixed load for counting the writer's instructions per create, run by
+    /// `bench/writer_batch_instructions.sh` under callgrind, which counts `measured_batches`
+    /// alone. `RUNBASE_BENCH_BATCHES` batches of `RUNBASE_BENCH_SIZE` creates, their keys taken
+    /// in turn from `RUNBASE_BENCH_KEYS` keys of one account, each batch committed as the
+    /// writer commits it, on a connection opened as the writer's. Unlike a server under
+    /// callgrind, the batches are the same whatever the machine is doing.
+    #[tokio::test]
+    #[ignore = "a measurement: bench/writer_batch_instructions.sh"]
+    async fn writer_batch_workload() {
+        let env = |name: &str, default: usize| -> usize {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(default)
+        };
+        let (batches, size, n_keys) = (
+            env("RUNBASE_BENCH_BATCHES", 300),
+            env("RUNBASE_BENCH_SIZE", 32),
+            env("RUNBASE_BENCH_KEYS", 64),
+        );
+        let s = setup(1_000_000_000_000).await;
+        let mut keys = Vec::new();
+        for _ in 0..n_keys {
+            keys.push(s.key(KeySettings::default()).await);
+        }
+        let conn =
+            crate::pool::open_conn(&s.path, Durability::Full, crate::pool::WRITER_CACHE_KIB)
+                .unwrap();
+        let mut next = 0;
+        let mut make = |count: usize| -> Vec<Vec<Create>> {
+            (0..count)
+                .map(|_| {
+                    (0..size)
+                        .map(|_| {
+                            let run = s.run(&keys[next % keys.len()], 10);
+                            next += 1;
+                            Create {
+                                input: run.input.to_string(),
+                                run,
+                                answer: None,
+                                reply: oneshot::channel().0,
+                            }
+                        })
+                        .collect()
+                })
+                .collect()
+        };
+        let (warm, measured) = (make(20), make(batches));
+        commit_batches(&conn, warm);
+        measured_batches(&conn, measured);
+        let runs: i64 = conn
+            .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(runs as usize, (20 + batches) * size);
+    }
+
+    /// The part of `writer_batch_workload` callgrind counts.
+    #[inline(never)]
+    fn measured_batches(conn: &Connection, batches: Vec<Vec<Create>>) {
+        commit_batches(conn, batches);
+    }
+
+    /// The writer's part of each batch: begin, the creates, commit, answers.
+    fn commit_batches(conn: &Connection, batches: Vec<Vec<Create>>) {
+        for creates in batches {
+            conn.prepare_cached("BEGIN IMMEDIATE")
+                .unwrap()
+                .execute([])
+                .unwrap();
+            let (completions, _) = write(conn, creates, None, &Cell::new(false));
+            conn.prepare_cached("COMMIT").unwrap().execute([]).unwrap();
+            for c in completions {
+                c(Ok(()));
+            }
+        }
+    }
+
     #[tokio::test]
     async fn a_run_that_cannot_be_written_fails_alone() {
         let s = setup(1_000).await;

@@ -87,7 +87,7 @@ pub(crate) fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
-fn open_conn(path: &Path, durability: Durability, cache_kib: i64) -> rusqlite::Result<Connection> {
+pub(crate) fn open_conn(path: &Path, durability: Durability, cache_kib: i64) -> rusqlite::Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
