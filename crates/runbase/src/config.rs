@@ -337,8 +337,8 @@ impl Default for Config {
             auth: runbase_dashboard::oidc::AuthConfig::default(),
             http: HttpSettings::default(),
             worker: WorkerSettings {
-                // docs/DECISIONS.md, "A worker's slot is the provider call": why 256.
-                concurrency: 256,
+                // docs/DECISIONS.md, "A worker's slot is the provider call": why not more.
+                concurrency: 64,
                 poll_interval_ms: 1000,
                 max_attempts: 3,
                 lease_ms: 30_000,
