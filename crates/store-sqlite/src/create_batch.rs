@@ -143,7 +143,7 @@ fn alone(conn: &Connection, c: &Create) -> Outcome {
     crate::pool::savepoint(conn, |conn| {
         create_run_tx(conn, &c.run, &c.input, c.answer.as_ref())
     })
-        .map(|admitted| admitted.map(|()| None))
+    .map(|admitted| admitted.map(|()| None))
 }
 
 /// A run written already claimed: when, and until when its lease holds.
@@ -711,7 +711,11 @@ mod tests {
         let refused: Vec<usize> = (0..outcomes.len())
             .filter(|&i| !matches!(outcomes[i], Ok(Ok(None))))
             .collect();
-        assert_eq!(refused, vec![runs.len() - 1], "only the key of quota 1's second run");
+        assert_eq!(
+            refused,
+            vec![runs.len() - 1],
+            "only the key of quota 1's second run"
+        );
         for (i, key) in keys.iter().enumerate() {
             let k = s.store.key_by_id(key).await.unwrap().unwrap();
             let n = (i % 3 + 1) as u64;
@@ -751,9 +755,8 @@ mod tests {
         for _ in 0..n_keys {
             keys.push(s.key(KeySettings::default()).await);
         }
-        let conn =
-            crate::pool::open_conn(&s.path, Durability::Full, crate::pool::WRITER_CACHE_KIB)
-                .unwrap();
+        let conn = crate::pool::open_conn(&s.path, Durability::Full, crate::pool::WRITER_CACHE_KIB)
+            .unwrap();
         let mut next = 0;
         let mut make = |count: usize| -> Vec<Vec<Create>> {
             (0..count)

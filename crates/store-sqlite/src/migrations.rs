@@ -50,9 +50,10 @@ mod tests {
     fn plan(conn: &Connection, sql: &str) -> String {
         conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
             .unwrap()
-            .query_map(rusqlite::params_from_iter((0..sql.matches('?').count()).map(|_| 0)), |r| {
-                r.get::<_, String>(3)
-            })
+            .query_map(
+                rusqlite::params_from_iter((0..sql.matches('?').count()).map(|_| 0)),
+                |r| r.get::<_, String>(3),
+            )
             .unwrap()
             .collect::<Result<Vec<_>, _>>()
             .unwrap()
@@ -70,12 +71,19 @@ mod tests {
             "SELECT id, attempts FROM runs WHERE status = 'processing' AND locked_until < ?1",
         ] {
             let plan = plan(&conn, sql);
-            assert!(plan.contains("USING INDEX runs_leases") || plan.contains("USING COVERING INDEX runs_leases"), "{sql}: {plan}");
+            assert!(
+                plan.contains("USING INDEX runs_leases")
+                    || plan.contains("USING COVERING INDEX runs_leases"),
+                "{sql}: {plan}"
+            );
         }
         let sql = format!("SELECT id FROM ledger {}", crate::store::RUN_LEDGER_WHERE);
         let sql = sql.as_str();
         let plan = plan(&conn, sql);
-        assert!(plan.contains("INDEX ledger_run_lines (run_id=?)"), "{sql}: {plan}");
+        assert!(
+            plan.contains("INDEX ledger_run_lines (run_id=?)"),
+            "{sql}: {plan}"
+        );
     }
 
     /// One charge and one refund per run, whatever else the ledger holds.

@@ -17,10 +17,12 @@ use tokio::sync::{Notify, oneshot};
 ///
 /// SQLite's B-tree balancing renumbers a page for a moment to the file's lock page (the page at
 /// 1 GiB, page 262,145 at 4 KiB, which never holds data). While the file is smaller than that,
-/// this leaves the page cache's highest page number past the end of the database, and every
-/// commit then trims the cache back to the database's size by walking its whole hash table
-/// (`pcache1TruncateUnsafe`). With a 32 MiB cache that walk was 9% of the writer's time at c64,
-/// and 0.9% with this one (BENCHMARKS.md, fifteenth session). Past 1 GiB the lock page is inside
+/// this leaves the page cache's highest page number past the end of the database, and the commit
+/// then trims the cache back to the database's size by walking its whole hash table
+/// (`pcache1TruncateUnsafe`): every commit after such a split, which under load is most of them.
+/// With a 32 MiB cache that walk was 9% of the writer's time at c64, and 0.9% with this one
+/// (BENCHMARKS.md, fifteenth session; measured with one account and 64 keys: many accounts
+/// active at once have more hot index pages than it holds, which is not measured). Past 1 GiB the lock page is inside
 /// the file, no commit walks the cache, and the writer takes [`LARGE_WRITER_CACHE_KIB`] instead
 /// ([`crate::writer::CacheSize`]).
 pub(crate) const WRITER_CACHE_KIB: i64 = 4 * 1024;
@@ -87,7 +89,11 @@ pub(crate) fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
-pub(crate) fn open_conn(path: &Path, durability: Durability, cache_kib: i64) -> rusqlite::Result<Connection> {
+pub(crate) fn open_conn(
+    path: &Path,
+    durability: Durability,
+    cache_kib: i64,
+) -> rusqlite::Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;

@@ -493,7 +493,9 @@ impl Store for SqliteStore {
         run_id: &str,
     ) -> Result<Vec<LedgerEntry>, StoreError> {
         self.read(|c| {
-            c.prepare_cached(&format!("SELECT {LEDGER_COLS} FROM ledger {RUN_LEDGER_WHERE}"))?
+            c.prepare_cached(&format!(
+                "SELECT {LEDGER_COLS} FROM ledger {RUN_LEDGER_WHERE}"
+            ))?
             .query_map([run_id, account_id], rows::ledger)?
             .collect()
         })

@@ -236,16 +236,18 @@ impl CacheSize {
         if self.large {
             return;
         }
-        self.commits += 1;
+        self.commits = self.commits.wrapping_add(1);
         if self.commits.is_multiple_of(Self::LOOK_EVERY) {
             self.look(conn);
         }
     }
 
     fn look(&mut self, conn: &Connection) {
-        let size = conn.query_row("PRAGMA page_count", [], |r| r.get::<_, i64>(0)).and_then(
-            |pages| conn.query_row("PRAGMA page_size", [], |r| Ok((pages, r.get::<_, i64>(0)?))),
-        );
+        let size = conn
+            .query_row("PRAGMA page_count", [], |r| r.get::<_, i64>(0))
+            .and_then(|pages| {
+                conn.query_row("PRAGMA page_size", [], |r| Ok((pages, r.get::<_, i64>(0)?)))
+            });
         let Ok((pages, page_size)) = size else {
             return;
         };
