@@ -6,9 +6,11 @@ On a shared, noisy machine req/s moves ±30% between runs, but the CPU a run cos
 after a change of the write path. Starts Runbase on a fresh data directory (SQLite,
 durability=full) with 64 keys, warms up, then runs wrk at c64 for SECS seconds, waits for the
 queue to drain (so claims and finishes are counted too) and prints each thread's CPU divided by
-the runs created. With --perf, records a perf profile of the burst into perf.data.
+the runs created. With --perf, records a perf profile of the burst into perf.data (with
+--call-graph, with DWARF call stacks); with --idempotency, every create carries an Idempotency-Key
+of its own.
 
-    python3 bench/thread_cpu.py target/release/runbase [SECS] [--perf]
+    python3 bench/thread_cpu.py target/release/runbase [SECS] [--perf [--call-graph]] [--idempotency]
 """
 import json, os, subprocess, sys, tempfile, time
 
@@ -36,14 +38,16 @@ def main():
     try:
         time.sleep(0.5)
         print(f"idle RSS {rb.rss_kb() / 1024:.1f} MiB")
-        _, script = echo_creates(binary, data, os.path.join(tmp, "create.lua"), 64)
+        _, script = echo_creates(binary, data, os.path.join(tmp, "create.lua"), 64,
+                            idempotency="--idempotency" in sys.argv)
         wrk(rb.url, 64, 2, script)
         while not queue_drained(db):
             time.sleep(0.05)
         before = threads(rb.p.pid)
         perf = None
         if "--perf" in sys.argv:
-            perf = subprocess.Popen(["perf", "record", "-F", "999", "-p", str(rb.p.pid), "-o", "perf.data"],
+            stacks = ["--call-graph", "dwarf,16384", "-F", "499"] if "--call-graph" in sys.argv else ["-F", "999"]
+            perf = subprocess.Popen(["perf", "record", *stacks, "-p", str(rb.p.pid), "-o", "perf.data"],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         r = wrk(rb.url, 64, secs, script)
         while not queue_drained(db):
