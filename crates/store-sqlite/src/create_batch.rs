@@ -50,6 +50,24 @@ pub struct Create {
     pub reply: oneshot::Sender<Result<Run, CreateRunError>>,
 }
 
+impl Create {
+    /// Serializes the run's input and, under an idempotency key, its answer: on the caller's
+    /// thread, since the writer thread is the one every write waits for.
+    pub fn new(run: NewRun, reply: oneshot::Sender<Result<Run, CreateRunError>>) -> Self {
+        let input = run.input.to_string();
+        let answer = run
+            .idempotency
+            .as_ref()
+            .map(|_| Answer::created(&run.pending()));
+        Create {
+            run,
+            input,
+            answer,
+            reply,
+        }
+    }
+}
+
 /// What became of one run in the batch, before the commit: admitted and queued (`None`) or
 /// handed to the worker, or refused.
 type Outcome = rusqlite::Result<Result<Option<Handed>, CreateRunError>>;
@@ -524,18 +542,7 @@ mod tests {
                 .map(|run| {
                     let (reply, rx) = oneshot::channel();
                     answers.push(rx);
-                    let input = run.input.to_string();
-                    // As `SqliteStore::create_run` makes it.
-                    let answer = run
-                        .idempotency
-                        .as_ref()
-                        .map(|_| Answer::created(&run.pending()));
-                    Create {
-                        run: run.clone(),
-                        input,
-                        answer,
-                        reply,
-                    }
+                    Create::new(run.clone(), reply)
                 })
                 .collect();
             conn.execute_batch("BEGIN IMMEDIATE").unwrap();
@@ -698,12 +705,7 @@ mod tests {
         let conn = Connection::open(&s.path).unwrap();
         let creates: Vec<Create> = runs
             .iter()
-            .map(|run| Create {
-                run: run.clone(),
-                input: run.input.to_string(),
-                answer: None,
-                reply: oneshot::channel().0,
-            })
+            .map(|run| Create::new(run.clone(), oneshot::channel().0))
             .collect();
         conn.execute_batch("BEGIN IMMEDIATE").unwrap();
         let outcomes = grouped(&conn, &creates, None).unwrap();
@@ -765,12 +767,7 @@ mod tests {
                         .map(|_| {
                             let run = s.run(&keys[next % keys.len()], 10);
                             next += 1;
-                            Create {
-                                input: run.input.to_string(),
-                                run,
-                                answer: None,
-                                reply: oneshot::channel().0,
-                            }
+                            Create::new(run, oneshot::channel().0)
                         })
                         .collect()
                 })

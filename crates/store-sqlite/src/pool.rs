@@ -21,10 +21,9 @@ use tokio::sync::{Notify, oneshot};
 /// then trims the cache back to the database's size by walking its whole hash table
 /// (`pcache1TruncateUnsafe`): every commit after such a split, which under load is most of them.
 /// With a 32 MiB cache that walk was 9% of the writer's time at c64, and 0.9% with this one
-/// (BENCHMARKS.md, fifteenth session; measured with one account and 64 keys: many accounts
-/// active at once have more hot index pages than it holds, which is not measured). Past 1 GiB the lock page is inside
-/// the file, no commit walks the cache, and the writer takes [`LARGE_WRITER_CACHE_KIB`] instead
-/// ([`crate::writer::CacheSize`]).
+/// (BENCHMARKS.md, fifteenth session, which also has 500 and 2,000 accounts creating at once:
+/// no measurable cost). Past 1 GiB the lock page is inside the file, no commit walks the cache,
+/// and the writer takes [`LARGE_WRITER_CACHE_KIB`] instead ([`crate::writer::CacheSize`]).
 pub(crate) const WRITER_CACHE_KIB: i64 = 4 * 1024;
 /// The writer's page cache once the database file is past 1 GiB: the hot index pages of a large
 /// database stay in memory.
@@ -232,21 +231,9 @@ impl SqliteStore {
         &self,
         run: NewRun,
     ) -> Result<runbase_domain::run::Run, CreateRunError> {
-        // Serialized here, on the caller's thread: the writer thread is the one every write
-        // waits for. So is the answer kept under an idempotency key: the run as created.
-        let input = run.input.to_string();
-        let answer = run
-            .idempotency
-            .as_ref()
-            .map(|_| runbase_domain::idempotency::Answer::created(&run.pending()));
         let (reply, rx) = oneshot::channel();
         self.writer
-            .send(Op::Create(Box::new(Create {
-                run,
-                input,
-                answer,
-                reply,
-            })))
+            .send(Op::Create(Box::new(Create::new(run, reply))))
             .map_err(|_| backend("the sqlite writer has stopped"))?;
         rx.await
             .map_err(|_| backend("the sqlite writer dropped the request"))?
