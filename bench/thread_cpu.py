@@ -8,9 +8,10 @@ durability=full) with 64 keys, warms up, then runs wrk at c64 for SECS seconds, 
 queue to drain (so claims and finishes are counted too) and prints each thread's CPU divided by
 the runs created. With --perf, records a perf profile of the burst into perf.data (with
 --call-graph, with DWARF call stacks); with --idempotency, every create carries an Idempotency-Key
-of its own.
+of its own; with --claims, prints the worker's claims by result from the metrics (full claims mean
+runs were queued and claimed instead of handed over in their creates).
 
-    python3 bench/thread_cpu.py target/release/runbase [SECS] [--perf [--call-graph]] [--idempotency]
+    python3 bench/thread_cpu.py target/release/runbase [SECS] [--perf [--call-graph]] [--idempotency] [--claims]
 """
 import json, os, subprocess, sys, tempfile, time
 
@@ -34,7 +35,17 @@ def main():
     tmp = tempfile.mkdtemp(prefix="runbase-thread-cpu-")
     data = os.path.join(tmp, "data")
     db = os.path.join(data, "runbase.db")
-    rb = start_runbase(binary, data, {"RUNBASE_RATE_LIMITS__RUNS__REQUESTS": "1000000000", "RUNBASE_DURABILITY": "full"})
+    env = {"RUNBASE_RATE_LIMITS__RUNS__REQUESTS": "1000000000", "RUNBASE_DURABILITY": "full"}
+    metrics = None
+    if "--claims" in sys.argv:
+        # The worker's claims (full: the queue held more runs than it had free; runs created
+        # while none was free for them are queued and claimed instead of handed over).
+        import socket
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            metrics = f"127.0.0.1:{s.getsockname()[1]}"
+        env["RUNBASE_METRICS_LISTEN"] = metrics
+    rb = start_runbase(binary, data, env)
     try:
         time.sleep(0.5)
         print(f"idle RSS {rb.rss_kb() / 1024:.1f} MiB")
@@ -56,6 +67,10 @@ def main():
             perf.send_signal(2)
             perf.wait()
         after = threads(rb.p.pid)
+        if metrics:
+            import urllib.request
+            text = urllib.request.urlopen(f"http://{metrics}/metrics").read().decode()
+            claims = [l for l in text.splitlines() if "claims" in l and not l.startswith("#")]
     finally:
         rb.stop()
     n = r["total"]
@@ -68,6 +83,8 @@ def main():
         if d:
             print(f"  {name:<18} {d / tick / n * 1e6:6.1f} µs per run")
     print(f"  {'all threads':<18} {sum(per.values()) / tick / n * 1e6:6.1f} µs per run")
+    if metrics:
+        print("  claims over both bursts: " + ", ".join(claims))
 
 
 if __name__ == "__main__":

@@ -497,6 +497,11 @@ pub struct Handoff {
     /// waiting), cleared when a claim fills its slots or fails, when the worker stops, and by the
     /// store when a create batch leaves a run queued.
     pub drained: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether a run handed over now would start its provider call soon: the worker's call, made
+    /// per run. A run handed over waits for a call with its lease renewed, but it shows
+    /// `processing` meanwhile and no other worker can take it, so a worker whose calls are all
+    /// held by slow runs leaves new runs queued.
+    pub ready: Arc<dyn Fn() -> bool + Send + Sync>,
     /// How long a run handed over is leased for.
     pub lease: std::time::Duration,
     /// Where committed runs go, each with the slot taken for it.
@@ -504,9 +509,13 @@ pub struct Handoff {
 }
 
 impl Handoff {
-    /// A free slot for a run about to be created, if the worker is idle enough to take one now.
+    /// A free slot for a run about to be created, if the worker is idle enough to take one now
+    /// and `ready` to start it soon.
     pub fn take_slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        if !self.drained.load(std::sync::atomic::Ordering::Acquire) || self.runs.is_closed() {
+        if !self.drained.load(std::sync::atomic::Ordering::Acquire)
+            || self.runs.is_closed()
+            || !(self.ready)()
+        {
             return None;
         }
         self.slots.clone().try_acquire_owned().ok()

@@ -286,8 +286,13 @@ impl Default for HttpSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerSettings {
-    /// Runs executed at once.
+    /// Runs calling their provider at once.
     pub concurrency: usize,
+    /// Runs a worker holds at once: calling their provider, waiting for a call, or having their
+    /// outcome written. Runs created on this node go straight to its idle worker while it has
+    /// room for them. Default: four times `concurrency` (docs/DECISIONS.md, "A worker's slot is
+    /// the provider call").
+    pub intake: Option<usize>,
     /// How often to look for queued runs when nothing signals, in milliseconds.
     pub poll_interval_ms: u64,
     /// Times a run may be started before a restart fails it (with a refund) instead of retrying.
@@ -295,6 +300,17 @@ pub struct WorkerSettings {
     /// How long a worker's claim on a run lasts without renewal, in milliseconds (renewed every
     /// third of it). After a worker dies, its runs wait this long before another takes them.
     pub lease_ms: u64,
+}
+
+/// The most runs a worker may hold (`worker.intake`): each is renewed in its lease statement.
+const MAX_INTAKE: usize = 65_536;
+
+impl WorkerSettings {
+    /// The runs a worker holds at once (`intake`, or four times `concurrency`).
+    pub fn intake(&self) -> usize {
+        self.intake
+            .unwrap_or_else(|| self.concurrency.saturating_mul(4).min(MAX_INTAKE))
+    }
 }
 
 impl Default for Config {
@@ -339,6 +355,7 @@ impl Default for Config {
             worker: WorkerSettings {
                 // docs/DECISIONS.md, "A worker's slot is the provider call": why not more.
                 concurrency: 64,
+                intake: None,
                 poll_interval_ms: 1000,
                 max_attempts: 3,
                 lease_ms: 30_000,
@@ -549,6 +566,14 @@ impl Config {
                     range.end()
                 ));
             }
+        }
+        if let Some(intake) = w.intake
+            && !(w.concurrency..=MAX_INTAKE).contains(&intake)
+        {
+            return Err(format!(
+                "worker.intake: must be between worker.concurrency ({}) and {MAX_INTAKE}, not {intake}",
+                w.concurrency
+            ));
         }
         self.auth.providers()?;
         if self.auth.oidc_clock_skew_secs > 600 {

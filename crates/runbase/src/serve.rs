@@ -222,6 +222,7 @@ pub async fn run(config: Config, warnings: Vec<String>, migrate: bool) -> anyhow
         inflight,
         config: WorkerConfig {
             concurrency: config.worker.concurrency,
+            intake: config.worker.intake(),
             poll_interval: Duration::from_millis(config.worker.poll_interval_ms.max(10)),
             public_url: public_url.clone(),
             shutdown_grace: Duration::from_secs(10),

@@ -227,6 +227,9 @@ fn bad_configuration_is_refused_with_the_reason() {
         ("RUNBASE_WORKER__MAX_ATTEMPTS", "0"),
         ("RUNBASE_WORKER__CONCURRENCY", "0"),
         ("RUNBASE_WORKER__POLL_INTERVAL_MS", "0"),
+        // Fewer places than calls (the default concurrency is 64), or past the bound.
+        ("RUNBASE_WORKER__INTAKE", "10"),
+        ("RUNBASE_WORKER__INTAKE", "100000"),
     ] {
         let err = serve_fails(&[(var, value)], &[]);
         let name = var.trim_start_matches("RUNBASE_WORKER__").to_lowercase();

@@ -335,6 +335,7 @@ async fn runs_handed_to_an_idle_worker_are_not_announced_to_other_nodes() {
     node.hand_off_to(Handoff {
         slots: slots.clone(),
         drained: drained.clone(),
+        ready: Arc::new(|| true),
         lease: Duration::from_secs(60),
         runs: tx,
     });

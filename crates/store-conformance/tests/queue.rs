@@ -295,6 +295,7 @@ for_each_store! {
         f.store.hand_off_to(Handoff {
             slots: slots.clone(),
             drained: drained.clone(),
+            ready: Arc::new(|| true),
             lease: Duration::from_secs(60),
             runs: tx,
         });

@@ -837,6 +837,7 @@ mod tests {
         let handoff = Handoff {
             slots: slots.clone(),
             drained: drained.clone(),
+            ready: Arc::new(|| true),
             lease: std::time::Duration::from_secs(60),
             runs: tx,
         };

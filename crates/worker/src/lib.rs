@@ -23,8 +23,12 @@ use tracing::Instrument;
 /// Worker settings.
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
-    /// How many runs execute at once.
+    /// How many runs call their provider at once (and hold its output while it is stored).
     pub concurrency: usize,
+    /// How many runs this worker holds at once: calling their provider, waiting for one of the
+    /// `concurrency` calls, or having their outcome written. At least `concurrency`. A claim
+    /// takes only runs that can call at once; runs handed over in their creates may wait.
+    pub intake: usize,
     /// How often to look for runs queued by other processes when nothing signals.
     pub poll_interval: Duration,
     /// Base of output file URLs, e.g. `http://127.0.0.1:8080`.
@@ -53,6 +57,89 @@ pub struct Worker {
     /// The operator's metrics (pickup latency, provider calls, finished runs).
     pub metrics: Arc<dyn runbase_domain::metrics::Metrics>,
 }
+
+/// A worker's two bounds: the runs it holds (`intake`) and the provider calls it makes at once
+/// (`concurrency`).
+struct Slots {
+    held: Arc<Semaphore>,
+    calls: Arc<Semaphore>,
+}
+
+/// How long this worker's provider calls take, as a moving average in microseconds (unknown
+/// until one has ended), and when the last one ended. While no call is free, runs are handed over
+/// only if calls are quick and one ended a moment ago: then a call frees up within a few calls'
+/// time. A fast model's calls are often all taken for an instant under load; a slow model's, or
+/// the long call of a model that is usually quick, are not turning over.
+#[derive(Clone)]
+struct CallTime(Arc<CallTimes>);
+
+struct CallTimes {
+    average_us: std::sync::atomic::AtomicU64,
+    /// Microseconds from `since` to the end of the last call.
+    last_end_us: std::sync::atomic::AtomicU64,
+    since: std::time::Instant,
+}
+
+/// Calls quicker than this on average are quick, and one that ended within it is recent.
+const QUICK_CALL: Duration = Duration::from_millis(10);
+
+impl CallTime {
+    fn new() -> Self {
+        CallTime(Arc::new(CallTimes {
+            average_us: std::sync::atomic::AtomicU64::new(u64::MAX),
+            last_end_us: std::sync::atomic::AtomicU64::new(0),
+            since: std::time::Instant::now(),
+        }))
+    }
+
+    fn record(&self, took: Duration) {
+        use std::sync::atomic::Ordering;
+        let t = &self.0;
+        let took = u64::try_from(took.as_micros()).unwrap_or(u64::MAX / 2);
+        let before = t.average_us.load(Ordering::Relaxed);
+        // Racing updates may lose a sample; an average does not mind.
+        let after = if before == u64::MAX {
+            took
+        } else {
+            before - before / 8 + took / 8
+        };
+        t.average_us.store(after, Ordering::Relaxed);
+        let now = u64::try_from(t.since.elapsed().as_micros()).unwrap_or(u64::MAX);
+        t.last_end_us.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// Quick on average, and one ended within [`QUICK_CALL`].
+    fn turning_over(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let t = &self.0;
+        let quick = QUICK_CALL.as_micros() as u64;
+        if t.average_us.load(Ordering::Relaxed) >= quick {
+            return false;
+        }
+        let now = u64::try_from(t.since.elapsed().as_micros()).unwrap_or(u64::MAX);
+        now.saturating_sub(t.last_end_us.load(Ordering::Relaxed)) < quick
+    }
+}
+
+/// What a run holds in its worker: its place among the runs held, and its call, or where to
+/// wait for one (a run handed over in its create).
+struct Place {
+    held: OwnedSemaphorePermit,
+    call: Call,
+    /// Where its call's time is recorded.
+    time: CallTime,
+}
+
+enum Call {
+    Holds(OwnedSemaphorePermit),
+    /// Where to wait for a call, and the handoff to close if the wait is long.
+    Wait(Arc<Semaphore>, Arc<std::sync::atomic::AtomicBool>),
+}
+
+/// How long a run handed over may wait for a call before the worker stops taking runs from
+/// their creates (until its next claim finds the queue drained): a model slow enough to keep
+/// every call busy leaves new runs queued, `pending`, where any worker can claim them.
+const HANDED_RUN_WAIT: Duration = Duration::from_millis(50);
 
 /// The runs a worker is executing: run id to the attempt it claimed.
 pub type Executing = Arc<std::sync::Mutex<std::collections::HashMap<String, u32>>>;
@@ -91,26 +178,43 @@ impl Worker {
         // copied its providers' table and configuration (a dozen allocations a run).
         let this = Arc::new(self);
         let this = &this;
-        let slots = Arc::new(Semaphore::new(this.config.concurrency.max(1)));
-        // Outcomes being written: a run gives its slot back once its provider has answered,
-        // and holds one of these until its outcome is committed (see `execute_in_span`).
-        let settling = Arc::new(Semaphore::new(this.config.concurrency.max(1)));
+        let capacity = this.config.intake.max(this.config.concurrency).max(1);
+        let slots = Slots {
+            held: Arc::new(Semaphore::new(capacity)),
+            calls: Arc::new(Semaphore::new(this.config.concurrency.max(1))),
+        };
+        let call_time = CallTime::new();
         let signal = this.store.queue_signal();
         // Runs the store gives this worker from their creates, while it is idle (`Handoff`):
-        // executed as claimed runs are, each holding the slot taken for it.
+        // each holds the place taken for it, and waits for a call of its own.
         let idle = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (handed_tx, mut handed) = tokio::sync::mpsc::unbounded_channel();
+        let ready = {
+            let (calls, time) = (slots.calls.clone(), call_time.clone());
+            Arc::new(move || calls.available_permits() > 0 || time.turning_over())
+        };
         this.store.hand_off_to(runbase_domain::store::Handoff {
-            slots: slots.clone(),
+            slots: slots.held.clone(),
             drained: idle.clone(),
+            ready,
             lease: this.config.lease,
             runs: handed_tx,
         });
         let intake = {
-            let (worker, settling) = (Arc::clone(this), settling.clone());
+            let (worker, calls, idle, time) = (
+                Arc::clone(this),
+                slots.calls.clone(),
+                idle.clone(),
+                call_time.clone(),
+            );
             tokio::spawn(async move {
-                while let Some((run, permit)) = handed.recv().await {
-                    tokio::spawn(worker.clone().execute(run, permit, settling.clone()));
+                while let Some((run, held)) = handed.recv().await {
+                    let place = Place {
+                        held,
+                        call: Call::Wait(calls.clone(), idle.clone()),
+                        time: time.clone(),
+                    };
+                    tokio::spawn(worker.clone().execute(run, place));
                 }
             })
         };
@@ -121,18 +225,35 @@ impl Worker {
             .map(|rx| tokio::spawn(Arc::clone(this).follow_cancels(rx)));
         tokio::pin!(shutdown);
         loop {
-            // Shutdown first: once it is asked for, no run is claimed.
+            // Shutdown first: once it is asked for, no run is claimed. A place, then a call:
+            // a run waiting for a call never holds one, so the two cannot wait on each other.
             let first = tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
-                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                p = slots.held.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             };
-            // Every free slot is taken before the claim asks for as many runs, so that none of
-            // them can go to a run handed over meanwhile (`Handoff`), and no run claimed has to
-            // wait for a slot (unrenewed, its lease could run out).
+            let first = tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                c = slots.calls.clone().acquire_owned() => match c {
+                    Ok(c) => Place { held: first, call: Call::Holds(c), time: call_time.clone() },
+                    Err(_) => break,
+                },
+            };
+            // Every free call, each with a place, is taken before the claim asks for as many
+            // runs, so that none of them can go to a run handed over meanwhile (`Handoff`),
+            // and no run claimed waits: a claim takes what this worker can start now, and
+            // leaves the rest of the queue to the other workers.
             let mut permits = vec![first];
-            while let Ok(p) = slots.clone().try_acquire_owned() {
-                permits.push(p);
+            while let Ok(held) = slots.held.clone().try_acquire_owned() {
+                let Ok(call) = slots.calls.clone().try_acquire_owned() else {
+                    break;
+                };
+                permits.push(Place {
+                    held,
+                    call: Call::Holds(call),
+                    time: call_time.clone(),
+                });
             }
             let want = permits.len() as u32;
             let now = Timestamp::now();
@@ -156,9 +277,9 @@ impl Worker {
             let short = (runs.len() as u32) < want;
             for run in runs {
                 let Some(permit) = permits.pop() else { break };
-                tokio::spawn(Arc::clone(this).execute(run, permit, settling.clone()));
+                tokio::spawn(Arc::clone(this).execute(run, permit));
             }
-            // The slots left over are free again, for the next claim or a run handed over.
+            // The places left over are free again, for the next claim or a run handed over.
             drop(permits);
             // A failed claim learnt nothing of the queue: no run is handed over before a claim
             // has found it drained.
@@ -172,16 +293,14 @@ impl Worker {
                 }
             }
         }
-        // No run is handed over once every slot is back here; one handed over before that is
+        // No run is handed over once every place is back here; one handed over before that is
         // executed (the intake runs until then).
         idle.store(false, std::sync::atomic::Ordering::Release);
-        let all = this.config.concurrency.max(1) as u32;
-        // Every run executing, then every outcome being written: none is left half-recorded.
-        let _ = tokio::time::timeout(this.config.shutdown_grace, async {
-            let executed = slots.acquire_many(all).await;
-            let settled = settling.acquire_many(all).await;
-            (executed, settled)
-        })
+        // Every run held, waiting, executing or being written: none is left half-recorded.
+        let _ = tokio::time::timeout(
+            this.config.shutdown_grace,
+            slots.held.acquire_many(capacity as u32),
+        )
         .await;
         intake.abort();
         leases.abort();
@@ -289,29 +408,17 @@ impl Worker {
         }
     }
 
-    async fn execute(
-        self: Arc<Self>,
-        run: Run,
-        permit: OwnedSemaphorePermit,
-        settling: Arc<Semaphore>,
-    ) {
+    async fn execute(self: Arc<Self>, run: Run, place: Place) {
         let span = tracing::info_span!("run.execute", run.id = %run.id, run.model = %run.model);
-        self.execute_in_span(run, permit, settling)
-            .instrument(span)
-            .await
+        self.execute_in_span(run, place).instrument(span).await
     }
 
-    /// Runs the provider while holding `permit` (one of `concurrency` slots), then writes the
-    /// outcome holding a place in `settling` instead: the slot is free for the next run while
-    /// the store commits (a commit waits for the writer's batch, as long as a fast model's
-    /// whole execution), and shutdown still waits for the write.
-    async fn execute_in_span(
-        self: Arc<Self>,
-        run: Run,
-        permit: OwnedSemaphorePermit,
-        settling: Arc<Semaphore>,
-    ) {
-        let started = std::time::Instant::now();
+    /// Runs the provider holding one of `concurrency` calls, then gives the call back and
+    /// writes the outcome: the call is free for the next run while the store commits (a commit
+    /// waits for the writer's batch, as long as a fast model's whole execution). The run's
+    /// place is held throughout, so shutdown waits for the write.
+    async fn execute_in_span(self: Arc<Self>, run: Run, place: Place) {
+        let Place { held, call, time } = place;
         if let Some(claimed) = run.started_at {
             let waited = claimed.0.saturating_sub(run.created_at.0).max(0);
             self.metrics.run_picked_up(waited as f64 / 1e6);
@@ -319,7 +426,24 @@ impl Worker {
         // Shared with the provider's task, not copied into it.
         let run = Arc::new(run);
         let registration = self.inflight.register(&run.id);
+        // From here the run's lease is renewed, and a cancel or a lost lease stops it, also
+        // while it waits for a call.
         let _executing = ExecutingGuard::new(&self.executing, &run);
+        let call = match call {
+            Call::Holds(c) => c,
+            Call::Wait(calls, handoff) => {
+                match wait_for_call(calls, &handoff, &registration.signal).await {
+                    Some(c) => c,
+                    None => {
+                        // Canceled (the cancel endpoint refunded it), no longer ours, or the
+                        // worker is gone (its lease runs out and it is reclaimed).
+                        tracing::info!("run stopped while waiting for a call");
+                        return;
+                    }
+                }
+            }
+        };
+        let started = std::time::Instant::now();
         let execution = self.call_provider(&run, &registration.signal).await;
         let (outcome_name, code) = match &execution {
             Execution::Succeeded(_) => ("succeeded", None),
@@ -350,13 +474,11 @@ impl Worker {
             }
         };
         drop(registration);
+        drop(call);
+        time.record(started.elapsed());
         let ok = matches!(outcome, RunOutcome::Succeeded { .. });
-        // Taken before the slot is given back, so that runs waiting on the store stay bounded
-        // (at most `concurrency` executing and as many being written).
-        let settling = settling.acquire_owned().await;
-        drop(permit);
         self.finish(&run.id, run.attempts, outcome).await;
-        drop(settling);
+        drop(held);
         self.metrics
             .run_finished(&run.model, if ok { "succeeded" } else { "failed" });
         tracing::info!(
@@ -457,5 +579,34 @@ impl Worker {
         tracing::error!(
             "giving up on recording the outcome; the run is re-queued at the next start"
         );
+    }
+}
+
+/// A call for a run handed over, or `None` if it is stopped first. Past [`HANDED_RUN_WAIT`], the
+/// handoff is closed: the runs created next are queued for a claim instead of joining the wait.
+async fn wait_for_call(
+    calls: Arc<Semaphore>,
+    handoff: &std::sync::atomic::AtomicBool,
+    stop: &tokio::sync::Notify,
+) -> Option<OwnedSemaphorePermit> {
+    // Most runs of a fast model find a call free: no timer for them.
+    if let Ok(c) = calls.clone().try_acquire_owned() {
+        return Some(c);
+    }
+    let acquire = calls.acquire_owned();
+    tokio::pin!(acquire);
+    let long = tokio::time::sleep(HANDED_RUN_WAIT);
+    tokio::pin!(long);
+    let mut closed = false;
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.notified() => return None,
+            c = &mut acquire => return c.ok(),
+            _ = &mut long, if !closed => {
+                handoff.store(false, std::sync::atomic::Ordering::Release);
+                closed = true;
+            }
+        }
     }
 }
