@@ -154,11 +154,12 @@ async fn the_upstream_never_sees_more_than_concurrency_calls() {
     );
 }
 
-/// While both calls are held by slow runs, the others wait: handed over to the worker (waiting
-/// for a call) or queued. Each is canceled and refunded, and none of them reaches the upstream,
-/// also after the calls are free again.
+/// A burst of slow runs: the worker takes as many as it has calls free (handed over or claimed),
+/// and the others stay queued, `pending`, where any worker could claim them, not held by this
+/// one as `processing` while they wait for a call. Each waiting run is canceled and refunded, and
+/// none of them reaches the upstream, also after the calls are free again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_waiting_for_a_call_is_canceled_without_calling() {
+async fn a_burst_of_slow_runs_waits_queued_and_is_canceled_without_calling() {
     let s = setup().await;
     let prompts: Vec<String> = (0..6).map(|i| format!("held {i}")).collect();
     let ids = create_burst(&s, &prompts).await;
@@ -173,6 +174,16 @@ async fn a_run_waiting_for_a_call_is_canceled_without_calling() {
     let called: HashSet<String> = s.upstream.prompts.lock().unwrap().iter().cloned().collect();
     assert_eq!(called.len(), 2, "{called:?}");
     let c = s.server.client();
+    let mut statuses = Vec::new();
+    for id in &ids {
+        statuses.push(c.run(&s.key, id).await.body["status"].clone());
+    }
+    let count = |want: &str| statuses.iter().filter(|st| *st == want).count();
+    assert_eq!(
+        (count("processing"), count("pending")),
+        (2, 4),
+        "{statuses:?}"
+    );
     let mut waiting = Vec::new();
     for (id, prompt) in ids.iter().zip(&prompts) {
         if called.contains(prompt) {

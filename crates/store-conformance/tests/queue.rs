@@ -144,6 +144,37 @@ for_each_store! {
         f.check_invariants().await;
     }
 
+    /// A run taken and never started goes back to the queue as if never claimed: `pending`, its
+    /// attempt undone, claimed again as attempt 1. Only that attempt's `processing` run is put
+    /// back: not a canceled one (whose refund stands), not another attempt's.
+    #[tokio::test]
+    async fn a_run_never_started_is_put_back_in_the_queue_as_it_was() {
+        let Some(f) = Fixture::new(BACKEND, 10, 0, 0).await else { return };
+        let a = f.store.create_run(f.new_run(0, 1000)).await.unwrap();
+        let b = f.store.create_run(f.new_run(0, 1000)).await.unwrap();
+        let t0 = Timestamp::now();
+        let claimed = f.store.claim_runs(5, t0, lease(t0, 60)).await.unwrap();
+        assert_eq!(claimed.len(), 2);
+        // Another attempt's release changes nothing.
+        assert!(!f.store.release_run(&a.id, 2).await.unwrap());
+        assert!(f.store.release_run(&a.id, 1).await.unwrap());
+        let back = f.store.get_run(&f.account, &a.id).await.unwrap().unwrap();
+        assert_eq!((back.status, back.attempts, back.started_at), (RunStatus::Pending, 0, None));
+        // Released twice: the second finds it no longer processing.
+        assert!(!f.store.release_run(&a.id, 1).await.unwrap());
+        // A canceled run stays canceled, refunded once.
+        f.store.cancel_run(&f.account, &b.id, Timestamp::now()).await.unwrap();
+        assert!(!f.store.release_run(&b.id, 1).await.unwrap());
+        let b = f.store.get_run(&f.account, &b.id).await.unwrap().unwrap();
+        assert_eq!(b.status, RunStatus::Canceled);
+        // Claimed again, as its first attempt.
+        let t1 = Timestamp::now();
+        let again = f.store.claim_runs(5, t1, lease(t1, 60)).await.unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!((again[0].id.as_str(), again[0].attempts), (a.id.as_str(), 1));
+        f.check_invariants().await;
+    }
+
     /// Successes finishing at once are written together (one statement per batch where the
     /// store batches them), while cancels and lease renewals of the same runs race them: each
     /// run ends either canceled and refunded, without output, or succeeded with its own output;

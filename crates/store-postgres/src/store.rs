@@ -1583,6 +1583,25 @@ impl Store for PgStore {
             .collect())
     }
 
+    async fn release_run(&self, run_id: &str, attempt: u32) -> Result<bool, StoreError> {
+        let attempt = i64::from(attempt);
+        Ok(in_tx!(self, |tx| Box::pin(async move {
+            let n = execute(
+                tx,
+                "UPDATE runs SET status = 'pending', attempts = attempts - 1, started_at = NULL, locked_until = NULL
+                 WHERE id = $1 AND attempts = $2 AND status = 'processing'",
+                &[&run_id, &attempt],
+            )
+            .await?;
+            if n == 1 {
+                announce(tx, run_id).await?;
+                execute(tx, "SELECT pg_notify($1, '')", &[&QUEUE_CHANNEL]).await?;
+            }
+            Ok::<bool, Error>(n == 1)
+        }))
+        .await?)
+    }
+
     async fn reclaim_expired(
         &self,
         max_attempts: u32,

@@ -1193,6 +1193,25 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn release_run(&self, run_id: &str, attempt: u32) -> Result<bool, StoreError> {
+        let id = run_id.to_owned();
+        let released = self
+            .write_one(move |c| {
+                c.prepare_cached(
+                    "UPDATE runs SET status = 'pending', attempts = attempts - 1, started_at = NULL, locked_until = NULL
+                     WHERE id = ?1 AND attempts = ?2 AND status = 'processing'",
+                )?
+                .execute(params![id, attempt])
+                .map(|n| n == 1)
+            })
+            .await?;
+        if released {
+            self.announce([run_id]);
+            self.queue_signal.notify_one();
+        }
+        Ok(released)
+    }
+
     async fn reclaim_expired(
         &self,
         max_attempts: u32,

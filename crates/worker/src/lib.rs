@@ -25,9 +25,9 @@ use tracing::Instrument;
 pub struct WorkerConfig {
     /// How many runs call their provider at once (and hold its output while it is stored).
     pub concurrency: usize,
-    /// How many runs this worker holds at once: calling their provider, waiting for one of the
-    /// `concurrency` calls, or having their outcome written. At least `concurrency`. A claim
-    /// takes only runs that can call at once; runs handed over in their creates may wait.
+    /// How many runs this worker holds at once: waiting a moment for one of the `concurrency`
+    /// calls, calling their provider, or having their outcome written. At least `concurrency`
+    /// (docs/DECISIONS.md, "A worker's slot is the provider call").
     pub intake: usize,
     /// How often to look for runs queued by other processes when nothing signals.
     pub poll_interval: Duration,
@@ -63,6 +63,23 @@ pub struct Worker {
 struct Slots {
     held: Arc<Semaphore>,
     calls: Arc<Semaphore>,
+    /// Outcomes being written: a run gives its call back once its provider has answered and
+    /// its outputs are stored, holding one of these until its outcome is committed, so that
+    /// outcomes waiting on the store (and the outputs they carry) stay bounded.
+    settling: Arc<Semaphore>,
+    /// `intake` and `concurrency`.
+    capacity: usize,
+    concurrency: usize,
+}
+
+impl Slots {
+    /// Runs holding a place without having started: handed over and committing, or waiting for
+    /// a call. Read without a lock, so approximate; `intake` is the hard bound.
+    fn not_started(&self) -> usize {
+        let used = |s: &Semaphore, of: usize| of - s.available_permits().min(of);
+        let started = used(&self.calls, self.concurrency) + used(&self.settling, self.concurrency);
+        used(&self.held, self.capacity).saturating_sub(started)
+    }
 }
 
 /// How long this worker's provider calls take, as a moving average in microseconds (unknown
@@ -128,6 +145,8 @@ struct Place {
     call: Call,
     /// Where its call's time is recorded.
     time: CallTime,
+    /// The places of outcomes being written.
+    settling: Arc<Semaphore>,
 }
 
 enum Call {
@@ -136,9 +155,10 @@ enum Call {
     Wait(Arc<Semaphore>, Arc<std::sync::atomic::AtomicBool>),
 }
 
-/// How long a run handed over may wait for a call before the worker stops taking runs from
-/// their creates (until its next claim finds the queue drained): a model slow enough to keep
-/// every call busy leaves new runs queued, `pending`, where any worker can claim them.
+/// How long a run handed over may wait for a call. Past it the run goes back to the queue, and
+/// the worker stops taking runs from their creates until its next claim finds the queue drained:
+/// a model slow enough to keep every call busy leaves its runs queued, `pending`, where any
+/// worker with a call free can claim them.
 const HANDED_RUN_WAIT: Duration = Duration::from_millis(50);
 
 /// The runs a worker is executing: run id to the attempt it claimed.
@@ -179,10 +199,15 @@ impl Worker {
         let this = Arc::new(self);
         let this = &this;
         let capacity = this.config.intake.max(this.config.concurrency).max(1);
-        let slots = Slots {
+        let concurrency = this.config.concurrency.max(1);
+        let slots = Arc::new(Slots {
             held: Arc::new(Semaphore::new(capacity)),
-            calls: Arc::new(Semaphore::new(this.config.concurrency.max(1))),
-        };
+            calls: Arc::new(Semaphore::new(concurrency)),
+            settling: Arc::new(Semaphore::new(concurrency)),
+            capacity,
+            concurrency,
+        });
+        let settling = slots.settling.clone();
         let call_time = CallTime::new();
         let signal = this.store.queue_signal();
         // Runs the store gives this worker from their creates, while it is idle (`Handoff`):
@@ -190,8 +215,14 @@ impl Worker {
         let idle = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (handed_tx, mut handed) = tokio::sync::mpsc::unbounded_channel();
         let ready = {
-            let (calls, time) = (slots.calls.clone(), call_time.clone());
-            Arc::new(move || calls.available_permits() > 0 || time.turning_over())
+            let (slots, time) = (slots.clone(), call_time.clone());
+            // While calls are turning over, runs are handed over up to `intake` (under load a
+            // fast model's runs arrive a batch at a time, all calls taken for a moment, and each
+            // run takes its call a moment later; one that waits too long goes back to the
+            // queue). Otherwise no more than will find a call free.
+            Arc::new(move || {
+                time.turning_over() || slots.not_started() < slots.calls.available_permits()
+            })
         };
         this.store.hand_off_to(runbase_domain::store::Handoff {
             slots: slots.held.clone(),
@@ -201,11 +232,12 @@ impl Worker {
             runs: handed_tx,
         });
         let intake = {
-            let (worker, calls, idle, time) = (
+            let (worker, calls, idle, time, settling) = (
                 Arc::clone(this),
                 slots.calls.clone(),
                 idle.clone(),
                 call_time.clone(),
+                settling.clone(),
             );
             tokio::spawn(async move {
                 while let Some((run, held)) = handed.recv().await {
@@ -213,6 +245,7 @@ impl Worker {
                         held,
                         call: Call::Wait(calls.clone(), idle.clone()),
                         time: time.clone(),
+                        settling: settling.clone(),
                     };
                     tokio::spawn(worker.clone().execute(run, place));
                 }
@@ -236,7 +269,12 @@ impl Worker {
                 biased;
                 _ = &mut shutdown => break,
                 c = slots.calls.clone().acquire_owned() => match c {
-                    Ok(c) => Place { held: first, call: Call::Holds(c), time: call_time.clone() },
+                    Ok(c) => Place {
+                        held: first,
+                        call: Call::Holds(c),
+                        time: call_time.clone(),
+                        settling: settling.clone(),
+                    },
                     Err(_) => break,
                 },
             };
@@ -253,7 +291,42 @@ impl Worker {
                     held,
                     call: Call::Holds(call),
                     time: call_time.clone(),
+                    settling: settling.clone(),
                 });
+            }
+            // The calls runs handed over will take once they arrive are not claimed for: the
+            // claim would leave them waiting, `processing`, for a call.
+            let owed = slots.not_started();
+            if owed >= permits.len() {
+                drop(permits);
+                tokio::select! {
+                    biased;
+                    _ = &mut shutdown => break,
+                    _ = tokio::time::sleep(Duration::from_millis(1)) => continue,
+                }
+            }
+            permits.truncate(permits.len() - owed);
+            // While calls are turning over, a claim takes as many runs again as it has calls
+            // free, each to wait a moment for a call, as a run handed over does (and to go back
+            // to the queue if none comes): under load a fast model's calls are all taken for an
+            // instant, and a claim of only the free calls would leave runs queued behind it, so
+            // that the handoff, which reopens once a claim finds the queue drained, never would.
+            if call_time.turning_over() {
+                let mut waiting = Vec::with_capacity(slots.concurrency + permits.len());
+                for _ in 0..slots.concurrency {
+                    let Ok(held) = slots.held.clone().try_acquire_owned() else {
+                        break;
+                    };
+                    waiting.push(Place {
+                        held,
+                        call: Call::Wait(slots.calls.clone(), idle.clone()),
+                        time: call_time.clone(),
+                        settling: settling.clone(),
+                    });
+                }
+                // Runs are given the places holding a call first (taken from the end).
+                waiting.append(&mut permits);
+                permits = waiting;
             }
             let want = permits.len() as u32;
             let now = Timestamp::now();
@@ -296,12 +369,21 @@ impl Worker {
         // No run is handed over once every place is back here; one handed over before that is
         // executed (the intake runs until then).
         idle.store(false, std::sync::atomic::Ordering::Release);
+        // No call is started now: runs handed over and waiting for one go back to the queue.
+        slots.calls.close();
         // Every run held, waiting, executing or being written: none is left half-recorded.
-        let _ = tokio::time::timeout(
+        let all_back = tokio::time::timeout(
             this.config.shutdown_grace,
             slots.held.acquire_many(capacity as u32),
         )
         .await;
+        if all_back.is_err() {
+            tracing::warn!(
+                runs = this.executing.lock().map(|m| m.len()).unwrap_or(0),
+                grace_secs = this.config.shutdown_grace.as_secs(),
+                "stopping with runs unfinished after the grace period; they stay processing and run again at the next start (or once their lease runs out, on a shared store)"
+            );
+        }
         intake.abort();
         leases.abort();
         if let Some(c) = cancels {
@@ -418,7 +500,12 @@ impl Worker {
     /// waits for the writer's batch, as long as a fast model's whole execution). The run's
     /// place is held throughout, so shutdown waits for the write.
     async fn execute_in_span(self: Arc<Self>, run: Run, place: Place) {
-        let Place { held, call, time } = place;
+        let Place {
+            held,
+            call,
+            time,
+            settling,
+        } = place;
         if let Some(claimed) = run.started_at {
             let waited = claimed.0.saturating_sub(run.created_at.0).max(0);
             self.metrics.run_picked_up(waited as f64 / 1e6);
@@ -432,14 +519,12 @@ impl Worker {
         let call = match call {
             Call::Holds(c) => c,
             Call::Wait(calls, handoff) => {
-                match wait_for_call(calls, &handoff, &registration.signal).await {
+                match self
+                    .wait_for_call(&run, calls, &handoff, &registration.signal)
+                    .await
+                {
                     Some(c) => c,
-                    None => {
-                        // Canceled (the cancel endpoint refunded it), no longer ours, or the
-                        // worker is gone (its lease runs out and it is reclaimed).
-                        tracing::info!("run stopped while waiting for a call");
-                        return;
-                    }
+                    None => return,
                 }
             }
         };
@@ -474,10 +559,14 @@ impl Worker {
             }
         };
         drop(registration);
+        let ok = matches!(outcome, RunOutcome::Succeeded { .. });
+        // Taken before the call is given back, so that outcomes waiting on the store stay
+        // bounded (at most `concurrency` calling and as many being written).
+        let settling = settling.acquire_owned().await;
         drop(call);
         time.record(started.elapsed());
-        let ok = matches!(outcome, RunOutcome::Succeeded { .. });
         self.finish(&run.id, run.attempts, outcome).await;
+        drop(settling);
         drop(held);
         self.metrics
             .run_finished(&run.model, if ok { "succeeded" } else { "failed" });
@@ -486,6 +575,63 @@ impl Worker {
             duration_ms = started.elapsed().as_millis() as u64,
             "run finished"
         );
+    }
+
+    /// A call for a run handed over, or `None` once the run is no longer this worker's to start:
+    /// stopped (canceled, or its lease not renewed), or put back in the queue because no call
+    /// came free within [`HANDED_RUN_WAIT`] or the worker is stopping.
+    async fn wait_for_call(
+        &self,
+        run: &Run,
+        calls: Arc<Semaphore>,
+        handoff: &std::sync::atomic::AtomicBool,
+        stop: &tokio::sync::Notify,
+    ) -> Option<OwnedSemaphorePermit> {
+        // Most runs of a fast model find a call free: no timer for them.
+        if let Ok(c) = calls.clone().try_acquire_owned() {
+            return Some(c);
+        }
+        let acquire = calls.acquire_owned();
+        tokio::pin!(acquire);
+        let long = tokio::time::sleep(HANDED_RUN_WAIT);
+        tokio::pin!(long);
+        loop {
+            let why = tokio::select! {
+                biased;
+                _ = stop.notified() => {
+                    tracing::info!("run stopped while waiting for a call");
+                    return None;
+                }
+                c = &mut acquire => match c {
+                    Ok(c) => return Some(c),
+                    // Closed: the worker is stopping.
+                    Err(_) => "the worker is stopping",
+                },
+                _ = &mut long => "no call came free in time",
+            };
+            handoff.store(false, std::sync::atomic::Ordering::Release);
+            match self.store.release_run(&run.id, run.attempts).await {
+                Ok(released) => {
+                    if released {
+                        tracing::info!(
+                            why,
+                            "run put back in the queue before its provider was called"
+                        );
+                    }
+                    return None;
+                }
+                Err(e) => {
+                    // Still this worker's run, its lease renewed: it waits on for a call (or,
+                    // stopping, is run again at the next start).
+                    tracing::warn!(error = %e, "putting a run back in the queue failed");
+                    long.as_mut()
+                        .reset(tokio::time::Instant::now() + Duration::from_secs(3600 * 24 * 365));
+                    if why == "the worker is stopping" {
+                        return None;
+                    }
+                }
+            }
+        }
     }
 
     async fn call_provider(&self, run: &Arc<Run>, cancel: &tokio::sync::Notify) -> Execution {
@@ -579,34 +725,5 @@ impl Worker {
         tracing::error!(
             "giving up on recording the outcome; the run is re-queued at the next start"
         );
-    }
-}
-
-/// A call for a run handed over, or `None` if it is stopped first. Past [`HANDED_RUN_WAIT`], the
-/// handoff is closed: the runs created next are queued for a claim instead of joining the wait.
-async fn wait_for_call(
-    calls: Arc<Semaphore>,
-    handoff: &std::sync::atomic::AtomicBool,
-    stop: &tokio::sync::Notify,
-) -> Option<OwnedSemaphorePermit> {
-    // Most runs of a fast model find a call free: no timer for them.
-    if let Ok(c) = calls.clone().try_acquire_owned() {
-        return Some(c);
-    }
-    let acquire = calls.acquire_owned();
-    tokio::pin!(acquire);
-    let long = tokio::time::sleep(HANDED_RUN_WAIT);
-    tokio::pin!(long);
-    let mut closed = false;
-    loop {
-        tokio::select! {
-            biased;
-            _ = stop.notified() => return None,
-            c = &mut acquire => return c.ok(),
-            _ = &mut long, if !closed => {
-                handoff.store(false, std::sync::atomic::Ordering::Release);
-                closed = true;
-            }
-        }
     }
 }
