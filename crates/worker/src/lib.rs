@@ -595,8 +595,9 @@ impl Worker {
         tokio::pin!(acquire);
         let long = tokio::time::sleep(HANDED_RUN_WAIT);
         tokio::pin!(long);
+        let mut timed = true;
         loop {
-            let why = tokio::select! {
+            let stopping = tokio::select! {
                 biased;
                 _ = stop.notified() => {
                     tracing::info!("run stopped while waiting for a call");
@@ -605,31 +606,36 @@ impl Worker {
                 c = &mut acquire => match c {
                     Ok(c) => return Some(c),
                     // Closed: the worker is stopping.
-                    Err(_) => "the worker is stopping",
+                    Err(_) => true,
                 },
-                _ = &mut long => "no call came free in time",
+                _ = &mut long, if timed => {
+                    timed = false;
+                    false
+                }
             };
             handoff.store(false, std::sync::atomic::Ordering::Release);
-            match self.store.release_run(&run.id, run.attempts).await {
-                Ok(released) => {
-                    if released {
-                        tracing::info!(
-                            why,
-                            "run put back in the queue before its provider was called"
-                        );
-                    }
+            // A run whose `start` webhook was sent is kept (unless stopping): claimed again, it
+            // would send it again (`Store::release_run`).
+            match self
+                .store
+                .release_run(&run.id, run.attempts, stopping)
+                .await
+            {
+                Ok(true) => {
+                    tracing::info!(
+                        stopping,
+                        "run put back in the queue before its provider was called"
+                    );
                     return None;
                 }
-                Err(e) => {
-                    // Still this worker's run, its lease renewed: it waits on for a call (or,
-                    // stopping, is run again at the next start).
-                    tracing::warn!(error = %e, "putting a run back in the queue failed");
-                    long.as_mut()
-                        .reset(tokio::time::Instant::now() + Duration::from_secs(3600 * 24 * 365));
-                    if why == "the worker is stopping" {
-                        return None;
-                    }
-                }
+                Err(e) => tracing::warn!(error = %e, "putting a run back in the queue failed"),
+                // Kept (its `start` was sent), or canceled or reclaimed meanwhile (which `stop`
+                // announces): it waits on.
+                Ok(false) => {}
+            }
+            if stopping {
+                // Left `processing`: run again at the next start, or once its lease runs out.
+                return None;
             }
         }
     }
