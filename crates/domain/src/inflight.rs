@@ -62,6 +62,20 @@ impl InFlight {
         false
     }
 
+    /// Signals the run to stop if it is registered here, and otherwise does nothing: for a
+    /// worker that learns a run it was executing is no longer its own (a lease lost). Unlike
+    /// [`InFlight::cancel`], nothing is remembered for a later registration, which may be the
+    /// same run claimed again.
+    pub fn stop(&self, run_id: &str) -> bool {
+        match self.runs.get(run_id) {
+            Some(s) => {
+                s.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.runs.is_empty()
     }
@@ -70,6 +84,20 @@ impl InFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_stop_of_a_run_not_here_is_not_remembered() {
+        let inflight = InFlight::default();
+        assert!(!inflight.stop("run_a"));
+        let reg = inflight.register("run_a");
+        let notified = tokio::time::timeout(Duration::from_millis(50), reg.signal.notified());
+        assert!(
+            notified.await.is_err(),
+            "registered afterwards, not stopped"
+        );
+        assert!(inflight.stop("run_a"));
+        reg.signal.notified().await;
+    }
 
     #[tokio::test]
     async fn a_cancel_before_the_wait_is_not_lost() {

@@ -337,18 +337,13 @@ pub trait Store: Send + Sync + 'static {
         lease_until: Timestamp,
     ) -> Result<Vec<Run>, StoreError>;
     /// Puts back in the queue a run that a worker took (claimed, or in its create: [`Handoff`])
-    /// and never started: `pending` again, its start cleared and its attempt undone, as if never
-    /// claimed, and workers are told of it. A run subscribed to its `start` webhook (sent with its
-    /// first attempt) is put back only `even_announced` (its worker is stopping), and then keeps
-    /// its attempt, so that the next claim, its second, does not send it again. `false` when
-    /// nothing was put back: the run is no longer that attempt's `processing` run (canceled
-    /// meanwhile, or reclaimed), or it is subscribed to `start` and not `even_announced`.
-    async fn release_run(
-        &self,
-        run_id: &str,
-        attempt: u32,
-        even_announced: bool,
-    ) -> Result<bool, StoreError>;
+    /// and never started: `pending` again with its start and lease cleared, and workers are told
+    /// of it. Its attempt stays spent, so that a run id and attempt name one taking of the run
+    /// only (a renewal or a late write of this one finds the next claim's attempt changed), and
+    /// a `start` webhook, sent with the first attempt, is not sent again. `false` when the run is
+    /// no longer that attempt's `processing` run (canceled meanwhile, or reclaimed), which is
+    /// then left alone.
+    async fn release_run(&self, run_id: &str, attempt: u32) -> Result<bool, StoreError>;
     /// Extends to `until` the leases of the runs a worker is executing, each named by its id and
     /// the attempt the worker claimed. Returns those of them that are no longer its to run
     /// (canceled, finished, or reclaimed after the lease ran out), so the worker can stop them.

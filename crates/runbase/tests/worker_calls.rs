@@ -37,6 +37,8 @@ async fn chat(State(u): State<Arc<Upstream>>, Json(body): Json<Value>) -> Json<V
     let mut open = u.open.subscribe();
     if prompt.starts_with("held") {
         let _ = open.wait_for(|o| *o).await;
+    } else if prompt.starts_with("instant") {
+        // Answered at once: the worker's calls turn over.
     } else {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -56,10 +58,14 @@ struct Setup {
 }
 
 const PRICE_CENTS: i64 = 5;
-const START_CENTS: i64 = 1_000;
+const START_CENTS: i64 = 100_000;
 
 /// A server whose worker makes 2 calls at once and holds up to 8 runs, in front of the upstream.
 async fn setup() -> Setup {
+    setup_with("8").await
+}
+
+async fn setup_with(intake: &str) -> Setup {
     let upstream = Arc::new(Upstream::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/v1", listener.local_addr().unwrap());
@@ -97,7 +103,7 @@ output_schema = {{ type = "object", properties = {{ text = {{ type = "string" }}
         ),
         ("RUNBASE_PROVIDERS__RETRY__MAX_RETRIES", "0"),
         ("RUNBASE_WORKER__CONCURRENCY", "2"),
-        ("RUNBASE_WORKER__INTAKE", "8"),
+        ("RUNBASE_WORKER__INTAKE", intake),
     ]);
     let server = Server::start_with(&env);
     let key = server.account("calls@example.com", START_CENTS);
@@ -215,4 +221,69 @@ async fn a_burst_of_slow_runs_waits_queued_and_is_canceled_without_calling() {
         START_CENTS - 2 * PRICE_CENTS,
         "the canceled runs were refunded"
     );
+}
+
+/// While a quick model's calls turn over, runs are handed over in their creates before a call is
+/// free for them. Slow runs created then wait a moment for a call and, none coming, go back to
+/// the queue (`pending`), from where they are claimed as calls free up: each reaches the upstream
+/// once, never more than 2 at a time, and each is charged once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_that_wait_too_long_for_a_call_go_back_to_the_queue() {
+    let s = setup_with("64").await;
+    let c = s.server.client();
+    // Quick runs, one after another, until the slow ones have been put back.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let quick = {
+        let (c, key, stop) = (c.clone(), s.key.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            let mut i = 0;
+            while !stop.load(Ordering::SeqCst) && i < 2_000 {
+                let body =
+                    json!({"model": "test/chat", "input": {"prompt": format!("instant {i}")}});
+                let r = c.create(&key, body).await;
+                assert_eq!(r.status, 201, "{}", r.body);
+                ids.push(r.body["id"].as_str().unwrap().to_owned());
+                i += 1;
+            }
+            ids
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut slow = Vec::new();
+    let mut prompts = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for burst in 0.. {
+        let these: Vec<String> = (0..30).map(|i| format!("held {burst}-{i}")).collect();
+        slow.extend(create_burst(&s, &these).await);
+        prompts.extend(these);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if s.server.log().contains("run put back in the queue") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && burst < 5,
+            "no run was put back:\n{}",
+            s.server.log()
+        );
+    }
+    stop.store(true, Ordering::SeqCst);
+    let quick = quick.await.unwrap();
+    assert!(s.upstream.peak.load(Ordering::SeqCst) <= 2);
+    s.upstream.open.send_replace(true);
+    for id in quick.iter().chain(&slow) {
+        let done = c.wait(&s.key, id).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+    }
+    assert!(s.upstream.peak.load(Ordering::SeqCst) <= 2);
+    let called = s.upstream.prompts.lock().unwrap().clone();
+    for p in &prompts {
+        assert_eq!(
+            called.iter().filter(|c| *c == p).count(),
+            1,
+            "{p} called once"
+        );
+    }
+    let runs = (quick.len() + slow.len()) as i64;
+    assert_eq!(c.balance(&s.key).await, START_CENTS - runs * PRICE_CENTS);
 }

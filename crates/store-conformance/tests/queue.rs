@@ -144,11 +144,12 @@ for_each_store! {
         f.check_invariants().await;
     }
 
-    /// A run taken and never started goes back to the queue as if never claimed: `pending`, its
-    /// attempt undone, claimed again as attempt 1. Only that attempt's `processing` run is put
-    /// back: not a canceled one (whose refund stands), not another attempt's.
+    /// A run taken and never started goes back to the queue: `pending`, its start cleared, its
+    /// attempt spent (claimed again, it is the next attempt, so the old attempt's renewals and
+    /// writes find it gone). Only that attempt's `processing` run is put back: not a canceled
+    /// one (whose refund stands), not another attempt's.
     #[tokio::test]
-    async fn a_run_never_started_is_put_back_in_the_queue_as_it_was() {
+    async fn a_run_never_started_is_put_back_in_the_queue() {
         let Some(f) = Fixture::new(BACKEND, 10, 0, 0).await else { return };
         let a = f.store.create_run(f.new_run(0, 1000)).await.unwrap();
         let b = f.store.create_run(f.new_run(0, 1000)).await.unwrap();
@@ -156,49 +157,44 @@ for_each_store! {
         let claimed = f.store.claim_runs(5, t0, lease(t0, 60)).await.unwrap();
         assert_eq!(claimed.len(), 2);
         // Another attempt's release changes nothing.
-        assert!(!f.store.release_run(&a.id, 2, false).await.unwrap());
-        assert!(f.store.release_run(&a.id, 1, false).await.unwrap());
+        assert!(!f.store.release_run(&a.id, 2).await.unwrap());
+        assert!(f.store.release_run(&a.id, 1).await.unwrap());
         let back = f.store.get_run(&f.account, &a.id).await.unwrap().unwrap();
-        assert_eq!((back.status, back.attempts, back.started_at), (RunStatus::Pending, 0, None));
+        assert_eq!((back.status, back.attempts, back.started_at), (RunStatus::Pending, 1, None));
         // Released twice: the second finds it no longer processing.
-        assert!(!f.store.release_run(&a.id, 1, false).await.unwrap());
+        assert!(!f.store.release_run(&a.id, 1).await.unwrap());
         // A canceled run stays canceled, refunded once.
         f.store.cancel_run(&f.account, &b.id, Timestamp::now()).await.unwrap();
-        assert!(!f.store.release_run(&b.id, 1, false).await.unwrap());
+        assert!(!f.store.release_run(&b.id, 1).await.unwrap());
         let b = f.store.get_run(&f.account, &b.id).await.unwrap().unwrap();
         assert_eq!(b.status, RunStatus::Canceled);
-        // Claimed again, as its first attempt.
+        // Claimed again, as its next attempt: the released attempt's renewal finds it lost.
         let t1 = Timestamp::now();
         let again = f.store.claim_runs(5, t1, lease(t1, 60)).await.unwrap();
         assert_eq!(again.len(), 1);
-        assert_eq!((again[0].id.as_str(), again[0].attempts), (a.id.as_str(), 1));
+        assert_eq!((again[0].id.as_str(), again[0].attempts), (a.id.as_str(), 2));
+        let stale = vec![(a.id.clone(), 1)];
+        assert_eq!(f.store.renew_leases(&stale, lease(t1, 90)).await.unwrap(), vec![a.id.clone()]);
         f.check_invariants().await;
     }
 
-    /// A run subscribed to its `start` webhook, sent with its first claim: not put back while its
-    /// worker runs, and put back by a stopping worker with its attempt spent, so that the next
-    /// claim (its second attempt) does not send `start` again.
+    /// A run subscribed to its `start` webhook, sent with its first claim, put back and claimed
+    /// again: `start` is sent once.
     #[tokio::test]
-    async fn a_run_whose_start_was_announced_is_put_back_only_by_a_stopping_worker() {
+    async fn a_run_put_back_sends_its_start_webhook_once() {
         use runbase_domain::webhooks::{EVENT_START, Subscription};
         let Some(f) = Fixture::new(BACKEND, 10, 0, 0).await else { return };
         let mut new = f.new_run(0, 1000);
         new.webhook = Some(Subscription { url: "https://example.com/hook".into(), events: EVENT_START });
         let run = f.store.create_run(new).await.unwrap();
         let t0 = Timestamp::now();
-        let claimed = f.store.claim_runs(5, t0, lease(t0, 60)).await.unwrap();
-        assert_eq!(claimed.len(), 1);
-        assert!(!f.store.release_run(&run.id, 1, false).await.unwrap());
-        let kept = f.store.get_run(&f.account, &run.id).await.unwrap().unwrap();
-        assert_eq!((kept.status, kept.attempts), (RunStatus::Processing, 1));
-        assert!(f.store.release_run(&run.id, 1, true).await.unwrap());
-        let back = f.store.get_run(&f.account, &run.id).await.unwrap().unwrap();
-        assert_eq!((back.status, back.attempts, back.started_at), (RunStatus::Pending, 1, None));
+        assert_eq!(f.store.claim_runs(5, t0, lease(t0, 60)).await.unwrap().len(), 1);
+        assert!(f.store.release_run(&run.id, 1).await.unwrap());
         let t1 = Timestamp::now();
         let again = f.store.claim_runs(5, t1, lease(t1, 60)).await.unwrap();
         assert_eq!(again[0].attempts, 2);
-        let starts = f.store.run_deliveries(&f.account, &run.id).await.unwrap().unwrap();
-        assert_eq!(starts.iter().filter(|d| d.event == "start").count(), 1, "{starts:?}");
+        let sent = f.store.run_deliveries(&f.account, &run.id).await.unwrap().unwrap();
+        assert_eq!(sent.iter().filter(|d| d.event == "start").count(), 1, "{sent:?}");
         f.check_invariants().await;
     }
 

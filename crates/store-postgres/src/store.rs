@@ -1583,21 +1583,14 @@ impl Store for PgStore {
             .collect())
     }
 
-    async fn release_run(
-        &self,
-        run_id: &str,
-        attempt: u32,
-        even_announced: bool,
-    ) -> Result<bool, StoreError> {
+    async fn release_run(&self, run_id: &str, attempt: u32) -> Result<bool, StoreError> {
         let attempt = i64::from(attempt);
         Ok(in_tx!(self, |tx| Box::pin(async move {
             let n = execute(
                 tx,
-                "UPDATE runs SET status = 'pending', started_at = NULL, locked_until = NULL,
-                     attempts = attempts - CASE WHEN webhook IS NULL OR (webhook_events & 1) = 0 THEN 1 ELSE 0 END
-                 WHERE id = $1 AND attempts = $2 AND status = 'processing'
-                   AND ($3 OR webhook IS NULL OR (webhook_events & 1) = 0)",
-                &[&run_id, &attempt, &even_announced],
+                "UPDATE runs SET status = 'pending', started_at = NULL, locked_until = NULL
+                 WHERE id = $1 AND attempts = $2 AND status = 'processing'",
+                &[&run_id, &attempt],
             )
             .await?;
             if n == 1 {

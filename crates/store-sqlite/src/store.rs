@@ -1193,22 +1193,15 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn release_run(
-        &self,
-        run_id: &str,
-        attempt: u32,
-        even_announced: bool,
-    ) -> Result<bool, StoreError> {
+    async fn release_run(&self, run_id: &str, attempt: u32) -> Result<bool, StoreError> {
         let id = run_id.to_owned();
         let released = self
             .write_one(move |c| {
                 c.prepare_cached(
-                    "UPDATE runs SET status = 'pending', started_at = NULL, locked_until = NULL,
-                         attempts = attempts - (webhook IS NULL OR (webhook_events & 1) = 0)
-                     WHERE id = ?1 AND attempts = ?2 AND status = 'processing'
-                       AND (?3 OR webhook IS NULL OR (webhook_events & 1) = 0)",
+                    "UPDATE runs SET status = 'pending', started_at = NULL, locked_until = NULL
+                     WHERE id = ?1 AND attempts = ?2 AND status = 'processing'",
                 )?
-                .execute(params![id, attempt, even_announced])
+                .execute(params![id, attempt])
                 .map(|n| n == 1)
             })
             .await?;

@@ -278,41 +278,45 @@ impl Worker {
                     Err(_) => break,
                 },
             };
-            // Every free call, each with a place, is taken before the claim asks for as many
-            // runs, so that none of them can go to a run handed over meanwhile (`Handoff`),
-            // and no run claimed waits: a claim takes what this worker can start now, and
-            // leaves the rest of the queue to the other workers.
-            let mut permits = vec![first];
-            while let Ok(held) = slots.held.clone().try_acquire_owned() {
+            // The calls that runs handed over will take once they arrive are not claimed for:
+            // the claim would leave them waiting, `processing`, for a call. While more are owed
+            // than are free, this call is given back and the claim waits a moment.
+            let owed = slots.not_started();
+            let free = slots.calls.available_permits();
+            if owed > free {
+                drop(first);
+                tokio::select! {
+                    biased;
+                    _ = &mut shutdown => break,
+                    _ = tokio::time::sleep(Duration::from_millis(5)) => continue,
+                }
+            }
+            // The other free calls, each with a place, are taken before the claim asks for as
+            // many runs, so that none of them can go to a run handed over meanwhile
+            // (`Handoff`), and no run claimed waits: a claim takes what this worker can start
+            // now, and leaves the rest of the queue to the other workers.
+            let mut places = vec![first];
+            for _ in 0..free - owed {
+                let Ok(held) = slots.held.clone().try_acquire_owned() else {
+                    break;
+                };
                 let Ok(call) = slots.calls.clone().try_acquire_owned() else {
                     break;
                 };
-                permits.push(Place {
+                places.push(Place {
                     held,
                     call: Call::Holds(call),
                     time: call_time.clone(),
                     settling: settling.clone(),
                 });
             }
-            // The calls runs handed over will take once they arrive are not claimed for: the
-            // claim would leave them waiting, `processing`, for a call.
-            let owed = slots.not_started();
-            if owed >= permits.len() {
-                drop(permits);
-                tokio::select! {
-                    biased;
-                    _ = &mut shutdown => break,
-                    _ = tokio::time::sleep(Duration::from_millis(1)) => continue,
-                }
-            }
-            permits.truncate(permits.len() - owed);
             // While calls are turning over, a claim takes as many runs again as it has calls
             // free, each to wait a moment for a call, as a run handed over does (and to go back
             // to the queue if none comes): under load a fast model's calls are all taken for an
             // instant, and a claim of only the free calls would leave runs queued behind it, so
             // that the handoff, which reopens once a claim finds the queue drained, never would.
             if call_time.turning_over() {
-                let mut waiting = Vec::with_capacity(slots.concurrency + permits.len());
+                let mut waiting = Vec::with_capacity(slots.concurrency + places.len());
                 for _ in 0..slots.concurrency {
                     let Ok(held) = slots.held.clone().try_acquire_owned() else {
                         break;
@@ -325,10 +329,10 @@ impl Worker {
                     });
                 }
                 // Runs are given the places holding a call first (taken from the end).
-                waiting.append(&mut permits);
-                permits = waiting;
+                waiting.append(&mut places);
+                places = waiting;
             }
-            let want = permits.len() as u32;
+            let want = places.len() as u32;
             let now = Timestamp::now();
             let until = now.after(this.config.lease);
             let (runs, claimed) = match this.store.claim_runs(want, now, until).await {
@@ -349,11 +353,11 @@ impl Worker {
             // on SQLite, left no slot free for a handoff under load.
             let short = (runs.len() as u32) < want;
             for run in runs {
-                let Some(permit) = permits.pop() else { break };
+                let Some(permit) = places.pop() else { break };
                 tokio::spawn(Arc::clone(this).execute(run, permit));
             }
             // The places left over are free again, for the next claim or a run handed over.
-            drop(permits);
+            drop(places);
             // A failed claim learnt nothing of the queue: no run is handed over before a claim
             // has found it drained.
             idle.store(short && claimed, std::sync::atomic::Ordering::Release);
@@ -455,8 +459,15 @@ impl Worker {
                 match renewed {
                     Ok(lost) => {
                         for id in &lost {
-                            tracing::info!(run.id = %id, "run no longer ours (canceled or reclaimed); stopping it");
-                            self.inflight.cancel(id);
+                            // Only the attempt renewed: the run may have been put back and
+                            // claimed here again since the list was taken.
+                            let listed = mine.iter().find(|(m, _)| m == id).map(|(_, a)| *a);
+                            let current =
+                                self.executing.lock().ok().and_then(|m| m.get(id).copied());
+                            if listed.is_some() && listed == current {
+                                tracing::info!(run.id = %id, "run no longer ours (canceled or reclaimed); stopping it");
+                                self.inflight.stop(id);
+                            }
                             held.remove(id);
                         }
                         for v in held.values_mut() {
@@ -472,7 +483,7 @@ impl Worker {
                         return true;
                     }
                     tracing::warn!(run.id = %id, "could not renew the run's lease; stopping it here so that another worker can take it over");
-                    self.inflight.cancel(id);
+                    self.inflight.stop(id);
                     false
                 });
             }
@@ -530,6 +541,9 @@ impl Worker {
         };
         let started = std::time::Instant::now();
         let execution = self.call_provider(&run, &registration.signal).await;
+        if !matches!(execution, Execution::Canceled) {
+            time.record(started.elapsed());
+        }
         let (outcome_name, code) = match &execution {
             Execution::Succeeded(_) => ("succeeded", None),
             Execution::Failed(e) => ("failed", Some(e.code.as_str())),
@@ -564,7 +578,6 @@ impl Worker {
         // bounded (at most `concurrency` calling and as many being written).
         let settling = settling.acquire_owned().await;
         drop(call);
-        time.record(started.elapsed());
         self.finish(&run.id, run.attempts, outcome).await;
         drop(settling);
         drop(held);
@@ -593,51 +606,34 @@ impl Worker {
         }
         let acquire = calls.acquire_owned();
         tokio::pin!(acquire);
-        let long = tokio::time::sleep(HANDED_RUN_WAIT);
-        tokio::pin!(long);
-        let mut timed = true;
-        loop {
-            let stopping = tokio::select! {
-                biased;
-                _ = stop.notified() => {
-                    tracing::info!("run stopped while waiting for a call");
-                    return None;
-                }
-                c = &mut acquire => match c {
-                    Ok(c) => return Some(c),
-                    // Closed: the worker is stopping.
-                    Err(_) => true,
-                },
-                _ = &mut long, if timed => {
-                    timed = false;
-                    false
-                }
-            };
-            handoff.store(false, std::sync::atomic::Ordering::Release);
-            // A run whose `start` webhook was sent is kept (unless stopping): claimed again, it
-            // would send it again (`Store::release_run`).
-            match self
-                .store
-                .release_run(&run.id, run.attempts, stopping)
-                .await
-            {
-                Ok(true) => {
-                    tracing::info!(
-                        stopping,
-                        "run put back in the queue before its provider was called"
-                    );
-                    return None;
-                }
-                Err(e) => tracing::warn!(error = %e, "putting a run back in the queue failed"),
-                // Kept (its `start` was sent), or canceled or reclaimed meanwhile (which `stop`
-                // announces): it waits on.
-                Ok(false) => {}
-            }
-            if stopping {
-                // Left `processing`: run again at the next start, or once its lease runs out.
+        let stopping = tokio::select! {
+            biased;
+            _ = stop.notified() => {
+                tracing::info!("run stopped while waiting for a call");
                 return None;
             }
+            c = &mut acquire => match c {
+                Ok(c) => return Some(c),
+                // Closed: the worker is stopping.
+                Err(_) => true,
+            },
+            _ = tokio::time::sleep(HANDED_RUN_WAIT) => false,
+        };
+        handoff.store(false, std::sync::atomic::Ordering::Release);
+        match self.store.release_run(&run.id, run.attempts).await {
+            Ok(true) => tracing::info!(
+                stopping,
+                "run put back in the queue before its provider was called"
+            ),
+            // Canceled or reclaimed meanwhile: no longer this worker's.
+            Ok(false) => {}
+            // Not known to be put back, so not started either (the release may have committed):
+            // no longer renewed here, its lease runs out and any worker reclaims it.
+            Err(e) => {
+                tracing::warn!(error = %e, "putting a run back in the queue failed; it is reclaimed once its lease runs out")
+            }
         }
+        None
     }
 
     async fn call_provider(&self, run: &Arc<Run>, cancel: &tokio::sync::Notify) -> Execution {
