@@ -58,8 +58,9 @@ pub struct Worker {
     pub metrics: Arc<dyn runbase_domain::metrics::Metrics>,
 }
 
-/// A worker's two bounds: the runs it holds (`intake`) and the provider calls it makes at once
-/// (`concurrency`).
+/// A worker's bounds (the runs it holds, `intake`; the provider calls it makes at once,
+/// `concurrency`; the outcomes being written) and what decides the handoff, shared by the worker's
+/// loop and every run it holds.
 struct Slots {
     held: Arc<Semaphore>,
     calls: Arc<Semaphore>,
@@ -70,6 +71,10 @@ struct Slots {
     /// `intake` and `concurrency`.
     capacity: usize,
     concurrency: usize,
+    /// The handoff is open (`Handoff::drained`): the last claim found the queue drained, and no
+    /// run has waited too long for a call since.
+    handoff_open: Arc<std::sync::atomic::AtomicBool>,
+    call_time: CallTime,
 }
 
 impl Slots {
@@ -87,10 +92,7 @@ impl Slots {
 /// only if calls are quick and one ended a moment ago: then a call frees up within a few calls'
 /// time. A fast model's calls are often all taken for an instant under load; a slow model's, or
 /// the long call of a model that is usually quick, are not turning over.
-#[derive(Clone)]
-struct CallTime(Arc<CallTimes>);
-
-struct CallTimes {
+struct CallTime {
     average_us: std::sync::atomic::AtomicU64,
     /// Microseconds from `since` to the end of the last call.
     last_end_us: std::sync::atomic::AtomicU64,
@@ -102,57 +104,46 @@ const QUICK_CALL: Duration = Duration::from_millis(10);
 
 impl CallTime {
     fn new() -> Self {
-        CallTime(Arc::new(CallTimes {
+        CallTime {
             average_us: std::sync::atomic::AtomicU64::new(u64::MAX),
             last_end_us: std::sync::atomic::AtomicU64::new(0),
             since: std::time::Instant::now(),
-        }))
+        }
     }
 
     fn record(&self, took: Duration) {
         use std::sync::atomic::Ordering;
-        let t = &self.0;
         let took = u64::try_from(took.as_micros()).unwrap_or(u64::MAX / 2);
-        let before = t.average_us.load(Ordering::Relaxed);
+        let before = self.average_us.load(Ordering::Relaxed);
         // Racing updates may lose a sample; an average does not mind.
         let after = if before == u64::MAX {
             took
         } else {
             before - before / 8 + took / 8
         };
-        t.average_us.store(after, Ordering::Relaxed);
-        let now = u64::try_from(t.since.elapsed().as_micros()).unwrap_or(u64::MAX);
-        t.last_end_us.fetch_max(now, Ordering::Relaxed);
+        self.average_us.store(after, Ordering::Relaxed);
+        let now = u64::try_from(self.since.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.last_end_us.fetch_max(now, Ordering::Relaxed);
     }
 
     /// Quick on average, and one ended within [`QUICK_CALL`].
     fn turning_over(&self) -> bool {
         use std::sync::atomic::Ordering;
-        let t = &self.0;
         let quick = QUICK_CALL.as_micros() as u64;
-        if t.average_us.load(Ordering::Relaxed) >= quick {
+        if self.average_us.load(Ordering::Relaxed) >= quick {
             return false;
         }
-        let now = u64::try_from(t.since.elapsed().as_micros()).unwrap_or(u64::MAX);
-        now.saturating_sub(t.last_end_us.load(Ordering::Relaxed)) < quick
+        let now = u64::try_from(self.since.elapsed().as_micros()).unwrap_or(u64::MAX);
+        now.saturating_sub(self.last_end_us.load(Ordering::Relaxed)) < quick
     }
 }
 
-/// What a run holds in its worker: its place among the runs held, and its call, or where to
-/// wait for one (a run handed over in its create).
+/// What a run holds in its worker: its place among the runs held, and its call (`None`: it waits
+/// for one, as a run handed over in its create does).
 struct Place {
     held: OwnedSemaphorePermit,
-    call: Call,
-    /// Where its call's time is recorded.
-    time: CallTime,
-    /// The places of outcomes being written.
-    settling: Arc<Semaphore>,
-}
-
-enum Call {
-    Holds(OwnedSemaphorePermit),
-    /// Where to wait for a call, and the handoff to close if the wait is long.
-    Wait(Arc<Semaphore>, Arc<std::sync::atomic::AtomicBool>),
+    call: Option<OwnedSemaphorePermit>,
+    slots: Arc<Slots>,
 }
 
 /// How long a run handed over may wait for a call. Past it the run goes back to the queue, and
@@ -200,52 +191,45 @@ impl Worker {
         let this = &this;
         let capacity = this.config.intake.max(this.config.concurrency).max(1);
         let concurrency = this.config.concurrency.max(1);
+        // Runs the store gives this worker from their creates, while it is idle (`Handoff`):
+        // each holds the place taken for it, and waits for a call of its own.
         let slots = Arc::new(Slots {
             held: Arc::new(Semaphore::new(capacity)),
             calls: Arc::new(Semaphore::new(concurrency)),
             settling: Arc::new(Semaphore::new(concurrency)),
             capacity,
             concurrency,
+            handoff_open: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            call_time: CallTime::new(),
         });
-        let settling = slots.settling.clone();
-        let call_time = CallTime::new();
         let signal = this.store.queue_signal();
-        // Runs the store gives this worker from their creates, while it is idle (`Handoff`):
-        // each holds the place taken for it, and waits for a call of its own.
-        let idle = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (handed_tx, mut handed) = tokio::sync::mpsc::unbounded_channel();
         let ready = {
-            let (slots, time) = (slots.clone(), call_time.clone());
+            let slots = slots.clone();
             // While calls are turning over, runs are handed over up to `intake` (under load a
             // fast model's runs arrive a batch at a time, all calls taken for a moment, and each
             // run takes its call a moment later; one that waits too long goes back to the
             // queue). Otherwise no more than will find a call free.
             Arc::new(move || {
-                time.turning_over() || slots.not_started() < slots.calls.available_permits()
+                slots.call_time.turning_over()
+                    || slots.not_started() < slots.calls.available_permits()
             })
         };
         this.store.hand_off_to(runbase_domain::store::Handoff {
             slots: slots.held.clone(),
-            drained: idle.clone(),
+            drained: slots.handoff_open.clone(),
             ready,
             lease: this.config.lease,
             runs: handed_tx,
         });
         let intake = {
-            let (worker, calls, idle, time, settling) = (
-                Arc::clone(this),
-                slots.calls.clone(),
-                idle.clone(),
-                call_time.clone(),
-                settling.clone(),
-            );
+            let (worker, slots) = (Arc::clone(this), slots.clone());
             tokio::spawn(async move {
                 while let Some((run, held)) = handed.recv().await {
                     let place = Place {
                         held,
-                        call: Call::Wait(calls.clone(), idle.clone()),
-                        time: time.clone(),
-                        settling: settling.clone(),
+                        call: None,
+                        slots: slots.clone(),
                     };
                     tokio::spawn(worker.clone().execute(run, place));
                 }
@@ -269,12 +253,7 @@ impl Worker {
                 biased;
                 _ = &mut shutdown => break,
                 c = slots.calls.clone().acquire_owned() => match c {
-                    Ok(c) => Place {
-                        held: first,
-                        call: Call::Holds(c),
-                        time: call_time.clone(),
-                        settling: settling.clone(),
-                    },
+                    Ok(c) => Place { held: first, call: Some(c), slots: slots.clone() },
                     Err(_) => break,
                 },
             };
@@ -305,9 +284,8 @@ impl Worker {
                 };
                 places.push(Place {
                     held,
-                    call: Call::Holds(call),
-                    time: call_time.clone(),
-                    settling: settling.clone(),
+                    call: Some(call),
+                    slots: slots.clone(),
                 });
             }
             // While calls are turning over, a claim takes as many runs again as it has calls
@@ -315,7 +293,7 @@ impl Worker {
             // to the queue if none comes): under load a fast model's calls are all taken for an
             // instant, and a claim of only the free calls would leave runs queued behind it, so
             // that the handoff, which reopens once a claim finds the queue drained, never would.
-            if call_time.turning_over() {
+            if slots.call_time.turning_over() {
                 let mut waiting = Vec::with_capacity(slots.concurrency + places.len());
                 for _ in 0..slots.concurrency {
                     let Ok(held) = slots.held.clone().try_acquire_owned() else {
@@ -323,9 +301,8 @@ impl Worker {
                     };
                     waiting.push(Place {
                         held,
-                        call: Call::Wait(slots.calls.clone(), idle.clone()),
-                        time: call_time.clone(),
-                        settling: settling.clone(),
+                        call: None,
+                        slots: slots.clone(),
                     });
                 }
                 // Runs are given the places holding a call first (taken from the end).
@@ -360,7 +337,9 @@ impl Worker {
             drop(places);
             // A failed claim learnt nothing of the queue: no run is handed over before a claim
             // has found it drained.
-            idle.store(short && claimed, std::sync::atomic::Ordering::Release);
+            slots
+                .handoff_open
+                .store(short && claimed, std::sync::atomic::Ordering::Release);
             if short {
                 tokio::select! {
                     biased;
@@ -372,7 +351,9 @@ impl Worker {
         }
         // No run is handed over once every place is back here; one handed over before that is
         // executed (the intake runs until then).
-        idle.store(false, std::sync::atomic::Ordering::Release);
+        slots
+            .handoff_open
+            .store(false, std::sync::atomic::Ordering::Release);
         // No call is started now: runs handed over and waiting for one go back to the queue.
         slots.calls.close();
         // Every run held, waiting, executing or being written: none is left half-recorded.
@@ -511,12 +492,7 @@ impl Worker {
     /// waits for the writer's batch, as long as a fast model's whole execution). The run's
     /// place is held throughout, so shutdown waits for the write.
     async fn execute_in_span(self: Arc<Self>, run: Run, place: Place) {
-        let Place {
-            held,
-            call,
-            time,
-            settling,
-        } = place;
+        let Place { held, call, slots } = place;
         if let Some(claimed) = run.started_at {
             let waited = claimed.0.saturating_sub(run.created_at.0).max(0);
             self.metrics.run_picked_up(waited as f64 / 1e6);
@@ -528,21 +504,16 @@ impl Worker {
         // while it waits for a call.
         let _executing = ExecutingGuard::new(&self.executing, &run);
         let call = match call {
-            Call::Holds(c) => c,
-            Call::Wait(calls, handoff) => {
-                match self
-                    .wait_for_call(&run, calls, &handoff, &registration.signal)
-                    .await
-                {
-                    Some(c) => c,
-                    None => return,
-                }
-            }
+            Some(c) => c,
+            None => match self.wait_for_call(&run, &slots, &registration.signal).await {
+                Some(c) => c,
+                None => return,
+            },
         };
         let started = std::time::Instant::now();
         let execution = self.call_provider(&run, &registration.signal).await;
         if !matches!(execution, Execution::Canceled) {
-            time.record(started.elapsed());
+            slots.call_time.record(started.elapsed());
         }
         let (outcome_name, code) = match &execution {
             Execution::Succeeded(_) => ("succeeded", None),
@@ -576,7 +547,7 @@ impl Worker {
         let ok = matches!(outcome, RunOutcome::Succeeded { .. });
         // Taken before the call is given back, so that outcomes waiting on the store stay
         // bounded (at most `concurrency` calling and as many being written).
-        let settling = settling.acquire_owned().await;
+        let settling = slots.settling.clone().acquire_owned().await;
         drop(call);
         self.finish(&run.id, run.attempts, outcome).await;
         drop(settling);
@@ -596,15 +567,14 @@ impl Worker {
     async fn wait_for_call(
         &self,
         run: &Run,
-        calls: Arc<Semaphore>,
-        handoff: &std::sync::atomic::AtomicBool,
+        slots: &Slots,
         stop: &tokio::sync::Notify,
     ) -> Option<OwnedSemaphorePermit> {
         // Most runs of a fast model find a call free: no timer for them.
-        if let Ok(c) = calls.clone().try_acquire_owned() {
+        if let Ok(c) = slots.calls.clone().try_acquire_owned() {
             return Some(c);
         }
-        let acquire = calls.acquire_owned();
+        let acquire = slots.calls.clone().acquire_owned();
         tokio::pin!(acquire);
         let stopping = tokio::select! {
             biased;
@@ -619,7 +589,9 @@ impl Worker {
             },
             _ = tokio::time::sleep(HANDED_RUN_WAIT) => false,
         };
-        handoff.store(false, std::sync::atomic::Ordering::Release);
+        slots
+            .handoff_open
+            .store(false, std::sync::atomic::Ordering::Release);
         match self.store.release_run(&run.id, run.attempts).await {
             Ok(true) => tracing::info!(
                 stopping,
