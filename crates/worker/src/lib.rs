@@ -78,6 +78,11 @@ struct Slots {
 }
 
 impl Slots {
+    /// See [`CallTime::turning_over`].
+    fn turning_over(&self) -> bool {
+        self.call_time.turning_over(self.concurrency)
+    }
+
     /// Runs holding a place without having started: handed over and committing, or waiting for
     /// a call. Read without a lock, so approximate; `intake` is the hard bound.
     fn not_started(&self) -> usize {
@@ -96,6 +101,10 @@ struct CallTime {
     average_us: std::sync::atomic::AtomicU64,
     /// Microseconds from `since` to the end of the last call.
     last_end_us: std::sync::atomic::AtomicU64,
+    /// Calls started since the last one ended. Once it reaches `concurrency`, every call in
+    /// flight is one that began after that end, and the quick calls that just ended say nothing
+    /// of when they will (a long run taking the only call right after a quick one ended).
+    started_since_end: std::sync::atomic::AtomicUsize,
     since: std::time::Instant,
 }
 
@@ -107,6 +116,7 @@ impl CallTime {
         CallTime {
             average_us: std::sync::atomic::AtomicU64::new(u64::MAX),
             last_end_us: std::sync::atomic::AtomicU64::new(0),
+            started_since_end: std::sync::atomic::AtomicUsize::new(0),
             since: std::time::Instant::now(),
         }
     }
@@ -124,16 +134,30 @@ impl CallTime {
         self.average_us.store(after, Ordering::Relaxed);
         let now = u64::try_from(self.since.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.last_end_us.fetch_max(now, Ordering::Relaxed);
+        self.started_since_end.store(0, Ordering::Relaxed);
     }
 
-    /// Quick on average, and one ended within [`QUICK_CALL`].
-    fn turning_over(&self) -> bool {
+    fn started(&self) {
+        self.started_since_end
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Quick on average, one ended within [`QUICK_CALL`], and not every call in flight started
+    /// after it.
+    fn turning_over(&self, concurrency: usize) -> bool {
+        let now = u64::try_from(self.since.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.turning_over_at(concurrency, now)
+    }
+
+    /// [`Self::turning_over`] at `now`, microseconds from `since`.
+    fn turning_over_at(&self, concurrency: usize, now: u64) -> bool {
         use std::sync::atomic::Ordering;
         let quick = QUICK_CALL.as_micros() as u64;
-        if self.average_us.load(Ordering::Relaxed) >= quick {
+        if self.average_us.load(Ordering::Relaxed) >= quick
+            || self.started_since_end.load(Ordering::Relaxed) >= concurrency
+        {
             return false;
         }
-        let now = u64::try_from(self.since.elapsed().as_micros()).unwrap_or(u64::MAX);
         now.saturating_sub(self.last_end_us.load(Ordering::Relaxed)) < quick
     }
 }
@@ -211,7 +235,7 @@ impl Worker {
             // run takes its call a moment later; one that waits too long goes back to the
             // queue). Otherwise no more than will find a call free.
             Arc::new(move || {
-                slots.call_time.turning_over()
+                slots.turning_over()
                     || slots.not_started() < slots.calls.available_permits()
             })
         };
@@ -293,7 +317,7 @@ impl Worker {
             // to the queue if none comes): under load a fast model's calls are all taken for an
             // instant, and a claim of only the free calls would leave runs queued behind it, so
             // that the handoff, which reopens once a claim finds the queue drained, never would.
-            if slots.call_time.turning_over() {
+            if slots.turning_over() {
                 let mut waiting = Vec::with_capacity(slots.concurrency + places.len());
                 for _ in 0..slots.concurrency {
                     let Ok(held) = slots.held.clone().try_acquire_owned() else {
@@ -510,6 +534,7 @@ impl Worker {
                 None => return,
             },
         };
+        slots.call_time.started();
         let started = std::time::Instant::now();
         let execution = self.call_provider(&run, &registration.signal).await;
         if !matches!(execution, Execution::Canceled) {
@@ -699,5 +724,39 @@ impl Worker {
         tracing::error!(
             "giving up on recording the outcome; the run is re-queued at the next start"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_are_not_turning_over_once_every_call_started_after_the_last_end() {
+        use std::sync::atomic::Ordering;
+        let t = CallTime::new();
+        // Nothing known before a call has ended.
+        assert!(!t.turning_over(1));
+        t.record(Duration::from_millis(1));
+        // A moment after that end (a clock of its own: this test does not race the window).
+        let soon = t.last_end_us.load(Ordering::Relaxed) + 1_000;
+        let later = soon + QUICK_CALL.as_micros() as u64;
+        assert!(!t.turning_over_at(1, later));
+        assert!(t.turning_over_at(1, soon));
+        // A long run takes the only call right after a quick one ended: nothing will free up
+        // soon, whatever the average says.
+        t.started();
+        assert!(!t.turning_over_at(1, soon));
+        // With two calls, the other one (started before that end) may still be quick.
+        assert!(t.turning_over_at(2, soon));
+        t.started();
+        assert!(!t.turning_over_at(2, soon));
+        // An end turns them over again.
+        t.record(Duration::from_millis(1));
+        assert!(t.turning_over_at(2, soon));
+        // Slow on average: never.
+        let slow = CallTime::new();
+        slow.record(Duration::from_millis(200));
+        assert!(!slow.turning_over(64));
     }
 }
