@@ -340,7 +340,9 @@ pub trait Store: Send + Sync + 'static {
     /// and never started: `pending` again with its start and lease cleared, and workers are told
     /// of it. Its attempt stays spent, so that a run id and attempt name one taking of the run
     /// only (a renewal or a late write of this one finds the next claim's attempt changed), and
-    /// a `start` webhook, sent with the first attempt, is not sent again. `false` when the run is
+    /// a `start` webhook, sent with the first attempt, is not sent again. The put-back is counted,
+    /// and `max_attempts` counts only the takings that were not put back: a run put back several
+    /// times and then interrupted by a crash is retried as any other. `false` when the run is
     /// no longer that attempt's `processing` run (canceled meanwhile, or reclaimed), which is
     /// then left alone.
     async fn release_run(&self, run_id: &str, attempt: u32) -> Result<bool, StoreError>;

@@ -178,6 +178,40 @@ for_each_store! {
         f.check_invariants().await;
     }
 
+    /// Takings put back before a call are not starts: a run put back three times, then
+    /// interrupted (its lease expired) with `max_attempts` = 2, goes back to the queue, and only
+    /// its second interrupted start fails it, refunded, as "interrupted 2 times".
+    #[tokio::test]
+    async fn put_backs_do_not_count_against_max_attempts() {
+        let Some(f) = Fixture::new(BACKEND, 10, 0, 0).await else { return };
+        let run = f.store.create_run(f.new_run(0, 2000)).await.unwrap();
+        let mut t = Timestamp::now();
+        for attempt in 1..=3 {
+            let claimed = f.store.claim_runs(5, t, lease(t, 10)).await.unwrap();
+            assert_eq!(claimed[0].attempts, attempt);
+            assert!(f.store.release_run(&run.id, attempt).await.unwrap());
+        }
+        // Started (claimed and not put back) once, then its worker dies.
+        let claimed = f.store.claim_runs(5, t, lease(t, 10)).await.unwrap();
+        assert_eq!(claimed[0].attempts, 4);
+        assert_eq!(f.store.reclaim_expired(2, lease(t, 11)).await.unwrap(), (1, 0));
+        let r = f.store.get_run(&f.account, &run.id).await.unwrap().unwrap();
+        assert_eq!(r.status, RunStatus::Pending);
+        // The second start is interrupted too: now it fails, refunded.
+        t = lease(t, 20);
+        let again = f.store.claim_runs(5, t, lease(t, 10)).await.unwrap();
+        assert_eq!(again[0].attempts, 5);
+        assert_eq!(f.store.reclaim_expired(2, lease(t, 11)).await.unwrap(), (0, 1));
+        let r = f.store.get_run(&f.account, &run.id).await.unwrap().unwrap();
+        assert_eq!(r.status, RunStatus::Failed);
+        let error = r.error.unwrap();
+        assert_eq!(error.code, "interrupted");
+        assert!(error.message.contains(" 2 times"), "{}", error.message);
+        let account = f.store.account(&f.account).await.unwrap().unwrap();
+        assert_eq!(account.balance.0, 10_000, "refunded in full");
+        f.check_invariants().await;
+    }
+
     /// A run subscribed to its `start` webhook, sent with its first claim, put back and claimed
     /// again: `start` is sent once.
     #[tokio::test]

@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0006_uncredited_uploads.sql"),
     include_str!("../migrations/0007_webhooks.sql"),
     include_str!("../migrations/0008_fewer_index_entries.sql"),
+    include_str!("../migrations/0009_put_backs.sql"),
 ];
 
 /// Any number, the same in every node: serializes concurrent `migrate` calls.

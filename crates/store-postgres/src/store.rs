@@ -487,7 +487,7 @@ async fn create_run_tx(
 }
 
 /// Runs whose lease ran out before `now`: back to the queue, or failed with a refund once they
-/// were started `max_attempts` times. `SKIP LOCKED`: a run another node is reclaiming (or a
+/// were started `max_attempts` times (takings put back before a call do not count). `SKIP LOCKED`: a run another node is reclaiming (or a
 /// worker is finishing) right now is left to it, so each is reclaimed once.
 async fn reclaim_tx(
     tx: &Transaction<'_>,
@@ -496,7 +496,7 @@ async fn reclaim_tx(
 ) -> Result<(u64, u64), Error> {
     let expired = query(
         tx,
-        "SELECT id, attempts FROM runs WHERE status = 'processing' AND locked_until < $1
+        "SELECT id, attempts, put_backs FROM runs WHERE status = 'processing' AND locked_until < $1
          ORDER BY seq LIMIT 1000 FOR UPDATE SKIP LOCKED",
         &[&now.0],
     )
@@ -504,9 +504,12 @@ async fn reclaim_tx(
     let (mut requeued, mut failed) = (0, 0);
     for row in expired {
         let (id, attempts): (String, i64) = (row.try_get(0)?, row.try_get(1)?);
-        if attempts >= i64::from(max_attempts) {
+        let put_backs: i32 = row.try_get(2)?;
+        // Takings put back before a call are not starts.
+        let started = attempts.saturating_sub(i64::from(put_backs.max(0)));
+        if started >= i64::from(max_attempts) {
             let attempt = attempts.clamp(0, i64::from(u32::MAX)) as u32;
-            let error = RunError::interrupted(attempt);
+            let error = RunError::interrupted(started.clamp(0, i64::from(u32::MAX)) as u32);
             finish_tx(tx, &id, attempt, &RunOutcome::Failed { error }, now).await?;
             failed += 1;
         } else {
@@ -1584,22 +1587,20 @@ impl Store for PgStore {
     }
 
     async fn release_run(&self, run_id: &str, attempt: u32) -> Result<bool, StoreError> {
-        let attempt = i64::from(attempt);
-        Ok(in_tx!(self, |tx| Box::pin(async move {
-            let n = execute(
-                tx,
-                "UPDATE runs SET status = 'pending', started_at = NULL, locked_until = NULL
-                 WHERE id = $1 AND attempts = $2 AND status = 'processing'",
-                &[&run_id, &attempt],
+        // One statement (autocommit, one round trip): the run's watchers and the idle workers
+        // are told once it has committed, and only if it was put back.
+        let released = self
+            .rows(
+                "WITH released AS (
+                     UPDATE runs SET status = 'pending', started_at = NULL, locked_until = NULL,
+                         put_backs = put_backs + 1
+                     WHERE id = $1 AND attempts = $2 AND status = 'processing'
+                     RETURNING id)
+                 SELECT pg_notify($3, id), pg_notify($4, '') FROM released",
+                &[&run_id, &i64::from(attempt), &RUN_CHANNEL, &QUEUE_CHANNEL],
             )
             .await?;
-            if n == 1 {
-                announce(tx, run_id).await?;
-                execute(tx, "SELECT pg_notify($1, '')", &[&QUEUE_CHANNEL]).await?;
-            }
-            Ok::<bool, Error>(n == 1)
-        }))
-        .await?)
+        Ok(released.len() == 1)
     }
 
     async fn reclaim_expired(

@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0009_uncredited_uploads.sql"),
     include_str!("../migrations/0010_webhooks.sql"),
     include_str!("../migrations/0011_fewer_index_entries.sql"),
+    include_str!("../migrations/0012_put_backs.sql"),
 ];
 
 /// Applies the migrations this database has not seen yet, each in its own transaction.

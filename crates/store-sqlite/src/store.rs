@@ -305,19 +305,21 @@ fn cancel_tx(
 }
 
 /// Runs whose worker stopped: back to the queue, or failed with a refund once they were started
-/// `max_attempts` times. Returns (requeued, failed) and the ids of the runs.
+/// `max_attempts` times (takings put back before a call do not count). Each run is its id, its
+/// attempt and its put-backs. Returns (requeued, failed) and the ids of the runs.
 fn requeue_or_fail(
     c: &Connection,
-    runs: Vec<(String, i64)>,
+    runs: Vec<(String, i64, i64)>,
     max_attempts: u32,
     now: Timestamp,
 ) -> rusqlite::Result<((u64, u64), Vec<String>)> {
     let (mut requeued, mut failed) = (0, 0);
-    let ids = runs.iter().map(|(id, _)| id.clone()).collect();
-    for (id, attempts) in runs {
-        if attempts >= i64::from(max_attempts) {
+    let ids = runs.iter().map(|(id, _, _)| id.clone()).collect();
+    for (id, attempts, put_backs) in runs {
+        let started = attempts.saturating_sub(put_backs.max(0));
+        if started >= i64::from(max_attempts) {
             let attempt = attempts.clamp(0, i64::from(u32::MAX)) as u32;
-            let error = RunError::interrupted(attempt);
+            let error = RunError::interrupted(started.clamp(0, i64::from(u32::MAX)) as u32);
             fail_tx(c, &id, attempt, &error, now)?;
             failed += 1;
         } else {
@@ -1198,7 +1200,8 @@ impl Store for SqliteStore {
         let released = self
             .write_one(move |c| {
                 c.prepare_cached(
-                    "UPDATE runs SET status = 'pending', started_at = NULL, locked_until = NULL
+                    "UPDATE runs SET status = 'pending', started_at = NULL, locked_until = NULL,
+                     put_backs = put_backs + 1
                      WHERE id = ?1 AND attempts = ?2 AND status = 'processing'",
                 )?
                 .execute(params![id, attempt])
@@ -1219,11 +1222,11 @@ impl Store for SqliteStore {
     ) -> Result<(u64, u64), StoreError> {
         let reclaimed = self
             .write(move |c| {
-                let expired: Vec<(String, i64)> = c
+                let expired: Vec<(String, i64, i64)> = c
                     .prepare_cached(
-                        "SELECT id, attempts FROM runs WHERE status = 'processing' AND locked_until < ?1",
+                        "SELECT id, attempts, put_backs FROM runs WHERE status = 'processing' AND locked_until < ?1",
                     )?
-                    .query_map([now.0], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .query_map([now.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                     .collect::<Result<_, _>>()?;
                 requeue_or_fail(c, expired, max_attempts, now)
             })
@@ -1282,9 +1285,9 @@ impl Store for SqliteStore {
     ) -> Result<(u64, u64), StoreError> {
         let recovered = self
             .write(move |c| {
-                let interrupted: Vec<(String, i64)> = c
-                    .prepare("SELECT id, attempts FROM runs WHERE status = 'processing'")?
-                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                let interrupted: Vec<(String, i64, i64)> = c
+                    .prepare("SELECT id, attempts, put_backs FROM runs WHERE status = 'processing'")?
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                     .collect::<Result<_, _>>()?;
                 requeue_or_fail(c, interrupted, max_attempts, now)
             })
