@@ -21,7 +21,8 @@ pub trait Metrics: Send + Sync + 'static {
     /// A worker asked the queue for `asked` runs and was given `got` (an idle worker asks once
     /// per poll interval or queue signal, not in a loop).
     fn queue_claimed(&self, _asked: u32, _got: u32) {}
-    /// A worker claimed a run this long after it was created (or requeued).
+    /// A worker started a run's provider call this long after the run was created (once per
+    /// start: a taking put back in the queue before its call is not counted).
     fn run_picked_up(&self, _waited_seconds: f64) {}
     /// A provider call ended: `succeeded`, `failed` (with the error's code) or `canceled`.
     fn provider_call(

@@ -123,7 +123,7 @@ impl Prometheus {
         let pickup_seconds = latency_histogram();
         registry.register(
             "run_pickup_seconds",
-            "Time from a run's creation to its claim by a worker of this node",
+            "Time from a run's creation to the start of its provider call on a worker of this node",
             pickup_seconds.clone(),
         );
         let claims = Family::default();

@@ -600,7 +600,15 @@ pub(crate) async fn create_run_alone(
     run: &NewRun,
     unsettled: bool,
 ) -> Result<Result<Run, CreateRunError>, Error> {
-    let mut client = pool.get().await?;
+    // After a batch whose outcome is unknown, no connection means the outcome is still unknown:
+    // a 500 ("may have happened"), not the 503 ("nothing was done") of a pool error.
+    let mut client = pool.get().await.map_err(|e| match unsettled {
+        true => Error::Data(format!(
+            "the create batch failed and its outcome could not be read: {}",
+            Error::from(e)
+        )),
+        false => e.into(),
+    })?;
     let tx = client.transaction().await?;
     // As bounded as a batch (`create_batch::BEGIN`).
     tx.batch_execute(

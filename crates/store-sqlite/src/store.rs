@@ -1286,7 +1286,9 @@ impl Store for SqliteStore {
         let recovered = self
             .write(move |c| {
                 let interrupted: Vec<(String, i64, i64)> = c
-                    .prepare("SELECT id, attempts, put_backs FROM runs WHERE status = 'processing'")?
+                    .prepare(
+                        "SELECT id, attempts, put_backs FROM runs WHERE status = 'processing'",
+                    )?
                     .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                     .collect::<Result<_, _>>()?;
                 requeue_or_fail(c, interrupted, max_attempts, now)

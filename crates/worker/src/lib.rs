@@ -3,6 +3,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used, reason = "tests may unwrap"))]
 
+mod slots;
 pub mod webhooks;
 
 use runbase_domain::catalog::Catalog;
@@ -19,6 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
+
+use slots::{Background, CallTime, Place, Slots};
 
 /// Worker settings.
 #[derive(Debug, Clone)]
@@ -56,118 +59,6 @@ pub struct Worker {
     pub executing: Executing,
     /// The operator's metrics (pickup latency, provider calls, finished runs).
     pub metrics: Arc<dyn runbase_domain::metrics::Metrics>,
-}
-
-/// A worker's bounds (the runs it holds, `intake`; the provider calls it makes at once,
-/// `concurrency`; the outcomes being written) and what decides the handoff, shared by the worker's
-/// loop and every run it holds.
-struct Slots {
-    held: Arc<Semaphore>,
-    calls: Arc<Semaphore>,
-    /// Outcomes being written: a run gives its call back once its provider has answered and
-    /// its outputs are stored, holding one of these until its outcome is committed, so that
-    /// outcomes waiting on the store (and the outputs they carry) stay bounded.
-    settling: Arc<Semaphore>,
-    /// `intake` and `concurrency`.
-    capacity: usize,
-    concurrency: usize,
-    /// The handoff is open (`Handoff::drained`): the last claim found the queue drained, and no
-    /// run has waited too long for a call since.
-    handoff_open: Arc<std::sync::atomic::AtomicBool>,
-    call_time: CallTime,
-}
-
-impl Slots {
-    /// See [`CallTime::turning_over`].
-    fn turning_over(&self) -> bool {
-        self.call_time.turning_over(self.concurrency)
-    }
-
-    /// Runs holding a place without having started: handed over and committing, or waiting for
-    /// a call. Read without a lock, so approximate; `intake` is the hard bound.
-    fn not_started(&self) -> usize {
-        let used = |s: &Semaphore, of: usize| of - s.available_permits().min(of);
-        let started = used(&self.calls, self.concurrency) + used(&self.settling, self.concurrency);
-        used(&self.held, self.capacity).saturating_sub(started)
-    }
-}
-
-/// How long this worker's provider calls take, as a moving average in microseconds (unknown
-/// until one has ended), and when the last one ended. While no call is free, runs are handed over
-/// only if calls are quick and one ended a moment ago: then a call frees up within a few calls'
-/// time. A fast model's calls are often all taken for an instant under load; a slow model's, or
-/// the long call of a model that is usually quick, are not turning over.
-struct CallTime {
-    average_us: std::sync::atomic::AtomicU64,
-    /// Microseconds from `since` to the end of the last call.
-    last_end_us: std::sync::atomic::AtomicU64,
-    /// Calls started since the last one ended. Once it reaches `concurrency`, every call in
-    /// flight is one that began after that end, and the quick calls that just ended say nothing
-    /// of when they will (a long run taking the only call right after a quick one ended).
-    started_since_end: std::sync::atomic::AtomicUsize,
-    since: std::time::Instant,
-}
-
-/// Calls quicker than this on average are quick, and one that ended within it is recent.
-const QUICK_CALL: Duration = Duration::from_millis(10);
-
-impl CallTime {
-    fn new() -> Self {
-        CallTime {
-            average_us: std::sync::atomic::AtomicU64::new(u64::MAX),
-            last_end_us: std::sync::atomic::AtomicU64::new(0),
-            started_since_end: std::sync::atomic::AtomicUsize::new(0),
-            since: std::time::Instant::now(),
-        }
-    }
-
-    fn record(&self, took: Duration) {
-        use std::sync::atomic::Ordering;
-        let took = u64::try_from(took.as_micros()).unwrap_or(u64::MAX / 2);
-        let before = self.average_us.load(Ordering::Relaxed);
-        // Racing updates may lose a sample; an average does not mind.
-        let after = if before == u64::MAX {
-            took
-        } else {
-            before - before / 8 + took / 8
-        };
-        self.average_us.store(after, Ordering::Relaxed);
-        let now = u64::try_from(self.since.elapsed().as_micros()).unwrap_or(u64::MAX);
-        self.last_end_us.fetch_max(now, Ordering::Relaxed);
-        self.started_since_end.store(0, Ordering::Relaxed);
-    }
-
-    fn started(&self) {
-        self.started_since_end
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Quick on average, one ended within [`QUICK_CALL`], and not every call in flight started
-    /// after it.
-    fn turning_over(&self, concurrency: usize) -> bool {
-        let now = u64::try_from(self.since.elapsed().as_micros()).unwrap_or(u64::MAX);
-        self.turning_over_at(concurrency, now)
-    }
-
-    /// [`Self::turning_over`] at `now`, microseconds from `since`.
-    fn turning_over_at(&self, concurrency: usize, now: u64) -> bool {
-        use std::sync::atomic::Ordering;
-        let quick = QUICK_CALL.as_micros() as u64;
-        if self.average_us.load(Ordering::Relaxed) >= quick
-            || self.started_since_end.load(Ordering::Relaxed) >= concurrency
-        {
-            return false;
-        }
-        now.saturating_sub(self.last_end_us.load(Ordering::Relaxed)) < quick
-    }
-}
-
-/// What a run holds in its worker: its place among the runs held, and its call (`None`: it waits
-/// for one, as a run handed over in its create does).
-struct Place {
-    held: OwnedSemaphorePermit,
-    call: Option<OwnedSemaphorePermit>,
-    slots: Arc<Slots>,
 }
 
 /// How long a run handed over may wait for a call. Past it the run goes back to the queue, and
@@ -235,8 +126,7 @@ impl Worker {
             // run takes its call a moment later; one that waits too long goes back to the
             // queue). Otherwise no more than will find a call free.
             Arc::new(move || {
-                slots.turning_over()
-                    || slots.not_started() < slots.calls.available_permits()
+                slots.turning_over() || slots.not_started() < slots.calls.available_permits()
             })
         };
         this.store.hand_off_to(runbase_domain::store::Handoff {
@@ -264,6 +154,15 @@ impl Worker {
             .store
             .cancellations()
             .map(|rx| tokio::spawn(Arc::clone(this).follow_cancels(rx)));
+        // Stopped at the end, or if this future is dropped before (nothing more is handed
+        // over, and no task outlives the worker).
+        let background = Background {
+            tasks: [Some(intake), Some(leases), cancels]
+                .into_iter()
+                .flatten()
+                .collect(),
+            handoff_open: slots.handoff_open.clone(),
+        };
         tokio::pin!(shutdown);
         loop {
             // Shutdown first: once it is asked for, no run is claimed. A place, then a call:
@@ -393,11 +292,7 @@ impl Worker {
                 "stopping with runs unfinished after the grace period; they stay processing and run again at the next start (or once their lease runs out, on a shared store)"
             );
         }
-        intake.abort();
-        leases.abort();
-        if let Some(c) = cancels {
-            c.abort();
-        }
+        drop(background);
     }
 
     /// Stops the runs executing here that were canceled through another process.
@@ -517,10 +412,6 @@ impl Worker {
     /// place is held throughout, so shutdown waits for the write.
     async fn execute_in_span(self: Arc<Self>, run: Run, place: Place) {
         let Place { held, call, slots } = place;
-        if let Some(claimed) = run.started_at {
-            let waited = claimed.0.saturating_sub(run.created_at.0).max(0);
-            self.metrics.run_picked_up(waited as f64 / 1e6);
-        }
         // Shared with the provider's task, not copied into it.
         let run = Arc::new(run);
         let registration = self.inflight.register(&run.id);
@@ -535,6 +426,9 @@ impl Worker {
             },
         };
         slots.call_time.started();
+        // Picked up: from its creation to its call (a taking put back before a call is not).
+        let waited = Timestamp::now().0.saturating_sub(run.created_at.0).max(0);
+        self.metrics.run_picked_up(waited as f64 / 1e6);
         let started = std::time::Instant::now();
         let execution = self.call_provider(&run, &registration.signal).await;
         if !matches!(execution, Execution::Canceled) {
@@ -724,39 +618,5 @@ impl Worker {
         tracing::error!(
             "giving up on recording the outcome; the run is re-queued at the next start"
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn calls_are_not_turning_over_once_every_call_started_after_the_last_end() {
-        use std::sync::atomic::Ordering;
-        let t = CallTime::new();
-        // Nothing known before a call has ended.
-        assert!(!t.turning_over(1));
-        t.record(Duration::from_millis(1));
-        // A moment after that end (a clock of its own: this test does not race the window).
-        let soon = t.last_end_us.load(Ordering::Relaxed) + 1_000;
-        let later = soon + QUICK_CALL.as_micros() as u64;
-        assert!(!t.turning_over_at(1, later));
-        assert!(t.turning_over_at(1, soon));
-        // A long run takes the only call right after a quick one ended: nothing will free up
-        // soon, whatever the average says.
-        t.started();
-        assert!(!t.turning_over_at(1, soon));
-        // With two calls, the other one (started before that end) may still be quick.
-        assert!(t.turning_over_at(2, soon));
-        t.started();
-        assert!(!t.turning_over_at(2, soon));
-        // An end turns them over again.
-        t.record(Duration::from_millis(1));
-        assert!(t.turning_over_at(2, soon));
-        // Slow on average: never.
-        let slow = CallTime::new();
-        slow.record(Duration::from_millis(200));
-        assert!(!slow.turning_over(64));
     }
 }
