@@ -47,7 +47,7 @@ impl Default for StreamLimits {
 
 /// The id of a run's event: increases along the run's life, whatever path it takes.
 ///
-/// With `a` the times a worker has started the run: `pending` is `2a` (0 when created, 2 after
+/// With `a` the times a worker has taken the run (`Run::attempts`): `pending` is `2a` (0 when created, 2 after
 /// a first requeue, ...), `processing` is `2a - 1` (1 for the first attempt, 3 for the second),
 /// and a terminal status is `2a + 1`, above both states it can follow. Each state of one life
 /// has its own id, so `Last-Event-ID` names exactly what a client has seen.

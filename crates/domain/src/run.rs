@@ -102,7 +102,9 @@ pub struct Run {
     pub account_id: String,
     #[serde(skip)]
     pub key_id: String,
-    /// How many times a worker has started this run (restarts re-queue it).
+    /// How many times a worker has taken this run (claimed, or handed over in its create;
+    /// restarts re-queue it). Takings put back before their provider call count here too, and
+    /// in the store's `put_backs`, which `max_attempts` leaves out.
     #[serde(skip)]
     pub attempts: u32,
     /// Created with a test key: executed by the simulator, never charged.

@@ -165,7 +165,8 @@ async fn a_graceful_stop_writes_the_outcome_of_every_run_it_executed() {
     assert_eq!(processing, 0, "{succeeded} succeeded, {pending} pending");
     assert!(succeeded >= 8, "{succeeded} succeeded");
     assert_eq!(succeeded + pending, 60);
-    let twice = s.count("SELECT count(*) FROM runs WHERE attempts > 1");
+    // Takings put back before their call (`put_backs`) were not executions.
+    let twice = s.count("SELECT count(*) FROM runs WHERE attempts - put_backs > 1");
     assert_eq!(twice, 0);
 }
 

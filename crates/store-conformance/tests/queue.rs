@@ -179,8 +179,9 @@ for_each_store! {
     }
 
     /// Takings put back before a call are not starts: a run put back three times, then
-    /// interrupted (its lease expired) with `max_attempts` = 2, goes back to the queue, and only
-    /// its second interrupted start fails it, refunded, as "interrupted 2 times".
+    /// interrupted (a restart's recovery) with `max_attempts` = 2, goes back to the queue, and
+    /// only its second interrupted start (an expired lease) fails it, refunded, as "interrupted
+    /// 2 times".
     #[tokio::test]
     async fn put_backs_do_not_count_against_max_attempts() {
         let Some(f) = Fixture::new(BACKEND, 10, 0, 0).await else { return };
@@ -191,10 +192,11 @@ for_each_store! {
             assert_eq!(claimed[0].attempts, attempt);
             assert!(f.store.release_run(&run.id, attempt).await.unwrap());
         }
-        // Started (claimed and not put back) once, then its worker dies.
+        // Started (claimed and not put back) once, then the server restarts (past the lease:
+        // a shared store recovers only expired leases).
         let claimed = f.store.claim_runs(5, t, lease(t, 10)).await.unwrap();
         assert_eq!(claimed[0].attempts, 4);
-        assert_eq!(f.store.reclaim_expired(2, lease(t, 11)).await.unwrap(), (1, 0));
+        assert_eq!(f.store.recover_interrupted(2, lease(t, 11)).await.unwrap(), (1, 0));
         let r = f.store.get_run(&f.account, &run.id).await.unwrap().unwrap();
         assert_eq!(r.status, RunStatus::Pending);
         // The second start is interrupted too: now it fails, refunded.

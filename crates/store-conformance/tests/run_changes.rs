@@ -85,6 +85,47 @@ for_each_store! {
         quiet(&mut rx).await;
         f.check_invariants().await;
     }
+
+    /// A run put back in the queue is announced, and wakes the workers waiting for the queue;
+    /// a release that finds the run no longer that attempt's `processing` run announces nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_put_back_is_announced_and_wakes_the_queue() {
+        let Some(f) = Fixture::new(BACKEND, 100, 0, 0).await else {
+            return;
+        };
+        let mut rx = f.store.run_changes();
+        let signal = f.store.queue_signal();
+        let run = f.store.create_run(f.new_run(0, 1000)).await.unwrap();
+        let now = Timestamp::now();
+        assert_eq!(
+            f.store
+                .claim_runs(1, now, lease(now, 60))
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        announced(&mut rx, &run.id).await;
+        // The create's wake-up, kept for a worker not yet waiting, is taken first.
+        let _ = tokio::time::timeout(Duration::from_millis(300), signal.notified()).await;
+        quiet(&mut rx).await;
+
+        let woken = signal.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        assert!(f.store.release_run(&run.id, 1).await.unwrap());
+        announced(&mut rx, &run.id).await;
+        tokio::time::timeout(Duration::from_secs(10), woken)
+            .await
+            .expect("a put-back wakes the queue");
+        quiet(&mut rx).await;
+
+        // Released again (no longer processing), or an attempt it is not: nothing.
+        assert!(!f.store.release_run(&run.id, 1).await.unwrap());
+        assert!(!f.store.release_run(&run.id, 2).await.unwrap());
+        quiet(&mut rx).await;
+        f.check_invariants().await;
+    }
 }
 
 /// On PostgreSQL, a change committed through one process is announced in another.

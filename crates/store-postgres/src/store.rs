@@ -487,8 +487,9 @@ async fn create_run_tx(
 }
 
 /// Runs whose lease ran out before `now`: back to the queue, or failed with a refund once they
-/// were started `max_attempts` times (takings put back before a call do not count). `SKIP LOCKED`: a run another node is reclaiming (or a
-/// worker is finishing) right now is left to it, so each is reclaimed once.
+/// were started `max_attempts` times (takings put back before a call do not count). `SKIP
+/// LOCKED`: a run another node is reclaiming (or a worker is finishing) right now is left to
+/// it, so each is reclaimed once.
 async fn reclaim_tx(
     tx: &Transaction<'_>,
     max_attempts: u32,

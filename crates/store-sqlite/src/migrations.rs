@@ -68,8 +68,8 @@ mod tests {
         let (_dir, conn) = migrated();
         for sql in [
             "SELECT count(*) FROM runs WHERE status = 'processing'",
-            "SELECT id, attempts FROM runs WHERE status = 'processing'",
-            "SELECT id, attempts FROM runs WHERE status = 'processing' AND locked_until < ?1",
+            "SELECT id, attempts, put_backs FROM runs WHERE status = 'processing'",
+            "SELECT id, attempts, put_backs FROM runs WHERE status = 'processing' AND locked_until < ?1",
         ] {
             let plan = plan(&conn, sql);
             assert!(

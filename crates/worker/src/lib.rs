@@ -18,10 +18,10 @@ use serde_json::Value;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
-use slots::{Background, CallTime, Place, Slots};
+use slots::{Background, Place, Slots};
 
 /// Worker settings.
 #[derive(Debug, Clone)]
@@ -108,15 +108,7 @@ impl Worker {
         let concurrency = this.config.concurrency.max(1);
         // Runs the store gives this worker from their creates, while it is idle (`Handoff`):
         // each holds the place taken for it, and waits for a call of its own.
-        let slots = Arc::new(Slots {
-            held: Arc::new(Semaphore::new(capacity)),
-            calls: Arc::new(Semaphore::new(concurrency)),
-            settling: Arc::new(Semaphore::new(concurrency)),
-            capacity,
-            concurrency,
-            handoff_open: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-            call_time: CallTime::new(),
-        });
+        let slots = Arc::new(Slots::new(capacity, concurrency));
         let signal = this.store.queue_signal();
         let (handed_tx, mut handed) = tokio::sync::mpsc::unbounded_channel();
         let ready = {
@@ -154,15 +146,15 @@ impl Worker {
             .store
             .cancellations()
             .map(|rx| tokio::spawn(Arc::clone(this).follow_cancels(rx)));
-        // Stopped at the end, or if this future is dropped before (nothing more is handed
-        // over, and no task outlives the worker).
-        let background = Background {
-            tasks: [Some(intake), Some(leases), cancels]
+        // Stopped at the end, or if this future is dropped before: nothing more is handed over
+        // or called, and none of these tasks outlives the worker.
+        let background = Background::new(
+            [Some(intake), Some(leases), cancels]
                 .into_iter()
                 .flatten()
                 .collect(),
-            handoff_open: slots.handoff_open.clone(),
-        };
+            slots.clone(),
+        );
         tokio::pin!(shutdown);
         loop {
             // Shutdown first: once it is asked for, no run is claimed. A place, then a call:

@@ -3,6 +3,7 @@
 //! long its calls take, and its own background tasks.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -21,11 +22,24 @@ pub(crate) struct Slots {
     pub(crate) concurrency: usize,
     /// The handoff is open (`Handoff::drained`): the last claim found the queue drained, and no
     /// run has waited too long for a call since.
-    pub(crate) handoff_open: Arc<std::sync::atomic::AtomicBool>,
+    pub(crate) handoff_open: Arc<AtomicBool>,
     pub(crate) call_time: CallTime,
 }
 
 impl Slots {
+    /// `capacity` places (`intake`), `concurrency` calls and as many outcomes being written.
+    pub(crate) fn new(capacity: usize, concurrency: usize) -> Self {
+        Slots {
+            held: Arc::new(Semaphore::new(capacity)),
+            calls: Arc::new(Semaphore::new(concurrency)),
+            settling: Arc::new(Semaphore::new(concurrency)),
+            capacity,
+            concurrency,
+            handoff_open: Arc::new(AtomicBool::new(false)),
+            call_time: CallTime::new(),
+        }
+    }
+
     /// See [`CallTime::turning_over`].
     pub(crate) fn turning_over(&self) -> bool {
         self.call_time.turning_over(self.concurrency)
@@ -46,31 +60,30 @@ impl Slots {
 /// time. A fast model's calls are often all taken for an instant under load; a slow model's, or
 /// the long call of a model that is usually quick, are not turning over.
 pub(crate) struct CallTime {
-    pub(crate) average_us: std::sync::atomic::AtomicU64,
+    average_us: AtomicU64,
     /// Microseconds from `since` to the end of the last call.
-    pub(crate) last_end_us: std::sync::atomic::AtomicU64,
+    last_end_us: AtomicU64,
     /// Calls started since the last one ended. Once it reaches `concurrency`, every call in
     /// flight is one that began after that end, and the quick calls that just ended say nothing
     /// of when they will (a long run taking the only call right after a quick one ended).
-    pub(crate) started_since_end: std::sync::atomic::AtomicUsize,
-    pub(crate) since: std::time::Instant,
+    started_since_end: AtomicUsize,
+    since: std::time::Instant,
 }
 
 /// Calls quicker than this on average are quick, and one that ended within it is recent.
-pub(crate) const QUICK_CALL: Duration = Duration::from_millis(10);
+const QUICK_CALL: Duration = Duration::from_millis(10);
 
 impl CallTime {
     pub(crate) fn new() -> Self {
         CallTime {
-            average_us: std::sync::atomic::AtomicU64::new(u64::MAX),
-            last_end_us: std::sync::atomic::AtomicU64::new(0),
-            started_since_end: std::sync::atomic::AtomicUsize::new(0),
+            average_us: AtomicU64::new(u64::MAX),
+            last_end_us: AtomicU64::new(0),
+            started_since_end: AtomicUsize::new(0),
             since: std::time::Instant::now(),
         }
     }
 
     pub(crate) fn record(&self, took: Duration) {
-        use std::sync::atomic::Ordering;
         let took = u64::try_from(took.as_micros()).unwrap_or(u64::MAX / 2);
         let before = self.average_us.load(Ordering::Relaxed);
         // Racing updates may lose a sample; an average does not mind.
@@ -80,14 +93,16 @@ impl CallTime {
             before - before / 8 + took / 8
         };
         self.average_us.store(after, Ordering::Relaxed);
+        // Reset before the end is stamped: a start racing in between is counted, not erased
+        // (erring towards "not turning over"). A canceled call is not recorded, so its start
+        // stays counted: the count is approximate, on the same side.
+        self.started_since_end.store(0, Ordering::Relaxed);
         let now = u64::try_from(self.since.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.last_end_us.fetch_max(now, Ordering::Relaxed);
-        self.started_since_end.store(0, Ordering::Relaxed);
     }
 
     pub(crate) fn started(&self) {
-        self.started_since_end
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.started_since_end.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Quick on average, one ended within [`QUICK_CALL`], and not every call in flight started
@@ -99,7 +114,6 @@ impl CallTime {
 
     /// [`Self::turning_over`] at `now`, microseconds from `since`.
     fn turning_over_at(&self, concurrency: usize, now: u64) -> bool {
-        use std::sync::atomic::Ordering;
         let quick = QUICK_CALL.as_micros() as u64;
         if self.average_us.load(Ordering::Relaxed) >= quick
             || self.started_since_end.load(Ordering::Relaxed) >= concurrency
@@ -118,18 +132,26 @@ pub(crate) struct Place {
     pub(crate) slots: Arc<Slots>,
 }
 
-/// A worker's own tasks (the intake of handed runs, the lease keeper, the cancel follower):
-/// aborted when dropped, with the handoff closed first, so that none outlives [`Worker::run`],
-/// also when its future is dropped instead of shut down.
+/// A worker's own tasks (the intake of handed runs, the lease keeper, the cancel follower),
+/// stopped when this is dropped: at the end of [`crate::Worker::run`], or when its future is
+/// dropped instead of shut down. The handoff is closed first and the calls too, so that no run
+/// is handed over and no run waiting for a call starts one (each goes back to the queue). Runs
+/// already calling their provider are not stopped: they finish, their leases no longer renewed.
 pub(crate) struct Background {
-    pub(crate) tasks: Vec<tokio::task::JoinHandle<()>>,
-    pub(crate) handoff_open: Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    slots: Arc<Slots>,
+}
+
+impl Background {
+    pub(crate) fn new(tasks: Vec<tokio::task::JoinHandle<()>>, slots: Arc<Slots>) -> Self {
+        Background { tasks, slots }
+    }
 }
 
 impl Drop for Background {
     fn drop(&mut self) {
-        self.handoff_open
-            .store(false, std::sync::atomic::Ordering::Release);
+        self.slots.handoff_open.store(false, Ordering::Release);
+        self.slots.calls.close();
         for task in &self.tasks {
             task.abort();
         }
@@ -141,7 +163,7 @@ mod tests {
     use super::*;
 
     /// Dropping a worker's tasks (as when `Worker::run`'s future is dropped) stops them and
-    /// closes the handoff.
+    /// closes the handoff and the calls.
     #[tokio::test]
     async fn background_tasks_stop_with_their_guard() {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -149,19 +171,18 @@ mod tests {
             let _tx = tx;
             std::future::pending::<()>().await;
         });
-        let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        drop(Background {
-            tasks: vec![task],
-            handoff_open: open.clone(),
-        });
+        let slots = Arc::new(Slots::new(4, 2));
+        slots.handoff_open.store(true, Ordering::Release);
+        drop(Background::new(vec![task], slots.clone()));
         // The task was aborted: its sender is dropped without sending.
         assert!(rx.await.is_err());
-        assert!(!open.load(std::sync::atomic::Ordering::Acquire));
+        // Nothing more is handed over, and no call is started.
+        assert!(!slots.handoff_open.load(Ordering::Acquire));
+        assert!(slots.calls.clone().try_acquire_owned().is_err());
     }
 
     #[test]
     fn calls_are_not_turning_over_once_every_call_started_after_the_last_end() {
-        use std::sync::atomic::Ordering;
         let t = CallTime::new();
         // Nothing known before a call has ended.
         assert!(!t.turning_over(1));
