@@ -568,3 +568,39 @@ async fn an_api_process_streams_a_run_a_worker_process_executes() {
     assert_eq!(r.body["status"], "succeeded", "{}", r.body);
     assert_eq!(r.header("preference-applied"), Some("wait=30"));
 }
+
+/// A worker of one call, after quick runs: runs queued behind a long one are claimed one at a
+/// time, none taken to wait for the long one's call and then put back (a hostile test saw the
+/// run after it step back, `processing` then `pending`, every time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_of_one_call_puts_nothing_back_after_quick_runs() {
+    let s = Server::start_with(&one_worker());
+    let key = s.account("one@example.com", 100);
+    let c = s.client();
+    for _ in 0..25 {
+        let quick = create(&c, &key, echo(0)).await;
+        c.wait(&key, &quick).await;
+    }
+    for _ in 0..3 {
+        // Created while the first runs: the other two are queued, and claimed when it ends.
+        create(&c, &key, echo(40)).await;
+        let long = create(&c, &key, echo(300)).await;
+        let next = create(&c, &key, echo(0)).await;
+        let mut events = stream(&c, &key, &next, None).await;
+        let names = names(&events.rest().await)
+            .into_iter()
+            .map(str::to_owned)
+            .collect::<Vec<_>>();
+        assert_eq!(names.last().map(String::as_str), Some("succeeded"));
+        assert!(
+            !names.windows(2).any(|w| w == ["processing", "pending"]),
+            "{names:?}"
+        );
+        c.wait(&key, &long).await;
+    }
+    assert_eq!(
+        s.count("SELECT coalesce(sum(put_backs), 0) FROM runs"),
+        0,
+        "runs put back"
+    );
+}

@@ -15,7 +15,7 @@ mod backup;
 mod create_batch;
 mod dashboard;
 mod idempotency;
-mod migrations;
+pub mod migrations;
 mod pool;
 mod rows;
 mod store;

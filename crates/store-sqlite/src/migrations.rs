@@ -18,6 +18,18 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0012_put_backs.sql"),
 ];
 
+/// The schema version this build migrates to.
+pub fn latest() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
+/// The schema version of a database migrated by a newer build than this one, which this build
+/// must not open (its queries do not know what the newer migrations changed).
+pub fn newer_than_this_build(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    Ok((current > MIGRATIONS.len() as i64).then_some(current))
+}
+
 /// Applies the migrations this database has not seen yet, each in its own transaction.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;

@@ -208,7 +208,10 @@ impl Worker {
             // to the queue if none comes): under load a fast model's calls are all taken for an
             // instant, and a claim of only the free calls would leave runs queued behind it, so
             // that the handoff, which reopens once a claim finds the queue drained, never would.
-            if slots.turning_over() {
+            // Counted with the calls this claim starts: a claim that takes every call (the one
+            // call of a worker of one, after a quick run) would leave its waiting runs behind
+            // runs whose length nothing tells, to be put back.
+            if slots.turning_over_starting(places.len()) {
                 let mut waiting = Vec::with_capacity(slots.concurrency + places.len());
                 for _ in 0..slots.concurrency {
                     let Ok(held) = slots.held.clone().try_acquire_owned() else {

@@ -45,6 +45,12 @@ impl Slots {
         self.call_time.turning_over(self.concurrency)
     }
 
+    /// Turning over once `starting` more calls have started (those of a claim under way).
+    pub(crate) fn turning_over_starting(&self, starting: usize) -> bool {
+        self.call_time
+            .turning_over(self.concurrency.saturating_sub(starting))
+    }
+
     /// Runs holding a place without having started: handed over and committing, or waiting for
     /// a call. Read without a lock, so approximate; `intake` is the hard bound.
     pub(crate) fn not_started(&self) -> usize {
@@ -203,6 +209,8 @@ mod tests {
         // An end turns them over again.
         t.record(Duration::from_millis(1));
         assert!(t.turning_over_at(2, soon));
+        // A claim that starts every call free (`Slots::turning_over_starting`): not turning over.
+        assert!(!t.turning_over_at(0, soon));
         // Slow on average: never.
         let slow = CallTime::new();
         slow.record(Duration::from_millis(200));
