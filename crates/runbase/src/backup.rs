@@ -38,8 +38,12 @@ pub fn run(config: &Config, dest: &Path) -> anyhow::Result<()> {
         );
     }
     let dest_db = dest.join("runbase.db");
-    runbase_store_sqlite::backup(&db, &dest_db)
-        .with_context(|| format!("copying {}", db.display()))?;
+    if let Err(e) = runbase_store_sqlite::backup(&db, &dest_db) {
+        // Nothing was copied: the directory made above goes (`remove_dir` leaves one that is
+        // not empty).
+        let _ = std::fs::remove_dir(dest);
+        return Err(e).with_context(|| format!("copying {}", db.display()));
+    }
     let mut files = 0u64;
     if config.storage.kind == "local" {
         let src = config.data_dir.join("files");

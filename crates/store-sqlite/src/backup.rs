@@ -28,6 +28,8 @@ pub fn backup(source: &Path, dest: &Path) -> Result<(), StoreError> {
     .map_err(|e| backend(format!("opening {}: {e}", source.display())))?;
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .map_err(backend)?;
+    // A copy this build could not start from is no backup of its.
+    crate::migrations::refuse_newer(&conn, source)?;
     let dest_str = dest
         .to_str()
         .ok_or_else(|| backend("the backup path is not valid UTF-8"))?;
@@ -75,5 +77,15 @@ mod tests {
         assert_eq!(n, 2);
         assert!(backup(&src, &dest).is_err());
         assert!(backup(&dir.path().join("missing.db"), &dir.path().join("c.db")).is_err());
+        // A database of a newer build: refused, and no copy is made.
+        c.execute_batch("COMMIT").unwrap();
+        c.pragma_update(None, "user_version", 99).unwrap();
+        let newer = dir.path().join("d.db");
+        let e = backup(&src, &newer).unwrap_err().to_string();
+        assert!(
+            e.contains("schema version 99, newer than this build"),
+            "{e}"
+        );
+        assert!(!newer.exists());
     }
 }

@@ -1,6 +1,7 @@
 //! Schema migrations: SQL files under `migrations/`, applied in order, tracked by
 //! `PRAGMA user_version`.
 
+use runbase_domain::store::StoreError;
 use rusqlite::Connection;
 
 const MIGRATIONS: &[&str] = &[
@@ -23,11 +24,25 @@ pub fn latest() -> i64 {
     MIGRATIONS.len() as i64
 }
 
-/// The schema version of a database migrated by a newer build than this one, which this build
-/// must not open (its queries do not know what the newer migrations changed).
+/// The schema version of a database migrated by a newer build than this one (or one no build
+/// writes: below zero), which this build must not open: its queries do not know what the newer
+/// migrations changed.
 pub fn newer_than_this_build(conn: &Connection) -> rusqlite::Result<Option<i64>> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    Ok((current > MIGRATIONS.len() as i64).then_some(current))
+    Ok((current < 0 || current > latest()).then_some(current))
+}
+
+/// [`newer_than_this_build`] as the refusal of the database at `path`.
+pub(crate) fn refuse_newer(conn: &Connection, path: &std::path::Path) -> Result<(), StoreError> {
+    match newer_than_this_build(conn).map_err(crate::pool::backend)? {
+        None => Ok(()),
+        Some(version) => Err(crate::pool::backend(format!(
+            "the database at {} is at schema version {version}, newer than this build \
+             (version {}): upgrade to the release that migrated it",
+            path.display(),
+            latest()
+        ))),
+    }
 }
 
 /// Applies the migrations this database has not seen yet, each in its own transaction.

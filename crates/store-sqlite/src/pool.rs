@@ -134,14 +134,7 @@ impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
     pub fn open(path: &Path, durability: Durability) -> Result<Self, StoreError> {
         let mut conn = open_conn(path, durability, WRITER_CACHE_KIB).map_err(backend)?;
-        if let Some(version) = migrations::newer_than_this_build(&conn).map_err(backend)? {
-            return Err(backend(format!(
-                "the database at {} is at schema version {version}, newer than this build \
-                 (version {}): upgrade to the release that migrated it",
-                path.display(),
-                migrations::latest()
-            )));
-        }
+        migrations::refuse_newer(&conn, path)?;
         migrations::migrate(&mut conn)
             .map_err(|e| backend(format!("migrating {}: {e}", path.display())))?;
         let readers = (0..4)

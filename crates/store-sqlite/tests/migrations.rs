@@ -78,22 +78,24 @@ async fn a_database_of_a_newer_build_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("runbase.db");
     drop(SqliteStore::open(&path, Durability::Normal).unwrap());
-    let newer = runbase_store_sqlite::migrations::latest() + 1;
-    {
+    // One past this build's, and one no build writes.
+    for newer in [runbase_store_sqlite::migrations::latest() + 1, -1] {
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            conn.pragma_update(None, "user_version", newer).unwrap();
+        }
+        let Err(e) = SqliteStore::open(&path, Durability::Normal) else {
+            panic!("a schema at version {newer} was opened");
+        };
+        let message = e.to_string();
+        assert!(
+            message.contains(&format!("schema version {newer}, newer than this build")),
+            "{message}"
+        );
         let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.pragma_update(None, "user_version", newer).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, newer);
     }
-    let Err(e) = SqliteStore::open(&path, Durability::Normal) else {
-        panic!("a newer schema was opened");
-    };
-    let message = e.to_string();
-    assert!(
-        message.contains(&format!("schema version {newer}, newer than this build")),
-        "{message}"
-    );
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(version, newer);
 }
