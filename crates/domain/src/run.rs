@@ -113,16 +113,18 @@ pub struct Run {
 }
 
 impl RunError {
-    /// The error of a run whose worker stopped (a crash, a restart, a lost lease) after it had
-    /// been started `attempts` times, the most allowed: it fails (and is refunded) rather than
-    /// being queued again. Both stores use it, so the rule reads the same on either.
-    pub fn interrupted(attempts: u32) -> RunError {
-        RunError {
+    /// The error of a run whose worker stopped (a crash, a restart, a lost lease), if it has been
+    /// started `max_attempts` times: it fails (and is refunded) rather than being queued again.
+    /// Its starts are its takings (`attempts`) less those put back in the queue before their
+    /// provider call (`put_backs`). Both stores use it, so the rule reads the same on either.
+    pub fn interrupted(attempts: i64, put_backs: i64, max_attempts: u32) -> Option<RunError> {
+        let started = attempts.saturating_sub(put_backs.max(0));
+        (started >= i64::from(max_attempts)).then(|| RunError {
             message: format!(
-                "The run was interrupted {attempts} times by a server restart and was not retried again"
+                "The run was interrupted {started} times by a server restart and was not retried again"
             ),
             code: "interrupted".into(),
-        }
+        })
     }
 }
 

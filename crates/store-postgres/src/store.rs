@@ -506,11 +506,8 @@ async fn reclaim_tx(
     for row in expired {
         let (id, attempts): (String, i64) = (row.try_get(0)?, row.try_get(1)?);
         let put_backs: i32 = row.try_get(2)?;
-        // Takings put back before a call are not starts.
-        let started = attempts.saturating_sub(i64::from(put_backs.max(0)));
-        if started >= i64::from(max_attempts) {
+        if let Some(error) = RunError::interrupted(attempts, put_backs.into(), max_attempts) {
             let attempt = attempts.clamp(0, i64::from(u32::MAX)) as u32;
-            let error = RunError::interrupted(started.clamp(0, i64::from(u32::MAX)) as u32);
             finish_tx(tx, &id, attempt, &RunOutcome::Failed { error }, now).await?;
             failed += 1;
         } else {

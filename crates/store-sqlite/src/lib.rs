@@ -15,7 +15,7 @@ mod backup;
 mod create_batch;
 mod dashboard;
 mod idempotency;
-pub mod migrations;
+mod migrations;
 mod pool;
 mod rows;
 mod store;
@@ -24,4 +24,5 @@ mod webhooks;
 mod writer;
 
 pub use backup::backup;
+pub use migrations::latest as schema_version;
 pub use pool::{Durability, SqliteStore};

@@ -19,7 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0012_put_backs.sql"),
 ];
 
-/// The schema version this build migrates to.
+/// The schema version this build migrates to (`PRAGMA user_version`).
 pub fn latest() -> i64 {
     MIGRATIONS.len() as i64
 }
@@ -27,7 +27,7 @@ pub fn latest() -> i64 {
 /// The schema version of a database migrated by a newer build than this one (or one no build
 /// writes: below zero), which this build must not open: its queries do not know what the newer
 /// migrations changed.
-pub fn newer_than_this_build(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+pub(crate) fn newer_than_this_build(conn: &Connection) -> rusqlite::Result<Option<i64>> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     Ok((current < 0 || current > latest()).then_some(current))
 }

@@ -316,10 +316,8 @@ fn requeue_or_fail(
     let (mut requeued, mut failed) = (0, 0);
     let ids = runs.iter().map(|(id, _, _)| id.clone()).collect();
     for (id, attempts, put_backs) in runs {
-        let started = attempts.saturating_sub(put_backs.max(0));
-        if started >= i64::from(max_attempts) {
+        if let Some(error) = RunError::interrupted(attempts, put_backs, max_attempts) {
             let attempt = attempts.clamp(0, i64::from(u32::MAX)) as u32;
-            let error = RunError::interrupted(started.clamp(0, i64::from(u32::MAX)) as u32);
             fail_tx(c, &id, attempt, &error, now)?;
             failed += 1;
         } else {

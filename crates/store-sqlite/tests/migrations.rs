@@ -79,7 +79,7 @@ async fn a_database_of_a_newer_build_is_refused() {
     let path = dir.path().join("runbase.db");
     drop(SqliteStore::open(&path, Durability::Normal).unwrap());
     // One past this build's, and one no build writes.
-    for newer in [runbase_store_sqlite::migrations::latest() + 1, -1] {
+    for newer in [runbase_store_sqlite::schema_version() + 1, -1] {
         {
             let conn = rusqlite::Connection::open(&path).unwrap();
             conn.pragma_update(None, "user_version", newer).unwrap();
