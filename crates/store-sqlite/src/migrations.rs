@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0010_webhooks.sql"),
     include_str!("../migrations/0011_fewer_index_entries.sql"),
     include_str!("../migrations/0012_put_backs.sql"),
+    include_str!("../migrations/0013_indexes_grow_at_their_right_edge.sql"),
 ];
 
 /// The schema version this build migrates to (`PRAGMA user_version`).
@@ -112,6 +113,27 @@ mod tests {
             plan.contains("INDEX ledger_run_lines (run_id=?)"),
             "{sql}: {plan}"
         );
+    }
+
+    /// Migration 0013 made the per-account indexes ascending: an account's runs and ledger,
+    /// newest first, are still read through them backwards, without a sort.
+    #[test]
+    fn an_accounts_runs_and_ledger_are_listed_newest_first_without_a_sort() {
+        let (_dir, conn) = migrated();
+        for (sql, index) in [
+            (
+                "SELECT id FROM runs WHERE account_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
+                "runs_by_account",
+            ),
+            (
+                "SELECT id FROM ledger WHERE account_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3",
+                "ledger_by_account",
+            ),
+        ] {
+            let plan = plan(&conn, sql);
+            assert!(plan.contains(index), "{sql}: {plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "{sql}: {plan}");
+        }
     }
 
     /// One charge and one refund per run, whatever else the ledger holds.
