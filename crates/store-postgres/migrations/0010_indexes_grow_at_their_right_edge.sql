@@ -8,10 +8,15 @@
 -- filled again. In ascending order new entries are appended at the end of the account's range.
 -- The queries that list newest first scan the same index backwards: no sort.
 --
--- The indexes are built again inside this migration's transaction, which holds writes to the two
--- tables for as long as that takes (seconds per million rows): migrate outside a busy hour.
-SET LOCAL lock_timeout = '5s';
+-- The new indexes are built first, under the lock `CREATE INDEX` takes: writes to `runs` and
+-- `ledger` wait while they are built (about a second per million rows here), reads go on. Only
+-- then are the old ones dropped, under the table's strongest lock, held from that moment to the
+-- commit, a moment later. A lock not granted within 2 s fails the migration with nothing changed
+-- (say, behind a long transaction): run `runbase migrate` again.
+SET LOCAL lock_timeout = '2s';
+CREATE INDEX runs_by_account_ascending ON runs (account_id, seq);
+CREATE INDEX ledger_by_account_ascending ON ledger (account_id, id);
 DROP INDEX runs_by_account;
-CREATE INDEX runs_by_account ON runs (account_id, seq);
 DROP INDEX ledger_by_account;
-CREATE INDEX ledger_by_account ON ledger (account_id, id);
+ALTER INDEX runs_by_account_ascending RENAME TO runs_by_account;
+ALTER INDEX ledger_by_account_ascending RENAME TO ledger_by_account;
