@@ -2,10 +2,11 @@
 -- does the same).
 --
 -- `runs_by_account (account_id, seq DESC)` and `ledger_by_account (account_id, id DESC)` put each
--- new entry first in its account's range, since `seq` and `id` only grow. A B-tree insert at the
--- left edge of a range gets neither the rightmost-leaf fast path nor the rightmost split (which
--- leaves the old page full): each full page split in halves, and the half left behind was never
--- filled again. In ascending order new entries are appended at the end of the account's range.
+-- new entry first in its account's range, since `seq` and `id` only grow. PostgreSQL's
+-- rightmost-leaf fast path and its split for rising keys serve entries that go last, not first:
+-- with one account, the DESC index took 1,171 pages where the ascending one took 651
+-- (BENCHMARKS.md, eighteenth session). In ascending order new entries are appended at the end of
+-- the account's range.
 -- The queries that list newest first scan the same index backwards: no sort.
 --
 -- The new indexes are built first, under the lock `CREATE INDEX` takes: writes to `runs` and

@@ -116,7 +116,7 @@ mod tests {
     }
 
     /// Migration 0013 made the per-account indexes ascending: an account's runs and ledger,
-    /// newest first, are still read through them backwards, without a sort.
+    /// newest first, are still read through them (backwards), without a sort.
     #[test]
     fn an_accounts_runs_and_ledger_are_listed_newest_first_without_a_sort() {
         let (_dir, conn) = migrated();
@@ -133,6 +133,14 @@ mod tests {
             let plan = plan(&conn, sql);
             assert!(plan.contains(index), "{sql}: {plan}");
             assert!(!plan.contains("TEMP B-TREE"), "{sql}: {plan}");
+            let definition: String = conn
+                .query_row(
+                    "SELECT sql FROM sqlite_master WHERE name = ?1",
+                    [index],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert!(!definition.contains("DESC"), "{definition}");
         }
     }
 
