@@ -21,6 +21,20 @@ async fn raw(url: &str) -> tokio_postgres::Client {
     client
 }
 
+/// What `EXPLAIN` printed for `sql`, one plan line a line.
+async fn explained(db: &tokio_postgres::Client, sql: &str) -> String {
+    db.simple_query(sql)
+        .await
+        .unwrap()
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Fires `n` creates of `price` on key `key`, spread over `nodes` stores (each its own pool of
 /// connections); returns how many were admitted and the refusals seen.
 async fn burst(
@@ -409,19 +423,6 @@ async fn batched_key_reads_probe_the_unique_indexes() {
     .await
     .unwrap();
     let hashes = format!("'{{{},{}}}'", f.keys[0].hash.0, f.keys[1].hash.0);
-    let explained = |sql: String| {
-        let db = &db;
-        async move {
-            let rows = db.simple_query(&sql).await.unwrap();
-            rows.iter()
-                .filter_map(|m| match m {
-                    tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
-                    _ => None,
-                })
-                .collect::<Vec<_>>()
-                .join("\n")
-        }
-    };
     for tables in ["young", "analyzed"] {
         if tables == "analyzed" {
             db.batch_execute(&format!(
@@ -441,15 +442,16 @@ async fn batched_key_reads_probe_the_unique_indexes() {
             db.batch_execute(&format!("SET plan_cache_mode = {mode}"))
                 .await
                 .unwrap();
-            let plan = explained(format!("EXPLAIN EXECUTE keys({hashes})")).await;
+            let plan = explained(&db, &format!("EXPLAIN EXECUTE keys({hashes})")).await;
             assert!(
                 plan.contains("api_keys_hash_key"),
                 "{tables}, {mode}:\n{plan}"
             );
             assert!(!plan.contains("Seq Scan"), "{tables}, {mode}:\n{plan}");
-            let plan = explained(format!(
-                "EXPLAIN EXECUTE keys_and_runs({hashes}, '{{run_x1,run_x2}}')"
-            ))
+            let plan = explained(
+                &db,
+                &format!("EXPLAIN EXECUTE keys_and_runs({hashes}, '{{run_x1,run_x2}}')"),
+            )
             .await;
             for index in ["api_keys_hash_key", "runs_id_key"] {
                 assert!(plan.contains(index), "{tables}, {mode}:\n{plan}");
@@ -502,17 +504,7 @@ async fn an_accounts_runs_and_ledger_are_listed_newest_first_without_a_sort() {
             "ledger_by_account",
         ),
     ] {
-        let plan: Vec<String> = db
-            .simple_query(&sql)
-            .await
-            .unwrap()
-            .iter()
-            .filter_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
-                _ => None,
-            })
-            .collect();
-        let plan = plan.join("\n");
+        let plan = explained(&db, &sql).await;
         assert!(
             plan.contains(&format!("Scan Backward using {index}")),
             "{sql}:\n{plan}"
