@@ -29,6 +29,28 @@ def threads(pid):
     return out
 
 
+def waits(pid):
+    """Each thread's time spent runnable but waiting for a core (ns), from schedstat, and its
+    context switches (voluntary: it slept; involuntary: it was preempted)."""
+    out = {}
+    for t in os.listdir(f"/proc/{pid}/task"):
+        try:
+            wait = int(open(f"/proc/{pid}/task/{t}/schedstat").read().split()[1])
+            st = dict(l.split(":\t") for l in open(f"/proc/{pid}/task/{t}/status").read().splitlines()
+                      if ":\t" in l)
+            out[t] = (wait, int(st["voluntary_ctxt_switches"]), int(st["nonvoluntary_ctxt_switches"]))
+        except (OSError, KeyError):
+            pass
+    return out
+
+
+def machine():
+    """The machine's CPU time so far, busy and idle (iowait counts as idle), in clock ticks."""
+    f = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    idle = f[3] + f[4]
+    return sum(f[:8]) - idle, idle
+
+
 def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     binary, secs = args[0], int(args[1]) if len(args) > 1 else 5
@@ -60,7 +82,9 @@ def main():
             stacks = ["--call-graph", "dwarf,16384", "-F", "499"] if "--call-graph" in sys.argv else ["-F", "999"]
             perf = subprocess.Popen(["perf", "record", *stacks, "-p", str(rb.p.pid), "-o", "perf.data"],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        m_before, w_before = machine(), waits(rb.p.pid)
         r = wrk(rb.url, 64, secs, script)
+        m_burst, w_burst = machine(), waits(rb.p.pid)
         while not queue_drained(db):
             time.sleep(0.05)
         if perf:
@@ -79,10 +103,26 @@ def main():
     for t, (name, cpu) in after.items():
         per[name] = per.get(name, 0) + cpu - before.get(t, (name, 0))[1]
     tick = os.sysconf("SC_CLK_TCK")
+    # Time each thread was ready to run but had no core, over the burst alone.
+    waited = {}
+    for t, w in w_burst.items():
+        name = after.get(t, before.get(t, ("?", 0)))[0]
+        b = w_before.get(t, (0, 0, 0))
+        have = waited.get(name, (0, 0, 0))
+        waited[name] = tuple(have[i] + w[i] - b[i] for i in range(3))
     for name, d in sorted(per.items(), key=lambda x: -x[1]):
         if d:
-            print(f"  {name:<18} {d / tick / n * 1e6:6.1f} µs per run")
+            w = waited.get(name, (0, 0, 0))
+            print(f"  {name:<18} {d / tick / n * 1e6:6.1f} µs per run; over the burst, per run: "
+                  f"waited for a core {w[0] / 1e3 / n:5.1f} µs, slept {w[1] / n:.3f}, "
+                  f"preempted {w[2] / n:.3f} times")
     print(f"  {'all threads':<18} {sum(per.values()) / tick / n * 1e6:6.1f} µs per run")
+    # The whole machine over the burst alone (wrk included): how busy the cores were, and the CPU
+    # that was not Runbase's (mostly wrk), per run.
+    busy, idle = m_burst[0] - m_before[0], m_burst[1] - m_before[1]
+    print(f"  machine over the burst: {busy / (busy + idle):.0%} busy; "
+          f"{busy / tick / n * 1e6:.1f} µs per run in all, wrk and the rest "
+          f"{(busy - sum(per.values())) / tick / n * 1e6:.1f} µs (drain included in Runbase's)")
     if metrics:
         print("  claims over both bursts: " + ", ".join(claims))
 

@@ -695,6 +695,18 @@ async fn another_accounts_keys_runs_and_ledger_are_never_visible() {
     assert!(!credits.text.contains(&run_id));
     assert!(credits.text.contains("No ledger entries yet"));
     assert!(!eve.get("/runs").await.text.contains(&run_id));
+    // A page of runs after another account's run, or after no run, is a 404 (as the API's
+    // `startingAfter`), not silently the first page; after one's own run it is the next page.
+    for after in [run_id.as_str(), "run_0000000000nosuchrun", "bogus", "run_%00"] {
+        let p = eve.get(&format!("/runs?after={after}")).await;
+        assert_eq!(p.status, 404, "{after}: {}", p.text);
+        assert!(p.text.contains("run_not_found"), "{after}");
+        assert!(!p.text.contains("ada"), "{after}");
+    }
+    assert_eq!(eve.get("/runs?after=").await.status, 200);
+    let next = ada.get(&format!("/runs?after={run_id}")).await;
+    assert_eq!(next.status, 200);
+    assert!(!next.text.contains(&format!("/runs/{run_id}")), "older than the only run: none");
     assert!(!eve.get("/settings/api-keys").await.text.contains("ada-key"));
     // Eve is not an administrator: she cannot grant herself credits.
     let p = eve

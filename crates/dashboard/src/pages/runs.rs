@@ -9,7 +9,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use maud::{Markup, html};
 use runbase_domain::run::{Run, RunStatus};
-use runbase_domain::service;
+use runbase_domain::{ids, service};
 use runbase_domain::store::RunFilter;
 use runbase_domain::{ApiError, ErrorCode};
 use runbase_http::AppState;
@@ -84,10 +84,28 @@ pub async fn list(
             ApiError::new(ErrorCode::InvalidRequest, "Unknown status filter"),
         );
     }
-    let after = q
-        .after
-        .as_deref()
-        .filter(|a| a.starts_with("run_") && a.len() <= 64);
+    // A cursor that names none of this account's runs (mistyped, expired with its run, or
+    // another account's) is a 404, as the API answers it, not silently the first page.
+    let after = q.after.as_deref().filter(|a| !a.is_empty());
+    if let Some(a) = after {
+        let found = if ids::looks_like_run_id(a) {
+            match state.store.get_run(&viewer.account.id, a).await {
+                Ok(run) => run.is_some(),
+                Err(e) => return error_response(&headers, service::internal(e)),
+            }
+        } else {
+            false
+        };
+        if !found {
+            return error_response(
+                &headers,
+                ApiError::new(
+                    ErrorCode::RunNotFound,
+                    "The page starts after a run that is not one of yours",
+                ),
+            );
+        }
+    }
     let mut runs = match state
         .store
         .list_runs(&viewer.account.id, &filter, PAGE + 1, after)
