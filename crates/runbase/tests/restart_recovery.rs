@@ -98,10 +98,12 @@ async fn queued_runs_survive_a_restart() {
 
 #[tokio::test]
 async fn a_run_longer_than_its_lease_stays_with_its_live_worker() {
-    // A 600 ms lease, renewed every 200 ms, and a run of 2.5 s: without the renewal the run would
-    // be taken back into the queue (and executed again) while its worker is still on it.
+    // A 1.5 s lease, renewed every 500 ms, and a run of 4 s: without the renewal the run would
+    // be taken back into the queue (and executed again) while its worker is still on it. (With a
+    // 600 ms lease, a renewal on a CI machine loaded with parallel debug builds once missed its
+    // 200 ms to answer, and the worker rightly gave the run up.)
     let s = Server::start_with(&[
-        ("RUNBASE_WORKER__LEASE_MS", "600"),
+        ("RUNBASE_WORKER__LEASE_MS", "1500"),
         ("RUNBASE_RATE_LIMITS__RUNS__REQUESTS", "100000"),
     ]);
     let key = s.account("lease@example.com", 10);
@@ -109,7 +111,7 @@ async fn a_run_longer_than_its_lease_stays_with_its_live_worker() {
     let r = c
         .create(
             &key,
-            json!({"model": "runbase/echo", "input": {"text": "long", "delay_ms": 2500}}),
+            json!({"model": "runbase/echo", "input": {"text": "long", "delay_ms": 4000}}),
         )
         .await;
     let id = r.body["id"].as_str().unwrap().to_owned();
