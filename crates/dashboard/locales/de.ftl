@@ -130,6 +130,7 @@ runs-none-docs = Runs
 runs-pages = Seiten der Runs
 runs-newest = ← Neueste
 runs-older = Ältere →
+runs-window = { $count } Runs ab hier durchsucht; ältere Runs wurden noch nicht durchsucht.
 run-title = Run
 run-no-output = Noch keine Ausgabe.
 run-output-alt = Ausgabe { $n } von { $run }

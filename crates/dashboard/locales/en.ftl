@@ -131,6 +131,7 @@ runs-none-docs = Runs
 runs-pages = Run pages
 runs-newest = ← Newest
 runs-older = Older →
+runs-window = Searched { $count } runs from here back; older runs have not been searched yet.
 run-title = Run
 run-no-output = No output yet.
 run-output-alt = Output { $n } of { $run }

@@ -130,6 +130,7 @@ runs-none-docs = 実行
 runs-pages = 実行のページ
 runs-newest = ← 最新
 runs-older = 古い順 →
+runs-window = ここから { $count } 件の実行を検索しました。それより古い実行はまだ検索していません。
 run-title = 実行
 run-no-output = まだ出力はありません。
 run-output-alt = { $run } の出力 { $n }

@@ -130,6 +130,7 @@ runs-none-docs = 运行
 runs-pages = 运行分页
 runs-newest = ← 最新
 runs-older = 更早 →
+runs-window = 已从此处向前搜索 { $count } 个运行；更早的运行尚未搜索。
 run-title = 运行
 run-no-output = 还没有输出。
 run-output-alt = { $run } 的输出 { $n }

@@ -53,6 +53,10 @@ pub enum CreateRunError {
 pub struct RunFilter {
     pub status: Option<RunStatus>,
     pub model: Option<String>,
+    /// Look no further back than this run of the account's (its id, from
+    /// [`Store::run_before`]): a filter that few runs pass then reads a bounded window of the
+    /// account's runs instead of all of them.
+    pub oldest: Option<String>,
 }
 
 /// What applying a confirmed payment did.
@@ -318,6 +322,15 @@ pub trait Store: Send + Sync + 'static {
         let run = self.get_run(&key.account_id, run_id).await?;
         Ok((Some(key), run))
     }
+    /// The id of the account's run `skip` places older than the run `starting_after` (than its
+    /// newest run when `None`), if it has that many: where a window of `skip` runs ends. Walks
+    /// the account's index only.
+    async fn run_before(
+        &self,
+        account_id: &str,
+        starting_after: Option<&str>,
+        skip: u32,
+    ) -> Result<Option<String>, StoreError>;
     /// The account's runs that pass `filter`, newest first, after the run `starting_after`
     /// when given.
     async fn list_runs(

@@ -697,7 +697,12 @@ async fn another_accounts_keys_runs_and_ledger_are_never_visible() {
     assert!(!eve.get("/runs").await.text.contains(&run_id));
     // A page of runs after another account's run, or after no run, is a 404 (as the API's
     // `startingAfter`), not silently the first page; after one's own run it is the next page.
-    for after in [run_id.as_str(), "run_0000000000nosuchrun", "bogus", "run_%00"] {
+    for after in [
+        run_id.as_str(),
+        "run_0000000000nosuchrun",
+        "bogus",
+        "run_%00",
+    ] {
         let p = eve.get(&format!("/runs?after={after}")).await;
         assert_eq!(p.status, 404, "{after}: {}", p.text);
         assert!(p.text.contains("run_not_found"), "{after}");
@@ -706,7 +711,10 @@ async fn another_accounts_keys_runs_and_ledger_are_never_visible() {
     assert_eq!(eve.get("/runs?after=").await.status, 200);
     let next = ada.get(&format!("/runs?after={run_id}")).await;
     assert_eq!(next.status, 200);
-    assert!(!next.text.contains(&format!("/runs/{run_id}")), "older than the only run: none");
+    assert!(
+        !next.text.contains(&format!("/runs/{run_id}")),
+        "older than the only run: none"
+    );
     assert!(!eve.get("/settings/api-keys").await.text.contains("ada-key"));
     // Eve is not an administrator: she cannot grant herself credits.
     let p = eve
@@ -1350,4 +1358,86 @@ async fn webhook_secret_rotation_and_the_delivery_log_on_the_run_page() {
         .submit("/settings/webhooks", &format!("/runs/{id}/redeliver"), &[])
         .await;
     assert_eq!(p.status, 404, "{}", p.text);
+}
+
+/// A filtered runs page reads at most a window of the account's runs (2,000), so a filter few
+/// runs pass does not read them all; when the window ends before the account's runs do, the page
+/// says so and its "Older" link goes on from the window's last run.
+#[tokio::test]
+async fn a_filtered_runs_page_reads_a_window_and_goes_on_from_it() {
+    let server = start(&[
+        (
+            "RUNBASE_RATE_LIMITS__RUNS__REQUESTS".into(),
+            "100000".into(),
+        ),
+        ("RUNBASE_HTTP__MAX_CONNECTIONS_PER_IP".into(), "64".into()),
+    ]);
+    let mut b = Browser::new(&server);
+    let email = "window@example.com";
+    b.log_in_new(&server, email).await;
+    server.cli(&["credits", "add", "--account", email, "--cents", "3000"]);
+    let key = server.key(email, &[]);
+    let api = server.client();
+    let image = api
+        .create(
+            &key,
+            json!({"model": "runbase/placeholder-image", "input": {"prompt": "a fox"}}),
+        )
+        .await;
+    assert_eq!(image.status, 201, "{}", image.body);
+    let image_id = image.body["id"].as_str().unwrap().to_owned();
+    // A window's worth of newer runs of another model.
+    let mut creates = tokio::task::JoinSet::new();
+    for i in 0..2_000 {
+        let (api, key) = (api.clone(), key.clone());
+        creates.spawn(async move {
+            let r = api
+                .create(
+                    &key,
+                    json!({"model": "runbase/echo", "input": {"text": format!("t{i}")}}),
+                )
+                .await;
+            assert_eq!(r.status, 201, "{}", r.body);
+        });
+        if creates.len() >= 16 {
+            creates.join_next().await.unwrap().unwrap();
+        }
+    }
+    while let Some(done) = creates.join_next().await {
+        done.unwrap();
+    }
+    let older_link = |text: &str| {
+        let at = text.find("href=\"/runs?after=")?;
+        let rest = &text[at + "href=\"".len()..];
+        Some(rest[..rest.find('"').unwrap()].replace("&amp;", "&"))
+    };
+
+    let first = b.get("/runs?model=runbase%2Fplaceholder-image").await;
+    assert_eq!(first.status, 200);
+    assert!(!first.text.contains(&image_id), "older than the window");
+    assert!(first.text.contains("id=\"runs-window\""), "{}", first.text);
+    assert!(
+        !first.text.contains("No runs match"),
+        "the window is not the end"
+    );
+    let next = older_link(&first.text).expect("a link to search older runs");
+    assert!(next.contains("model=runbase%2Fplaceholder-image"), "{next}");
+    let second = b.get(&next).await;
+    assert_eq!(second.status, 200);
+    assert!(second.text.contains(&image_id), "{}", second.text);
+    assert!(
+        !second.text.contains("id=\"runs-window\""),
+        "the account's runs end here"
+    );
+    assert_eq!(older_link(&second.text), None);
+
+    // A filter that many runs pass pages by its matches, as before.
+    let echo = b.get("/runs?model=runbase%2Fecho").await;
+    assert_eq!(echo.status, 200);
+    assert_eq!(echo.text.matches("href=\"/runs/run_").count(), 25);
+    assert!(!echo.text.contains("id=\"runs-window\""));
+    assert!(older_link(&echo.text).is_some());
+    // Unfiltered, nothing is windowed.
+    let all = b.get("/runs").await;
+    assert!(!all.text.contains("id=\"runs-window\""));
 }

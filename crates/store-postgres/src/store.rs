@@ -1528,12 +1528,46 @@ impl Store for PgStore {
                        AND ($2::text IS NULL OR status = $2::text)
                        AND ($3::text IS NULL OR model = $3::text)
                        AND seq < COALESCE((SELECT seq FROM runs WHERE id = $4::text AND account_id = $1), 9223372036854775807)
+                       AND seq >= COALESCE((SELECT seq FROM runs WHERE id = $6::text AND account_id = $1), 0)
                      ORDER BY seq DESC LIMIT $5"
                 ),
-                &[&account_id, &status, &model, &starting_after, &i64::from(limit)],
+                &[
+                    &account_id,
+                    &status,
+                    &model,
+                    &starting_after,
+                    &i64::from(limit),
+                    &filter.oldest,
+                ],
             )
             .await?;
         Ok(rows::all(&rows, rows::run)?)
+    }
+
+    async fn run_before(
+        &self,
+        account_id: &str,
+        starting_after: Option<&str>,
+        skip: u32,
+    ) -> Result<Option<String>, StoreError> {
+        if skip == 0 {
+            return Ok(None);
+        }
+        // The window's end found on the account's index (`seq` is in its entries), then its
+        // id read from that one row.
+        let rows = self
+            .rows(
+                "SELECT id FROM runs WHERE seq = (
+                     SELECT seq FROM runs WHERE account_id = $1
+                       AND seq < COALESCE((SELECT seq FROM runs WHERE id = $2::text AND account_id = $1), 9223372036854775807)
+                     ORDER BY seq DESC LIMIT 1 OFFSET $3)",
+                &[&account_id, &starting_after, &(i64::from(skip) - 1)],
+            )
+            .await?;
+        match rows.first() {
+            Some(row) => Ok(Some(row.try_get(0).map_err(Error::from)?)),
+            None => Ok(None),
+        }
     }
 
     async fn claim_runs(

@@ -1141,10 +1141,37 @@ impl Store for SqliteStore {
                    AND (?2 IS NULL OR status = ?2)
                    AND (?3 IS NULL OR model = ?3)
                    AND seq < coalesce((SELECT seq FROM runs WHERE id = ?4 AND account_id = ?1), 9223372036854775807)
+                   AND seq >= coalesce((SELECT seq FROM runs WHERE id = ?6 AND account_id = ?1), 0)
                  ORDER BY seq DESC LIMIT ?5"
             ))?
-            .query_map(params![account_id, status, model, starting_after, limit], rows::run)?
+            .query_map(
+                params![account_id, status, model, starting_after, limit, filter.oldest],
+                rows::run,
+            )?
             .collect()
+        })
+    }
+
+    async fn run_before(
+        &self,
+        account_id: &str,
+        starting_after: Option<&str>,
+        skip: u32,
+    ) -> Result<Option<String>, StoreError> {
+        if skip == 0 {
+            return Ok(None);
+        }
+        self.read(|c| {
+            // The window's end found on the account's index alone (`seq` is in its entries),
+            // then its id read from that one row.
+            c.prepare_cached(
+                "SELECT id FROM runs WHERE seq = (
+                     SELECT seq FROM runs WHERE account_id = ?1
+                       AND seq < coalesce((SELECT seq FROM runs WHERE id = ?2 AND account_id = ?1), 9223372036854775807)
+                     ORDER BY seq DESC LIMIT 1 OFFSET ?3)",
+            )?
+            .query_row(params![account_id, starting_after, skip - 1], |r| r.get(0))
+            .optional()
         })
     }
 

@@ -48,6 +48,9 @@ const PLAYGROUND_FORM_LIMIT: usize = 256 * 1024;
 /// How many of the account's playground runs of the model are listed beside the form.
 const RECENT: usize = 8;
 
+/// How many of the account's newest runs the recent playground runs are looked for in.
+const RECENT_WINDOW: u32 = 1_000;
+
 /// The input fields in the order the form shows them: the prompt first, reference images last.
 pub fn fields(model: &Model) -> Vec<(&str, &Value)> {
     let Some(props) = model
@@ -308,9 +311,17 @@ pub async fn recent_runs(state: &AppState, account_id: &str, model: &str) -> Vec
     if keys.is_empty() {
         return Vec::new();
     }
+    // Among the account's newest runs only: reading all of an account's runs to find a model
+    // it never ran would cost every page view as much.
+    let oldest = state
+        .store
+        .run_before(account_id, None, RECENT_WINDOW)
+        .await
+        .unwrap_or_default();
     let filter = RunFilter {
         status: None,
         model: Some(model.to_owned()),
+        oldest,
     };
     state
         .store

@@ -1,0 +1,107 @@
+//! Listing an account's runs with a filter, against every store: a window of the account's runs
+//! ends where `run_before` says, and a filter bounded by it (`RunFilter::oldest`) reads no run
+//! older than that, so that the windows, walked one after another, cover each run once.
+
+#![allow(clippy::unwrap_used, reason = "tests may unwrap")]
+
+use runbase_domain::run::RunStatus;
+use runbase_domain::store::RunFilter;
+use runbase_store_conformance::{Fixture, for_each_store};
+
+for_each_store! {
+    #[tokio::test]
+    async fn a_filtered_listing_reads_a_window_and_the_windows_cover_every_run_once() {
+        let Some(f) = Fixture::new(BACKEND, 100, 0, 0).await else { return };
+        // Ten runs, oldest first; every third is of another model.
+        let mut ids = Vec::new();
+        for i in 0..10 {
+            let mut run = f.new_run(0, 100);
+            if i % 3 == 0 {
+                run.model = "runbase/placeholder-image".into();
+            }
+            ids.push(f.store.create_run(run).await.unwrap().id);
+        }
+        let account = f.account.as_str();
+        let before = |after: Option<usize>, skip: u32| {
+            let store = f.store.clone();
+            let after = after.map(|i| ids[i].clone());
+            async move { store.run_before(account, after.as_deref(), skip).await.unwrap() }
+        };
+        // From the newest, and from a cursor (the run itself is not counted).
+        assert_eq!(before(None, 1).await.as_deref(), Some(ids[9].as_str()));
+        assert_eq!(before(None, 3).await.as_deref(), Some(ids[7].as_str()));
+        assert_eq!(before(Some(9), 1).await.as_deref(), Some(ids[8].as_str()));
+        assert_eq!(before(Some(2), 2).await.as_deref(), Some(ids[0].as_str()));
+        assert_eq!(before(Some(2), 3).await, None, "fewer runs left than the window");
+        assert_eq!(before(None, 10).await.as_deref(), Some(ids[0].as_str()));
+        assert_eq!(before(None, 11).await, None);
+        assert_eq!(before(None, 0).await, None);
+
+        // A filter bounded by a window reads only the window's runs.
+        let images = |oldest: Option<String>| RunFilter {
+            status: None,
+            model: Some("runbase/placeholder-image".into()),
+            oldest,
+        };
+        let listed = |filter: RunFilter, after: Option<usize>| {
+            let store = f.store.clone();
+            let after = after.map(|i| ids[i].clone());
+            async move {
+                store
+                    .list_runs(account, &filter, 100, after.as_deref())
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| r.id)
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(listed(images(before(None, 4).await), None).await, vec![ids[9].clone(), ids[6].clone()]);
+        assert_eq!(listed(images(before(None, 3).await), None).await, vec![ids[9].clone()]);
+        assert_eq!(listed(images(before(Some(8), 3).await), Some(8)).await, vec![ids[6].clone()]);
+        assert_eq!(listed(images(None), Some(8)).await, vec![ids[6].clone(), ids[3].clone(), ids[0].clone()]);
+        let pending = RunFilter {
+            status: Some(RunStatus::Pending),
+            model: None,
+            oldest: before(Some(5), 2).await,
+        };
+        assert_eq!(listed(pending, Some(5)).await, vec![ids[4].clone(), ids[3].clone()]);
+
+        // Windows of three walked from the newest with a filter nothing passes: each window is
+        // empty, and the windows' ends step through every run, none skipped or read twice.
+        let nothing = |oldest| RunFilter {
+            status: Some(RunStatus::Failed),
+            model: None,
+            oldest,
+        };
+        let mut after: Option<String> = None;
+        let mut ends = Vec::new();
+        loop {
+            let end = f.store.run_before(account, after.as_deref(), 3).await.unwrap();
+            let page = f
+                .store
+                .list_runs(account, &nothing(end.clone()), 100, after.as_deref())
+                .await
+                .unwrap();
+            assert!(page.is_empty());
+            match end {
+                Some(end) => {
+                    ends.push(end.clone());
+                    after = Some(end);
+                }
+                None => break,
+            }
+        }
+        assert_eq!(ends, vec![ids[7].clone(), ids[4].clone(), ids[1].clone()]);
+
+        // Another account's run bounds nothing of this one's, and names no window of it.
+        let other = f.store.create_account("q@example.com", runbase_domain::time::Timestamp::now()).await.unwrap();
+        assert_eq!(f.store.run_before(&other.id, None, 1).await.unwrap(), None);
+        assert_eq!(
+            f.store.run_before(&other.id, Some(&ids[9]), 1).await.unwrap(),
+            None,
+            "a cursor of another account's run finds none of its own"
+        );
+        assert_eq!(listed(images(Some("run_0000000000notarun".into())), None).await.len(), 4);
+    }
+}
