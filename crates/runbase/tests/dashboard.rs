@@ -1440,4 +1440,11 @@ async fn a_filtered_runs_page_reads_a_window_and_goes_on_from_it() {
     // Unfiltered, nothing is windowed.
     let all = b.get("/runs").await;
     assert!(!all.text.contains("id=\"runs-window\""));
+    // A model that is not the catalogue's is refused, not looked for (PostgreSQL refused the
+    // NUL with a 500 before).
+    for model in ["%00", "a%00b", "runbase%2Fnone"] {
+        let p = b.get(&format!("/runs?model={model}")).await;
+        assert_eq!(p.status, 400, "{model}: {}", p.text);
+        assert!(p.text.contains("invalid_request"), "{model}");
+    }
 }

@@ -91,8 +91,16 @@ pub async fn list(
             ApiError::new(ErrorCode::InvalidRequest, "Unknown status filter"),
         );
     }
-    // A cursor that names none of this account's runs (mistyped, expired with its run, or
-    // another account's) is a 404, as the API answers it, not silently the first page.
+    // The models offered are the catalogue's; anything else (PostgreSQL refuses a NUL in a
+    // text parameter outright) names no runs anyone could filter for.
+    if model.is_some_and(|m| state.catalog.get(m).is_none()) {
+        return error_response(
+            &headers,
+            ApiError::new(ErrorCode::InvalidRequest, "Unknown model filter"),
+        );
+    }
+    // A cursor that names none of this account's runs (mistyped, or another account's) is a
+    // 404, as the API answers it, not silently the first page.
     let after = q.after.as_deref().filter(|a| !a.is_empty());
     if let Some(a) = after {
         let found = if ids::looks_like_run_id(a) {
