@@ -53,10 +53,10 @@ pub enum CreateRunError {
 pub struct RunFilter {
     pub status: Option<RunStatus>,
     pub model: Option<String>,
-    /// Look no further back than this run of the account's (its id, from
-    /// [`Store::run_before`]): a filter that few runs pass then reads a bounded window of the
-    /// account's runs instead of all of them.
-    pub oldest: Option<String>,
+    /// Look only among the account's next `within` runs (after the cursor, newest first): a
+    /// filter that few runs pass then reads a bounded window of the account's runs instead of
+    /// all of them. Where the window ends is [`Store::run_before`]`(.., within)`.
+    pub within: Option<u32>,
 }
 
 /// What applying a confirmed payment did.

@@ -1431,6 +1431,20 @@ async fn a_filtered_runs_page_reads_a_window_and_goes_on_from_it() {
     );
     assert_eq!(older_link(&second.text), None);
 
+    // Exactly a window's worth left after the cursor: all of it read, so no note and no link
+    // to an empty page.
+    let newest = api.get(Some(&key), "/api/v1/runs?limit=1").await;
+    let newest = newest.body["data"][0]["id"].as_str().unwrap().to_owned();
+    let exact = b
+        .get(&format!(
+            "/runs?model=runbase%2Fplaceholder-image&after={newest}"
+        ))
+        .await;
+    assert_eq!(exact.status, 200);
+    assert!(exact.text.contains(&image_id));
+    assert!(!exact.text.contains("id=\"runs-window\""));
+    assert_eq!(older_link(&exact.text), None);
+
     // A filter that many runs pass pages by its matches, as before.
     let echo = b.get("/runs?model=runbase%2Fecho").await;
     assert_eq!(echo.status, 200);

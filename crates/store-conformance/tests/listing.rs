@@ -1,6 +1,6 @@
-//! Listing an account's runs with a filter, against every store: a window of the account's runs
-//! ends where `run_before` says, and a filter bounded by it (`RunFilter::oldest`) reads no run
-//! older than that, so that the windows, walked one after another, cover each run once.
+//! Listing an account's runs with a filter, against every store: a filter bounded by a window
+//! (`RunFilter::within`) reads only the account's next runs after the cursor, the window ends
+//! where `run_before` says, and the windows, walked one after another, cover each run once.
 
 #![allow(clippy::unwrap_used, reason = "tests may unwrap")]
 
@@ -38,10 +38,10 @@ for_each_store! {
         assert_eq!(before(None, 0).await, None);
 
         // A filter bounded by a window reads only the window's runs.
-        let images = |oldest: Option<String>| RunFilter {
+        let images = |within: Option<u32>| RunFilter {
             status: None,
             model: Some("runbase/placeholder-image".into()),
-            oldest,
+            within,
         };
         let listed = |filter: RunFilter, after: Option<usize>| {
             let store = f.store.clone();
@@ -56,23 +56,25 @@ for_each_store! {
                     .collect::<Vec<_>>()
             }
         };
-        assert_eq!(listed(images(before(None, 4).await), None).await, vec![ids[9].clone(), ids[6].clone()]);
-        assert_eq!(listed(images(before(None, 3).await), None).await, vec![ids[9].clone()]);
-        assert_eq!(listed(images(before(Some(8), 3).await), Some(8)).await, vec![ids[6].clone()]);
+        assert_eq!(listed(images(Some(4)), None).await, vec![ids[9].clone(), ids[6].clone()]);
+        assert_eq!(listed(images(Some(3)), None).await, vec![ids[9].clone()]);
+        assert_eq!(listed(images(Some(3)), Some(8)).await, vec![ids[6].clone()]);
+        assert_eq!(listed(images(Some(1)), Some(6)).await, Vec::<String>::new());
         assert_eq!(listed(images(None), Some(8)).await, vec![ids[6].clone(), ids[3].clone(), ids[0].clone()]);
         let pending = RunFilter {
             status: Some(RunStatus::Pending),
             model: None,
-            oldest: before(Some(5), 2).await,
+            within: Some(2),
         };
         assert_eq!(listed(pending, Some(5)).await, vec![ids[4].clone(), ids[3].clone()]);
 
         // Windows of three walked from the newest with a filter nothing passes: each window is
-        // empty, and the windows' ends step through every run, none skipped or read twice.
-        let nothing = |oldest| RunFilter {
+        // empty, and the windows' ends (`run_before` of the window's length) step through every
+        // run, none skipped or read twice.
+        let nothing = RunFilter {
             status: Some(RunStatus::Failed),
             model: None,
-            oldest,
+            within: Some(3),
         };
         let mut after: Option<String> = None;
         let mut ends = Vec::new();
@@ -80,7 +82,7 @@ for_each_store! {
             let end = f.store.run_before(account, after.as_deref(), 3).await.unwrap();
             let page = f
                 .store
-                .list_runs(account, &nothing(end.clone()), 100, after.as_deref())
+                .list_runs(account, &nothing, 100, after.as_deref())
                 .await
                 .unwrap();
             assert!(page.is_empty());
@@ -102,6 +104,7 @@ for_each_store! {
             None,
             "a cursor of another account's run finds none of its own"
         );
-        assert_eq!(listed(images(Some("run_0000000000notarun".into())), None).await.len(), 4);
+        // A window longer than what is left reads to the account's first run.
+        assert_eq!(listed(images(Some(1_000)), Some(4)).await, vec![ids[3].clone(), ids[0].clone()]);
     }
 }

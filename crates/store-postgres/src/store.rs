@@ -556,6 +556,32 @@ impl PgStore {
         Ok(client.query(&stmt, p).await?)
     }
 
+    /// As [`Self::rows`], planned for its parameters every time (`force_custom_plan`, in a
+    /// read-only transaction sent in the same round trip): for a statement whose best plan
+    /// depends on the account, where the one generic plan PostgreSQL keeps after a few
+    /// executions can be wrong for every other account. (A window of a large account's runs is
+    /// found fastest by walking the primary key; kept as the generic plan, that walk read the
+    /// whole table for a small account: found by the hostile review.)
+    pub(crate) async fn rows_planned_each_time(
+        &self,
+        sql: &str,
+        p: Params<'_>,
+    ) -> Result<Vec<tokio_postgres::Row>, Error> {
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(sql).await?;
+        // Sent together; a failed query aborts the transaction, which the COMMIT then ends.
+        let (began, rows, ended) = futures_util::future::join3(
+            client.batch_execute("BEGIN READ ONLY; SET LOCAL plan_cache_mode = force_custom_plan"),
+            client.query(&stmt, p),
+            client.batch_execute("COMMIT"),
+        )
+        .await;
+        began?;
+        let rows = rows?;
+        ended?;
+        Ok(rows)
+    }
+
     pub(crate) async fn row(
         &self,
         sql: &str,
@@ -642,6 +668,29 @@ pub(crate) async fn create_run_alone(
     }
     Ok(created)
 }
+
+/// An account's runs that pass the optional filters, newest first, after a cursor.
+static LIST_RUNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {RUN_COLS} FROM runs WHERE account_id = $1
+           AND ($2::text IS NULL OR status = $2::text)
+           AND ($3::text IS NULL OR model = $3::text)
+           AND seq < COALESCE((SELECT seq FROM runs WHERE id = $4::text AND account_id = $1), 9223372036854775807)
+         ORDER BY seq DESC LIMIT $5"
+    )
+});
+
+/// The same among the account's next `$6` runs only.
+static LIST_RUNS_WITHIN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {RUN_COLS} FROM (
+             SELECT * FROM runs WHERE account_id = $1
+               AND seq < COALESCE((SELECT seq FROM runs WHERE id = $4::text AND account_id = $1), 9223372036854775807)
+             ORDER BY seq DESC LIMIT $6) AS runs
+         WHERE ($2::text IS NULL OR status = $2::text) AND ($3::text IS NULL OR model = $3::text)
+         ORDER BY seq DESC LIMIT $5"
+    )
+});
 
 #[async_trait]
 impl Store for PgStore {
@@ -1521,26 +1570,39 @@ impl Store for PgStore {
     ) -> Result<Vec<Run>, StoreError> {
         let status = filter.status.map(|s| s.as_str());
         let model = filter.model.as_deref();
-        let rows = self
-            .rows(
-                &format!(
-                    "SELECT {RUN_COLS} FROM runs WHERE account_id = $1
-                       AND ($2::text IS NULL OR status = $2::text)
-                       AND ($3::text IS NULL OR model = $3::text)
-                       AND seq < COALESCE((SELECT seq FROM runs WHERE id = $4::text AND account_id = $1), 9223372036854775807)
-                       AND seq >= COALESCE((SELECT seq FROM runs WHERE id = $6::text AND account_id = $1), 0)
-                     ORDER BY seq DESC LIMIT $5"
-                ),
-                &[
-                    &account_id,
-                    &status,
-                    &model,
-                    &starting_after,
-                    &i64::from(limit),
-                    &filter.oldest,
-                ],
-            )
-            .await?;
+        // With a window, the filters are applied to the account's next `within` runs only: the
+        // same walk of the account's index as the unfiltered list, stopped by its own LIMIT (a
+        // lower bound on `seq` instead made the statement's generic plan a walk of the primary
+        // key, the whole table for a small account, found by the hostile review).
+        let rows = match filter.within {
+            None => {
+                self.rows(
+                    LIST_RUNS.as_str(),
+                    &[
+                        &account_id,
+                        &status,
+                        &model,
+                        &starting_after,
+                        &i64::from(limit),
+                    ],
+                )
+                .await?
+            }
+            Some(within) => {
+                self.rows_planned_each_time(
+                    LIST_RUNS_WITHIN.as_str(),
+                    &[
+                        &account_id,
+                        &status,
+                        &model,
+                        &starting_after,
+                        &i64::from(limit),
+                        &i64::from(within),
+                    ],
+                )
+                .await?
+            }
+        };
         Ok(rows::all(&rows, rows::run)?)
     }
 
@@ -1554,9 +1616,9 @@ impl Store for PgStore {
             return Ok(None);
         }
         // The window's end found on the account's index (`seq` is in its entries), then its
-        // id read from that one row.
+        // id read from that one row; planned for the account, as the window's listing.
         let rows = self
-            .rows(
+            .rows_planned_each_time(
                 "SELECT id FROM runs WHERE seq = (
                      SELECT seq FROM runs WHERE account_id = $1
                        AND seq < COALESCE((SELECT seq FROM runs WHERE id = $2::text AND account_id = $1), 9223372036854775807)

@@ -341,6 +341,29 @@ impl SqliteStore {
     }
 }
 
+/// An account's runs that pass the optional filters, newest first, after a cursor.
+static LIST_RUNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {RUN_COLS} FROM runs WHERE account_id = ?1
+           AND (?2 IS NULL OR status = ?2)
+           AND (?3 IS NULL OR model = ?3)
+           AND seq < coalesce((SELECT seq FROM runs WHERE id = ?4 AND account_id = ?1), 9223372036854775807)
+         ORDER BY seq DESC LIMIT ?5"
+    )
+});
+
+/// The same among the account's next `?6` runs only.
+static LIST_RUNS_WITHIN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {RUN_COLS} FROM (
+             SELECT * FROM runs WHERE account_id = ?1
+               AND seq < coalesce((SELECT seq FROM runs WHERE id = ?4 AND account_id = ?1), 9223372036854775807)
+             ORDER BY seq DESC LIMIT ?6) AS runs
+         WHERE (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR model = ?3)
+         ORDER BY seq DESC LIMIT ?5"
+    )
+});
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_account_with(
@@ -1135,20 +1158,26 @@ impl Store for SqliteStore {
         let model = filter.model.as_deref();
         self.read(|c| {
             // `seq < (the cursor's seq)`, or no bound without a cursor; the optional filters
-            // compare against NULL when unset.
-            c.prepare_cached(&format!(
-                "SELECT {RUN_COLS} FROM runs WHERE account_id = ?1
-                   AND (?2 IS NULL OR status = ?2)
-                   AND (?3 IS NULL OR model = ?3)
-                   AND seq < coalesce((SELECT seq FROM runs WHERE id = ?4 AND account_id = ?1), 9223372036854775807)
-                   AND seq >= coalesce((SELECT seq FROM runs WHERE id = ?6 AND account_id = ?1), 0)
-                 ORDER BY seq DESC LIMIT ?5"
-            ))?
-            .query_map(
-                params![account_id, status, model, starting_after, limit, filter.oldest],
-                rows::run,
-            )?
-            .collect()
+            // compare against NULL when unset. With a window, the filters are applied to the
+            // account's next `within` runs only: the same walk of the account's index as the
+            // unfiltered list, stopped by its own LIMIT.
+            let sql = match filter.within {
+                None => LIST_RUNS.as_str(),
+                Some(_) => LIST_RUNS_WITHIN.as_str(),
+            };
+            let within = filter.within.map(i64::from);
+            let mut stmt = c.prepare_cached(sql)?;
+            let rows = match within {
+                None => stmt.query_map(
+                    params![account_id, status, model, starting_after, limit],
+                    rows::run,
+                )?,
+                Some(w) => stmt.query_map(
+                    params![account_id, status, model, starting_after, limit, w],
+                    rows::run,
+                )?,
+            };
+            rows.collect()
         })
     }
 

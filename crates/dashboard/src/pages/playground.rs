@@ -313,15 +313,10 @@ pub async fn recent_runs(state: &AppState, account_id: &str, model: &str) -> Vec
     }
     // Among the account's newest runs only: reading all of an account's runs to find a model
     // it never ran would cost every page view as much.
-    let oldest = state
-        .store
-        .run_before(account_id, None, RECENT_WINDOW)
-        .await
-        .unwrap_or_default();
     let filter = RunFilter {
         status: None,
         model: Some(model.to_owned()),
-        oldest,
+        within: Some(RECENT_WINDOW),
     };
     state
         .store

@@ -83,7 +83,7 @@ pub async fn list(
     let mut filter = RunFilter {
         status: status.and_then(RunStatus::parse),
         model: model.map(str::to_owned),
-        oldest: None,
+        within: None,
     };
     if status.is_some() && filter.status.is_none() {
         return error_response(
@@ -121,16 +121,9 @@ pub async fn list(
             );
         }
     }
-    if filter.status.is_some() || filter.model.is_some() {
-        // None: fewer than a window's worth of runs are left, so the page reads them all.
-        filter.oldest = match state
-            .store
-            .run_before(&viewer.account.id, after, WINDOW)
-            .await
-        {
-            Ok(end) => end,
-            Err(e) => return error_response(&headers, service::internal(e)),
-        };
+    let windowed = filter.status.is_some() || filter.model.is_some();
+    if windowed {
+        filter.within = Some(WINDOW);
     }
     let mut runs = match state
         .store
@@ -143,9 +136,28 @@ pub async fn list(
     let more = runs.len() > PAGE as usize;
     runs.truncate(PAGE as usize);
     // Where the next page starts: after the last run shown when more matched; otherwise, when
-    // the window ended before the account's runs did, after the window (no run is skipped: the
-    // window's last run was read).
-    let searched_to = filter.oldest.as_deref().filter(|_| !more);
+    // the window ended before the account's runs did (a run beyond it exists), after the
+    // window's last run (no run is skipped: it was read).
+    let mut searched_to = None;
+    if windowed && !more {
+        let beyond = state
+            .store
+            .run_before(&viewer.account.id, after, WINDOW + 1)
+            .await;
+        searched_to = match beyond {
+            Ok(None) => None,
+            Ok(Some(_)) => match state
+                .store
+                .run_before(&viewer.account.id, after, WINDOW)
+                .await
+            {
+                Ok(end) => end,
+                Err(e) => return error_response(&headers, service::internal(e)),
+            },
+            Err(e) => return error_response(&headers, service::internal(e)),
+        };
+    }
+    let searched_to = searched_to.as_deref();
     let next_after = if more {
         runs.last().map(|r| r.id.as_str())
     } else {
