@@ -1161,23 +1161,22 @@ impl Store for SqliteStore {
             // compare against NULL when unset. With a window, the filters are applied to the
             // account's next `within` runs only: the same walk of the account's index as the
             // unfiltered list, stopped by its own LIMIT.
-            let sql = match filter.within {
-                None => LIST_RUNS.as_str(),
-                Some(_) => LIST_RUNS_WITHIN.as_str(),
-            };
-            let within = filter.within.map(i64::from);
-            let mut stmt = c.prepare_cached(sql)?;
-            let rows = match within {
-                None => stmt.query_map(
-                    params![account_id, status, model, starting_after, limit],
-                    rows::run,
-                )?,
-                Some(w) => stmt.query_map(
-                    params![account_id, status, model, starting_after, limit, w],
-                    rows::run,
-                )?,
-            };
-            rows.collect()
+            match filter.within {
+                None => c
+                    .prepare_cached(&LIST_RUNS)?
+                    .query_map(
+                        params![account_id, status, model, starting_after, limit],
+                        rows::run,
+                    )?
+                    .collect(),
+                Some(within) => c
+                    .prepare_cached(&LIST_RUNS_WITHIN)?
+                    .query_map(
+                        params![account_id, status, model, starting_after, limit, within],
+                        rows::run,
+                    )?
+                    .collect(),
+            }
         })
     }
 

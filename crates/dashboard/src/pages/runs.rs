@@ -9,7 +9,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use maud::{Markup, html};
 use runbase_domain::run::{Run, RunStatus};
-use runbase_domain::store::RunFilter;
+use runbase_domain::store::{RunFilter, StoreError};
 use runbase_domain::{ApiError, ErrorCode};
 use runbase_domain::{ids, service};
 use runbase_http::AppState;
@@ -72,6 +72,21 @@ pub fn run_head() -> [String; 6] {
     ]
 }
 
+/// The last run of the window of `window` runs after `after`, if a run of the account lies
+/// beyond it (a window that reaches the account's first run has nothing after it to offer).
+async fn window_end(
+    state: &AppState,
+    account_id: &str,
+    after: Option<&str>,
+    window: u32,
+) -> Result<Option<String>, StoreError> {
+    let Some(end) = state.store.run_before(account_id, after, window).await? else {
+        return Ok(None);
+    };
+    let beyond = state.store.run_before(account_id, Some(&end), 1).await?;
+    Ok(beyond.map(|_| end))
+}
+
 pub async fn list(
     State(state): State<AppState>,
     viewer: Viewer,
@@ -80,10 +95,10 @@ pub async fn list(
 ) -> Response {
     let status = q.status.as_deref().filter(|s| !s.is_empty());
     let model = q.model.as_deref().filter(|s| !s.is_empty());
-    let mut filter = RunFilter {
+    let filter = RunFilter {
         status: status.and_then(RunStatus::parse),
         model: model.map(str::to_owned),
-        within: None,
+        within: (status.is_some() || model.is_some()).then_some(WINDOW),
     };
     if status.is_some() && filter.status.is_none() {
         return error_response(
@@ -121,10 +136,6 @@ pub async fn list(
             );
         }
     }
-    let windowed = filter.status.is_some() || filter.model.is_some();
-    if windowed {
-        filter.within = Some(WINDOW);
-    }
     let mut runs = match state
         .store
         .list_runs(&viewer.account.id, &filter, PAGE + 1, after)
@@ -136,27 +147,15 @@ pub async fn list(
     let more = runs.len() > PAGE as usize;
     runs.truncate(PAGE as usize);
     // Where the next page starts: after the last run shown when more matched; otherwise, when
-    // the window ended before the account's runs did (a run beyond it exists), after the
-    // window's last run (no run is skipped: it was read).
-    let mut searched_to = None;
-    if windowed && !more {
-        let beyond = state
-            .store
-            .run_before(&viewer.account.id, after, WINDOW + 1)
-            .await;
-        searched_to = match beyond {
-            Ok(None) => None,
-            Ok(Some(_)) => match state
-                .store
-                .run_before(&viewer.account.id, after, WINDOW)
-                .await
-            {
-                Ok(end) => end,
-                Err(e) => return error_response(&headers, service::internal(e)),
-            },
+    // the window ended before the account's runs did, after the window's last run (no run is
+    // skipped: it was read).
+    let searched_to = match filter.within.filter(|_| !more) {
+        None => None,
+        Some(window) => match window_end(&state, &viewer.account.id, after, window).await {
+            Ok(end) => end,
             Err(e) => return error_response(&headers, service::internal(e)),
-        };
-    }
+        },
+    };
     let searched_to = searched_to.as_deref();
     let next_after = if more {
         runs.last().map(|r| r.id.as_str())
