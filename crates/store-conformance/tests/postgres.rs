@@ -463,6 +463,58 @@ async fn batched_key_reads_probe_the_unique_indexes() {
     }
 }
 
+/// The batched successes keep one plan per connection; it must find each run by a probe of the
+/// unique index on run ids whatever the table looked like when it was made: young (where, left to
+/// its estimates, the planner scanned the table) or analyzed with many runs.
+#[tokio::test]
+async fn batched_successes_probe_the_run_id_index_with_their_one_plan() {
+    let Some(f) = Fixture::new(Backend::Postgres, 5, 0, 0).await else {
+        return;
+    };
+    let db = raw(f.fresh.url.as_deref().unwrap()).await;
+    let (settings, statement) = runbase_store_postgres::testing::success_batch_statement();
+    for tables in ["young", "analyzed"] {
+        if tables == "analyzed" {
+            db.batch_execute(&format!(
+                "INSERT INTO runs (id, account_id, key_id, model, status, input, cost_millicents, created_at)
+                   SELECT 'run_x' || g, '{acct}', '{key}', 'runbase/echo',
+                          CASE WHEN g % 10 = 0 THEN 'processing' ELSE 'succeeded' END, '{{}}', 0, 0
+                   FROM generate_series(1, 20000) g;
+                 ANALYZE runs",
+                acct = f.account,
+                key = f.keys[0].id,
+            ))
+            .await
+            .unwrap();
+        }
+        // As `write_successes` sends it: the settings in the transaction, then the statement.
+        db.batch_execute(&format!(
+            "{settings}; PREPARE successes(text[], text[], bigint[], bigint[]) AS {statement}"
+        ))
+        .await
+        .unwrap();
+        let plan = explained(
+            &db,
+            r#"EXPLAIN EXECUTE successes('{run_x10,run_x20}', '{"{}","{}"}', '{1,2}', '{1,1}')"#,
+        )
+        .await;
+        db.batch_execute("DEALLOCATE successes; ROLLBACK")
+            .await
+            .unwrap();
+        assert!(plan.contains("runs_id_key"), "{tables}:\n{plan}");
+        for scan in [
+            "Seq Scan",
+            "Bitmap",
+            "Hash Join",
+            "Merge Join",
+            "runs_leases",
+            "runs_pkey",
+        ] {
+            assert!(!plan.contains(scan), "{tables}:\n{plan}");
+        }
+    }
+}
+
 /// Migration 0010 made the per-account indexes ascending (new entries are appended, not put
 /// first): a small account's runs and ledger lines, newest first, are still read by walking that
 /// index backwards, never sorted and never by walking every row, with the tables analyzed.

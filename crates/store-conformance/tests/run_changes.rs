@@ -32,6 +32,23 @@ async fn quiet(rx: &mut Receiver<String>) {
     }
 }
 
+/// Hears each of `ids` announced once, and nothing else.
+async fn hear_each_once(rx: &mut Receiver<String>, ids: &std::collections::HashSet<String>) {
+    let mut heard = std::collections::HashSet::new();
+    while heard.len() < ids.len() {
+        let id = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("every change is announced")
+            .unwrap();
+        assert!(
+            ids.contains(&id),
+            "announced a run that did not change: {id:?}"
+        );
+        assert!(heard.insert(id.clone()), "announced twice: {id}");
+    }
+    quiet(rx).await;
+}
+
 for_each_store! {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_state_change_is_announced() {
@@ -83,6 +100,35 @@ for_each_store! {
         assert_eq!(f.store.reclaim_expired(2, lease(t1, 11)).await.unwrap(), (0, 1));
         announced(&mut rx, &run.id).await;
         quiet(&mut rx).await;
+        f.check_invariants().await;
+    }
+
+    /// Successes written together (in batches, on PostgreSQL, and there announced a chunk of
+    /// ids at a time) are each announced once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn successes_written_together_are_each_announced_once() {
+        let Some(f) = Fixture::new(BACKEND, 100, 0, 0).await else { return };
+        let mut rx = f.store.run_changes();
+        let mut ids = std::collections::HashSet::new();
+        for _ in 0..300 {
+            ids.insert(f.store.create_run(f.new_run(0, 10)).await.unwrap().id);
+        }
+        let now = Timestamp::now();
+        let claimed = f.store.claim_runs(300, now, lease(now, 60)).await.unwrap();
+        assert_eq!(claimed.len(), 300);
+        hear_each_once(&mut rx, &ids).await;
+        let finishes = claimed.iter().map(|run| {
+            let output = json!({"urls": [], "text": run.id});
+            f.store.finish_run(&run.id, 1, RunOutcome::Succeeded { output }, Timestamp::now())
+        });
+        for finished in futures_util::future::join_all(finishes).await {
+            finished.unwrap();
+        }
+        hear_each_once(&mut rx, &ids).await;
+        for run in &claimed {
+            let read = f.store.get_run(&f.account, &run.id).await.unwrap().unwrap();
+            assert_eq!(read.status, RunStatus::Succeeded);
+        }
         f.check_invariants().await;
     }
 

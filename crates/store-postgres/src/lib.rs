@@ -43,9 +43,10 @@ pub(crate) const QUEUE_CHANNEL: &str = "runbase_queue";
 /// run stops it.
 pub(crate) const CANCEL_CHANNEL: &str = "runbase_cancel";
 /// The channel a committed change of a run's state is announced on (the payload is the run
-/// id): claimed, finished, requeued or failed by a reclaim. Sent in the transaction of the
-/// change, so delivered at its commit, to every node ([`Store::run_changes`]). A cancel is
-/// announced on [`CANCEL_CHANNEL`] alone, which the listener also takes as a change.
+/// id, or several comma-separated): claimed, finished, requeued or failed by a reclaim. Sent in
+/// the transaction of the change, so delivered at its commit, to every node
+/// ([`Store::run_changes`]). A cancel is announced on [`CANCEL_CHANNEL`] alone, which the
+/// listener also takes as a change.
 ///
 /// [`Store::run_changes`]: runbase_domain::store::Store::run_changes
 pub(crate) const RUN_CHANNEL: &str = "runbase_run";

@@ -16,6 +16,7 @@ use tokio_postgres::AsyncMessage;
 enum Event {
     Queued,
     Canceled(String),
+    /// Runs whose state changed: one id, or several comma-separated (the batched successes).
     Changed(String),
 }
 
@@ -66,7 +67,11 @@ pub async fn run(
                                     drop(run_changes.send(run_id.clone()));
                                     drop(cancels.send(run_id));
                                 }
-                                Event::Changed(run_id) => drop(run_changes.send(run_id)),
+                                Event::Changed(run_ids) => {
+                                    for run_id in run_ids.split(',') {
+                                        drop(run_changes.send(run_id.to_owned()));
+                                    }
+                                }
                                 Event::Queued => signal.notify_one(),
                             }
                         }

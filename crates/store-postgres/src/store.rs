@@ -211,6 +211,33 @@ const SUCCEED: &str = "WITH l AS (SELECT id, status, attempts FROM runs WHERE id
      FROM l WHERE r.id = l.id AND l.status = 'processing' AND l.attempts = $4
      RETURNING pg_notify('runbase_run', r.id)";
 
+/// Ends a batch of runs as succeeded ([`write_successes`]). Their rows are locked in id order
+/// first (see `renew_leases`), so the two never deadlock. The changed runs are announced on
+/// [`RUN_CHANNEL`] a chunk of ids at a time, comma-separated, rather than one `NOTIFY` per run:
+/// each notification costs the server a queue entry and every listening node a message.
+const SUCCEED_MANY: &str = "WITH locked AS (SELECT r.id, r.status, r.attempts, u.attempt, u.output, u.at
+                     FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS u(id, output, at, attempt)
+                     JOIN runs r ON r.id = u.id ORDER BY r.id FOR UPDATE OF r),
+     done AS (UPDATE runs r SET status = 'succeeded', output = l.output, completed_at = l.at, locked_until = NULL
+              FROM locked l WHERE r.id = l.id AND l.status = 'processing' AND l.attempts = l.attempt
+              RETURNING r.id)
+     SELECT pg_notify('runbase_run', string_agg(id, ','))
+     FROM (SELECT id, (row_number() OVER ()) / 128 AS chunk FROM done) d GROUP BY chunk";
+
+/// The batched successes' transaction, and how their statement is planned: once per connection
+/// (a generic plan: planning it for each batch cost the server 5.6 us per run, BENCHMARKS.md),
+/// and only as a walk of the batch's ids through the unique index on `runs.id`. Left to its
+/// estimates, a plan made while `runs` was young (at start, or until autovacuum's first
+/// `ANALYZE`) joined the batch by scanning the whole table, 400 us of the server's time per run
+/// at c8 as the table grew, and a generic plan would keep that.
+const PLAN_SUCCESSES: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan;
+     SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off;
+     SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off";
+
+pub(crate) fn success_batch_statement() -> (&'static str, &'static str) {
+    (PLAN_SUCCESSES, SUCCEED_MANY)
+}
+
 /// Successes waiting to be written: (run id, attempt, output JSON, completion time).
 pub(crate) type Finishes = crate::batch::Batcher<(String, i64, String, i64), ()>;
 
@@ -254,22 +281,11 @@ async fn write_successes(
             times.push(p.req.3);
         }
         let client = pool.get().await?;
-        let stmt = client
-            .prepare_cached(
-                // Locked in id order first (see `renew_leases`): no deadlock between the two.
-                "WITH locked AS (SELECT r.id, r.status, r.attempts, u.attempt, u.output, u.at
-                                 FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS u(id, output, at, attempt)
-                                 JOIN runs r ON r.id = u.id ORDER BY r.id FOR UPDATE OF r)
-                 UPDATE runs r SET status = 'succeeded', output = l.output, completed_at = l.at, locked_until = NULL
-                 FROM locked l WHERE r.id = l.id AND l.status = 'processing' AND l.attempts = l.attempt
-                 RETURNING pg_notify('runbase_run', r.id)",
-            )
-            .await?;
-        // Planned for each batch, in one round trip with its transaction: a plan kept from a
-        // young `runs` (at start, or until autovacuum's first ANALYZE) joined the batch by
-        // scanning the whole table, 400 µs of PostgreSQL time per run at c8 as the table grew.
+        let stmt = client.prepare_cached(SUCCEED_MANY).await?;
+        // One plan per connection, made under `PLAN_SUCCESSES` and sent in one round trip with
+        // the transaction.
         let (began, written, committed) = futures_util::future::join3(
-            client.batch_execute("BEGIN; SET LOCAL plan_cache_mode = force_custom_plan"),
+            client.batch_execute(PLAN_SUCCESSES),
             client.execute(&stmt, &[&ids, &outputs, &times, &attempts]),
             client.batch_execute("COMMIT"),
         )

@@ -123,6 +123,12 @@ pub fn batched_read_statements() -> [&'static str; 2] {
     crate::key_reads::batch_statements()
 }
 
+/// The batched successes' settings (sent with their `BEGIN`) and statement, for the test that
+/// checks their plan.
+pub fn success_batch_statement() -> (&'static str, &'static str) {
+    crate::store::success_batch_statement()
+}
+
 /// Creates `run` the way a create batch whose outcome was unknown settles it, alone in its own
 /// transaction (`create_batch::settle`).
 pub async fn create_run_alone(
