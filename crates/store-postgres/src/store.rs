@@ -212,27 +212,32 @@ const SUCCEED: &str = "WITH l AS (SELECT id, status, attempts FROM runs WHERE id
      RETURNING pg_notify('runbase_run', r.id)";
 
 /// Ends a batch of runs as succeeded ([`write_successes`]). Their rows are locked in id order
-/// first (see `renew_leases`), so the two never deadlock. The changed runs are announced on
+/// first (see `renew_leases`), so the two never deadlock. Both the lock and the update read
+/// `runs` only through `id = ANY($1)` on its unique index: whatever plan [`PLAN_SUCCESSES`]
+/// keeps, it reads the batch's runs and no others. The changed runs are announced on
 /// [`RUN_CHANNEL`] a chunk of ids at a time, comma-separated, rather than one `NOTIFY` per run:
-/// each notification costs the server a queue entry and every listening node a message.
+/// each notification costs the server a queue entry and every listening node a message (ids
+/// are 30 characters, so 128 of them stay well under the 8,000-byte payload limit).
 const SUCCEED_MANY: &str = "WITH locked AS (SELECT r.id, r.status, r.attempts, u.attempt, u.output, u.at
                      FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS u(id, output, at, attempt)
-                     JOIN runs r ON r.id = u.id ORDER BY r.id FOR UPDATE OF r),
+                     JOIN runs r ON r.id = u.id WHERE r.id = ANY($1) ORDER BY r.id FOR UPDATE OF r),
      done AS (UPDATE runs r SET status = 'succeeded', output = l.output, completed_at = l.at, locked_until = NULL
-              FROM locked l WHERE r.id = l.id AND l.status = 'processing' AND l.attempts = l.attempt
+              FROM locked l WHERE r.id = l.id AND r.id = ANY($1) AND l.status = 'processing' AND l.attempts = l.attempt
               RETURNING r.id)
      SELECT pg_notify('runbase_run', string_agg(id, ','))
      FROM (SELECT id, (row_number() OVER ()) / 128 AS chunk FROM done) d GROUP BY chunk";
 
 /// The batched successes' transaction, and how their statement is planned: once per connection
-/// (a generic plan: planning it for each batch cost the server 5.6 us per run, BENCHMARKS.md),
-/// and only as a walk of the batch's ids through the unique index on `runs.id`. Left to its
-/// estimates, a plan made while `runs` was young (at start, or until autovacuum's first
-/// `ANALYZE`) joined the batch by scanning the whole table, 400 us of the server's time per run
-/// at c8 as the table grew, and a generic plan would keep that.
+/// (a generic plan; planning it for each batch cost the server 5.6 us per run, BENCHMARKS.md).
+/// A kept plan must not depend on what the statistics said when it was made. A plan made on a
+/// `runs` analyzed while empty walked all of `runs_id_key` with the batch as a join filter
+/// (eleventh session), one made on a young table scanned it, and either was kept until the next
+/// `ANALYZE`. So `runs` is read only by `id = ANY($1)` (sequential and bitmap scans priced out),
+/// and the joins to the batch are hash or merge joins (nested loops priced out), which read each
+/// side once: no plan reads more than the batch's rows, whatever the estimates.
 const PLAN_SUCCESSES: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan;
      SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off;
-     SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off";
+     SET LOCAL enable_nestloop = off";
 
 pub(crate) fn success_batch_statement() -> (&'static str, &'static str) {
     (PLAN_SUCCESSES, SUCCEED_MANY)
