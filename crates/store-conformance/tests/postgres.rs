@@ -530,6 +530,47 @@ async fn batched_successes_read_only_the_batchs_runs_whatever_plan_they_keep() {
     }
 }
 
+/// A full batch of successes announces its runs in payloads under PostgreSQL's 8,000-byte
+/// limit even with the longest ids a run id may have (64 characters; Runbase's are 30): a
+/// payload over it would fail the whole batch.
+#[tokio::test]
+async fn a_full_batch_of_successes_with_long_ids_is_written_and_announced() {
+    let Some(f) = Fixture::new(Backend::Postgres, 5, 0, 0).await else {
+        return;
+    };
+    let db = raw(f.fresh.url.as_deref().unwrap()).await;
+    let ids: Vec<String> = (0..256).map(|i| format!("run_{i:0>60}")).collect();
+    db.batch_execute(&format!(
+        "INSERT INTO runs (id, account_id, key_id, model, status, input, cost_millicents, created_at, attempts)
+           SELECT 'run_' || lpad(g::text, 60, '0'), '{acct}', '{key}', 'runbase/echo', 'processing', '{{}}', 0, 0, 1
+           FROM generate_series(0, 255) g",
+        acct = f.account,
+        key = f.keys[0].id,
+    ))
+    .await
+    .unwrap();
+    let (settings, statement) = runbase_store_postgres::testing::success_batch_statement();
+    let outputs = vec!["{}"; ids.len()];
+    let times = vec![1_i64; ids.len()];
+    let attempts = vec![1_i64; ids.len()];
+    db.batch_execute(settings).await.unwrap();
+    // One row per notification sent.
+    let payloads = db
+        .query(statement, &[&ids, &outputs, &times, &attempts])
+        .await
+        .unwrap()
+        .len();
+    db.batch_execute("COMMIT").await.unwrap();
+    // Three payloads of at most 7,000 bytes of ids and one id more (256 ids of 65 bytes).
+    assert_eq!(payloads, 3);
+    let done: i64 = db
+        .query_one("SELECT count(*) FROM runs WHERE status = 'succeeded'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(done, 256);
+}
+
 /// Migration 0010 made the per-account indexes ascending (new entries are appended, not put
 /// first): a small account's runs and ledger lines, newest first, are still read by walking that
 /// index backwards, never sorted and never by walking every row, with the tables analyzed.
