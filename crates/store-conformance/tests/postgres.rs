@@ -524,6 +524,7 @@ async fn batched_successes_read_only_the_batchs_runs_whatever_plan_they_keep() {
             "runs_pkey",
             "runs_by_account",
             "Join Filter",
+            "JIT",
         ] {
             assert!(!plan.contains(scan), "{tables}:\n{plan}");
         }

@@ -237,10 +237,12 @@ const SUCCEED_MANY: &str = "WITH locked AS (SELECT r.id, r.status, r.attempts, u
 /// (eleventh session), one made on a young table scanned it, and either was kept until the next
 /// `ANALYZE`. So `runs` is read only by `id = ANY($1)` (sequential and bitmap scans priced out),
 /// and the joins to the batch are hash or merge joins (nested loops priced out), which read each
-/// side once: no plan reads more than the batch's rows, whatever the estimates.
+/// side once: no plan reads more than the batch's rows, whatever the estimates. JIT is off for
+/// the transaction: a plan priced with a disabled node would cost more than `jit_above_cost`
+/// and be compiled on every batch.
 const PLAN_SUCCESSES: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan;
      SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off;
-     SET LOCAL enable_nestloop = off";
+     SET LOCAL enable_nestloop = off; SET LOCAL jit = off";
 
 pub(crate) fn success_batch_statement() -> (&'static str, &'static str) {
     (PLAN_SUCCESSES, SUCCEED_MANY)
