@@ -466,7 +466,8 @@ async fn batched_key_reads_probe_the_unique_indexes() {
 /// The batched successes keep one plan per connection, so it must read only the batch's runs
 /// whatever the statistics said when it was made: on a young `runs` (never analyzed), on one
 /// analyzed while empty (where, left to its estimates, the planner walked all of `runs_id_key`),
-/// and on one analyzed with many runs, a tenth of them `processing`.
+/// and on one analyzed with many runs, a tenth of them `processing`; also where the server or
+/// role turned hash and merge joins off.
 #[tokio::test]
 async fn batched_successes_read_only_the_batchs_runs_whatever_plan_they_keep() {
     let Some(f) = Fixture::new(Backend::Postgres, 5, 0, 0).await else {
@@ -474,8 +475,19 @@ async fn batched_successes_read_only_the_batchs_runs_whatever_plan_they_keep() {
     };
     let db = raw(f.fresh.url.as_deref().unwrap()).await;
     let (settings, statement) = runbase_store_postgres::testing::success_batch_statement();
-    for tables in ["young", "analyzed empty", "analyzed"] {
+    for tables in [
+        "young",
+        "analyzed empty",
+        "analyzed",
+        "joins off for the role",
+    ] {
         match tables {
+            // As a server or role configured so would have it: the transaction turns on what
+            // its plan needs.
+            "joins off for the role" => db
+                .batch_execute("SET enable_hashjoin = off; SET enable_mergejoin = off")
+                .await
+                .unwrap(),
             "analyzed empty" => db.batch_execute("ANALYZE runs").await.unwrap(),
             "analyzed" => db
                 .batch_execute(&format!(

@@ -217,8 +217,8 @@ const SUCCEED: &str = "WITH l AS (SELECT id, status, attempts FROM runs WHERE id
 /// keeps, it reads the batch's runs and no others. The changed runs are announced on
 /// [`RUN_CHANNEL`] a chunk of ids at a time, comma-separated, rather than one `NOTIFY` per run:
 /// each notification costs the server a queue entry and every listening node a message. A chunk
-/// ends once its ids reach 7,000 bytes, so a payload stays under PostgreSQL's limit of 8,000
-/// whatever the ids' length (ids are 30 bytes: 226 of them a chunk).
+/// ends once its ids reach 7,000 bytes, so a payload holds at most 7,000 bytes and one id, under
+/// PostgreSQL's limit of 8,000 while ids are under 1,000 bytes (they are 30: 226 a chunk).
 const SUCCEED_MANY: &str = "WITH locked AS (SELECT r.id, r.status, r.attempts, u.attempt, u.output, u.at
                      FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS u(id, output, at, attempt)
                      JOIN runs r ON r.id = u.id WHERE r.id = ANY($1) ORDER BY r.id FOR UPDATE OF r),
@@ -239,10 +239,14 @@ const SUCCEED_MANY: &str = "WITH locked AS (SELECT r.id, r.status, r.attempts, u
 /// and the joins to the batch are hash or merge joins (nested loops priced out), which read each
 /// side once: no plan reads more than the batch's rows, whatever the estimates. JIT is off for
 /// the transaction: a plan priced with a disabled node would cost more than `jit_above_cost`
-/// and be compiled on every batch.
+/// and be compiled on every batch. What the plan needs is turned on too, so that a server or
+/// role that turned hash and merge joins off cannot leave it only nested loops, which with
+/// `id = ANY` compare every run of the batch with every other.
 const PLAN_SUCCESSES: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan;
      SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off;
-     SET LOCAL enable_nestloop = off; SET LOCAL jit = off";
+     SET LOCAL enable_nestloop = off; SET LOCAL jit = off;
+     SET LOCAL enable_hashjoin = on; SET LOCAL enable_mergejoin = on;
+     SET LOCAL enable_indexscan = on; SET LOCAL enable_sort = on";
 
 pub(crate) fn success_batch_statement() -> (&'static str, &'static str) {
     (PLAN_SUCCESSES, SUCCEED_MANY)
