@@ -252,6 +252,25 @@ pub(crate) fn success_batch_statement() -> (&'static str, &'static str) {
     (PLAN_SUCCESSES, SUCCEED_MANY)
 }
 
+/// Claims up to `$1` pending runs, oldest first (`runs_queued`), for attempt `attempts + 1`
+/// leased until `$3`. The claimed rows are found again by `id`: `runs` has no index on `seq`
+/// alone (migration 0011).
+pub(crate) static CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "UPDATE runs SET status = 'processing', started_at = $2, attempts = attempts + 1, locked_until = $3
+         WHERE id IN (SELECT id FROM runs WHERE status = 'pending' ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
+         RETURNING {RUN_COLS}, pg_notify('{RUN_CHANNEL}', id)"
+    )
+});
+
+/// The id of account `$1`'s run `$3 + 1` places before run `$2` (or before its newest run), newest
+/// first: found on `runs_by_account`, whose entries hold `seq`, then read by that account and
+/// `seq` on the same index.
+pub(crate) const WINDOW_END: &str = "SELECT id FROM runs WHERE account_id = $1 AND seq = (
+         SELECT seq FROM runs WHERE account_id = $1
+           AND seq < COALESCE((SELECT seq FROM runs WHERE id = $2::text AND account_id = $1), 9223372036854775807)
+         ORDER BY seq DESC LIMIT 1 OFFSET $3)";
+
 /// Successes waiting to be written: (run id, attempt, output JSON, completion time).
 pub(crate) type Finishes = crate::batch::Batcher<(String, i64, String, i64), ()>;
 
@@ -1646,13 +1665,11 @@ impl Store for PgStore {
             return Ok(None);
         }
         // The window's end found on the account's index (`seq` is in its entries), then its
-        // id read from that one row; planned for the account, as the window's listing.
+        // id read from that one row, found on the same index; planned for the account, as the
+        // window's listing.
         let rows = self
             .rows_planned_each_time(
-                "SELECT id FROM runs WHERE seq = (
-                     SELECT seq FROM runs WHERE account_id = $1
-                       AND seq < COALESCE((SELECT seq FROM runs WHERE id = $2::text AND account_id = $1), 9223372036854775807)
-                     ORDER BY seq DESC LIMIT 1 OFFSET $3)",
+                WINDOW_END,
                 &[&account_id, &starting_after, &(i64::from(skip) - 1)],
             )
             .await?;
@@ -1671,14 +1688,7 @@ impl Store for PgStore {
         // SKIP LOCKED: workers of other nodes claiming at the same moment take other runs
         // instead of waiting; a run claimed and committed meanwhile no longer matches.
         let rows = self
-            .rows(
-                &format!(
-                    "UPDATE runs SET status = 'processing', started_at = $2, attempts = attempts + 1, locked_until = $3
-                     WHERE seq IN (SELECT seq FROM runs WHERE status = 'pending' ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
-                     RETURNING {RUN_COLS}, pg_notify('{RUN_CHANNEL}', id)"
-                ),
-                &[&i64::from(max), &now.0, &lease_until.0],
-            )
+            .rows(CLAIM.as_str(), &[&i64::from(max), &now.0, &lease_until.0])
             .await?;
         let mut runs = rows::all(&rows, rows::run)?;
         runs.sort_by_key(|r| r.created_at);

@@ -129,6 +129,12 @@ pub fn success_batch_statement() -> (&'static str, &'static str) {
     crate::store::success_batch_statement()
 }
 
+/// The statements that claim queued runs and find the end of a window of an account's runs, for
+/// the test that checks they read `runs` through its indexes (it has none on `seq` alone).
+pub fn claim_and_window_end_statements() -> (&'static str, &'static str) {
+    (crate::store::CLAIM.as_str(), crate::store::WINDOW_END)
+}
+
 /// Creates `run` the way a create batch whose outcome was unknown settles it, alone in its own
 /// transaction (`create_batch::settle`).
 pub async fn create_run_alone(
