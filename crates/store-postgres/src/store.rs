@@ -253,8 +253,9 @@ pub(crate) fn success_batch_statement() -> (&'static str, &'static str) {
 }
 
 /// Claims up to `$1` pending runs, oldest first (`runs_queued`), for attempt `attempts + 1`
-/// leased until `$3`. The claimed rows are found again by `id`: `runs` has no index on `seq`
-/// alone (migration 0011).
+/// leased until `$3`. The claimed rows are found again by `id`, not by `seq`: no statement of
+/// this build reads `runs` through its primary key on `seq`, so that a later release can drop it
+/// (docs/DECISIONS.md, "The key on `seq`, dropped in two releases").
 pub(crate) static CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "UPDATE runs SET status = 'processing', started_at = $2, attempts = attempts + 1, locked_until = $3
@@ -265,7 +266,7 @@ pub(crate) static CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(
 
 /// The id of account `$1`'s run `$3 + 1` places before run `$2` (or before its newest run), newest
 /// first: found on `runs_by_account`, whose entries hold `seq`, then read by that account and
-/// `seq` on the same index.
+/// `seq` on the same index (not by `seq` alone, on the primary key: see [`CLAIM`]).
 pub(crate) const WINDOW_END: &str = "SELECT id FROM runs WHERE account_id = $1 AND seq = (
          SELECT seq FROM runs WHERE account_id = $1
            AND seq < COALESCE((SELECT seq FROM runs WHERE id = $2::text AND account_id = $1), 9223372036854775807)

@@ -130,7 +130,7 @@ pub fn success_batch_statement() -> (&'static str, &'static str) {
 }
 
 /// The statements that claim queued runs and find the end of a window of an account's runs, for
-/// the test that checks they read `runs` through its indexes (it has none on `seq` alone).
+/// the test that checks they read `runs` through indexes other than its primary key on `seq`.
 pub fn claim_and_window_end_statements() -> (&'static str, &'static str) {
     (crate::store::CLAIM.as_str(), crate::store::WINDOW_END)
 }
