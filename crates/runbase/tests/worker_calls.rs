@@ -253,7 +253,7 @@ async fn runs_that_wait_too_long_for_a_call_go_back_to_the_queue() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut slow = Vec::new();
     let mut prompts = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     for burst in 0.. {
         let these: Vec<String> = (0..30).map(|i| format!("held {burst}-{i}")).collect();
         slow.extend(create_burst(&s, &these).await);
@@ -263,7 +263,7 @@ async fn runs_that_wait_too_long_for_a_call_go_back_to_the_queue() {
             break;
         }
         assert!(
-            Instant::now() < deadline && burst < 8,
+            Instant::now() < deadline && burst < 16,
             "no run was put back:\n{}",
             s.server.log()
         );
