@@ -206,6 +206,27 @@ class Pg:
         subprocess.run(["psql", "-qAtX", self.server_url + "/postgres", "-c", f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)"],
                        check=False, capture_output=True)
 
+    def prime_wal(self, mb=640):
+        """Makes the server's WAL what a server under steady load has: segments to recycle.
+
+        A server holds only as many spare 16 MB WAL segments as its last checkpoints needed (a
+        test suite's databases made it 6 MB here). Past them, the backend that fills a segment
+        creates the next one, writing its 16 MB of zeros and syncing them, while every commit
+        waits: 50-100 ms pauses about every 1.7 s of creates at c64 (`WALInitWrite` in
+        pg_stat_activity, BENCHMARKS.md, twenty-second session), which were this bench's p99
+        spikes. Writing `mb` of WAL and then a checkpoint leaves that much to recycle (up to
+        max_wal_size), as a server running under this load for a while has; see the README's
+        PostgreSQL settings (`min_wal_size`). Needs a superuser (CHECKPOINT); nothing is kept.
+        """
+        rows = mb * 1024 // 2  # rows of about 2 KB, uncompressed
+        started = time.time()
+        subprocess.run(["psql", "-qAtX", self.url, "-c",
+                        f"CREATE TABLE bench_wal_prime AS SELECT repeat(md5(i::text), 62) AS filler FROM generate_series(1, {rows}) AS i",
+                        "-c", "DROP TABLE bench_wal_prime", "-c", "CHECKPOINT"],
+                       check=True, capture_output=True, text=True)
+        log(f"PostgreSQL: {mb} MB of WAL written and checkpointed in {time.time() - started:.1f} s, "
+            "so that the measured seconds recycle WAL segments instead of creating them")
+
 
 def queue_drained(db):
     if isinstance(db, Pg):
@@ -505,6 +526,10 @@ def pg_rows(args, conns, secs, tmp, row, notes):
     body = ECHO_BODY
     pg = Pg(pg_url, f"runbase_bench_{os.getpid()}")
     try:
+        if not args.quick:
+            pg.prime_wal()
+            notes.append("PostgreSQL: 640 MB of WAL written and checkpointed before the first row "
+                         "(Pg.prime_wal: segments are recycled, not created, as on a server under steady load)")
         data = os.path.join(tmp, "pgdata")
         env = {
             "RUNBASE_DATABASE_URL": pg.url,

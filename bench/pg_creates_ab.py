@@ -52,6 +52,12 @@ def main():
     ap.add_argument("--conns", type=int, default=64)
     ap.add_argument("--secs", type=int, default=6)
     args = ap.parse_args()
+    # Segments to recycle, as a server under steady load has (bench.Pg.prime_wal).
+    primer = Pg(args.postgres.rstrip('/'), f"runbase_pg_ab_prime_{os.getpid()}")
+    try:
+        primer.prime_wal()
+    finally:
+        primer.drop()
     for b in args.bins:
         print(f"{b}: role {args.role}, c{args.conns}: {one(b, args.postgres.rstrip('/'), args.role, args.conns, args.secs)}", flush=True)
 
