@@ -22,6 +22,23 @@ async fn raw(url: &str) -> tokio_postgres::Client {
 }
 
 /// What `EXPLAIN` printed for `sql`, one plan line a line.
+/// 20,000 analyzed runs, `run_x1` to `run_x20000`: every hundredth is the fixture's account's,
+/// the others `acct_other`'s; `status` and `created_at` are SQL expressions of `g`, the run's
+/// number.
+async fn fill_runs(db: &tokio_postgres::Client, f: &Fixture, status: &str, created_at: &str) {
+    db.batch_execute(&format!(
+        "INSERT INTO runs (id, account_id, key_id, model, status, input, cost_millicents, created_at)
+           SELECT 'run_x' || g, CASE WHEN g % 100 = 0 THEN '{acct}' ELSE 'acct_other' END, '{key}',
+                  'runbase/echo', {status}, '{{}}', 0, {created_at}
+           FROM generate_series(1, 20000) g;
+         ANALYZE runs",
+        acct = f.account,
+        key = f.keys[0].id,
+    ))
+    .await
+    .unwrap();
+}
+
 async fn explained(db: &tokio_postgres::Client, sql: &str) -> String {
     db.simple_query(sql)
         .await
@@ -593,17 +610,13 @@ async fn an_accounts_runs_and_ledger_are_listed_newest_first_without_a_sort() {
         return;
     };
     let db = raw(f.fresh.url.as_deref().unwrap()).await;
+    fill_runs(&db, &f, "'succeeded'", "0").await;
     db.batch_execute(&format!(
-        "INSERT INTO runs (id, account_id, key_id, model, status, input, cost_millicents, created_at)
-           SELECT 'run_x' || g, CASE WHEN g % 100 = 0 THEN '{acct}' ELSE 'acct_other' END, '{key}',
-                  'runbase/echo', 'succeeded', '{{}}', 0, 0
-           FROM generate_series(1, 20000) g;
-         INSERT INTO ledger (account_id, kind, amount_millicents, balance_after_millicents, created_at)
+        "INSERT INTO ledger (account_id, kind, amount_millicents, balance_after_millicents, created_at)
            SELECT CASE WHEN g % 100 = 0 THEN '{acct}' ELSE 'acct_other' END, 'topup', 1, g, 0
            FROM generate_series(1, 20000) g;
-         ANALYZE runs; ANALYZE ledger",
+         ANALYZE ledger",
         acct = f.account,
-        key = f.keys[0].id,
     ))
     .await
     .unwrap();
@@ -645,17 +658,13 @@ async fn the_claim_and_a_windows_end_do_without_the_key_on_seq() {
         return;
     };
     let db = raw(f.fresh.url.as_deref().unwrap()).await;
-    db.batch_execute(&format!(
-        "INSERT INTO runs (id, account_id, key_id, model, status, input, cost_millicents, created_at)
-           SELECT 'run_x' || g, CASE WHEN g % 100 = 0 THEN '{acct}' ELSE 'acct_other' END, '{key}',
-                  'runbase/echo', CASE WHEN g % 50 = 0 THEN 'pending' ELSE 'succeeded' END, '{{}}', 0, g
-           FROM generate_series(1, 20000) g;
-         ANALYZE runs",
-        acct = f.account,
-        key = f.keys[0].id,
-    ))
-    .await
-    .unwrap();
+    fill_runs(
+        &db,
+        &f,
+        "CASE WHEN g % 50 = 0 THEN 'pending' ELSE 'succeeded' END",
+        "g",
+    )
+    .await;
     let (claim, window_end) = runbase_store_postgres::testing::claim_and_window_end_statements();
     for schema in ["with the key", "without the key"] {
         if schema == "without the key" {
