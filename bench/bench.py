@@ -208,25 +208,44 @@ class Pg:
 
     def prime_wal(self, mb=640):
         """Makes the server's WAL what a server under steady load has: segments to recycle.
+        Answers whether it did.
 
-        A server holds only as many spare 16 MB WAL segments as its last checkpoints needed (a
-        test suite's databases made it 6 MB here). Past them, the backend that fills a segment
-        creates the next one, writing its 16 MB of zeros and syncing them, while every commit
-        waits: 50-100 ms pauses about every 1.7 s of creates at c64 (`WALInitWrite` in
-        pg_stat_activity, BENCHMARKS.md, twenty-second session), which were this bench's p99
-        spikes. Writing `mb` of WAL and then a checkpoint leaves that much to recycle (up to
-        max_wal_size), as a server running under this load for a while has; see the README's
-        PostgreSQL settings (`min_wal_size`). Needs a superuser (CHECKPOINT); nothing is kept.
+        A server keeps as many spare 16 MB WAL segments as its recent checkpoints needed (at
+        least `min_wal_size`, 80 MB by default); a test suite's databases, each dropped with a
+        forced checkpoint of little WAL, left 6 files in pg_wal here. Past the spares, the
+        backend that fills a segment creates the next one, writing 16 MB of zeros
+        (`wal_init_zero`, on by default) and syncing them, while every commit waits: 50-100 ms
+        pauses about every 1.7 s of creates at c64 (`WALInitWrite` in pg_stat_activity,
+        BENCHMARKS.md, twenty-second session), which were this bench's p99 spikes. Writing `mb`
+        of WAL and then a checkpoint leaves that much to recycle, as a server running under this
+        load for a while has; see the README's PostgreSQL settings (`min_wal_size`).
+
+        Needs CHECKPOINT (a superuser or the pg_checkpoint role) and about twice `mb` of free
+        disk while it runs; the table is dropped, but the server keeps the recycled segments
+        (up to max_wal_size) in pg_wal, and ships the WAL to any replica or archive. On failure
+        it logs why and the bench goes on unprimed.
         """
         rows = mb * 1024 // 2  # rows of about 2 KB, uncompressed
         started = time.time()
-        subprocess.run(["psql", "-qAtX", self.url, "-c",
-                        f"CREATE TABLE bench_wal_prime AS SELECT repeat(md5(i::text), 62) AS filler FROM generate_series(1, {rows}) AS i",
-                        "-c", "DROP TABLE bench_wal_prime", "-c", "CHECKPOINT"],
-                       check=True, capture_output=True, text=True)
-        log(f"PostgreSQL: {mb} MB of WAL written and checkpointed in {time.time() - started:.1f} s, "
+        sql = ["SELECT pg_current_wal_lsn() AS before \\gset",
+               f"CREATE TABLE bench_wal_prime AS SELECT repeat(md5(i::text), 62) AS filler FROM generate_series(1, {rows}) AS i",
+               "DROP TABLE bench_wal_prime",
+               "CHECKPOINT",
+               "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), :'before')::bigint"]
+        done = subprocess.run(["psql", "-qAtX", "-v", "ON_ERROR_STOP=1", self.url],
+                              input="\n".join(s + ";" if not s.endswith("\\gset") else s for s in sql) + "\n",
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            log(f"PostgreSQL: the WAL was not primed (the p99 may include new WAL segments): {done.stderr.strip()}")
+            return False
+        written = int(done.stdout.split()[-1]) / 2**20
+        log(f"PostgreSQL: {written:.0f} MB of WAL written and checkpointed in {time.time() - started:.1f} s, "
             "so that the measured seconds recycle WAL segments instead of creating them")
-
+        if written < mb / 2:
+            log(f"PostgreSQL: only {written:.0f} MB of WAL for {mb} MB of rows (wal_level = minimal?): "
+                "the WAL is not primed")
+            return False
+        return True
 
 def queue_drained(db):
     if isinstance(db, Pg):
@@ -527,9 +546,11 @@ def pg_rows(args, conns, secs, tmp, row, notes):
     pg = Pg(pg_url, f"runbase_bench_{os.getpid()}")
     try:
         if not args.quick:
-            pg.prime_wal()
-            notes.append("PostgreSQL: 640 MB of WAL written and checkpointed before the first row "
-                         "(Pg.prime_wal: segments are recycled, not created, as on a server under steady load)")
+            if pg.prime_wal():
+                notes.append("PostgreSQL: 640 MB of WAL written and checkpointed before the first row "
+                             "(Pg.prime_wal: segments are recycled, not created, as on a server under steady load)")
+            else:
+                notes.append("PostgreSQL: the WAL was not primed (see the log): the p99 may include new WAL segments")
         data = os.path.join(tmp, "pgdata")
         env = {
             "RUNBASE_DATABASE_URL": pg.url,

@@ -151,11 +151,13 @@ async fn idle_connections_cannot_fill_the_metrics_port() {
         matches!(read, Ok(Ok(_))) && answer.starts_with(b"HTTP/1.1 200")
     };
     assert!(scrape(at.clone()).await);
+    // The server gives that scrape's place back once its answer has been sent and the
+    // connection has ended, which can be a moment after we read it: wait as the end of this test
+    // does, before the places are counted.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     // 17 connections that never send a byte: 16 hold every place of 127.0.0.1 and one is
-    // refused. Which one depends on when the server gives back the place of the scrape above: it
-    // does so after its answer has reached us, and on a busy machine the first idle connection
-    // can come in before that (it then takes the 16th place, and one of the later ones is
-    // refused; with 16 only, the scrapes below each took the place left over).
+    // refused (if the scrape's place came back late after all, the scrape took the 16th and one
+    // of the idle ones was refused: then 15 are held, and the count below says so).
     let mut idle = Vec::new();
     for _ in 0..17 {
         idle.push(tokio::net::TcpStream::connect(&at).await.unwrap());
