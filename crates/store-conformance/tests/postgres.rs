@@ -650,8 +650,9 @@ async fn an_accounts_runs_and_ledger_are_listed_newest_first_without_a_sort() {
 /// The claim and a window's end find runs without `runs_pkey`, the primary key on `seq`, so that
 /// a later release can drop it (docs/DECISIONS.md, "The key on `seq`, dropped in two releases"):
 /// every version of a run takes an entry in it, and a node of this build must stay fast on a
-/// schema without it. With the tables analyzed, with the key and without it, neither statement
-/// reads all of `runs` or uses the key, and both find the right runs.
+/// schema without it. With the tables analyzed, with the key, without it, and with every run
+/// pending (a backlog), in custom and generic plans, neither statement reads all of `runs` or
+/// uses the key, and both find the right runs.
 #[tokio::test]
 async fn the_claim_and_a_windows_end_do_without_the_key_on_seq() {
     let Some(f) = Fixture::new(Backend::Postgres, 5, 0, 0).await else {
@@ -666,9 +667,15 @@ async fn the_claim_and_a_windows_end_do_without_the_key_on_seq() {
     )
     .await;
     let (claim, window_end) = runbase_store_postgres::testing::claim_and_window_end_statements();
-    for schema in ["with the key", "without the key"] {
+    // The last state is a backlog: every run pending when the statistics were taken.
+    for schema in ["with the key", "without the key", "all pending"] {
         if schema == "without the key" {
             db.batch_execute("ALTER TABLE runs DROP CONSTRAINT runs_pkey; ANALYZE runs")
+                .await
+                .unwrap();
+        }
+        if schema == "all pending" {
+            db.batch_execute("UPDATE runs SET status = 'pending'; ANALYZE runs")
                 .await
                 .unwrap();
         }
@@ -679,21 +686,31 @@ async fn the_claim_and_a_windows_end_do_without_the_key_on_seq() {
         ))
         .await
         .unwrap();
-        let claim_plan = explained(&db, "EXPLAIN EXECUTE claim(10, 1, 2)").await;
-        let window_plan = explained(
-            &db,
-            &format!("EXPLAIN EXECUTE window_end('{}', NULL, 5)", f.account),
-        )
-        .await;
-        for (plan, indexes) in [
-            (&claim_plan, &["runs_queued", "runs_id_key"][..]),
-            (&window_plan, &["runs_by_account"][..]),
-        ] {
-            for index in indexes {
-                assert!(plan.contains(index), "{schema}:\n{plan}");
+        // A pooled connection plans a statement for its parameters a few times, then keeps a
+        // generic plan made without them: the claim's must use the indexes in both. The window
+        // end is always planned for its parameters (`rows_planned_each_time`: its best plan
+        // depends on the account), so only its custom plan is checked.
+        for mode in ["force_custom_plan", "force_generic_plan"] {
+            db.batch_execute(&format!("SET LOCAL plan_cache_mode = {mode}"))
+                .await
+                .unwrap();
+            let claim_plan = explained(&db, "EXPLAIN EXECUTE claim(10, 1, 2)").await;
+            let window_plan = explained(
+                &db,
+                &format!("EXPLAIN EXECUTE window_end('{}', NULL, 5)", f.account),
+            )
+            .await;
+            let mut plans = vec![(&claim_plan, &["runs_queued", "runs_id_key"][..])];
+            if mode == "force_custom_plan" {
+                plans.push((&window_plan, &["runs_by_account"][..]));
             }
-            for node in ["Seq Scan", "Bitmap", "Sort", "runs_pkey"] {
-                assert!(!plan.contains(node), "{schema}:\n{plan}");
+            for (plan, indexes) in plans {
+                for index in indexes {
+                    assert!(plan.contains(index), "{schema}, {mode}:\n{plan}");
+                }
+                for node in ["Seq Scan", "Bitmap", "Sort", "runs_pkey"] {
+                    assert!(!plan.contains(node), "{schema}, {mode}:\n{plan}");
+                }
             }
         }
 
@@ -707,7 +724,8 @@ async fn the_claim_and_a_windows_end_do_without_the_key_on_seq() {
             .map(|r| r.get("id"))
             .collect();
         claimed.sort_by_key(|id| id[5..].parse::<u32>().unwrap());
-        let oldest: Vec<String> = (1..=10).map(|i| format!("run_x{}", i * 50)).collect();
+        let every = if schema == "all pending" { 1 } else { 50 };
+        let oldest: Vec<String> = (1..=10).map(|i| format!("run_x{}", i * every)).collect();
         assert_eq!(claimed, oldest, "{schema}");
         let end: String = db
             .query_one(

@@ -256,10 +256,16 @@ pub(crate) fn success_batch_statement() -> (&'static str, &'static str) {
 /// leased until `$3`. The claimed rows are found again by `id`, not by `seq`: no statement of
 /// this build reads `runs` through its primary key on `seq`, so that a later release can drop it
 /// (docs/DECISIONS.md, "The key on `seq`, dropped in two releases").
+///
+/// The ids are gathered into an array first (an InitPlan, run once) and the rows updated by
+/// `id = ANY(...)`, an index scan on `runs_id_key` whatever the statistics say. With `id IN
+/// (subquery)`, the connection's generic plan guesses a tenth of the table for `LIMIT $1`, and
+/// with statistics taken while most runs were pending (a backlog) it joined that guess against
+/// a Seq Scan of all of `runs`: 40 ms per claim of 10 runs at 200,000 runs, against 0.6 ms.
 pub(crate) static CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "UPDATE runs SET status = 'processing', started_at = $2, attempts = attempts + 1, locked_until = $3
-         WHERE id IN (SELECT id FROM runs WHERE status = 'pending' ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED)
+         WHERE id = ANY(ARRAY(SELECT id FROM runs WHERE status = 'pending' ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED))
          RETURNING {RUN_COLS}, pg_notify('{RUN_CHANNEL}', id)"
     )
 });
