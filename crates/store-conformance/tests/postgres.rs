@@ -667,18 +667,24 @@ async fn the_claim_and_a_windows_end_do_without_the_key_on_seq() {
     )
     .await;
     let (claim, window_end) = runbase_store_postgres::testing::claim_and_window_end_statements();
-    // The last state is a backlog: every run pending when the statistics were taken.
-    for schema in ["with the key", "without the key", "all pending"] {
-        if schema == "without the key" {
-            db.batch_execute("ALTER TABLE runs DROP CONSTRAINT runs_pkey; ANALYZE runs")
-                .await
-                .unwrap();
-        }
-        if schema == "all pending" {
-            db.batch_execute("UPDATE runs SET status = 'pending'; ANALYZE runs")
-                .await
-                .unwrap();
-        }
+    // Then a backlog: every run pending when the statistics were taken, without the key and
+    // with it again.
+    let states = [
+        "with the key",
+        "without the key",
+        "a backlog without the key",
+        "a backlog with the key",
+    ];
+    for schema in states {
+        let setup = match schema {
+            "without the key" => "ALTER TABLE runs DROP CONSTRAINT runs_pkey; ANALYZE runs",
+            "a backlog without the key" => "UPDATE runs SET status = 'pending'; ANALYZE runs",
+            "a backlog with the key" => {
+                "ALTER TABLE runs ADD CONSTRAINT runs_pkey PRIMARY KEY (seq); ANALYZE runs"
+            }
+            _ => "",
+        };
+        db.batch_execute(setup).await.unwrap();
         // Each check in a transaction rolled back: the claim's rows stay pending.
         db.batch_execute(&format!(
             "BEGIN; PREPARE claim(bigint, bigint, bigint) AS {claim};
@@ -700,15 +706,45 @@ async fn the_claim_and_a_windows_end_do_without_the_key_on_seq() {
                 &format!("EXPLAIN EXECUTE window_end('{}', NULL, 5)", f.account),
             )
             .await;
-            let mut plans = vec![(&claim_plan, &["runs_queued", "runs_id_key"][..])];
-            if mode == "force_custom_plan" {
-                plans.push((&window_plan, &["runs_by_account"][..]));
+            // The claim may find its ids on `runs_id_key` with a bitmap scan (the review saw
+            // one where ids do not follow the table's order, as real ids do not): not a walk of
+            // the table either.
+            // In a backlog with the key, every run is pending and the planner may walk the key
+            // (on `seq`, as `runs_queued`) instead: as good, and what it does without the key is
+            // the state before.
+            let mut plans = vec![if schema == "a backlog with the key" {
+                (
+                    &claim_plan,
+                    &["runs_id_key"][..],
+                    &["Seq Scan", "Hash Join", "Hash Semi Join", "Sort"][..],
+                )
+            } else {
+                (
+                    &claim_plan,
+                    &["runs_queued", "runs_id_key"][..],
+                    &[
+                        "Seq Scan",
+                        "Hash Join",
+                        "Hash Semi Join",
+                        "Sort",
+                        "runs_pkey",
+                    ][..],
+                )
+            }];
+            // The window end does not look at the runs' status: checked with the key and
+            // without it above (the key added again, it may read `seq` there: a unique lookup).
+            if mode == "force_custom_plan" && schema != "a backlog with the key" {
+                plans.push((
+                    &window_plan,
+                    &["runs_by_account"][..],
+                    &["Seq Scan", "Bitmap", "Sort", "runs_pkey"][..],
+                ));
             }
-            for (plan, indexes) in plans {
+            for (plan, indexes, forbidden) in plans {
                 for index in indexes {
                     assert!(plan.contains(index), "{schema}, {mode}:\n{plan}");
                 }
-                for node in ["Seq Scan", "Bitmap", "Sort", "runs_pkey"] {
+                for node in forbidden {
                     assert!(!plan.contains(node), "{schema}, {mode}:\n{plan}");
                 }
             }
@@ -724,7 +760,11 @@ async fn the_claim_and_a_windows_end_do_without_the_key_on_seq() {
             .map(|r| r.get("id"))
             .collect();
         claimed.sort_by_key(|id| id[5..].parse::<u32>().unwrap());
-        let every = if schema == "all pending" { 1 } else { 50 };
+        let every = if schema.starts_with("a backlog") {
+            1
+        } else {
+            50
+        };
         let oldest: Vec<String> = (1..=10).map(|i| format!("run_x{}", i * every)).collect();
         assert_eq!(claimed, oldest, "{schema}");
         let end: String = db
