@@ -367,7 +367,9 @@ async fn a_repeat_while_the_first_is_in_flight_is_409_in_use() {
                     .await
                     .unwrap()
                     .get(0);
-                if waiting == 1 {
+                // At least one: another of the server's tasks may be waiting behind the same
+                // lock too (once in CI, under load, this loop never saw exactly one in 10 s).
+                if waiting >= 1 {
                     break;
                 }
                 assert!(
