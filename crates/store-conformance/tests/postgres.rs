@@ -21,7 +21,6 @@ async fn raw(url: &str) -> tokio_postgres::Client {
     client
 }
 
-/// What `EXPLAIN` printed for `sql`, one plan line a line.
 /// 20,000 analyzed runs, `run_x1` to `run_x20000`: every hundredth is the fixture's account's,
 /// the others `acct_other`'s; `status` and `created_at` are SQL expressions of `g`, the run's
 /// number.
@@ -39,6 +38,7 @@ async fn fill_runs(db: &tokio_postgres::Client, f: &Fixture, status: &str, creat
     .unwrap();
 }
 
+/// What `EXPLAIN` printed for `sql`, one plan line a line.
 async fn explained(db: &tokio_postgres::Client, sql: &str) -> String {
     db.simple_query(sql)
         .await
