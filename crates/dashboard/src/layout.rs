@@ -24,8 +24,28 @@ pub enum Nav {
     None,
 }
 
+/// Whom a page's header is for.
+#[derive(Clone, Copy)]
+enum Who<'a> {
+    SignedIn(&'a Viewer),
+    SignedOut,
+    /// A request with a session cookie that was not checked (an error page, answered without a
+    /// store read): the signed-in navigation, without the account's address or the sign-out
+    /// form (which needs the session's CSRF token). Its links send a stale session to `/login`.
+    Unchecked,
+}
+
 /// A whole page.
 pub fn shell(title: &str, viewer: Option<&Viewer>, nav: Nav, body: Markup) -> Markup {
+    let who = match viewer {
+        Some(v) => Who::SignedIn(v),
+        None => Who::SignedOut,
+    };
+    page_shell(title, who, nav, body)
+}
+
+fn page_shell(title: &str, who: Who<'_>, nav: Nav, body: Markup) -> Markup {
+    let signed_in = !matches!(who, Who::SignedOut);
     let link = |href: &str, label: &str, this: Nav| {
         html! {
             a href=(href) aria-current=[(nav == this).then_some("page")] { (label) }
@@ -47,25 +67,25 @@ pub fn shell(title: &str, viewer: Option<&Viewer>, nav: Nav, body: Markup) -> Ma
                 header.top {
                     a.brand href="/" { span.logo aria-hidden="true" { "◆" } " Runbase" }
                     nav aria-label=(t("nav-main")) {
-                        @if viewer.is_some() {
+                        @if signed_in {
                             (link("/", &t("nav-dashboard"), Nav::Home))
                             (link("/runs", &t("nav-runs"), Nav::Runs))
                         }
                         (link("/models", &t("nav-models"), Nav::Models))
                         (link("/docs/authentication", &t("nav-docs"), Nav::Docs))
-                        @if viewer.is_some() {
+                        @if signed_in {
                             (link("/settings/api-keys", &t("nav-keys"), Nav::Keys))
                             (link("/settings/credits", &t("nav-credits"), Nav::Credits))
                         }
                     }
                     div.who {
-                        @if let Some(v) = viewer {
+                        @if let Who::SignedIn(v) = who {
                             a.email href="/settings/password" aria-current=[(nav == Nav::Account).then_some("page")] title=(t("nav-account")) { (v.account.email) }
                             form method="post" action="/logout" {
                                 (csrf_field(v))
                                 button.link type="submit" { (t("nav-logout")) }
                             }
-                        } @else {
+                        } @else if matches!(who, Who::SignedOut) {
                             a href="/login" { (t("nav-login")) }
                             a.button href="/signup" { (t("nav-signup")) }
                         }
@@ -150,7 +170,9 @@ pub fn json_block(v: &serde_json::Value) -> Markup {
 }
 
 /// A page for an error, with what to do about it and where to get help.
-pub fn error_page(e: &ApiError) -> Markup {
+/// An error's page. `session_cookie`: the request carries a session cookie (not checked: an
+/// error page reads nothing from the store), so the header does not offer to sign in.
+pub fn error_page(e: &ApiError, session_cookie: bool) -> Markup {
     let body = html! {
         section.narrow {
             h1 { (e.code.status()) " · " (e.message) }
@@ -160,7 +182,12 @@ pub fn error_page(e: &ApiError) -> Markup {
             p { a href="/" { (t("error-back")) } }
         }
     };
-    shell(&t("error-title"), None, Nav::None, body)
+    let who = if session_cookie {
+        Who::Unchecked
+    } else {
+        Who::SignedOut
+    };
+    page_shell(&t("error-title"), who, Nav::None, body)
 }
 
 /// Text for a copy button's target; kept here so every copy button looks the same.

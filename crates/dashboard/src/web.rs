@@ -185,14 +185,18 @@ pub fn cookie_name(state: &AppState, name: &str) -> String {
 
 /// A cookie's value from the request.
 pub fn cookie(state: &AppState, headers: &HeaderMap, name: &str) -> Option<String> {
-    let name = cookie_name(state, name);
+    cookie_named(headers, &cookie_name(state, name))
+}
+
+/// The value of the cookie called exactly `name`, if set and not empty.
+fn cookie_named(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name.as_str())
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.trim().to_owned())
         .filter(|v| !v.is_empty())
 }
@@ -328,7 +332,12 @@ pub fn error_response(headers: &HeaderMap, e: ApiError) -> Response {
         return HttpError(e).into_response();
     }
     let status = StatusCode::from_u16(e.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut resp = page(layout::error_page(&e));
+    // Either name the cookie may have (`cookie_name`: `__Host-` behind TLS); the state that
+    // says which is not at hand here, and a wrong guess only changes the header's links.
+    let session_cookie = [SESSION_COOKIE, &format!("__Host-{SESSION_COOKIE}")]
+        .iter()
+        .any(|name| cookie_named(headers, name).is_some());
+    let mut resp = page(layout::error_page(&e, session_cookie));
     *resp.status_mut() = status;
     resp
 }

@@ -1248,10 +1248,31 @@ async fn dashboard_errors_are_pages_not_plain_text() {
     let mut b = Browser::new(&server);
     b.log_in_new(&server, "pages@example.com").await;
     let big = "x".repeat(2 << 20);
-    for path in ["/settings/api-keys/%ff", "/runs/%ff", "/models/%ff/x"] {
+    let mut signed_out = Browser::new(&server);
+    for path in [
+        "/settings/api-keys/%ff",
+        "/runs/%ff",
+        "/models/%ff/x",
+        "/no-such-page",
+    ] {
         let p = b.get(path).await;
         assert_eq!(p.status, 404, "{path}: {}", p.text);
         assert!(p.text.contains("<html"), "{path}: {}", p.text);
+        // Someone signed in is not offered to sign in (an error page reads no session, so it
+        // shows the signed-in links without the account's address).
+        assert!(!p.text.contains("href=\"/login\""), "{path}: {}", p.text);
+        assert!(p.text.contains("href=\"/runs\""), "{path}: {}", p.text);
+        assert!(!p.text.contains("pages@example.com"), "{path}: {}", p.text);
+        let p = signed_out.get(path).await;
+        assert!(
+            p.status == 404 || p.location().starts_with("/login"),
+            "{path}: {}",
+            p.status
+        );
+        if p.status == 404 {
+            assert!(p.text.contains("href=\"/login\""), "{path}: {}", p.text);
+            assert!(!p.text.contains("href=\"/runs\""), "{path}: {}", p.text);
+        }
     }
     for path in ["/settings/api-keys", "/login", "/settings/credits/grant"] {
         let p = b.post(path, &[("name", big.as_str())]).await;
