@@ -45,7 +45,7 @@ pub fn shell(title: &str, viewer: Option<&Viewer>, nav: Nav, body: Markup) -> Ma
 }
 
 fn page_shell(title: &str, who: Who<'_>, nav: Nav, body: Markup) -> Markup {
-    let signed_in = !matches!(who, Who::SignedOut);
+    let account_links = !matches!(who, Who::SignedOut);
     let link = |href: &str, label: &str, this: Nav| {
         html! {
             a href=(href) aria-current=[(nav == this).then_some("page")] { (label) }
@@ -67,27 +67,31 @@ fn page_shell(title: &str, who: Who<'_>, nav: Nav, body: Markup) -> Markup {
                 header.top {
                     a.brand href="/" { span.logo aria-hidden="true" { "◆" } " Runbase" }
                     nav aria-label=(t("nav-main")) {
-                        @if signed_in {
+                        @if account_links {
                             (link("/", &t("nav-dashboard"), Nav::Home))
                             (link("/runs", &t("nav-runs"), Nav::Runs))
                         }
                         (link("/models", &t("nav-models"), Nav::Models))
                         (link("/docs/authentication", &t("nav-docs"), Nav::Docs))
-                        @if signed_in {
+                        @if account_links {
                             (link("/settings/api-keys", &t("nav-keys"), Nav::Keys))
                             (link("/settings/credits", &t("nav-credits"), Nav::Credits))
                         }
                     }
                     div.who {
-                        @if let Who::SignedIn(v) = who {
-                            a.email href="/settings/password" aria-current=[(nav == Nav::Account).then_some("page")] title=(t("nav-account")) { (v.account.email) }
-                            form method="post" action="/logout" {
-                                (csrf_field(v))
-                                button.link type="submit" { (t("nav-logout")) }
+                        @match who {
+                            Who::SignedIn(v) => {
+                                a.email href="/settings/password" aria-current=[(nav == Nav::Account).then_some("page")] title=(t("nav-account")) { (v.account.email) }
+                                form method="post" action="/logout" {
+                                    (csrf_field(v))
+                                    button.link type="submit" { (t("nav-logout")) }
+                                }
                             }
-                        } @else if matches!(who, Who::SignedOut) {
-                            a href="/login" { (t("nav-login")) }
-                            a.button href="/signup" { (t("nav-signup")) }
+                            Who::SignedOut => {
+                                a href="/login" { (t("nav-login")) }
+                                a.button href="/signup" { (t("nav-signup")) }
+                            }
+                            Who::Unchecked => {}
                         }
                     }
                 }
@@ -169,9 +173,10 @@ pub fn json_block(v: &serde_json::Value) -> Markup {
     html! { pre.code { code { (text) } } }
 }
 
-/// A page for an error, with what to do about it and where to get help.
-/// An error's page. `session_cookie`: the request carries a session cookie (not checked: an
-/// error page reads nothing from the store), so the header does not offer to sign in.
+/// A page for an error, with what to do about it and where to get help. `session_cookie`: the
+/// request carries a session cookie, not checked (an error page reads nothing from the store), so
+/// the header shows the signed-in links and does not offer to sign in; with a stale cookie those
+/// links lead to `/login`.
 pub fn error_page(e: &ApiError, session_cookie: bool) -> Markup {
     let body = html! {
         section.narrow {

@@ -176,7 +176,12 @@ pub fn wants_json(headers: &HeaderMap) -> bool {
 /// only with `Secure`, `Path=/` and no `Domain`, so a sibling subdomain or a plain-HTTP page
 /// cannot plant or overwrite it.
 pub fn cookie_name(state: &AppState, name: &str) -> String {
-    if state.config.behind_tls() {
+    prefixed(name, state.config.behind_tls())
+}
+
+/// `name` as a cookie is called behind TLS (`__Host-`: only this host, over https) or not.
+fn prefixed(name: &str, behind_tls: bool) -> String {
+    if behind_tls {
         format!("__Host-{name}")
     } else {
         name.to_owned()
@@ -188,7 +193,7 @@ pub fn cookie(state: &AppState, headers: &HeaderMap, name: &str) -> Option<Strin
     cookie_named(headers, &cookie_name(state, name))
 }
 
-/// The value of the cookie called exactly `name`, if set and not empty.
+/// The value of the first cookie called exactly `name`, if that one is not empty.
 fn cookie_named(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
@@ -332,11 +337,12 @@ pub fn error_response(headers: &HeaderMap, e: ApiError) -> Response {
         return HttpError(e).into_response();
     }
     let status = StatusCode::from_u16(e.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    // Either name the cookie may have (`cookie_name`: `__Host-` behind TLS); the state that
-    // says which is not at hand here, and a wrong guess only changes the header's links.
-    let session_cookie = [SESSION_COOKIE, &format!("__Host-{SESSION_COOKIE}")]
-        .iter()
-        .any(|name| cookie_named(headers, name).is_some());
+    // Either name the cookie may have (`cookie_name`); which one this server uses is in its
+    // state, not at hand here. So behind TLS a planted plain `rb_session` also hides the
+    // sign-in links of an error page: its links (which lead to `/login`) are all it changes.
+    let session_cookie = [false, true]
+        .into_iter()
+        .any(|tls| cookie_named(headers, &prefixed(SESSION_COOKIE, tls)).is_some());
     let mut resp = page(layout::error_page(&e, session_cookie));
     *resp.status_mut() = status;
     resp

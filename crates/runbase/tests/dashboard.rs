@@ -1263,6 +1263,8 @@ async fn dashboard_errors_are_pages_not_plain_text() {
         assert!(!p.text.contains("href=\"/login\""), "{path}: {}", p.text);
         assert!(p.text.contains("href=\"/runs\""), "{path}: {}", p.text);
         assert!(!p.text.contains("pages@example.com"), "{path}: {}", p.text);
+        assert!(!p.text.contains("/logout"), "{path}: {}", p.text);
+        assert!(!p.text.contains("csrf_token"), "{path}: {}", p.text);
         let p = signed_out.get(path).await;
         assert!(
             p.status == 404 || p.location().starts_with("/login"),
@@ -1273,6 +1275,35 @@ async fn dashboard_errors_are_pages_not_plain_text() {
             assert!(p.text.contains("href=\"/login\""), "{path}: {}", p.text);
             assert!(!p.text.contains("href=\"/runs\""), "{path}: {}", p.text);
         }
+    }
+    // The cookie is not checked on an error page: a stale one gets the signed-in links (which
+    // lead to /login), an empty one is no cookie; either name counts (`__Host-` behind TLS).
+    for (cookie, signed_in_links) in [
+        ("rb_session=stale", true),
+        ("__Host-rb_session=stale", true),
+        ("other=1; rb_session=stale", true),
+        ("rb_session=", false),
+        ("rb_session_x=1; x_rb_session=1", false),
+    ] {
+        let r = reqwest::Client::new()
+            .get(format!("{}/no-such-page", server.url))
+            .header("accept", "text/html")
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{cookie}");
+        let text = r.text().await.unwrap();
+        assert_eq!(
+            text.contains("href=\"/runs\""),
+            signed_in_links,
+            "{cookie}: {text}"
+        );
+        assert_eq!(
+            text.contains("href=\"/login\""),
+            !signed_in_links,
+            "{cookie}: {text}"
+        );
     }
     for path in ["/settings/api-keys", "/login", "/settings/credits/grant"] {
         let p = b.post(path, &[("name", big.as_str())]).await;
