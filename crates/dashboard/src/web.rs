@@ -343,8 +343,14 @@ pub fn error_response(headers: &HeaderMap, e: ApiError) -> Response {
     let session_cookie = [false, true]
         .into_iter()
         .any(|tls| cookie_named(headers, &prefixed(SESSION_COOKIE, tls)).is_some());
+    let limited = e.code == ErrorCode::RateLimited;
     let mut resp = page(layout::error_page(&e, session_cookie));
     *resp.status_mut() = status;
+    if limited {
+        // As the JSON envelope's (`HttpError`): a limiter's refusal sets its own after this.
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
     resp
 }
 

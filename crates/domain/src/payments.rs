@@ -271,10 +271,11 @@ pub async fn grant(
     let to = crate::service::account_by_email(store, to_email)
         .await
         .map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.to_string()))?;
-    if !(1..=MAX_TOPUP_CENTS * 100).contains(&cents) {
+    let most = MAX_TOPUP_CENTS * 100;
+    if !(1..=most).contains(&cents) {
         return Err(ApiError::new(
             ErrorCode::InvalidRequest,
-            "The amount must be a positive number of cents",
+            format!("The amount must be a whole number of cents from 1 to {most}"),
         ));
     }
     let amount = Millicents::from_cents(cents)
@@ -289,6 +290,15 @@ pub async fn grant(
         return Err(ApiError::new(
             ErrorCode::InvalidRequest,
             "The note is at most 200 characters",
+        ));
+    }
+    // The note is shown to the credited account, so it is held to what key names are
+    // (DECISIONS.md, "Names and emails: no invisible characters").
+    if memo.chars().any(crate::service::is_unsafe_char) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidRequest,
+            "The note cannot contain control characters, nor invisible or format ones (such as \
+             newlines, escapes, zero-width spaces or direction marks)",
         ));
     }
     store

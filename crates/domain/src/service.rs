@@ -473,8 +473,15 @@ pub async fn update_key(
     update: &KeyUpdate,
 ) -> Result<ApiKey, AdminError> {
     let key = find_key(store, id_or_secret).await?;
-    if let Some(name) = &update.name {
-        check_key_name(name)?;
+    // A name is stored as a create stores it: trimmed. A create without one gets "default"; an
+    // update that would leave none is refused, as the dashboard's form refuses it.
+    let mut update = update.clone();
+    if let Some(name) = update.name.take() {
+        let name = check_key_name(&name)?;
+        if name.is_empty() {
+            return Err(AdminError::Invalid("a key name cannot be empty".into()));
+        }
+        update.name = Some(name);
     }
     if let Some(Some(limit)) = update.spend_limit
         && !(Millicents::ZERO..=Millicents::MAX_BALANCE).contains(&limit)
@@ -484,7 +491,7 @@ pub async fn update_key(
             Millicents::MAX_BALANCE.0 / Millicents::PER_CENT
         )));
     }
-    Ok(store.update_key(&key.id, update).await?)
+    Ok(store.update_key(&key.id, &update).await?)
 }
 
 pub async fn delete_key(store: &dyn Store, id_or_secret: &str) -> Result<ApiKey, AdminError> {

@@ -34,8 +34,14 @@ impl IntoResponse for HttpError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if self.0.code == ErrorCode::IdempotencyKeyInUse {
-            // The first request is normally answered within milliseconds.
+        if matches!(
+            self.0.code,
+            ErrorCode::IdempotencyKeyInUse | ErrorCode::RateLimited
+        ) {
+            // The first request is normally answered within milliseconds. Every 429 carries a
+            // `Retry-After` (runbase.md); a limiter's refusal replaces this one with when its
+            // window resets (`routes::api_key::rate_limited`), and a refusal without a window
+            // (an upload while the account's uploads are all in flight) keeps 1 s.
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
@@ -54,6 +60,17 @@ mod tests {
     use super::*;
     use runbase_domain::service::internal;
     use runbase_domain::store::StoreError;
+
+    #[test]
+    fn every_429_says_when_to_retry() {
+        // A refusal without a limiter's window (the upload slots') still carries one.
+        let e = ApiError::new(ErrorCode::RateLimited, "already sending 2 uploads at once");
+        let resp = HttpError(e).into_response();
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+        let resp = HttpError::from(ErrorCode::InvalidRequest).into_response();
+        assert!(resp.headers().get(header::RETRY_AFTER).is_none());
+    }
 
     #[test]
     fn a_500_carries_no_internal_detail() {

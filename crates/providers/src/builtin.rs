@@ -33,7 +33,17 @@ impl Provider for Builtin {
 }
 
 async fn echo(input: &Value) -> Result<ProviderOutput, ProviderError> {
-    let delay = input.get("delay_ms").and_then(Value::as_u64).unwrap_or(0);
+    // An integer in the schema; JSON Schema counts `1000.0` and `1e3` as integers too.
+    let delay = input
+        .get("delay_ms")
+        .and_then(|v| {
+            v.as_u64().or_else(|| {
+                v.as_f64()
+                    .filter(|f| f.fract() == 0.0 && (0.0..=60_000.0).contains(f))
+                    .map(|f| f as u64)
+            })
+        })
+        .unwrap_or(0);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
@@ -78,4 +88,31 @@ async fn placeholder_image(input: &Value) -> Result<ProviderOutput, ProviderErro
         data: FileData::Bytes(bytes),
     });
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests may unwrap")]
+
+    use super::*;
+
+    #[tokio::test]
+    async fn echo_waits_for_a_delay_written_as_a_whole_float() {
+        for delay in [
+            serde_json::json!(40),
+            serde_json::json!(40.0),
+            serde_json::json!(4e1),
+        ] {
+            let started = std::time::Instant::now();
+            let out = echo(&serde_json::json!({"text": "hi", "delay_ms": delay}))
+                .await
+                .unwrap();
+            assert!(
+                started.elapsed() >= Duration::from_millis(40),
+                "{delay}: {:?}",
+                started.elapsed()
+            );
+            assert_eq!(out.fields["text"], "hi");
+        }
+    }
 }

@@ -95,7 +95,7 @@ pub struct RunArgs {
     /// Save every output file into DIR (created if missing) and print where; implies --wait
     #[arg(long, value_name = "DIR")]
     pub download: Option<PathBuf>,
-    /// Stop waiting after this many seconds (exit status 4; the run goes on)
+    /// Stop waiting after this many seconds (exit status 4; the run goes on); implies --wait
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<u64>,
     /// Send this Idempotency-Key, so that repeating the command cannot create a second run

@@ -208,3 +208,46 @@ fn errors_print_their_code_and_exit_non_zero() {
     );
     assert!(!stderr(&out).contains("RUNBASE_URL"), "{}", stderr(&out));
 }
+
+/// `--timeout` waits (as `--download` does) and stops waiting with exit status 4; a `--download`
+/// directory that cannot be made is refused before the run is created, so it costs nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_waits_and_a_bad_download_directory_creates_no_run() {
+    let s = Server::start();
+    let key = s.account("flags@example.com", 100);
+    let out = runbase(
+        &s,
+        Some(&key),
+        &[
+            "run",
+            "runbase/echo",
+            "text=slow",
+            "delay_ms=30000",
+            "--timeout",
+            "1",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(4), "stderr: {}", stderr(&out));
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("afile");
+    std::fs::write(&file, b"x").unwrap();
+    let before = s.client().balance(&key).await;
+    let out = runbase(
+        &s,
+        Some(&key),
+        &[
+            "run",
+            "runbase/placeholder-image",
+            "prompt=p",
+            "--download",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "stderr: {}", stderr(&out));
+    assert!(stderr(&out).contains("--download"), "{}", stderr(&out));
+    assert_eq!(s.client().balance(&key).await, before);
+    let out = runbase(&s, Some(&key), &["runs", "list"]);
+    let listed = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(listed.lines().count(), 1, "only the echo run: {listed}");
+}

@@ -772,7 +772,37 @@ async fn administrators_grant_credits_in_the_ledger_with_their_name() {
         )
         .await;
     assert_eq!(p.status, 200);
-    assert!(p.text.contains("positive number of cents"));
+    assert!(p.text.contains("from 1 to 100000000"), "{}", p.text);
+    // Over the cap: the message names the bound, not the sign.
+    let p = admin
+        .submit(
+            "/settings/credits",
+            "/settings/credits/grant",
+            &[("email", "user@example.com"), ("cents", "100000001")],
+        )
+        .await;
+    assert_eq!(p.status, 200);
+    assert!(p.text.contains("from 1 to 100000000"), "{}", p.text);
+    // The note is shown to the credited account: no control or direction characters.
+    for memo in ["gift\u{202e}txt", "gift\u{1b}[31m", "line\nbreak"] {
+        let p = admin
+            .submit(
+                "/settings/credits",
+                "/settings/credits/grant",
+                &[
+                    ("email", "user@example.com"),
+                    ("cents", "5"),
+                    ("memo", memo),
+                ],
+            )
+            .await;
+        assert_eq!(p.status, 200, "{memo:?}");
+        assert!(
+            p.text.contains("cannot contain control characters"),
+            "{memo:?}: {}",
+            p.text
+        );
+    }
     assert!(user.get("/settings/credits").await.text.contains("$12.34"));
 }
 

@@ -653,3 +653,34 @@ async fn the_playground_key_settings_hold_in_the_playground() {
     s.cli(&["keys", "enable", &key_id]);
     assert_eq!(b.run(model, &fields).await.status, 201);
 }
+
+/// A Playground run over the key's rate limit is a 429 with the API's `Retry-After` and
+/// `RateLimit-*` headers (runbase.md: a 429 carries `Retry-After`), and is not charged.
+#[tokio::test]
+async fn a_playground_run_over_the_rate_limit_says_when_to_retry() {
+    let s = Server::start_with(&[
+        ("RUNBASE_RATE_LIMITS__RUNS__REQUESTS", "2"),
+        ("RUNBASE_RATE_LIMITS__AUTH__REQUESTS", "100"),
+    ]);
+    let mut b = Browser::new(&s);
+    b.log_in_new(&s, "limited@example.com", 100).await;
+    let model = "runbase/placeholder-image";
+    let fields = [("input.prompt", "p")];
+    for _ in 0..2 {
+        let run = b.run(model, &fields).await;
+        assert_eq!(run.status, 201, "{}", run.text);
+    }
+    let refused = b.run(model, &fields).await;
+    assert_eq!(refused.status, 429, "{}", refused.text);
+    assert_eq!(refused.json()["error"]["code"], "RATE_LIMITED");
+    let retry: u64 = refused.header("retry-after").parse().unwrap();
+    assert!((1..=10).contains(&retry), "{retry}");
+    assert_eq!(refused.header("ratelimit-limit"), "2");
+    assert_eq!(refused.header("ratelimit-remaining"), "0");
+    let kinds = ledger_kinds(&s, "limited@example.com");
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "run_charge").count(),
+        2,
+        "{kinds:?}"
+    );
+}

@@ -719,10 +719,20 @@ async fn names_and_emails_with_control_characters_are_refused() {
         !out.status.success(),
         "a rename to a control character was accepted"
     );
+    // A rename is stored as a create stores a name: trimmed, and never empty.
+    for blank in ["", "   "] {
+        let out = server.cli_raw(&["keys", "update", &id, "--name", blank]);
+        assert!(!out.status.success(), "a rename to {blank:?} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("cannot be empty"), "{err}");
+    }
+    server.cli(&["keys", "update", &id, "--name", "  padded  "]);
     assert!(key.starts_with("sk-"));
     let list = server.cli(&["keys", "list", "--account", "ops@example.com"]);
     assert_eq!(list.lines().count(), 1, "{list}");
     assert!(!list.contains('\u{1b}'));
+    // The status column (9 wide) and one space, then the trimmed name.
+    assert!(list.contains("active    padded"), "{list}");
 }
 
 #[tokio::test]

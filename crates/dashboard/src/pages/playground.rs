@@ -371,6 +371,8 @@ pub async fn create(
         }
         return see_other("/login");
     };
+    // The limiter's refusal, for its `Retry-After` and `RateLimit-*` headers.
+    let mut limited = None;
     let result = async {
         let body = read_body(body, PLAYGROUND_FORM_LIMIT)
             .await
@@ -402,6 +404,7 @@ pub async fn create(
             .map_err(|_| ApiError::from(ErrorCode::ServiceUnavailable))?;
         if !decision.allowed {
             state.metrics.rate_limited("runs");
+            limited = Some(decision);
             return Err(ErrorCode::RateLimited.into());
         }
         let req = json!({ "model": posted.model.id, "input": input });
@@ -419,12 +422,20 @@ pub async fn create(
     if let Ok(run) = &result {
         state.metrics.run_created(&run.model);
     }
-    match result {
+    let mut resp = match result {
         Ok(run) if json => (StatusCode::CREATED, Json(run_json(&run))).into_response(),
         Ok(run) => see_other(&format!("/runs/{}", run.id)),
         Err(e) if json => HttpError(e).into_response(),
         Err(e) => error_response(&headers, e),
+    };
+    if let Some(decision) = limited {
+        crate::web::rate_headers(&mut resp, &decision);
+        resp.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from(decision.reset_secs().max(1)),
+        );
     }
+    resp
 }
 
 fn accepts_json(headers: &HeaderMap) -> bool {

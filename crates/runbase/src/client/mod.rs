@@ -151,11 +151,16 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
         Value::Null
     };
     let input = input::build(&args.fields, &schema).map_err(Failure::usage)?;
+    if let Some(dir) = &args.download {
+        // Before the create: a directory that cannot be made costs no run.
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Failure::usage(format!("--download {}: {e}", dir.display())))?;
+    }
     let created = match &args.idempotency_key {
         Some(key) => client.create_idempotent(&args.model, input, key).await?,
         None => client.create(&args.model, input).await?,
     };
-    if !args.wait && args.download.is_none() {
+    if !args.wait && args.download.is_none() && args.timeout.is_none() {
         print_run(&created);
         return Ok(());
     }
