@@ -22,6 +22,8 @@ pub const MAX_URL_LEN: usize = 2048;
 pub const EVENT_START: i64 = 1;
 /// Bit of `webhook_events` for the run reaching `succeeded`, `failed` or `canceled`.
 pub const EVENT_COMPLETED: i64 = 2;
+/// The events' names in a create's `webhookEvents`, as [`EVENT_START`] and [`EVENT_COMPLETED`].
+pub const EVENT_NAMES: [&str; 2] = ["start", "completed"];
 
 /// A create's subscription: where to send, and which events (a bit set of `EVENT_*`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -176,6 +176,19 @@ output_schema = { type = "object", properties = { urls = { type = "array" } } }
                 .unwrap_or_else(|| panic!("{id} has no branch")),
         );
         assert_eq!(branch["properties"]["model"]["const"], id);
+        // A create may subscribe a webhook, whatever the model.
+        assert_eq!(
+            branch["properties"]["webhook"]["$ref"],
+            "#/components/schemas/Webhook"
+        );
+        assert_eq!(
+            branch["properties"]["webhookEvents"]["$ref"],
+            "#/components/schemas/WebhookEvents"
+        );
+        assert_eq!(
+            branch["dependentRequired"]["webhookEvents"],
+            serde_json::json!(["webhook"])
+        );
         let input_ref = branch["properties"]["input"]["$ref"].as_str().unwrap();
         assert_eq!(doc["x-model-input-schemas"][id], input_ref);
         assert_eq!(
@@ -188,6 +201,24 @@ output_schema = { type = "object", properties = { urls = { type = "array" } } }
         assert_eq!(one.status, 200);
         assert_eq!(&one.body, model);
     }
+    let webhook = resolve(&doc, "#/components/schemas/Webhook");
+    assert_eq!(webhook["maxLength"], 2048);
+    let events = resolve(&doc, "#/components/schemas/WebhookEvents");
+    assert_eq!(
+        events["items"]["enum"],
+        serde_json::json!(["start", "completed"])
+    );
+    // `Prefer: wait=N` on the create, and the 201's `Preference-Applied`.
+    let create_op = &doc["paths"]["/api/v1/runs"]["post"];
+    assert!(
+        create_op["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "Prefer" && p["in"] == "header"),
+        "{create_op}"
+    );
+    assert!(create_op["responses"]["201"]["headers"]["Preference-Applied"].is_object());
     let model_schema = resolve(&doc, "#/components/schemas/Model");
     for field in model_schema["required"].as_array().unwrap() {
         assert!(models[0].get(field.as_str().unwrap()).is_some(), "{field}");
@@ -217,6 +248,36 @@ async fn answers_carry_what_the_document_says() {
             "{page} does not link the document"
         );
     }
+
+    // A waiting create with a webhook, as the document describes them: accepted, and its
+    // `Preference-Applied` matches the documented pattern.
+    let waited = c
+        .http
+        .post(format!("{}/api/v1/runs", c.base))
+        .bearer_auth(&key)
+        .header("prefer", "wait=5")
+        .json(&serde_json::json!({
+            "model": "runbase/echo",
+            "input": {"text": "hi"},
+            "webhook": "https://example.com/hook",
+            "webhookEvents": ["start", "completed"],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(waited.status(), 201);
+    let applied = waited.headers()["preference-applied"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let pattern = doc["paths"]["/api/v1/runs"]["post"]["responses"]["201"]["headers"]
+        ["Preference-Applied"]["schema"]["pattern"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        (pattern, applied.as_str()),
+        ("^wait=([1-9]|[1-5][0-9]|60)$", "wait=5")
+    );
 
     // A few answers of different kinds: each status is documented for its operation, its
     // error code is among those documented for that status, and its required headers are there.

@@ -333,7 +333,10 @@ fn add_models(doc: &mut Value, catalog: &Catalog) {
             "properties": {
                 "model": { "type": "string", "const": model.id },
                 "input": { "$ref": format!("#/components/schemas/{input}") },
+                "webhook": { "$ref": "#/components/schemas/Webhook" },
+                "webhookEvents": { "$ref": "#/components/schemas/WebhookEvents" },
             },
+            "dependentRequired": { "webhookEvents": ["webhook"] },
         });
         if !examples.is_empty() {
             schemas[&branch]["examples"] = Value::Array(examples);
@@ -346,6 +349,22 @@ fn add_models(doc: &mut Value, catalog: &Catalog) {
             Value::from(format!("#/components/schemas/{input}")),
         );
     }
+    // A create's webhook subscription (`runbase_domain::webhooks::subscription`), the same for
+    // every model.
+    schemas["Webhook"] = json!({
+        "type": "string",
+        "format": "uri",
+        "minLength": 1,
+        "maxLength": runbase_domain::webhooks::MAX_URL_LEN,
+        "description": "Where to POST the run object, signed (Standard Webhooks), when the run starts and/or finishes: an absolute http(s) URL without user info. Not echoed in the run object.",
+    });
+    schemas["WebhookEvents"] = json!({
+        "type": "array",
+        "items": { "type": "string", "enum": runbase_domain::webhooks::EVENT_NAMES },
+        "minItems": 1,
+        "uniqueItems": true,
+        "description": "Which events are delivered to `webhook` (which it needs): `start` (claimed for the first attempt) and/or `completed` (succeeded, failed or canceled). Default `[\"completed\"]`.",
+    });
     schemas["CreateRunRequest"] = json!({
         "description": "`model` (a catalogue id, `provider/name`) and `input`, which must match that model's input schema (`ModelInput_<provider>_<name>`, also shown by GET /api/v1/models/{provider}/{name} as `inputSchema`).",
         "oneOf": branches,
@@ -367,6 +386,17 @@ fn add_models(doc: &mut Value, catalog: &Catalog) {
             "description": "Cancel the run (refunded in full)",
         },
     });
+    // `Prefer: wait=N` (RFC 7240): answer the run once terminal, or after N seconds.
+    let create = &mut doc["paths"]["/api/v1/runs"]["post"];
+    let mut params = create["parameters"].as_array().cloned().unwrap_or_default();
+    params.push(json!({
+        "name": "Prefer",
+        "in": "header",
+        "required": false,
+        "description": "`wait=N` (N whole seconds, 1 to 60): the 201 answers the run once it is terminal, or after N seconds as it is then, with `Preference-Applied: wait=N`. Any other preference is ignored (RFC 7240), and the create answers at once.",
+        "schema": { "type": "string" },
+    }));
+    create["parameters"] = Value::Array(params);
     doc["paths"]["/api/v1/runs"]["post"]["requestBody"] = json!({
         "required": true,
         "content": { "application/json": {
@@ -458,6 +488,16 @@ fn add_errors_and_headers(method: &str, path: &str, op: &mut Value) {
                 header(
                     "Seconds to wait before retrying (`RATE_LIMITED`, `idempotency_key_in_use`)",
                     json!({ "type": "integer", "minimum": 0 }),
+                    false,
+                ),
+            );
+        }
+        if method == "post" && path == "/api/v1/runs" && status == "201" {
+            headers.insert(
+                "Preference-Applied".into(),
+                header(
+                    "`wait=N` when the request's `Prefer: wait=N` was applied",
+                    json!({ "type": "string", "pattern": "^wait=([1-9]|[1-5][0-9]|60)$" }),
                     false,
                 ),
             );
