@@ -39,7 +39,8 @@ impl Client {
         options: &WaitOptions,
         mut on_poll: impl FnMut(&Run),
     ) -> Result<Run, Error> {
-        let deadline = options.timeout.map(|t| Instant::now() + t);
+        // A timeout too long to add to now is no deadline at all.
+        let deadline = options.timeout.and_then(|t| Instant::now().checked_add(t));
         let timed_out = |run: Option<Run>| Error::Timeout {
             timeout: options.timeout.unwrap_or_default(),
             run: run.map(Box::new),

@@ -343,7 +343,7 @@ pub fn error_response(headers: &HeaderMap, e: ApiError) -> Response {
     let session_cookie = [false, true]
         .into_iter()
         .any(|tls| cookie_named(headers, &prefixed(SESSION_COOKIE, tls)).is_some());
-    let limited = e.code == ErrorCode::RateLimited;
+    let limited = status == StatusCode::TOO_MANY_REQUESTS;
     let mut resp = page(layout::error_page(&e, session_cookie));
     *resp.status_mut() = status;
     if limited {

@@ -286,21 +286,8 @@ pub async fn grant(
     } else {
         memo
     };
-    if memo.chars().count() > 200 {
-        return Err(ApiError::new(
-            ErrorCode::InvalidRequest,
-            "The note is at most 200 characters",
-        ));
-    }
-    // The note is shown to the credited account, so it is held to what key names are
-    // (DECISIONS.md, "Names and emails: no invisible characters").
-    if memo.chars().any(crate::service::is_unsafe_char) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidRequest,
-            "The note cannot contain control characters, nor invisible or format ones (such as \
-             newlines, escapes, zero-width spaces or direction marks)",
-        ));
-    }
+    // Shown to the credited account (DECISIONS.md, "Names and emails: no invisible characters").
+    crate::service::check_note(memo).map_err(|m| ApiError::new(ErrorCode::InvalidRequest, m))?;
     store
         .add_credits(&to.id, amount, memo, Some(&admin.email), Timestamp::now())
         .await

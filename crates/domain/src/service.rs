@@ -514,6 +514,7 @@ pub async fn add_credits(
     }
     let amount = Millicents::from_cents(cents)
         .ok_or_else(|| AdminError::Invalid("amount too large".into()))?;
+    check_note(memo).map_err(AdminError::Invalid)?;
     store
         .add_credits(&account.id, amount, memo, None, Timestamp::now())
         .await
@@ -521,6 +522,25 @@ pub async fn add_credits(
             StoreError::Conflict(m) => AdminError::Invalid(m),
             e => AdminError::Store(e),
         })
+}
+
+/// The longest note of a credit (a top-up's or a grant's), in characters.
+pub const MAX_NOTE_CHARS: usize = 200;
+
+/// A credit's note is shown to the credited account in its ledger: at most
+/// [`MAX_NOTE_CHARS`], and held to what key names are ([`is_unsafe_char`]).
+pub fn check_note(memo: &str) -> Result<(), String> {
+    if memo.chars().count() > MAX_NOTE_CHARS {
+        return Err(format!("The note is at most {MAX_NOTE_CHARS} characters"));
+    }
+    if memo.chars().any(is_unsafe_char) {
+        return Err(
+            "The note cannot contain control characters, nor invisible or format ones \
+                    (such as newlines, escapes, zero-width spaces or direction marks)"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 /// The welcome credit of `[accounts] signup_credit_cents`, checked: from 0 to

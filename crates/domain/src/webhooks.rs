@@ -95,7 +95,7 @@ pub fn parse_subscription(body: &Map<String, Value>) -> Result<Option<Subscripti
 fn check_url(url: &str) -> Result<(), String> {
     if url.len() > MAX_URL_LEN {
         return Err(format!(
-            "is {} characters long; at most {MAX_URL_LEN} are accepted",
+            "is {} bytes long (in UTF-8); at most {MAX_URL_LEN} are accepted",
             url.len()
         ));
     }

@@ -34,14 +34,13 @@ impl IntoResponse for HttpError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if matches!(
-            self.0.code,
-            ErrorCode::IdempotencyKeyInUse | ErrorCode::RateLimited
-        ) {
+        if self.0.code == ErrorCode::IdempotencyKeyInUse || status == StatusCode::TOO_MANY_REQUESTS
+        {
             // The first request is normally answered within milliseconds. Every 429 carries a
-            // `Retry-After` (runbase.md); a limiter's refusal replaces this one with when its
-            // window resets (`routes::api_key::rate_limited`), and a refusal without a window
-            // (an upload while the account's uploads are all in flight) keeps 1 s.
+            // `Retry-After` (runbase.md): a limiter's refusal replaces this one with when its
+            // window resets (`routes::api_key::rate_limited`); a refusal without a window (an
+            // upload or an event stream while the key's are all open) keeps 1 s, and so does
+            // `USAGE_EXCEEDED`, which waiting does not lift (its message says what does).
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
@@ -68,6 +67,11 @@ mod tests {
         let resp = HttpError(e).into_response();
         assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+        for code in [ErrorCode::TooManyStreams, ErrorCode::UsageExceeded] {
+            let resp = HttpError::from(code).into_response();
+            assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS, "{code:?}");
+            assert_eq!(resp.headers()[header::RETRY_AFTER], "1", "{code:?}");
+        }
         let resp = HttpError::from(ErrorCode::InvalidRequest).into_response();
         assert!(resp.headers().get(header::RETRY_AFTER).is_none());
     }

@@ -39,7 +39,8 @@ async fn echo(input: &Value) -> Result<ProviderOutput, ProviderError> {
         .and_then(|v| {
             v.as_u64().or_else(|| {
                 v.as_f64()
-                    .filter(|f| f.fract() == 0.0 && (0.0..=60_000.0).contains(f))
+                    // Whole and within what a u64 holds exactly (the schema bounds it).
+                    .filter(|f| f.fract() == 0.0 && (0.0..9.0e15).contains(f))
                     .map(|f| f as u64)
             })
         })

@@ -95,8 +95,9 @@ pub struct RunArgs {
     /// Save every output file into DIR (created if missing) and print where; implies --wait
     #[arg(long, value_name = "DIR")]
     pub download: Option<PathBuf>,
-    /// Stop waiting after this many seconds (exit status 4; the run goes on); implies --wait
-    #[arg(long, value_name = "SECS")]
+    /// Stop waiting after this many seconds, 1 to 86400 (exit status 4; the run goes on);
+    /// implies --wait
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub timeout: Option<u64>,
     /// Send this Idempotency-Key, so that repeating the command cannot create a second run
     #[arg(long, value_name = "KEY")]

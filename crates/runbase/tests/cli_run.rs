@@ -246,6 +246,18 @@ async fn a_timeout_waits_and_a_bad_download_directory_creates_no_run() {
     );
     assert_eq!(out.status.code(), Some(2), "stderr: {}", stderr(&out));
     assert!(stderr(&out).contains("--download"), "{}", stderr(&out));
+    // A directory that exists but takes no files (Linux's /proc/sys, even for root), and a
+    // timeout out of range: refused before the create too.
+    for args in [
+        &["--download", "/proc/sys"][..],
+        &["--timeout", "0"][..],
+        &["--timeout", "18446744073709551615"][..],
+    ] {
+        let mut all = vec!["run", "runbase/placeholder-image", "prompt=p"];
+        all.extend_from_slice(args);
+        let out = runbase(&s, Some(&key), &all);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+    }
     assert_eq!(s.client().balance(&key).await, before);
     let out = runbase(&s, Some(&key), &["runs", "list"]);
     let listed = String::from_utf8(out.stdout).unwrap();

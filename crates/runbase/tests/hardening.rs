@@ -719,6 +719,20 @@ async fn names_and_emails_with_control_characters_are_refused() {
         !out.status.success(),
         "a rename to a control character was accepted"
     );
+    // A credit's note is shown to the account: the CLI holds it to the dashboard's rules.
+    for memo in ["gift\u{202e}txt", "line\nbreak", &"x".repeat(201)] {
+        let out = server.cli_raw(&[
+            "credits",
+            "add",
+            "--account",
+            "ops@example.com",
+            "--cents",
+            "5",
+            "--memo",
+            memo,
+        ]);
+        assert!(!out.status.success(), "a note {memo:?} was accepted");
+    }
     // A rename is stored as a create stores a name: trimmed, and never empty.
     for blank in ["", "   "] {
         let out = server.cli_raw(&["keys", "update", &id, "--name", blank]);

@@ -259,7 +259,7 @@ async fn answers_carry_what_the_document_says() {
         .json(&serde_json::json!({
             "model": "runbase/echo",
             "input": {"text": "hi"},
-            "webhook": "https://example.com/hook",
+            "webhook": "https://hooks.example.invalid/hook",
             "webhookEvents": ["start", "completed"],
         }))
         .send()

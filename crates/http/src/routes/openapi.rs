@@ -356,7 +356,7 @@ fn add_models(doc: &mut Value, catalog: &Catalog) {
         "format": "uri",
         "minLength": 1,
         "maxLength": runbase_domain::webhooks::MAX_URL_LEN,
-        "description": "Where to POST the run object, signed (Standard Webhooks), when the run starts and/or finishes: an absolute http(s) URL without user info. Not echoed in the run object.",
+        "description": "Where to POST the run object, signed (Standard Webhooks), when the run starts and/or finishes: an absolute http(s) URL without user info, of at most 2048 bytes (so fewer characters when some take several bytes in UTF-8). Not echoed in the run object.",
     });
     schemas["WebhookEvents"] = json!({
         "type": "array",
@@ -393,7 +393,7 @@ fn add_models(doc: &mut Value, catalog: &Catalog) {
         "name": "Prefer",
         "in": "header",
         "required": false,
-        "description": "`wait=N` (N whole seconds, 1 to 60): the 201 answers the run once it is terminal, or after N seconds as it is then, with `Preference-Applied: wait=N`. Any other preference is ignored (RFC 7240), and the create answers at once.",
+        "description": "`wait=N` (N whole seconds, 1 to 60): the 201 answers the run once it is terminal, or after N seconds as it is then, with `Preference-Applied: wait=N`. Any other preference is ignored (RFC 7240), and the create answers at once. A repeat with the same `Idempotency-Key` answers the recorded answer at once (the `pending` run), without `Preference-Applied`.",
         "schema": { "type": "string" },
     }));
     create["parameters"] = Value::Array(params);

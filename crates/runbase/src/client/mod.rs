@@ -136,6 +136,17 @@ async fn list(api: &ApiArgs, limit: Option<usize>) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Makes `dir` (and its parents) if missing, and checks that a file can be created in it.
+fn writable_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let probe = dir.join(format!(".runbase-write-check-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)?;
+    std::fs::remove_file(&probe)
+}
+
 async fn run(args: RunArgs) -> Result<(), Failure> {
     let client = client(&args.api)?;
     // The schema types `key=value` fields; without it (an unknown model, an older server) they
@@ -152,8 +163,8 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
     };
     let input = input::build(&args.fields, &schema).map_err(Failure::usage)?;
     if let Some(dir) = &args.download {
-        // Before the create: a directory that cannot be made costs no run.
-        std::fs::create_dir_all(dir)
+        // Before the create: a directory that cannot be made or written to costs no run.
+        writable_dir(dir)
             .map_err(|e| Failure::usage(format!("--download {}: {e}", dir.display())))?;
     }
     let created = match &args.idempotency_key {
