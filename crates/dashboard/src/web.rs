@@ -315,12 +315,17 @@ async fn limit_by_ip(
     }
     state.metrics.rate_limited(scope);
     let mut resp = error_response(headers, ErrorCode::RateLimited.into());
-    rate_headers(&mut resp, &decision);
+    refusal_headers(&mut resp, &decision);
+    Err(resp)
+}
+
+/// A limiter's refusal: its `RateLimit-*` headers, and `Retry-After` when its window resets.
+pub fn refusal_headers(resp: &mut Response, d: &RateDecision) {
+    rate_headers(resp, d);
     resp.headers_mut().insert(
         header::RETRY_AFTER,
-        HeaderValue::from(decision.reset_secs().max(1)),
+        HeaderValue::from(d.reset_secs().max(1)),
     );
-    Err(resp)
 }
 
 pub fn rate_headers(resp: &mut Response, d: &RateDecision) {

@@ -763,45 +763,25 @@ async fn administrators_grant_credits_in_the_ledger_with_their_name() {
             || shown.contains("\"grantedBy\":\"root@example.com\""),
         "{shown}"
     );
-    // Bad amounts are refused with a message, and nothing is credited.
-    let p = admin
-        .submit(
-            "/settings/credits",
-            "/settings/credits/grant",
-            &[("email", "user@example.com"), ("cents", "-5")],
-        )
-        .await;
-    assert_eq!(p.status, 200);
-    assert!(p.text.contains("from 1 to 100000000"), "{}", p.text);
-    // Over the cap: the message names the bound, not the sign.
-    let p = admin
-        .submit(
-            "/settings/credits",
-            "/settings/credits/grant",
-            &[("email", "user@example.com"), ("cents", "100000001")],
-        )
-        .await;
-    assert_eq!(p.status, 200);
-    assert!(p.text.contains("from 1 to 100000000"), "{}", p.text);
-    // The note is shown to the credited account: no control or direction characters.
-    for memo in ["gift\u{202e}txt", "gift\u{1b}[31m", "line\nbreak"] {
+    // Refused with a message, and nothing is credited: bad amounts (the message names the
+    // bound, under it and over it), and notes with control or direction characters (the note
+    // is shown to the credited account).
+    let amount = "from 1 to 100000000";
+    let control = "cannot contain control characters";
+    for (cents, memo, says) in [
+        ("-5", None, amount),
+        ("100000001", None, amount),
+        ("5", Some("gift\u{202e}txt"), control),
+        ("5", Some("gift\u{1b}[31m"), control),
+        ("5", Some("line\nbreak"), control),
+    ] {
+        let mut form = vec![("email", "user@example.com"), ("cents", cents)];
+        form.extend(memo.map(|m| ("memo", m)));
         let p = admin
-            .submit(
-                "/settings/credits",
-                "/settings/credits/grant",
-                &[
-                    ("email", "user@example.com"),
-                    ("cents", "5"),
-                    ("memo", memo),
-                ],
-            )
+            .submit("/settings/credits", "/settings/credits/grant", &form)
             .await;
-        assert_eq!(p.status, 200, "{memo:?}");
-        assert!(
-            p.text.contains("cannot contain control characters"),
-            "{memo:?}: {}",
-            p.text
-        );
+        assert_eq!(p.status, 200, "{cents} {memo:?}");
+        assert!(p.text.contains(says), "{cents} {memo:?}: {}", p.text);
     }
     assert!(user.get("/settings/credits").await.text.contains("$12.34"));
 }

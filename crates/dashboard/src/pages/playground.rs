@@ -429,11 +429,7 @@ pub async fn create(
         Err(e) => error_response(&headers, e),
     };
     if let Some(decision) = limited {
-        crate::web::rate_headers(&mut resp, &decision);
-        resp.headers_mut().insert(
-            axum::http::header::RETRY_AFTER,
-            axum::http::HeaderValue::from(decision.reset_secs().max(1)),
-        );
+        crate::web::refusal_headers(&mut resp, &decision);
     }
     resp
 }

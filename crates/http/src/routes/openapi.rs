@@ -387,22 +387,30 @@ fn add_models(doc: &mut Value, catalog: &Catalog) {
         },
     });
     // `Prefer: wait=N` (RFC 7240): answer the run once terminal, or after N seconds.
-    let create = &mut doc["paths"]["/api/v1/runs"]["post"];
-    let mut params = create["parameters"].as_array().cloned().unwrap_or_default();
-    params.push(json!({
+    push_parameter(
+        &mut doc["paths"]["/api/v1/runs"]["post"],
+        json!({
         "name": "Prefer",
         "in": "header",
         "required": false,
         "description": "`wait=N` (N whole seconds, 1 to 60): the 201 answers the run once it is terminal, or after N seconds as it is then, with `Preference-Applied: wait=N`. Any other preference is ignored (RFC 7240), and the create answers at once. A repeat with the same `Idempotency-Key` answers the recorded answer at once (the `pending` run), without `Preference-Applied`.",
         "schema": { "type": "string" },
-    }));
-    create["parameters"] = Value::Array(params);
+        }),
+    );
     doc["paths"]["/api/v1/runs"]["post"]["requestBody"] = json!({
         "required": true,
         "content": { "application/json": {
             "schema": { "$ref": "#/components/schemas/CreateRunRequest" },
         } },
     });
+}
+
+/// Adds `param` to an operation's parameters.
+fn push_parameter(op: &mut Value, param: Value) {
+    match op["parameters"].as_array_mut() {
+        Some(params) => params.push(param),
+        None => op["parameters"] = Value::Array(vec![param]),
+    }
 }
 
 fn header(description: &str, schema: Value, required: bool) -> Value {
@@ -424,15 +432,16 @@ fn add_errors_and_headers(method: &str, path: &str, op: &mut Value) {
     let rate_limited = RATE_LIMITED.contains(&(method, path));
     let idempotent = IDEMPOTENT.contains(&(method, path));
     if idempotent {
-        let mut params = op["parameters"].as_array().cloned().unwrap_or_default();
-        params.push(json!({
+        push_parameter(
+            op,
+            json!({
             "name": "Idempotency-Key",
             "in": "header",
             "required": false,
             "description": "Makes a retry safe: the request is done at most once per key (1 to 255 printable ASCII characters, kept 24 h per account); a repeat answers the first answer.",
             "schema": { "type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7E]+$" },
-        }));
-        op["parameters"] = Value::Array(params);
+            }),
+        );
     }
     let responses = &mut op["responses"];
     for (status, codes) in &by_status {
