@@ -4,7 +4,8 @@ use crate::{Client, Error, Run};
 use futures_util::stream::{self, Stream, StreamExt, TryStreamExt};
 use std::pin::Pin;
 
-/// The account's runs, newest first, fetched a page at a time as the stream is read.
+/// The account's runs of the key's mode (test or live), newest first, fetched a page at a time
+/// as the stream is read.
 pub type RunStream = Pin<Box<dyn Stream<Item = Result<Run, Error>> + Send>>;
 
 /// Where the next page starts.

@@ -234,10 +234,30 @@ async fn create(
     })
 }
 
-/// Cancels a run of the key's account that has not finished, with a full refund; a finished
-/// run is returned as it is. Other accounts' runs are `run_not_found`.
-pub async fn cancel_run(store: &dyn Store, key: &ApiKey, run_id: &str) -> Result<Run, ApiError> {
+/// The run `run_id` if the key may see it: a run of the key's account made in the key's mode.
+/// A test key (often handed to CI) never reads or stops a live run, and a live key never sees
+/// test runs, as in [`Store::key_and_run`]. A run's mode never changes, so what this answers
+/// stays true.
+pub async fn run_of_key(
+    store: &dyn Store,
+    key: &ApiKey,
+    run_id: &str,
+) -> Result<Option<Run>, ApiError> {
     if !ids::looks_like_run_id(run_id) {
+        return Ok(None);
+    }
+    Ok(store
+        .get_run(&key.account_id, run_id)
+        .await
+        .map_err(internal)?
+        .filter(|run| run.test == key.test))
+}
+
+/// Cancels a run of the key's account that has not finished, with a full refund; a finished
+/// run is returned as it is. Other accounts' runs, and runs of the other mode, are
+/// `run_not_found`.
+pub async fn cancel_run(store: &dyn Store, key: &ApiKey, run_id: &str) -> Result<Run, ApiError> {
+    if run_of_key(store, key, run_id).await?.is_none() {
         return Err(ErrorCode::RunNotFound.into());
     }
     store
@@ -251,7 +271,8 @@ pub async fn cancel_run(store: &dyn Store, key: &ApiKey, run_id: &str) -> Result
 pub const DEFAULT_PAGE: u32 = 20;
 pub const MAX_PAGE: u32 = 100;
 
-/// The account's runs, newest first; `has_more` tells whether another page follows.
+/// The account's runs made in the key's mode, newest first; `has_more` tells whether another
+/// page follows.
 pub async fn list_runs(
     store: &dyn Store,
     key: &ApiKey,
@@ -266,12 +287,7 @@ pub async fn list_runs(
         ));
     }
     if let Some(after) = starting_after
-        && (!ids::looks_like_run_id(after)
-            || store
-                .get_run(&key.account_id, after)
-                .await
-                .map_err(internal)?
-                .is_none())
+        && run_of_key(store, key, after).await?.is_none()
     {
         return Err(ApiError::new(
             ErrorCode::RunNotFound,
@@ -281,7 +297,10 @@ pub async fn list_runs(
     let mut runs = store
         .list_runs(
             &key.account_id,
-            &crate::store::RunFilter::default(),
+            &crate::store::RunFilter {
+                test: Some(key.test),
+                ..Default::default()
+            },
             limit + 1,
             starting_after,
         )

@@ -57,6 +57,9 @@ pub struct RunFilter {
     /// filter that few runs pass then reads a bounded window of the account's runs instead of
     /// all of them. Where the window ends is [`Store::run_before`]`(.., within)`.
     pub within: Option<u32>,
+    /// Only the runs of one mode: test runs (`Some(true)`) or live ones (`Some(false)`), as an
+    /// API key sees them; `None` lists both (the dashboard's view of the account).
+    pub test: Option<bool>,
 }
 
 /// What applying a confirmed payment did.
@@ -306,7 +309,8 @@ pub trait Store: Send + Sync + 'static {
     /// The run if it belongs to `account_id`.
     async fn get_run(&self, account_id: &str, run_id: &str) -> Result<Option<Run>, StoreError>;
     /// The GET path's two reads at once: the key with this hash (as [`Store::key_by_hash`]) and,
-    /// when there is one, the run `run_id` if it belongs to the key's account. A store may answer
+    /// when there is one, the run `run_id` if it belongs to the key's account and was made in
+    /// the key's mode (a test key sees test runs only, a live key live runs only). A store may answer
     /// both with one statement, and may leave out of the key what authenticating a read does not
     /// look at (its name, test flag, spend, quota and usage counts: the PostgreSQL store does);
     /// callers use only its identity, state, expiry, IP allowlist and last use (such a key is
@@ -319,12 +323,15 @@ pub trait Store: Send + Sync + 'static {
         let Some(key) = self.key_by_hash(hash).await? else {
             return Ok((None, None));
         };
-        let run = self.get_run(&key.account_id, run_id).await?;
+        let run = self
+            .get_run(&key.account_id, run_id)
+            .await?
+            .filter(|run| run.test == key.test);
         Ok((Some(key), run))
     }
     /// The id of the account's run `skip` places older than the run `starting_after` (than its
-    /// newest run when `None`), if it has that many: where a window of `skip` runs ends. Walks
-    /// the account's index only.
+    /// newest run when `None`), if it has that many, counting runs of both modes: where a window
+    /// of `skip` runs ends. Walks the account's index only.
     async fn run_before(
         &self,
         account_id: &str,

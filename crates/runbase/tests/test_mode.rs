@@ -116,3 +116,64 @@ async fn test_keys_run_any_catalogue_model_simulated_and_free() {
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["ledger"].as_array().unwrap().len(), 1, "{v}");
 }
+
+/// A key sees the runs of its own mode only: a test key (often handed to CI) never reads, lists,
+/// watches or cancels the account's live runs, and a live key never sees test runs. Each is
+/// `run_not_found`, as another account's run is.
+#[tokio::test]
+async fn a_key_sees_only_the_runs_of_its_own_mode() {
+    let s = Server::start();
+    let live = s.account("modes@example.com", 100);
+    let test = s.key("modes@example.com", &["--test"]);
+    let c = s.client();
+    // A live run that stays processing (a test key's is simulated at once).
+    let slow = json!({"model": "runbase/echo", "input": {"text": "hi", "delay_ms": 20000}});
+    let mut ids = Vec::new();
+    for key in [&live, &test] {
+        let r = c.create(key, slow.clone()).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        ids.push(r.body["id"].as_str().unwrap().to_owned());
+    }
+    let (live_run, test_run) = (ids[0].clone(), ids[1].clone());
+    c.wait_for_status(&live, &live_run, "processing").await;
+    assert_eq!(c.wait(&test, &test_run).await["status"], "succeeded");
+    for (key, own, other) in [(&live, &live_run, &test_run), (&test, &test_run, &live_run)] {
+        assert_eq!(c.run(key, own).await.status, 200);
+        c.run(key, other).await.assert_error(404, "run_not_found");
+        for path in ["events", "deliveries"] {
+            c.get(Some(key), &format!("/api/v1/runs/{other}/{path}"))
+                .await
+                .assert_error(404, "run_not_found");
+        }
+        c.post_raw(Some(key), &format!("/api/v1/runs/{other}/cancel"), "")
+            .await
+            .assert_error(404, "run_not_found");
+        let listed = c.get(Some(key), "/api/v1/runs").await;
+        assert_eq!(listed.status, 200, "{}", listed.body);
+        let listed: Vec<&str> = listed.body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(listed, vec![own.as_str()]);
+        for cursor in ["startingAfter", "starting_after"] {
+            c.get(Some(key), &format!("/api/v1/runs?{cursor}={other}"))
+                .await
+                .assert_error(404, "run_not_found");
+        }
+        let page = c
+            .get(Some(key), &format!("/api/v1/runs?startingAfter={own}"))
+            .await;
+        assert_eq!(page.body["data"], json!([]), "{}", page.body);
+    }
+    // The test key's refused cancel did not stop the live run; the live key cancels it.
+    assert_eq!(c.run(&live, &live_run).await.body["status"], "processing");
+    let canceled = c
+        .post_raw(Some(&live), &format!("/api/v1/runs/{live_run}/cancel"), "")
+        .await;
+    assert_eq!(canceled.status, 200, "{}", canceled.body);
+    assert_eq!(canceled.body["status"], "canceled");
+    assert_eq!(c.balance(&live).await, json!(100), "the live run refunded");
+    assert_eq!(c.run(&test, &test_run).await.body["status"], "succeeded");
+}

@@ -1,6 +1,7 @@
 //! Authentication reads, against every store: many at once (the PostgreSQL store reads the
 //! requests waiting at one moment with one statement) each get their own key and run, never
-//! another request's, and a change to a key is seen by the next read.
+//! another request's nor a run of another mode (a test key's of a live run, or the reverse),
+//! and a change to a key is seen by the next read.
 
 #![allow(clippy::unwrap_used, reason = "tests may unwrap")]
 
@@ -41,6 +42,17 @@ for_each_store! {
         other_run.key_id = other_key.id.clone();
         let other_run = f.store.create_run(other_run).await.unwrap().id;
         let mine = f.create_runs(3, 1000).await;
+        // A test key of the account and its test run: a key sees the runs of its own mode only.
+        let secret = ids::generate_api_key(true);
+        let test_key = f
+            .store
+            .create_key(&f.account, &ids::new_key_id(), &secret.hash, &secret.prefix, &KeySettings { test: true, ..Default::default() }, now)
+            .await
+            .unwrap();
+        let mut test_run = f.new_run(0, 0);
+        test_run.key_id = test_key.id.clone();
+        test_run.test = true;
+        let test_run = f.store.create_run(test_run).await.unwrap().id;
         // The third key disabled: still found (the caller refuses it), with its state.
         f.store
             .update_key(&f.keys[2].id, &KeyUpdate { disabled: Some(true), ..Default::default() })
@@ -56,6 +68,13 @@ for_each_store! {
             cases.push(Case { hash: key.hash.clone(), run_id: None, key: Some(key.id.clone()), run: None });
             cases.push(Case { hash: key.hash.clone(), run_id: Some(ids::new_run_id()), key: Some(key.id.clone()), run: None });
         }
+        for key in &f.keys {
+            cases.push(Case { hash: key.hash.clone(), run_id: Some(test_run.clone()), key: Some(key.id.clone()), run: None });
+        }
+        let tested = Some(test_run.clone());
+        cases.push(Case { hash: test_key.hash.clone(), run_id: tested.clone(), key: Some(test_key.id.clone()), run: tested });
+        cases.push(Case { hash: test_key.hash.clone(), run_id: Some(mine[0].clone()), key: Some(test_key.id.clone()), run: None });
+        cases.push(Case { hash: test_key.hash.clone(), run_id: Some(other_run.clone()), key: Some(test_key.id.clone()), run: None });
         let theirs = Some(other_run.clone());
         cases.push(Case { hash: other_key.hash.clone(), run_id: theirs.clone(), key: Some(other_key.id.clone()), run: theirs });
         cases.push(Case { hash: other_key.hash.clone(), run_id: Some(mine[0].clone()), key: Some(other_key.id.clone()), run: None });
@@ -93,8 +112,9 @@ for_each_store! {
             }
             assert_eq!(run.as_ref().map(|r| r.id.clone()), case.run);
             if let (Some(run), Some(key)) = (&run, &key) {
-                // Any key of the account reads its runs.
+                // Any key of the account reads its runs of the key's mode.
                 assert_eq!(run.account_id, key.account_id);
+                assert_eq!(run.test, key.id == test_key.id);
             }
         }
     }

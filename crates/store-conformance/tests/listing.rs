@@ -1,11 +1,15 @@
 //! Listing an account's runs with a filter, against every store: a filter bounded by a window
 //! (`RunFilter::within`) reads only the account's next runs after the cursor, the window ends
-//! where `run_before` says, and the windows, walked one after another, cover each run once.
+//! where `run_before` says, and the windows, walked one after another, cover each run once. A
+//! listing of one mode (`RunFilter::test`) shows that mode's runs only; of both, the two merged.
 
 #![allow(clippy::unwrap_used, reason = "tests may unwrap")]
 
+use runbase_domain::account::KeySettings;
+use runbase_domain::ids;
 use runbase_domain::run::RunStatus;
 use runbase_domain::store::RunFilter;
+use runbase_domain::time::Timestamp;
 use runbase_store_conformance::{Fixture, for_each_store};
 
 for_each_store! {
@@ -39,9 +43,9 @@ for_each_store! {
 
         // A filter bounded by a window reads only the window's runs.
         let images = |within: Option<u32>| RunFilter {
-            status: None,
             model: Some("runbase/placeholder-image".into()),
             within,
+            ..Default::default()
         };
         let listed = |filter: RunFilter, after: Option<usize>| {
             let store = f.store.clone();
@@ -63,8 +67,8 @@ for_each_store! {
         assert_eq!(listed(images(None), Some(8)).await, vec![ids[6].clone(), ids[3].clone(), ids[0].clone()]);
         let pending = RunFilter {
             status: Some(RunStatus::Pending),
-            model: None,
             within: Some(2),
+            ..Default::default()
         };
         assert_eq!(listed(pending, Some(5)).await, vec![ids[4].clone(), ids[3].clone()]);
 
@@ -73,8 +77,8 @@ for_each_store! {
         // run, none skipped or read twice.
         let nothing = RunFilter {
             status: Some(RunStatus::Failed),
-            model: None,
             within: Some(3),
+            ..Default::default()
         };
         let mut after: Option<String> = None;
         let mut ends = Vec::new();
@@ -106,5 +110,72 @@ for_each_store! {
         );
         // A window longer than what is left reads to the account's first run.
         assert_eq!(listed(images(Some(1_000)), Some(4)).await, vec![ids[3].clone(), ids[0].clone()]);
+    }
+
+    #[tokio::test]
+    async fn each_mode_is_listed_apart_and_both_merged_in_order() {
+        let Some(f) = Fixture::new(BACKEND, 100, 0, 0).await else { return };
+        let secret = ids::generate_api_key(true);
+        let test_key = f
+            .store
+            .create_key(&f.account, &ids::new_key_id(), &secret.hash, &secret.prefix, &KeySettings { test: true, ..Default::default() }, Timestamp::now())
+            .await
+            .unwrap();
+        // Twelve runs, oldest first, in runs of each mode: live, test, test, live, live, live,
+        // test, live, test, test, test, live.
+        let modes = [false, true, true, false, false, false, true, false, true, true, true, false];
+        let mut ids = Vec::new();
+        for test in modes {
+            let mut run = f.new_run(0, if test { 0 } else { 100 });
+            if test {
+                run.key_id = test_key.id.clone();
+                run.test = true;
+            }
+            ids.push(f.store.create_run(run).await.unwrap().id);
+        }
+        let account = f.account.as_str();
+        // Newest first, of the modes asked, after a cursor, at most `limit`.
+        let expected = |test: Option<bool>, after: Option<usize>, limit: usize| {
+            (0..after.unwrap_or(ids.len()))
+                .rev()
+                .filter(|&i| test.is_none_or(|t| modes[i] == t))
+                .take(limit)
+                .map(|i| ids[i].clone())
+                .collect::<Vec<_>>()
+        };
+        for test in [None, Some(false), Some(true)] {
+            let filter = RunFilter { test, ..Default::default() };
+            for after in [None, Some(11), Some(9), Some(6), Some(3), Some(1), Some(0)] {
+                for limit in [1, 2, 3, 5, 100] {
+                    let listed: Vec<String> = f
+                        .store
+                        .list_runs(account, &filter, limit, after.map(|i| ids[i].as_str()))
+                        .await
+                        .unwrap()
+                        .into_iter()
+                        .map(|r| r.id)
+                        .collect();
+                    assert_eq!(listed, expected(test, after, limit as usize), "{test:?} after {after:?} limit {limit}");
+                }
+            }
+        }
+        // A window counts the runs of both modes; a window's end too.
+        let live_in_window = RunFilter { test: None, status: Some(RunStatus::Pending), within: Some(4), ..Default::default() };
+        let listed: Vec<String> = f.store.list_runs(account, &live_in_window, 100, Some(&ids[9])).await.unwrap().into_iter().map(|r| r.id).collect();
+        assert_eq!(listed, vec![ids[8].clone(), ids[7].clone(), ids[6].clone(), ids[5].clone()]);
+        assert_eq!(f.store.run_before(account, Some(&ids[9]), 4).await.unwrap().as_deref(), Some(ids[5].as_str()));
+        assert_eq!(f.store.run_before(account, None, 12).await.unwrap().as_deref(), Some(ids[0].as_str()));
+        assert_eq!(f.store.run_before(account, None, 13).await.unwrap(), None);
+        for skip in 1..=11u32 {
+            assert_eq!(
+                f.store.run_before(account, Some(&ids[11]), skip).await.unwrap().as_deref(),
+                Some(ids[11 - skip as usize].as_str()),
+                "{skip}"
+            );
+        }
+        // One mode's window: its own runs only.
+        let tests_in_window = RunFilter { test: Some(true), status: Some(RunStatus::Pending), within: Some(3), ..Default::default() };
+        let listed: Vec<String> = f.store.list_runs(account, &tests_in_window, 100, None).await.unwrap().into_iter().map(|r| r.id).collect();
+        assert_eq!(listed, vec![ids[10].clone(), ids[9].clone(), ids[8].clone()]);
     }
 }

@@ -65,12 +65,14 @@ static KEYS_BY_HASH: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-/// The key by its hash, and the run only if it is the key's account's (another account's run
-/// id finds nothing, as in `get_run`). Only the columns used: what authentication reads of the
-/// key (`rows::api_key_for_auth`), and the run but its account, which is the key's.
+/// The key by its hash, and the run only if it is the key's account's and of the key's mode
+/// (another account's run id finds nothing, as in `get_run`, and so does a live run's for a test
+/// key, or the reverse: `Store::key_and_run`). Only the columns used: what authentication reads
+/// of the key (`rows::api_key_for_auth`), and the run but its account, which is the key's.
 static KEY_AND_RUN: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT {}, {} FROM api_keys k LEFT JOIN runs r ON r.id = $2 AND r.account_id = k.account_id
+        "SELECT {}, {} FROM api_keys k
+           LEFT JOIN runs r ON r.id = $2 AND r.account_id = k.account_id AND r.test = k.test
          WHERE k.hash = $1",
         rows::qualified(rows::KEY_AUTH_COLS, "k"),
         rows::qualified(rows::RUN_OF_KEY_COLS, "r"),
@@ -83,12 +85,14 @@ static KEY_AND_RUN: LazyLock<String> = LazyLock::new(|| {
 /// through `runs_by_account`, every run of the key's account for each request (a batch of 128
 /// GETs of one account with 50,000 runs took 2.3 s in the review). So each request is one probe
 /// of the unique index on `hash` and one of the unique index on `id`.
+/// The key's mode is compared, not returned (`rows::api_key_for_auth` has no test flag).
 static KEYS_AND_RUNS: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "SELECT k.*, {}, q.n FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS q(hash, run_id, n)
-         CROSS JOIN LATERAL (SELECT {} FROM api_keys WHERE hash = q.hash OFFSET 0) k
+        "SELECT {}, {}, q.n FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS q(hash, run_id, n)
+         CROSS JOIN LATERAL (SELECT {}, test AS mode FROM api_keys WHERE hash = q.hash OFFSET 0) k
          LEFT JOIN LATERAL (SELECT {}, account_id AS owner FROM runs WHERE id = q.run_id OFFSET 0) r
-           ON r.owner = k.account_id",
+           ON r.owner = k.account_id AND r.test = k.mode",
+        rows::qualified(rows::KEY_AUTH_COLS, "k"),
         rows::qualified(rows::RUN_OF_KEY_COLS, "r"),
         rows::KEY_AUTH_COLS,
         rows::RUN_OF_KEY_COLS,

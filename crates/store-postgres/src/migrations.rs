@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0008_fewer_index_entries.sql"),
     include_str!("../migrations/0009_put_backs.sql"),
     include_str!("../migrations/0010_indexes_grow_at_their_right_edge.sql"),
+    include_str!("../migrations/0011_runs_by_account_and_mode.sql"),
 ];
 
 /// Any number, the same in every node: serializes concurrent `migrate` calls.

@@ -274,12 +274,25 @@ pub(crate) static CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(
 });
 
 /// The id of account `$1`'s run `$3 + 1` places before run `$2` (or before its newest run), newest
-/// first: found on `runs_by_account`, whose entries hold `seq`, then read by that account and
-/// `seq` on the same index (not by `seq` alone, on the primary key: see [`CLAIM`]).
-pub(crate) const WINDOW_END: &str = "SELECT id FROM runs WHERE account_id = $1 AND seq = (
-         SELECT seq FROM runs WHERE account_id = $1
-           AND seq < COALESCE((SELECT seq FROM runs WHERE id = $2::text AND account_id = $1), 9223372036854775807)
-         ORDER BY seq DESC LIMIT 1 OFFSET $3)";
+/// first, counting runs of both modes: each mode's range of `runs_by_account` (whose entries hold
+/// `test` and `seq`) walked from the cursor and merged, then the row read by its account, mode
+/// and `seq` on the same index (not by `seq` alone, on the primary key: see [`CLAIM`]).
+pub(crate) static WINDOW_END: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let mode = |test| {
+        format!(
+            "(SELECT test, seq FROM runs WHERE account_id = $1 AND test = {test}
+               AND seq < COALESCE((SELECT seq FROM runs WHERE id = $2::text AND account_id = $1), 9223372036854775807)
+             ORDER BY seq DESC LIMIT $3::bigint + 1)"
+        )
+    };
+    format!(
+        "SELECT r.id FROM (
+             SELECT test, seq FROM ({} UNION ALL {}) AS w ORDER BY seq DESC LIMIT 1 OFFSET $3) AS e
+         JOIN runs r ON r.account_id = $1 AND r.test = e.test AND r.seq = e.seq",
+        mode(false),
+        mode(true)
+    )
+});
 
 /// Successes waiting to be written: (run id, attempt, output JSON, completion time).
 pub(crate) type Finishes = crate::batch::Batcher<(String, i64, String, i64), ()>;
@@ -728,28 +741,69 @@ pub(crate) async fn create_run_alone(
     Ok(created)
 }
 
-/// An account's runs that pass the optional filters, newest first, after a cursor.
-static LIST_RUNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+/// The filters of a listing: `$2` a status, `$3` a model, each compared only when given.
+const LIST_FILTERS: &str =
+    "($2::text IS NULL OR status = $2::text) AND ($3::text IS NULL OR model = $3::text)";
+
+/// Account `$1`'s runs of one mode (`test`) after the run `$4` (or from its newest), newest first,
+/// at most `limit`, that pass `filters`: one range of `runs_by_account`, walked backwards.
+fn mode_range(test: bool, filters: &str, limit: &str) -> String {
     format!(
-        "SELECT {RUN_COLS} FROM runs WHERE account_id = $1
-           AND ($2::text IS NULL OR status = $2::text)
-           AND ($3::text IS NULL OR model = $3::text)
-           AND seq < COALESCE((SELECT seq FROM runs WHERE id = $4::text AND account_id = $1), 9223372036854775807)
-         ORDER BY seq DESC LIMIT $5"
+        "(SELECT * FROM runs WHERE account_id = $1 AND test = {test} AND {filters}
+            AND seq < COALESCE((SELECT seq FROM runs WHERE id = $4::text AND account_id = $1), 9223372036854775807)
+          ORDER BY seq DESC LIMIT {limit})"
     )
+}
+
+/// The listing of account `$1`'s runs that pass the filters (`$2`, `$3`), newest first, after the
+/// run `$4`, at most `$5`: of the modes `modes` (both, merged, for the dashboard; one for an API
+/// key), and, `within` a window, among the next `$6` runs of those modes only (the filters are
+/// then applied to the window). Each mode is a range of the index, so no listing sorts the
+/// account's runs: two ranges are merged.
+fn list_runs_sql(modes: &[bool], within: bool) -> String {
+    let (filters, limit) = if within {
+        ("TRUE", "$6")
+    } else {
+        (LIST_FILTERS, "$5")
+    };
+    let ranges = modes
+        .iter()
+        .map(|&test| mode_range(test, filters, limit))
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    if within {
+        format!(
+            "SELECT {RUN_COLS} FROM (SELECT * FROM ({ranges}) AS w ORDER BY seq DESC LIMIT $6) AS listed
+             WHERE {LIST_FILTERS} ORDER BY seq DESC LIMIT $5"
+        )
+    } else {
+        format!("SELECT {RUN_COLS} FROM ({ranges}) AS listed ORDER BY seq DESC LIMIT $5")
+    }
+}
+
+/// [`list_runs_sql`] for each mode filter (`None`: both) and with a window or without one.
+static LIST_RUNS: std::sync::LazyLock<[[String; 2]; 3]> = std::sync::LazyLock::new(|| {
+    [&[false, true][..], &[false], &[true]]
+        .map(|modes| [false, true].map(|w| list_runs_sql(modes, w)))
 });
 
-/// The same among the account's next `$6` runs only.
-static LIST_RUNS_WITHIN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!(
-        "SELECT {RUN_COLS} FROM (
-             SELECT * FROM runs WHERE account_id = $1
-               AND seq < COALESCE((SELECT seq FROM runs WHERE id = $4::text AND account_id = $1), 9223372036854775807)
-             ORDER BY seq DESC LIMIT $6) AS runs
-         WHERE ($2::text IS NULL OR status = $2::text) AND ($3::text IS NULL OR model = $3::text)
-         ORDER BY seq DESC LIMIT $5"
-    )
-});
+/// Each statement of [`LIST_RUNS`] and its number of parameters.
+pub(crate) fn run_listing_statements() -> Vec<(&'static str, usize)> {
+    LIST_RUNS
+        .iter()
+        .flat_map(|by_window| [(by_window[0].as_str(), 5), (by_window[1].as_str(), 6)])
+        .collect()
+}
+
+/// The statement of [`LIST_RUNS`] for this filter.
+fn list_runs_statement(filter: &RunFilter) -> &'static str {
+    let modes = match filter.test {
+        None => 0,
+        Some(false) => 1,
+        Some(true) => 2,
+    };
+    &LIST_RUNS[modes][usize::from(filter.within.is_some())]
+}
 
 #[async_trait]
 impl Store for PgStore {
@@ -1633,10 +1687,11 @@ impl Store for PgStore {
         // same walk of the account's index as the unfiltered list, stopped by its own LIMIT (a
         // lower bound on `seq` instead made the statement's generic plan a walk of the primary
         // key, the whole table for a small account, found by the hostile review).
+        let sql = list_runs_statement(filter);
         let rows = match filter.within {
             None => {
                 self.rows(
-                    LIST_RUNS.as_str(),
+                    sql,
                     &[
                         &account_id,
                         &status,
@@ -1649,7 +1704,7 @@ impl Store for PgStore {
             }
             Some(within) => {
                 self.rows_planned_each_time(
-                    LIST_RUNS_WITHIN.as_str(),
+                    sql,
                     &[
                         &account_id,
                         &status,
@@ -1679,7 +1734,7 @@ impl Store for PgStore {
         // window's listing.
         let rows = self
             .rows_planned_each_time(
-                WINDOW_END,
+                WINDOW_END.as_str(),
                 &[&account_id, &starting_after, &(i64::from(skip) - 1)],
             )
             .await?;

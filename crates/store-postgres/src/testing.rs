@@ -132,7 +132,16 @@ pub fn success_batch_statement() -> (&'static str, &'static str) {
 /// The statements that claim queued runs and find the end of a window of an account's runs, for
 /// the test that checks they read `runs` through indexes other than its primary key on `seq`.
 pub fn claim_and_window_end_statements() -> (&'static str, &'static str) {
-    (crate::store::CLAIM.as_str(), crate::store::WINDOW_END)
+    (
+        crate::store::CLAIM.as_str(),
+        crate::store::WINDOW_END.as_str(),
+    )
+}
+
+/// Every statement that lists an account's runs (one mode or both, with a window or without),
+/// each with its number of parameters, for the test that checks they walk `runs_by_account`.
+pub fn run_listing_statements() -> Vec<(&'static str, usize)> {
+    crate::store::run_listing_statements()
 }
 
 /// Creates `run` the way a create batch whose outcome was unknown settles it, alone in its own

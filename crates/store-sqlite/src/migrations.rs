@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0011_fewer_index_entries.sql"),
     include_str!("../migrations/0012_put_backs.sql"),
     include_str!("../migrations/0013_indexes_grow_at_their_right_edge.sql"),
+    include_str!("../migrations/0014_runs_by_account_and_mode.sql"),
 ];
 
 /// The schema version this build migrates to (`PRAGMA user_version`).
@@ -77,16 +78,15 @@ mod tests {
     }
 
     fn plan(conn: &Connection, sql: &str) -> String {
-        conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-            .unwrap()
-            .query_map(
-                rusqlite::params_from_iter((0..sql.matches('?').count()).map(|_| 0)),
-                |r| r.get::<_, String>(3),
-            )
-            .unwrap()
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap()
-            .join("; ")
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let params = stmt.parameter_count();
+        stmt.query_map(rusqlite::params_from_iter((0..params).map(|_| 0)), |r| {
+            r.get::<_, String>(3)
+        })
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap()
+        .join("; ")
     }
 
     /// Migration 0011 dropped `runs_in_flight` and the ledger's per-kind run indexes: the
@@ -122,7 +122,7 @@ mod tests {
         let (_dir, conn) = migrated();
         for (sql, index) in [
             (
-                "SELECT id FROM runs WHERE account_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
+                "SELECT id FROM runs WHERE account_id = ?1 AND test = ?4 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
                 "runs_by_account",
             ),
             (
@@ -141,6 +141,22 @@ mod tests {
                 )
                 .unwrap();
             assert!(!definition.contains("DESC"), "{definition}");
+        }
+    }
+
+    /// Migration 0014 put the runs' mode in the per-account index: every listing of an account's
+    /// runs (of one mode, or of both merged, with a window or not) and a window's end walk its
+    /// ranges, never the table.
+    #[test]
+    fn every_listing_of_an_accounts_runs_walks_its_index() {
+        let (_dir, conn) = migrated();
+        for sql in crate::store::run_listing_statements() {
+            let plan = plan(&conn, sql);
+            assert!(
+                plan.contains("INDEX runs_by_account (account_id=? AND test=? AND seq<?)"),
+                "{sql}: {plan}"
+            );
+            assert!(!plan.contains("SCAN runs"), "{sql}: {plan}");
         }
     }
 

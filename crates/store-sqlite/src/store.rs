@@ -341,26 +341,88 @@ impl SqliteStore {
     }
 }
 
-/// An account's runs that pass the optional filters, newest first, after a cursor.
-static LIST_RUNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+/// The filters of a listing: `?2` a status, `?3` a model, each compared only when given.
+const LIST_FILTERS: &str = "(?2 IS NULL OR status = ?2) AND (?3 IS NULL OR model = ?3)";
+
+/// Account `?1`'s runs of one mode (`test`) after the run `?4` (or from its newest), newest first,
+/// at most `limit`, that pass `filters`: one range of `runs_by_account`, walked backwards.
+fn mode_range(test: bool, filters: &str, limit: &str) -> String {
     format!(
-        "SELECT {RUN_COLS} FROM runs WHERE account_id = ?1
-           AND (?2 IS NULL OR status = ?2)
-           AND (?3 IS NULL OR model = ?3)
-           AND seq < coalesce((SELECT seq FROM runs WHERE id = ?4 AND account_id = ?1), 9223372036854775807)
-         ORDER BY seq DESC LIMIT ?5"
+        "SELECT * FROM (SELECT * FROM runs WHERE account_id = ?1 AND test = {} AND {filters}
+            AND seq < coalesce((SELECT seq FROM runs WHERE id = ?4 AND account_id = ?1), 9223372036854775807)
+          ORDER BY seq DESC LIMIT {limit})",
+        i32::from(test)
     )
+}
+
+/// The listing of account `?1`'s runs that pass the filters (`?2`, `?3`), newest first, after the
+/// run `?4`, at most `?5`: of the modes `modes` (both, merged, for the dashboard; one for an API
+/// key), and, `within` a window, among the next `?6` runs of those modes only (the filters are
+/// then applied to the window). Each mode is a range of the index, so no listing sorts the
+/// account's runs: two ranges are merged.
+fn list_runs_sql(modes: &[bool], within: bool) -> String {
+    let (filters, limit) = if within {
+        ("1", "?6")
+    } else {
+        (LIST_FILTERS, "?5")
+    };
+    let ranges = modes
+        .iter()
+        .map(|&test| mode_range(test, filters, limit))
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
+    if within {
+        format!(
+            "SELECT {RUN_COLS} FROM ({ranges} ORDER BY seq DESC LIMIT ?6) AS listed
+             WHERE {LIST_FILTERS} ORDER BY seq DESC LIMIT ?5"
+        )
+    } else {
+        format!("SELECT {RUN_COLS} FROM ({ranges}) AS listed ORDER BY seq DESC LIMIT ?5")
+    }
+}
+
+/// [`list_runs_sql`] for each mode filter (`None`: both) and with a window or without one.
+static LIST_RUNS: std::sync::LazyLock<[[String; 2]; 3]> = std::sync::LazyLock::new(|| {
+    [&[false, true][..], &[false], &[true]]
+        .map(|modes| [false, true].map(|w| list_runs_sql(modes, w)))
 });
 
-/// The same among the account's next `?6` runs only.
-static LIST_RUNS_WITHIN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+/// The statement of [`LIST_RUNS`] for this filter.
+fn list_runs_statement(filter: &RunFilter) -> &'static str {
+    let modes = match filter.test {
+        None => 0,
+        Some(false) => 1,
+        Some(true) => 2,
+    };
+    &LIST_RUNS[modes][usize::from(filter.within.is_some())]
+}
+
+/// Every statement that lists an account's runs or finds a window's end, for the test of their
+/// plans.
+#[cfg(test)]
+pub(crate) fn run_listing_statements() -> Vec<&'static str> {
+    let mut all: Vec<&'static str> = LIST_RUNS.iter().flatten().map(String::as_str).collect();
+    all.push(WINDOW_END.as_str());
+    all
+}
+
+/// The id of account `?1`'s run `?3 + 1` places before run `?2` (or before its newest run), newest
+/// first, counting runs of both modes: each mode's range of `runs_by_account` (whose entries hold
+/// `seq`) walked from the cursor and merged, then the row read by its `seq`, the table's key.
+static WINDOW_END: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let mode = |test: bool| {
+        format!(
+            "SELECT seq FROM (SELECT seq FROM runs WHERE account_id = ?1 AND test = {}
+               AND seq < coalesce((SELECT seq FROM runs WHERE id = ?2 AND account_id = ?1), 9223372036854775807)
+             ORDER BY seq DESC LIMIT ?3 + 1)",
+            i32::from(test)
+        )
+    };
     format!(
-        "SELECT {RUN_COLS} FROM (
-             SELECT * FROM runs WHERE account_id = ?1
-               AND seq < coalesce((SELECT seq FROM runs WHERE id = ?4 AND account_id = ?1), 9223372036854775807)
-             ORDER BY seq DESC LIMIT ?6) AS runs
-         WHERE (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR model = ?3)
-         ORDER BY seq DESC LIMIT ?5"
+        "SELECT id FROM runs WHERE seq = (
+             SELECT seq FROM ({} UNION ALL {}) ORDER BY seq DESC LIMIT 1 OFFSET ?3)",
+        mode(false),
+        mode(true)
     )
 });
 
@@ -1161,16 +1223,17 @@ impl Store for SqliteStore {
             // compare against NULL when unset. With a window, the filters are applied to the
             // account's next `within` runs only: the same walk of the account's index as the
             // unfiltered list, stopped by its own LIMIT.
+            let sql = list_runs_statement(filter);
             match filter.within {
                 None => c
-                    .prepare_cached(&LIST_RUNS)?
+                    .prepare_cached(sql)?
                     .query_map(
                         params![account_id, status, model, starting_after, limit],
                         rows::run,
                     )?
                     .collect(),
                 Some(within) => c
-                    .prepare_cached(&LIST_RUNS_WITHIN)?
+                    .prepare_cached(sql)?
                     .query_map(
                         params![account_id, status, model, starting_after, limit, within],
                         rows::run,
@@ -1190,16 +1253,9 @@ impl Store for SqliteStore {
             return Ok(None);
         }
         self.read(|c| {
-            // The window's end found on the account's index alone (`seq` is in its entries),
-            // then its id read from that one row.
-            c.prepare_cached(
-                "SELECT id FROM runs WHERE seq = (
-                     SELECT seq FROM runs WHERE account_id = ?1
-                       AND seq < coalesce((SELECT seq FROM runs WHERE id = ?2 AND account_id = ?1), 9223372036854775807)
-                     ORDER BY seq DESC LIMIT 1 OFFSET ?3)",
-            )?
-            .query_row(params![account_id, starting_after, skip - 1], |r| r.get(0))
-            .optional()
+            c.prepare_cached(&WINDOW_END)?
+                .query_row(params![account_id, starting_after, skip - 1], |r| r.get(0))
+                .optional()
         })
     }
 

@@ -89,7 +89,7 @@ pub async fn authentication(
                 li { strong { "IP allowlist" } ": up to 10 addresses or CIDR blocks; a request from elsewhere answers " code { "403 ip_not_allowed" } ". Empty allows every address." }
                 li { strong { "Spend limit" } ": a lifetime cap in cents. A run that would take the key past it answers " code { "403 api_key_spend_limit_exceeded" } "; raise it at any time." }
                 li { strong { "Usage quota" } ": a cap on the number of runs; once used up, " code { "429 USAGE_EXCEEDED" } "." }
-                li { strong { "Test keys" } " (" code { "sk-test-..." } "): runs are simulated and never charged." }
+                li { strong { "Test keys" } " (" code { "sk-test-..." } "): runs are simulated and never charged. A key sees the runs of its own mode only: a test key the account's test runs, a live key its live runs (the other mode's answer " code { "404 run_not_found" } "). The dashboard shows both." }
             }
             h2 { (t("docs-example")) }
             pre.code { code { (shell::curl_get(base, "/api/v1/account", shell::ENV_KEY)) } }

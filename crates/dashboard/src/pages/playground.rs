@@ -317,6 +317,7 @@ pub async fn recent_runs(state: &AppState, account_id: &str, model: &str) -> Vec
         status: None,
         model: Some(model.to_owned()),
         within: Some(RECENT_WINDOW),
+        test: None,
     };
     state
         .store

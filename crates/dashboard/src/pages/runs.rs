@@ -99,6 +99,7 @@ pub async fn list(
         status: status.and_then(RunStatus::parse),
         model: model.map(str::to_owned),
         within: (status.is_some() || model.is_some()).then_some(WINDOW),
+        test: None,
     };
     if status.is_some() && filter.status.is_none() {
         return error_response(

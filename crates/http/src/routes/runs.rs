@@ -279,7 +279,7 @@ fn created_run_id(answered: &Answered) -> Option<String> {
     path = "/api/v1/runs/{id}",
     operation_id = "getRun",
     tag = "runs",
-    summary = "A run of the key's account",
+    summary = "A run of the key's account, made with a key of its mode (test or live)",
     security(("bearer" = [])),
     params(("id" = String, Path, description = "The run's id, `run_...`")),
     responses((status = 200, description = "The run", body = Run)),
@@ -390,14 +390,16 @@ pub async fn deliveries(
     headers: HeaderMap,
     id: RunIdPath,
 ) -> Response {
-    let (key, rate) = match authorize_runs(&state, &headers, peer).await {
+    // The run read with the key: one of the key's account made in the key's mode, or none.
+    let (key, rate, run) = match authorize_runs_and_read(&state, &headers, peer, id.run_id()).await
+    {
         Ok(ok) => ok,
         Err(resp) => return resp,
     };
-    let Some(id) = id.run_id() else {
+    let Some(run) = run else {
         return with_rate_headers(HttpError(ErrorCode::RunNotFound.into()), &rate);
     };
-    match state.store.run_deliveries(&key.account_id, id).await {
+    match state.store.run_deliveries(&key.account_id, &run.id).await {
         Ok(Some(data)) => with_rate_headers(Json(DeliveryList { data }), &rate),
         Ok(None) => with_rate_headers(HttpError(ErrorCode::RunNotFound.into()), &rate),
         Err(e) => with_rate_headers(HttpError(service::internal(e)), &rate),
@@ -451,7 +453,7 @@ pub struct ListParams {
     path = "/api/v1/runs",
     operation_id = "listRuns",
     tag = "runs",
-    summary = "The account's runs, newest first",
+    summary = "The account's runs of the key's mode (test or live), newest first",
     security(("bearer" = [])),
     params(ListParams),
     responses((status = 200, description = "A page of runs", body = RunList)),
