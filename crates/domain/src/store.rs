@@ -330,11 +330,13 @@ pub trait Store: Send + Sync + 'static {
         Ok((Some(key), run))
     }
     /// The id of the account's run `skip` places older than the run `starting_after` (than its
-    /// newest run when `None`), if it has that many, counting runs of both modes: where a window
-    /// of `skip` runs ends. Walks the account's index only.
+    /// newest run when `None`), if it has that many, counting the runs of the mode `test` (of
+    /// both when `None`, as [`RunFilter::test`]): where a window of `skip` runs ends. Walks the
+    /// account's index only.
     async fn run_before(
         &self,
         account_id: &str,
+        test: Option<bool>,
         starting_after: Option<&str>,
         skip: u32,
     ) -> Result<Option<String>, StoreError>;

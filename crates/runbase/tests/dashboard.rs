@@ -1422,6 +1422,63 @@ async fn webhook_secret_rotation_and_the_delivery_log_on_the_run_page() {
     assert_eq!(p.status, 404, "{}", p.text);
 }
 
+/// The runs page shows the account's runs of both modes (an API key sees only its own mode's),
+/// test runs with their badge, and filters by mode, alone or with the other filters.
+#[tokio::test]
+async fn the_runs_page_shows_both_modes_and_filters_by_mode() {
+    let server = start(&[]);
+    let mut b = Browser::new(&server);
+    let email = "modes@example.com";
+    b.log_in_new(&server, email).await;
+    server.cli(&["credits", "add", "--account", email, "--cents", "100"]);
+    let live = server.key(email, &[]);
+    let test = server.key(email, &["--test"]);
+    let api = server.client();
+    let mut ids = Vec::new();
+    for key in [&live, &test, &live, &test] {
+        let r = api
+            .create(
+                key,
+                json!({"model": "runbase/echo", "input": {"text": "m"}}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        let id = r.body["id"].as_str().unwrap().to_owned();
+        api.wait(key, &id).await;
+        ids.push(id);
+    }
+    // The runs a page lists, in its order, by their index in `ids` (oldest first).
+    let shown = |text: &str| -> Vec<usize> {
+        let mut at: Vec<(usize, usize)> = ids
+            .iter()
+            .enumerate()
+            .filter_map(|(i, id)| text.find(&format!("href=\"/runs/{id}\"")).map(|p| (p, i)))
+            .collect();
+        at.sort();
+        at.into_iter().map(|(_, i)| i).collect()
+    };
+    let all = b.get("/runs").await;
+    assert_eq!(all.status, 200);
+    assert_eq!(shown(&all.text), [3, 2, 1, 0]);
+    assert_eq!(all.text.matches("badge test").count(), 2, "{}", all.text);
+    for (query, expected) in [
+        ("mode=live", &[2, 0][..]),
+        ("mode=test", &[3, 1]),
+        ("mode=", &[3, 2, 1, 0]),
+        ("mode=test&status=succeeded", &[3, 1]),
+        ("mode=live&model=runbase%2Fecho", &[2, 0]),
+        ("mode=live&status=failed", &[]),
+        // From a cursor of the mode.
+        (&format!("mode=test&after={}", ids[3]), &[1]),
+    ] {
+        let page = b.get(&format!("/runs?{query}")).await;
+        assert_eq!(page.status, 200, "{query}");
+        assert_eq!(shown(&page.text), expected, "{query}");
+    }
+    let bad = b.get("/runs?mode=staging").await;
+    assert_eq!(bad.status, 400);
+}
+
 /// A filtered runs page reads at most a window of the account's runs (2,000), so a filter few
 /// runs pass does not read them all; when the window ends before the account's runs do, the page
 /// says so and its "Older" link goes on from the window's last run.

@@ -29,7 +29,7 @@ for_each_store! {
         let before = |after: Option<usize>, skip: u32| {
             let store = f.store.clone();
             let after = after.map(|i| ids[i].clone());
-            async move { store.run_before(account, after.as_deref(), skip).await.unwrap() }
+            async move { store.run_before(account, None, after.as_deref(), skip).await.unwrap() }
         };
         // From the newest, and from a cursor (the run itself is not counted).
         assert_eq!(before(None, 1).await.as_deref(), Some(ids[9].as_str()));
@@ -83,7 +83,7 @@ for_each_store! {
         let mut after: Option<String> = None;
         let mut ends = Vec::new();
         loop {
-            let end = f.store.run_before(account, after.as_deref(), 3).await.unwrap();
+            let end = f.store.run_before(account, None, after.as_deref(), 3).await.unwrap();
             let page = f
                 .store
                 .list_runs(account, &nothing, 100, after.as_deref())
@@ -102,9 +102,9 @@ for_each_store! {
 
         // Another account's run bounds nothing of this one's, and names no window of it.
         let other = f.store.create_account("q@example.com", runbase_domain::time::Timestamp::now()).await.unwrap();
-        assert_eq!(f.store.run_before(&other.id, None, 1).await.unwrap(), None);
+        assert_eq!(f.store.run_before(&other.id, None, None, 1).await.unwrap(), None);
         assert_eq!(
-            f.store.run_before(&other.id, Some(&ids[9]), 1).await.unwrap(),
+            f.store.run_before(&other.id, None, Some(&ids[9]), 1).await.unwrap(),
             None,
             "a cursor of another account's run finds none of its own"
         );
@@ -163,15 +163,23 @@ for_each_store! {
         let live_in_window = RunFilter { test: None, status: Some(RunStatus::Pending), within: Some(4), ..Default::default() };
         let listed: Vec<String> = f.store.list_runs(account, &live_in_window, 100, Some(&ids[9])).await.unwrap().into_iter().map(|r| r.id).collect();
         assert_eq!(listed, vec![ids[8].clone(), ids[7].clone(), ids[6].clone(), ids[5].clone()]);
-        assert_eq!(f.store.run_before(account, Some(&ids[9]), 4).await.unwrap().as_deref(), Some(ids[5].as_str()));
-        assert_eq!(f.store.run_before(account, None, 12).await.unwrap().as_deref(), Some(ids[0].as_str()));
-        assert_eq!(f.store.run_before(account, None, 13).await.unwrap(), None);
-        for skip in 1..=11u32 {
-            assert_eq!(
-                f.store.run_before(account, Some(&ids[11]), skip).await.unwrap().as_deref(),
-                Some(ids[11 - skip as usize].as_str()),
-                "{skip}"
-            );
+        assert_eq!(f.store.run_before(account, None, Some(&ids[9]), 4).await.unwrap().as_deref(), Some(ids[5].as_str()));
+        assert_eq!(f.store.run_before(account, None, None, 12).await.unwrap().as_deref(), Some(ids[0].as_str()));
+        assert_eq!(f.store.run_before(account, None, None, 13).await.unwrap(), None);
+        // Of one mode, or of both, from every cursor: the run `skip` places older among them.
+        for test in [None, Some(false), Some(true)] {
+            for after in [None, Some(11), Some(8), Some(4), Some(0)] {
+                for skip in 1..=13u32 {
+                    let before = f
+                        .store
+                        .run_before(account, test, after.map(|i| ids[i].as_str()), skip)
+                        .await
+                        .unwrap();
+                    let expected = expected(test, after, skip as usize);
+                    let expected = (expected.len() == skip as usize).then(|| expected[skip as usize - 1].clone());
+                    assert_eq!(before, expected, "{test:?} after {after:?} skip {skip}");
+                }
+            }
         }
         // One mode's window: its own runs only.
         let tests_in_window = RunFilter { test: Some(true), status: Some(RunStatus::Pending), within: Some(3), ..Default::default() };

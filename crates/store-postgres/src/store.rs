@@ -274,25 +274,44 @@ pub(crate) static CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(
 });
 
 /// The id of account `$1`'s run `$3 + 1` places before run `$2` (or before its newest run), newest
-/// first, counting runs of both modes: each mode's range of `runs_by_account` (whose entries hold
-/// `test` and `seq`) walked from the cursor and merged, then the row read by its account, mode
-/// and `seq` on the same index (not by `seq` alone, on the primary key: see [`CLAIM`]).
-pub(crate) static WINDOW_END: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let mode = |test| {
-        format!(
-            "(SELECT test, seq FROM runs WHERE account_id = $1 AND test = {test}
-               AND seq < COALESCE((SELECT seq FROM runs WHERE id = $2::text AND account_id = $1), 9223372036854775807)
-             ORDER BY seq DESC LIMIT $3::bigint + 1)"
-        )
-    };
+/// first, counting the runs of the modes `modes`: each mode's range of `runs_by_account` (whose
+/// entries hold `test` and `seq`) walked from the cursor and merged, then the row read by its
+/// account, mode and `seq` on the same index (not by `seq` alone, on the primary key: see
+/// [`CLAIM`]).
+fn window_end_sql(modes: &[bool]) -> String {
+    let ranges = modes
+        .iter()
+        .map(|test| {
+            format!(
+                "(SELECT test, seq FROM runs WHERE account_id = $1 AND test = {test}
+                   AND seq < COALESCE((SELECT seq FROM runs WHERE id = $2::text AND account_id = $1), 9223372036854775807)
+                 ORDER BY seq DESC LIMIT $3::bigint + 1)"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
     format!(
         "SELECT r.id FROM (
-             SELECT test, seq FROM ({} UNION ALL {}) AS w ORDER BY seq DESC LIMIT 1 OFFSET $3) AS e
-         JOIN runs r ON r.account_id = $1 AND r.test = e.test AND r.seq = e.seq",
-        mode(false),
-        mode(true)
+             SELECT test, seq FROM ({ranges}) AS w ORDER BY seq DESC LIMIT 1 OFFSET $3) AS e
+         JOIN runs r ON r.account_id = $1 AND r.test = e.test AND r.seq = e.seq"
     )
-});
+}
+
+/// [`window_end_sql`] for each mode filter, by [`mode_index`].
+pub(crate) static WINDOW_END: std::sync::LazyLock<[String; 3]> =
+    std::sync::LazyLock::new(|| MODES.map(window_end_sql));
+
+/// The modes a listing or a window reads, by [`mode_index`].
+const MODES: [&[bool]; 3] = [&[false, true], &[false], &[true]];
+
+/// Where a mode filter's statements are in [`MODES`]: `None` (both) first.
+fn mode_index(test: Option<bool>) -> usize {
+    match test {
+        None => 0,
+        Some(false) => 1,
+        Some(true) => 2,
+    }
+}
 
 /// Successes waiting to be written: (run id, attempt, output JSON, completion time).
 pub(crate) type Finishes = crate::batch::Batcher<(String, i64, String, i64), ()>;
@@ -782,27 +801,21 @@ fn list_runs_sql(modes: &[bool], within: bool) -> String {
 }
 
 /// [`list_runs_sql`] for each mode filter (`None`: both) and with a window or without one.
-static LIST_RUNS: std::sync::LazyLock<[[String; 2]; 3]> = std::sync::LazyLock::new(|| {
-    [&[false, true][..], &[false], &[true]]
-        .map(|modes| [false, true].map(|w| list_runs_sql(modes, w)))
-});
+static LIST_RUNS: std::sync::LazyLock<[[String; 2]; 3]> =
+    std::sync::LazyLock::new(|| MODES.map(|modes| [false, true].map(|w| list_runs_sql(modes, w))));
 
-/// Each statement of [`LIST_RUNS`] and its number of parameters.
+/// Each statement of [`LIST_RUNS`] and [`WINDOW_END`] and its number of parameters.
 pub(crate) fn run_listing_statements() -> Vec<(&'static str, usize)> {
     LIST_RUNS
         .iter()
         .flat_map(|by_window| [(by_window[0].as_str(), 5), (by_window[1].as_str(), 6)])
+        .chain(WINDOW_END.iter().map(|sql| (sql.as_str(), 3)))
         .collect()
 }
 
 /// The statement of [`LIST_RUNS`] for this filter.
 fn list_runs_statement(filter: &RunFilter) -> &'static str {
-    let modes = match filter.test {
-        None => 0,
-        Some(false) => 1,
-        Some(true) => 2,
-    };
-    &LIST_RUNS[modes][usize::from(filter.within.is_some())]
+    &LIST_RUNS[mode_index(filter.test)][usize::from(filter.within.is_some())]
 }
 
 #[async_trait]
@@ -1723,6 +1736,7 @@ impl Store for PgStore {
     async fn run_before(
         &self,
         account_id: &str,
+        test: Option<bool>,
         starting_after: Option<&str>,
         skip: u32,
     ) -> Result<Option<String>, StoreError> {
@@ -1734,7 +1748,7 @@ impl Store for PgStore {
         // window's listing.
         let rows = self
             .rows_planned_each_time(
-                WINDOW_END.as_str(),
+                &WINDOW_END[mode_index(test)],
                 &[&account_id, &starting_after, &(i64::from(skip) - 1)],
             )
             .await?;

@@ -134,12 +134,13 @@ pub fn success_batch_statement() -> (&'static str, &'static str) {
 pub fn claim_and_window_end_statements() -> (&'static str, &'static str) {
     (
         crate::store::CLAIM.as_str(),
-        crate::store::WINDOW_END.as_str(),
+        crate::store::WINDOW_END[0].as_str(),
     )
 }
 
-/// Every statement that lists an account's runs (one mode or both, with a window or without),
-/// each with its number of parameters, for the test that checks they walk `runs_by_account`.
+/// Every statement that lists an account's runs (one mode or both, with a window or without) or
+/// finds a window's end, each with its number of parameters, for the test that checks they walk
+/// `runs_by_account`.
 pub fn run_listing_statements() -> Vec<(&'static str, usize)> {
     crate::store::run_listing_statements()
 }

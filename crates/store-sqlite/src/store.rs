@@ -382,19 +382,12 @@ fn list_runs_sql(modes: &[bool], within: bool) -> String {
 }
 
 /// [`list_runs_sql`] for each mode filter (`None`: both) and with a window or without one.
-static LIST_RUNS: std::sync::LazyLock<[[String; 2]; 3]> = std::sync::LazyLock::new(|| {
-    [&[false, true][..], &[false], &[true]]
-        .map(|modes| [false, true].map(|w| list_runs_sql(modes, w)))
-});
+static LIST_RUNS: std::sync::LazyLock<[[String; 2]; 3]> =
+    std::sync::LazyLock::new(|| MODES.map(|modes| [false, true].map(|w| list_runs_sql(modes, w))));
 
 /// The statement of [`LIST_RUNS`] for this filter.
 fn list_runs_statement(filter: &RunFilter) -> &'static str {
-    let modes = match filter.test {
-        None => 0,
-        Some(false) => 1,
-        Some(true) => 2,
-    };
-    &LIST_RUNS[modes][usize::from(filter.within.is_some())]
+    &LIST_RUNS[mode_index(filter.test)][usize::from(filter.within.is_some())]
 }
 
 /// Every statement that lists an account's runs or finds a window's end, for the test of their
@@ -402,29 +395,48 @@ fn list_runs_statement(filter: &RunFilter) -> &'static str {
 #[cfg(test)]
 pub(crate) fn run_listing_statements() -> Vec<&'static str> {
     let mut all: Vec<&'static str> = LIST_RUNS.iter().flatten().map(String::as_str).collect();
-    all.push(WINDOW_END.as_str());
+    all.extend(WINDOW_END.iter().map(String::as_str));
     all
 }
 
 /// The id of account `?1`'s run `?3 + 1` places before run `?2` (or before its newest run), newest
-/// first, counting runs of both modes: each mode's range of `runs_by_account` (whose entries hold
-/// `seq`) walked from the cursor and merged, then the row read by its `seq`, the table's key.
-static WINDOW_END: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let mode = |test: bool| {
-        format!(
-            "SELECT seq FROM (SELECT seq FROM runs WHERE account_id = ?1 AND test = {}
-               AND seq < coalesce((SELECT seq FROM runs WHERE id = ?2 AND account_id = ?1), 9223372036854775807)
-             ORDER BY seq DESC LIMIT ?3 + 1)",
-            i32::from(test)
-        )
-    };
+/// first, counting the runs of the modes `modes`: each mode's range of `runs_by_account` (whose
+/// entries hold `seq`) walked from the cursor and merged, then the row read by its `seq`, the
+/// table's key.
+fn window_end_sql(modes: &[bool]) -> String {
+    let ranges = modes
+        .iter()
+        .map(|&test| {
+            format!(
+                "SELECT seq FROM (SELECT seq FROM runs WHERE account_id = ?1 AND test = {}
+                   AND seq < coalesce((SELECT seq FROM runs WHERE id = ?2 AND account_id = ?1), 9223372036854775807)
+                 ORDER BY seq DESC LIMIT ?3 + 1)",
+                i32::from(test)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ");
     format!(
         "SELECT id FROM runs WHERE seq = (
-             SELECT seq FROM ({} UNION ALL {}) ORDER BY seq DESC LIMIT 1 OFFSET ?3)",
-        mode(false),
-        mode(true)
+             SELECT seq FROM ({ranges}) ORDER BY seq DESC LIMIT 1 OFFSET ?3)"
     )
-});
+}
+
+/// [`window_end_sql`] for each mode filter, by [`mode_index`].
+static WINDOW_END: std::sync::LazyLock<[String; 3]> =
+    std::sync::LazyLock::new(|| MODES.map(window_end_sql));
+
+/// The modes a listing or a window reads, by [`mode_index`].
+const MODES: [&[bool]; 3] = [&[false, true], &[false], &[true]];
+
+/// Where a mode filter's statements are in [`MODES`]: `None` (both) first.
+fn mode_index(test: Option<bool>) -> usize {
+    match test {
+        None => 0,
+        Some(false) => 1,
+        Some(true) => 2,
+    }
+}
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -1246,6 +1258,7 @@ impl Store for SqliteStore {
     async fn run_before(
         &self,
         account_id: &str,
+        test: Option<bool>,
         starting_after: Option<&str>,
         skip: u32,
     ) -> Result<Option<String>, StoreError> {
@@ -1253,7 +1266,7 @@ impl Store for SqliteStore {
             return Ok(None);
         }
         self.read(|c| {
-            c.prepare_cached(&WINDOW_END)?
+            c.prepare_cached(&WINDOW_END[mode_index(test)])?
                 .query_row(params![account_id, starting_after, skip - 1], |r| r.get(0))
                 .optional()
         })

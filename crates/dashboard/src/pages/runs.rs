@@ -34,7 +34,21 @@ const STATUSES: [RunStatus; 5] = [
 pub struct RunsQuery {
     status: Option<String>,
     model: Option<String>,
+    /// `live` or `test`: the runs of that mode only (empty or absent: both).
+    mode: Option<String>,
     after: Option<String>,
+}
+
+/// The modes offered by the filter, as `?mode=` says them, and which runs each lists.
+const MODES: [(&str, bool); 2] = [("live", false), ("test", true)];
+
+/// A mode's name in the filter.
+fn mode_label(test: bool) -> String {
+    if test {
+        t("runs-mode-test")
+    } else {
+        t("runs-mode-live")
+    }
 }
 
 fn duration(r: &Run) -> Markup {
@@ -72,18 +86,27 @@ pub fn run_head() -> [String; 6] {
     ]
 }
 
-/// The last run of the window of `window` runs after `after`, if a run of the account lies
-/// beyond it (a window that reaches the account's first run has nothing after it to offer).
+/// The last run of the window of `window` runs (of the mode `test`, or of both) after `after`, if
+/// a run of the account lies beyond it (a window that reaches the account's first run has nothing
+/// after it to offer).
 async fn window_end(
     state: &AppState,
     account_id: &str,
+    test: Option<bool>,
     after: Option<&str>,
     window: u32,
 ) -> Result<Option<String>, StoreError> {
-    let Some(end) = state.store.run_before(account_id, after, window).await? else {
+    let Some(end) = state
+        .store
+        .run_before(account_id, test, after, window)
+        .await?
+    else {
         return Ok(None);
     };
-    let beyond = state.store.run_before(account_id, Some(&end), 1).await?;
+    let beyond = state
+        .store
+        .run_before(account_id, test, Some(&end), 1)
+        .await?;
     Ok(beyond.map(|_| end))
 }
 
@@ -95,12 +118,20 @@ pub async fn list(
 ) -> Response {
     let status = q.status.as_deref().filter(|s| !s.is_empty());
     let model = q.model.as_deref().filter(|s| !s.is_empty());
+    let mode = q.mode.as_deref().filter(|s| !s.is_empty());
+    // A mode alone needs no window: each mode is a range of the account's index.
     let filter = RunFilter {
         status: status.and_then(RunStatus::parse),
         model: model.map(str::to_owned),
         within: (status.is_some() || model.is_some()).then_some(WINDOW),
-        test: None,
+        test: mode.and_then(|m| MODES.iter().find(|(name, _)| *name == m).map(|&(_, t)| t)),
     };
+    if mode.is_some() && filter.test.is_none() {
+        return error_response(
+            &headers,
+            ApiError::new(ErrorCode::InvalidRequest, "Unknown mode filter"),
+        );
+    }
     if status.is_some() && filter.status.is_none() {
         return error_response(
             &headers,
@@ -152,10 +183,12 @@ pub async fn list(
     // skipped: it was read).
     let searched_to = match filter.within.filter(|_| !more) {
         None => None,
-        Some(window) => match window_end(&state, &viewer.account.id, after, window).await {
-            Ok(end) => end,
-            Err(e) => return error_response(&headers, service::internal(e)),
-        },
+        Some(window) => {
+            match window_end(&state, &viewer.account.id, filter.test, after, window).await {
+                Ok(end) => end,
+                Err(e) => return error_response(&headers, service::internal(e)),
+            }
+        }
     };
     let searched_to = searched_to.as_deref();
     let next_after = if more {
@@ -166,6 +199,7 @@ pub async fn list(
     let filters = serde_urlencoded::to_string([
         ("status", status.unwrap_or("")),
         ("model", model.unwrap_or("")),
+        ("mode", mode.unwrap_or("")),
     ])
     .unwrap_or_default();
     let newest = format!("/runs?{filters}");
@@ -185,6 +219,11 @@ pub async fn list(
                 select #model name="model" {
                     option value="" { (t("runs-any-model")) }
                     @for m in state.catalog.models() { option value=(m.id) selected[model == Some(m.id.as_str())] { (m.id) } }
+                } }
+            div { label for="mode" { (t("runs-mode")) }
+                select #mode name="mode" {
+                    option value="" { (t("runs-any-mode")) }
+                    @for (name, test) in MODES { option value=(name) selected[mode == Some(name)] { (mode_label(test)) } }
                 } }
             button type="submit" { (t("runs-filter")) }
         }
