@@ -112,6 +112,19 @@ fn key_fingerprint(key: &ApiKey, method: &str, path: &str, body: &[u8]) -> Strin
     }
 }
 
+/// The key a request's answer is kept under: the `Idempotency-Key` as sent for a live key; for a
+/// test key, the same after `test` and a tab, which no sent key can hold (printable ASCII only).
+/// So the two modes' keys never meet: a test key (handed to CI) cannot take a key the live
+/// integration will send, nor learn from a `409` that it was sent, as a key of another account
+/// cannot.
+fn stored_key(key: &ApiKey, idempotency_key: &str) -> String {
+    if key.test {
+        format!("test\t{idempotency_key}")
+    } else {
+        idempotency_key.to_owned()
+    }
+}
+
 /// Whether an answer of this status, given by a request that started executing, is kept under
 /// its key: everything below 500 but 429.
 pub fn is_kept(status: u16) -> bool {
@@ -342,6 +355,7 @@ pub async fn create_run(
     body: &[u8],
     idempotency_key: &str,
 ) -> Result<Answered, ApiError> {
+    let idempotency_key = &stored_key(key, idempotency_key);
     let new = NewClaim::new(
         &key.account_id,
         idempotency_key,
@@ -517,7 +531,7 @@ pub async fn cancel_run(
     let path = format!("/api/v1/runs/{run_id}/cancel");
     let new = NewClaim::new(
         &key.account_id,
-        idempotency_key,
+        &stored_key(key, idempotency_key),
         key_fingerprint(key, "POST", &path, body),
         None,
     );

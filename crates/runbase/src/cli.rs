@@ -120,7 +120,7 @@ pub enum RunsCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
-    /// Print the account's runs, newest first, one JSON object a line
+    /// Print the account's runs of the key's mode (test or live), newest first, one JSON object a line
     List {
         /// At most this many runs (default: all of them)
         #[arg(long)]

@@ -155,21 +155,27 @@ async fn the_same_key_for_another_request_is_a_409_mismatch() {
     )
     .await
     .assert_error(409, "idempotency_key_mismatch");
-    // The same bytes with a test key of the account are another request too: a simulated run
-    // never answers for a real one, nor the reverse.
+    // A test key of the account has keys of its own: the same key and bytes make a simulated
+    // run, never answered by the real one nor answering for it, and a key a test key used first
+    // is still free for the live integration (a test key, handed to CI, cannot take it).
     let test_key = s.key("mismatch@example.com", &["--test"]);
-    create(&c, &test_key, "k", &echo("a"))
-        .await
-        .assert_error(409, "idempotency_key_mismatch");
-    let simulated = create(&c, &test_key, "t", &echo("a")).await;
+    let simulated = create(&c, &test_key, "k", &echo("a")).await;
     assert_eq!(simulated.status, 201);
-    create(&c, &key, "t", &echo("a"))
+    assert_ne!(simulated.json()["id"], first.json()["id"]);
+    let replayed = create(&c, &test_key, "k", &echo("a")).await;
+    assert_eq!((replayed.status, &replayed.body), (201, &simulated.body));
+    create(&c, &test_key, "k", &echo("b"))
         .await
         .assert_error(409, "idempotency_key_mismatch");
+    let tried_first = create(&c, &test_key, "t", &echo("x")).await;
+    assert_eq!(tried_first.status, 201);
+    let live = create(&c, &key, "t", &echo("a")).await;
+    assert_eq!(live.status, 201, "{}", live.json());
+    assert_eq!(live.json()["costUsd"], 10_000, "a real run, charged");
     // The first request's answer is untouched.
     let again = create(&c, &key, "k", &echo("a")).await;
     assert_eq!((again.status, &again.body), (201, &first.body));
-    assert_eq!(c.balance(&key).await, 9);
+    assert_eq!(c.balance(&key).await, 8);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

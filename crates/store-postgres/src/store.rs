@@ -275,9 +275,9 @@ pub(crate) static CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(
 
 /// The id of account `$1`'s run `$3 + 1` places before run `$2` (or before its newest run), newest
 /// first, counting the runs of the modes `modes`: each mode's range of `runs_by_account` (whose
-/// entries hold `test` and `seq`) walked from the cursor and merged, then the row read by its
-/// account, mode and `seq` on the same index (not by `seq` alone, on the primary key: see
-/// [`CLAIM`]).
+/// entries hold `test` and `seq`) walked from the cursor (in [`mode_range`]'s order) and merged,
+/// then the row read by its account, mode and `seq`: on the same index, or on the primary key on
+/// `seq` while there is one (a unique lookup either way; see [`CLAIM`]).
 fn window_end_sql(modes: &[bool]) -> String {
     let ranges = modes
         .iter()
@@ -285,7 +285,7 @@ fn window_end_sql(modes: &[bool]) -> String {
             format!(
                 "(SELECT test, seq FROM runs WHERE account_id = $1 AND test = {test}
                    AND seq < COALESCE((SELECT seq FROM runs WHERE id = $2::text AND account_id = $1), 9223372036854775807)
-                 ORDER BY seq DESC LIMIT $3::bigint + 1)"
+                 ORDER BY test DESC, seq DESC LIMIT $3::bigint + 1)"
             )
         })
         .collect::<Vec<_>>()
@@ -765,38 +765,55 @@ const LIST_FILTERS: &str =
     "($2::text IS NULL OR status = $2::text) AND ($3::text IS NULL OR model = $3::text)";
 
 /// Account `$1`'s runs of one mode (`test`) after the run `$4` (or from its newest), newest first,
-/// at most `limit`, that pass `filters`: one range of `runs_by_account`, walked backwards.
-fn mode_range(test: bool, filters: &str, limit: &str) -> String {
+/// at most `limit`, that pass `filters`, their columns `cols`: one range of `runs_by_account`,
+/// walked backwards.
+///
+/// Ordered by `test DESC, seq DESC`, not by `seq DESC` alone, though `test` is one value here:
+/// ordered by `seq` alone, the planner may walk the primary key on `seq` from the newest run,
+/// filtering by account, expecting the account's runs soon; an account whose runs are all older
+/// than other accounts' then costs a walk of all those (450,000 rows, 150 ms, in the review).
+/// `test = false` is no equality the planner reasons with (it is `NOT test`), so `test` stays in
+/// the order asked, which only `runs_by_account` gives.
+fn mode_range(test: bool, cols: &str, filters: &str, limit: &str) -> String {
     format!(
-        "(SELECT * FROM runs WHERE account_id = $1 AND test = {test} AND {filters}
+        "(SELECT {cols} FROM runs WHERE account_id = $1 AND test = {test} AND {filters}
             AND seq < COALESCE((SELECT seq FROM runs WHERE id = $4::text AND account_id = $1), 9223372036854775807)
-          ORDER BY seq DESC LIMIT {limit})"
+          ORDER BY test DESC, seq DESC LIMIT {limit})"
     )
 }
 
 /// The listing of account `$1`'s runs that pass the filters (`$2`, `$3`), newest first, after the
 /// run `$4`, at most `$5`: of the modes `modes` (both, merged, for the dashboard; one for an API
-/// key), and, `within` a window, among the next `$6` runs of those modes only (the filters are
-/// then applied to the window). Each mode is a range of the index, so no listing sorts the
-/// account's runs: two ranges are merged.
+/// key), and, `within` a window, among the next `$6` runs of those modes only. Each mode is a
+/// range of the index, so no listing reads more of the account's runs than its page, or than
+/// its window: a window is found on the index alone (`test` and `seq`, merged), then its rows are
+/// read in order, each by account, mode and `seq` (a fenced lateral read: joined, the planner
+/// chose to read all the account's runs for a filter it expected few to pass), until the page is
+/// full.
 fn list_runs_sql(modes: &[bool], within: bool) -> String {
-    let (filters, limit) = if within {
-        ("TRUE", "$6")
-    } else {
-        (LIST_FILTERS, "$5")
+    let ranges = |cols, filters, limit| {
+        modes
+            .iter()
+            .map(|&test| mode_range(test, cols, filters, limit))
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ")
     };
-    let ranges = modes
-        .iter()
-        .map(|&test| mode_range(test, filters, limit))
-        .collect::<Vec<_>>()
-        .join(" UNION ALL ");
     if within {
         format!(
-            "SELECT {RUN_COLS} FROM (SELECT * FROM ({ranges}) AS w ORDER BY seq DESC LIMIT $6) AS listed
-             WHERE {LIST_FILTERS} ORDER BY seq DESC LIMIT $5"
+            "SELECT {} FROM (
+                 SELECT test, seq FROM ({}) AS w ORDER BY seq DESC LIMIT $6) AS e
+             CROSS JOIN LATERAL (
+                 SELECT * FROM runs WHERE account_id = $1 AND test = e.test AND seq = e.seq OFFSET 0) AS r
+             WHERE ($2::text IS NULL OR r.status = $2::text) AND ($3::text IS NULL OR r.model = $3::text)
+             ORDER BY e.seq DESC LIMIT $5",
+            rows::qualified(RUN_COLS, "r"),
+            ranges("test, seq", "TRUE", "$6"),
         )
     } else {
-        format!("SELECT {RUN_COLS} FROM ({ranges}) AS listed ORDER BY seq DESC LIMIT $5")
+        format!(
+            "SELECT {RUN_COLS} FROM ({}) AS listed ORDER BY seq DESC LIMIT $5",
+            ranges("*", LIST_FILTERS, "$5")
+        )
     }
 }
 

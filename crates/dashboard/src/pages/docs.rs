@@ -183,7 +183,7 @@ pub async fn runs(State(state): State<AppState>, MaybeViewer(v): MaybeViewer) ->
             ul {
                 li { "A retry of the same request (same method, path and body, byte for byte) with the same key gets the first answer again, status and body, with " code { "Idempotent-Replayed: true" } ", and is not charged or queued again." }
                 li { "Keys belong to your account (all its API keys share them) and are kept for " (idempotency::KEEP_HOURS) " hours; after that a key starts afresh." }
-                li { "The same key with a different request answers " code { "409 idempotency_key_mismatch" } ". A request made with a test key is a different request from the same bytes made with a live key." }
+                li { "The same key with a different request answers " code { "409 idempotency_key_mismatch" } ". Test keys and live keys have keys of their own: the same key sent with each makes two requests, never answered for each other." }
                 li { "A retry while the first request is still being processed answers " code { "409 idempotency_key_in_use" } " with " code { "Retry-After: 1" } "; retry then." }
                 li { "Which answers are kept: every answer of a request that started executing, refusals included (" code { "402 insufficient_balance" } ", " code { "403 api_key_spend_limit_exceeded" } ", " code { "404 run_not_found" } "). Not kept, so that a retry with the key executes: answers to a body that failed validation (" code { "400" } "), " code { "429" } " and " code { "5xx" } " answers." }
                 li { "A key that is too long, empty, or not printable ASCII answers " code { "400 invalid_request" } "." }

@@ -53,7 +53,7 @@ pub struct RunEventSchema {
     path = "/api/v1/runs/{id}/events",
     operation_id = "streamRunEvents",
     tag = "runs",
-    summary = "Server-Sent Events of the run's status changes, until its last",
+    summary = "Server-Sent Events of the status changes of a run of the key's mode, until its last",
     security(("bearer" = [])),
     params(
         ("id" = String, Path, description = "The run's id, `run_...`"),

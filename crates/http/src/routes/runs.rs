@@ -308,7 +308,7 @@ pub async fn get(
     path = "/api/v1/runs/{id}/cancel",
     operation_id = "cancelRun",
     tag = "runs",
-    summary = "Cancel a pending or processing run, refunded in full",
+    summary = "Cancel a pending or processing run of the key's mode, refunded in full",
     security(("bearer" = [])),
     params(("id" = String, Path, description = "The run's id, `run_...`")),
     responses((status = 200, description = "The run, `canceled` (unchanged if it had already finished)", body = Run)),
@@ -373,13 +373,14 @@ pub async fn cancel(
 }
 
 /// The run's webhook deliveries, oldest first, each with its attempts (the delivery log). The
-/// same key checks and rate limit as reading the run; another account's run is not found.
+/// same key checks and rate limit as reading the run; another account's run, or one of the other
+/// mode (test or live), is not found.
 #[utoipa::path(
     get,
     path = "/api/v1/runs/{id}/deliveries",
     operation_id = "listRunDeliveries",
     tag = "runs",
-    summary = "The run's webhook deliveries and their attempts",
+    summary = "The webhook deliveries of a run of the key's mode, and their attempts",
     security(("bearer" = [])),
     params(("id" = String, Path, description = "The run's id, `run_...`")),
     responses((status = 200, description = "The delivery log, oldest first", body = DeliveryList)),
