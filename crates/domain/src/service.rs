@@ -286,6 +286,9 @@ pub async fn list_runs(
             format!("limit: must be between 1 and {MAX_PAGE}"),
         ));
     }
+    // An empty cursor is none (`?startingAfter=` from a client with no last run yet), as on the
+    // dashboard's pages.
+    let starting_after = starting_after.filter(|after| !after.is_empty());
     if let Some(after) = starting_after
         && run_of_key(store, key, after).await?.is_none()
     {

@@ -276,6 +276,14 @@ async fn pagination_newest_first() {
     c.get(Some(&key), "/api/v1/runs?starting_after=run_unknown")
         .await
         .assert_error(404, "run_not_found");
+    // An empty cursor is none: the first page.
+    for empty in ["startingAfter=", "starting_after="] {
+        let first = c
+            .get(Some(&key), &format!("/api/v1/runs?limit=1&{empty}"))
+            .await;
+        assert_eq!(first.status, 200, "{}", first.body);
+        assert_eq!(first.body["data"], small.body["data"]);
+    }
 }
 
 #[tokio::test]

@@ -443,8 +443,8 @@ pub struct ListParams {
     /// How many runs, 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]
     limit: Option<u32>,
-    /// The id of the last run of the previous page. `starting_after` (Stripe's spelling, and
-    /// ours before the wire became camelCase) is read too.
+    /// The id of the last run of the previous page (empty: the first page). `starting_after`
+    /// (Stripe's spelling, and ours before the wire became camelCase) is read too.
     #[serde(rename = "startingAfter", alias = "starting_after")]
     starting_after: Option<String>,
 }
