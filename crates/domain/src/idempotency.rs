@@ -2,7 +2,8 @@
 //! `POST /api/v1/runs/{id}/cancel`, with Stripe's semantics.
 //!
 //! A key (1–255 printable ASCII characters, chosen by the client) is scoped to the account and
-//! kept [`KEEP_HOURS`] hours. The first request under a key claims it: the store inserts a row
+//! the API key's mode (test keys have keys of their own: [`stored_key`]) and kept [`KEEP_HOURS`]
+//! hours. The first request under a key claims it: the store inserts a row
 //! per (account, key), "in flight", so of concurrent duplicates exactly one executes. Its answer
 //! is then recorded, and a repeat of the same request (same method, path and body: a SHA-256
 //! [`fingerprint`]) gets that answer again, status and body byte for byte, marked

@@ -182,7 +182,7 @@ pub async fn runs(State(state): State<AppState>, MaybeViewer(v): MaybeViewer) ->
             pre.code { code { (shell::curl_create_idempotent(base, shell::ENV_KEY, "order-4711", r#"{"model": "google/nano-banana-2", "input": {"prompt": "A red fox in fresh snow"}}"#)) } }
             ul {
                 li { "A retry of the same request (same method, path and body, byte for byte) with the same key gets the first answer again, status and body, with " code { "Idempotent-Replayed: true" } ", and is not charged or queued again." }
-                li { "Keys belong to your account (all its API keys share them) and are kept for " (idempotency::KEEP_HOURS) " hours; after that a key starts afresh." }
+                li { "Keys belong to your account and mode (its live API keys share them; its test keys have keys of their own) and are kept for " (idempotency::KEEP_HOURS) " hours; after that a key starts afresh." }
                 li { "The same key with a different request answers " code { "409 idempotency_key_mismatch" } ". Test keys and live keys have keys of their own: the same key sent with each makes two requests, never answered for each other." }
                 li { "A retry while the first request is still being processed answers " code { "409 idempotency_key_in_use" } " with " code { "Retry-After: 1" } "; retry then." }
                 li { "Which answers are kept: every answer of a request that started executing, refusals included (" code { "402 insufficient_balance" } ", " code { "403 api_key_spend_limit_exceeded" } ", " code { "404 run_not_found" } "). Not kept, so that a retry with the key executes: answers to a body that failed validation (" code { "400" } "), " code { "429" } " and " code { "5xx" } " answers." }

@@ -438,7 +438,7 @@ fn add_errors_and_headers(method: &str, path: &str, op: &mut Value) {
             "name": "Idempotency-Key",
             "in": "header",
             "required": false,
-            "description": "Makes a retry safe: the request is done at most once per key (1 to 255 printable ASCII characters, kept 24 h per account); a repeat answers the first answer.",
+            "description": "Makes a retry safe: the request is done at most once per key (1 to 255 printable ASCII characters, kept 24 h per account and mode: test keys have keys of their own); a repeat answers the first answer.",
             "schema": { "type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[\\x20-\\x7E]+$" },
             }),
         );
