@@ -290,11 +290,23 @@ fn window_end_sql(modes: &[bool]) -> String {
         })
         .collect::<Vec<_>>()
         .join(" UNION ALL ");
+    let order = newest_first(modes, "w");
     format!(
         "SELECT r.id FROM (
-             SELECT test, seq FROM ({ranges}) AS w ORDER BY seq DESC LIMIT 1 OFFSET $3) AS e
+             SELECT test, seq FROM ({ranges}) AS w ORDER BY {order} LIMIT 1 OFFSET $3) AS e
          JOIN runs r ON r.account_id = $1 AND r.test = e.test AND r.seq = e.seq"
     )
+}
+
+/// Newest first, for the rows of `table` that the ranges of `modes` found: by `seq` when two
+/// ranges are merged (a sort of their few rows); in the ranges' own order for one, which needs no
+/// sort ([`mode_range`]).
+fn newest_first(modes: &[bool], table: &str) -> String {
+    if modes.len() == 1 {
+        format!("{table}.test DESC, {table}.seq DESC")
+    } else {
+        format!("{table}.seq DESC")
+    }
 }
 
 /// [`window_end_sql`] for each mode filter, by [`mode_index`].
@@ -801,18 +813,21 @@ fn list_runs_sql(modes: &[bool], within: bool) -> String {
     if within {
         format!(
             "SELECT {} FROM (
-                 SELECT test, seq FROM ({}) AS w ORDER BY seq DESC LIMIT $6) AS e
+                 SELECT test, seq FROM ({}) AS w ORDER BY {} LIMIT $6) AS e
              CROSS JOIN LATERAL (
                  SELECT * FROM runs WHERE account_id = $1 AND test = e.test AND seq = e.seq OFFSET 0) AS r
              WHERE ($2::text IS NULL OR r.status = $2::text) AND ($3::text IS NULL OR r.model = $3::text)
-             ORDER BY e.seq DESC LIMIT $5",
+             ORDER BY {} LIMIT $5",
             rows::qualified(RUN_COLS, "r"),
             ranges("test, seq", "TRUE", "$6"),
+            newest_first(modes, "w"),
+            newest_first(modes, "e"),
         )
     } else {
         format!(
-            "SELECT {RUN_COLS} FROM ({}) AS listed ORDER BY seq DESC LIMIT $5",
-            ranges("*", LIST_FILTERS, "$5")
+            "SELECT {RUN_COLS} FROM ({}) AS listed ORDER BY {} LIMIT $5",
+            ranges("*", LIST_FILTERS, "$5"),
+            newest_first(modes, "listed"),
         )
     }
 }
