@@ -62,6 +62,20 @@ pub struct RunFilter {
     pub test: Option<bool>,
 }
 
+/// The modes of runs each mode filter ([`RunFilter::test`]) reads, in the order
+/// [`mode_filter_index`] numbers the filters: both, live only, test only. A store that prepares a
+/// statement per filter builds one from each.
+pub const MODE_FILTERS: [&[bool]; 3] = [&[false, true], &[false], &[true]];
+
+/// Where the mode filter `test` is in [`MODE_FILTERS`].
+pub fn mode_filter_index(test: Option<bool>) -> usize {
+    match test {
+        None => 0,
+        Some(false) => 1,
+        Some(true) => 2,
+    }
+}
+
 /// What applying a confirmed payment did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PaymentCredit {

@@ -15,7 +15,9 @@ use runbase_domain::ids::{self, KeyHash};
 use runbase_domain::money::Millicents;
 use runbase_domain::run::{NewRun, Run, RunError, RunOutcome};
 use runbase_domain::sessions::Session;
-use runbase_domain::store::{CreateRunError, PaymentCredit, RunFilter, Store, StoreError};
+use runbase_domain::store::{
+    CreateRunError, MODE_FILTERS, PaymentCredit, RunFilter, Store, StoreError, mode_filter_index,
+};
 use runbase_domain::time::Timestamp;
 use runbase_domain::uploads::{Upload, UploadQuota, UploadUsage};
 use std::sync::Arc;
@@ -309,21 +311,9 @@ fn newest_first(modes: &[bool], table: &str) -> String {
     }
 }
 
-/// [`window_end_sql`] for each mode filter, by [`mode_index`].
+/// [`window_end_sql`] for each mode filter, by [`mode_filter_index`].
 pub(crate) static WINDOW_END: std::sync::LazyLock<[String; 3]> =
-    std::sync::LazyLock::new(|| MODES.map(window_end_sql));
-
-/// The modes a listing or a window reads, by [`mode_index`].
-const MODES: [&[bool]; 3] = [&[false, true], &[false], &[true]];
-
-/// Where a mode filter's statements are in [`MODES`]: `None` (both) first.
-fn mode_index(test: Option<bool>) -> usize {
-    match test {
-        None => 0,
-        Some(false) => 1,
-        Some(true) => 2,
-    }
-}
+    std::sync::LazyLock::new(|| MODE_FILTERS.map(window_end_sql));
 
 /// Successes waiting to be written: (run id, attempt, output JSON, completion time).
 pub(crate) type Finishes = crate::batch::Batcher<(String, i64, String, i64), ()>;
@@ -833,8 +823,9 @@ fn list_runs_sql(modes: &[bool], within: bool) -> String {
 }
 
 /// [`list_runs_sql`] for each mode filter (`None`: both) and with a window or without one.
-static LIST_RUNS: std::sync::LazyLock<[[String; 2]; 3]> =
-    std::sync::LazyLock::new(|| MODES.map(|modes| [false, true].map(|w| list_runs_sql(modes, w))));
+static LIST_RUNS: std::sync::LazyLock<[[String; 2]; 3]> = std::sync::LazyLock::new(|| {
+    MODE_FILTERS.map(|modes| [false, true].map(|w| list_runs_sql(modes, w)))
+});
 
 /// Each statement of [`LIST_RUNS`] and [`WINDOW_END`] and its number of parameters.
 pub(crate) fn run_listing_statements() -> Vec<(&'static str, usize)> {
@@ -847,7 +838,7 @@ pub(crate) fn run_listing_statements() -> Vec<(&'static str, usize)> {
 
 /// The statement of [`LIST_RUNS`] for this filter.
 fn list_runs_statement(filter: &RunFilter) -> &'static str {
-    &LIST_RUNS[mode_index(filter.test)][usize::from(filter.within.is_some())]
+    &LIST_RUNS[mode_filter_index(filter.test)][usize::from(filter.within.is_some())]
 }
 
 #[async_trait]
@@ -1780,7 +1771,7 @@ impl Store for PgStore {
         // window's listing.
         let rows = self
             .rows_planned_each_time(
-                &WINDOW_END[mode_index(test)],
+                &WINDOW_END[mode_filter_index(test)],
                 &[&account_id, &starting_after, &(i64::from(skip) - 1)],
             )
             .await?;

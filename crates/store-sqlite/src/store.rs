@@ -14,7 +14,9 @@ use runbase_domain::ids::{self, KeyHash};
 use runbase_domain::money::Millicents;
 use runbase_domain::run::{NewRun, Run, RunError, RunOutcome};
 use runbase_domain::sessions::Session;
-use runbase_domain::store::{CreateRunError, PaymentCredit, RunFilter, Store, StoreError};
+use runbase_domain::store::{
+    CreateRunError, MODE_FILTERS, PaymentCredit, RunFilter, Store, StoreError, mode_filter_index,
+};
 use runbase_domain::time::Timestamp;
 use runbase_domain::uploads::{Upload, UploadQuota, UploadUsage};
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
@@ -386,12 +388,13 @@ fn list_runs_sql(modes: &[bool], within: bool) -> String {
 }
 
 /// [`list_runs_sql`] for each mode filter (`None`: both) and with a window or without one.
-static LIST_RUNS: std::sync::LazyLock<[[String; 2]; 3]> =
-    std::sync::LazyLock::new(|| MODES.map(|modes| [false, true].map(|w| list_runs_sql(modes, w))));
+static LIST_RUNS: std::sync::LazyLock<[[String; 2]; 3]> = std::sync::LazyLock::new(|| {
+    MODE_FILTERS.map(|modes| [false, true].map(|w| list_runs_sql(modes, w)))
+});
 
 /// The statement of [`LIST_RUNS`] for this filter.
 fn list_runs_statement(filter: &RunFilter) -> &'static str {
-    &LIST_RUNS[mode_index(filter.test)][usize::from(filter.within.is_some())]
+    &LIST_RUNS[mode_filter_index(filter.test)][usize::from(filter.within.is_some())]
 }
 
 /// Every statement that lists an account's runs or finds a window's end, for the test of their
@@ -426,21 +429,9 @@ fn window_end_sql(modes: &[bool]) -> String {
     )
 }
 
-/// [`window_end_sql`] for each mode filter, by [`mode_index`].
+/// [`window_end_sql`] for each mode filter, by [`mode_filter_index`].
 static WINDOW_END: std::sync::LazyLock<[String; 3]> =
-    std::sync::LazyLock::new(|| MODES.map(window_end_sql));
-
-/// The modes a listing or a window reads, by [`mode_index`].
-const MODES: [&[bool]; 3] = [&[false, true], &[false], &[true]];
-
-/// Where a mode filter's statements are in [`MODES`]: `None` (both) first.
-fn mode_index(test: Option<bool>) -> usize {
-    match test {
-        None => 0,
-        Some(false) => 1,
-        Some(true) => 2,
-    }
-}
+    std::sync::LazyLock::new(|| MODE_FILTERS.map(window_end_sql));
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -1270,7 +1261,7 @@ impl Store for SqliteStore {
             return Ok(None);
         }
         self.read(|c| {
-            c.prepare_cached(&WINDOW_END[mode_index(test)])?
+            c.prepare_cached(&WINDOW_END[mode_filter_index(test)])?
                 .query_row(params![account_id, starting_after, skip - 1], |r| r.get(0))
                 .optional()
         })
