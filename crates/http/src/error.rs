@@ -20,6 +20,19 @@ impl From<ErrorCode> for HttpError {
     }
 }
 
+/// A query string the endpoint cannot read (an unknown parameter, a value of the wrong kind), as
+/// `400 invalid_request` naming what was wrong, without the framework's preamble.
+pub fn bad_query(e: &axum::extract::rejection::QueryRejection) -> ApiError {
+    let text = e.body_text();
+    let detail = text
+        .strip_prefix("Failed to deserialize query string: ")
+        .unwrap_or(&text);
+    ApiError::new(
+        ErrorCode::InvalidRequest,
+        format!("Invalid query: {detail}"),
+    )
+}
+
 /// The envelope's bytes for `e`.
 pub fn envelope(e: &ApiError) -> Vec<u8> {
     e.envelope()
@@ -59,6 +72,32 @@ mod tests {
     use super::*;
     use runbase_domain::service::internal;
     use runbase_domain::store::StoreError;
+
+    #[test]
+    fn a_bad_query_names_the_parameter_without_the_frameworks_preamble() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code, reason = "only its deserialization is tested")]
+        struct Params {
+            limit: Option<u32>,
+        }
+        let query = |q: &str| {
+            let uri: axum::http::Uri = format!("/x?{q}").parse().unwrap();
+            axum::extract::Query::<Params>::try_from_uri(&uri).unwrap_err()
+        };
+        let e = bad_query(&query("lmit=3"));
+        assert_eq!(e.code, ErrorCode::InvalidRequest);
+        assert_eq!(
+            e.message,
+            "Invalid query: lmit: unknown field `lmit`, expected `limit`"
+        );
+        let e = bad_query(&query("limit=many"));
+        assert!(
+            e.message.starts_with("Invalid query: limit: "),
+            "{}",
+            e.message
+        );
+    }
 
     #[test]
     fn every_429_says_when_to_retry() {

@@ -262,4 +262,26 @@ async fn a_timeout_waits_and_a_bad_download_directory_creates_no_run() {
     let out = runbase(&s, Some(&key), &["runs", "list"]);
     let listed = String::from_utf8(out.stdout).unwrap();
     assert_eq!(listed.lines().count(), 1, "only the echo run: {listed}");
+
+    // A create the server refuses leaves none of the directories `--download` made for it; a
+    // directory that was there before stays.
+    let made = dir.path().join("new").join("nested");
+    let out = runbase(
+        &s,
+        Some(&key),
+        &[
+            "run",
+            "runbase/no-such-model",
+            "prompt=p",
+            "--download",
+            made.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));
+    assert!(stderr(&out).contains("model"), "{}", stderr(&out));
+    assert!(
+        !dir.path().join("new").exists(),
+        "the directories made stayed"
+    );
+    assert!(dir.path().exists());
 }

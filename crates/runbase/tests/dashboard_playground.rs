@@ -654,8 +654,8 @@ async fn the_playground_key_settings_hold_in_the_playground() {
     assert_eq!(b.run(model, &fields).await.status, 201);
 }
 
-/// A Playground run over the key's rate limit is a 429 with the API's `Retry-After` and
-/// `RateLimit-*` headers (runbase.md: a 429 carries `Retry-After`), and is not charged.
+/// A Playground run carries the API's `RateLimit-*` headers; one over the key's rate limit is a
+/// 429 with `Retry-After` too (runbase.md: a 429 carries `Retry-After`), and is not charged.
 #[tokio::test]
 async fn a_playground_run_over_the_rate_limit_says_when_to_retry() {
     let s = Server::start_with(&[
@@ -666,9 +666,12 @@ async fn a_playground_run_over_the_rate_limit_says_when_to_retry() {
     b.log_in_new(&s, "limited@example.com", 100).await;
     let model = "runbase/placeholder-image";
     let fields = [("input.prompt", "p")];
-    for _ in 0..2 {
+    for left in ["1", "0"] {
         let run = b.run(model, &fields).await;
         assert_eq!(run.status, 201, "{}", run.text);
+        assert_eq!(run.header("ratelimit-limit"), "2");
+        assert_eq!(run.header("ratelimit-remaining"), left);
+        assert!(run.headers.contains_key("ratelimit-reset"));
     }
     let refused = b.run(model, &fields).await;
     assert_eq!(refused.status, 429, "{}", refused.text);

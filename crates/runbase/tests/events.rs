@@ -346,6 +346,80 @@ async fn a_stream_is_refused_as_a_get_of_the_run_is() {
     );
 }
 
+/// A stream is authorized when it opens and checked again as it goes: once its key is disabled,
+/// deleted or no longer allows the client, it sends nothing more and ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_ends_once_its_key_may_no_longer_read_the_run() {
+    // The periodic re-check is an hour away: only the check before each event can end these.
+    let mut env = one_worker();
+    env.push(("RUNBASE_EVENTS__RECHECK_SECS", "3600"));
+    let s = Server::start_with(&env);
+    let watcher = s.account("watched@example.com", 100);
+    let other = s.key("watched@example.com", &[]);
+    let c = s.client();
+
+    // Disabled: the run's next state (canceled through another key) is not sent.
+    let run = create(&c, &other, echo(60_000)).await;
+    c.wait_for_status(&other, &run, "processing").await;
+    let mut events = stream(&c, &watcher, &run, None).await;
+    let seen = events.next().await.unwrap();
+    assert_eq!(seen.name, "processing");
+    s.cli(&["keys", "disable", &watcher]);
+    let r = c
+        .post_raw(Some(&other), &format!("/api/v1/runs/{run}/cancel"), "")
+        .await;
+    assert_eq!(r.body["status"], "canceled", "{}", r.body);
+    let rest = events.rest().await;
+    assert!(rest.is_empty(), "a disabled key was sent {rest:?}");
+    // Enabled again, it may resume and gets what it missed.
+    s.cli(&["keys", "enable", &watcher]);
+    let all = stream(&c, &watcher, &run, Some(&seen.id.to_string()))
+        .await
+        .rest()
+        .await;
+    assert_eq!(names(&all), ["canceled"], "{all:?}");
+
+    // An allowlist that no longer holds the client: the same.
+    let run = create(&c, &other, echo(60_000)).await;
+    c.wait_for_status(&other, &run, "processing").await;
+    let mut events = stream(&c, &watcher, &run, None).await;
+    assert_eq!(events.next().await.unwrap().name, "processing");
+    s.cli(&["keys", "update", &watcher, "--allow-ip", "192.0.2.1"]);
+    c.post_raw(Some(&other), &format!("/api/v1/runs/{run}/cancel"), "")
+        .await;
+    let rest = events.rest().await;
+    assert!(
+        rest.is_empty(),
+        "a key that no longer allows the client was sent {rest:?}"
+    );
+}
+
+/// Without another event to send, a stream whose key was deleted ends at the next re-check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_stream_ends_at_the_recheck_after_its_key_is_deleted() {
+    let mut env = one_worker();
+    env.push(("RUNBASE_EVENTS__RECHECK_SECS", "1"));
+    let s = Server::start_with(&env);
+    let watcher = s.account("quiet@example.com", 100);
+    let other = s.key("quiet@example.com", &[]);
+    let c = s.client();
+    let run = create(&c, &other, echo(60_000)).await;
+    c.wait_for_status(&other, &run, "processing").await;
+    let mut events = stream(&c, &watcher, &run, None).await;
+    assert_eq!(events.next().await.unwrap().name, "processing");
+    s.cli(&["keys", "delete", &watcher]);
+    let deleted = Instant::now();
+    let rest = events.rest().await;
+    assert!(rest.is_empty(), "a deleted key was sent {rest:?}");
+    assert!(
+        deleted.elapsed() < Duration::from_secs(15),
+        "the stream outlived its key by {:?}",
+        deleted.elapsed()
+    );
+    // The run went on: the stream's end was the key's, not the run's.
+    assert_eq!(c.run(&other, &run).await.body["status"], "processing");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_streams_are_capped_per_key_and_in_duration() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")

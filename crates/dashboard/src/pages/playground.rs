@@ -372,7 +372,8 @@ pub async fn create(
         }
         return see_other("/login");
     };
-    // The limiter's refusal, for its `Retry-After` and `RateLimit-*` headers.
+    // The limiter's decision, for the answer's `RateLimit-*` headers (and a refusal's
+    // `Retry-After`), as the API sends them.
     let mut limited = None;
     let result = async {
         let body = read_body(body, PLAYGROUND_FORM_LIMIT)
@@ -403,9 +404,10 @@ pub async fn create(
             .check(&key.id)
             .await
             .map_err(|_| ApiError::from(ErrorCode::ServiceUnavailable))?;
-        if !decision.allowed {
+        let allowed = decision.allowed;
+        limited = Some(decision);
+        if !allowed {
             state.metrics.rate_limited("runs");
-            limited = Some(decision);
             return Err(ErrorCode::RateLimited.into());
         }
         let req = json!({ "model": posted.model.id, "input": input });
@@ -429,8 +431,10 @@ pub async fn create(
         Err(e) if json => HttpError(e).into_response(),
         Err(e) => error_response(&headers, e),
     };
-    if let Some(decision) = limited {
-        crate::web::refusal_headers(&mut resp, &decision);
+    match limited {
+        Some(decision) if decision.allowed => crate::web::rate_headers(&mut resp, &decision),
+        Some(decision) => crate::web::refusal_headers(&mut resp, &decision),
+        None => {}
     }
     resp
 }

@@ -37,12 +37,7 @@ pub async fn list(
     State(state): State<AppState>,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<ModelList>, HttpError> {
-    let Query(params) = params.map_err(|e| {
-        ApiError::new(
-            ErrorCode::InvalidRequest,
-            format!("Invalid query: {}", e.body_text()),
-        )
-    })?;
+    let Query(params) = params.map_err(|e| crate::error::bad_query(&e))?;
     let data: Vec<ModelObject> = state
         .catalog
         .models()

@@ -336,7 +336,14 @@ fn add_models(doc: &mut Value, catalog: &Catalog) {
                 "webhook": { "$ref": "#/components/schemas/Webhook" },
                 "webhookEvents": { "$ref": "#/components/schemas/WebhookEvents" },
             },
-            "dependentRequired": { "webhookEvents": ["webhook"] },
+            // `webhookEvents` (other than `null`) needs a `webhook` URL (not `null`).
+            "dependentSchemas": { "webhookEvents": {
+                "if": { "properties": { "webhookEvents": { "type": "array" } } },
+                "then": {
+                    "required": ["webhook"],
+                    "properties": { "webhook": { "type": "string" } },
+                },
+            } },
         });
         if !examples.is_empty() {
             schemas[&branch]["examples"] = Value::Array(examples);
@@ -352,18 +359,18 @@ fn add_models(doc: &mut Value, catalog: &Catalog) {
     // A create's webhook subscription (`runbase_domain::webhooks::subscription`), the same for
     // every model.
     schemas["Webhook"] = json!({
-        "type": "string",
+        "type": ["string", "null"],
         "format": "uri",
         "minLength": 1,
         "maxLength": runbase_domain::webhooks::MAX_URL_LEN,
-        "description": "Where to POST the run object, signed (Standard Webhooks), when the run starts and/or finishes: an absolute http(s) URL without user info, of at most 2048 bytes (so fewer characters when some take several bytes in UTF-8). Not echoed in the run object.",
+        "description": "Where to POST the run object, signed (Standard Webhooks), when the run starts and/or finishes: an absolute http(s) URL without user info, of at most 2048 bytes (so fewer characters when some take several bytes in UTF-8). Not echoed in the run object. `null` is the same as leaving it out: no webhook.",
     });
     schemas["WebhookEvents"] = json!({
-        "type": "array",
+        "type": ["array", "null"],
         "items": { "type": "string", "enum": runbase_domain::webhooks::EVENT_NAMES },
         "minItems": 1,
         "uniqueItems": true,
-        "description": "Which events are delivered to `webhook` (which it needs): `start` (claimed for the first attempt) and/or `completed` (succeeded, failed or canceled). Default `[\"completed\"]`.",
+        "description": "Which events are delivered to `webhook` (which it needs): `start` (claimed for the first attempt) and/or `completed` (succeeded, failed or canceled). Default (left out or `null`) `[\"completed\"]`.",
     });
     schemas["CreateRunRequest"] = json!({
         "description": "`model` (a catalogue id, `provider/name`) and `input`, which must match that model's input schema (`ModelInput_<provider>_<name>`, also shown by GET /api/v1/models/{provider}/{name} as `inputSchema`).",

@@ -10,11 +10,17 @@
 //! stream holds one of the key's [`StreamLimits::per_key`] slots for at most
 //! [`StreamLimits::max_duration`], with a keep-alive comment every [`KEEP_ALIVE`].
 //!
+//! The key is read again before every later event and every [`StreamLimits::recheck`]: a
+//! stream whose key has been disabled, deleted or has expired, or whose allowlist no longer
+//! holds the client, ends without sending another event.
+//!
 //! [`StreamLimits::per_key`]: runbase_domain::events::StreamLimits::per_key
 //! [`StreamLimits::max_duration`]: runbase_domain::events::StreamLimits::max_duration
+//! [`StreamLimits::recheck`]: runbase_domain::events::StreamLimits::recheck
 
 use super::api_key::{Peer, authorize_runs_and_read, with_rate_headers};
 use super::runs::RunIdPath;
+use crate::client_ip::client_ip;
 use crate::error::HttpError;
 use crate::state::AppState;
 use axum::extract::State;
@@ -25,8 +31,10 @@ use futures_util::stream::Stream;
 use runbase_domain::ErrorCode;
 use runbase_domain::events::{self, StreamSlot, Watch};
 use runbase_domain::run::Run;
-use runbase_domain::store::Store;
+use runbase_domain::store::{Store, StoreError};
+use runbase_domain::time::Timestamp;
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -92,10 +100,15 @@ pub async fn events(
     let Some(slot) = state.run_events.open_stream(&key.id) else {
         return with_rate_headers(HttpError(ErrorCode::TooManyStreams.into()), &rate);
     };
+    let holder = Holder {
+        key_id: key.id,
+        client: client_ip(peer, &headers, &state.config.trusted_proxies),
+    };
     let stream = stream(
         state.store.clone(),
         &state.run_events,
         key.account_id,
+        holder,
         run,
         seen,
         Streaming::new(watch, slot, state.metrics.clone()),
@@ -149,9 +162,42 @@ impl Drop for Streaming {
     }
 }
 
+/// Whose stream it is: its key, and the client's address as the key's allowlist sees it.
+#[derive(Clone)]
+struct Holder {
+    key_id: String,
+    client: Option<IpAddr>,
+}
+
+impl Holder {
+    /// Whether the key may still read the run: it exists, is usable now, and its allowlist (as
+    /// it is now) holds the client.
+    async fn may_read(&self, store: &dyn Store) -> Result<bool, StoreError> {
+        let Some(key) = store.key_by_id(&self.key_id).await? else {
+            return Ok(false);
+        };
+        Ok(key.is_usable(Timestamp::now())
+            && (key.allow_ips.is_empty() || self.client.is_some_and(|ip| key.allow_ips.allows(ip))))
+    }
+
+    /// Resolves once the key may no longer read (checked every `every`); a failed read is
+    /// logged and tried again, since the next event's own check fails closed.
+    async fn revoked(self, store: Arc<dyn Store>, every: Duration) {
+        loop {
+            tokio::time::sleep(every).await;
+            match self.may_read(store.as_ref()).await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => tracing::warn!(error = %e, "re-reading an event stream's key failed"),
+            }
+        }
+    }
+}
+
 struct Progress {
     store: Arc<dyn Store>,
     account_id: String,
+    holder: Holder,
     /// The state read by the request, sent first unless `seen` covers it.
     first: Option<Run>,
     seen: Option<u64>,
@@ -160,18 +206,22 @@ struct Progress {
 }
 
 /// The events after `seen`, starting with `first` if it is newer; ends after the terminal event,
-/// at the maximum duration, or when the server stops.
+/// at the maximum duration, when the key may no longer read the run, or when the server stops.
 fn stream(
     store: Arc<dyn Store>,
     run_events: &events::RunEvents,
     account_id: String,
+    holder: Holder,
     first: Run,
     seen: Option<u64>,
     held: Streaming,
 ) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
+    let limits = run_events.limits();
+    let revoked = holder.clone().revoked(store.clone(), limits.recheck);
     let progress = Progress {
         store,
         account_id,
+        holder,
         first: Some(first),
         seen,
         done: false,
@@ -182,20 +232,33 @@ fn stream(
             return None;
         }
         let run = match p.first.take() {
+            // The state read, with the key, by the stream's request.
             Some(run) if p.seen.is_none_or(|seen| events::event_id(&run) > seen) => run,
-            _ => loop {
-                match events::next_state(p.store.as_ref(), &p.held.watch, &p.account_id, p.seen)
-                    .await
-                {
-                    Ok(Some(run)) => break run,
-                    // The terminal state was sent already, or the run is gone.
-                    Ok(None) => return None,
+            _ => {
+                let run = loop {
+                    match events::next_state(p.store.as_ref(), &p.held.watch, &p.account_id, p.seen)
+                        .await
+                    {
+                        Ok(Some(run)) => break run,
+                        // The terminal state was sent already, or the run is gone.
+                        Ok(None) => return None,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "reading a run for its event stream failed");
+                            p.held.watch.changed().await;
+                        }
+                    }
+                };
+                // A key that may no longer read the run, or that cannot be read now, is sent
+                // nothing more; its client resumes with `Last-Event-ID` and is checked anew.
+                match p.holder.may_read(p.store.as_ref()).await {
+                    Ok(true) => run,
+                    Ok(false) => return None,
                     Err(e) => {
-                        tracing::warn!(error = %e, "reading a run for its event stream failed");
-                        p.held.watch.changed().await;
+                        tracing::warn!(error = %e, "re-reading an event stream's key failed");
+                        return None;
                     }
                 }
-            },
+            }
         };
         let id = events::event_id(&run);
         p.seen = Some(id);
@@ -207,12 +270,12 @@ fn stream(
             .unwrap_or_else(|_| Event::default().comment("unserializable run"));
         Some((Ok(event), p))
     });
-    let limits = run_events.limits();
     let deadline = tokio::time::sleep(limits.max_duration);
     let closed = run_events.closed();
     // Ends (dropping the watch and the slot) at whichever comes first.
-    futures_util::StreamExt::take_until(
-        states,
+    let ends = futures_util::future::select(
+        Box::pin(revoked),
         futures_util::future::select(Box::pin(deadline), Box::pin(closed)),
-    )
+    );
+    futures_util::StreamExt::take_until(states, ends)
 }

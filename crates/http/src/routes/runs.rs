@@ -466,12 +466,7 @@ pub async fn list(
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Response, HttpError> {
     let key = authenticate(&state, &headers, peer).await?;
-    let Query(params) = params.map_err(|e| {
-        ApiError::new(
-            ErrorCode::InvalidRequest,
-            format!("Invalid query: {}", e.body_text()),
-        )
-    })?;
+    let Query(params) = params.map_err(|e| crate::error::bad_query(&e))?;
     let (runs, has_more) = service::list_runs(
         state.store.as_ref(),
         &key,

@@ -136,15 +136,42 @@ async fn list(api: &ApiArgs, limit: Option<usize>) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Directories `--download` made, deepest first: taken away again (while still empty) when no
+/// run comes to fill them.
+struct MadeDirs(Vec<std::path::PathBuf>);
+
+impl MadeDirs {
+    fn remove(&self) {
+        for dir in &self.0 {
+            // Only an empty directory goes; one something else wrote to meanwhile stays.
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
 /// Makes `dir` (and its parents) if missing, and checks that a file can be created in it.
-fn writable_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let probe = dir.join(format!(".runbase-write-check-{}", std::process::id()));
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&probe)?;
-    std::fs::remove_file(&probe)
+fn writable_dir(dir: &std::path::Path) -> std::io::Result<MadeDirs> {
+    let missing = MadeDirs(
+        dir.ancestors()
+            .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+            .map(std::path::Path::to_path_buf)
+            .collect(),
+    );
+    let checked = std::fs::create_dir_all(dir).and_then(|()| {
+        let probe = dir.join(format!(".runbase-write-check-{}", std::process::id()));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&probe)?;
+        std::fs::remove_file(&probe)
+    });
+    match checked {
+        Ok(()) => Ok(missing),
+        Err(e) => {
+            missing.remove();
+            Err(e)
+        }
+    }
 }
 
 async fn run(args: RunArgs) -> Result<(), Failure> {
@@ -162,14 +189,23 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
         Value::Null
     };
     let input = input::build(&args.fields, &schema).map_err(Failure::usage)?;
-    if let Some(dir) = &args.download {
-        // Before the create: a directory that cannot be made or written to costs no run.
-        writable_dir(dir)
-            .map_err(|e| Failure::usage(format!("--download {}: {e}", dir.display())))?;
-    }
+    // Before the create: a directory that cannot be made or written to costs no run.
+    let made = match &args.download {
+        Some(dir) => writable_dir(dir)
+            .map_err(|e| Failure::usage(format!("--download {}: {e}", dir.display())))?,
+        None => MadeDirs(Vec::new()),
+    };
     let created = match &args.idempotency_key {
-        Some(key) => client.create_idempotent(&args.model, input, key).await?,
-        None => client.create(&args.model, input).await?,
+        Some(key) => client.create_idempotent(&args.model, input, key).await,
+        None => client.create(&args.model, input).await,
+    };
+    let created = match created {
+        Ok(run) => run,
+        Err(e) => {
+            // No run: nothing will be saved where the directories were made for it.
+            made.remove();
+            return Err(e.into());
+        }
     };
     if !args.wait && args.download.is_none() && args.timeout.is_none() {
         print_run(&created);
