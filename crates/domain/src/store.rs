@@ -48,6 +48,10 @@ pub enum CreateRunError {
     Store(#[from] StoreError),
 }
 
+/// Why the administrator role was not taken away: no other account has it.
+pub const LAST_ADMIN: &str =
+    "this is the only administrator; make another account an administrator first";
+
 /// Which runs a listing shows.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunFilter {
@@ -124,7 +128,8 @@ pub trait Store: Send + Sync + 'static {
     async fn account(&self, id: &str) -> Result<Option<Account>, StoreError>;
     /// Every account, oldest first (the CLI's `accounts list`).
     async fn list_accounts(&self) -> Result<Vec<Account>, StoreError>;
-    /// Makes the account an administrator, or not; returns it.
+    /// Gives or takes away the administrator role. Taking it from the last administrator is a
+    /// `Conflict` ([`LAST_ADMIN`]), also when removals race. Returns the account.
     async fn set_admin(&self, account_id: &str, admin: bool) -> Result<Account, StoreError>;
     /// Adds (or with a negative amount, removes) credit; writes the ledger entry, naming the
     /// administrator who granted it, if one did. A positive amount marks the account credited

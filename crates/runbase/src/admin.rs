@@ -202,8 +202,14 @@ fn allowlist(entries: &[String]) -> anyhow::Result<IpAllowlist> {
     IpAllowlist::parse(entries).map_err(|e| anyhow::anyhow!("--allow-ip: {e}"))
 }
 
+/// `--expires-at`: a time still to come (a key that expired already would be created, or left,
+/// unusable without saying so).
 fn timestamp(s: &str) -> anyhow::Result<Timestamp> {
-    Timestamp::parse_rfc3339(s).map_err(|e| anyhow::anyhow!("--expires-at: {e}"))
+    let at = Timestamp::parse_rfc3339(s).map_err(|e| anyhow::anyhow!("--expires-at: {e}"))?;
+    if at <= Timestamp::now() {
+        anyhow::bail!("--expires-at: {s} is not in the future (`keys disable` stops a key now)");
+    }
+    Ok(at)
 }
 
 /// `s` safe to print on a terminal: control characters (newlines, escapes), format characters

@@ -179,7 +179,7 @@ pub enum AccountsCommand {
     List,
     /// Make an account an administrator (may grant credits in the dashboard)
     SetAdmin { email: String },
-    /// Make an account no longer an administrator
+    /// Make an account no longer an administrator (refused for the last one)
     UnsetAdmin { email: String },
 }
 
@@ -215,7 +215,7 @@ pub struct KeyCreateArgs {
     /// An allowed client IP or CIDR block (repeatable, at most 10)
     #[arg(long = "allow-ip")]
     pub allow_ip: Vec<String>,
-    /// When the key stops working (RFC 3339)
+    /// When the key stops working (RFC 3339, in the future)
     #[arg(long)]
     pub expires_at: Option<String>,
     /// How many runs the key may create
@@ -243,6 +243,7 @@ pub struct KeyUpdateArgs {
     /// Empty the allowlist (allow every address)
     #[arg(long)]
     pub clear_allow_ips: bool,
+    /// When the key stops working (RFC 3339, in the future)
     #[arg(long, conflicts_with = "no_expiry")]
     pub expires_at: Option<String>,
     #[arg(long)]

@@ -796,6 +796,13 @@ async fn administrators_are_listed_and_changed_from_the_command_line() {
     assert_eq!(admin_of(&list, "second@example.com"), "yes");
     let out = server.cli_raw(&["accounts", "set-admin", "nobody@example.com"]);
     assert!(!out.status.success());
+    // The last administrator keeps the role.
+    let out = server.cli_raw(&["accounts", "unset-admin", "second@example.com"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("only administrator"), "{stderr}");
+    let list = server.cli(&["accounts", "list"]);
+    assert_eq!(admin_of(&list, "second@example.com"), "yes");
 }
 
 #[tokio::test]

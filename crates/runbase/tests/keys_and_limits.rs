@@ -52,14 +52,34 @@ async fn disabled_deleted_and_expired_keys_are_refused_at_once() {
     let out = s.cli_raw(&["keys", "enable", &id]);
     assert!(!out.status.success(), "a deleted key cannot be re-enabled");
 
-    // Expired already, and expiring while in use.
-    let past = s.key(
+    // An expiry already past is refused, on a new key and on an update: no key is made, and
+    // the updated key works as before.
+    let fresh = s.key("states@example.com", &[]);
+    let keys_before = s.cli(&["keys", "list", "--account", "states@example.com"]);
+    let past = "2020-01-01T00:00:00Z";
+    let out = s.cli_raw(&[
+        "keys",
+        "create",
+        "--account",
         "states@example.com",
-        &["--expires-at", "2020-01-01T00:00:00Z"],
+        "--expires-at",
+        past,
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--expires-at") && stderr.contains("not in the future"),
+        "{stderr}"
     );
-    c.create(&past, echo())
-        .await
-        .assert_error(401, "invalid_api_key");
+    assert!(out.stdout.is_empty(), "a key was printed");
+    assert_eq!(
+        s.cli(&["keys", "list", "--account", "states@example.com"]),
+        keys_before
+    );
+    let out = s.cli_raw(&["keys", "update", &fresh, "--expires-at", past]);
+    assert!(!out.status.success());
+    assert_eq!(c.create(&fresh, echo()).await.status, 201);
+    // Expiring while in use.
     let soon = (time_in(Duration::from_secs(2))).to_string();
     let short = s.key("states@example.com", &["--expires-at", &soon]);
     assert_eq!(c.create(&short, echo()).await.status, 201);

@@ -16,7 +16,8 @@ use runbase_domain::money::Millicents;
 use runbase_domain::run::{NewRun, Run, RunError, RunOutcome};
 use runbase_domain::sessions::Session;
 use runbase_domain::store::{
-    CreateRunError, MODE_FILTERS, PaymentCredit, RunFilter, Store, StoreError, mode_filter_index,
+    CreateRunError, LAST_ADMIN, MODE_FILTERS, PaymentCredit, RunFilter, Store, StoreError,
+    mode_filter_index,
 };
 use runbase_domain::time::Timestamp;
 use runbase_domain::uploads::{Upload, UploadQuota, UploadUsage};
@@ -925,15 +926,30 @@ impl Store for PgStore {
     }
 
     async fn set_admin(&self, account_id: &str, admin: bool) -> Result<Account, StoreError> {
+        // Taking the role away locks every administrator's row first (in id order), so two
+        // concurrent removals cannot each count the other as the one who stays.
         let row = self
             .row(
-                &format!("UPDATE accounts SET admin = $2 WHERE id = $1 RETURNING {ACCOUNT_COLS}"),
+                &format!(
+                    "WITH admins AS (SELECT id FROM accounts WHERE admin ORDER BY id FOR UPDATE) \
+                     UPDATE accounts SET admin = $2 WHERE id = $1 \
+                     AND ($2 OR NOT admin OR EXISTS (SELECT 1 FROM admins WHERE id <> $1)) \
+                     RETURNING {ACCOUNT_COLS}"
+                ),
                 &[&account_id, &admin],
             )
             .await?;
-        match row {
-            Some(r) => Ok(rows::account(&r)?),
-            None => Err(StoreError::NotFound(format!("no account {account_id}"))),
+        if let Some(r) = row {
+            return Ok(rows::account(&r)?);
+        }
+        let exists = self
+            .row("SELECT 1 FROM accounts WHERE id = $1", &[&account_id])
+            .await?
+            .is_some();
+        if exists {
+            Err(StoreError::Conflict(LAST_ADMIN.into()))
+        } else {
+            Err(StoreError::NotFound(format!("no account {account_id}")))
         }
     }
 

@@ -15,7 +15,8 @@ use runbase_domain::money::Millicents;
 use runbase_domain::run::{NewRun, Run, RunError, RunOutcome};
 use runbase_domain::sessions::Session;
 use runbase_domain::store::{
-    CreateRunError, MODE_FILTERS, PaymentCredit, RunFilter, Store, StoreError, mode_filter_index,
+    CreateRunError, LAST_ADMIN, MODE_FILTERS, PaymentCredit, RunFilter, Store, StoreError,
+    mode_filter_index,
 };
 use runbase_domain::time::Timestamp;
 use runbase_domain::uploads::{Upload, UploadQuota, UploadUsage};
@@ -506,16 +507,29 @@ impl Store for SqliteStore {
 
     async fn set_admin(&self, account_id: &str, admin: bool) -> Result<Account, StoreError> {
         let id = account_id.to_owned();
-        let updated = self
+        // One write (the writer is the only one): the role is taken away only while another
+        // account keeps it.
+        let (updated, exists) = self
             .write(move |c| {
-                c.prepare_cached(&format!(
-                    "UPDATE accounts SET admin = ?2 WHERE id = ?1 RETURNING {ACCOUNT_COLS}"
-                ))?
-                .query_row(params![id, admin], rows::account)
-                .optional()
+                let updated = c
+                    .prepare_cached(&format!(
+                        "UPDATE accounts SET admin = ?2 WHERE id = ?1 \
+                         AND (?2 OR NOT admin OR EXISTS (SELECT 1 FROM accounts WHERE admin AND id <> ?1)) \
+                         RETURNING {ACCOUNT_COLS}"
+                    ))?
+                    .query_row(params![id, admin], rows::account)
+                    .optional()?;
+                let exists = updated.is_some()
+                    || c.prepare_cached("SELECT 1 FROM accounts WHERE id = ?1")?
+                        .exists([&id])?;
+                Ok((updated, exists))
             })
             .await?;
-        updated.ok_or_else(|| StoreError::NotFound(format!("no account {account_id}")))
+        match updated {
+            Some(account) => Ok(account),
+            None if exists => Err(StoreError::Conflict(LAST_ADMIN.into())),
+            None => Err(StoreError::NotFound(format!("no account {account_id}"))),
+        }
     }
 
     async fn account(&self, id: &str) -> Result<Option<Account>, StoreError> {
