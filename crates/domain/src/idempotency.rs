@@ -30,6 +30,7 @@
 //! the one run id, which the store keeps unique: one run, one charge, whatever the timing.
 
 use crate::account::ApiKey;
+use crate::auth::KeySeen;
 use crate::catalog::Catalog;
 use crate::error::{ApiError, ErrorCode};
 use crate::run::Run;
@@ -393,7 +394,17 @@ pub async fn create_run(
         claimed_at: claim.claimed_at,
         fresh: None,
     };
-    match service::create_run_as(store, catalog, key, body, run_id.clone(), Some(mark)).await {
+    match service::create_run_as(
+        store,
+        catalog,
+        key,
+        KeySeen::Read,
+        body,
+        run_id.clone(),
+        Some(mark),
+    )
+    .await
+    {
         // The store recorded this answer in the transaction that created the run.
         Ok(run) => Ok(Answered {
             answer: Answer::created(&run),
@@ -426,6 +437,79 @@ pub async fn create_run(
     }
 }
 
+/// A create with an `Idempotency-Key` whose API key was authenticated from this node's
+/// remembered copy ([`KeySeen::Remembered`]), without reading its row. Answers `Some` only for
+/// what the store decided on the key's locked row: the run created (with its `201` written under
+/// the idempotency key in the same transaction), or a create whose outcome is unknown. `None`
+/// for anything else (a replay, a key in use, any refusal): nothing was written under the key,
+/// and the caller reads the key's row and calls [`create_run`], so that no recorded answer,
+/// refusal or conflict is given on the copy's word.
+pub async fn create_run_remembered(
+    store: &dyn Store,
+    catalog: &Catalog,
+    in_flight: &InFlightKeys,
+    key: &ApiKey,
+    body: &[u8],
+    idempotency_key: &str,
+) -> Result<Option<Answered>, ApiError> {
+    if !store.claims_keys_in_creates() {
+        return Ok(None);
+    }
+    let idempotency_key = &stored_key(key, idempotency_key);
+    let new = NewClaim::new(
+        &key.account_id,
+        idempotency_key,
+        key_fingerprint(key, "POST", "/api/v1/runs", body),
+        Some(crate::ids::new_run_id()),
+    );
+    let Some(_held) = in_flight.hold(&key.account_id, idempotency_key) else {
+        return Ok(None);
+    };
+    let (run_id, mark) = fresh_mark(&new);
+    let created = service::create_run_as(
+        store,
+        catalog,
+        key,
+        KeySeen::Remembered,
+        body,
+        run_id.clone(),
+        Some(mark),
+    )
+    .await;
+    match created {
+        Ok(run) => Ok(Some(Answered {
+            answer: Answer::created(&run),
+            replayed: false,
+        })),
+        // The transaction that would have written the key also created the run: if the run is
+        // there, so is its answer (as after a key read: `create_claiming_in_the_create`).
+        Err(CreateFailure::Failed(e)) => {
+            match existing_run(store, &key.account_id, &run_id).await {
+                Some(run) => Ok(Some(Answered {
+                    answer: Answer::created(&run),
+                    replayed: false,
+                })),
+                None => Err(e),
+            }
+        }
+        Err(_) => Ok(None),
+    }
+}
+
+/// The run id and the mark of a create that claims its fresh key in its own transaction.
+fn fresh_mark(new: &NewClaim) -> (String, RunMark) {
+    let run_id = new.run_id.clone().unwrap_or_else(crate::ids::new_run_id);
+    let mark = RunMark {
+        key: new.key.clone(),
+        claimed_at: new.now,
+        fresh: Some(FreshKey {
+            fingerprint: new.fingerprint.clone(),
+            expired_before: new.expired_before,
+        }),
+    };
+    (run_id, mark)
+}
+
 /// A create whose key is claimed by the create's own transaction: one write for a first
 /// request, whatever its answer. `None` when the key's row is an in-flight claim, which the
 /// claiming path must settle.
@@ -436,26 +520,27 @@ async fn create_claiming_in_the_create(
     body: &[u8],
     new: &NewClaim,
 ) -> Result<Option<Answered>, ApiError> {
-    let run_id = new.run_id.clone().unwrap_or_else(crate::ids::new_run_id);
-    let mark = RunMark {
-        key: new.key.clone(),
-        claimed_at: new.now,
-        fresh: Some(FreshKey {
-            fingerprint: new.fingerprint.clone(),
-            expired_before: new.expired_before,
-        }),
+    let (run_id, mark) = fresh_mark(new);
+    let failure = match service::create_run_as(
+        store,
+        catalog,
+        key,
+        KeySeen::Read,
+        body,
+        run_id.clone(),
+        Some(mark),
+    )
+    .await
+    {
+        // The store wrote the key's row, with this answer, in the transaction that created it.
+        Ok(run) => {
+            return Ok(Some(Answered {
+                answer: Answer::created(&run),
+                replayed: false,
+            }));
+        }
+        Err(failure) => failure,
     };
-    let failure =
-        match service::create_run_as(store, catalog, key, body, run_id.clone(), Some(mark)).await {
-            // The store wrote the key's row, with this answer, in the transaction that created it.
-            Ok(run) => {
-                return Ok(Some(Answered {
-                    answer: Answer::created(&run),
-                    replayed: false,
-                }));
-            }
-            Err(failure) => failure,
-        };
     let kept = |e: &ApiError| is_kept(e.code.status());
     match failure {
         // The key has a row: a replay, another request's, or an in-flight claim.

@@ -171,11 +171,12 @@ pub async fn create_run_as(
     store: &dyn Store,
     catalog: &Catalog,
     key: &ApiKey,
+    seen: KeySeen,
     body: &[u8],
     run_id: String,
     mark: Option<crate::idempotency::RunMark>,
 ) -> Result<Run, CreateFailure> {
-    create(store, catalog, key, KeySeen::Read, body, run_id, mark).await
+    create(store, catalog, key, seen, body, run_id, mark).await
 }
 
 async fn create(

@@ -396,6 +396,116 @@ async fn a_create_on_a_remembered_key_is_answered_from_the_key_row() {
     );
 }
 
+/// A create with an `Idempotency-Key` may also be made on the remembered copy of its key; then
+/// only the run created is answered on the copy's word. A replay, a refusal or a conflict is
+/// answered after the key's row is read, and nothing the copy got wrong is kept under the
+/// idempotency key. Each change comes right after a read of the key (which copies it), as in
+/// the test above.
+#[tokio::test]
+async fn a_keyed_create_on_a_remembered_key_is_answered_from_the_key_row() {
+    let at = common::free_address();
+    let s = Server::start_with(&[("RUNBASE_METRICS_LISTEN", at.as_str())]);
+    let metrics = format!("http://{at}/metrics");
+    s.account("keyed@example.com", 100);
+    let c = s.client();
+    let key = s.key("keyed@example.com", &[]);
+    let remembered = || async {
+        common::sample(
+            &common::scrape(&metrics).await,
+            r#"runbase_create_key_checks_total{key="remembered"}"#,
+        )
+        .unwrap_or(0.0)
+    };
+    let keyed = |idem: &'static str| {
+        let (c, key) = (&c, &key);
+        async move {
+            let req = c
+                .http
+                .post(format!("{}/api/v1/runs", c.base))
+                .bearer_auth(key)
+                .header("idempotency-key", idem)
+                .header("content-type", "application/json")
+                .body(echo().to_string());
+            c.send(req).await
+        }
+    };
+    // Reads the key (copying it whole), then makes `change` (with KEY for the key).
+    let primed = |change: &'static [&'static str]| {
+        let (c, s, key) = (&c, &s, &key);
+        async move {
+            let before = remembered().await;
+            let at = std::time::Instant::now();
+            assert_eq!(c.get(Some(key), "/api/v1/runs").await.status, 200);
+            let mut args = change.to_vec();
+            if let Some(i) = args.iter().position(|a| *a == "KEY") {
+                args[i] = key;
+            }
+            s.cli(&args);
+            (before, at)
+        }
+    };
+    let took = |(before, at): (f64, std::time::Instant)| async move {
+        let elapsed = at.elapsed();
+        if elapsed < std::time::Duration::from_millis(800) {
+            assert_eq!(remembered().await, before + 1.0, "made on the copy");
+        } else {
+            eprintln!("the step took {elapsed:?}: the copy may have run out, not checked");
+        }
+    };
+
+    // A fresh key on a copy: created, and replayed as the first answer.
+    let step = primed(&["accounts", "list"]).await;
+    let first = keyed("k1").await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    took(step).await;
+    let again = keyed("k1").await;
+    assert_eq!(again.status, 201);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(again.body, first.body);
+
+    // Disabled since the copy: a replay is the row's 401, not the recorded run.
+    let step = primed(&["keys", "disable", "KEY"]).await;
+    keyed("k1").await.assert_error(401, "invalid_api_key");
+    took(step).await;
+    // A fresh key is refused too, and its 401 is not kept: enabled, the key creates under it.
+    s.cli(&["keys", "enable", &key]);
+    let step = primed(&["keys", "disable", "KEY"]).await;
+    keyed("k2").await.assert_error(401, "invalid_api_key");
+    took(step).await;
+    s.cli(&["keys", "enable", &key]);
+    let created = keyed("k2").await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.header("idempotent-replayed"), None);
+
+    // An allowlist added since: 403 from the row, not kept; cleared, the key creates under it.
+    let step = primed(&["keys", "update", "KEY", "--allow-ip", "10.1.2.3"]).await;
+    keyed("k3").await.assert_error(403, "ip_not_allowed");
+    took(step).await;
+    s.cli(&["keys", "update", &key, "--clear-allow-ips"]);
+    let created = keyed("k3").await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(created.header("idempotent-replayed"), None);
+
+    // A spend limit met since the copy: the store's refusal (made on the row) is kept, and
+    // replayed.
+    let step = primed(&["keys", "update", "KEY", "--spend-limit-cents", "1"]).await;
+    keyed("k4")
+        .await
+        .assert_error(403, "api_key_spend_limit_exceeded");
+    took(step).await;
+    s.cli(&["keys", "update", &key, "--no-spend-limit"]);
+    let kept = keyed("k4").await;
+    kept.assert_error(403, "api_key_spend_limit_exceeded");
+    assert_eq!(kept.header("idempotent-replayed"), Some("true"));
+
+    // Three runs, each charged once.
+    assert_eq!(s.count("SELECT count(*) FROM runs"), 3);
+    assert_eq!(
+        s.count("SELECT count(*) FROM ledger WHERE kind = 'run_charge'"),
+        3
+    );
+}
+
 /// A key read with a run (GET of a run by id) may be read partially (on PostgreSQL: no test
 /// flag, no quota). Such a copy never authenticates a create: a test key's create right after it
 /// is a test run, free, never a charged one.

@@ -86,15 +86,8 @@ pub async fn create(
 ) -> Response {
     // Steps 1-5 before a byte of the body is read: an unauthenticated upload costs nothing
     // (a key disabled within the last second may have its body read before its 401: see
-    // `authorize_create`). A create with an idempotency key may be answered from what was
-    // recorded, without the store's check of the key, so it always reads the key.
-    let authorized = if headers.contains_key(idempotency::HEADER) {
-        authorize_runs(&state, &headers, peer)
-            .await
-            .map(|(key, rate)| (CreateKey::Read(key), rate))
-    } else {
-        authorize_create(&state, &headers, peer).await
-    };
+    // `authorize_create`).
+    let authorized = authorize_create(&state, &headers, peer).await;
     let (key, rate) = match authorized {
         Ok(ok) => ok,
         Err(resp) => {
@@ -123,11 +116,37 @@ pub async fn create(
             let body = read_body(body, state.config.body_limit())
                 .await
                 .map_err(|e| e.into_api(ErrorCode::InvalidJson))?;
+            // Counted once, by how the key was first taken (as the plain create is).
+            state.metrics.create_authenticated(key.seen());
+            let read;
+            let key: &ApiKey = match &key {
+                CreateKey::Read(key) => key,
+                CreateKey::Remembered(copy) => {
+                    // Only the run created is answered on the copy's word (the store checked
+                    // the key on the row it locked); anything else (a replay, a refusal, a key
+                    // in use) only after the key's row is read, as the plain create does.
+                    if let Some(created) = idempotency::create_run_remembered(
+                        state.store.as_ref(),
+                        &state.catalog,
+                        &state.idempotency_keys,
+                        copy,
+                        &body,
+                        &idempotency_key,
+                    )
+                    .await?
+                    {
+                        return Ok(created);
+                    }
+                    state.recent_keys.forget(&copy.hash);
+                    read = authenticate(&state, &headers, peer).await?;
+                    &read
+                }
+            };
             idempotency::create_run(
                 state.store.as_ref(),
                 &state.catalog,
                 &state.idempotency_keys,
-                &key,
+                key,
                 &body,
                 &idempotency_key,
             )
