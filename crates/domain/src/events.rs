@@ -45,6 +45,14 @@ impl Default for StreamLimits {
     }
 }
 
+/// A wait of between half of `every` and `every`, drawn at random: the first of a stream's
+/// periodic checks, so that streams opened together do not all check at the same instant.
+pub fn first_recheck(every: Duration) -> Duration {
+    use rand::RngExt;
+    let micros = u64::try_from(every.as_micros()).unwrap_or(u64::MAX).max(2);
+    Duration::from_micros(rand::rng().random_range(micros / 2..=micros))
+}
+
 /// The id of a run's event: increases along the run's life, whatever path it takes.
 ///
 /// With `a` the times a worker has taken the run (`Run::attempts`): `pending` is `2a` (0 when created, 2 after

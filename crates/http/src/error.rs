@@ -22,16 +22,22 @@ impl From<ErrorCode> for HttpError {
 
 /// A query string the endpoint cannot read (an unknown parameter, a value of the wrong kind), as
 /// `400 invalid_request` naming what was wrong, without the framework's preamble.
+/// The detail is cut at [`QUERY_DETAIL_MAX`] characters: it quotes the parameter's name, which
+/// the URL may make tens of kilobytes long.
 pub fn bad_query(e: &axum::extract::rejection::QueryRejection) -> ApiError {
     let text = e.body_text();
     let detail = text
         .strip_prefix("Failed to deserialize query string: ")
         .unwrap_or(&text);
-    ApiError::new(
-        ErrorCode::InvalidRequest,
-        format!("Invalid query: {detail}"),
-    )
+    let message = match detail.char_indices().nth(QUERY_DETAIL_MAX) {
+        Some((cut, _)) => format!("Invalid query: {}…", &detail[..cut]),
+        None => format!("Invalid query: {detail}"),
+    };
+    ApiError::new(ErrorCode::InvalidRequest, message)
 }
+
+/// How much of a bad query's detail [`bad_query`] quotes, in characters.
+pub const QUERY_DETAIL_MAX: usize = 200;
 
 /// The envelope's bytes for `e`.
 pub fn envelope(e: &ApiError) -> Vec<u8> {
@@ -91,6 +97,14 @@ mod tests {
             e.message,
             "Invalid query: lmit: unknown field `lmit`, expected `limit`"
         );
+        let long = "b".repeat(60_000);
+        let e = bad_query(&query(&format!("{long}=1")));
+        assert!(
+            e.message.len() < QUERY_DETAIL_MAX + 100,
+            "{} bytes",
+            e.message.len()
+        );
+        assert!(e.message.ends_with('…'), "{}", e.message);
         let e = bad_query(&query("limit=many"));
         assert!(
             e.message.starts_with("Invalid query: limit: "),

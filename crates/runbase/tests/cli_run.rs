@@ -284,4 +284,34 @@ async fn a_timeout_waits_and_a_bad_download_directory_creates_no_run() {
         "the directories made stayed"
     );
     assert!(dir.path().exists());
+    // Empty directories reached through `..` after a part that was missing were there before:
+    // only the missing part, made for this create, goes.
+    let kept = dir.path().join("kept");
+    std::fs::create_dir_all(kept.join("inner")).unwrap();
+    for through in [
+        "ghost/../kept",
+        "ghost/../kept/inner",
+        "ghost/a/../../kept/inner",
+    ] {
+        let out = runbase(
+            &s,
+            Some(&key),
+            &[
+                "run",
+                "runbase/no-such-model",
+                "prompt=p",
+                "--download",
+                dir.path().join(through).to_str().unwrap(),
+            ],
+        );
+        assert_eq!(out.status.code(), Some(1), "{through}: {}", stderr(&out));
+        assert!(
+            kept.join("inner").is_dir(),
+            "{through} took away a directory it did not make"
+        );
+        assert!(
+            !dir.path().join("ghost").exists(),
+            "{through}: the made part stayed"
+        );
+    }
 }

@@ -659,26 +659,45 @@ async fn the_playground_key_settings_hold_in_the_playground() {
 #[tokio::test]
 async fn a_playground_run_over_the_rate_limit_says_when_to_retry() {
     let s = Server::start_with(&[
-        ("RUNBASE_RATE_LIMITS__RUNS__REQUESTS", "2"),
+        ("RUNBASE_RATE_LIMITS__RUNS__REQUESTS", "3"),
         ("RUNBASE_RATE_LIMITS__AUTH__REQUESTS", "100"),
     ]);
     let mut b = Browser::new(&s);
     b.log_in_new(&s, "limited@example.com", 100).await;
+    // A field the form cannot read counts against the limit, and its 400 says so.
+    let bad = b
+        .run(
+            "runbase/echo",
+            &[("input.text", "t"), ("input.delay_ms", "abc")],
+        )
+        .await;
+    assert_eq!(bad.status, 400, "{}", bad.text);
+    assert_eq!(bad.header("ratelimit-limit"), "3");
+    assert_eq!(bad.header("ratelimit-remaining"), "2");
     let model = "runbase/placeholder-image";
     let fields = [("input.prompt", "p")];
     for left in ["1", "0"] {
         let run = b.run(model, &fields).await;
         assert_eq!(run.status, 201, "{}", run.text);
-        assert_eq!(run.header("ratelimit-limit"), "2");
+        assert_eq!(run.header("ratelimit-limit"), "3");
         assert_eq!(run.header("ratelimit-remaining"), left);
         assert!(run.headers.contains_key("ratelimit-reset"));
     }
+    // A field the form cannot read is read after the limiter, as the API reads a body: over
+    // the limit it is the 429.
+    let bad = b
+        .run(
+            "runbase/echo",
+            &[("input.text", "t"), ("input.delay_ms", "abc")],
+        )
+        .await;
+    assert_eq!(bad.status, 429, "{}", bad.text);
     let refused = b.run(model, &fields).await;
     assert_eq!(refused.status, 429, "{}", refused.text);
     assert_eq!(refused.json()["error"]["code"], "RATE_LIMITED");
     let retry: u64 = refused.header("retry-after").parse().unwrap();
     assert!((1..=10).contains(&retry), "{retry}");
-    assert_eq!(refused.header("ratelimit-limit"), "2");
+    assert_eq!(refused.header("ratelimit-limit"), "3");
     assert_eq!(refused.header("ratelimit-remaining"), "0");
     let kinds = ledger_kinds(&s, "limited@example.com");
     assert_eq!(

@@ -386,7 +386,6 @@ pub async fn create(
             .map(|(_, v)| v.as_str());
         check_csrf(&headers, &viewer, token)?;
         let posted = parse_posted(&state, &body)?;
-        let input = form_to_input(&posted.model, &posted.pairs)?;
         let key = playground_key(&state, &viewer, posted.test).await?;
         // The key's own limits hold in the Playground as through the API: its IP allowlist
         // against the browser's address (spend limit, quota and balance in create_run).
@@ -410,6 +409,9 @@ pub async fn create(
             state.metrics.rate_limited("runs");
             return Err(ErrorCode::RateLimited.into());
         }
+        // The form's fields after the limiter, as the API reads a create's body after it: a
+        // bad field counts as a request and its answer carries the limit's state.
+        let input = form_to_input(&posted.model, &posted.pairs)?;
         let req = json!({ "model": posted.model.id, "input": input });
         service::create_run(
             state.store.as_ref(),

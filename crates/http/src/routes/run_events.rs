@@ -180,11 +180,14 @@ impl Holder {
             && (key.allow_ips.is_empty() || self.client.is_some_and(|ip| key.allow_ips.allows(ip))))
     }
 
-    /// Resolves once the key may no longer read (checked every `every`); a failed read is
-    /// logged and tried again, since the next event's own check fails closed.
+    /// Resolves once the key may no longer read (checked every `every`, the first time after a
+    /// random part of it); a failed read is logged and tried again, since the next event's own
+    /// check fails closed.
     async fn revoked(self, store: Arc<dyn Store>, every: Duration) {
+        let mut wait = events::first_recheck(every);
         loop {
-            tokio::time::sleep(every).await;
+            tokio::time::sleep(wait).await;
+            wait = every;
             match self.may_read(store.as_ref()).await {
                 Ok(true) => {}
                 Ok(false) => return,

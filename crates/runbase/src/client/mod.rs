@@ -150,25 +150,32 @@ impl MadeDirs {
 }
 
 /// Makes `dir` (and its parents) if missing, and checks that a file can be created in it.
+/// Answers the directories this call itself created: each part of the path as written is made
+/// with its own `mkdir`, and only those this process's `mkdir` made are counted (a part that
+/// already exists, also one reached through `..`, or one another process made meanwhile, is not).
 fn writable_dir(dir: &std::path::Path) -> std::io::Result<MadeDirs> {
-    let missing = MadeDirs(
-        dir.ancestors()
-            .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
-            .map(std::path::Path::to_path_buf)
-            .collect(),
-    );
-    let checked = std::fs::create_dir_all(dir).and_then(|()| {
+    let mut made = MadeDirs(Vec::new());
+    let mut prefix = std::path::PathBuf::new();
+    let checked = (|| {
+        for part in dir.components() {
+            prefix.push(part);
+            match std::fs::create_dir(&prefix) {
+                Ok(()) => made.0.insert(0, prefix.clone()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
         let probe = dir.join(format!(".runbase-write-check-{}", std::process::id()));
         std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(&probe)?;
         std::fs::remove_file(&probe)
-    });
+    })();
     match checked {
-        Ok(()) => Ok(missing),
+        Ok(()) => Ok(made),
         Err(e) => {
-            missing.remove();
+            made.remove();
             Err(e)
         }
     }
