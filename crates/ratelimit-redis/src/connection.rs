@@ -82,6 +82,11 @@ impl Connection {
         Ok(conn)
     }
 
+    /// Whether a connection is open now.
+    pub fn is_connected(&self) -> bool {
+        self.current.read().is_ok_and(|c| c.is_some())
+    }
+
     fn get(&self) -> Option<MultiplexedConnection> {
         self.current.read().ok().and_then(|c| c.clone())
     }

@@ -61,6 +61,20 @@ impl RedisLimits {
         })
     }
 
+    /// Waits, at most `within`, for the first connection; says whether there is one. A server
+    /// about to answer waits for it, so that its first requests are not refused (or let through
+    /// uncounted) only because the connection was still being made.
+    pub async fn connected_within(&self, within: Duration) -> bool {
+        let give_up = Instant::now() + within;
+        while !self.conn.is_connected() {
+            if Instant::now() >= give_up {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
+    }
+
     /// A limiter for one scope (`runs`, `auth`, `session`): its keys are
     /// `{prefix}{scope}:{key}`.
     pub fn limiter(&self, scope: &str, limit: RateLimit) -> RedisLimiter {

@@ -14,8 +14,12 @@ pub struct Limiters {
     pub session: Arc<dyn RateLimiter>,
 }
 
+/// How long a starting server waits for its first Redis connection before it answers anyway
+/// (with `[rate_limits] fail`'s answer until the connection is made).
+const FIRST_CONNECTION: Duration = Duration::from_secs(2);
+
 /// Needs a Tokio runtime (both backends start background tasks).
-pub fn build(config: &Config, limits: Limits) -> anyhow::Result<Limiters> {
+pub async fn build(config: &Config, limits: Limits) -> anyhow::Result<Limiters> {
     if config.rate_limits.backend == "redis" {
         let url = config
             .redis_url
@@ -33,6 +37,12 @@ pub fn build(config: &Config, limits: Limits) -> anyhow::Result<Limiters> {
             Timeouts::default(),
         )
         .map_err(anyhow::Error::msg)?;
+        if !redis.connected_within(FIRST_CONNECTION).await {
+            tracing::warn!(
+                fail = %config.rate_limits.fail,
+                "rate limiter: no connection to Redis after {FIRST_CONNECTION:?}; answering per [rate_limits] fail until there is one"
+            );
+        }
         tracing::info!(
             fail = %config.rate_limits.fail,
             "rate limits are counted in Redis"

@@ -171,7 +171,7 @@ pub async fn run(config: Config, warnings: Vec<String>, migrate: bool) -> anyhow
         auth: limit(config.rate_limits.auth),
         session: limit(config.rate_limits.session),
     };
-    let limiters = crate::limiters::build(&config, limits)?;
+    let limiters = crate::limiters::build(&config, limits).await?;
     let state = AppState::new(Shared {
         store: store.clone(),
         catalog: catalog.clone(),
