@@ -233,17 +233,21 @@ async fn a_timeout_waits_and_a_bad_download_directory_creates_no_run() {
     let file = dir.path().join("afile");
     std::fs::write(&file, b"x").unwrap();
     let before = s.client().balance(&key).await;
-    let out = runbase(
-        &s,
-        Some(&key),
-        &[
-            "run",
-            "runbase/placeholder-image",
-            "prompt=p",
-            "--download",
-            file.to_str().unwrap(),
-        ],
-    );
+    // `runbase run MODEL prompt=p --download DIR`.
+    let download_to = |model: &str, dir: &std::path::Path| {
+        runbase(
+            &s,
+            Some(&key),
+            &[
+                "run",
+                model,
+                "prompt=p",
+                "--download",
+                dir.to_str().unwrap(),
+            ],
+        )
+    };
+    let out = download_to("runbase/placeholder-image", &file);
     assert_eq!(out.status.code(), Some(2), "stderr: {}", stderr(&out));
     assert!(stderr(&out).contains("--download"), "{}", stderr(&out));
     // A directory that exists but takes no files (Linux's /proc/sys, even for root), and a
@@ -266,17 +270,7 @@ async fn a_timeout_waits_and_a_bad_download_directory_creates_no_run() {
     // A create the server refuses leaves none of the directories `--download` made for it; a
     // directory that was there before stays.
     let made = dir.path().join("new").join("nested");
-    let out = runbase(
-        &s,
-        Some(&key),
-        &[
-            "run",
-            "runbase/no-such-model",
-            "prompt=p",
-            "--download",
-            made.to_str().unwrap(),
-        ],
-    );
+    let out = download_to("runbase/no-such-model", &made);
     assert_eq!(out.status.code(), Some(1), "stderr: {}", stderr(&out));
     assert!(stderr(&out).contains("model"), "{}", stderr(&out));
     assert!(
@@ -293,17 +287,7 @@ async fn a_timeout_waits_and_a_bad_download_directory_creates_no_run() {
         "ghost/../kept/inner",
         "ghost/a/../../kept/inner",
     ] {
-        let out = runbase(
-            &s,
-            Some(&key),
-            &[
-                "run",
-                "runbase/no-such-model",
-                "prompt=p",
-                "--download",
-                dir.path().join(through).to_str().unwrap(),
-            ],
-        );
+        let out = download_to("runbase/no-such-model", &dir.path().join(through));
         assert_eq!(out.status.code(), Some(1), "{through}: {}", stderr(&out));
         assert!(
             kept.join("inner").is_dir(),

@@ -285,6 +285,48 @@ async fn usage_quota() {
         .assert_error(429, "USAGE_EXCEEDED");
 }
 
+/// A key's copy on the node, probed: [`CopyProbe::primed`] reads the key (which copies it whole)
+/// and then changes it with the CLI (`KEY` in `change` is the key); [`CopyProbe::took`] checks
+/// that the create made next was made on the copy (`runbase_create_key_checks_total`), unless
+/// the step took longer than the copy lives, which it reports.
+struct CopyProbe<'a> {
+    s: &'a Server,
+    c: &'a common::Client,
+    key: &'a str,
+    metrics: String,
+}
+
+impl CopyProbe<'_> {
+    async fn remembered(&self) -> f64 {
+        common::sample(
+            &common::scrape(&self.metrics).await,
+            r#"runbase_create_key_checks_total{key="remembered"}"#,
+        )
+        .unwrap_or(0.0)
+    }
+
+    async fn primed(&self, change: &[&str]) -> (f64, std::time::Instant) {
+        let before = self.remembered().await;
+        let at = std::time::Instant::now();
+        assert_eq!(self.c.get(Some(self.key), "/api/v1/runs").await.status, 200);
+        let args: Vec<&str> = change
+            .iter()
+            .map(|a| if *a == "KEY" { self.key } else { a })
+            .collect();
+        self.s.cli(&args);
+        (before, at)
+    }
+
+    async fn took(&self, (before, at): (f64, std::time::Instant)) {
+        let elapsed = at.elapsed();
+        if elapsed < std::time::Duration::from_millis(800) {
+            assert_eq!(self.remembered().await, before + 1.0, "made on the copy");
+        } else {
+            eprintln!("the step took {elapsed:?}: the copy may have run out, not checked");
+        }
+    }
+}
+
 /// A create may be authenticated from the copy of its key this node read within the last second,
 /// without reading the key's row (`KeySeen::Remembered`). Its store transaction checks the key on
 /// the row it locks, and any answer the copy could have got wrong is given from the key's row.
@@ -300,36 +342,14 @@ async fn a_create_on_a_remembered_key_is_answered_from_the_key_row() {
     s.account("remembered@example.com", 100);
     let c = s.client();
     let key = s.key("remembered@example.com", &["--quota", "1"]);
-    let remembered = || async {
-        common::sample(
-            &common::scrape(&metrics).await,
-            r#"runbase_create_key_checks_total{key="remembered"}"#,
-        )
-        .unwrap_or(0.0)
+    let probe = CopyProbe {
+        s: &s,
+        c: &c,
+        key: &key,
+        metrics,
     };
-    // Reads the key (copying it whole), then makes `change`; gives what `took` needs.
-    let primed = |change: &'static [&'static str]| {
-        let (c, s, key) = (&c, &s, &key);
-        async move {
-            let before = remembered().await;
-            let at = std::time::Instant::now();
-            assert_eq!(c.get(Some(key), "/api/v1/runs").await.status, 200);
-            let mut args = change.to_vec();
-            let i = args.iter().position(|a| *a == "KEY").unwrap();
-            args[i] = key;
-            s.cli(&args);
-            (before, at)
-        }
-    };
-    // Checks that the create after `primed` was made on the copy, when it could have been.
-    let took = |(before, at): (f64, std::time::Instant)| async move {
-        let elapsed = at.elapsed();
-        if elapsed < std::time::Duration::from_millis(800) {
-            assert_eq!(remembered().await, before + 1.0, "made on the copy");
-        } else {
-            eprintln!("the step took {elapsed:?}: the copy may have run out, not checked");
-        }
-    };
+    let primed = |change| probe.primed(change);
+    let took = |step| probe.took(step);
     // After `primed`: one create admitted on the copy, and the next refused with `code`.
     let admits_one = |step, status: u16, code: &'static str| {
         let (c, key, took) = (&c, &key, &took);
@@ -409,13 +429,6 @@ async fn a_keyed_create_on_a_remembered_key_is_answered_from_the_key_row() {
     s.account("keyed@example.com", 100);
     let c = s.client();
     let key = s.key("keyed@example.com", &[]);
-    let remembered = || async {
-        common::sample(
-            &common::scrape(&metrics).await,
-            r#"runbase_create_key_checks_total{key="remembered"}"#,
-        )
-        .unwrap_or(0.0)
-    };
     let keyed = |idem: &'static str| {
         let (c, key) = (&c, &key);
         async move {
@@ -429,29 +442,14 @@ async fn a_keyed_create_on_a_remembered_key_is_answered_from_the_key_row() {
             c.send(req).await
         }
     };
-    // Reads the key (copying it whole), then makes `change` (with KEY for the key).
-    let primed = |change: &'static [&'static str]| {
-        let (c, s, key) = (&c, &s, &key);
-        async move {
-            let before = remembered().await;
-            let at = std::time::Instant::now();
-            assert_eq!(c.get(Some(key), "/api/v1/runs").await.status, 200);
-            let mut args = change.to_vec();
-            if let Some(i) = args.iter().position(|a| *a == "KEY") {
-                args[i] = key;
-            }
-            s.cli(&args);
-            (before, at)
-        }
+    let probe = CopyProbe {
+        s: &s,
+        c: &c,
+        key: &key,
+        metrics,
     };
-    let took = |(before, at): (f64, std::time::Instant)| async move {
-        let elapsed = at.elapsed();
-        if elapsed < std::time::Duration::from_millis(800) {
-            assert_eq!(remembered().await, before + 1.0, "made on the copy");
-        } else {
-            eprintln!("the step took {elapsed:?}: the copy may have run out, not checked");
-        }
-    };
+    let primed = |change| probe.primed(change);
+    let took = |step| probe.took(step);
 
     // A fresh key on a copy: created, and replayed as the first answer.
     let step = primed(&["accounts", "list"]).await;
