@@ -133,6 +133,14 @@ pub fn is_kept(status: u16) -> bool {
     status < 500 && status != 429
 }
 
+/// Whether a request's error answer is kept under its key: [`is_kept`]'s statuses, but not a key
+/// the store found unusable (`invalid_api_key`). That is the API key's state at that moment (a
+/// disable, an expiry, an allowlist), not the request's answer: the same request, made once the
+/// key is usable again, is made, not answered `401` for a day.
+fn keeps(e: &ApiError) -> bool {
+    is_kept(e.code.status()) && e.code != ErrorCode::InvalidApiKey
+}
+
 /// An answer as sent: its status and its JSON body, byte for byte.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
@@ -419,7 +427,7 @@ pub async fn create_run(
             settle(store, &claim, Settle::Release).await;
             Err(ErrorCode::IdempotencyKeyInUse.into())
         }
-        Err(CreateFailure::Refused(e)) if is_kept(e.code.status()) => {
+        Err(CreateFailure::Refused(e)) if keeps(&e) => {
             Ok(answer(store, &claim, Answer::error(&e), false).await)
         }
         Err(CreateFailure::Refused(e)) => {
@@ -541,7 +549,6 @@ async fn create_claiming_in_the_create(
         }
         Err(failure) => failure,
     };
-    let kept = |e: &ApiError| is_kept(e.code.status());
     match failure {
         // The key has a row: a replay, another request's, or an in-flight claim.
         CreateFailure::KeyTaken => answer_from_record(store, new).await,
@@ -553,7 +560,7 @@ async fn create_claiming_in_the_create(
             _ => Err(e),
         },
         // A kept refusal is written under the key now: claimed, then settled with it.
-        CreateFailure::Refused(e) if kept(&e) => {
+        CreateFailure::Refused(e) if keeps(&e) => {
             let claim = match begin(store, new).await? {
                 Ok(claim) => claim,
                 Err(answered) => return Ok(Some(answered)),
@@ -627,9 +634,7 @@ pub async fn cancel_run(
     };
     match service::cancel_run(store, key, run_id).await {
         Ok(run) => Ok(answer(store, &claim, Answer::ok(&run), false).await),
-        Err(e) if is_kept(e.code.status()) => {
-            Ok(answer(store, &claim, Answer::error(&e), false).await)
-        }
+        Err(e) if keeps(&e) => Ok(answer(store, &claim, Answer::error(&e), false).await),
         Err(e) => {
             settle(store, &claim, Settle::Abandon).await;
             Err(e)

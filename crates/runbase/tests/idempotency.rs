@@ -527,3 +527,43 @@ async fn a_hundred_concurrent_creates_with_one_key_make_one_run_and_one_charge()
     assert_eq!(ledger_lines(&s, "race@example.com", "run_charge"), 1);
     assert_eq!(c.balance(&key).await, 99);
 }
+
+/// A key the store finds unusable (here disabled while the create's body was on its way, after
+/// the key was read) is the API key's state, not the request's answer: the `401` is not kept,
+/// and the same request, once the key is enabled again, is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_disabled_during_a_keyed_create_is_not_kept_as_its_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Server::start();
+    let key = s.account("midway@example.com", 100);
+    let c = s.client();
+    let body = echo("midway").to_string();
+    let mut conn = tokio::net::TcpStream::connect(s.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /api/v1/runs HTTP/1.1\r\nHost: runbase\r\nAuthorization: Bearer {key}\r\n\
+         Idempotency-Key: midway\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(&body.as_bytes()[..5]).await.unwrap();
+    // The key is read (and the limiter asked) before the body: give the server that moment.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    s.cli(&["keys", "disable", &key]);
+    conn.write_all(&body.as_bytes()[5..]).await.unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(answer.contains("invalid_api_key"), "{answer}");
+
+    s.cli(&["keys", "enable", &key]);
+    let made = create(&c, &key, "midway", &echo("midway")).await;
+    assert_eq!(made.status, 201, "{}", String::from_utf8_lossy(&made.body));
+    assert_eq!(made.replayed(), None);
+    let again = create(&c, &key, "midway", &echo("midway")).await;
+    assert_eq!(again.replayed(), Some("true"));
+    assert_eq!(again.body, made.body);
+    assert_eq!(ledger_lines(&s, "midway@example.com", "run_charge"), 1);
+}

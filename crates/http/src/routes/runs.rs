@@ -108,14 +108,19 @@ pub async fn create(
         Ok(k) => k,
         Err(e) => {
             discard(body, state.config.body_limit());
+            let e = answered_from_row(&state, &headers, peer, &key, e).await;
             return with_rate_headers(HttpError(e), &rate);
         }
     };
     if let Some(idempotency_key) = idempotency_key {
         let result = async {
-            let body = read_body(body, state.config.body_limit())
-                .await
-                .map_err(|e| e.into_api(ErrorCode::InvalidJson))?;
+            let body = match read_body(body, state.config.body_limit()).await {
+                Ok(body) => body,
+                Err(e) => {
+                    let e = e.into_api(ErrorCode::InvalidJson);
+                    return Err(answered_from_row(&state, &headers, peer, &key, e).await);
+                }
+            };
             // Counted once, by how the key was first taken (as the plain create is).
             state.metrics.create_authenticated(key.seen());
             let read;
@@ -125,7 +130,7 @@ pub async fn create(
                     // Only the run created is answered on the copy's word (the store checked
                     // the key on the row it locked); anything else (a replay, a refusal, a key
                     // in use) only after the key's row is read, as the plain create does.
-                    if let Some(created) = idempotency::create_run_remembered(
+                    let made = idempotency::create_run_remembered(
                         state.store.as_ref(),
                         &state.catalog,
                         &state.idempotency_keys,
@@ -133,11 +138,14 @@ pub async fn create(
                         &body,
                         &idempotency_key,
                     )
-                    .await?
-                    {
+                    .await;
+                    if let Ok(Some(created)) = made {
                         return Ok(created);
                     }
                     state.recent_keys.forget(&copy.hash);
+                    // A store failure: the run may yet exist, so its 5xx stands (as for a plain
+                    // create on a copy); the copy is forgotten all the same.
+                    made?;
                     read = authenticate(&state, &headers, peer).await?;
                     &read
                 }
@@ -214,6 +222,26 @@ pub async fn create(
             }
         }
         Err(e) => with_rate_headers(HttpError(e), &rate),
+    }
+}
+
+/// An error found before the key's row was read, answered as the plain create answers it: on a
+/// remembered copy of the key, the copy is forgotten and the row read, and a key the row refuses
+/// (disabled, deleted, expired, or its allowlist) is answered that refusal instead.
+async fn answered_from_row(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: Option<std::net::IpAddr>,
+    key: &CreateKey,
+    e: ApiError,
+) -> ApiError {
+    let CreateKey::Remembered(copy) = key else {
+        return e;
+    };
+    state.recent_keys.forget(&copy.hash);
+    match authenticate(state, headers, peer).await {
+        Ok(_) => e,
+        Err(refused) => refused,
     }
 }
 
