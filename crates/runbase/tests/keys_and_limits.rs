@@ -466,8 +466,9 @@ async fn a_keyed_create_on_a_remembered_key_is_answered_from_the_key_row() {
     keyed("k1").await.assert_error(401, "invalid_api_key");
     took(step).await;
     s.cli(&["keys", "enable", &key]);
-    // A malformed `Idempotency-Key` on a just-disabled key is the row's 401 too, not the 400.
-    let step = primed(&["keys", "disable", "KEY"]).await;
+    // A malformed `Idempotency-Key` on a just-disabled key is the row's 401 too, not the 400
+    // (no create is counted: the header is refused first).
+    primed(&["keys", "disable", "KEY"]).await;
     let req = c
         .http
         .post(format!("{}/api/v1/runs", c.base))
@@ -476,7 +477,6 @@ async fn a_keyed_create_on_a_remembered_key_is_answered_from_the_key_row() {
         .header("content-type", "application/json")
         .body(echo().to_string());
     c.send(req).await.assert_error(401, "invalid_api_key");
-    drop(step);
     // A fresh key is refused too, and its 401 is not kept: enabled, the key creates under it.
     s.cli(&["keys", "enable", &key]);
     let step = primed(&["keys", "disable", "KEY"]).await;
