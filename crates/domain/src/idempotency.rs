@@ -365,15 +365,9 @@ pub async fn create_run(
     body: &[u8],
     idempotency_key: &str,
 ) -> Result<Answered, ApiError> {
-    let idempotency_key = &stored_key(key, idempotency_key);
-    let new = NewClaim::new(
-        &key.account_id,
-        idempotency_key,
-        key_fingerprint(key, "POST", "/api/v1/runs", body),
-        Some(crate::ids::new_run_id()),
-    );
+    let new = create_claim(key, body, idempotency_key);
     if store.claims_keys_in_creates() {
-        let Some(_held) = in_flight.hold(&key.account_id, idempotency_key) else {
+        let Some(_held) = in_flight.hold(&key.account_id, &new.key) else {
             return Err(ErrorCode::IdempotencyKeyInUse.into());
         };
         if let Some(answered) =
@@ -463,49 +457,39 @@ pub async fn create_run_remembered(
     if !store.claims_keys_in_creates() {
         return Ok(None);
     }
-    let idempotency_key = &stored_key(key, idempotency_key);
-    let new = NewClaim::new(
-        &key.account_id,
-        idempotency_key,
-        key_fingerprint(key, "POST", "/api/v1/runs", body),
-        Some(crate::ids::new_run_id()),
-    );
-    let Some(_held) = in_flight.hold(&key.account_id, idempotency_key) else {
+    let new = create_claim(key, body, idempotency_key);
+    let Some(_held) = in_flight.hold(&key.account_id, &new.key) else {
         return Ok(None);
     };
-    let (run_id, mark) = fresh_mark(&new);
-    let created = service::create_run_as(
-        store,
-        catalog,
-        key,
-        KeySeen::Remembered,
-        body,
-        run_id.clone(),
-        Some(mark),
-    )
-    .await;
-    match created {
-        Ok(run) => Ok(Some(Answered {
-            answer: Answer::created(&run),
-            replayed: false,
-        })),
-        // The transaction that would have written the key also created the run: if the run is
-        // there, so is its answer (as after a key read: `create_claiming_in_the_create`).
-        Err(CreateFailure::Failed(e)) => {
-            match existing_run(store, &key.account_id, &run_id).await {
-                Some(run) => Ok(Some(Answered {
-                    answer: Answer::created(&run),
-                    replayed: false,
-                })),
-                None => Err(e),
-            }
-        }
+    match create_fresh(store, catalog, key, KeySeen::Remembered, body, &new).await {
+        Ok(answered) => Ok(Some(answered)),
+        Err(CreateFailure::Failed(e)) => Err(e),
         Err(_) => Ok(None),
     }
 }
 
-/// The run id and the mark of a create that claims its fresh key in its own transaction.
-fn fresh_mark(new: &NewClaim) -> (String, RunMark) {
+/// The claim a create with `idempotency_key` makes: the key as stored for the API key's mode,
+/// the request's fingerprint, and the run id chosen for it.
+fn create_claim(key: &ApiKey, body: &[u8], idempotency_key: &str) -> NewClaim {
+    NewClaim::new(
+        &key.account_id,
+        &stored_key(key, idempotency_key),
+        key_fingerprint(key, "POST", "/api/v1/runs", body),
+        Some(crate::ids::new_run_id()),
+    )
+}
+
+/// The create, claiming its fresh key in its own transaction. Answers the run created (its `201`
+/// was written under the key in that transaction), or, after a failure, the run if it exists
+/// (the transaction wrote both or neither); gives back any other failure.
+async fn create_fresh(
+    store: &dyn Store,
+    catalog: &Catalog,
+    key: &ApiKey,
+    seen: KeySeen,
+    body: &[u8],
+    new: &NewClaim,
+) -> Result<Answered, CreateFailure> {
     let run_id = new.run_id.clone().unwrap_or_else(crate::ids::new_run_id);
     let mark = RunMark {
         key: new.key.clone(),
@@ -515,7 +499,20 @@ fn fresh_mark(new: &NewClaim) -> (String, RunMark) {
             expired_before: new.expired_before,
         }),
     };
-    (run_id, mark)
+    let run =
+        match service::create_run_as(store, catalog, key, seen, body, run_id.clone(), Some(mark))
+            .await
+        {
+            Ok(run) => run,
+            Err(CreateFailure::Failed(e)) => existing_run(store, &key.account_id, &run_id)
+                .await
+                .ok_or(CreateFailure::Failed(e))?,
+            Err(failure) => return Err(failure),
+        };
+    Ok(Answered {
+        answer: Answer::created(&run),
+        replayed: false,
+    })
 }
 
 /// A create whose key is claimed by the create's own transaction: one write for a first
@@ -528,25 +525,8 @@ async fn create_claiming_in_the_create(
     body: &[u8],
     new: &NewClaim,
 ) -> Result<Option<Answered>, ApiError> {
-    let (run_id, mark) = fresh_mark(new);
-    let failure = match service::create_run_as(
-        store,
-        catalog,
-        key,
-        KeySeen::Read,
-        body,
-        run_id.clone(),
-        Some(mark),
-    )
-    .await
-    {
-        // The store wrote the key's row, with this answer, in the transaction that created it.
-        Ok(run) => {
-            return Ok(Some(Answered {
-                answer: Answer::created(&run),
-                replayed: false,
-            }));
-        }
+    let failure = match create_fresh(store, catalog, key, KeySeen::Read, body, new).await {
+        Ok(answered) => return Ok(Some(answered)),
         Err(failure) => failure,
     };
     match failure {
@@ -567,18 +547,8 @@ async fn create_claiming_in_the_create(
             };
             Ok(Some(answer(store, &claim, Answer::error(&e), false).await))
         }
-        CreateFailure::Refused(e) => Err(e),
-        CreateFailure::Failed(e) => {
-            // The transaction that would have written the key also created the run: if the
-            // run is there, so is its answer.
-            if let Some(run) = existing_run(store, &key.account_id, &run_id).await {
-                return Ok(Some(Answered {
-                    answer: Answer::created(&run),
-                    replayed: false,
-                }));
-            }
-            Err(e)
-        }
+        // Refused, or failed with no run made (`create_fresh` looked).
+        CreateFailure::Refused(e) | CreateFailure::Failed(e) => Err(e),
     }
 }
 
